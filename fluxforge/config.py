@@ -1,0 +1,313 @@
+"""Typed FluxForge configuration and its loader.
+
+Precedence: ``--config PATH`` > ``FLUXFORGE_CONFIG`` > ``config/fluxforge.yaml`` (the embedded
+default), then ``FLUXFORGE_*`` environment overrides on top (``FLUXFORGE_A__B=value`` sets
+``a.b``; values are parsed as YAML scalars so ``true``/``5``/``[1, 2]`` work).
+
+Storage accepts every pattern of the design notes: the short form (``storage.backend`` +
+``base_dir`` + ``paths`` for all layers), the per-layer form (``ingestion_storage``,
+``etl_storage_input``, ``etl_storage_output``), and hybrids (short form as defaults, per-layer
+blocks overriding). After loading, ``Config.storage.ingestion`` / ``etl_input`` / ``etl_output``
+are always fully resolved ``LayerStorage`` objects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "fluxforge.yaml"
+ENV_PREFIX = "FLUXFORGE_"
+ENV_CONFIG = "FLUXFORGE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names key, value and allowed."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathNames(_Model):
+    """Directory names inside a storage root (all relative, one path part each)."""
+
+    raw_dir: str = "raw"
+    active_subdir: str = "active"
+    ready_subdir: str = "ready"
+    processing_subdir: str = "processing"
+    archive_subdir: str = "archive"
+    failed_subdir: str = "failed"
+    processed_dir: str = "processed"
+    state_dir: str = "state"
+    cold_dir: str = "cold"
+
+    @model_validator(mode="after")
+    def _single_parts(self) -> PathNames:
+        for key, value in self.model_dump().items():
+            if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value:
+                raise ValueError(
+                    f"paths.{key}={value!r}: must be one non-empty directory name "
+                    "(no '/', '\\', '..', NUL)"
+                )
+        return self
+
+
+class S3Settings(_Model):
+    """S3 location. Credentials never live here: environment, IAM role or AWS config only."""
+
+    bucket: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    prefix: str = ""
+    max_attempts: int = Field(default=10, ge=1, le=50)
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "adaptive"
+    multipart_threshold_mb: int = Field(default=5, ge=5)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class LayerStorage(_Model):
+    """One storage layer: a local directory or an S3 bucket."""
+
+    backend: Literal["local", "s3"] = "local"
+    base_dir: str = "./fluxforge_data"
+    s3: S3Settings = S3Settings()
+    paths: PathNames = PathNames()
+
+    @model_validator(mode="after")
+    def _bucket(self) -> LayerStorage:
+        if self.backend == "s3" and not (self.s3.bucket or self.base_dir):
+            raise ValueError("backend 's3' needs s3.bucket or base_dir (the bucket name)")
+        return self
+
+    @property
+    def bucket(self) -> str:
+        return self.s3.bucket or self.base_dir
+
+
+_LAYER_KEYS = ("backend", "base_dir", "s3", "paths")
+
+
+class StorageConfig(_Model):
+    """Short form fields act as defaults for the three layers."""
+
+    backend: Literal["local", "s3"] = "local"
+    base_dir: str = "./fluxforge_data"
+    s3: S3Settings = S3Settings()
+    paths: PathNames = PathNames()
+    ingestion_storage: LayerStorage | None = None
+    etl_storage_input: LayerStorage | None = None
+    etl_storage_output: LayerStorage | None = None
+    spill_dir: str | None = None
+    shm_fill_threshold: float = Field(default=0.80, gt=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_layers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        short = {k: data[k] for k in _LAYER_KEYS if k in data}
+        out = dict(data)
+        for layer in ("ingestion_storage", "etl_storage_input", "etl_storage_output"):
+            given = data.get(layer) or {}
+            if not isinstance(given, dict):
+                return data
+            merged: dict[str, Any] = {**short, **given}
+            for nested in ("s3", "paths"):
+                if isinstance(short.get(nested), dict) and isinstance(given.get(nested), dict):
+                    merged[nested] = {**short[nested], **given[nested]}
+            out[layer] = merged
+        return out
+
+    @property
+    def ingestion(self) -> LayerStorage:
+        assert self.ingestion_storage is not None
+        return self.ingestion_storage
+
+    @property
+    def etl_input(self) -> LayerStorage:
+        assert self.etl_storage_input is not None
+        return self.etl_storage_input
+
+    @property
+    def etl_output(self) -> LayerStorage:
+        assert self.etl_storage_output is not None
+        return self.etl_storage_output
+
+
+class SourceConfig(_Model):
+    """One ingestion source. Type-specific keys are validated by the source itself."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    type: Literal["synthetic", "replay", "coinbase", "ccxt"]
+    enabled: bool = True
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return (self.model_extra or {}).get(key, default)
+
+
+class IngestionConfig(_Model):
+    segment_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    segment_max_age_s: float = Field(default=300.0, gt=0)
+    flush_interval_ms: float = Field(default=50.0, gt=0)
+    flush_max_lines: int = Field(default=1000, ge=1)
+    silence_timeout_s: float = Field(default=30.0, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+
+
+class RefineryConfig(_Model):
+    snapshot_interval_s: float = Field(default=60.0, gt=0)
+    snapshot_depth: int = Field(default=50, ge=1, le=5000)
+    row_group_size: int = Field(default=128_000, ge=1000)
+
+
+class DagsterConfig(_Model):
+    sensor_interval_s: int = Field(default=30, ge=1)
+    max_segments_per_run: int = Field(default=20, ge=1)
+
+
+class LifecycleConfig(_Model):
+    hot_days: int = Field(default=30, ge=1)
+    hot_intervals: list[str] = ["1m", "1h", "1d"]
+    enabled: bool = True
+    schedule: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class HotStoreConfig(_Model):
+    dsn: str | None = None
+    embedded: bool = True
+
+
+class TieringConfig(_Model):
+    warm_dir: str = "./fluxforge_data/warm"
+    cold: LayerStorage | None = None
+    warm_after_s: float = Field(default=0.0, ge=0)
+    cold_after_s: float = Field(default=7 * 86400.0, ge=0)
+    schedule: str = "*/15 * * * *"
+
+
+class Config(_Model):
+    storage: StorageConfig = StorageConfig()
+    sources: list[SourceConfig] = []
+    ingestion: IngestionConfig = IngestionConfig()
+    refinery: RefineryConfig = RefineryConfig()
+    dagster: DagsterConfig = DagsterConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    hot_store: HotStoreConfig = HotStoreConfig()
+    tiering: TieringConfig = TieringConfig()
+    source_path: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Config:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sources: duplicate source names {dupes}; names must be unique")
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for src in self.sources:
+            if src.name == name:
+                return src
+        raise ConfigError(
+            f"--source {name!r}: no such source; configured: {[s.name for s in self.sources]}"
+        )
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Apply ``FLUXFORGE_A__B=v`` variables onto the nested mapping (returns a new dict)."""
+    out = _deep_copy(data)
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not parts or parts[0] not in Config.model_fields:
+            continue
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = _parse_scalar(raw)
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration in {origin}:"]
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        value = item.get("input")
+        shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+        allowed = ""
+        ctx = item.get("ctx") or {}
+        if "expected" in ctx:
+            allowed = f"; allowed: {ctx['expected']}"
+        lines.append(f"  {loc} = {shown}: {item['msg']}{allowed}")
+    return "\n".join(lines)
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    if path:
+        return Path(path)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> Config:
+    """Load, override and validate the configuration; raise ConfigError with a clear message."""
+    cfg_path = resolve_config_path(path)
+    if not cfg_path.is_file():
+        raise ConfigError(f"config file not found: {cfg_path} (set --config or {ENV_CONFIG})")
+    try:
+        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {cfg_path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {cfg_path}: top level must be a mapping")
+    return config_from_dict(data, origin=str(cfg_path), environ=environ, source_path=cfg_path)
+
+
+def config_from_dict(
+    data: dict[str, Any],
+    origin: str = "<dict>",
+    environ: dict[str, str] | None = None,
+    source_path: Path | None = None,
+) -> Config:
+    merged = apply_env_overrides(data, dict(os.environ) if environ is None else environ)
+    if source_path is not None:
+        merged["source_path"] = str(source_path)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, origin)) from None

@@ -1,0 +1,67 @@
+"""The one storage interface. Paths are POSIX-style keys relative to the storage root."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+class StorageError(OSError):
+    """A storage operation failed; the message names the operation and the path."""
+
+
+class Storage(ABC):
+    """Read, write, atomic move, list with filename glob, delete, exists, size."""
+
+    backend: str
+
+    @abstractmethod
+    def read_bytes(self, path: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write atomically: readers see the old object or the whole new one."""
+
+    @abstractmethod
+    def move(self, src: str, dst: str) -> bool:
+        """Move src to dst. Returns False when src is gone (someone else claimed it)."""
+
+    @abstractmethod
+    def list(self, prefix: str, pattern: str = "*", recursive: bool = False) -> list[str]:
+        """Sorted keys under directory `prefix` whose file name matches `pattern`."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None: ...
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, path: str) -> int: ...
+
+    @abstractmethod
+    def upload_file(self, local_path: str | Path, dst: str) -> None:
+        """Copy a local file into storage (multipart above the threshold on S3)."""
+
+    @abstractmethod
+    def download_file(self, src: str, local_path: str | Path) -> None: ...
+
+    @abstractmethod
+    def uri(self, path: str) -> str:
+        """Full address usable by pyarrow / polars / duckdb (a local path or s3://bucket/key)."""
+
+    def local_path(self, path: str) -> Path | None:
+        """The local filesystem path of `path`, or None for remote storage."""
+        return None
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix, recursive=True)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    @staticmethod
+    def match(name: str, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(posixpath.basename(name), pattern)

@@ -1,0 +1,89 @@
+"""Every storage path is built here: sanitized parts, deterministic names, no escapes."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+
+from fluxforge.config import LayerStorage, PathNames
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+
+
+class UnsafePathError(ValueError):
+    """A storage key would leave the storage root."""
+
+
+def sanitize_part(value: object) -> str:
+    """One path part from data (exchange, symbol, source, channel).
+
+    Anything outside ``[A-Za-z0-9._+=-]`` becomes ``_`` (so ``/``, ``\\``, NUL, spaces),
+    leading dots are replaced (no ``..``), empty becomes ``_``, and length is capped.
+    """
+    text = _UNSAFE.sub("_", str(value))
+    text = re.sub(r"^\.+", lambda m: "_" * len(m.group()), text)
+    return (text or "_")[:128]
+
+
+def safe_key(path: str) -> str:
+    """Normalize a relative key; refuse absolute paths, ``..`` escapes and NUL."""
+    if "\0" in path:
+        raise UnsafePathError(f"storage key contains NUL: {path!r}")
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise UnsafePathError(f"storage key escapes the storage root: {path!r}")
+    return "" if norm == "." else norm
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Relative keys for one storage layer (see SPEC §2, §4, §6)."""
+
+    names: PathNames
+
+    @classmethod
+    def of(cls, layer: LayerStorage) -> Layout:
+        return cls(layer.paths)
+
+    def raw_state_dir(self, state: str, source: str) -> str:
+        sub = {
+            "active": self.names.active_subdir,
+            "ready": self.names.ready_subdir,
+            "processing": self.names.processing_subdir,
+            "archive": self.names.archive_subdir,
+            "failed": self.names.failed_subdir,
+        }.get(state)
+        if sub is None:
+            raise ValueError(
+                f"segment state {state!r}: allowed active, ready, processing, archive, failed"
+            )
+        return f"{self.names.raw_dir}/{sub}/{sanitize_part(source)}"
+
+    def segment(self, state: str, source: str, name: str) -> str:
+        return f"{self.raw_state_dir(state, source)}/{sanitize_part(name)}"
+
+    def raw_sources(self, state: str) -> str:
+        return posixpath.dirname(self.raw_state_dir(state, "x"))
+
+    def lake_table(self, table: str) -> str:
+        return f"{self.names.processed_dir}/{sanitize_part(table)}"
+
+    def lake_partition(self, table: str, exchange: str, symbol: str, date: str) -> str:
+        return (
+            f"{self.lake_table(table)}/exchange={sanitize_part(exchange)}"
+            f"/symbol={sanitize_part(symbol)}/date={sanitize_part(date)}"
+        )
+
+    def lake_part(self, table: str, exchange: str, symbol: str, date: str, segment: str) -> str:
+        stem = sanitize_part(segment.removesuffix(".ndjson"))
+        return f"{self.lake_partition(table, exchange, symbol, date)}/part-{stem}.parquet"
+
+    def state(self, *parts: str) -> str:
+        return "/".join([self.names.state_dir, *(sanitize_part(p) for p in parts)])
+
+    def cold_part(self, table: str, year: int, month: int, day: int, name: str) -> str:
+        return (
+            f"{self.names.cold_dir}/{sanitize_part(table)}/year={year:04d}/month={month:02d}"
+            f"/day={day:02d}/{sanitize_part(name)}"
+        )

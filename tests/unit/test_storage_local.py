@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fluxforge.config import PathNames
+from fluxforge.storage import Layout, LocalStorage, UnsafePathError, sanitize_part
+
+
+def test_local_storage_roundtrip_list_move_delete(tmp_path: Path) -> None:
+    st = LocalStorage(tmp_path)
+    st.write_bytes("raw/ready/src/segment_20240101T00_00001.ndjson", b"a\n")
+    st.write_bytes("raw/ready/src/other.txt", b"b")
+    assert st.list("raw/ready/src", "segment_*.ndjson") == [
+        "raw/ready/src/segment_20240101T00_00001.ndjson"
+    ]
+    assert st.size("raw/ready/src/other.txt") == 1
+    assert st.move("raw/ready/src/other.txt", "raw/processing/src/other.txt") is True
+    assert st.move("raw/ready/src/other.txt", "raw/processing/src/other.txt") is False
+    assert st.read_bytes("raw/processing/src/other.txt") == b"b"
+    st.delete("raw/processing/src/other.txt")
+    assert not st.exists("raw/processing/src/other.txt")
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../x", "a\0b"])
+def test_storage_refuses_keys_that_escape_root(tmp_path: Path, key: str) -> None:
+    with pytest.raises(UnsafePathError):
+        LocalStorage(tmp_path).write_bytes(key, b"x")
+
+
+@pytest.mark.parametrize("value", ["../../etc", "a/b", "..", "x\0y", "BTC/USD", ""])
+def test_sanitized_parts_never_contain_separators_or_dotdot(value: str) -> None:
+    part = sanitize_part(value)
+    assert "/" not in part and "\0" not in part and not part.startswith(".") and part
+
+
+def test_layout_builds_hive_part_paths_from_hostile_values() -> None:
+    lay = Layout(PathNames())
+    key = lay.lake_part("trades", "../evil", "BTC/USD", "2024-01-01", "segment_x.ndjson")
+    assert key == (
+        "processed/trades/exchange=___evil/symbol=BTC_USD/date=2024-01-01/part-segment_x.parquet"
+    )
