@@ -1,0 +1,104 @@
+"""Arrow schemas of the lake tables (SPEC §4). Files hold these columns; the hive directories
+add ``exchange``, ``symbol`` and ``date`` (UTC date of ``ts_recv``, i.e. of the raw segment).
+
+Prices and sizes are exact decimals (decimal128(38, 18)) cast from the wire strings.
+Timestamps are int64 ns since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+DECIMAL = pa.decimal128(38, 18)
+NS = pa.int64()
+PARTITION_COLUMNS = ("exchange", "symbol", "date")
+
+TRADES = pa.schema(
+    [
+        ("ts_event", NS),
+        ("ts_recv", NS),
+        ("venue_symbol", pa.string()),
+        ("trade_id", pa.string()),
+        ("price", DECIMAL),
+        ("size", DECIMAL),
+        ("side", pa.string()),  # taker side: buy | sell | unknown
+        ("seq", pa.int64()),  # daemon sequence of the raw line
+    ]
+)
+
+BOOK_DELTAS = pa.schema(
+    [
+        ("ts_event", NS),
+        ("ts_recv", NS),
+        ("venue_symbol", pa.string()),
+        ("side", pa.string()),  # bid | ask
+        ("price", DECIMAL),
+        ("size", DECIMAL),  # new absolute size, 0 = remove
+        ("update_id", pa.int64()),  # venue final update id of the message, -1 when none
+        ("is_snapshot", pa.bool_()),  # level belongs to an exchange snapshot (book replaced)
+        ("book_epoch", pa.int32()),
+        ("seq", pa.int64()),
+    ]
+)
+
+BOOK_SNAPSHOTS = pa.schema(
+    [
+        ("ts_event", NS),
+        ("ts_recv", NS),
+        ("venue_symbol", pa.string()),
+        ("depth", pa.int32()),
+        ("bid_px", pa.list_(DECIMAL)),
+        ("bid_sz", pa.list_(DECIMAL)),
+        ("ask_px", pa.list_(DECIMAL)),
+        ("ask_sz", pa.list_(DECIMAL)),
+        ("reason", pa.string()),  # sod | periodic | reconnect | resync
+        ("book_epoch", pa.int32()),
+        ("update_id", pa.int64()),
+    ]
+)
+
+QUOTES = pa.schema(
+    [
+        ("ts_event", NS),
+        ("ts_recv", NS),
+        ("venue_symbol", pa.string()),
+        ("bid_px", DECIMAL),
+        ("bid_sz", DECIMAL),
+        ("ask_px", DECIMAL),
+        ("ask_sz", DECIMAL),
+        ("last", DECIMAL),
+        ("seq", pa.int64()),
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        ("segment", pa.string()),
+        ("line_no", pa.int64()),
+        ("seq", pa.int64()),  # -1 when the envelope itself is unreadable
+        ("ts_recv", NS),  # -1 when unknown
+        ("reason", pa.string()),
+        ("raw", pa.binary()),  # the line exactly as stored (may be non-UTF-8)
+    ]
+)
+
+GAP_LEDGER = pa.schema(
+    [
+        ("channel", pa.string()),
+        ("ts_from", NS),  # last good event before the gap (ts_recv)
+        ("ts_to", NS),  # the event that revealed it (ts_recv)
+        ("cause", pa.string()),  # chain_break | checksum_mismatch | reconnect | seq_gap | ...
+        ("book_epoch", pa.int32()),  # the epoch that ended
+        ("detail", pa.string()),
+        ("segment", pa.string()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "trades": TRADES,
+    "book_deltas": BOOK_DELTAS,
+    "book_snapshots": BOOK_SNAPSHOTS,
+    "quotes": QUOTES,
+    "quarantine": QUARANTINE,
+    "gap_ledger": GAP_LEDGER,
+}
