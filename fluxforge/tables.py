@@ -54,6 +54,9 @@ BOOK_SNAPSHOTS = pa.schema(
         ("reason", pa.string()),  # sod | periodic | reconnect | resync
         ("book_epoch", pa.int32()),
         ("update_id", pa.int64()),
+        # daemon seq of the last raw line reflected in the snapshot: deltas with a larger seq
+        # (and ts_recv <= T) rebuild the book at T
+        ("seq", pa.int64()),
     ]
 )
 
