@@ -1,0 +1,264 @@
+"""Columnar form of a run of ``BookMessage``s: what the numba kernel consumes.
+
+Per message: timestamps, flags, update ids, checksum, chain kind, venue depth and the offset
+of its levels. Per level (flattened, bids of a message then its asks): side, price key,
+size as float64 (only used for "is zero"), and the exact wire strings of price and size in one
+byte arena (prices are ids ``0..L``, sizes ``L..2L``), laid out like an Arrow large_string.
+
+Price keys are the float64 nearest to the wire decimal (correctly rounded parse, so one string
+always gives the same key and "0.5" and "0.50" are the same level). Two different decimals only
+collide when they agree to ~16 significant digits, far beyond any venue's tick size. The float
+never reaches an output: rows, snapshots and checksums use the original strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from fluxforge.book import kernel as K
+from fluxforge.events import (
+    CHAIN_BINANCE_FUTURES,
+    CHAIN_BINANCE_SPOT,
+    CHECKSUM_KRAKEN,
+    CHECKSUM_OKX,
+    BookMessage,
+)
+
+_CHECKSUM_KINDS = {None: K.CK_NONE, CHECKSUM_KRAKEN: K.CK_KRAKEN, CHECKSUM_OKX: K.CK_OKX}
+_CHAINS = {
+    None: K.CH_NONE,
+    CHAIN_BINANCE_FUTURES: K.CH_BINANCE_FUTURES,
+    CHAIN_BINANCE_SPOT: K.CH_BINANCE_SPOT,
+}
+
+
+class BookInputError(ValueError):
+    """A book message cannot be turned into a batch; the text names the message and field."""
+
+
+@dataclass
+class BookBatch:
+    ts_event: np.ndarray  # int64[n]
+    ts_recv: np.ndarray  # int64[n]
+    seq: np.ndarray  # int64[n]
+    flags: np.ndarray  # uint8[n]: F_SNAPSHOT | F_REST
+    first_id: np.ndarray  # int64[n]
+    final_id: np.ndarray  # int64[n]
+    prev_id: np.ndarray  # int64[n]
+    checksum: np.ndarray  # int64[n]
+    checksum_kind: np.ndarray  # int8[n]: CK_*
+    chain: np.ndarray  # int8[n]: CH_*
+    venue_depth: np.ndarray  # int32[n]: truncate the book to this after the message (0 = no)
+    level_offsets: np.ndarray  # int64[n+1]
+    side: np.ndarray  # uint8[L]: 0 bid, 1 ask
+    price: np.ndarray  # float64[L] price key
+    size: np.ndarray  # float64[L]
+    arena: np.ndarray  # uint8: price strings then size strings
+    arena_offsets: np.ndarray  # int64[2L+1]
+    venue_symbol: np.ndarray  # int32[n] index into venue_symbols
+    channel: np.ndarray  # int32[n] index into channels
+    venue_symbols: list[str]
+    channels: list[str]
+
+    def __len__(self) -> int:
+        return int(self.ts_event.shape[0])
+
+    @property
+    def n_levels(self) -> int:
+        return int(self.side.shape[0])
+
+    def strings(self, which: str) -> pa.LargeStringArray:
+        """Wire strings of every level's price ("price") or size ("size"), zero-copy."""
+        n = self.n_levels
+        start = 0 if which == "price" else n
+        offs = self.arena_offsets[start : start + n + 1]
+        return pa.LargeStringArray.from_buffers(
+            n, pa.py_buffer(offs), pa.py_buffer(self.arena), null_count=0
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        *,
+        ts_event: np.ndarray,
+        ts_recv: np.ndarray,
+        level_offsets: np.ndarray,
+        side: np.ndarray,
+        price_strings: pa.Array,
+        size_strings: pa.Array,
+        venue_symbol: str,
+        channel: str,
+        seq: np.ndarray | None = None,
+        is_snapshot: np.ndarray | None = None,
+        from_rest: np.ndarray | None = None,
+        first_id: np.ndarray | None = None,
+        final_id: np.ndarray | None = None,
+        prev_id: np.ndarray | None = None,
+        checksum: np.ndarray | None = None,
+        checksum_kind: str | None = None,
+        chain: str | None = None,
+        venue_depth: int = 0,
+    ) -> BookBatch:
+        """Build a batch from columns (the demux path and the benchmark): prices and sizes as
+        Arrow string arrays of the wire text, one entry per level."""
+        n = len(ts_event)
+        n_lv = len(side)
+        px = pa.array(price_strings, type=pa.large_string())
+        sz = pa.array(size_strings, type=pa.large_string())
+        if len(px) != n_lv or len(sz) != n_lv:
+            raise BookInputError(
+                f"price/size strings have {len(px)}/{len(sz)} entries for {n_lv} levels"
+            )
+        if px.null_count or sz.null_count:
+            raise BookInputError("price/size strings must not be null")
+        try:
+            pkey = px.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            skey = sz.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise BookInputError(f"price/size is not a decimal number: {exc}") from None
+        arena, arena_offsets = _arena(px, sz)
+
+        def col(a: np.ndarray | None, dtype: type, fill: int) -> np.ndarray:
+            if a is None:
+                return np.full(n, fill, dtype=dtype)
+            return np.ascontiguousarray(a, dtype=dtype)
+
+        flags = np.zeros(n, dtype=np.uint8)
+        if is_snapshot is not None:
+            flags |= np.asarray(is_snapshot, dtype=np.uint8) * K.F_SNAPSHOT
+        if from_rest is not None:
+            flags |= np.asarray(from_rest, dtype=np.uint8) * K.F_REST
+        ck = col(checksum, np.int64, 0)
+        return cls(
+            ts_event=col(ts_event, np.int64, 0),
+            ts_recv=col(ts_recv, np.int64, 0),
+            seq=col(seq, np.int64, -1),
+            flags=flags,
+            first_id=col(first_id, np.int64, -1),
+            final_id=col(final_id, np.int64, -1),
+            prev_id=col(prev_id, np.int64, -1),
+            checksum=ck,
+            checksum_kind=np.full(
+                n, _CHECKSUM_KINDS[checksum_kind] if checksum is not None else 0, np.int8
+            ),
+            chain=np.full(n, _CHAINS[chain], dtype=np.int8),
+            venue_depth=np.full(n, venue_depth, dtype=np.int32),
+            level_offsets=np.ascontiguousarray(level_offsets, dtype=np.int64),
+            side=np.ascontiguousarray(side, dtype=np.uint8),
+            price=pkey,
+            size=skey,
+            arena=arena,
+            arena_offsets=arena_offsets,
+            venue_symbol=np.zeros(n, dtype=np.int32),
+            channel=np.zeros(n, dtype=np.int32),
+            venue_symbols=[venue_symbol],
+            channels=[channel],
+        )
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[BookMessage]) -> BookBatch:
+        n = len(messages)
+        i64 = np.int64
+        ts_event = np.empty(n, i64)
+        ts_recv = np.empty(n, i64)
+        seq = np.empty(n, i64)
+        flags = np.zeros(n, np.uint8)
+        first_id = np.empty(n, i64)
+        final_id = np.empty(n, i64)
+        prev_id = np.empty(n, i64)
+        checksum = np.zeros(n, i64)
+        ck_kind = np.zeros(n, np.int8)
+        chain = np.zeros(n, np.int8)
+        vdepth = np.zeros(n, np.int32)
+        offsets = np.zeros(n + 1, i64)
+        vs_idx = np.empty(n, np.int32)
+        ch_idx = np.empty(n, np.int32)
+        venue_symbols: dict[str, int] = {}
+        channels: dict[str, int] = {}
+        sides: list[int] = []
+        prices: list[str] = []
+        sizes: list[str] = []
+        for i, msg in enumerate(messages):
+            try:
+                ts_event[i] = msg.ts_event
+                ts_recv[i] = msg.ts_recv
+                seq[i] = msg.seq
+                first_id[i] = msg.first_id
+                final_id[i] = msg.final_id
+                prev_id[i] = msg.prev_id
+                vdepth[i] = msg.depth
+                if msg.checksum is not None:
+                    checksum[i] = msg.checksum
+                    ck_kind[i] = _CHECKSUM_KINDS[msg.checksum_kind]
+                chain[i] = _CHAINS[msg.chain]
+                flags[i] = (K.F_SNAPSHOT if msg.is_snapshot else 0) | (
+                    K.F_REST if msg.from_rest else 0
+                )
+                for px, sz in msg.bids:
+                    prices.append(px)
+                    sizes.append(sz)
+                sides.extend([0] * len(msg.bids))
+                for px, sz in msg.asks:
+                    prices.append(px)
+                    sizes.append(sz)
+                sides.extend([1] * len(msg.asks))
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                raise BookInputError(
+                    f"book message {i} ({msg.exchange} {msg.symbol} seq {msg.seq}): {exc!r}"
+                ) from None
+            offsets[i + 1] = len(sides)
+            vs_idx[i] = venue_symbols.setdefault(msg.venue_symbol, len(venue_symbols))
+            ch_idx[i] = channels.setdefault(msg.channel, len(channels))
+        try:
+            px_arr = pa.array(prices, type=pa.large_string())
+            sz_arr = pa.array(sizes, type=pa.large_string())
+            pkey = px_arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            skey = sz_arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise BookInputError(f"book level price/size is not a decimal string: {exc}") from None
+        arena, arena_offsets = _arena(px_arr, sz_arr)
+        return cls(
+            ts_event=ts_event,
+            ts_recv=ts_recv,
+            seq=seq,
+            flags=flags,
+            first_id=first_id,
+            final_id=final_id,
+            prev_id=prev_id,
+            checksum=checksum,
+            checksum_kind=ck_kind,
+            chain=chain,
+            venue_depth=vdepth,
+            level_offsets=offsets,
+            side=np.array(sides, dtype=np.uint8),
+            price=pkey,
+            size=skey,
+            arena=arena,
+            arena_offsets=arena_offsets,
+            venue_symbol=vs_idx,
+            channel=ch_idx,
+            venue_symbols=list(venue_symbols),
+            channels=list(channels),
+        )
+
+
+def _string_buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 offsets rebased to 0, data bytes) of a large_string array."""
+    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    _, obuf, dbuf = a.buffers()
+    offs = np.frombuffer(obuf, dtype=np.int64, count=len(a) + 1, offset=a.offset * 8)
+    data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.zeros(0, np.uint8)
+    start, end = int(offs[0]), int(offs[-1])
+    return offs - start, data[start:end]
+
+
+def _arena(px: pa.Array, sz: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    po, pd = _string_buffers(px)
+    so, sd = _string_buffers(sz)
+    arena = np.concatenate([pd, sd])
+    offsets = np.concatenate([po, so[1:] + po[-1]])
+    return arena, offsets

@@ -1,0 +1,449 @@
+"""``BookEngine``: one (exchange, symbol) order book fed batch by batch, with integrity checks,
+epochs, snapshot injection and a checkpointable state (see CONTRACTS.md "Book engine").
+
+Rules, all applied inside the numba kernel (``kernel.apply_kernel``):
+
+* an exchange snapshot (``is_snapshot``; a REST depth snapshot for Binance) replaces the book
+  and starts a new ``book_epoch`` (a rebuild);
+* while the book is invalid (before the first snapshot, after a gap), updates are dropped and
+  counted in ``dropped_presync``; they produce no rows;
+* Binance chains: after a REST snapshot with ``final_id = lastUpdateId``, futures drop
+  ``u < lastUpdateId`` and bridge on ``U <= lastUpdateId <= u``, then need ``pu == previous u``;
+  spot drops ``u <= lastUpdateId``, bridges on ``U <= lastUpdateId + 1 <= u``, then needs
+  ``U == previous u + 1``;
+* Kraken/OKX/Bitget checksums are verified after the message (Kraken after truncating to the
+  venue depth); a mismatching message is not applied;
+* a chain break or checksum mismatch ends the epoch (gap row) and the book stays invalid
+  until the next exchange snapshot; ``reconnect()`` does the same with cause ``reconnect``;
+* after each applied message one snapshot row may be injected: ``sod`` on the first applied
+  message of a UTC date (of ``ts_recv``), else ``resync``/``reconnect`` right after a rebuild,
+  else ``periodic`` when ``ts_event // snapshot_interval`` moved past the last snapshot's.
+
+``BookOutput.stats`` counts what THIS call did (sum them across calls).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from fluxforge.book import kernel as K
+from fluxforge.book.batch import BookBatch
+from fluxforge.events import BookMessage
+from fluxforge.tables import BOOK_DELTAS, BOOK_SNAPSHOTS, DECIMAL, GAP_LEDGER
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"FFBOOK1\n"
+_TABLE = K.crc_table()
+_INITIAL_CAP = 64
+
+
+@dataclass
+class BookStats:
+    book_updates: int = 0  # messages applied (snapshots + updates)
+    checksums_verified: int = 0  # venue checksums that matched
+    checksum_mismatches: int = 0
+    chain_links_verified: int = 0  # Binance pu/U links that held (+ the snapshot bridge)
+    chain_breaks: int = 0
+    snapshots: int = 0  # injected snapshot rows written (sod/periodic/resync/...)
+    gaps: int = 0  # gap-ledger rows
+    dropped_presync: int = 0  # messages dropped while waiting for a (REST) snapshot
+    crossed: int = 0  # applied messages after which best bid >= best ask (counted only)
+    bridges: int = 0  # Binance snapshot bridges (also counted in chain_links_verified)
+
+    def add(self, other: BookStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def to_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_STAT_ORDER = (
+    (K.T_UPDATES, "book_updates"),
+    (K.T_VERIFIED, "checksums_verified"),
+    (K.T_MISMATCH, "checksum_mismatches"),
+    (K.T_LINKS, "chain_links_verified"),
+    (K.T_BREAKS, "chain_breaks"),
+    (K.T_SNAPSHOTS, "snapshots"),
+    (K.T_GAPS, "gaps"),
+    (K.T_DROPPED, "dropped_presync"),
+    (K.T_CROSSED, "crossed"),
+    (K.T_BRIDGES, "bridges"),
+)
+
+
+@dataclass
+class BookOutput:
+    deltas: pa.Table  # fluxforge.tables.BOOK_DELTAS columns
+    snapshots: pa.Table  # fluxforge.tables.BOOK_SNAPSHOTS columns
+    gaps: pa.Table  # fluxforge.tables.GAP_LEDGER columns
+    stats: BookStats
+    # per applied message: (ts_recv, final_id, bid_px, bid_sz, ask_px, ask_sz); "" = empty side
+    tops: list[tuple[int, int, str, str, str, str]] = field(default_factory=list)
+
+
+class BookStateError(ValueError):
+    """A checkpoint cannot be loaded; the text says why."""
+
+
+def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
+    """Columns in schema order; a column the engine does not know (added to the schema later)
+    is all null rather than a crash."""
+    n = len(next(iter(columns.values())))
+    arrays = [
+        columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class BookEngine:
+    def __init__(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        depth: int = 50,
+        snapshot_interval_ns: int = 60_000_000_000,
+        segment: str = "",
+        state: bytes | None = None,
+        record_tops: bool = True,
+    ) -> None:
+        if depth < 1:
+            raise ValueError(f"book depth must be >= 1, got {depth}")
+        if snapshot_interval_ns < 1:
+            raise ValueError(f"snapshot_interval_ns must be >= 1, got {snapshot_interval_ns}")
+        self.exchange = exchange
+        self.symbol = symbol
+        self.depth = depth
+        self.snapshot_interval_ns = snapshot_interval_ns
+        self.segment = segment
+        self.record_tops = record_tops
+        self._st = K.new_state()
+        self._key = np.zeros((2, _INITIAL_CAP), dtype=np.float64)
+        self._pid = np.zeros((2, _INITIAL_CAP), dtype=np.int64)
+        self._sid = np.zeros((2, _INITIAL_CAP), dtype=np.int64)
+        for s in range(2):
+            self._st[K.S_LO0 + 2 * s] = self._st[K.S_HI0 + 2 * s] = _INITIAL_CAP // 2
+        self._arena = np.zeros(0, dtype=np.uint8)
+        self._arena_off = np.zeros(1, dtype=np.int64)
+        self._channel = "book"
+        self._pending_gaps: list[dict] = []
+        if state is not None:
+            self._load(state)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def book_epoch(self) -> int:
+        return int(self._st[K.S_EPOCH])
+
+    @property
+    def valid(self) -> bool:
+        return bool(self._st[K.S_VALID])
+
+    def apply(self, messages: Sequence[BookMessage], segment: str = "") -> BookOutput:
+        """Messages of ONE (exchange, symbol) in receive order."""
+        for i, msg in enumerate(messages):
+            if msg.exchange != self.exchange or msg.symbol != self.symbol:
+                raise ValueError(
+                    f"book message {i} is for {msg.exchange} {msg.symbol}, this engine is "
+                    f"{self.exchange} {self.symbol}"
+                )
+        return self.apply_batch(BookBatch.from_messages(messages), segment)
+
+    def apply_batch(
+        self, batch: BookBatch, segment: str = "", *, tables: bool = True
+    ) -> BookOutput:
+        """Apply a columnar batch. ``tables=False`` skips building the Arrow tables and tops
+        (the benchmark's hot path); stats and state are the same either way."""
+        segment = segment or self.segment
+        n = len(batch)
+        applied = np.empty(n, dtype=np.uint8)
+        epoch = np.empty(n, dtype=np.int32)
+        tops = np.empty((n, 4), dtype=np.int64)
+        counters = np.zeros(K.N_STATS, dtype=np.int64)
+        n0 = len(self._arena_off) - 1
+        key, pid, sid, snap_meta, snap_ids, gap_meta = K.apply_kernel(
+            self._st,
+            self._key,
+            self._pid,
+            self._sid,
+            batch.ts_event,
+            batch.ts_recv,
+            batch.flags,
+            batch.first_id,
+            batch.final_id,
+            batch.prev_id,
+            batch.checksum,
+            batch.checksum_kind,
+            batch.chain,
+            batch.venue_depth,
+            batch.level_offsets,
+            batch.side,
+            batch.price,
+            batch.size,
+            n0,
+            self._arena,
+            self._arena_off,
+            batch.arena,
+            batch.arena_offsets,
+            self.depth,
+            self.snapshot_interval_ns,
+            _TABLE,
+            applied,
+            epoch,
+            tops,
+            counters,
+        )
+        self._key, self._pid, self._sid = key, pid, sid
+        arenas = (n0, self._arena, self._arena_off, batch.arena, batch.arena_offsets)
+        pending = self._pending_gaps
+        self._pending_gaps = []
+        stats = BookStats(**{name: int(counters[i]) for i, name in _STAT_ORDER})
+        stats.gaps += len(pending)
+        if tables:
+            out = BookOutput(
+                deltas=self._deltas(batch, applied, epoch),
+                snapshots=self._snapshots(batch, snap_meta, snap_ids, arenas),
+                gaps=self._gaps(batch, gap_meta, pending, segment),
+                stats=stats,
+                tops=self._tops(batch, applied, tops, arenas) if self.record_tops else [],
+            )
+        else:
+            out = BookOutput(
+                deltas=BOOK_DELTAS.empty_table(),
+                snapshots=BOOK_SNAPSHOTS.empty_table(),
+                gaps=GAP_LEDGER.empty_table(),
+                stats=stats,
+            )
+        if n:
+            self._channel = batch.channels[int(batch.channel[-1])]
+        # keep only the strings the book still uses, in canonical order
+        self._arena, self._arena_off = K.compact(self._key, self._pid, self._sid, self._st, *arenas)
+        return out
+
+    def reconnect(self, ts_recv: int, segment: str = "") -> None:
+        """The venue connection was interrupted: end the epoch (gap row, cause ``reconnect``,
+        delivered with the next apply() output) and wait for the next exchange snapshot."""
+        self._pending_gaps.append(
+            {
+                "channel": self._channel,
+                "ts_from": int(self._st[K.S_LAST_GOOD_TS]),
+                "ts_to": int(ts_recv),
+                "cause": "reconnect",
+                "book_epoch": int(self._st[K.S_EPOCH]),
+                "detail": "connection interrupted; waiting for the next exchange snapshot",
+                "segment": segment or self.segment,
+            }
+        )
+        self._st[K.S_VALID] = 0
+        self._st[K.S_NEED_BRIDGE] = 0
+        self._st[K.S_PENDING] = K.R_RECONNECT
+
+    def state(self) -> bytes:
+        """Deterministic checkpoint: depends only on the book content, epoch, chain and
+        snapshot timers and pending gap rows, never on memory layout or batch history."""
+        st = self._st
+        nb = int(st[K.S_HI0] - st[K.S_LO0])
+        na = int(st[K.S_HI1] - st[K.S_LO1])
+        keys = np.concatenate(
+            [
+                self._key[0, st[K.S_LO0] : st[K.S_HI0]][::-1],
+                self._key[1, st[K.S_LO1] : st[K.S_HI1]][::-1],
+            ]
+        ).astype("<f8")
+        # apply() leaves the arena compact and in canonical order (bids then asks, best
+        # first), and _load() restores exactly that, so it can be written as is
+        arena, offs = self._arena, self._arena_off
+        header = {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "scalars": [int(x) for x in st[: K.N_STATE_SERIAL]],
+            "bids": nb,
+            "asks": na,
+            "arena": len(arena),
+            "channel": self._channel,
+            "pending_gaps": self._pending_gaps,
+        }
+        head = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
+        return b"".join(
+            [
+                _MAGIC,
+                len(head).to_bytes(4, "little"),
+                head,
+                keys.tobytes(),
+                offs.astype("<i8").tobytes(),
+                arena.tobytes(),
+            ]
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _load(self, data: bytes) -> None:
+        if not data.startswith(_MAGIC):
+            raise BookStateError("book state: not a FluxForge book checkpoint (bad magic)")
+        try:
+            hlen = int.from_bytes(data[8:12], "little")
+            header = orjson.loads(data[12 : 12 + hlen])
+            pos = 12 + hlen
+            nb, na, alen = int(header["bids"]), int(header["asks"]), int(header["arena"])
+            nl = nb + na
+            keys = np.frombuffer(data, dtype="<f8", count=nl, offset=pos)
+            pos += 8 * nl
+            offs = np.frombuffer(data, dtype="<i8", count=2 * nl + 1, offset=pos)
+            pos += 8 * (2 * nl + 1)
+            arena = np.frombuffer(data, dtype=np.uint8, count=alen, offset=pos)
+            pos += alen
+            scalars = header["scalars"]
+        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            raise BookStateError(f"book state: corrupt checkpoint ({exc})") from None
+        if pos != len(data) or len(scalars) != K.N_STATE_SERIAL:
+            raise BookStateError(f"book state: corrupt checkpoint ({len(data)} bytes)")
+        if (header["exchange"], header["symbol"]) != (self.exchange, self.symbol):
+            raise BookStateError(
+                f"book state is for {header['exchange']} {header['symbol']}, "
+                f"not {self.exchange} {self.symbol}"
+            )
+        cap = max(_INITIAL_CAP, 4 * max(nb, na, 1))
+        self._key = np.zeros((2, cap), dtype=np.float64)
+        self._pid = np.zeros((2, cap), dtype=np.int64)
+        self._sid = np.zeros((2, cap), dtype=np.int64)
+        self._st[: K.N_STATE_SERIAL] = scalars
+        rank = 0
+        for s, count in ((0, nb), (1, na)):
+            start = (cap - count) // 2
+            self._st[K.S_LO0 + 2 * s] = start
+            self._st[K.S_HI0 + 2 * s] = start + count
+            for j in range(count):  # canonical order is best first; the layout has best last
+                slot = start + count - 1 - j
+                self._key[s, slot] = keys[rank]
+                self._pid[s, slot] = 2 * rank
+                self._sid[s, slot] = 2 * rank + 1
+                rank += 1
+        self._arena = arena.copy()
+        self._arena_off = offs.astype(np.int64)
+        self._channel = header["channel"]
+        self._pending_gaps = list(header["pending_gaps"])
+
+    def _deltas(self, batch: BookBatch, applied: np.ndarray, epoch: np.ndarray) -> pa.Table:
+        counts = np.diff(batch.level_offsets)
+        keep = np.repeat(applied.astype(bool), counts)
+        idx = np.flatnonzero(keep)
+        msg = np.repeat(np.arange(len(batch)), counts)[idx]
+        take = pa.array(idx)
+        sides = pa.DictionaryArray.from_arrays(
+            pa.array(batch.side[idx].astype(np.int32)), pa.array(["bid", "ask"])
+        ).cast(pa.string())
+        vs = pa.DictionaryArray.from_arrays(
+            pa.array(batch.venue_symbol[msg]), pa.array(batch.venue_symbols, pa.string())
+        ).cast(pa.string())
+        return _table(
+            BOOK_DELTAS,
+            {
+                "ts_event": pa.array(batch.ts_event[msg]),
+                "ts_recv": pa.array(batch.ts_recv[msg]),
+                "venue_symbol": vs,
+                "side": sides,
+                "price": batch.strings("price").take(take).cast(DECIMAL),
+                "size": batch.strings("size").take(take).cast(DECIMAL),
+                "update_id": pa.array(batch.final_id[msg]),
+                "is_snapshot": pa.array((batch.flags[msg] & K.F_SNAPSHOT).astype(bool)),
+                "book_epoch": pa.array(epoch[msg], pa.int32()),
+                "seq": pa.array(batch.seq[msg]),
+            },
+        )
+
+    def _snapshots(
+        self, batch: BookBatch, meta: np.ndarray, ids: np.ndarray, arenas: tuple
+    ) -> pa.Table:
+        k = meta.shape[0]
+        if k == 0:
+            return BOOK_SNAPSHOTS.empty_table()
+        d = self.depth
+        msg = meta[:, 0]
+        lists = []
+        for part, count_col in ((0, 3), (1, 3), (2, 4), (3, 4)):
+            counts = meta[:, count_col]
+            block = ids[:, part * d : (part + 1) * d]
+            mask = np.arange(d)[None, :] < counts[:, None]
+            flat = np.ascontiguousarray(block[mask])
+            data, offs = K.gather(flat, *arenas)
+            values = pa.LargeStringArray.from_buffers(
+                len(flat), pa.py_buffer(offs), pa.py_buffer(data), null_count=0
+            ).cast(DECIMAL)
+            list_offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+            lists.append(pa.ListArray.from_arrays(pa.array(list_offs), values))
+        vs = [batch.venue_symbols[int(batch.venue_symbol[m])] for m in msg]
+        return _table(
+            BOOK_SNAPSHOTS,
+            {
+                "ts_event": pa.array(batch.ts_event[msg]),
+                "ts_recv": pa.array(batch.ts_recv[msg]),
+                "venue_symbol": pa.array(vs, pa.string()),
+                "depth": pa.array(np.full(k, d, dtype=np.int32)),
+                "bid_px": lists[0],
+                "bid_sz": lists[1],
+                "ask_px": lists[2],
+                "ask_sz": lists[3],
+                "reason": pa.array([K.REASONS[int(r)] for r in meta[:, 1]], pa.string()),
+                "book_epoch": pa.array(meta[:, 2].astype(np.int32)),
+                "update_id": pa.array(batch.final_id[msg]),
+                "seq": pa.array(batch.seq[msg]),
+            },
+        )
+
+    def _gaps(
+        self, batch: BookBatch, meta: np.ndarray, pending: list[dict], segment: str
+    ) -> pa.Table:
+        rows = list(pending)
+        for m, cause, ep, ts_from, expected, got in meta.tolist():
+            if cause == K.G_CHAIN_BREAK:
+                detail = (
+                    f"update id chain broken at final id {batch.final_id[m]}: "
+                    f"expected {expected}, got {got}"
+                )
+            else:
+                detail = f"checksum mismatch: venue {expected}, book {got}"
+            rows.append(
+                {
+                    "channel": batch.channels[int(batch.channel[m])],
+                    "ts_from": ts_from,
+                    "ts_to": int(batch.ts_recv[m]),
+                    "cause": K.CAUSES[cause],
+                    "book_epoch": ep,
+                    "detail": detail,
+                    "segment": segment,
+                }
+            )
+            log.warning(
+                "book %s %s: %s, epoch %d ended (%s)",
+                self.exchange,
+                self.symbol,
+                K.CAUSES[cause],
+                ep,
+                detail,
+            )
+        return pa.Table.from_pylist(rows, schema=GAP_LEDGER)
+
+    def _tops(
+        self, batch: BookBatch, applied: np.ndarray, tops: np.ndarray, arenas: tuple
+    ) -> list[tuple[int, int, str, str, str, str]]:
+        idx = np.flatnonzero(applied)
+        if len(idx) == 0:
+            return []
+        flat = np.ascontiguousarray(tops[idx].reshape(-1))
+        data, offs = K.gather(flat, *arenas)
+        strs = pa.LargeStringArray.from_buffers(
+            len(flat), pa.py_buffer(offs), pa.py_buffer(data), null_count=0
+        ).to_pylist()
+        ts = batch.ts_recv[idx].tolist()
+        fid = batch.final_id[idx].tolist()
+        return [
+            (ts[i], fid[i], strs[4 * i], strs[4 * i + 1], strs[4 * i + 2], strs[4 * i + 3])
+            for i in range(len(idx))
+        ]

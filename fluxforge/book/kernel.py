@@ -1,0 +1,542 @@
+"""numba kernels of the book engine: one call applies a whole batch of messages.
+
+Book layout (per side, rows of 2-D arrays, side 0 = bids, 1 = asks): ``key`` ascending with
+the best level LAST (bids key = price, asks key = -price), live levels in ``[lo, hi)``. Most
+updates touch the top of the book, so insertions and deletions shift the short side of the
+array, and depth truncation (Kraken) is ``lo = hi - depth``: no copy at all.
+
+Every level also keeps two string ids (``pid``/``sid``) pointing to the ORIGINAL wire
+strings of its price and size: ids ``< n0`` live in the book arena (strings that survived
+earlier batches), ids ``>= n0`` in the batch arena (``id - n0``). Checksums (Kraken, OKX,
+Bitget) are CRC32 over those bytes, computed here; snapshot rows and tops gather the same
+bytes, so no value ever goes through a float on its way out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# message flags
+F_SNAPSHOT = 1
+F_REST = 2
+# checksum kinds
+CK_NONE = 0
+CK_KRAKEN = 1
+CK_OKX = 2
+# update-id chains
+CH_NONE = 0
+CH_BINANCE_FUTURES = 1
+CH_BINANCE_SPOT = 2
+# snapshot reasons (index into REASONS)
+R_SOD = 0
+R_PERIODIC = 1
+R_RESYNC = 2
+R_RECONNECT = 3
+REASONS = ("sod", "periodic", "resync", "reconnect")
+# gap causes found by the kernel (index into CAUSES)
+G_CHAIN_BREAK = 0
+G_CHECKSUM = 1
+CAUSES = ("chain_break", "checksum_mismatch")
+
+# scalar state (int64 vector ``st``)
+S_EPOCH = 0
+S_VALID = 1
+S_NEED_BRIDGE = 2
+S_SNAP_ID = 3  # lastUpdateId of the (REST) snapshot being bridged
+S_LAST_ID = 4  # final id of the last applied chained message
+S_LAST_GOOD_TS = 5  # ts_recv of the last applied message (-1 = none)
+S_LAST_DATE = 6  # UTC day number of the last book row (-1 = none)
+S_LAST_BUCKET = 7  # ts_event // interval of the last injected snapshot
+S_PENDING = 8  # reason of the snapshot after the next rebuild (resync | reconnect)
+S_LO0 = 9
+S_HI0 = 10
+S_LO1 = 11
+S_HI1 = 12
+N_STATE = 13
+# semantic part of the state (positions lo/hi are layout, not state)
+N_STATE_SERIAL = 9
+
+# counters (int64 vector ``stats``), names in the engine's BookStats order
+T_UPDATES = 0
+T_VERIFIED = 1
+T_MISMATCH = 2
+T_LINKS = 3
+T_BREAKS = 4
+T_SNAPSHOTS = 5
+T_GAPS = 6
+T_DROPPED = 7
+T_CROSSED = 8
+T_BRIDGES = 9
+N_STATS = 10
+
+DAY_NS = 86_400_000_000_000
+_DOT = 46
+_ZERO = 48
+_COLON = 58
+
+
+def crc_table() -> np.ndarray:
+    table = np.empty(256, dtype=np.int64)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+def new_state() -> np.ndarray:
+    st = np.zeros(N_STATE, dtype=np.int64)
+    st[S_LAST_GOOD_TS] = -1
+    st[S_LAST_DATE] = -1
+    st[S_LAST_BUCKET] = np.iinfo(np.int64).min
+    st[S_PENDING] = R_RESYNC
+    return st
+
+
+@njit(cache=True, inline="always")
+def _crc_byte(crc, b, table):
+    return table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+
+
+@njit(cache=True)
+def _crc_str(crc, sid, kraken, n0, a0, o0, a1, o1, table):
+    """Feed one pooled string; Kraken mode drops '.' and then leading '0's."""
+    if sid < n0:
+        arr = a0
+        s = o0[sid]
+        e = o0[sid + 1]
+    else:
+        arr = a1
+        s = o1[sid - n0]
+        e = o1[sid - n0 + 1]
+    leading = kraken
+    for j in range(s, e):
+        b = np.int64(arr[j])
+        if kraken:
+            if b == _DOT:
+                continue
+            if leading and b == _ZERO:
+                continue
+            leading = False
+        crc = _crc_byte(crc, b, table)
+    return crc
+
+
+@njit(cache=True)
+def _checksum(kind, key, pid, sid, st, n0, a0, o0, a1, o1, table):
+    crc = np.int64(0xFFFFFFFF)
+    lo0, hi0, lo1, hi1 = st[S_LO0], st[S_HI0], st[S_LO1], st[S_HI1]
+    if kind == CK_KRAKEN:
+        # top 10 asks, best first, then top 10 bids
+        for s in (1, 0):
+            lo = lo1 if s == 1 else lo0
+            hi = hi1 if s == 1 else hi0
+            j = hi - 1
+            while j >= lo and j >= hi - 10:
+                crc = _crc_str(crc, pid[s, j], True, n0, a0, o0, a1, o1, table)
+                crc = _crc_str(crc, sid[s, j], True, n0, a0, o0, a1, o1, table)
+                j -= 1
+        return crc ^ 0xFFFFFFFF
+    first = True
+    colon = np.int64(_COLON)
+    for i in range(25):
+        for s in (0, 1):
+            lo = lo1 if s == 1 else lo0
+            hi = hi1 if s == 1 else hi0
+            j = hi - 1 - i
+            if j < lo:
+                continue
+            if not first:
+                crc = _crc_byte(crc, colon, table)
+            first = False
+            crc = _crc_str(crc, pid[s, j], False, n0, a0, o0, a1, o1, table)
+            crc = _crc_byte(crc, colon, table)
+            crc = _crc_str(crc, sid[s, j], False, n0, a0, o0, a1, o1, table)
+    v = crc ^ 0xFFFFFFFF
+    if v >= 2147483648:
+        v -= 4294967296
+    return v
+
+
+@njit(cache=True)
+def _relayout(key, pid, sid, st, cap):
+    """Copy both sides into arrays of capacity ``cap``, each side centred."""
+    nkey = np.empty((2, cap), dtype=np.float64)
+    npid = np.empty((2, cap), dtype=np.int64)
+    nsid = np.empty((2, cap), dtype=np.int64)
+    for s in range(2):
+        lo = st[S_LO0 + 2 * s]
+        hi = st[S_HI0 + 2 * s]
+        n = hi - lo
+        start = (cap - n) // 2
+        for j in range(n):
+            nkey[s, start + j] = key[s, lo + j]
+            npid[s, start + j] = pid[s, lo + j]
+            nsid[s, start + j] = sid[s, lo + j]
+        st[S_LO0 + 2 * s] = start
+        st[S_HI0 + 2 * s] = start + n
+    return nkey, npid, nsid
+
+
+@njit(cache=True)
+def _recentre(key, pid, sid, st, s):
+    cap = key.shape[1]
+    lo = st[S_LO0 + 2 * s]
+    hi = st[S_HI0 + 2 * s]
+    n = hi - lo
+    start = (cap - n) // 2
+    if start < lo:
+        for j in range(n):
+            key[s, start + j] = key[s, lo + j]
+            pid[s, start + j] = pid[s, lo + j]
+            sid[s, start + j] = sid[s, lo + j]
+    elif start > lo:
+        for j in range(n - 1, -1, -1):
+            key[s, start + j] = key[s, lo + j]
+            pid[s, start + j] = pid[s, lo + j]
+            sid[s, start + j] = sid[s, lo + j]
+    st[S_LO0 + 2 * s] = start
+    st[S_HI0 + 2 * s] = start + n
+
+
+@njit(cache=True, inline="always")
+def _find(key, s, lo, hi, k):
+    """First index in [lo, hi) whose key >= k (search from the top: most updates are near it)."""
+    # galloping from the best level keeps near-top updates at a few compares
+    step = 1
+    top = hi
+    while top - step >= lo and key[s, top - step] >= k:
+        top -= step
+        step <<= 1
+    a = max(lo, top - step)
+    b = top
+    while a < b:
+        mid = (a + b) >> 1
+        if key[s, mid] < k:
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+@njit(cache=True, inline="always")
+def _set_level(key, pid, sid, st, s, k, p_id, s_id, delete):
+    lo = st[S_LO0 + 2 * s]
+    hi = st[S_HI0 + 2 * s]
+    p = _find(key, s, lo, hi, k)
+    if p < hi and key[s, p] == k:
+        if not delete:
+            pid[s, p] = p_id
+            sid[s, p] = s_id
+            return
+        if p - lo < hi - 1 - p:
+            for j in range(p, lo, -1):
+                key[s, j] = key[s, j - 1]
+                pid[s, j] = pid[s, j - 1]
+                sid[s, j] = sid[s, j - 1]
+            st[S_LO0 + 2 * s] = lo + 1
+        else:
+            for j in range(p, hi - 1):
+                key[s, j] = key[s, j + 1]
+                pid[s, j] = pid[s, j + 1]
+                sid[s, j] = sid[s, j + 1]
+            st[S_HI0 + 2 * s] = hi - 1
+        return
+    if delete:
+        return  # removing an absent level is normal (Binance documents it)
+    # the caller guarantees lo > 0 and hi < cap
+    if p - lo <= hi - p:
+        for j in range(lo, p):
+            key[s, j - 1] = key[s, j]
+            pid[s, j - 1] = pid[s, j]
+            sid[s, j - 1] = sid[s, j]
+        st[S_LO0 + 2 * s] = lo - 1
+        p -= 1
+    else:
+        for j in range(hi, p, -1):
+            key[s, j] = key[s, j - 1]
+            pid[s, j] = pid[s, j - 1]
+            sid[s, j] = sid[s, j - 1]
+        st[S_HI0 + 2 * s] = hi + 1
+    key[s, p] = k
+    pid[s, p] = p_id
+    sid[s, p] = s_id
+
+
+@njit(cache=True)
+def _grow_rows(a, rows):
+    out = np.empty((rows, a.shape[1]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(cache=True)
+def apply_kernel(
+    st,
+    key,
+    pid,
+    sid,
+    m_ts_event,
+    m_ts_recv,
+    m_flags,
+    m_first,
+    m_final,
+    m_prev,
+    m_cks,
+    m_ckkind,
+    m_chain,
+    m_vdepth,
+    m_off,
+    l_side,
+    l_px,
+    l_sz,
+    n0,
+    a0,
+    o0,
+    a1,
+    o1,
+    depth,
+    interval,
+    table,
+    out_applied,
+    out_epoch,
+    out_top,
+    stats,
+):
+    """Apply messages ``0..n`` in order; see the module docstring for the book layout.
+
+    Returns the (possibly reallocated) book arrays plus the snapshot events (message index,
+    reason, epoch, counts, 4*depth string ids: bid px, bid sz, ask px, ask sz) and the gap
+    events (message index, cause, ended epoch, ts_from, expected, got).
+    """
+    n = m_ts_event.shape[0]
+    snap_cap = 16
+    snap_meta = np.empty((snap_cap, 5), dtype=np.int64)
+    snap_ids = np.empty((snap_cap, 4 * depth), dtype=np.int64)
+    n_snap = 0
+    gap_cap = 16
+    gap_meta = np.empty((gap_cap, 6), dtype=np.int64)
+    n_gap = 0
+    for m in range(n):
+        out_applied[m] = 0
+        out_epoch[m] = st[S_EPOCH]
+        out_top[m, 0] = -1
+        out_top[m, 1] = -1
+        out_top[m, 2] = -1
+        out_top[m, 3] = -1
+        flags = m_flags[m]
+        chain = m_chain[m]
+        is_snap = (flags & F_SNAPSHOT) != 0
+        rebuilt = False
+        if is_snap:
+            for s in range(2):
+                c = key.shape[1] // 2
+                st[S_LO0 + 2 * s] = c
+                st[S_HI0 + 2 * s] = c
+            st[S_EPOCH] += 1
+            st[S_VALID] = 1
+            rebuilt = True
+            if chain != CH_NONE:
+                st[S_NEED_BRIDGE] = 1
+                st[S_SNAP_ID] = m_final[m]
+                st[S_LAST_ID] = m_final[m]
+        else:
+            if st[S_VALID] == 0:
+                stats[T_DROPPED] += 1
+                continue
+            if chain != CH_NONE:
+                u = m_final[m]
+                first = m_first[m]
+                broken = False
+                expected = 0
+                got = 0
+                if st[S_NEED_BRIDGE] == 1:
+                    last = st[S_SNAP_ID]
+                    if chain == CH_BINANCE_FUTURES:
+                        if u < last:
+                            stats[T_DROPPED] += 1
+                            continue
+                        if first <= last:
+                            stats[T_BRIDGES] += 1
+                        else:
+                            broken = True
+                    else:
+                        if u <= last:
+                            stats[T_DROPPED] += 1
+                            continue
+                        if first <= last + 1:
+                            stats[T_BRIDGES] += 1
+                        else:
+                            broken = True
+                    expected = last
+                    got = first
+                elif chain == CH_BINANCE_FUTURES:
+                    broken = m_prev[m] != st[S_LAST_ID]
+                    expected = st[S_LAST_ID]
+                    got = m_prev[m]
+                else:
+                    broken = first != st[S_LAST_ID] + 1
+                    expected = st[S_LAST_ID] + 1
+                    got = first
+                if broken:
+                    stats[T_BREAKS] += 1
+                    if n_gap == gap_cap:
+                        gap_cap *= 2
+                        gap_meta = _grow_rows(gap_meta, gap_cap)
+                    gap_meta[n_gap, 0] = m
+                    gap_meta[n_gap, 1] = G_CHAIN_BREAK
+                    gap_meta[n_gap, 2] = st[S_EPOCH]
+                    gap_meta[n_gap, 3] = st[S_LAST_GOOD_TS]
+                    gap_meta[n_gap, 4] = expected
+                    gap_meta[n_gap, 5] = got
+                    n_gap += 1
+                    st[S_VALID] = 0
+                    st[S_PENDING] = R_RESYNC
+                    continue
+                stats[T_LINKS] += 1
+                st[S_NEED_BRIDGE] = 0
+                st[S_LAST_ID] = u
+        # apply the levels
+        for i in range(m_off[m], m_off[m + 1]):
+            s = l_side[i]
+            lo = st[S_LO0 + 2 * s]
+            hi = st[S_HI0 + 2 * s]
+            cap = key.shape[1]
+            if lo == 0 or hi == cap:
+                if 2 * (hi - lo) < cap:
+                    _recentre(key, pid, sid, st, s)
+                else:
+                    key, pid, sid = _relayout(key, pid, sid, st, 2 * cap)
+            px = l_px[i]
+            k = px if s == 0 else -px
+            _set_level(key, pid, sid, st, s, k, n0 + i, n0 + (l_px.shape[0]) + i, l_sz[i] == 0.0)
+        vd = m_vdepth[m]
+        if vd > 0:
+            for s in range(2):
+                if st[S_HI0 + 2 * s] - st[S_LO0 + 2 * s] > vd:
+                    st[S_LO0 + 2 * s] = st[S_HI0 + 2 * s] - vd
+        ck = m_ckkind[m]
+        if ck != CK_NONE:
+            got = _checksum(ck, key, pid, sid, st, n0, a0, o0, a1, o1, table)
+            if got != m_cks[m]:
+                stats[T_MISMATCH] += 1
+                if n_gap == gap_cap:
+                    gap_cap *= 2
+                    gap_meta = _grow_rows(gap_meta, gap_cap)
+                gap_meta[n_gap, 0] = m
+                gap_meta[n_gap, 1] = G_CHECKSUM
+                gap_meta[n_gap, 2] = st[S_EPOCH]
+                gap_meta[n_gap, 3] = st[S_LAST_GOOD_TS]
+                gap_meta[n_gap, 4] = m_cks[m]
+                gap_meta[n_gap, 5] = got
+                n_gap += 1
+                st[S_VALID] = 0
+                st[S_PENDING] = R_RESYNC
+                continue
+            stats[T_VERIFIED] += 1
+        # applied
+        stats[T_UPDATES] += 1
+        out_applied[m] = 1
+        out_epoch[m] = st[S_EPOCH]
+        st[S_LAST_GOOD_TS] = m_ts_recv[m]
+        lo0, hi0, lo1, hi1 = st[S_LO0], st[S_HI0], st[S_LO1], st[S_HI1]
+        if hi0 > lo0:
+            out_top[m, 0] = pid[0, hi0 - 1]
+            out_top[m, 1] = sid[0, hi0 - 1]
+        if hi1 > lo1:
+            out_top[m, 2] = pid[1, hi1 - 1]
+            out_top[m, 3] = sid[1, hi1 - 1]
+            if hi0 > lo0 and key[0, hi0 - 1] >= -key[1, hi1 - 1]:
+                stats[T_CROSSED] += 1
+        # snapshot injection
+        day = m_ts_recv[m] // DAY_NS
+        bucket = m_ts_event[m] // interval
+        reason = -1
+        if day != st[S_LAST_DATE]:
+            reason = R_SOD
+            st[S_LAST_DATE] = day
+        elif rebuilt:
+            reason = st[S_PENDING]
+        elif bucket > st[S_LAST_BUCKET]:
+            reason = R_PERIODIC
+        if rebuilt:
+            st[S_PENDING] = R_RESYNC
+        if reason >= 0:
+            st[S_LAST_BUCKET] = bucket
+            stats[T_SNAPSHOTS] += 1
+            if n_snap == snap_cap:
+                snap_cap *= 2
+                snap_meta = _grow_rows(snap_meta, snap_cap)
+                snap_ids = _grow_rows(snap_ids, snap_cap)
+            nb = min(depth, hi0 - lo0)
+            na = min(depth, hi1 - lo1)
+            snap_meta[n_snap, 0] = m
+            snap_meta[n_snap, 1] = reason
+            snap_meta[n_snap, 2] = st[S_EPOCH]
+            snap_meta[n_snap, 3] = nb
+            snap_meta[n_snap, 4] = na
+            for j in range(nb):
+                snap_ids[n_snap, j] = pid[0, hi0 - 1 - j]
+                snap_ids[n_snap, depth + j] = sid[0, hi0 - 1 - j]
+            for j in range(na):
+                snap_ids[n_snap, 2 * depth + j] = pid[1, hi1 - 1 - j]
+                snap_ids[n_snap, 3 * depth + j] = sid[1, hi1 - 1 - j]
+            n_snap += 1
+    stats[T_GAPS] += n_gap
+    return key, pid, sid, snap_meta[:n_snap], snap_ids[:n_snap], gap_meta[:n_gap]
+
+
+@njit(cache=True)
+def gather(ids, n0, a0, o0, a1, o1):
+    """Pooled strings -> (bytes, int64 offsets) of an Arrow large_string array; id -1 = ''."""
+    n = ids.shape[0]
+    offsets = np.empty(n + 1, dtype=np.int64)
+    offsets[0] = 0
+    total = 0
+    for i in range(n):
+        d = ids[i]
+        if d >= 0:
+            if d < n0:
+                total += o0[d + 1] - o0[d]
+            else:
+                total += o1[d - n0 + 1] - o1[d - n0]
+        offsets[i + 1] = total
+    data = np.empty(total, dtype=np.uint8)
+    for i in range(n):
+        d = ids[i]
+        if d < 0:
+            continue
+        pos = offsets[i]
+        if d < n0:
+            arr = a0
+            s = o0[d]
+            e = o0[d + 1]
+        else:
+            arr = a1
+            s = o1[d - n0]
+            e = o1[d - n0 + 1]
+        for j in range(s, e):
+            data[pos] = arr[j]
+            pos += 1
+    return data, offsets
+
+
+@njit(cache=True)
+def compact(key, pid, sid, st, n0, a0, o0, a1, o1):
+    """Rewrite the book's strings into a fresh arena in canonical order (bids best first, then
+    asks best first; price then size), so that the arena depends only on the book content."""
+    nb = st[S_HI0] - st[S_LO0]
+    na = st[S_HI1] - st[S_LO1]
+    ids = np.empty(2 * (nb + na), dtype=np.int64)
+    r = 0
+    for s in range(2):
+        lo = st[S_LO0 + 2 * s]
+        for j in range(st[S_HI0 + 2 * s] - 1, lo - 1, -1):
+            ids[r] = pid[s, j]
+            ids[r + 1] = sid[s, j]
+            pid[s, j] = r
+            sid[s, j] = r + 1
+            r += 2
+    return gather(ids, n0, a0, o0, a1, o1)
