@@ -59,5 +59,28 @@ def ingest(config_path: str | None, sources: tuple[str, ...], max_seconds: float
     sys.exit(run_daemon(cfg, list(sources) or None, max_seconds))
 
 
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+def process(config_path: str | None, as_json: bool) -> None:
+    """Process every ready segment once, without Dagster (ready -> lake -> archive)."""
+    import orjson
+
+    from fluxforge.refinery import process_ready
+
+    cfg = load_config(config_path)
+    report = process_ready(cfg, progress=log.info)
+    out = report.to_dict()
+    log.info(
+        "processed %d segment(s): %d lines, %d trades, %d quotes, %d quarantined, %d failed",
+        len(report.segments), report.lines, report.trades, report.quotes,
+        report.quarantined, len(report.failed),
+    )  # fmt: skip
+    if as_json:
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
+        sys.stdout.flush()
+    sys.exit(1 if report.failed else 0)
+
+
 if __name__ == "__main__":
     main()

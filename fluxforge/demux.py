@@ -1,0 +1,363 @@
+"""Demultiplex one raw segment: envelope -> venue normalizer -> columns per (table, exchange,
+symbol, date).
+
+The hot path is one ``orjson`` parse per line (``parse_envelope``) and one call into the
+venue's ``normalize``; the normalizers append plain strings/ints to column lists
+(``EventSink``), and everything after that is vectorized: Arrow arrays built from the lists
+in one go, prices and sizes cast from the exact wire strings to decimal128(38, 18) by Arrow's
+cast kernel, rows split by (exchange, symbol, UTC date of ts_recv) with one stable argsort.
+
+Every non-blank line lands in exactly one of three classes (``lines_in == data + quarantined +
+control``, checked): data (the normalizer used it, possibly producing zero rows), control
+(ctl records, heartbeats, acks, metadata) or quarantined (with a reason).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fluxforge.events import BookMessage, EventSink, NormalizeError, TopOfBook
+from fluxforge.segments import EXCHANGE_RE, EnvelopeError, parse_envelope
+from fluxforge.storage.paths import sanitize_part
+from fluxforge.tables import DECIMAL, QUOTES, TRADES
+
+log = logging.getLogger(__name__)
+
+NS_PER_DAY = 86_400_000_000_000
+UNKNOWN_EXCHANGE = "_unknown"
+ALL_SYMBOLS = "_all"
+# ctl events after which a venue's books cannot be trusted to continue
+RECONNECT_EVENTS = frozenset({"connect", "disconnect", "gap"})
+_PRICE_COLUMNS = {
+    "trades": ("price", "size"),
+    "quotes": ("bid_px", "bid_sz", "ask_px", "ask_sz", "last"),
+}
+_RAW_KEEP = 1 << 20  # a quarantined line is kept whole up to 1 MiB, then cut (reason says so)
+
+
+class LineAccountingError(AssertionError):
+    """lines in != data + quarantined + control for a segment: a refinery bug, never skipped."""
+
+
+@dataclass(slots=True)
+class CtlEvent:
+    exchange: str
+    ts_recv: int
+    event: str
+    book_pos: int  # index into DemuxResult.book_messages: books before it are older
+
+
+@dataclass
+class DemuxResult:
+    segment: str
+    date: str  # UTC date of the segment (quarantine partition)
+    bytes_in: int = 0
+    lines_in: int = 0
+    data: int = 0
+    control: int = 0
+    quarantined: int = 0
+    trades: pa.Table | None = None  # TRADES + exchange, symbol columns, receive order
+    quotes: pa.Table | None = None
+    quarantine: pa.Table | None = None  # QUARANTINE + exchange column
+    book_messages: list[BookMessage] = field(default_factory=list)
+    ctl: list[CtlEvent] = field(default_factory=list)
+    tops: list[TopOfBook] = field(default_factory=list)
+    normalizer_errors: int = 0  # unexpected exceptions in normalizers (quarantined too)
+
+    def books_by_instrument(self) -> dict[tuple[str, str], list[tuple[int, BookMessage]]]:
+        """(exchange, symbol) -> [(position, message)] in receive order."""
+        out: dict[tuple[str, str], list[tuple[int, BookMessage]]] = {}
+        for pos, msg in enumerate(self.book_messages):
+            out.setdefault((msg.exchange, msg.symbol), []).append((pos, msg))
+        return out
+
+    def check_accounting(self) -> None:
+        if self.lines_in != self.data + self.quarantined + self.control:
+            raise LineAccountingError(
+                f"segment {self.segment}: lines_in={self.lines_in} != data={self.data} + "
+                f"quarantined={self.quarantined} + control={self.control}"
+            )
+
+
+class _Quarantine:
+    __slots__ = ("exchange", "line_no", "raw", "reason", "seq", "ts_recv")
+
+    def __init__(self) -> None:
+        self.exchange: list[str] = []
+        self.line_no: list[int] = []
+        self.seq: list[int] = []
+        self.ts_recv: list[int] = []
+        self.reason: list[str] = []
+        self.raw: list[bytes] = []
+
+    def add(self, exchange: str, line_no: int, seq: int, ts: int, reason: str, raw: bytes) -> None:
+        if len(raw) > _RAW_KEEP:
+            reason = f"{reason} (raw line of {len(raw)} bytes cut to {_RAW_KEEP})"
+            raw = raw[:_RAW_KEEP]
+        self.exchange.append(exchange)
+        self.line_no.append(line_no)
+        self.seq.append(seq)
+        self.ts_recv.append(ts)
+        self.reason.append(reason)
+        self.raw.append(raw)
+
+    def table(self, segment: str) -> pa.Table:
+        n = len(self.line_no)
+        cols = {
+            "exchange": pa.array(self.exchange, pa.string()),
+            "segment": pa.array([segment] * n, pa.string()),
+            "line_no": pa.array(self.line_no, pa.int64()),
+            "seq": pa.array(self.seq, pa.int64()),
+            "ts_recv": pa.array(self.ts_recv, pa.int64()),
+            "reason": pa.array(self.reason, pa.string()),
+            "raw": pa.array(self.raw, pa.binary()),
+        }
+        return pa.table(cols)
+
+
+def _safe_exchange(ex: Any) -> str:
+    return ex if isinstance(ex, str) and EXCHANGE_RE.match(ex) else UNKNOWN_EXCHANGE
+
+
+def segment_date(segment: str) -> str:
+    from fluxforge.segments import parse_segment_name
+
+    return parse_segment_name(segment).date
+
+
+def demux_segment(
+    data: bytes,
+    segment: str,
+    *,
+    poison: dict[int, str] | None = None,
+    normalizer_for: Callable[[str], Any] | None = None,
+) -> DemuxResult:
+    """Parse and normalize every line of one raw segment.
+
+    `poison` maps daemon seq numbers to a quarantine reason: lines found unusable only after
+    normalization (a price Arrow cannot cast, an unsafe symbol) are quarantined on a second
+    pass, so a line is either wholly in the tables or wholly in quarantine.
+    `normalizer_for` (exchange -> module with ``normalize``) defaults to
+    ``fluxforge.venues.normalizer_for``."""
+    if normalizer_for is None:
+        from fluxforge import venues
+
+        normalizer_for = venues.normalizer_for
+    result = _demux_pass(data, segment, poison or {}, normalizer_for)
+    bad = _find_poison(result)
+    if bad:
+        log.warning("segment %s: %d line(s) quarantined after normalization", segment, len(bad))
+        result = _demux_pass(data, segment, {**(poison or {}), **bad}, normalizer_for)
+        again = _find_poison(result)
+        if again:  # cannot happen: the poisoned seqs are quarantined before normalization
+            raise LineAccountingError(f"segment {segment}: unusable rows remain: {again}")
+    result.check_accounting()
+    return result
+
+
+def _demux_pass(
+    data: bytes, segment: str, poison: dict[int, str], normalizer_for: Callable[[str], Any]
+) -> DemuxResult:
+    res = DemuxResult(segment=segment, date=segment_date(segment), bytes_in=len(data))
+    sink = EventSink()
+    quarantine = _Quarantine()
+    modules: dict[str, Any] = {}
+    tseq = sink.trades["seq"]
+    qseq = sink.quotes["seq"]
+    books = sink.books
+    tops = sink.tops
+    lines_in = n_data = n_control = 0
+    parse = parse_envelope
+
+    for line_no, line in enumerate(data.split(b"\n"), 1):
+        if not line or line.isspace():
+            continue
+        lines_in += 1
+        try:
+            env = parse(line)
+        except EnvelopeError as exc:
+            quarantine.add(UNKNOWN_EXCHANGE, line_no, -1, -1, f"envelope: {exc}", line)
+            continue
+        ex = env.ex
+        if env.kind == "ctl":
+            n_control += 1
+            event = env.data.get("event") if isinstance(env.data, dict) else None
+            if event in RECONNECT_EVENTS:
+                res.ctl.append(CtlEvent(ex, env.ts, event, len(books)))
+            continue
+        if poison and env.seq in poison:
+            quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, poison[env.seq], line)
+            continue
+        module = modules.get(ex)
+        if module is None:
+            try:
+                module = modules[ex] = normalizer_for(ex)
+            except KeyError as exc:
+                quarantine.add(
+                    _safe_exchange(ex), line_no, env.seq, env.ts,
+                    f"unknown exchange {ex!r}: {exc.args[0] if exc.args else ''}", line,
+                )  # fmt: skip
+                continue
+        marks = (len(tseq), len(qseq), len(books), len(tops))
+        try:
+            cls = module.normalize(env, sink)
+        except NormalizeError as exc:
+            _rollback(sink, marks)
+            quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, str(exc) or "?", line)
+            continue
+        except Exception as exc:  # a normalizer bug must not kill the run or lose the line
+            _rollback(sink, marks)
+            res.normalizer_errors += 1
+            reason = f"normalizer {ex} failed: {type(exc).__name__}: {exc}"
+            quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, reason, line)
+            continue
+        if cls == "data":
+            n_data += 1
+        elif cls == "control":
+            n_control += 1
+        else:
+            _rollback(sink, marks)
+            reason = f"normalizer {ex} returned {cls!r} (expected 'data' or 'control')"
+            quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, reason, line)
+
+    res.lines_in = lines_in
+    res.data = n_data
+    res.control = n_control
+    res.quarantined = len(quarantine.line_no)
+    res.trades = _columns(sink.trades, TRADES)
+    res.quotes = _columns(sink.quotes, QUOTES)
+    res.quarantine = quarantine.table(segment)
+    res.book_messages = books
+    res.tops = tops
+    return res
+
+
+def _rollback(sink: EventSink, marks: tuple[int, int, int, int]) -> None:
+    nt, nq, nb, ntop = marks
+    for col in sink.trades.values():
+        del col[nt:]
+    for col in sink.quotes.values():
+        del col[nq:]
+    del sink.books[nb:]
+    del sink.tops[ntop:]
+
+
+def _columns(cols: dict[str, list], schema: pa.Schema) -> pa.Table:
+    """Column lists -> Arrow table (exchange, symbol + schema); decimals left as strings."""
+    arrays: dict[str, pa.Array] = {
+        "exchange": pa.array(cols["exchange"], pa.string()),
+        "symbol": pa.array(cols["symbol"], pa.string()),
+    }
+    for fld in schema:
+        values = cols[fld.name]
+        if fld.type == DECIMAL:
+            arrays[fld.name] = pa.array(values, pa.string())
+        else:
+            arrays[fld.name] = pa.array(values, fld.type)
+    return pa.table(arrays)
+
+
+def _find_poison(res: DemuxResult) -> dict[int, str]:
+    """Rows that cannot go to the lake: prices Arrow cannot cast, unsafe symbols."""
+    bad: dict[int, str] = {}
+    for name in ("trades", "quotes"):
+        table = getattr(res, name)
+        seqs = table.column("seq")
+        for col in _PRICE_COLUMNS[name]:
+            arr = table.column(col)
+            try:
+                arr.cast(DECIMAL)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                for i, value in enumerate(arr.to_pylist()):
+                    if value is None:
+                        continue
+                    try:
+                        pa.array([value]).cast(DECIMAL)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        bad.setdefault(
+                            seqs[i].as_py(),
+                            f"{name}.{col}={value[:64]!r}: not a decimal(38,18): {exc}",
+                        )
+        for i, sym in enumerate(table.column("symbol").to_pylist()):
+            if not _safe_symbol(sym):
+                bad.setdefault(seqs[i].as_py(), f"{name}: unsafe symbol {sym[:64]!r}")
+    for msg in res.book_messages:
+        if not _safe_symbol(msg.symbol):
+            bad.setdefault(msg.seq, f"book: unsafe symbol {msg.symbol[:64]!r}")
+    return bad
+
+
+_SAFE_CACHE: dict[str, bool] = {}
+
+
+def _safe_symbol(sym: str) -> bool:
+    """A symbol must be its own path part (no '/', '..', NUL, ...): BASE-QUOTE[-...]."""
+    ok = _SAFE_CACHE.get(sym)
+    if ok is None:
+        ok = isinstance(sym, str) and sanitize_part(sym) == sym
+        if len(_SAFE_CACHE) < 100_000:
+            _SAFE_CACHE[sym] = ok
+    return ok
+
+
+def cast_prices(table: pa.Table, name: str) -> pa.Table:
+    """Cast the wire-string price/size columns of trades/quotes to decimal128(38, 18)."""
+    for col in _PRICE_COLUMNS[name]:
+        idx = table.schema.get_field_index(col)
+        table = table.set_column(idx, col, table.column(col).cast(DECIMAL))
+    return table
+
+
+def day_of(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // NS_PER_DAY * 86400, UTC).strftime("%Y-%m-%d")
+
+
+def split_by_partition(
+    table: pa.Table,
+    ts_column: str = "ts_recv",
+    exchange: str | None = None,
+    symbol: str | None = None,
+) -> dict[tuple[str, str, str], pa.Table]:
+    """Split rows by (exchange, symbol, UTC date of `ts_column`), keeping row order inside each.
+
+    The exchange/symbol columns are dropped from the parts (the hive directories carry them);
+    pass `exchange`/`symbol` for tables that have no such columns (book engine output)."""
+    if table.num_rows == 0:
+        return {}
+    days = np.asarray(table.column(ts_column).to_numpy(zero_copy_only=False)) // NS_PER_DAY
+    if exchange is not None:
+        key = days - days.min()
+        labels = [(exchange, symbol or ALL_SYMBOLS)]
+        inst = np.zeros(len(days), dtype=np.int64)
+    else:
+        pair = (
+            pc.binary_join_element_wise(table.column("exchange"), table.column("symbol"), "\x00")
+            .combine_chunks()
+            .dictionary_encode()
+        )
+        labels = [tuple(s.split("\x00", 1)) for s in pair.dictionary.to_pylist()]
+        inst = pair.indices.to_numpy().astype(np.int64)
+        key = inst * (days.max() - days.min() + 1) + (days - days.min())
+        table = table.drop_columns(["exchange", "symbol"])
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    bounds = np.flatnonzero(np.diff(skey)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(skey)]))
+    out: dict[tuple[str, str, str], pa.Table] = {}
+    contiguous = bool(np.all(np.diff(order) == 1)) if len(order) > 1 else True
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        first = int(order[s])
+        ex, sym = labels[int(inst[first])]
+        date = day_of(int(days[first]) * NS_PER_DAY)
+        part = table.slice(s, e - s) if contiguous else table.take(pa.array(order[s:e]))
+        out[(ex, sym, date)] = part
+    return out

@@ -1,0 +1,148 @@
+"""The Parquet lake (SPEC §4): zstd parts written through the Storage interface, read back with
+their hive columns.
+
+``{processed_dir}/{table}/exchange=E/symbol=S/date=D/part-{segment}.parquet``. One file per
+(table, partition, segment): reprocessing a segment rewrites the same keys (atomic per file on
+both backends), so rows are replaced, never duplicated. Files hold only the columns of
+``fluxforge.tables``; the directories carry exchange, symbol and date.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fluxforge.config import PathNames
+from fluxforge.storage import Layout, Storage
+from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
+
+TABLES = tuple(SCHEMAS)
+COMPRESSION = "zstd"
+
+
+class LakeError(ValueError):
+    """A lake file does not match its table schema; the message names the file."""
+
+
+def encode_parquet(table: pa.Table, schema: pa.Schema, row_group_size: int) -> bytes:
+    """Deterministic zstd Parquet bytes for `table` cast to `schema` (same input, same bytes)."""
+    data = table.select(schema.names).cast(schema)
+    buf = io.BytesIO()
+    pq.write_table(
+        data,
+        buf,
+        compression=COMPRESSION,
+        row_group_size=row_group_size,
+        write_statistics=True,
+        store_schema=True,
+    )
+    return buf.getvalue()
+
+
+def part_key(layout: Layout, table: str, exchange: str, symbol: str, date: str, stem: str) -> str:
+    return layout.lake_part(table, exchange, symbol, date, stem)
+
+
+def write_part(
+    storage: Storage,
+    layout: Layout,
+    table: str,
+    exchange: str,
+    symbol: str,
+    date: str,
+    stem: str,
+    data: pa.Table,
+    row_group_size: int,
+) -> tuple[str, int]:
+    """Write one part atomically; returns (key, bytes)."""
+    key = part_key(layout, table, exchange, symbol, date, stem)
+    body = encode_parquet(data, SCHEMAS[table], row_group_size)
+    storage.write_bytes(key, body)
+    return key, len(body)
+
+
+def _hive(key: str) -> dict[str, str]:
+    out = {}
+    for part in key.split("/"):
+        name, sep, value = part.partition("=")
+        if sep and name in PARTITION_COLUMNS:
+            out[name] = value
+    return out
+
+
+def list_parts(
+    storage: Storage,
+    table: str,
+    exchange: str | None = None,
+    symbol: str | None = None,
+    date: str | None = None,
+    layout: Layout | None = None,
+) -> list[str]:
+    """Part keys of `table` (sorted: partition, then segment order), optionally filtered."""
+    layout = layout or Layout(PathNames())
+    if table not in SCHEMAS:
+        raise LakeError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
+    prefix = layout.lake_table(table)
+    if exchange is not None:
+        prefix = posixpath.dirname(layout.lake_partition(table, exchange, "x", "x"))
+        if symbol is not None:
+            prefix = posixpath.dirname(layout.lake_partition(table, exchange, symbol, "x"))
+            if date is not None:
+                prefix = layout.lake_partition(table, exchange, symbol, date)
+    keys = storage.list(prefix, "part-*.parquet", recursive=True)
+    want = {"exchange": exchange, "symbol": symbol, "date": date}
+    out = []
+    for key in keys:
+        hive = _hive(key)
+        if all(v is None or hive.get(k) == v for k, v in want.items()):
+            out.append(key)
+    return out
+
+
+def read_part(storage: Storage, key: str, table: str) -> pa.Table:
+    data = pq.read_table(io.BytesIO(storage.read_bytes(key)))
+    schema = SCHEMAS[table]
+    if data.schema.names != schema.names:
+        raise LakeError(f"{key}: columns {data.schema.names} != {table} columns {schema.names}")
+    return data.cast(schema)
+
+
+def with_hive(data: pa.Table, exchange: str, symbol: str, date: str) -> pa.Table:
+    n = data.num_rows
+    for name, value in (("exchange", exchange), ("symbol", symbol), ("date", date)):
+        data = data.append_column(name, pa.array([value] * n, pa.string()))
+    return data
+
+
+def read_table(
+    storage: Storage,
+    table: str,
+    exchange: str | None = None,
+    symbol: str | None = None,
+    date: str | None = None,
+    layout: Layout | None = None,
+    keys: Iterable[str] | None = None,
+) -> pa.Table:
+    """All rows of `table` (optionally one exchange / symbol / date) with the hive columns.
+
+    Row order: partitions in key order, inside a partition the parts in segment order, inside
+    a part the receive order."""
+    keys = (
+        list(keys)
+        if keys is not None
+        else list_parts(storage, table, exchange, symbol, date, layout)
+    )
+    parts = []
+    for key in keys:
+        hive = _hive(key)
+        parts.append(with_hive(read_part(storage, key, table), **hive))
+    if not parts:
+        empty = SCHEMAS[table]
+        for name in PARTITION_COLUMNS:
+            empty = empty.append(pa.field(name, pa.string()))
+        return empty.empty_table()
+    return pa.concat_tables(parts)

@@ -1,0 +1,181 @@
+"""demux: envelope parsing, quarantine reasons, line accounting, vectorized casts and splits.
+
+A tiny in-test normalizer stands in for the venue modules so these tests pin the demux rules
+alone (the real venues are exercised end to end in tests/integration/test_process_*.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from fluxforge.demux import (
+    NS_PER_DAY,
+    UNKNOWN_EXCHANGE,
+    cast_prices,
+    demux_segment,
+    split_by_partition,
+)
+from fluxforge.events import BookMessage, EventSink, NormalizeError
+from fluxforge.segments import Envelope, encode_ctl, encode_envelope
+
+SEG = "segment_20240102T03_00001.ndjson"
+TS = 1_704_164_400_000_000_000  # 2024-01-02T03:00:00Z
+
+
+def _normalize(env: Envelope, sink: EventSink) -> str:
+    kind = env.data.get("t")
+    if kind == "trade":
+        sink.trade(
+            env.ex, env.data.get("sym", "BTC-USD"), "BTCUSD", env.ts, env.ts,
+            str(env.seq), env.data.get("px", "1.5"), "0.00000100", "buy", env.seq,
+        )  # fmt: skip
+        return "data"
+    if kind == "book":
+        sink.book(
+            BookMessage(env.ex, "BTC-USD", "BTCUSD", "l2", env.ts, env.ts, env.seq, False,
+                        [("1", "2")], [])
+        )  # fmt: skip
+        return "data"
+    if kind == "hb":
+        return "control"
+    if kind == "partial":
+        sink.trade(env.ex, "BTC-USD", "BTCUSD", env.ts, env.ts, "x", "1", "1", "buy", env.seq)
+        raise NormalizeError("partial: second half missing")
+    if kind == "boom":
+        raise RuntimeError("normalizer bug")
+    raise NormalizeError(f"unknown type {kind!r}")
+
+
+FAKE = SimpleNamespace(normalize=_normalize)
+
+
+def _normalizer_for(ex: str):
+    if ex != "fakex":
+        raise KeyError(f"no normalizer for {ex!r}; known: ['fakex']")
+    return FAKE
+
+
+def _line(seq: int, payload: dict, ex: str = "fakex", ts: int = TS) -> bytes:
+    return encode_envelope(ts + seq, "src", ex, seq, "msg", orjson.dumps(payload))
+
+
+def _demux(data: bytes):
+    return demux_segment(data, SEG, normalizer_for=_normalizer_for)
+
+
+def test_demux_mixed_lines_accounting_balances() -> None:
+    data = b"".join(
+        [
+            _line(1, {"t": "trade"}),
+            _line(2, {"t": "hb"}),
+            encode_ctl(TS, "src", "fakex", 3, "connect"),
+            b"\n   \n",  # blank lines are not messages
+            _line(4, {"t": "nope"}),
+            _line(5, {"t": "trade"}),
+        ]
+    )
+    res = _demux(data)
+    assert (res.lines_in, res.data, res.control, res.quarantined) == (5, 2, 2, 1)
+    assert res.trades.num_rows == 2
+    assert res.quarantine.column("reason").to_pylist() == ["unknown type 'nope'"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"ts":1,"src":"s","ex":"fakex"', "envelope: not valid JSON"),
+        (b"\xff\xfe garbage \x80", "envelope: not valid JSON"),
+        (b'{"ts":1,"src":"s","ex":"fakex","seq":1,"kind":"msg"}', "misses key 'data'"),
+        (b'{"ts":-5,"src":"s","ex":"fakex","seq":1,"kind":"msg","data":{}}', "ts=-5"),
+        (b'{"ts":1,"src":"s","ex":"fakex","seq":1,"kind":"zzz","data":{}}', "kind='zzz'"),
+        (b"[1,2,3]", "not a JSON object"),
+    ],
+)
+def test_demux_bad_envelope_quarantined_with_reason(raw: bytes, reason: str) -> None:
+    res = _demux(_line(1, {"t": "trade"}) + raw + b"\n")
+    assert res.quarantined == 1 and res.data == 1
+    row = res.quarantine.to_pylist()[0]
+    assert reason in row["reason"]
+    assert row["raw"] == raw
+    assert row["line_no"] == 2
+    assert row["exchange"] == UNKNOWN_EXCHANGE
+
+
+def test_demux_normalizer_error_rolls_back_partial_rows() -> None:
+    res = _demux(_line(1, {"t": "partial"}) + _line(2, {"t": "trade"}))
+    assert res.trades.column("seq").to_pylist() == [2]
+    assert res.quarantine.column("reason").to_pylist() == ["partial: second half missing"]
+
+
+def test_demux_normalizer_bug_quarantined_not_raised() -> None:
+    res = _demux(_line(1, {"t": "boom"}))
+    assert res.quarantined == 1 and res.normalizer_errors == 1
+    assert "RuntimeError: normalizer bug" in res.quarantine.column("reason")[0].as_py()
+
+
+def test_demux_unknown_exchange_quarantined_under_unknown_partition() -> None:
+    res = _demux(_line(1, {"t": "trade"}, ex="../../etc"))
+    assert res.quarantined == 1
+    row = res.quarantine.to_pylist()[0]
+    assert row["exchange"] == UNKNOWN_EXCHANGE
+    assert "unknown exchange" in row["reason"]
+
+
+def test_demux_uncastable_price_quarantines_whole_line() -> None:
+    data = _line(1, {"t": "trade", "px": "12.5"}) + _line(2, {"t": "trade", "px": "NaN"})
+    data += _line(3, {"t": "trade", "px": "1" * 30})
+    res = _demux(data)
+    assert res.trades.column("seq").to_pylist() == [1]
+    assert res.quarantined == 2 and res.data == 1
+    assert all("not a decimal(38,18)" in r for r in res.quarantine.column("reason").to_pylist())
+
+
+def test_demux_path_traversal_symbol_quarantined() -> None:
+    res = _demux(_line(1, {"t": "trade", "sym": "../../etc"}) + _line(2, {"t": "trade"}))
+    assert res.trades.column("symbol").to_pylist() == ["BTC-USD"]
+    assert "unsafe symbol" in res.quarantine.column("reason")[0].as_py()
+
+
+def test_demux_ctl_reconnect_recorded_at_book_position() -> None:
+    data = b"".join(
+        [
+            _line(1, {"t": "book"}),
+            encode_ctl(TS + 5, "src", "fakex", 2, "disconnect"),
+            encode_ctl(TS + 6, "src", "fakex", 3, "subscribe"),
+            _line(4, {"t": "book"}),
+        ]
+    )
+    res = _demux(data)
+    assert [(c.event, c.book_pos) for c in res.ctl] == [("disconnect", 1)]
+    assert [pos for pos, _ in res.books_by_instrument()[("fakex", "BTC-USD")]] == [0, 1]
+
+
+def test_cast_prices_exact_wire_strings() -> None:
+    res = _demux(_line(1, {"t": "trade", "px": "0.30000000000000000"}))
+    cast = cast_prices(res.trades, "trades")
+    assert cast.column("price")[0].as_py() == Decimal("0.3")
+    assert cast.column("size")[0].as_py() == Decimal("0.000001")
+
+
+def test_split_by_partition_splits_dates_and_keeps_receive_order() -> None:
+    ts = [TS, TS + NS_PER_DAY, TS + 1, TS + 2]
+    table = pa.table(
+        {
+            "exchange": ["a", "a", "b", "a"],
+            "symbol": ["X-Y", "X-Y", "X-Y", "X-Y"],
+            "ts_recv": pa.array(ts, pa.int64()),
+            "n": [0, 1, 2, 3],
+        }
+    )
+    parts = split_by_partition(table)
+    assert sorted(parts) == [
+        ("a", "X-Y", "2024-01-02"),
+        ("a", "X-Y", "2024-01-03"),
+        ("b", "X-Y", "2024-01-02"),
+    ]
+    assert parts[("a", "X-Y", "2024-01-02")].column("n").to_pylist() == [0, 3]
+    assert "exchange" not in parts[("b", "X-Y", "2024-01-02")].column_names

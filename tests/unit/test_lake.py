@@ -1,0 +1,100 @@
+"""lake: deterministic zstd parts, hive read-back, replace-not-append, schema validation."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fluxforge import lake
+from fluxforge.config import PathNames
+from fluxforge.schemas import SchemaViolation, validate
+from fluxforge.storage import Layout, LocalStorage
+from fluxforge.tables import DECIMAL, TRADES
+
+LAYOUT = Layout(PathNames())
+
+
+def _trades(n: int, price: str = "1.25") -> pa.Table:
+    return pa.table(
+        {
+            "ts_event": pa.array(range(n), pa.int64()),
+            "ts_recv": pa.array(range(n), pa.int64()),
+            "venue_symbol": ["BTCUSD"] * n,
+            "trade_id": [str(i) for i in range(n)],
+            "price": pa.array([price] * n).cast(DECIMAL),
+            "size": pa.array(["0.5"] * n).cast(DECIMAL),
+            "side": ["buy"] * n,
+            "seq": pa.array(range(n), pa.int64()),
+        }
+    )
+
+
+def test_lake_write_part_is_zstd_and_deterministic(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    key, size = lake.write_part(
+        storage, LAYOUT, "trades", "coinbase", "BTC-USD", "2024-01-02", "s-seg_1", _trades(5), 2
+    )
+    assert key == (
+        "processed/trades/exchange=coinbase/symbol=BTC-USD/date=2024-01-02/part-s-seg_1.parquet"
+    )
+    meta = pq.ParquetFile(tmp_path / key).metadata
+    assert meta.num_row_groups == 3
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    first = (tmp_path / key).read_bytes()
+    lake.write_part(
+        storage, LAYOUT, "trades", "coinbase", "BTC-USD", "2024-01-02", "s-seg_1", _trades(5), 2
+    )
+    assert (tmp_path / key).read_bytes() == first and len(first) == size
+
+
+def test_lake_read_table_adds_hive_columns_and_filters(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    for ex, sym, date, stem in [
+        ("coinbase", "BTC-USD", "2024-01-02", "a"),
+        ("coinbase", "BTC-USD", "2024-01-02", "b"),
+        ("coinbase", "ETH-USD", "2024-01-02", "a"),
+        ("kraken", "BTC-USD", "2024-01-03", "a"),
+    ]:
+        lake.write_part(storage, LAYOUT, "trades", ex, sym, date, stem, _trades(2), 1000)
+    everything = lake.read_table(storage, "trades")
+    assert everything.num_rows == 8
+    assert everything.column_names == [*TRADES.names, "exchange", "symbol", "date"]
+    btc = lake.read_table(storage, "trades", exchange="coinbase", symbol="BTC-USD")
+    assert btc.num_rows == 4 and set(btc.column("date").to_pylist()) == {"2024-01-02"}
+    assert lake.read_table(storage, "trades", date="2024-01-03").column("exchange").to_pylist() == [
+        "kraken",
+        "kraken",
+    ]
+    assert btc.column("price")[0].as_py() == Decimal("1.25")
+
+
+def test_lake_read_table_empty_has_schema(tmp_path: Path) -> None:
+    empty = lake.read_table(LocalStorage(tmp_path), "quotes")
+    assert empty.num_rows == 0 and "bid_px" in empty.column_names and "date" in empty.column_names
+
+
+def test_lake_path_traversal_parts_stay_inside_root(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    storage = LocalStorage(root)
+    key, _ = lake.write_part(
+        storage, LAYOUT, "trades", "../..", "../../etc", "2024-01-02", "../x", _trades(1), 1000
+    )
+    written = (root / key).resolve()
+    assert written.is_file() and root.resolve() in written.parents
+    assert [p for p in tmp_path.rglob("*.parquet") if root not in p.parents] == []
+
+
+def test_schemas_reject_negative_price_naming_partition() -> None:
+    bad = _trades(1).set_column(4, "price", pa.array(["-1"]).cast(DECIMAL))
+    with pytest.raises(SchemaViolation, match="trades exchange=coinbase symbol=BTC-USD"):
+        validate("trades", bad, "coinbase", "BTC-USD", "2024-01-02")
+
+
+def test_schemas_accept_valid_part_and_reject_bad_date() -> None:
+    validate("trades", _trades(3), "coinbase", "BTC-USD", "2024-01-02")
+    with pytest.raises(SchemaViolation, match="date"):
+        validate("trades", _trades(1), "coinbase", "BTC-USD", "yesterday")
