@@ -14,9 +14,10 @@ as a JSON string so the line stays parseable; the refinery quarantines it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -194,3 +195,135 @@ def cut_torn_tail(data: bytes) -> tuple[bytes, int]:
         except EnvelopeError:
             kept = kept[:last_start]
     return kept, len(data) - len(kept)
+
+
+def is_own_ctl(env: Envelope) -> bool:
+    """True for the daemon's bookkeeping records (seal / recover), not part of any feed."""
+    return (
+        env.kind == "ctl"
+        and isinstance(env.data, dict)
+        and env.data.get("event")
+        in (
+            "seal",
+            "recover",
+        )
+    )
+
+
+class SegmentTailer:
+    """Follows one source's segments while the daemon writes them (local storage).
+
+    The "strategy reads the raw queue" use: ``poll()`` returns the complete lines appended since
+    the last call, in write order, across rotations: when the active segment is sealed, the rest
+    of it is read from ready/ and the tailer moves on to the next segment. By default it starts at
+    the beginning of the segment that is active when it is created (``start_after`` = a segment
+    name starts right after that segment instead). ``roots`` are the ingestion base dir and,
+    if configured, the spill dir. Lines are bytes without the newline (``parse_envelope`` them).
+    """
+
+    def __init__(
+        self,
+        roots: str | Path | list[str | Path],
+        source: str,
+        names: Any = None,
+        *,
+        start_after: str | None = None,
+    ) -> None:
+        from fluxforge.config import PathNames
+
+        names = names or PathNames()
+        root_list = roots if isinstance(roots, list) else [roots]
+        self.roots = [Path(r) for r in root_list]
+        self.source = source
+        self._active = [r / names.raw_dir / names.active_subdir / source for r in self.roots]
+        self._ready = [r / names.raw_dir / names.ready_subdir / source for r in self.roots]
+        self.current: str | None = None
+        self._dir = 0
+        self._offset = 0
+        self._partial = b""
+        self.missed: list[str] = []  # segments claimed by someone before we finished them
+        if start_after is not None:
+            self._last = parse_segment_name(start_after).counter
+        else:
+            active = self._active_segments()
+            self._last = active[0][0] - 1 if active else self._highest_ready()
+
+    def _list(self, dirs: list[Path]) -> list[tuple[int, int, str]]:
+        out = []
+        for i, d in enumerate(dirs):
+            if not d.is_dir():
+                continue
+            for entry in d.iterdir():
+                m = SEGMENT_RE.match(entry.name)
+                if m:
+                    out.append((int(m.group(2)), i, entry.name))
+        return sorted(out)
+
+    def _active_segments(self) -> list[tuple[int, int, str]]:
+        return self._list(self._active)
+
+    def _highest_ready(self) -> int:
+        ready = self._list(self._ready)
+        return ready[-1][0] if ready else 0
+
+    def _read_from(self, path: Path) -> bytes | None:
+        try:
+            with path.open("rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        self._offset += len(data)
+        return data
+
+    def _take(self, data: bytes, out: list[bytes], final: bool) -> None:
+        data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        out.extend(line for line in data[:end].split(b"\n") if line)
+        if final and self._partial.strip():
+            out.append(self._partial)
+        if final:
+            self._partial = b""
+
+    def poll(self) -> list[bytes]:
+        out: list[bytes] = []
+        while True:
+            if self.current is None:
+                nxt = [s for s in self._active_segments() if s[0] > self._last]
+                if not nxt:
+                    # sealed before we ever saw it active (fast rotation): take it from ready/
+                    nxt = [s for s in self._list(self._ready) if s[0] > self._last]
+                if not nxt:
+                    return out
+                _, self._dir, self.current = nxt[0]
+                self._offset = 0
+                self._partial = b""
+            name = self.current
+            data = self._read_from(self._active[self._dir] / name)
+            if data is not None:
+                self._take(data, out, final=False)
+                if (self._active[self._dir] / name).exists():
+                    return out
+            # sealed: the rest of it is in ready/ (same bytes, renamed)
+            rest = self._read_from(self._ready[self._dir] / name)
+            if rest is None:
+                self.missed.append(name)
+                rest = b""
+            self._take(rest, out, final=True)
+            self._last = parse_segment_name(name).counter
+            self.current = None
+
+    def follow(
+        self, stop: Callable[[], bool] | None = None, interval_s: float = 0.005
+    ) -> Iterator[Envelope]:
+        """Envelopes as they are written, until `stop()` returns True."""
+        import time
+
+        while not (stop and stop()):
+            lines = self.poll()
+            if not lines:
+                time.sleep(interval_s)
+                continue
+            for line in lines:
+                yield parse_envelope(line)
