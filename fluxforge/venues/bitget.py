@@ -1,0 +1,200 @@
+"""Bitget public websocket, API v1 "mix" (as recorded) and the v2 shapes of the same channels.
+
+Pushes are ``{"action":"snapshot"|"update","arg":{"instType","channel","instId"},"data":[..]}``::
+
+    books (books1/5/15: top-N, snapshots only)
+        data:[{"asks":[[px,sz]..],"bids":[..],"checksum":int32,"ts":"ms"(,"seq")}] -> book msg
+    trade   v1 rows [ts, px, sz, side]; v2 rows {"ts","price","size","side","tradeId"}
+    ticker  v1 {"instId","last","bestBid","bestAsk","systemTime",..};
+            v2 {"lastPr","bidPr","bidSz","askPr","askSz","ts",..}        -> quote
+    candle* -> control (bars come from the SQL models)
+    {"event":"subscribe"|"unsubscribe"|"error"|"login"} and "pong"       -> control
+
+Decisions:
+
+* Trade snapshots (``action":"snapshot"`` on ``trade``: the last ~50 trades before the
+  subscription) are NOT turned into rows: v1 trades have no trade id, so after a reconnect
+  the replayed history could not be told apart from trades already stored, and a trade would
+  be counted twice. Such a line is "control". Only live ``update`` trades become rows;
+  ``trade_id`` is the v2 ``tradeId`` or "" (v1 has none).
+* Book checksum: signed CRC32 over the top 25 levels, same construction as OKX
+  (``checksum_kind="okx"``), on every snapshot and update; 0 with a ``seq`` (v2, where the
+  checksum can be switched off) is passed on as "no checksum". Depth 0 (no truncation) for
+  ``books``, N for ``booksN``.
+* Symbols: ``DASHUSDT`` -> ``DASH-USDT`` by the longest known quote suffix; REST-style ids
+  lose their product-type suffix (``BTCUSDT_UMCBL``). Contracts (instType ``mc``, ``umcbl``,
+  ``dmcbl``, ``USDT-FUTURES``, ...) get ``-SWAP``, because spot and perpetuals share the
+  exchange id ``bitget`` and must not share a symbol (``DASHUSDT`` perpetual ->
+  ``DASH-USDT-SWAP``). Trade side is the taker side.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from fluxforge.events import CHECKSUM_OKX, BookMessage, EventSink, NormalizeError
+from fluxforge.segments import Envelope
+from fluxforge.venues.common import (
+    as_dict,
+    as_list,
+    atomic,
+    checked_symbol,
+    field,
+    join_symbol,
+    levels,
+    ms_to_ns,
+    opt_dec,
+    positive,
+    split_concat,
+    venue_symbol,
+)
+
+EXCHANGES = ("bitget",)
+
+_SPOT_TYPES = frozenset({"sp", "spbl", "spot"})
+_BOOK_DEPTH = {"books": 0, "books1": 1, "books5": 5, "books15": 15}
+_SIDES = ("buy", "sell")
+
+
+@functools.lru_cache(maxsize=4096)
+def venue_symbol_to_symbol(s: str, inst_type: str = "sp") -> str:
+    """``DASHUSDT`` -> ``DASH-USDT`` (spot) or ``DASH-USDT-SWAP`` (inst_type of a contract);
+    ``BTCUSDT_UMCBL`` -> ``BTC-USDT-SWAP``."""
+    name, _, product = s.upper().partition("_")
+    pair = split_concat(name)
+    parts = [*pair] if pair else [name]
+    contract = inst_type.lower() not in _SPOT_TYPES or product.endswith("MCBL")
+    if contract:
+        parts.append("SWAP")
+    return checked_symbol(join_symbol(*parts), s)
+
+
+@atomic("bitget")
+def normalize(env: Envelope, sink: EventSink) -> str:
+    """One Bitget envelope -> rows in ``sink``; returns "data" or "control"."""
+    if env.kind == "rest":
+        return "control"  # products / contracts metadata
+    d = env.data
+    if d in ("pong", "ping"):
+        return "control"
+    if not isinstance(d, dict):
+        raise NormalizeError(f"bitget: payload is a {type(d).__name__}, not a JSON object")
+    if "event" in d:
+        return "control"
+    arg = as_dict(field(d, "arg", "bitget push"), "bitget push.arg")
+    channel = field(arg, "channel", "bitget push.arg")
+    raw = venue_symbol(field(arg, "instId", "bitget push.arg"), "bitget instId")
+    inst_type = arg.get("instType", "sp")
+    if type(inst_type) is not str:
+        raise NormalizeError(f"bitget push.arg.instType={inst_type!r}: expected a string")
+    symbol = venue_symbol_to_symbol(raw, inst_type)
+    action = d.get("action", "snapshot")
+    if action not in ("snapshot", "update"):
+        raise NormalizeError(f"bitget {channel}: action {str(action)[:20]!r} not snapshot/update")
+    data = as_list(field(d, "data", f"bitget {channel}"), f"bitget {channel}.data")
+    if channel in _BOOK_DEPTH:
+        return _books(env, channel, symbol, raw, action, data, sink)
+    if channel == "trade":
+        if action == "snapshot":
+            return "control"  # pre-subscription history: see module doc
+        return _trades(env, symbol, raw, data, sink)
+    if channel == "ticker":
+        return _tickers(env, symbol, raw, data, sink)
+    if type(channel) is str and channel.startswith("candle"):
+        return "control"
+    raise NormalizeError(f"bitget: unknown channel {str(channel)[:40]!r}")
+
+
+def _books(
+    env: Envelope,
+    channel: str,
+    symbol: str,
+    raw: str,
+    action: str,
+    data: list,
+    sink: EventSink,
+) -> str:
+    msgs = []
+    for i, item in enumerate(data):
+        where = f"bitget {channel}.data[{i}]"
+        item = as_dict(item, where)
+        checksum = item.get("checksum")
+        if checksum is not None and (type(checksum) is not int or not -(2**31) <= checksum < 2**31):
+            raise NormalizeError(f"{where}.checksum={checksum!r}: not a signed 32-bit integer")
+        seq = item.get("seq", -1)
+        if type(seq) is not int:
+            raise NormalizeError(f"{where}.seq={seq!r}: expected an integer")
+        if checksum == 0 and "seq" in item:
+            checksum = None
+        msgs.append(
+            BookMessage(
+                env.ex,
+                symbol,
+                raw,
+                channel,
+                ms_to_ns(field(item, "ts", where), f"{where}.ts"),
+                env.ts,
+                env.seq,
+                action == "snapshot" or channel != "books",
+                levels(field(item, "bids", where), f"{where}.bids"),
+                levels(field(item, "asks", where), f"{where}.asks"),
+                final_id=seq,
+                checksum=checksum,
+                checksum_kind=CHECKSUM_OKX if checksum is not None else None,
+                depth=_BOOK_DEPTH[channel],
+            )
+        )
+    for msg in msgs:
+        sink.book(msg)
+    return "data"
+
+
+def _trades(env: Envelope, symbol: str, raw: str, data: list, sink: EventSink) -> str:
+    rows = []
+    for i, t in enumerate(data):
+        w = f"bitget trade.data[{i}]"
+        if isinstance(t, list):
+            if len(t) < 4:
+                raise NormalizeError(f"{w}: expected [ts, price, size, side], got {t!r:.60}")
+            ts, px, sz, side, trade_id = t[0], t[1], t[2], t[3], ""
+        else:
+            t = as_dict(t, w)
+            ts, px, sz = field(t, "ts", w), field(t, "price", w), field(t, "size", w)
+            side, trade_id = field(t, "side", w), t.get("tradeId", "")
+            if type(trade_id) is not str:
+                raise NormalizeError(f"{w}.tradeId={trade_id!r}: expected a string")
+        if side not in _SIDES:
+            raise NormalizeError(f"{w}.side={str(side)[:20]!r}: not buy/sell")
+        rows.append(
+            (
+                ms_to_ns(ts, f"{w}.ts"),
+                trade_id,
+                positive(px, f"{w}.price"),
+                positive(sz, f"{w}.size"),
+                side,
+            )
+        )
+    for ts_event, trade_id, px, sz, side in rows:
+        sink.trade(env.ex, symbol, raw, ts_event, env.ts, trade_id, px, sz, side, env.seq)
+    return "data"
+
+
+def _tickers(env: Envelope, symbol: str, raw: str, data: list, sink: EventSink) -> str:
+    rows = []
+    for i, t in enumerate(data):
+        w = f"bitget ticker.data[{i}]"
+        t = as_dict(t, w)
+        ts = t.get("systemTime", t.get("ts"))
+        rows.append(
+            (
+                env.ts if ts is None else ms_to_ns(ts, f"{w}.ts"),
+                opt_dec(t.get("bestBid", t.get("bidPr")), f"{w}.bestBid"),
+                opt_dec(t.get("bidSz"), f"{w}.bidSz"),
+                opt_dec(t.get("bestAsk", t.get("askPr")), f"{w}.bestAsk"),
+                opt_dec(t.get("askSz"), f"{w}.askSz"),
+                opt_dec(t.get("last", t.get("lastPr")), f"{w}.last"),
+            )
+        )
+    for ts_event, bp, bs, ap, az, last in rows:
+        sink.quote(env.ex, symbol, raw, ts_event, env.ts, bp, bs, ap, az, last, env.seq)
+    return "data"

@@ -1,0 +1,324 @@
+"""Coinbase: the Exchange (ex-Pro) websocket feed and the Advanced Trade feed.
+
+The two feeds are told apart by shape: Advanced Trade messages carry ``channel`` and an
+``events`` list, Exchange messages a top-level ``type``. The synthetic source writes these
+same shapes (exchange id ``synthetic``).
+
+Exchange feed (``wss://ws-feed.exchange.coinbase.com``, recorded in the captures)::
+
+    {"type":"snapshot","product_id","bids":[[px,sz]..],"asks":[..]}        -> book snapshot
+    {"type":"l2update","product_id","changes":[[side,px,sz]..],"time"}     -> book update
+    {"type":"ticker","sequence","product_id","price","best_bid","best_ask",
+     ["best_bid_size","best_ask_size",]"side","time","trade_id","last_size"} -> quote
+    {"type":"match"|"last_match","trade_id","maker_order_id","taker_order_id",
+     "side","size","price","product_id","sequence","time"}                 -> trade
+    subscriptions, heartbeat, status, error                                -> control
+
+Advanced Trade feed (``wss://advanced-trade-ws.coinbase.com``)::
+
+    {"channel":"l2_data","timestamp","sequence_num","events":[{"type":"snapshot"|"update",
+     "product_id","updates":[{"side":"bid"|"offer","event_time","price_level",
+     "new_quantity"}..]}]}                                                 -> one book msg/event
+    {"channel":"market_trades","timestamp","sequence_num","events":[{"type","trades":[
+     {"trade_id","product_id","price","size","side":"BUY"|"SELL","time"}]}]} -> trades
+    {"channel":"ticker"|"ticker_batch","timestamp","events":[{"type","tickers":[
+     {"product_id","price","best_bid","best_bid_quantity","best_ask",
+      "best_ask_quantity",..}]}]}                                          -> quotes
+    heartbeats, subscriptions, status, candles                             -> control
+
+Decisions:
+
+* Trade side is the TAKER side. Exchange ``match.side`` is the maker order's side (Coinbase
+  docs; the captures confirm it: each ticker, whose side is the taker's, shows the opposite
+  side of its match), so it is inverted. Advanced Trade ``market_trades.side`` is documented
+  as the taker side and kept (``AT_TRADE_SIDE_IS_MAKER`` flips that if Coinbase says
+  otherwise).
+* ``last_match`` is a trade row: it is the last trade before the subscription (trade ids run
+  on from it without a hole). After a reconnect it can repeat a trade already stored; trade
+  ids are the key to drop such repeats. Advanced Trade ``market_trades`` snapshots (recent
+  trades at subscription time) are kept for the same reason.
+* Level2 ``buy``/``bid`` -> bid, ``sell``/``offer``/``ask`` -> ask. Sizes are absolute, "0"
+  removes the level. Neither feed has a book checksum; the Exchange feed has no book sequence
+  either. Advanced Trade's ``sequence_num`` (per connection, all channels) is carried as the
+  book message's ``final_id`` for gap forensics, with no chain rule attached.
+* ts_event: the venue's time of the message (l2update/match/ticker ``time``; Advanced Trade
+  the latest ``event_time`` of an update event, else the message ``timestamp``). Exchange
+  snapshots carry no time: ts_event = ts_recv.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fluxforge.events import BookMessage, EventSink, NormalizeError
+from fluxforge.segments import Envelope
+from fluxforge.venues.common import (
+    as_dict,
+    as_list,
+    atomic,
+    checked_symbol,
+    dec,
+    field,
+    iso_to_ns,
+    join_symbol,
+    levels,
+    opt_dec,
+    positive,
+    venue_symbol,
+)
+
+EXCHANGES = ("coinbase", "coinbaseexchange", "coinbasepro", "coinbaseadvanced", "synthetic")
+
+AT_TRADE_SIDE_IS_MAKER = False
+
+_EXCHANGE_CONTROL = frozenset({"subscriptions", "heartbeat", "status", "error"})
+_AT_CONTROL = frozenset({"heartbeats", "subscriptions", "status", "candles"})
+_L2_SIDES = {"buy": "bid", "bid": "bid", "sell": "ask", "offer": "ask", "ask": "ask"}
+_FLIP = {"buy": "sell", "sell": "buy"}
+
+
+def venue_symbol_to_symbol(s: str) -> str:
+    """``BTC-USD`` stays ``BTC-USD`` (Coinbase already writes BASE-QUOTE); XBT->BTC."""
+    parts = s.split("-")
+    if len(parts) < 2 or not all(parts):
+        raise NormalizeError(f"coinbase product {s[:40]!r}: expected BASE-QUOTE")
+    return checked_symbol(join_symbol(*parts), s)
+
+
+def _product(obj: dict, where: str) -> tuple[str, str]:
+    raw = venue_symbol(field(obj, "product_id", where), f"{where}.product_id")
+    return venue_symbol_to_symbol(raw), raw
+
+
+@atomic("coinbase")
+def normalize(env: Envelope, sink: EventSink) -> str:
+    """One Coinbase envelope -> rows in ``sink``; returns "data" or "control"."""
+    if env.kind == "rest":
+        return "control"  # /products and other instrument metadata
+    d = env.data
+    if not isinstance(d, dict):
+        raise NormalizeError(f"coinbase: payload is a {type(d).__name__}, not a JSON object")
+    if "channel" in d:
+        return _advanced(env, d, sink)
+    kind = d.get("type")
+    handler = _EXCHANGE_HANDLERS.get(kind)  # type: ignore[arg-type]
+    if handler is not None:
+        return handler(env, d, sink)
+    if kind in _EXCHANGE_CONTROL:
+        return "control"
+    raise NormalizeError(f"coinbase: unknown message type {str(kind)[:40]!r}")
+
+
+# ---------------------------------------------------------------- Exchange feed
+
+
+def _snapshot(env: Envelope, d: dict, sink: EventSink) -> str:
+    symbol, raw = _product(d, "snapshot")
+    bids = levels(field(d, "bids", "snapshot"), "snapshot.bids")
+    asks = levels(field(d, "asks", "snapshot"), "snapshot.asks")
+    sink.book(BookMessage(env.ex, symbol, raw, "level2", env.ts, env.ts, env.seq, True, bids, asks))
+    return "data"
+
+
+def _l2update(env: Envelope, d: dict, sink: EventSink) -> str:
+    symbol, raw = _product(d, "l2update")
+    ts_event = iso_to_ns(field(d, "time", "l2update"), "l2update.time")
+    bids: list[tuple[str, str]] = []
+    asks: list[tuple[str, str]] = []
+    for i, ch in enumerate(as_list(field(d, "changes", "l2update"), "l2update.changes")):
+        where = f"l2update.changes[{i}]"
+        if not isinstance(ch, list) or len(ch) < 3:
+            raise NormalizeError(f"{where}: expected [side, price, size], got {ch!r:.60}")
+        side = _L2_SIDES.get(ch[0])
+        if side is None:
+            raise NormalizeError(f"{where}: side {str(ch[0])[:20]!r} is not buy/sell")
+        level = (positive(ch[1], f"{where}.price"), dec(ch[2], f"{where}.size"))
+        (bids if side == "bid" else asks).append(level)
+    sink.book(
+        BookMessage(env.ex, symbol, raw, "level2", ts_event, env.ts, env.seq, False, bids, asks)
+    )
+    return "data"
+
+
+def _ticker(env: Envelope, d: dict, sink: EventSink) -> str:
+    symbol, raw = _product(d, "ticker")
+    # the very first ticker of a product may lack time on the Exchange feed
+    t = d.get("time")
+    ts_event = iso_to_ns(t, "ticker.time") if t is not None else env.ts
+    sink.quote(
+        env.ex,
+        symbol,
+        raw,
+        ts_event,
+        env.ts,
+        opt_dec(d.get("best_bid"), "ticker.best_bid"),
+        opt_dec(d.get("best_bid_size"), "ticker.best_bid_size"),
+        opt_dec(d.get("best_ask"), "ticker.best_ask"),
+        opt_dec(d.get("best_ask_size"), "ticker.best_ask_size"),
+        opt_dec(field(d, "price", "ticker"), "ticker.price"),
+        env.seq,
+    )
+    return "data"
+
+
+def _match(env: Envelope, d: dict, sink: EventSink) -> str:
+    where = str(d.get("type"))
+    symbol, raw = _product(d, where)
+    maker_side = field(d, "side", where)
+    if maker_side not in _FLIP:
+        raise NormalizeError(f"{where}.side={str(maker_side)[:20]!r}: not buy/sell")
+    trade_id = field(d, "trade_id", where)
+    if type(trade_id) is not int and type(trade_id) is not str:
+        raise NormalizeError(f"{where}.trade_id={trade_id!r}: expected an integer id")
+    sink.trade(
+        env.ex,
+        symbol,
+        raw,
+        iso_to_ns(field(d, "time", where), f"{where}.time"),
+        env.ts,
+        str(trade_id),
+        positive(field(d, "price", where), f"{where}.price"),
+        positive(field(d, "size", where), f"{where}.size"),
+        _FLIP[maker_side],
+        env.seq,
+    )
+    return "data"
+
+
+_EXCHANGE_HANDLERS = {
+    "snapshot": _snapshot,
+    "l2update": _l2update,
+    "ticker": _ticker,
+    "match": _match,
+    "last_match": _match,
+}
+
+
+# ---------------------------------------------------------------- Advanced Trade feed
+
+
+def _advanced(env: Envelope, d: dict, sink: EventSink) -> str:
+    channel = d["channel"]
+    if channel in _AT_CONTROL:
+        return "control"
+    handler = _AT_HANDLERS.get(channel)
+    if handler is None:
+        raise NormalizeError(f"coinbase: unknown Advanced Trade channel {str(channel)[:40]!r}")
+    ts_msg = iso_to_ns(field(d, "timestamp", channel), f"{channel}.timestamp")
+    events = as_list(field(d, "events", channel), f"{channel}.events")
+    handler(env, d, ts_msg, events, sink)
+    return "data"
+
+
+def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
+    seq = d.get("sequence_num")
+    final_id = seq if type(seq) is int and seq >= 0 else -1
+    msgs = []
+    for i, ev in enumerate(events):
+        where = f"l2_data.events[{i}]"
+        ev = as_dict(ev, where)
+        kind = field(ev, "type", where)
+        if kind not in ("snapshot", "update"):
+            raise NormalizeError(f"{where}.type={str(kind)[:20]!r}: not snapshot/update")
+        symbol, raw = _product(ev, where)
+        bids: list[tuple[str, str]] = []
+        asks: list[tuple[str, str]] = []
+        ts_event = 0
+        for j, up in enumerate(as_list(field(ev, "updates", where), f"{where}.updates")):
+            w = f"{where}.updates[{j}]"
+            up = as_dict(up, w)
+            side = _L2_SIDES.get(field(up, "side", w))
+            if side is None:
+                raise NormalizeError(f"{w}.side={str(up['side'])[:20]!r}: not bid/offer")
+            level = (
+                positive(field(up, "price_level", w), f"{w}.price_level"),
+                dec(field(up, "new_quantity", w), f"{w}.new_quantity"),
+            )
+            (bids if side == "bid" else asks).append(level)
+            et = up.get("event_time")
+            if et is not None and kind == "update":
+                # snapshots carry event_time 1970-01-01: only updates have a real one
+                ts_event = max(ts_event, iso_to_ns(et, f"{w}.event_time", check=False))
+        msgs.append(
+            BookMessage(
+                env.ex,
+                symbol,
+                raw,
+                "level2",
+                ts_event if ts_event > 0 else ts_msg,
+                env.ts,
+                env.seq,
+                kind == "snapshot",
+                bids,
+                asks,
+                final_id=final_id,
+            )
+        )
+    for msg in msgs:
+        sink.book(msg)
+
+
+def _at_trades(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
+    rows = []
+    for i, ev in enumerate(events):
+        where = f"market_trades.events[{i}]"
+        ev = as_dict(ev, where)
+        for j, tr in enumerate(as_list(field(ev, "trades", where), f"{where}.trades")):
+            w = f"{where}.trades[{j}]"
+            tr = as_dict(tr, w)
+            symbol, raw = _product(tr, w)
+            side = str(field(tr, "side", w)).lower()
+            if side not in _FLIP:
+                raise NormalizeError(f"{w}.side={str(tr['side'])[:20]!r}: not BUY/SELL")
+            if AT_TRADE_SIDE_IS_MAKER:
+                side = _FLIP[side]
+            trade_id = field(tr, "trade_id", w)
+            if type(trade_id) is not str and type(trade_id) is not int:
+                raise NormalizeError(f"{w}.trade_id={trade_id!r}: expected an id")
+            rows.append(
+                (
+                    iso_to_ns(field(tr, "time", w), f"{w}.time"),
+                    symbol,
+                    raw,
+                    str(trade_id),
+                    positive(field(tr, "price", w), f"{w}.price"),
+                    positive(field(tr, "size", w), f"{w}.size"),
+                    side,
+                )
+            )
+    # Coinbase lists a batch newest first: store it in trade-time order (stable)
+    rows.sort(key=lambda r: r[0])
+    for ts_event, symbol, raw, trade_id, price, size, side in rows:
+        sink.trade(env.ex, symbol, raw, ts_event, env.ts, trade_id, price, size, side, env.seq)
+
+
+def _at_ticker(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
+    rows = []
+    for i, ev in enumerate(events):
+        where = f"ticker.events[{i}]"
+        ev = as_dict(ev, where)
+        for j, tk in enumerate(as_list(field(ev, "tickers", where), f"{where}.tickers")):
+            w = f"{where}.tickers[{j}]"
+            tk = as_dict(tk, w)
+            symbol, raw = _product(tk, w)
+            rows.append(
+                (
+                    symbol,
+                    raw,
+                    opt_dec(tk.get("best_bid"), f"{w}.best_bid"),
+                    opt_dec(tk.get("best_bid_quantity"), f"{w}.best_bid_quantity"),
+                    opt_dec(tk.get("best_ask"), f"{w}.best_ask"),
+                    opt_dec(tk.get("best_ask_quantity"), f"{w}.best_ask_quantity"),
+                    opt_dec(tk.get("price"), f"{w}.price"),
+                )
+            )
+    for symbol, raw, bp, bs, ap, az, last in rows:
+        sink.quote(env.ex, symbol, raw, ts_msg, env.ts, bp, bs, ap, az, last, env.seq)
+
+
+_AT_HANDLERS: dict[str, Any] = {
+    "l2_data": _at_l2,
+    "market_trades": _at_trades,
+    "ticker": _at_ticker,
+    "ticker_batch": _at_ticker,
+}

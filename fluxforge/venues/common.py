@@ -1,0 +1,340 @@
+"""Wire-field checks shared by the venue normalizers: exact decimal strings, timestamps,
+symbols, and the all-or-nothing wrapper around a module's ``normalize``.
+
+Every check raises ``NormalizeError`` with a reason naming the field, so a quarantined line
+says what was wrong with it.
+
+Numbers: a price or size is passed on as the exact wire string after validation: plain
+decimal notation (``[0-9]+(.[0-9]{1,18})?``), finite, non-negative, at most 18 decimals (the
+lake's decimal128(38, 18) scale), at most 1e20. JSON integers are accepted and written with
+``str``; JSON floats are refused on native venues (the exact wire text is already lost) and
+only converted on the ccxt path (see ``float_to_decimal``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from fluxforge.events import EventSink, NormalizeError
+from fluxforge.segments import Envelope
+
+MAX_VALUE = Decimal(10) ** 20
+MAX_DECIMALS = 18
+# plausible event times: 2001-09-09 .. 2100-01-01 (catches ms/s/us unit mix-ups)
+TS_MIN_NS = 1_000_000_000 * 1_000_000_000
+TS_MAX_NS = 4_102_444_800 * 1_000_000_000
+
+_DEC_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_VENUE_SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
+_SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,63}")
+_ISO_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?(Z|[+-]00:?00)?"
+)
+
+# asset renames applied to every base/quote (Kraken's legacy codes)
+ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
+
+# quote assets for venues that glue base and quote together (Binance, Bitget); the longest
+# matching suffix wins, so BUSD beats USD and USDT beats USD
+CONCAT_QUOTES = (
+    "USDT",
+    "USDC",
+    "FDUSD",
+    "BUSD",
+    "TUSD",
+    "USDP",
+    "USDS",
+    "USDE",
+    "DAI",
+    "PAX",
+    "UST",
+    "AEUR",
+    "EURI",
+    "USD",
+    "BTC",
+    "ETH",
+    "BNB",
+    "EUR",
+    "GBP",
+    "TRY",
+    "BRL",
+    "AUD",
+    "RUB",
+    "UAH",
+    "NGN",
+    "ZAR",
+    "IDRT",
+    "BIDR",
+    "BKRW",
+    "PLN",
+    "RON",
+    "ARS",
+    "JPY",
+    "MXN",
+    "COP",
+    "CZK",
+    "XRP",
+    "TRX",
+    "DOGE",
+    "DOT",
+    "VAI",
+    "SOL",
+)
+
+
+def _bad_decimal(value: str, what: str) -> NormalizeError:
+    text = value.strip().lower()
+    if text.startswith("-"):
+        why = "negative"
+    elif text.lstrip("+") in ("nan", "inf", "infinity", "snan"):
+        why = "not finite"
+    elif _DEC_RE.fullmatch(text) and len(text) - text.find(".") - 1 > MAX_DECIMALS:
+        why = f"more than {MAX_DECIMALS} decimals"
+    else:
+        why = "not a plain decimal number"
+    return NormalizeError(f"{what}={value[:40]!r}: {why}")
+
+
+def dec(value: Any, what: str) -> str:
+    """The exact decimal string for a price/size field, validated (see module doc)."""
+    if type(value) is str:
+        text = value
+    elif type(value) is int:
+        if value < 0:
+            raise NormalizeError(f"{what}={value!r}: negative")
+        text = str(value)
+    elif isinstance(value, float):
+        raise NormalizeError(f"{what}={value!r}: JSON float, an exact decimal string is expected")
+    else:
+        raise NormalizeError(f"{what}={value!r}: expected a decimal string")
+    if not _DEC_RE.fullmatch(text):
+        raise _bad_decimal(text, what)
+    dot = text.find(".")
+    int_len = len(text) if dot < 0 else dot
+    if dot >= 0 and len(text) - dot - 1 > MAX_DECIMALS:
+        raise _bad_decimal(text, what)
+    if int_len > 20 and Decimal(text) > MAX_VALUE:
+        raise NormalizeError(f"{what}={text[:40]!r}: larger than 1e20")
+    return text
+
+
+def opt_dec(value: Any, what: str) -> str | None:
+    """Like ``dec`` but None/"" (a venue's 'no value', e.g. an empty book side) give None."""
+    if value is None or value == "":
+        return None
+    return dec(value, what)
+
+
+def is_zero(text: str) -> bool:
+    return not text.replace(".", "").strip("0")
+
+
+def positive(value: Any, what: str) -> str:
+    """A decimal that must be > 0 (trade prices and sizes, book prices)."""
+    text = dec(value, what)
+    if is_zero(text):
+        raise NormalizeError(f"{what}={text!r}: must be > 0")
+    return text
+
+
+def float_to_decimal(value: Any, what: str) -> str:
+    """ccxt's unified structures hold floats: the shortest decimal that round-trips to the
+    same float (Python ``repr``), written without exponent ("1e-05" -> "0.00001") and without
+    a trailing ".0". That is the number the venue sent whenever the venue's string had at
+    most 15-17 significant digits, which covers every real price/size. Strings and ints pass
+    through ``dec``."""
+    if isinstance(value, bool) or value is None:
+        raise NormalizeError(f"{what}={value!r}: expected a number")
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise NormalizeError(f"{what}={value!r}: not finite")
+        if value < 0:
+            raise NormalizeError(f"{what}={value!r}: negative")
+        text = repr(value)
+        if "e" in text or "E" in text:
+            try:
+                text = format(Decimal(text), "f")
+            except InvalidOperation:  # pragma: no cover - repr of a finite float always parses
+                raise NormalizeError(f"{what}={value!r}: not a number") from None
+        if text.endswith(".0"):
+            text = text[:-2]
+        return dec(text, what)
+    return dec(value, what)
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def check_ts(ns: int, what: str) -> int:
+    if not TS_MIN_NS <= ns <= TS_MAX_NS:
+        raise NormalizeError(f"{what}={ns}: not a plausible time (ns since epoch, 2001..2100)")
+    return ns
+
+
+def ms_to_ns(value: Any, what: str) -> int:
+    """Epoch milliseconds as a JSON int or a digit string -> ns."""
+    if type(value) is int:
+        ms = value
+    elif type(value) is str and value.isdigit() and value.isascii():
+        ms = int(value)
+    else:
+        raise NormalizeError(f"{what}={value!r}: expected epoch milliseconds")
+    return check_ts(ms * 1_000_000, what)
+
+
+def seconds_to_ns(value: Any, what: str) -> int:
+    """Epoch seconds as a decimal string (Kraken "1618678133.136361") -> ns, exactly."""
+    if type(value) is not str or not _DEC_RE.fullmatch(value):
+        raise NormalizeError(f"{what}={value!r}: expected epoch seconds as a decimal string")
+    whole, _, frac = value.partition(".")
+    return check_ts(int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]), what)
+
+
+@functools.lru_cache(maxsize=4096)
+def _epoch_day(year: int, month: int, day: int) -> int:
+    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def iso_to_ns(value: Any, what: str, check: bool = True) -> int:
+    """RFC 3339 UTC time ("2021-04-17T16:43:30.244075Z", up to ns digits) -> ns, exactly."""
+    if type(value) is not str:
+        raise NormalizeError(f"{what}={value!r}: expected an ISO-8601 UTC time string")
+    m = _ISO_RE.fullmatch(value)
+    if m is None:
+        raise NormalizeError(f"{what}={value[:40]!r}: not an ISO-8601 UTC time")
+    y, mo, d, hh, mi, ss, frac, _ = m.groups()
+    month, day, hour, minute, sec = int(mo), int(d), int(hh), int(mi), int(ss)
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and sec < 61):
+        raise NormalizeError(f"{what}={value[:40]!r}: date/time field out of range")
+    secs = _epoch_day(int(y), month, day) * 86400 + hour * 3600 + minute * 60 + sec
+    ns = secs * 1_000_000_000 + (int((frac + "00000000")[:9]) if frac else 0)
+    return check_ts(ns, what) if check else ns
+
+
+# ---------------------------------------------------------------- fields and symbols
+
+
+def field(obj: dict, key: str, where: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise NormalizeError(f"{where}: missing field {key!r}") from None
+
+
+def as_dict(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise NormalizeError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def as_list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise NormalizeError(f"{where}: expected a JSON array, got {type(value).__name__}")
+    return value
+
+
+def venue_symbol(value: Any, what: str = "symbol") -> str:
+    """The venue's own instrument name, checked to be a harmless identifier (it ends up in
+    columns and, normalized, in partition paths: no '..', no NUL, no backslash...)."""
+    if type(value) is not str or not _VENUE_SYMBOL_RE.fullmatch(value) or ".." in value:
+        raise NormalizeError(f"{what}={str(value)[:40]!r}: not a valid instrument name")
+    return value
+
+
+def checked_symbol(symbol: str, venue: str) -> str:
+    if not _SYMBOL_RE.fullmatch(symbol) or ".." in symbol:
+        raise NormalizeError(f"symbol {venue[:40]!r}: cannot be normalized to BASE-QUOTE")
+    return symbol
+
+
+def asset(code: str) -> str:
+    code = code.upper()
+    return ASSET_ALIASES.get(code, code)
+
+
+def join_symbol(*parts: str) -> str:
+    """BASE-QUOTE[-...] with XBT->BTC applied to base and quote."""
+    if len(parts) >= 2:
+        parts = (asset(parts[0]), asset(parts[1]), *(p.upper() for p in parts[2:]))
+    return "-".join(parts)
+
+
+def split_concat(name: str) -> tuple[str, str] | None:
+    """'SUSHIUSDT' -> ('SUSHI', 'USDT') by the longest known quote suffix; None if none fits."""
+    upper = name.upper()
+    best = None
+    for quote in CONCAT_QUOTES:
+        if (
+            upper.endswith(quote)
+            and len(upper) > len(quote)
+            and (best is None or len(quote) > len(best))
+        ):
+            best = quote
+    if best is None:
+        return None
+    return upper[: -len(best)], best
+
+
+def levels(rows: Any, where: str) -> list[tuple[str, str]]:
+    """[[price, size, ...], ...] -> [(price, size)]: extra elements (order counts, times,
+    Kraken's "r" flag) are dropped; price must be > 0, size >= 0 (0 removes the level)."""
+    if not isinstance(rows, list):
+        raise NormalizeError(f"{where}: expected a list of levels, got {type(rows).__name__}")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) < 2:
+            raise NormalizeError(f"{where}[{i}]: expected [price, size, ...], got {row!r:.60}")
+        out.append((positive(row[0], f"{where}[{i}].price"), dec(row[1], f"{where}[{i}].size")))
+    return out
+
+
+# ---------------------------------------------------------------- all-or-nothing wrapper
+
+
+def atomic(venue: str) -> Callable:
+    """Decorate a module's ``normalize``: a line either contributes all its rows or none.
+
+    If the normalizer raises after emitting part of a multi-row message, the rows already in
+    the sink are removed again, so a quarantined line never leaves half of itself in the
+    tables. Unexpected Python errors from malformed shapes become NormalizeError too."""
+
+    def wrap(fn: Callable[[Envelope, EventSink], str]) -> Callable[[Envelope, EventSink], str]:
+        @functools.wraps(fn)
+        def normalize(env: Envelope, sink: EventSink) -> str:
+            n_trades = len(sink.trades["exchange"])
+            n_quotes = len(sink.quotes["exchange"])
+            n_books, n_tops = len(sink.books), len(sink.tops)
+            try:
+                return fn(env, sink)
+            except Exception as exc:
+                _rollback(sink, n_trades, n_quotes, n_books, n_tops)
+                if isinstance(exc, NormalizeError):
+                    raise
+                if isinstance(exc, (KeyError, IndexError, TypeError, ValueError, AttributeError)):
+                    raise NormalizeError(
+                        f"{venue}: malformed message ({type(exc).__name__}: {exc!s:.80})"
+                    ) from exc
+                raise
+
+        return normalize
+
+    return wrap
+
+
+def _rollback(sink: EventSink, n_trades: int, n_quotes: int, n_books: int, n_tops: int) -> None:
+    for col in sink.trades.values():
+        del col[n_trades:]
+    for col in sink.quotes.values():
+        del col[n_quotes:]
+    del sink.books[n_books:]
+    del sink.tops[n_tops:]

@@ -1,0 +1,228 @@
+"""Kraken spot, websocket API v1 (``wss://ws.kraken.com``).
+
+Channel data are arrays ``[channelID, payload..., channelName, pair]``::
+
+    book snapshot [id, {"as":[[px,vol,ts]..],"bs":[..]}, "book-1000", "XBT/CHF"]
+    book update   [id, {"a":[[px,vol,ts(,"r")]..]}(, {"b":[..]}), "book-1000", pair]
+                  one or two payload objects; the CRC32 "c" sits in the last one
+    trade         [id, [[px,vol,time,"b"|"s","m"|"l",misc]..], "trade", pair]
+    ticker        [id, {"a":[px,wholeLotVol,lotVol],"b":[..],"c":[px,lotVol],..}, "ticker", pair]
+    spread        [id, [bid,ask,time,bidVol,askVol], "spread", pair]
+    ohlc-N        -> control (bars come from the SQL models)
+    {"event":"heartbeat"|"systemStatus"|"subscriptionStatus"|"pong"} -> control
+
+Book messages carry ``depth`` from the channel name (``book-1000`` -> 1000: Kraken leaves
+levels that fall out of that depth to the client to drop) and the update's checksum as
+``checksum_kind="kraken"``; snapshots have no checksum. A level's 4th element ``"r"``
+(republish) is an ordinary level update. ts_event is the latest level time of the message
+(trade: the trade time); tickers carry no time (ts_event = ts_recv). Trade side ``b``/``s`` is
+the taker side. Kraken v1 trades have no trade id: ``trade_id`` is "".
+
+Symbols: ``XBT/CHF`` -> ``BTC-CHF`` (XBT->BTC, XDG->DOGE).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from fluxforge.events import CHECKSUM_KRAKEN, BookMessage, EventSink, NormalizeError
+from fluxforge.segments import Envelope
+from fluxforge.venues.common import (
+    as_dict,
+    as_list,
+    atomic,
+    checked_symbol,
+    dec,
+    join_symbol,
+    levels,
+    opt_dec,
+    positive,
+    seconds_to_ns,
+    venue_symbol,
+)
+
+EXCHANGES = ("kraken",)
+
+_CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "subscriptionStatus", "pong", "ping"})
+_SIDES = {"b": "buy", "s": "sell"}
+
+
+@functools.lru_cache(maxsize=4096)
+def venue_symbol_to_symbol(s: str) -> str:
+    """``XBT/CHF`` -> ``BTC-CHF``."""
+    parts = s.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise NormalizeError(f"kraken pair {s[:40]!r}: expected BASE/QUOTE")
+    return checked_symbol(join_symbol(*parts), s)
+
+
+@atomic("kraken")
+def normalize(env: Envelope, sink: EventSink) -> str:
+    """One Kraken envelope -> rows in ``sink``; returns "data" or "control"."""
+    if env.kind == "rest":
+        return "control"  # AssetPairs and other metadata
+    d = env.data
+    if isinstance(d, dict):
+        event = d.get("event")
+        if event in _CONTROL_EVENTS:
+            return "control"
+        if event == "error":
+            return "control"  # a refused request, e.g. unknown pair: no market data in it
+        raise NormalizeError(f"kraken: unknown event {str(event)[:40]!r}")
+    if not isinstance(d, list):
+        raise NormalizeError(f"kraken: payload is a {type(d).__name__}, not an array/object")
+    if len(d) < 4 or type(d[-2]) is not str:
+        raise NormalizeError(
+            f"kraken: channel message needs [id, payload.., name, pair]: {d!r:.80}"
+        )
+    channel = d[-2]
+    raw = venue_symbol(d[-1], "kraken pair")
+    symbol = venue_symbol_to_symbol(raw)
+    payloads = d[1:-2]
+    if channel.startswith("book-"):
+        return _book(env, channel, symbol, raw, payloads, sink)
+    if channel == "trade":
+        return _trades(env, symbol, raw, payloads, sink)
+    if channel == "ticker":
+        return _ticker(env, symbol, raw, payloads, sink)
+    if channel == "spread":
+        return _spread(env, symbol, raw, payloads, sink)
+    if channel.startswith("ohlc"):
+        return "control"
+    raise NormalizeError(f"kraken: unknown channel {channel[:40]!r}")
+
+
+def _level_time(rows: list, where: str) -> int:
+    latest = 0
+    for i, row in enumerate(rows):
+        if len(row) >= 3:
+            latest = max(latest, seconds_to_ns(row[2], f"{where}[{i}].time"))
+    return latest
+
+
+def _book(
+    env: Envelope, channel: str, symbol: str, raw: str, payloads: list, sink: EventSink
+) -> str:
+    depth_text = channel[5:]
+    if not depth_text.isdigit():
+        raise NormalizeError(f"kraken: book channel {channel[:20]!r} has no depth")
+    bids: list[tuple[str, str]] = []
+    asks: list[tuple[str, str]] = []
+    ts_event = 0
+    checksum = None
+    snapshot = False
+    if not payloads:
+        raise NormalizeError("kraken book: no payload object")
+    for k, p in enumerate(payloads):
+        p = as_dict(p, f"book payload {k}")
+        for key, side in (("as", asks), ("bs", bids), ("a", asks), ("b", bids)):
+            rows = p.get(key)
+            if rows is None:
+                continue
+            snapshot = snapshot or key in ("as", "bs")
+            side.extend(levels(rows, f"book.{key}"))
+            ts_event = max(ts_event, _level_time(rows, f"book.{key}"))
+        if "c" in p:
+            c = p["c"]
+            if type(c) is not str or not c.isdigit() or int(c) >= 2**32:
+                raise NormalizeError(f"kraken book: checksum c={c!r} is not an unsigned crc32")
+            checksum = int(c)
+    if not snapshot and checksum is None:
+        raise NormalizeError("kraken book update: missing checksum 'c'")
+    if not (bids or asks or snapshot):
+        raise NormalizeError("kraken book: no 'a'/'b'/'as'/'bs' levels")
+    sink.book(
+        BookMessage(
+            env.ex,
+            symbol,
+            raw,
+            channel,
+            ts_event or env.ts,
+            env.ts,
+            env.seq,
+            snapshot,
+            bids,
+            asks,
+            checksum=checksum,
+            checksum_kind=CHECKSUM_KRAKEN if checksum is not None else None,
+            depth=int(depth_text),
+        )
+    )
+    return "data"
+
+
+def _trades(env: Envelope, symbol: str, raw: str, payloads: list, sink: EventSink) -> str:
+    if len(payloads) != 1:
+        raise NormalizeError(f"kraken trade: expected one list of trades, got {len(payloads)}")
+    rows = []
+    for i, t in enumerate(as_list(payloads[0], "trade")):
+        w = f"trade[{i}]"
+        if not isinstance(t, list) or len(t) < 4:
+            raise NormalizeError(f"{w}: expected [price, volume, time, side, ...], got {t!r:.60}")
+        side = _SIDES.get(t[3])
+        if side is None:
+            raise NormalizeError(f"{w}.side={str(t[3])[:10]!r}: not b/s")
+        rows.append(
+            (
+                seconds_to_ns(t[2], f"{w}.time"),
+                positive(t[0], f"{w}.price"),
+                positive(t[1], f"{w}.volume"),
+                side,
+            )
+        )
+    for ts_event, price, size, side in rows:
+        sink.trade(env.ex, symbol, raw, ts_event, env.ts, "", price, size, side, env.seq)
+    return "data"
+
+
+def _ticker(env: Envelope, symbol: str, raw: str, payloads: list, sink: EventSink) -> str:
+    if len(payloads) != 1:
+        raise NormalizeError(f"kraken ticker: expected one payload object, got {len(payloads)}")
+    p = as_dict(payloads[0], "ticker")
+
+    def part(key: str, idx: int) -> str | None:
+        v = p.get(key)
+        if v is None:
+            return None
+        v = as_list(v, f"ticker.{key}")
+        if len(v) <= idx:
+            raise NormalizeError(f"ticker.{key}: expected at least {idx + 1} elements")
+        return opt_dec(v[idx], f"ticker.{key}[{idx}]")
+
+    # "a"/"b" = [price, whole lot volume (int), lot volume (exact string)]
+    sink.quote(
+        env.ex,
+        symbol,
+        raw,
+        env.ts,
+        env.ts,
+        part("b", 0),
+        part("b", 2),
+        part("a", 0),
+        part("a", 2),
+        part("c", 0),
+        env.seq,
+    )
+    return "data"
+
+
+def _spread(env: Envelope, symbol: str, raw: str, payloads: list, sink: EventSink) -> str:
+    if len(payloads) != 1:
+        raise NormalizeError(f"kraken spread: expected one payload, got {len(payloads)}")
+    s = as_list(payloads[0], "spread")
+    if len(s) < 5:
+        raise NormalizeError("spread: expected [bid, ask, time, bidVolume, askVolume]")
+    sink.quote(
+        env.ex,
+        symbol,
+        raw,
+        seconds_to_ns(s[2], "spread.time"),
+        env.ts,
+        dec(s[0], "spread.bid"),
+        dec(s[3], "spread.bidVolume"),
+        dec(s[1], "spread.ask"),
+        dec(s[4], "spread.askVolume"),
+        None,
+        env.seq,
+    )
+    return "data"

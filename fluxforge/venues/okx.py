@@ -1,0 +1,199 @@
+"""OKX, public websocket API v5 (``wss://ws.okx.com:8443/ws/v5/public``).
+
+Pushes are ``{"arg":{"channel","instId"},["action",]"data":[...]}``::
+
+    books / books-l2-tbt / books50-l2-tbt  action snapshot|update,
+        data:[{"asks":[[px,sz,"0",numOrders]..],"bids":[..],"ts":"ms","checksum":int32,
+               ["seqId","prevSeqId"]}]                                -> book message
+    books5 / bbo-tbt   data:[{"asks","bids","ts"}] full top-N each push -> book snapshot
+    trades / trades-all data:[{"instId","tradeId","px","sz","side","ts"}] -> trades
+    tickers  data:[{"instId","last","lastSz","askPx","askSz","bidPx","bidSz","ts"}] -> quote
+    candle*, mark-price, funding-rate, ... -> control (bars come from the SQL models)
+    {"event":"subscribe"|"unsubscribe"|"error"|"login"|"notice"|...} and "pong" -> control
+
+Book checksums are signed CRC32 over the top 25 levels (``checksum_kind="okx"``), carried
+on snapshots and updates. OKX announced that from 23 June 2026 ``checksum`` is always 0
+and ``seqId``/``prevSeqId`` replace it: a 0 checksum next to a ``seqId`` is therefore
+passed on as "no checksum". ``seqId``/``prevSeqId`` go to ``final_id``/``prev_id``.
+OKX only checksums the top 25, so no depth truncation is asked of the book (depth 0).
+
+Symbols: OKX already writes ``BASE-QUOTE``; derivatives keep their instrument-type suffix
+(``UNI-USD-SWAP``, ``BTC-USD-220527``, options ``BTC-USD-220527-30000-C``) so a spot pair
+and its swap never share a symbol under the one exchange id ``okx``. Trade ``side`` is the
+taker side.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from fluxforge.events import CHECKSUM_OKX, BookMessage, EventSink, NormalizeError
+from fluxforge.segments import Envelope
+from fluxforge.venues.common import (
+    as_dict,
+    as_list,
+    atomic,
+    checked_symbol,
+    field,
+    join_symbol,
+    levels,
+    ms_to_ns,
+    opt_dec,
+    positive,
+    venue_symbol,
+)
+
+EXCHANGES = ("okx",)
+
+_BOOK_CHANNELS = {"books": 0, "books-l2-tbt": 0, "books50-l2-tbt": 0, "books5": 5, "bbo-tbt": 1}
+_CONTROL_CHANNELS = frozenset(
+    {
+        "mark-price",
+        "index-tickers",
+        "funding-rate",
+        "open-interest",
+        "price-limit",
+        "estimated-price",
+        "opt-summary",
+        "liquidation-orders",
+        "status",
+        "instruments",
+        "call-auction-details",
+    }
+)
+_SIDES = ("buy", "sell")
+
+
+@functools.lru_cache(maxsize=4096)
+def venue_symbol_to_symbol(s: str) -> str:
+    """``BTC-USDT`` stays, ``UNI-USD-SWAP`` stays (derivative suffix kept)."""
+    parts = s.split("-")
+    if len(parts) < 2 or not all(parts):
+        raise NormalizeError(f"okx instId {s[:40]!r}: expected BASE-QUOTE[-TYPE]")
+    return checked_symbol(join_symbol(*parts), s)
+
+
+def _inst(obj: dict, where: str) -> tuple[str, str]:
+    raw = venue_symbol(field(obj, "instId", where), f"{where}.instId")
+    return venue_symbol_to_symbol(raw), raw
+
+
+@atomic("okx")
+def normalize(env: Envelope, sink: EventSink) -> str:
+    """One OKX envelope -> rows in ``sink``; returns "data" or "control"."""
+    if env.kind == "rest":
+        return "control"  # /public/instruments and other metadata
+    d = env.data
+    if d in ("pong", "ping"):
+        return "control"
+    if not isinstance(d, dict):
+        raise NormalizeError(f"okx: payload is a {type(d).__name__}, not a JSON object")
+    if "event" in d:
+        return "control"  # subscribe/unsubscribe acks, errors, notices, connection counts
+    arg = as_dict(field(d, "arg", "okx push"), "okx push.arg")
+    channel = field(arg, "channel", "okx push.arg")
+    data = as_list(field(d, "data", f"okx {channel}"), f"okx {channel}.data")
+    if channel in _BOOK_CHANNELS:
+        return _books(env, d, arg, channel, data, sink)
+    if channel in ("trades", "trades-all"):
+        return _trades(env, data, sink)
+    if channel == "tickers":
+        return _tickers(env, data, sink)
+    if type(channel) is str and (
+        channel.startswith(("candle", "mark-price-candle", "index-candle"))
+        or channel in _CONTROL_CHANNELS
+    ):
+        return "control"
+    raise NormalizeError(f"okx: unknown channel {str(channel)[:40]!r}")
+
+
+def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: EventSink) -> str:
+    symbol, raw = _inst(arg, f"okx {channel}.arg")
+    action = d.get("action", "snapshot")  # books5 / bbo-tbt send whole top-N, no action
+    if action not in ("snapshot", "update"):
+        raise NormalizeError(f"okx {channel}: action {str(action)[:20]!r} is not snapshot/update")
+    msgs = []
+    for i, item in enumerate(data):
+        where = f"okx {channel}.data[{i}]"
+        item = as_dict(item, where)
+        checksum = item.get("checksum")
+        if checksum is not None and (type(checksum) is not int or not -(2**31) <= checksum < 2**31):
+            raise NormalizeError(f"{where}.checksum={checksum!r}: not a signed 32-bit integer")
+        seq_id, prev_seq = item.get("seqId", -1), item.get("prevSeqId", -1)
+        if type(seq_id) is not int or type(prev_seq) is not int:
+            raise NormalizeError(f"{where}: seqId/prevSeqId must be integers")
+        if checksum == 0 and "seqId" in item:
+            checksum = None  # checksum retired (2026-06-23): 0 means "not computed"
+        msgs.append(
+            BookMessage(
+                env.ex,
+                symbol,
+                raw,
+                channel,
+                ms_to_ns(field(item, "ts", where), f"{where}.ts"),
+                env.ts,
+                env.seq,
+                action == "snapshot",
+                levels(field(item, "bids", where), f"{where}.bids"),
+                levels(field(item, "asks", where), f"{where}.asks"),
+                final_id=seq_id,
+                prev_id=prev_seq,
+                checksum=checksum,
+                checksum_kind=CHECKSUM_OKX if checksum is not None else None,
+                depth=_BOOK_CHANNELS[channel],
+            )
+        )
+    for msg in msgs:
+        sink.book(msg)
+    return "data"
+
+
+def _trades(env: Envelope, data: list, sink: EventSink) -> str:
+    rows = []
+    for i, t in enumerate(data):
+        w = f"okx trades.data[{i}]"
+        t = as_dict(t, w)
+        symbol, raw = _inst(t, w)
+        side = field(t, "side", w)
+        if side not in _SIDES:
+            raise NormalizeError(f"{w}.side={str(side)[:20]!r}: not buy/sell")
+        trade_id = field(t, "tradeId", w)
+        if type(trade_id) is not str or not trade_id:
+            raise NormalizeError(f"{w}.tradeId={trade_id!r}: expected a non-empty string")
+        rows.append(
+            (
+                symbol,
+                raw,
+                ms_to_ns(field(t, "ts", w), f"{w}.ts"),
+                trade_id,
+                positive(field(t, "px", w), f"{w}.px"),
+                positive(field(t, "sz", w), f"{w}.sz"),
+                side,
+            )
+        )
+    for symbol, raw, ts_event, trade_id, px, sz, side in rows:
+        sink.trade(env.ex, symbol, raw, ts_event, env.ts, trade_id, px, sz, side, env.seq)
+    return "data"
+
+
+def _tickers(env: Envelope, data: list, sink: EventSink) -> str:
+    rows = []
+    for i, t in enumerate(data):
+        w = f"okx tickers.data[{i}]"
+        t = as_dict(t, w)
+        symbol, raw = _inst(t, w)
+        rows.append(
+            (
+                symbol,
+                raw,
+                ms_to_ns(field(t, "ts", w), f"{w}.ts"),
+                opt_dec(t.get("bidPx"), f"{w}.bidPx"),
+                opt_dec(t.get("bidSz"), f"{w}.bidSz"),
+                opt_dec(t.get("askPx"), f"{w}.askPx"),
+                opt_dec(t.get("askSz"), f"{w}.askSz"),
+                opt_dec(t.get("last"), f"{w}.last"),
+            )
+        )
+    for symbol, raw, ts_event, bp, bs, ap, az, last in rows:
+        sink.quote(env.ex, symbol, raw, ts_event, env.ts, bp, bs, ap, az, last, env.seq)
+    return "data"
