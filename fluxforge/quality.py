@@ -1,0 +1,318 @@
+"""Data-quality evaluations over lake part files: market sanity, reconciliation, coverage.
+
+Plain functions over Arrow tables (the Dagster asset checks are thin adapters over them).
+Part files carry no exchange/symbol/date columns (the hive directories do), so
+``read_parts`` adds them from each file's key.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from fluxforge.storage import Layout, Storage
+from fluxforge.tables import SCHEMAS
+
+HOUR_NS = 3_600_000_000_000
+_HIVE = re.compile(r"(exchange|symbol|date)=([^/]+)")
+COVERAGE_CHANNELS = {"trades": "trades", "quotes": "quotes", "book_deltas": "book"}
+COVERAGE_SCHEMA = pa.schema(
+    [
+        ("exchange", pa.string()),
+        ("symbol", pa.string()),
+        ("channel", pa.string()),
+        ("hour", pa.timestamp("s", tz="UTC")),
+        ("rows", pa.int64()),
+        ("first_ts_recv", pa.int64()),
+        ("last_ts_recv", pa.int64()),
+        ("gaps", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class Finding:
+    """One check outcome: passed, a count, and a few examples for the UI."""
+
+    passed: bool
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": self.count}
+        if self.examples:
+            out["examples"] = "\n".join(self.examples[:10])
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+def table_of(key: str) -> str:
+    """`processed/trades/exchange=x/...` -> `trades` (the directory above the hive dirs)."""
+    parts = key.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("exchange="):
+            return parts[i - 1]
+    return ""
+
+
+def read_parts(storage: Storage, keys: Iterable[str], columns: Sequence[str] | None = None):
+    """Concatenate part files, adding `exchange`, `symbol`, `date` from their hive keys."""
+    tables = []
+    for key in keys:
+        data = storage.read_bytes(key)
+        t = pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None)
+        hive = dict(_HIVE.findall(key))
+        for col in ("exchange", "symbol", "date"):
+            if col in hive and col not in t.column_names:
+                t = t.append_column(col, pa.array([hive[col]] * t.num_rows, pa.string()))
+        tables.append(t)
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def parts_by_table(keys: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        if key.endswith(".parquet"):
+            out.setdefault(table_of(key), []).append(key)
+    return out
+
+
+def partition_parts(
+    storage: Storage, layout: Layout, tables: Iterable[str], date: str, segments: Iterable[str]
+) -> list[str]:
+    """Lake part keys of `date` written for the given raw segments (`part-{stem}.parquet`)."""
+    stems = {posixpath.basename(s).removesuffix(".ndjson") for s in segments}
+    out: list[str] = []
+    for table in tables:
+        for key in storage.list(layout.lake_table(table), "part-*.parquet", recursive=True):
+            if f"/date={date}/" not in key:
+                continue
+            stem = posixpath.basename(key)[len("part-") : -len(".parquet")]
+            if stem in stems:
+                out.append(key)
+    return sorted(out)
+
+
+def schema_matches(table_name: str, table: pa.Table | None) -> Finding:
+    """Columns and types of the part files equal the lake schema (fluxforge.tables)."""
+    if table is None:
+        return Finding(True, 0, detail="no rows in this run")
+    want = SCHEMAS[table_name]
+    got = table.drop_columns([c for c in ("exchange", "symbol", "date") if c in table.column_names])
+    problems = []
+    for f in want:
+        if f.name not in got.column_names:
+            problems.append(f"missing column {f.name}")
+        elif got.schema.field(f.name).type != f.type:
+            problems.append(f"{f.name}: {got.schema.field(f.name).type} != {f.type}")
+    extra = sorted(set(got.column_names) - set(want.names))
+    problems += [f"unexpected column {c}" for c in extra]
+    return Finding(not problems, len(problems), problems)
+
+
+def _f64(arr: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(arr, pa.float64())
+
+
+def crossed_books(snapshots: pa.Table | None, quotes: pa.Table | None) -> Finding:
+    """Best bid >= best ask in any snapshot or quote (both sides present)."""
+    examples: list[str] = []
+    count = 0
+    if snapshots is not None and snapshots.num_rows:
+        bid = pc.list_element(
+            pc.if_else(pc.list_value_length(snapshots["bid_px"]) > 0, snapshots["bid_px"], None), 0
+        )
+        ask = pc.list_element(
+            pc.if_else(pc.list_value_length(snapshots["ask_px"]) > 0, snapshots["ask_px"], None), 0
+        )
+        bad = pc.fill_null(pc.greater_equal(bid, ask), False)
+        n = pc.sum(bad).as_py() or 0
+        count += n
+        if n:
+            rows = snapshots.filter(bad).slice(0, 3).to_pylist()
+            examples += [f"snapshot {r['venue_symbol']} ts={r['ts_event']}" for r in rows]
+    if quotes is not None and quotes.num_rows:
+        bad = pc.fill_null(
+            pc.and_(
+                pc.and_(pc.greater(quotes["bid_px"], 0), pc.greater(quotes["ask_px"], 0)),
+                pc.greater_equal(quotes["bid_px"], quotes["ask_px"]),
+            ),
+            False,
+        )
+        n = pc.sum(bad).as_py() or 0
+        count += n
+        if n:
+            rows = quotes.filter(bad).slice(0, 3).to_pylist()
+            examples += [
+                f"quote {r['venue_symbol']} ts={r['ts_recv']} {r['bid_px']}>={r['ask_px']}"
+                for r in rows
+            ]
+    return Finding(count == 0, count, examples)
+
+
+def duplicate_trade_ids(trades: pa.Table | None) -> Finding:
+    """The same (exchange, symbol, trade_id) more than once."""
+    if trades is None or not trades.num_rows:
+        return Finding(True)
+    keys = [c for c in ("exchange", "symbol", "venue_symbol") if c in trades.column_names]
+    grouped = trades.group_by([*keys, "trade_id"]).aggregate([("trade_id", "count")])
+    dup = grouped.filter(pc.greater(grouped["trade_id_count"], 1))
+    n = int(pc.sum(pc.subtract(dup["trade_id_count"], 1)).as_py() or 0) if dup.num_rows else 0
+    ex = [
+        f"{r.get('venue_symbol')} id={r['trade_id']} x{r['trade_id_count']}"
+        for r in dup.slice(0, 5).to_pylist()
+    ]
+    return Finding(n == 0, n, ex)
+
+
+def trades_outside_book(
+    trades: pa.Table | None, quotes: pa.Table | None, tolerance: float = 0.05
+) -> Finding:
+    """Trades priced more than `tolerance` outside the last quoted bid/ask (same symbol)."""
+    if trades is None or quotes is None or not trades.num_rows or not quotes.num_rows:
+        return Finding(True, detail="no trades or no quotes to compare")
+    import polars as pl
+
+    key = [
+        c for c in ("exchange", "symbol") if c in trades.column_names and c in quotes.column_names
+    ]
+    t = pl.from_arrow(trades.select([*key, "ts_recv", "price", "trade_id"])).with_columns(
+        pl.col("price").cast(pl.Float64)
+    )
+    q = pl.from_arrow(quotes.select([*key, "ts_recv", "bid_px", "ask_px"])).with_columns(
+        pl.col("bid_px").cast(pl.Float64), pl.col("ask_px").cast(pl.Float64)
+    )
+    q = q.filter((pl.col("bid_px") > 0) & (pl.col("ask_px") > 0))
+    if q.is_empty():
+        return Finding(True, detail="no two-sided quotes")
+    j = t.sort("ts_recv").join_asof(q.sort("ts_recv"), on="ts_recv", by=key or None)
+    bad = j.filter(
+        pl.col("bid_px").is_not_null()
+        & (
+            (pl.col("price") < pl.col("bid_px") * (1 - tolerance))
+            | (pl.col("price") > pl.col("ask_px") * (1 + tolerance))
+        )
+    )
+    ex = [
+        f"{r.get('symbol', '')} trade {r['trade_id']} @{r['price']} vs {r['bid_px']}/{r['ask_px']}"
+        for r in bad.head(5).to_dicts()
+    ]
+    return Finding(bad.height == 0, bad.height, ex, detail=f"tolerance {tolerance:.0%}")
+
+
+def stale_books(deltas: pa.Table | None, max_silence_s: float = 120.0) -> Finding:
+    """A book with no update for longer than `max_silence_s` inside the data."""
+    if deltas is None or deltas.num_rows < 2:
+        return Finding(True, detail="fewer than two book updates")
+    import polars as pl
+
+    key = [c for c in ("exchange", "symbol", "venue_symbol") if c in deltas.column_names]
+    df = pl.from_arrow(deltas.select([*key, "ts_recv"]))
+    gaps = (
+        df.sort("ts_recv")
+        .with_columns(pl.col("ts_recv").diff().over(key).alias("silence"))
+        .group_by(key)
+        .agg(pl.col("silence").max())
+        .filter(pl.col("silence") > int(max_silence_s * 1e9))
+    )
+    ex = [f"{r[key[-1]]}: {r['silence'] / 1e9:.0f} s without an update" for r in gaps.to_dicts()]
+    return Finding(gaps.height == 0, gaps.height, ex, detail=f"threshold {max_silence_s:.0f} s")
+
+
+def reconcile(report: Mapping[str, Any]) -> Finding:
+    """Lines in = lines that produced rows + quarantined + control (SPEC §4)."""
+    lines = int(report.get("lines", 0))
+    quarantined = int(report.get("quarantined", 0))
+    control = int(report.get("control", 0))
+    data = report.get("data_lines", report.get("data"))
+    if data is None:
+        ok = quarantined + control <= lines
+        detail = f"lines={lines} quarantined={quarantined} control={control} (data not reported)"
+        return Finding(ok, 0 if ok else 1, [] if ok else [detail], detail)
+    data = int(data)
+    diff = lines - (data + quarantined + control)
+    detail = f"lines={lines} = data {data} + quarantined {quarantined} + control {control}"
+    return Finding(diff == 0, abs(diff), [] if diff == 0 else [f"{detail} (off by {diff})"], detail)
+
+
+def coverage(tables: Mapping[str, pa.Table | None], gaps: pa.Table | None) -> pa.Table:
+    """Rows per exchange · symbol · channel · UTC hour, with first/last receive time and the
+    gap-ledger rows of that hour (gaps of book channels count against `book`)."""
+    import polars as pl
+
+    frames = []
+    for table, channel in COVERAGE_CHANNELS.items():
+        t = tables.get(table)
+        if t is None or not t.num_rows:
+            continue
+        df = pl.from_arrow(t.select(["exchange", "symbol", "ts_recv"]))
+        frames.append(df.with_columns(pl.lit(channel).alias("channel")))
+    if not frames:
+        return COVERAGE_SCHEMA.empty_table()
+    df = pl.concat(frames).with_columns((pl.col("ts_recv") // HOUR_NS).alias("h"))
+    agg = df.group_by(["exchange", "symbol", "channel", "h"]).agg(
+        pl.len().cast(pl.Int64).alias("rows"),
+        pl.col("ts_recv").min().alias("first_ts_recv"),
+        pl.col("ts_recv").max().alias("last_ts_recv"),
+    )
+    if gaps is not None and gaps.num_rows and "exchange" in gaps.column_names:
+        g = (
+            pl.from_arrow(gaps.select(["exchange", "symbol", "ts_to"]))
+            .with_columns((pl.col("ts_to") // HOUR_NS).alias("h"), pl.lit("book").alias("channel"))
+            .group_by(["exchange", "symbol", "channel", "h"])
+            .agg(pl.len().cast(pl.Int64).alias("gaps"))
+        )
+        agg = agg.join(g, on=["exchange", "symbol", "channel", "h"], how="left")
+    else:
+        agg = agg.with_columns(pl.lit(0, pl.Int64).alias("gaps"))
+    agg = (
+        agg.with_columns(
+            pl.col("gaps").fill_null(0).cast(pl.Int64),
+            pl.from_epoch(pl.col("h") * 3600, time_unit="s")
+            .dt.replace_time_zone("UTC")
+            .alias("hour"),
+        )
+        .sort(["exchange", "symbol", "channel", "h"])
+        .select(COVERAGE_SCHEMA.names)
+    )
+    return agg.to_arrow().cast(COVERAGE_SCHEMA)
+
+
+def archived_segments(cfg: Any, source: str, date: str) -> list[str]:
+    """Names of the archived raw segments of one (source, UTC date)."""
+    layer = cfg.storage.etl_input
+    storage = _open(layer)
+    pattern = f"segment_{date.replace('-', '')}T*.ndjson"
+    keys = storage.list(Layout.of(layer).raw_state_dir("archive", source), pattern)
+    return [posixpath.basename(k) for k in keys]
+
+
+def _open(layer: Any) -> Storage:
+    from fluxforge.storage import open_storage
+
+    return open_storage(layer)
+
+
+def partition_coverage(cfg: Any, source: str, date: str) -> pa.Table:
+    """Coverage of one (date, source) partition: the lake parts of its archived segments."""
+    layer = cfg.storage.etl_output
+    storage = _open(layer)
+    segments = archived_segments(cfg, source, date)
+    keys = partition_parts(
+        storage, Layout.of(layer), [*COVERAGE_CHANNELS, "gap_ledger"], date, segments
+    )
+    by_table = parts_by_table(keys)
+    tables = {t: read_parts(storage, by_table.get(t, []), ["ts_recv"]) for t in COVERAGE_CHANNELS}
+    gaps = read_parts(storage, by_table.get("gap_ledger", []), ["ts_to"])
+    return coverage(tables, gaps)

@@ -1,0 +1,13 @@
+"""The FluxForge code location. Only assembles: every module in defs/ registers its own pieces
+from the FluxForge config named by $FLUXFORGE_CONFIG (else config/fluxforge.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

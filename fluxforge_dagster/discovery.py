@@ -1,0 +1,195 @@
+"""Pure planning for the ready-segments sensor (no Dagster, no I/O): which segments go into
+which run, the run keys, and the cursor.
+
+The cursor is the high-water mark of claimed segment names per source (``{"source": name}``).
+Segment names sort in write order and never repeat (SPEC §2), so:
+
+* every ``ready`` segment is unclaimed and is planned into a new batch (then claimed);
+* a ``processing`` segment above the cursor was claimed by a tick whose run requests never
+  got committed (the cursor is committed together with the runs): it is re-requested, in
+  batches formed the same way, so the run key is the same and Dagster dedupes it if the run
+  did get launched;
+* a ``processing`` segment at or below the cursor belongs to a launched run (in flight,
+  retrying, or failed and reported).
+
+A batch holds consecutive segments of one source and one UTC date (one partition), at most
+``max_per_run`` of them. Its run key is the identity of its first and last segment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fluxforge.segments import parse_segment_name
+
+MAX_BATCHES_PER_TICK = 10
+
+
+class SegmentLike(Protocol):
+    source: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One run: consecutive segments of one (source, date) partition."""
+
+    source: str
+    date: str
+    names: tuple[str, ...]
+    orphan: bool = False  # already in processing/ (claimed by an uncommitted tick)
+
+    @property
+    def run_key(self) -> str:
+        first = self.names[0].removesuffix(".ndjson")
+        last = self.names[-1].removesuffix(".ndjson")
+        return f"{self.source}:{first}..{last}"
+
+    @property
+    def partition(self) -> dict[str, str]:
+        return {"date": self.date, "source": self.source}
+
+
+@dataclass
+class Plan:
+    batches: list[Batch]
+    cursor: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    deferred: int = 0  # segments left for the next tick (per-tick batch cap)
+
+
+def parse_cursor(text: str | None) -> dict[str, str]:
+    """The cursor as a mapping; an empty or foreign cursor means 'nothing claimed yet'."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def dump_cursor(cursor: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(cursor.items())), separators=(",", ":"))
+
+
+def _date(name: str) -> str:
+    return parse_segment_name(name).date
+
+
+def _chunk(source: str, names: Iterable[str], max_per_run: int, orphan: bool) -> Iterable[Batch]:
+    run: list[str] = []
+    for name in sorted(names, key=parse_segment_name):
+        if run and (len(run) >= max_per_run or _date(run[0]) != _date(name)):
+            yield Batch(source, _date(run[0]), tuple(run), orphan)
+            run = []
+        run.append(name)
+    if run:
+        yield Batch(source, _date(run[0]), tuple(run), orphan)
+
+
+def _group(refs: Iterable[SegmentLike]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ref in refs:
+        out.setdefault(ref.source, []).append(ref.name)
+    return out
+
+
+def plan_batches(
+    ready: Sequence[SegmentLike],
+    processing: Sequence[SegmentLike],
+    cursor: Mapping[str, str],
+    max_per_run: int,
+    sources: Collection[str],
+    max_batches: int = MAX_BATCHES_PER_TICK,
+) -> Plan:
+    """Batches to request this tick, oldest first per source; orphans before new segments."""
+    if max_per_run < 1:
+        raise ValueError(f"max_segments_per_run={max_per_run}: must be >= 1")
+    notes: list[str] = []
+    unknown = sorted({r.source for r in (*ready, *processing)} - set(sources))
+    if unknown:
+        notes.append(
+            f"segments of sources {unknown} are not partitions of this code location "
+            f"(configured sources: {sorted(sources)}): add them to the config's sources"
+        )
+    batches: list[Batch] = []
+    ready_by = _group(r for r in ready if r.source in sources)
+    proc_by = _group(r for r in processing if r.source in sources)
+    for source in sorted(set(ready_by) | set(proc_by)):
+        mark = cursor.get(source)
+        orphans = [
+            n
+            for n in proc_by.get(source, [])
+            if mark is None or parse_segment_name(n) > parse_segment_name(mark)
+        ]
+        batches.extend(_chunk(source, orphans, max_per_run, orphan=True))
+        batches.extend(_chunk(source, ready_by.get(source, []), max_per_run, orphan=False))
+    # Interleave nothing: keep per-source order, but cap the tick so it stays short; the
+    # remaining segments stay ready/claimed-orphan and come next tick in the same order.
+    by_source: dict[str, list[Batch]] = {}
+    for b in batches:
+        by_source.setdefault(b.source, []).append(b)
+    chosen: list[Batch] = []
+    while len(chosen) < max_batches and any(by_source.values()):
+        for source in sorted(by_source):
+            if by_source[source] and len(chosen) < max_batches:
+                chosen.append(by_source[source].pop(0))
+    deferred = sum(len(b.names) for rest in by_source.values() for b in rest)
+    return Plan(chosen, dict(cursor), notes, deferred)
+
+
+def commit(plan: Plan, claimed: Mapping[tuple[str, str], bool]) -> Plan:
+    """Drop segments whose claim failed (another process took them) and advance the cursor
+    to the highest segment now owned per source. `claimed` maps (source, name) -> claim
+    result for the new (non-orphan) batches; orphans are owned already."""
+    batches: list[Batch] = []
+    cursor = dict(plan.cursor)
+    lost: list[str] = []
+    for b in plan.batches:
+        names = b.names if b.orphan else tuple(n for n in b.names if claimed.get((b.source, n)))
+        lost.extend(n for n in b.names if n not in names)
+        if not names:
+            continue
+        kept = Batch(b.source, b.date, names, b.orphan)
+        batches.append(kept)
+        top = names[-1]
+        prev = cursor.get(b.source)
+        if prev is None or parse_segment_name(top) > parse_segment_name(prev):
+            cursor[b.source] = top
+    notes = list(plan.notes)
+    if lost:
+        notes.append(f"{len(lost)} segments were claimed by another process first: {lost[:5]}")
+    return Plan(batches, cursor, notes, plan.deferred)
+
+
+def held_by_failed_runs(
+    processing: Sequence[SegmentLike],
+    cursor: Mapping[str, str],
+    failed_ranges: Iterable[tuple[str, str, str]],
+    active_ranges: Iterable[tuple[str, str, str]],
+) -> list[SegmentLike]:
+    """Processing segments (at or below the cursor) whose run failed for good: inside the
+    (source, first, last) range of a failed run and of no queued/running run."""
+
+    def inside(ref: SegmentLike, ranges: list[tuple[str, str, str]]) -> bool:
+        key = parse_segment_name(ref.name)
+        return any(
+            s == ref.source and parse_segment_name(a) <= key <= parse_segment_name(z)
+            for s, a, z in ranges
+        )
+
+    failed, active = list(failed_ranges), list(active_ranges)
+    out = []
+    for ref in processing:
+        mark = cursor.get(ref.source)
+        if mark is None or parse_segment_name(ref.name) > parse_segment_name(mark):
+            continue
+        if inside(ref, failed) and not inside(ref, active):
+            out.append(ref)
+    return out
