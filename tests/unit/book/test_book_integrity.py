@@ -1,0 +1,142 @@
+"""Gaps never go silent: an altered level, a missing update or a reconnect ends the epoch,
+writes a gap row, and the book only comes back at the next exchange snapshot."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from pathlib import Path
+
+import capture_books as cb
+import pytest
+
+from fluxforge.book import BookEngine, BookInputError, BookStateError
+from fluxforge.events import BookMessage
+
+SHIFT = 10**12  # ns added to the re-sent snapshot and its updates
+
+
+def _shifted(msgs: list[BookMessage]) -> list[BookMessage]:
+    return [
+        dataclasses.replace(m, ts_event=m.ts_event + SHIFT, ts_recv=m.ts_recv + SHIFT) for m in msgs
+    ]
+
+
+def _altered(msg: BookMessage) -> BookMessage:
+    """One price level moved by one unit of its last decimal place, same string shape."""
+    side = "bids" if msg.bids else "asks"
+    levels = list(getattr(msg, side))
+    px, sz = levels[0]
+    digits = px.replace(".", "")
+    bumped = str(int(digits) + 1).rjust(len(digits), "0")
+    dot = px.find(".")
+    new_px = (
+        bumped
+        if dot < 0
+        else bumped[: len(bumped) - (len(px) - dot - 1)]
+        + "."
+        + bumped[len(bumped) - (len(px) - dot - 1) :]
+    )
+    assert Decimal(new_px) != Decimal(px)
+    levels[0] = (new_px, sz)
+    return dataclasses.replace(msg, **{side: levels})
+
+
+@pytest.fixture(scope="module")
+def kraken_xmr(captures: Path) -> list[BookMessage]:
+    return cb.kraken(captures)["XMR-USD"]
+
+
+def test_book_altered_level_mismatch_ends_epoch_until_next_snapshot(
+    kraken_xmr: list[BookMessage],
+) -> None:
+    snap, ups = kraken_xmr[0], kraken_xmr[1:]
+    k = 100
+    stream = [snap, *ups[:k], _altered(ups[k]), *ups[k + 1 : k + 21]]
+    stream += _shifted([snap, *ups[:30]])
+    out = BookEngine("kraken", "XMR-USD", segment="seg1").apply(stream)
+
+    assert out.stats.checksum_mismatches == 1
+    assert out.stats.checksums_verified == k + 30
+    assert out.stats.dropped_presync == 20
+    gaps = out.gaps.to_pylist()
+    assert len(gaps) == 1
+    gap = gaps[0]
+    assert gap["cause"] == "checksum_mismatch"
+    assert gap["book_epoch"] == 1
+    assert gap["ts_from"] == ups[k - 1].ts_recv
+    assert gap["ts_to"] == ups[k].ts_recv
+    assert gap["segment"] == "seg1"
+    # nothing is written for the bad message and the dropped ones; epoch 2 starts at the snapshot
+    deltas = out.deltas
+    ts = deltas.column("ts_recv").to_pylist()
+    epochs = deltas.column("book_epoch").to_pylist()
+    bad_window = {m.ts_recv for m in ups[k : k + 21]}
+    assert not bad_window & set(ts)
+    assert {e for t, e in zip(ts, epochs, strict=True) if t < ups[k].ts_recv} == {1}
+    assert {e for t, e in zip(ts, epochs, strict=True) if t > ups[k].ts_recv} == {2}
+    assert len(out.tops) == 1 + k + 1 + 30
+    reasons = out.snapshots.column("reason").to_pylist()
+    assert reasons[-1] == "resync"
+    assert out.snapshots.column("book_epoch").to_pylist()[-1] == 2
+    assert out.snapshots.column("ts_recv").to_pylist()[-1] == snap.ts_recv + SHIFT
+
+
+def test_book_binance_missing_update_breaks_chain(captures: Path) -> None:
+    books, _ = cb.binance_futures(captures)
+    msgs = books["SUSHIUSDT"]
+    rest = next(i for i, m in enumerate(msgs) if m.from_rest)
+    cut = rest + 20
+    engine = BookEngine("binanceusdm", "SUSHIUSDT")
+    out = engine.apply(msgs[:cut] + msgs[cut + 1 :])
+    assert out.stats.chain_breaks == 1
+    assert not engine.valid
+    gap = out.gaps.to_pylist()[0]
+    assert gap["cause"] == "chain_break"
+    assert str(msgs[cut].final_id) in gap["detail"]  # expected pu = the missing u
+    # 3 before the bridge (1 before the snapshot, 2 older than it) + all after the break
+    assert out.stats.dropped_presync == 3 + len(msgs) - (cut + 2)
+    # a fresh REST snapshot restores it: dropped until bridged, new epoch, resync row
+    resnap = dataclasses.replace(
+        msgs[rest], ts_recv=msgs[-1].ts_recv + 1, final_id=msgs[-1].final_id
+    )
+    more = BookEngine("binanceusdm", "SUSHIUSDT", state=engine.state()).apply([resnap])
+    assert more.snapshots.column("reason").to_pylist() == ["resync"]
+    assert more.snapshots.column("book_epoch").to_pylist() == [2]
+
+
+def test_book_reconnect_writes_gap_and_waits_for_snapshot(kraken_xmr: list[BookMessage]) -> None:
+    snap, ups = kraken_xmr[0], kraken_xmr[1:]
+    engine = BookEngine("kraken", "XMR-USD")
+    first = engine.apply([snap, *ups[:10]])
+    assert first.gaps.num_rows == 0
+    engine.reconnect(ups[10].ts_recv, segment="s2")
+    engine = BookEngine("kraken", "XMR-USD", state=engine.state())  # survives a checkpoint
+    out = engine.apply([*ups[10:15], *_shifted([snap, *ups[:3]])])
+    gap = out.gaps.to_pylist()
+    assert [(g["cause"], g["book_epoch"], g["segment"]) for g in gap] == [("reconnect", 1, "s2")]
+    assert gap[0]["ts_from"] == ups[9].ts_recv
+    assert out.stats.dropped_presync == 5
+    assert out.stats.gaps == 1
+    assert out.snapshots.column("reason").to_pylist() == ["reconnect"]
+    assert set(out.deltas.column("book_epoch").to_pylist()) == {2}
+
+
+def test_book_bad_price_string_raises_naming_message() -> None:
+    msg = BookMessage("x", "A-B", "AB", "book", 1, 1, 7, True, [("1.5", "abc")], [])
+    with pytest.raises(BookInputError, match="price/size"):
+        BookEngine("x", "A-B").apply([msg])
+
+
+def test_book_state_for_other_symbol_is_rejected() -> None:
+    state = BookEngine("x", "A-B").state()
+    with pytest.raises(BookStateError, match="A-B"):
+        BookEngine("x", "C-D", state=state)
+    with pytest.raises(BookStateError, match="magic"):
+        BookEngine("x", "A-B", state=b"garbage")
+
+
+def test_book_message_for_other_symbol_is_rejected() -> None:
+    msg = BookMessage("x", "C-D", "CD", "book", 1, 1, 1, True, [("1", "1")], [])
+    with pytest.raises(ValueError, match="C-D"):
+        BookEngine("x", "A-B").apply([msg])
