@@ -82,5 +82,161 @@ def process(config_path: str | None, as_json: bool) -> None:
     sys.exit(1 if report.failed else 0)
 
 
+@main.group()
+def query() -> None:
+    """Query any instant or range, whichever tier holds it."""
+
+
+def _reader(config_path: str | None):
+    from fluxforge.query import Reader
+
+    return Reader(load_config(config_path))
+
+
+@query.command("book")
+@config_option
+@click.option("--exchange", required=True)
+@click.option("--symbol", required=True)
+@click.option("--at", "at", required=True, help="ISO-8601 time or integer ns (receive time).")
+@click.option("--depth", type=click.IntRange(min=1, max=5000), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the book as one JSON object.")
+def query_book(
+    config_path: str | None, exchange: str, symbol: str, at: str, depth: int, as_json: bool
+) -> None:
+    """The order book at one instant: nearest snapshot, then deltas up to --at."""
+    import orjson
+
+    from fluxforge.query import QueryError
+
+    try:
+        book = _reader(config_path).book_at(exchange, symbol, at, depth)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if as_json:
+        sys.stdout.write(orjson.dumps(book.to_dict()).decode() + "\n")
+        return
+    click.echo(
+        f"{exchange} {symbol} at {book.ts} (snapshot {book.snapshot_ts}, epoch "
+        f"{book.book_epoch}, {book.deltas_applied} deltas)"
+    )
+    for (bp, bs), (ap, az) in zip(book.bids, book.asks, strict=False):
+        click.echo(f"{bs:>24} {bp:>24} | {ap:<24} {az:<24}")
+
+
+def _range_command(table: str):
+    @query.command(table, help=f"{table.capitalize()} for a range, routed across hot and cold.")
+    @config_option
+    @click.option("--exchange", required=True)
+    @click.option("--symbol", required=True)
+    @click.option("--start", required=True, help="ISO-8601 or integer ns, inclusive.")
+    @click.option("--end", required=True, help="ISO-8601 or integer ns, inclusive.")
+    @click.option("--time", "time_kind", type=click.Choice(["recv", "event"]), default="recv")
+    @click.option(
+        "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table"
+    )
+    @click.option(
+        "--output",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File for --format parquet (default: stdout).",
+    )
+    def _cmd(config_path, exchange, symbol, start, end, time_kind, fmt, output) -> None:
+        from fluxforge.query import QueryError, write_result
+
+        try:
+            tbl = getattr(_reader(config_path), table)(exchange, symbol, start, end, time_kind)
+        except QueryError as exc:
+            raise click.BadParameter(str(exc)) from None
+        write_result(tbl, fmt, output)
+
+    return _cmd
+
+
+for _table in ("trades", "quotes"):
+    _range_command(_table)
+
+
+# --- sql: the dbt-like SQL models (fluxforge.sqlmodels) ----------------------------------------
+
+
+@main.group()
+def sql() -> None:
+    """Run / test the SQL models of dbt_like_sql/ on DuckDB over the lake."""
+
+
+_select_option = click.option(
+    "--select",
+    "-s",
+    "select",
+    multiple=True,
+    help="Model name, +name (with upstream) or name+ (with downstream); repeatable.",
+)
+_project_option = click.option(
+    "--project",
+    "project_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="SQL project directory (default: the repository's dbt_like_sql/).",
+)
+
+
+@sql.command("run")
+@config_option
+@_select_option
+@_project_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+def sql_run(
+    config_path: str | None, select: tuple[str, ...], project_dir: str | None, as_json: bool
+) -> None:
+    """Build the selected models (all by default) in dependency order."""
+    import json
+
+    from fluxforge import sqlmodels
+
+    cfg = load_config(config_path)
+    try:
+        result = sqlmodels.run(cfg, list(select) or None, project=project_dir)
+    except (sqlmodels.ProjectError, sqlmodels.ModelNotBuiltError) as exc:
+        click.echo(f"fluxforge sql run: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str))
+    else:
+        for m in result.models:
+            detail = m.error or f"{m.rows} rows, {m.files} files, {m.bytes} bytes"
+            click.echo(f"{m.status:8} {m.name:24} {detail if m.status != 'view' else ''}")
+    sys.exit(0 if result.ok else 1)
+
+
+@sql.command("test")
+@config_option
+@_select_option
+@_project_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+def sql_test(
+    config_path: str | None, select: tuple[str, ...], project_dir: str | None, as_json: bool
+) -> None:
+    """Run the YAML column tests and singular tests (of the selected models)."""
+    import json
+
+    from fluxforge import sqlmodels
+
+    cfg = load_config(config_path)
+    try:
+        result = sqlmodels.test(cfg, list(select) or None, project=project_dir)
+    except sqlmodels.ProjectError as exc:
+        click.echo(f"fluxforge sql test: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str))
+    else:
+        for t in result.tests:
+            detail = t.error or (f"{t.failures} failing rows" if t.failures else "")
+            click.echo(f"{t.status:5} {t.name} {detail}")
+        counts = result.to_dict()["counts"]
+        click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests")
+    sys.exit(0 if result.ok else 1)
+
+
 if __name__ == "__main__":
     main()
