@@ -79,6 +79,15 @@ class Layout:
         stem = sanitize_part(segment.removesuffix(".ndjson"))
         return f"{self.lake_partition(table, exchange, symbol, date)}/part-{stem}.parquet"
 
+    def model_dir(self, model: str) -> str:
+        """Output of a SQL model (fluxforge.sqlmodels): ``{processed_dir}/models/{model}``."""
+        return f"{self.names.processed_dir}/models/{sanitize_part(model)}"
+
+    def model_part(self, model: str, partition: dict[str, str], name: str = "data") -> str:
+        """One Parquet file of a SQL model, hive-partitioned like the lake tables."""
+        dirs = "".join(f"/{sanitize_part(k)}={sanitize_part(v)}" for k, v in partition.items())
+        return f"{self.model_dir(model)}{dirs}/{sanitize_part(name)}.parquet"
+
     def state(self, *parts: str) -> str:
         return "/".join([self.names.state_dir, *(sanitize_part(p) for p in parts)])
 

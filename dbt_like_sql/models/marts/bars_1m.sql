@@ -1,0 +1,58 @@
+-- 1-minute OHLCV bars from trades, in UTC-aligned buckets of event time. open/close are the first
+-- and last trade by (ts_event, ts_recv, seq); vwap = sum(price * size) / sum(size) in double.
+with trades as (
+
+    select * from {{ ref('stg_trades') }}
+
+),
+
+bucketed as (
+
+    select
+        *,
+        ts_event - (ts_event % 60000000000) as bucket_ns
+    from trades
+
+),
+
+bars as (
+
+    select
+        exchange,
+        symbol,
+        bucket_ns,
+        first(price order by ts_event, ts_recv, seq) as open,
+        max(price) as high,
+        min(price) as low,
+        last(price order by ts_event, ts_recv, seq) as close,
+        sum(size) as volume,
+        sum(notional) as notional,
+        count(*) as trade_count
+    from bucketed
+    group by exchange, symbol, bucket_ns
+
+),
+
+final as (
+
+    select
+        exchange,
+        symbol,
+        cast(make_timestamp(bucket_ns // 1000) as date) as date,
+        '1m' as interval,
+        make_timestamp(bucket_ns // 1000) as bar_start,
+        bucket_ns as bar_start_ns,
+        bucket_ns + 60000000000 as bar_end_ns,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        notional / nullif(cast(volume as double), 0) as vwap,
+        notional,
+        trade_count
+    from bars
+
+)
+
+select * from final
