@@ -528,10 +528,10 @@ class SegmentWriter:
             return
         self.flush()
         now = self.clock()
-        if now - self._opened_at >= self.max_age_ns:
-            self.seal("age")
-        elif self.live and now >= self._hour_end:
+        if self.live and now >= self._hour_end:
             self.seal("hour")
+        elif now - self._opened_at >= self.max_age_ns:
+            self.seal("age")
 
     def _seal_ts(self, hour_start: int, last_ts: int) -> int:
         """Timestamp of a writer record: now when inside the segment's hour, else the last
