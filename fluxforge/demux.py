@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fluxforge.events import BookMessage, EventSink, NormalizeError, TopOfBook
-from fluxforge.segments import EXCHANGE_RE, EnvelopeError, parse_envelope
+from fluxforge.segments import EXCHANGE_RE, Envelope, EnvelopeError, parse_envelope
 from fluxforge.storage.paths import sanitize_part
 from fluxforge.tables import DECIMAL, QUOTES, TRADES
 
@@ -138,24 +138,23 @@ def demux_segment(
     segment: str,
     *,
     poison: dict[int, str] | None = None,
-    normalizer_for: Callable[[str], Any] | None = None,
+    normalize: Callable[[Envelope, EventSink], str] | None = None,
 ) -> DemuxResult:
     """Parse and normalize every line of one raw segment.
 
     `poison` maps daemon seq numbers to a quarantine reason: lines found unusable only after
     normalization (a price Arrow cannot cast, an unsafe symbol) are quarantined on a second
     pass, so a line is either wholly in the tables or wholly in quarantine.
-    `normalizer_for` (exchange -> module with ``normalize``) defaults to
-    ``fluxforge.venues.normalizer_for``."""
-    if normalizer_for is None:
+    `normalize` defaults to ``fluxforge.venues.normalize`` (dispatch on exchange and shape)."""
+    if normalize is None:
         from fluxforge import venues
 
-        normalizer_for = venues.normalizer_for
-    result = _demux_pass(data, segment, poison or {}, normalizer_for)
+        normalize = venues.normalize
+    result = _demux_pass(data, segment, poison or {}, normalize)
     bad = _find_poison(result)
     if bad:
         log.warning("segment %s: %d line(s) quarantined after normalization", segment, len(bad))
-        result = _demux_pass(data, segment, {**(poison or {}), **bad}, normalizer_for)
+        result = _demux_pass(data, segment, {**(poison or {}), **bad}, normalize)
         again = _find_poison(result)
         if again:  # cannot happen: the poisoned seqs are quarantined before normalization
             raise LineAccountingError(f"segment {segment}: unusable rows remain: {again}")
@@ -164,12 +163,14 @@ def demux_segment(
 
 
 def _demux_pass(
-    data: bytes, segment: str, poison: dict[int, str], normalizer_for: Callable[[str], Any]
+    data: bytes,
+    segment: str,
+    poison: dict[int, str],
+    normalize: Callable[[Envelope, EventSink], str],
 ) -> DemuxResult:
     res = DemuxResult(segment=segment, date=segment_date(segment), bytes_in=len(data))
     sink = EventSink()
     quarantine = _Quarantine()
-    modules: dict[str, Any] = {}
     tseq = sink.trades["seq"]
     qseq = sink.quotes["seq"]
     books = sink.books
@@ -196,19 +197,9 @@ def _demux_pass(
         if poison and env.seq in poison:
             quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, poison[env.seq], line)
             continue
-        module = modules.get(ex)
-        if module is None:
-            try:
-                module = modules[ex] = normalizer_for(ex)
-            except KeyError as exc:
-                quarantine.add(
-                    _safe_exchange(ex), line_no, env.seq, env.ts,
-                    f"unknown exchange {ex!r}: {exc.args[0] if exc.args else ''}", line,
-                )  # fmt: skip
-                continue
         marks = (len(tseq), len(qseq), len(books), len(tops))
         try:
-            cls = module.normalize(env, sink)
+            cls = normalize(env, sink)
         except NormalizeError as exc:
             _rollback(sink, marks)
             quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, str(exc) or "?", line)

@@ -6,7 +6,6 @@ alone (the real venues are exercised end to end in tests/integration/test_proces
 from __future__ import annotations
 
 from decimal import Decimal
-from types import SimpleNamespace
 
 import orjson
 import pyarrow as pa
@@ -50,13 +49,10 @@ def _normalize(env: Envelope, sink: EventSink) -> str:
     raise NormalizeError(f"unknown type {kind!r}")
 
 
-FAKE = SimpleNamespace(normalize=_normalize)
-
-
-def _normalizer_for(ex: str):
-    if ex != "fakex":
-        raise KeyError(f"no normalizer for {ex!r}; known: ['fakex']")
-    return FAKE
+def _dispatch(env: Envelope, sink: EventSink) -> str:
+    if env.ex != "fakex":
+        raise NormalizeError(f"no normalizer for exchange {env.ex!r} (known: fakex)")
+    return _normalize(env, sink)
 
 
 def _line(seq: int, payload: dict, ex: str = "fakex", ts: int = TS) -> bytes:
@@ -64,7 +60,7 @@ def _line(seq: int, payload: dict, ex: str = "fakex", ts: int = TS) -> bytes:
 
 
 def _demux(data: bytes):
-    return demux_segment(data, SEG, normalizer_for=_normalizer_for)
+    return demux_segment(data, SEG, normalize=_dispatch)
 
 
 def test_demux_mixed_lines_accounting_balances() -> None:
@@ -122,7 +118,7 @@ def test_demux_unknown_exchange_quarantined_under_unknown_partition() -> None:
     assert res.quarantined == 1
     row = res.quarantine.to_pylist()[0]
     assert row["exchange"] == UNKNOWN_EXCHANGE
-    assert "unknown exchange" in row["reason"]
+    assert "no normalizer for exchange" in row["reason"]
 
 
 def test_demux_uncastable_price_quarantines_whole_line() -> None:
