@@ -5,14 +5,16 @@ Every module exposes ``EXCHANGES`` (the envelope ``ex`` ids it handles),
 it cannot use) and ``venue_symbol_to_symbol(s) -> "BASE-QUOTE"``. See CONTRACTS.md
 "Venue normalizers" and each module's docstring for the wire shapes and the decisions taken.
 
-Dispatch: ``ctl`` envelopes are "control"; a payload shaped like the daemon's ccxt source
-output (``{"method": "watch_*"|"fetch_*", "result": ...}``) goes to ``ccxt_unified`` whatever
-the exchange id (the ccxt source keeps the real ccxt id in ``env.ex``); everything else goes
-by ``env.ex``.
+Dispatch: ``ctl`` envelopes are "control"; otherwise by ``env.ex``: a native module, or
+``ccxt_unified`` for any other id the installed ccxt knows. The ccxt source keeps the real
+ccxt id in ``env.ex`` and writes ``{"method": "watch_*"|"fetch_*", "symbol", "result"}``;
+when that id has a native module (``kraken``...), the native module recognises the payload
+shape and hands it to ``ccxt_unified`` (see ``common.atomic``).
 """
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 
 from fluxforge.events import EventSink, NormalizeError
@@ -24,31 +26,30 @@ _BY_EXCHANGE: dict[str, ModuleType] = {ex: m for m in MODULES for ex in m.EXCHAN
 EXCHANGES: tuple[str, ...] = tuple(sorted(_BY_EXCHANGE))
 
 
-def normalizer_for(exchange: str, data: object = None) -> ModuleType:
-    """The module for an exchange id; with ``data``, a ccxt-shaped payload picks
-    ``ccxt_unified`` for any id. Raises KeyError listing the known ids."""
-    if data is not None and ccxt_unified.is_ccxt_payload(data):
+@functools.lru_cache(maxsize=256)
+def normalizer_for(exchange: str) -> ModuleType:
+    """The module for an exchange id: a native module, else ``ccxt_unified`` for any other
+    exchange id the installed ccxt knows (only the ccxt source writes those). Native modules
+    hand ccxt-shaped payloads to ``ccxt_unified`` themselves. KeyError lists the known ids."""
+    module = _BY_EXCHANGE.get(exchange)
+    if module is not None:
+        return module
+    if ccxt_unified.is_ccxt_exchange(exchange):
         return ccxt_unified
-    try:
-        return _BY_EXCHANGE[exchange]
-    except KeyError:
-        raise KeyError(
-            f"no normalizer for exchange {exchange!r}; known: {', '.join(EXCHANGES)} "
-            "(payloads of the ccxt source are handled for any exchange id)"
-        ) from None
+    raise KeyError(
+        f"no normalizer for exchange {exchange!r}; known: {', '.join(EXCHANGES)}, "
+        "or any ccxt exchange id (payloads of the ccxt source)"
+    )
 
 
 def normalize(env: Envelope, sink: EventSink) -> str:
     """One envelope -> rows in ``sink``; "data" or "control", or NormalizeError(reason)."""
     if env.kind == "ctl":
         return "control"
-    if ccxt_unified.is_ccxt_payload(env.data):
-        return ccxt_unified.normalize(env, sink)
-    module = _BY_EXCHANGE.get(env.ex)
-    if module is None:
-        raise NormalizeError(
-            f"no normalizer for exchange {str(env.ex)[:40]!r} (known: {', '.join(EXCHANGES)})"
-        )
+    try:
+        module = normalizer_for(env.ex)
+    except (KeyError, TypeError) as exc:
+        raise NormalizeError(str(exc.args[0] if exc.args else exc)) from None
     return module.normalize(env, sink)
 
 

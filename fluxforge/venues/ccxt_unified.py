@@ -34,19 +34,22 @@ the ccxt unified symbol.
 from __future__ import annotations
 
 import functools
-import re
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from fluxforge.events import BookMessage, EventSink, NormalizeError
-from fluxforge.segments import Envelope
+from fluxforge.segments import EXCHANGE_RE, Envelope
 from fluxforge.venues.common import (
     as_dict,
     as_list,
     atomic,
+    ccxt_method_name,
     check_ts,
     checked_symbol,
     field,
     float_to_decimal,
+    is_ccxt_payload,
     join_symbol,
     venue_symbol,
 )
@@ -54,8 +57,6 @@ from fluxforge.venues.common import (
 # payloads with ex == "ccxt" (a source that does not know the real id) land here too
 EXCHANGES = ("ccxt",)
 
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-METHOD_RE = re.compile(r"(watch|fetch|un_watch)_[a-z_]+")
 
 _TRADES = frozenset({"watch_trades", "fetch_trades", "watch_trades_for_symbols"})
 _BOOKS = frozenset(
@@ -81,17 +82,15 @@ _CONTROL = frozenset(
 _SIDES = {"buy": "buy", "sell": "sell", None: "unknown"}
 
 
-def method_name(method: str) -> str:
-    """``watchTrades`` / ``watch_trades`` -> ``watch_trades``."""
-    return _CAMEL.sub("_", method).lower() if not method.islower() else method
-
-
-def is_ccxt_payload(data: Any) -> bool:
-    """True for the ``{"method","result"}`` payload written by the daemon's ccxt source."""
-    if not isinstance(data, dict) or "result" not in data:
+def is_ccxt_exchange(exchange: str) -> bool:
+    """Whether the installed ccxt has an exchange of that id (looked up on disk: importing
+    ccxt costs seconds)."""
+    if not EXCHANGE_RE.fullmatch(exchange):
         return False
-    method = data.get("method")
-    return type(method) is str and METHOD_RE.fullmatch(method_name(method)) is not None
+    spec = importlib.util.find_spec("ccxt")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any((Path(loc) / f"{exchange}.py").is_file() for loc in spec.submodule_search_locations)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -131,7 +130,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     d = env.data
     if not is_ccxt_payload(d):
         raise NormalizeError("ccxt: payload is not {'method': 'watch_*|fetch_*', 'result': ...}")
-    method = method_name(d["method"])
+    method = ccxt_method_name(d["method"])
     result = d["result"]
     asked = d.get("symbol")
     if method in _TRADES:

@@ -298,6 +298,25 @@ def levels(rows: Any, where: str) -> list[tuple[str, str]]:
     return out
 
 
+# ---------------------------------------------------------------- ccxt payload detection
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+CCXT_METHOD_RE = re.compile(r"(watch|fetch|un_watch)_[a-z_]+")
+
+
+def ccxt_method_name(method: str) -> str:
+    """``watchTrades`` / ``watch_trades`` -> ``watch_trades``."""
+    return method if method.islower() else _CAMEL.sub("_", method).lower()
+
+
+def is_ccxt_payload(data: Any) -> bool:
+    """True for the ``{"method","result"}`` payload written by the daemon's ccxt source."""
+    if not isinstance(data, dict) or "result" not in data:
+        return False
+    method = data.get("method")
+    return type(method) is str and CCXT_METHOD_RE.fullmatch(ccxt_method_name(method)) is not None
+
+
 # ---------------------------------------------------------------- all-or-nothing wrapper
 
 
@@ -306,11 +325,17 @@ def atomic(venue: str) -> Callable:
 
     If the normalizer raises after emitting part of a multi-row message, the rows already in
     the sink are removed again, so a quarantined line never leaves half of itself in the
-    tables. Unexpected Python errors from malformed shapes become NormalizeError too."""
+    tables. Unexpected Python errors from malformed shapes become NormalizeError too.
+    A ccxt-source payload reaching a native module (the ccxt source keeps the real exchange
+    id, e.g. ``kraken``) is handed to ``ccxt_unified``."""
 
     def wrap(fn: Callable[[Envelope, EventSink], str]) -> Callable[[Envelope, EventSink], str]:
         @functools.wraps(fn)
         def normalize(env: Envelope, sink: EventSink) -> str:
+            if venue != "ccxt" and is_ccxt_payload(env.data):
+                from fluxforge.venues import ccxt_unified
+
+                return ccxt_unified.normalize(env, sink)
             n_trades = len(sink.trades["exchange"])
             n_quotes = len(sink.quotes["exchange"])
             n_books, n_tops = len(sink.books), len(sink.tops)
