@@ -238,5 +238,40 @@ def sql_test(
     sys.exit(0 if result.ok else 1)
 
 
+# --- tier: raw segment tiering + manifest (fluxforge.tiering) -----------------------------------
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Print the planned moves; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+def tier(config_path: str | None, dry_run: bool, as_json: bool) -> None:
+    """Move archived raw segments hot -> warm -> cold by age and update the manifest."""
+    import json
+
+    from fluxforge import tiering
+
+    cfg = load_config(config_path)
+    try:
+        report = tiering.tier(cfg, dry_run=dry_run)
+    except tiering.TieringError as exc:
+        click.echo(f"fluxforge tier: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    verb = "would move" if dry_run else "moved"
+    for m in report.moves:
+        click.echo(f"{verb} {m.source}/{m.name}: {m.from_tier} -> {m.to_tier} {m.method}".rstrip())
+    for note in report.repaired:
+        click.echo(f"repaired {note}")
+    for lost in report.missing:
+        click.echo(f"MISSING {lost}", err=True)
+    click.echo(
+        f"{len(report.moves)} segments {verb} ({report.bytes_moved} bytes), "
+        f"{report.registered} registered; per tier: {report.segments}"
+    )
+
+
 if __name__ == "__main__":
     main()
