@@ -1,8 +1,7 @@
 """Data-quality evaluations over lake part files: market sanity, reconciliation, coverage.
 
 Plain functions over Arrow tables (the Dagster asset checks are thin adapters over them).
-Part files carry no exchange/symbol/date columns (the hive directories do), so
-``read_parts`` adds them from each file's key.
+Tables are read with ``fluxforge.lake`` so they carry the hive columns exchange/symbol/date.
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from fluxforge import lake, schemas
 from fluxforge.storage import Layout, Storage
-from fluxforge.tables import SCHEMAS
 
 HOUR_NS = 3_600_000_000_000
 _HIVE = re.compile(r"(exchange|symbol|date)=([^/]+)")
@@ -55,47 +53,40 @@ class Finding:
         return out
 
 
-def table_of(key: str) -> str:
-    """`processed/trades/exchange=x/...` -> `trades` (the directory above the hive dirs)."""
-    parts = key.split("/")
-    for i, part in enumerate(parts):
-        if part.startswith("exchange="):
-            return parts[i - 1]
-    return ""
-
-
-def read_parts(storage: Storage, keys: Iterable[str], columns: Sequence[str] | None = None):
-    """Concatenate part files, adding `exchange`, `symbol`, `date` from their hive keys."""
-    tables = []
-    for key in keys:
-        data = storage.read_bytes(key)
-        t = pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None)
-        hive = dict(_HIVE.findall(key))
-        for col in ("exchange", "symbol", "date"):
-            if col in hive and col not in t.column_names:
-                t = t.append_column(col, pa.array([hive[col]] * t.num_rows, pa.string()))
-        tables.append(t)
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
 def parts_by_table(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Part keys grouped by lake table (`processed/{table}/exchange=.../part-*.parquet`)."""
     out: dict[str, list[str]] = {}
     for key in keys:
-        if key.endswith(".parquet"):
-            out.setdefault(table_of(key), []).append(key)
+        if not key.endswith(".parquet"):
+            continue
+        parts = key.split("/")
+        for i, part in enumerate(parts):
+            if part.startswith("exchange=") and i > 0:
+                out.setdefault(parts[i - 1], []).append(key)
+                break
     return out
 
 
+def read_parts(storage: Storage, table: str, keys: Sequence[str]) -> pa.Table | None:
+    """The rows of the given part files with their hive columns, None when there are none."""
+    if not keys:
+        return None
+    return lake.read_table(storage, table, keys=keys)
+
+
 def partition_parts(
-    storage: Storage, layout: Layout, tables: Iterable[str], date: str, segments: Iterable[str]
+    storage: Storage,
+    layout: Layout,
+    tables: Iterable[str],
+    source: str,
+    date: str,
+    segments: Iterable[str],
 ) -> list[str]:
-    """Lake part keys of `date` written for the given raw segments (`part-{stem}.parquet`)."""
-    stems = {posixpath.basename(s).removesuffix(".ndjson") for s in segments}
+    """Lake part keys of `date` written for the given raw segments of `source`."""
+    stems = {f"{source}-{posixpath.basename(s).removesuffix('.ndjson')}" for s in segments}
     out: list[str] = []
     for table in tables:
-        for key in storage.list(layout.lake_table(table), "part-*.parquet", recursive=True):
+        for key in lake.list_parts(storage, table, layout=layout):
             if f"/date={date}/" not in key:
                 continue
             stem = posixpath.basename(key)[len("part-") : -len(".parquet")]
@@ -104,25 +95,20 @@ def partition_parts(
     return sorted(out)
 
 
-def schema_matches(table_name: str, table: pa.Table | None) -> Finding:
-    """Columns and types of the part files equal the lake schema (fluxforge.tables)."""
-    if table is None:
-        return Finding(True, 0, detail="no rows in this run")
-    want = SCHEMAS[table_name]
-    got = table.drop_columns([c for c in ("exchange", "symbol", "date") if c in table.column_names])
+def schema_valid(storage: Storage, table: str, keys: Sequence[str]) -> Finding:
+    """Every part file of `table` passes its pandera schema (fluxforge.schemas)."""
     problems = []
-    for f in want:
-        if f.name not in got.column_names:
-            problems.append(f"missing column {f.name}")
-        elif got.schema.field(f.name).type != f.type:
-            problems.append(f"{f.name}: {got.schema.field(f.name).type} != {f.type}")
-    extra = sorted(set(got.column_names) - set(want.names))
-    problems += [f"unexpected column {c}" for c in extra]
-    return Finding(not problems, len(problems), problems)
-
-
-def _f64(arr: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.cast(arr, pa.float64())
+    for key in keys:
+        hive = dict(_HIVE.findall(key))
+        try:
+            data = lake.read_part(storage, key, table)
+            schemas.validate(
+                table, data, hive.get("exchange", ""), hive.get("symbol", ""), hive.get("date", "")
+            )
+        except (schemas.SchemaViolation, lake.LakeError) as exc:
+            problems.append(f"{key}: {str(exc)[:300]}")
+    detail = f"{len(keys)} part files validated"
+    return Finding(not problems, len(problems), problems, detail)
 
 
 def crossed_books(snapshots: pa.Table | None, quotes: pa.Table | None) -> Finding:
@@ -310,9 +296,8 @@ def partition_coverage(cfg: Any, source: str, date: str) -> pa.Table:
     storage = _open(layer)
     segments = archived_segments(cfg, source, date)
     keys = partition_parts(
-        storage, Layout.of(layer), [*COVERAGE_CHANNELS, "gap_ledger"], date, segments
+        storage, Layout.of(layer), [*COVERAGE_CHANNELS, "gap_ledger"], source, date, segments
     )
     by_table = parts_by_table(keys)
-    tables = {t: read_parts(storage, by_table.get(t, []), ["ts_recv"]) for t in COVERAGE_CHANNELS}
-    gaps = read_parts(storage, by_table.get("gap_ledger", []), ["ts_to"])
-    return coverage(tables, gaps)
+    tables = {t: read_parts(storage, t, by_table.get(t, [])) for t in COVERAGE_CHANNELS}
+    return coverage(tables, read_parts(storage, "gap_ledger", by_table.get("gap_ledger", [])))

@@ -1,10 +1,12 @@
 """Pure planning for the ready-segments sensor (no Dagster, no I/O): which segments go into
 which run, the run keys, and the cursor.
 
-The cursor is the high-water mark of claimed segment names per source (``{"source": name}``).
-Segment names sort in write order and never repeat (SPEC §2), so:
+The cursor holds the high-water mark of claimed segment names per source and a retry counter
+per source. Segment names sort in write order and never repeat (SPEC §2), so:
 
-* every ``ready`` segment is unclaimed and is planned into a new batch (then claimed);
+* every ``ready`` segment is unclaimed and is planned into a new batch (then claimed); one at
+  or below the mark was put back by the refinery after a failed attempt, so its batch gets a
+  fresh run key (``#retryN``) instead of colliding with the failed run's key;
 * a ``processing`` segment above the cursor was claimed by a tick whose run requests never
   got committed (the cursor is committed together with the runs): it is re-requested, in
   batches formed the same way, so the run key is the same and Dagster dedupes it if the run
@@ -41,12 +43,14 @@ class Batch:
     date: str
     names: tuple[str, ...]
     orphan: bool = False  # already in processing/ (claimed by an uncommitted tick)
+    attempt: int = 0  # > 0: holds segments put back to ready/ after a failed run
 
     @property
     def run_key(self) -> str:
         first = self.names[0].removesuffix(".ndjson")
         last = self.names[-1].removesuffix(".ndjson")
-        return f"{self.source}:{first}..{last}"
+        key = f"{self.source}:{first}..{last}"
+        return f"{key}#retry{self.attempt}" if self.attempt else key
 
     @property
     def partition(self) -> dict[str, str]:
@@ -54,28 +58,43 @@ class Batch:
 
 
 @dataclass
+class Cursor:
+    last: dict[str, str] = field(default_factory=dict)  # source -> highest claimed segment
+    retries: dict[str, int] = field(default_factory=dict)  # source -> retry batches so far
+
+    def copy(self) -> Cursor:
+        return Cursor(dict(self.last), dict(self.retries))
+
+
+@dataclass
 class Plan:
     batches: list[Batch]
-    cursor: dict[str, str]
+    cursor: Cursor
     notes: list[str] = field(default_factory=list)
     deferred: int = 0  # segments left for the next tick (per-tick batch cap)
 
 
-def parse_cursor(text: str | None) -> dict[str, str]:
-    """The cursor as a mapping; an empty or foreign cursor means 'nothing claimed yet'."""
-    if not text:
-        return {}
+def parse_cursor(text: str | None) -> Cursor:
+    """The cursor; an empty or foreign cursor means 'nothing claimed yet'."""
     try:
-        data = json.loads(text)
+        data = json.loads(text) if text else {}
     except ValueError:
-        return {}
+        data = {}
     if not isinstance(data, dict):
-        return {}
-    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+        data = {}
+    last, retries = data.get("last") or {}, data.get("retries") or {}
+    return Cursor(
+        {str(k): str(v) for k, v in last.items() if isinstance(v, str)},
+        {str(k): int(v) for k, v in retries.items() if isinstance(v, int)},
+    )
 
 
-def dump_cursor(cursor: Mapping[str, str]) -> str:
-    return json.dumps(dict(sorted(cursor.items())), separators=(",", ":"))
+def dump_cursor(cursor: Cursor) -> str:
+    data = {
+        "last": dict(sorted(cursor.last.items())),
+        "retries": dict(sorted(cursor.retries.items())),
+    }
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _date(name: str) -> str:
@@ -100,10 +119,14 @@ def _group(refs: Iterable[SegmentLike]) -> dict[str, list[str]]:
     return out
 
 
+def _above(name: str, mark: str | None) -> bool:
+    return mark is None or parse_segment_name(name) > parse_segment_name(mark)
+
+
 def plan_batches(
     ready: Sequence[SegmentLike],
     processing: Sequence[SegmentLike],
-    cursor: Mapping[str, str],
+    cursor: Cursor,
     max_per_run: int,
     sources: Collection[str],
     max_batches: int = MAX_BATCHES_PER_TICK,
@@ -119,15 +142,12 @@ def plan_batches(
             f"(configured sources: {sorted(sources)}): add them to the config's sources"
         )
     batches: list[Batch] = []
+    new = cursor.copy()
     ready_by = _group(r for r in ready if r.source in sources)
     proc_by = _group(r for r in processing if r.source in sources)
     for source in sorted(set(ready_by) | set(proc_by)):
-        mark = cursor.get(source)
-        orphans = [
-            n
-            for n in proc_by.get(source, [])
-            if mark is None or parse_segment_name(n) > parse_segment_name(mark)
-        ]
+        mark = cursor.last.get(source)
+        orphans = [n for n in proc_by.get(source, []) if _above(n, mark)]
         batches.extend(_chunk(source, orphans, max_per_run, orphan=True))
         batches.extend(_chunk(source, ready_by.get(source, []), max_per_run, orphan=False))
     # Interleave nothing: keep per-source order, but cap the tick so it stays short; the
@@ -141,7 +161,15 @@ def plan_batches(
             if by_source[source] and len(chosen) < max_batches:
                 chosen.append(by_source[source].pop(0))
     deferred = sum(len(b.names) for rest in by_source.values() for b in rest)
-    return Plan(chosen, dict(cursor), notes, deferred)
+    numbered = []
+    for b in chosen:
+        mark = cursor.last.get(b.source)
+        if not b.orphan and any(not _above(n, mark) for n in b.names):
+            attempt = new.retries.get(b.source, 0) + 1
+            new.retries[b.source] = attempt
+            b = Batch(b.source, b.date, b.names, b.orphan, attempt)
+        numbered.append(b)
+    return Plan(numbered, new, notes, deferred)
 
 
 def commit(plan: Plan, claimed: Mapping[tuple[str, str], bool]) -> Plan:
@@ -149,19 +177,16 @@ def commit(plan: Plan, claimed: Mapping[tuple[str, str], bool]) -> Plan:
     to the highest segment now owned per source. `claimed` maps (source, name) -> claim
     result for the new (non-orphan) batches; orphans are owned already."""
     batches: list[Batch] = []
-    cursor = dict(plan.cursor)
+    cursor = plan.cursor.copy()
     lost: list[str] = []
     for b in plan.batches:
         names = b.names if b.orphan else tuple(n for n in b.names if claimed.get((b.source, n)))
         lost.extend(n for n in b.names if n not in names)
         if not names:
             continue
-        kept = Batch(b.source, b.date, names, b.orphan)
-        batches.append(kept)
-        top = names[-1]
-        prev = cursor.get(b.source)
-        if prev is None or parse_segment_name(top) > parse_segment_name(prev):
-            cursor[b.source] = top
+        batches.append(Batch(b.source, b.date, names, b.orphan, b.attempt))
+        if _above(names[-1], cursor.last.get(b.source)):
+            cursor.last[b.source] = names[-1]
     notes = list(plan.notes)
     if lost:
         notes.append(f"{len(lost)} segments were claimed by another process first: {lost[:5]}")
@@ -170,7 +195,7 @@ def commit(plan: Plan, claimed: Mapping[tuple[str, str], bool]) -> Plan:
 
 def held_by_failed_runs(
     processing: Sequence[SegmentLike],
-    cursor: Mapping[str, str],
+    cursor: Cursor,
     failed_ranges: Iterable[tuple[str, str, str]],
     active_ranges: Iterable[tuple[str, str, str]],
 ) -> list[SegmentLike]:
@@ -187,8 +212,7 @@ def held_by_failed_runs(
     failed, active = list(failed_ranges), list(active_ranges)
     out = []
     for ref in processing:
-        mark = cursor.get(ref.source)
-        if mark is None or parse_segment_name(ref.name) > parse_segment_name(mark):
+        if _above(ref.name, cursor.last.get(ref.source)):
             continue
         if inside(ref, failed) and not inside(ref, active):
             out.append(ref)

@@ -29,7 +29,7 @@ def _table_metadata(report: dict[str, Any], table: str) -> dict[str, Any]:
     return {
         "rows": int(report.get("rows", {}).get(table, 0)),
         "bytes": int(report.get("bytes", {}).get(table, 0)),
-        "segments": int(report.get("segments", 0)),
+        "segments": int(report.get("segments_processed", 0)),
         "lines": int(report.get("lines", 0)),
         "quarantined": int(report.get("quarantined", 0)),
         "gaps": gaps,
@@ -38,24 +38,32 @@ def _table_metadata(report: dict[str, Any], table: str) -> dict[str, Any]:
 
 
 def _run_refinery(cfg: Config, source: str, date: str, segments: list[str]):
-    """(report dict, part files to check). Retried attempts find their segments archived
-    already: those are not processed again, and the checks re-read their part files."""
+    """(report, part files to check, segments archived by an earlier attempt of this run).
+
+    A re-executed run (after a crashed worker) finds some segments archived already: they are
+    not processed twice, and the checks re-read their part files. Segments the refinery put
+    back to ready/ after a failure are the sensor's again (new run, new run key)."""
     from fluxforge import refinery
 
     if not segments:
         report = refinery.rebuild(cfg, source, date).to_dict()
-        return report, list(report.get("files", [])), 0
-    pending = {r.name: r for r in refinery.list_segments(cfg, "processing", source)}
-    mine = [pending[n] for n in segments if n in pending]
-    report = refinery.process_claimed(cfg, mine).to_dict() if mine else {}
-    done_before = len(segments) - len(mine)
+        return report, list(report.get("files", [])), []
+    held = {r.name: r for r in refinery.list_segments(cfg, "processing", source)}
+    report = refinery.process_claimed(cfg, [held[n] for n in segments if n in held]).to_dict()
+    archived = {r.name for r in refinery.list_segments(cfg, "archive", source)}
+    earlier = [n for n in segments if n not in held and n in archived]
     files = list(report.get("files", []))
-    if done_before:
+    if earlier:
         layer = cfg.storage.etl_output
-        files = quality.partition_parts(
-            open_storage(layer), Layout.of(layer), TABLES, date, segments
+        files = sorted(
+            set(files)
+            | set(
+                quality.partition_parts(
+                    open_storage(layer), Layout.of(layer), TABLES, source, date, earlier
+                )
+            )
         )
-    return report, files, done_before
+    return report, files, earlier
 
 
 def build_assets(cfg: Config) -> list[Any]:
@@ -83,15 +91,24 @@ def build_assets(cfg: Config) -> list[Any]:
     ):
         ff = fluxforge.load()
         source, date = partition_of(context.partition_key)
-        report, files, done_before = _run_refinery(ff, source, date, list(config.segments))
-        if done_before:
-            context.log.info(f"{done_before} segments were processed by an earlier attempt")
+        report, files, earlier = _run_refinery(ff, source, date, list(config.segments))
+        if earlier:
+            context.log.info(f"{len(earlier)} segments were archived by an earlier attempt")
         for table in TABLES:
             meta = _table_metadata(report, table)
-            meta["segments_already_processed"] = done_before
+            meta["segments_already_processed"] = len(earlier)
             yield dg.MaterializeResult(asset_key=table, metadata=meta)
-        layer = ff.storage.etl_output
-        yield from evaluate(ff, open_storage(layer), files, report)
+        yield from evaluate(ff, open_storage(ff.storage.etl_output), files, report)
+        if report.get("failed"):
+            # the refinery has put them back to ready/ (retried by the sensor) or, after
+            # repeated failures, into failed/ with a reason file: never lost, reported here
+            raise dg.Failure(
+                description=f"{len(report['failed'])} segments failed: {report['failed'][:3]}",
+                metadata={
+                    "failed": [f["segment"] for f in report["failed"]],
+                    "deferred": report.get("deferred", []),
+                },
+            )
 
     @dg.asset(
         partitions_def=parts,
