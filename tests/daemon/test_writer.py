@@ -78,7 +78,12 @@ def test_writer_tick_after_clock_hour_seals_live_segment(cfg_factory, tmp_path: 
     files = ready_files(tmp_path / "hot", "s")
     assert len(files) == 1
     envs = read_envelopes(files)
-    assert envs[-1].data == {"event": "seal", "reason": "hour", "segment": files[0].name, "lines": 1}
+    assert envs[-1].data == {
+        "event": "seal",
+        "reason": "hour",
+        "segment": files[0].name,
+        "lines": 1,
+    }
     assert envs[-1].ts < T0 + HOUR_NS  # the seal record stays inside the segment's hour
 
 
