@@ -12,6 +12,8 @@ Frames come raw or wrapped by a combined stream (``{"stream":"sushiusdt@depth@10
     aggTrade    {"e","E","a":aggId,"s","p","q","f","l","T","m"} -> trade, id = a
     trade       {"e","E","t":id,"s","p","q","T","m"}           -> trade, id = t
     24hrTicker  {"e","E","s","c":last,["b","B","a","A"]}        -> quote
+    <sym>@depth5|10|20 (combined stream only: the symbol is in the stream name)
+                top-N pushes -> book SNAPSHOT with depth N, no chain
     kline, 24hrMiniTicker, markPriceUpdate, forceOrder, ...     -> control (bars come from
                                                                    the SQL models)
     {"result":null,"id":1} (subscribe response), {"code","msg"} -> control
@@ -34,6 +36,7 @@ futures never share an exchange id, so a USD-M perpetual is plainly ``BTC-USDT``
 from __future__ import annotations
 
 import functools
+import re
 from urllib.parse import parse_qs, urlsplit
 
 from fluxforge.events import (
@@ -59,6 +62,8 @@ from fluxforge.venues.common import (
     split_concat,
     venue_symbol,
 )
+
+_PARTIAL_DEPTH_RE = re.compile(r"([a-z0-9_]+)@depth(5|10|20)(?:@\d+ms)?")
 
 SPOT = ("binance", "binanceus")
 FUTURES = ("binanceusdm", "binancecoinm")
@@ -105,9 +110,16 @@ def _int(d: dict, key: str, where: str) -> int:
     return v
 
 
+@functools.lru_cache(maxsize=4096)
+def _symbol_of(raw: str) -> str:
+    return venue_symbol_to_symbol(venue_symbol(raw, "symbol"))
+
+
 def _symbol(d: dict, where: str) -> tuple[str, str]:
-    raw = venue_symbol(field(d, "s", where), f"{where}.s")
-    return venue_symbol_to_symbol(raw), raw
+    raw = field(d, "s", where)
+    if type(raw) is not str:
+        raise NormalizeError(f"{where}.s={raw!r:.40}: expected a string")
+    return _symbol_of(raw), raw
 
 
 def _event_ts(env: Envelope, d: dict, key: str, where: str) -> int:
@@ -122,7 +134,11 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         return _rest(env, sink)
     d = env.data
     if isinstance(d, dict) and "stream" in d and "data" in d:
+        stream = d["stream"]
         d = d["data"]
+        partial = _PARTIAL_DEPTH_RE.fullmatch(stream) if type(stream) is str else None
+        if partial is not None:
+            return _partial_depth(env, partial, as_dict(d, stream), sink)
     if isinstance(d, list):
         # all-market streams (!bookTicker, !ticker@arr) deliver arrays of the same events
         results = [_event(env, as_dict(x, f"frame[{i}]"), sink) for i, x in enumerate(d)]
@@ -141,6 +157,10 @@ def _event(env: Envelope, d: dict, sink: EventSink) -> str:
             return "control"  # SUBSCRIBE / LIST_SUBSCRIPTIONS response
         if "code" in d and "msg" in d:
             return "control"
+        if "lastUpdateId" in d:
+            raise NormalizeError(
+                "binance: partial depth frame outside a combined stream: no symbol"
+            )
         raise NormalizeError(f"binance: unknown message without event type: keys {sorted(d)[:8]}")
     handler = _HANDLERS.get(e)
     if handler is not None:
@@ -172,6 +192,36 @@ def _depth_update(env: Envelope, d: dict, sink: EventSink) -> str:
         final_id=final,
         prev_id=prev,
         chain=_chain(env.ex),
+    )
+    sink.book(msg)
+    return "data"
+
+
+def _partial_depth(env: Envelope, m: re.Match, d: dict, sink: EventSink) -> str:
+    """``<symbol>@depth<N>[@100ms]``: the whole top N every push (spot: {"lastUpdateId",
+    "bids","asks"}; futures: a depthUpdate whose b/a are the top N). A book snapshot with
+    ``depth=N`` and no chain: consecutive pushes are not diffs of each other."""
+    where = m.group(0)
+    if "e" in d:
+        bids, asks = field(d, "b", where), field(d, "a", where)
+        final_id = _int(d, "u", where)
+    else:
+        bids, asks = field(d, "bids", where), field(d, "asks", where)
+        final_id = _int(d, "lastUpdateId", where)
+    raw = venue_symbol(d.get("s") or m.group(1).upper(), f"{where} symbol")
+    msg = BookMessage(
+        env.ex,
+        venue_symbol_to_symbol(raw),
+        raw,
+        f"depth{m.group(2)}",
+        _event_ts(env, d, "E", where),
+        env.ts,
+        env.seq,
+        True,
+        levels(bids, f"{where}.bids"),
+        levels(asks, f"{where}.asks"),
+        final_id=final_id,
+        depth=int(m.group(2)),
     )
     sink.book(msg)
     return "data"

@@ -48,6 +48,7 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fluxforge.events import BookMessage, EventSink, NormalizeError
@@ -77,6 +78,7 @@ _L2_SIDES = {"buy": "bid", "bid": "bid", "sell": "ask", "offer": "ask", "ask": "
 _FLIP = {"buy": "sell", "sell": "buy"}
 
 
+@functools.lru_cache(maxsize=4096)
 def venue_symbol_to_symbol(s: str) -> str:
     """``BTC-USD`` stays ``BTC-USD`` (Coinbase already writes BASE-QUOTE); XBT->BTC."""
     parts = s.split("-")
@@ -85,9 +87,16 @@ def venue_symbol_to_symbol(s: str) -> str:
     return checked_symbol(join_symbol(*parts), s)
 
 
+@functools.lru_cache(maxsize=4096)
+def _symbol_of(raw: str) -> str:
+    return venue_symbol_to_symbol(venue_symbol(raw, "product_id"))
+
+
 def _product(obj: dict, where: str) -> tuple[str, str]:
-    raw = venue_symbol(field(obj, "product_id", where), f"{where}.product_id")
-    return venue_symbol_to_symbol(raw), raw
+    raw = field(obj, "product_id", where)
+    if type(raw) is not str:
+        raise NormalizeError(f"{where}.product_id={raw!r:.40}: expected a string")
+    return _symbol_of(raw), raw
 
 
 @atomic("coinbase")

@@ -29,6 +29,7 @@ TS_MIN_NS = 1_000_000_000 * 1_000_000_000
 TS_MAX_NS = 4_102_444_800 * 1_000_000_000
 
 _DEC_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_FAST_DEC_RE = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,18})?")
 _VENUE_SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 _SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,63}")
 _ISO_RE = re.compile(
@@ -101,6 +102,12 @@ def _bad_decimal(value: str, what: str) -> NormalizeError:
 
 def dec(value: Any, what: str) -> str:
     """The exact decimal string for a price/size field, validated (see module doc)."""
+    if type(value) is str and _FAST_DEC_RE.fullmatch(value):
+        return value  # <= 20 integer digits and <= 18 decimals: always within bounds
+    return _dec_slow(value, what)
+
+
+def _dec_slow(value: Any, what: str) -> str:
     if type(value) is str:
         text = value
     elif type(value) is int:

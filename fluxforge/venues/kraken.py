@@ -56,6 +56,11 @@ def venue_symbol_to_symbol(s: str) -> str:
     return checked_symbol(join_symbol(*parts), s)
 
 
+@functools.lru_cache(maxsize=4096)
+def _symbol_of(raw: str) -> str:
+    return venue_symbol_to_symbol(venue_symbol(raw, "kraken pair"))
+
+
 @atomic("kraken")
 def normalize(env: Envelope, sink: EventSink) -> str:
     """One Kraken envelope -> rows in ``sink``; returns "data" or "control"."""
@@ -76,8 +81,10 @@ def normalize(env: Envelope, sink: EventSink) -> str:
             f"kraken: channel message needs [id, payload.., name, pair]: {d!r:.80}"
         )
     channel = d[-2]
-    raw = venue_symbol(d[-1], "kraken pair")
-    symbol = venue_symbol_to_symbol(raw)
+    raw = d[-1]
+    if type(raw) is not str:
+        raise NormalizeError(f"kraken: pair {raw!r:.40} is not a string")
+    symbol = _symbol_of(raw)
     payloads = d[1:-2]
     if channel.startswith("book-"):
         return _book(env, channel, symbol, raw, payloads, sink)

@@ -73,9 +73,16 @@ def venue_symbol_to_symbol(s: str) -> str:
     return checked_symbol(join_symbol(*parts), s)
 
 
+@functools.lru_cache(maxsize=4096)
+def _symbol_of(raw: str) -> str:
+    return venue_symbol_to_symbol(venue_symbol(raw, "instId"))
+
+
 def _inst(obj: dict, where: str) -> tuple[str, str]:
-    raw = venue_symbol(field(obj, "instId", where), f"{where}.instId")
-    return venue_symbol_to_symbol(raw), raw
+    raw = field(obj, "instId", where)
+    if type(raw) is not str:
+        raise NormalizeError(f"{where}.instId={raw!r:.40}: expected a string")
+    return _symbol_of(raw), raw
 
 
 @atomic("okx")

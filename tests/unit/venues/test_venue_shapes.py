@@ -177,3 +177,42 @@ def test_venue_symbol_to_symbol_normalizes_to_base_quote(module, venue, symbol):
 def test_bitget_contract_inst_type_adds_swap_suffix():
     assert bitget.venue_symbol_to_symbol("DASHUSDT", "mc") == "DASH-USDT-SWAP"
     assert bitget.venue_symbol_to_symbol("BTCUSDT", "SPOT") == "BTC-USDT"
+
+
+def test_binance_partial_depth_stream_is_a_top_n_snapshot_without_chain():
+    sink = EventSink()
+    spot = {
+        "stream": "bnbbtc@depth5@100ms",
+        "data": {"lastUpdateId": 160, "bids": [["0.0024", "10"]], "asks": [["0.0026", "100"]]},
+    }
+    fut = {
+        "stream": "btcusdt@depth10",
+        "data": {
+            "e": "depthUpdate",
+            "E": 1_700_000_000_000,
+            "s": "BTCUSDT",
+            "U": 1,
+            "u": 5,
+            "pu": 0,
+            "b": [["36500.1", "1"]],
+            "a": [["36500.2", "2"]],
+        },
+    }
+    assert venues.normalize(Envelope(1, "t", "binance", 1, "msg", spot), sink) == "data"
+    assert venues.normalize(Envelope(2, "t", "binanceusdm", 2, "msg", fut), sink) == "data"
+    a, b = sink.books
+    assert (a.symbol, a.is_snapshot, a.depth, a.final_id, a.chain) == (
+        "BNB-BTC",
+        True,
+        5,
+        160,
+        None,
+    )
+    assert (b.symbol, b.is_snapshot, b.depth, b.final_id, b.chain) == (
+        "BTC-USDT",
+        True,
+        10,
+        5,
+        None,
+    )
+    assert b.bids == [("36500.1", "1")]
