@@ -476,18 +476,29 @@ def _feed(
         (bisect.bisect_left(positions, ev.book_pos), ev) for ev in events
     ]
     bounds.append((len(msgs), None))
+    pending = False  # a reconnect's gap row is delivered with the next apply()
+
+    def run(batch: list[Any]) -> None:
+        result = engine.apply(batch, segment)
+        # every counter the engine reports (contract fields + extras such as crossed)
+        for f, v in result.stats.to_dict().items():
+            stats[f] = stats.get(f, 0) + int(v)
+        out["book_deltas"].append(split_by_partition(result.deltas, "ts_recv", ex, sym))
+        out["book_snapshots"].append(split_by_partition(result.snapshots, "ts_recv", ex, sym))
+        out["gap_ledger"].append(split_by_partition(result.gaps, "ts_to", ex, sym))
+
     for end, ev in bounds:
         if end > start:
-            result = engine.apply([m for _, m in msgs[start:end]], segment)
-            for f in STAT_FIELDS:
-                stats[f] += int(getattr(result.stats, f, 0))
-            out["book_deltas"].append(split_by_partition(result.deltas, "ts_recv", ex, sym))
-            out["book_snapshots"].append(split_by_partition(result.snapshots, "ts_recv", ex, sym))
-            out["gap_ledger"].append(split_by_partition(result.gaps, "ts_to", ex, sym))
+            run([m for _, m in msgs[start:end]])
             start = end
             alive = True
+            pending = False
         if ev is not None and alive:
             engine.reconnect(ev.ts_recv, segment)
+            pending = True
+    if pending:
+        # flush the gap row now: it belongs to this segment whatever comes after
+        run([])
     return alive, stats
 
 
