@@ -82,6 +82,7 @@ _CONTROL = frozenset(
 _SIDES = {"buy": "buy", "sell": "sell", None: "unknown"}
 
 
+@functools.lru_cache(maxsize=1024)
 def is_ccxt_exchange(exchange: str) -> bool:
     """Whether the installed ccxt has an exchange of that id (looked up on disk: importing
     ccxt costs seconds)."""

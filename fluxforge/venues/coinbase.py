@@ -57,6 +57,7 @@ from fluxforge.venues.common import (
     as_dict,
     as_list,
     atomic,
+    check_ts,
     checked_symbol,
     dec,
     field,
@@ -247,7 +248,9 @@ def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -
             et = up.get("event_time")
             if et is not None and kind == "update":
                 # snapshots carry event_time 1970-01-01: only updates have a real one
-                ts_event = max(ts_event, iso_to_ns(et, f"{w}.event_time", check=False))
+                ts = iso_to_ns(et, f"{w}.event_time", check=False)
+                if ts > 0:
+                    ts_event = max(ts_event, check_ts(ts, f"{w}.event_time"))
         msgs.append(
             BookMessage(
                 env.ex,

@@ -49,6 +49,16 @@ CASES = [
     ("AT events not list", "coinbase", "msg",
      {"channel": "l2_data", "timestamp": "2023-11-14T22:13:20Z", "events": {}}, None,
      "expected a JSON array"),
+    ("AT absurd event_time", "coinbase", "msg",
+     {"channel": "l2_data", "timestamp": "2023-11-14T22:13:20Z", "events": [
+         {"type": "update", "product_id": "BTC-USD", "updates": [
+             {"side": "bid", "event_time": "2999-01-01T00:00:00Z", "price_level": "1",
+              "new_quantity": "1"}]}]}, None, "not a plausible time"),
+    ("AT bad book side", "coinbase", "msg",
+     {"channel": "l2_data", "timestamp": "2023-11-14T22:13:20Z", "events": [
+         {"type": "update", "product_id": "BTC-USD", "updates": [
+             {"side": "middle", "price_level": "1", "new_quantity": "1"}]}]}, None,
+     "not bid/offer"),
     ("binance unknown event", "binanceusdm", "msg", {"e": "whatever"}, None,
      "unknown event type"),
     ("binance U > u", "binanceusdm", "msg", {**_BN_DEPTH, "U": 5, "u": 2, "b": [], "a": []},
