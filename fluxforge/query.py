@@ -59,6 +59,19 @@ def parse_time(value: str | int | datetime, name: str = "time") -> int:
     return whole * 1_000_000_000 + frac_ns
 
 
+def _hour_tag(ns: int) -> str:
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).strftime("%Y%m%dT%H")
+
+
+_PART_HOUR_RE = re.compile(r"(\d{8}T\d{2})_\d+\.parquet$")
+
+
+def _part_hour(key: str) -> str:
+    """The UTC hour of the raw segment a part came from ("" when the name has none)."""
+    m = _PART_HOUR_RE.search(key)
+    return m.group(1) if m else ""
+
+
 def ns_to_date(ns: int) -> date:
     return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).date()
 
@@ -111,8 +124,10 @@ class Reader:
         day: date,
         filters: list[tuple[str, str, Any]] | None = None,
         columns: list[str] | None = None,
+        keys: list[str] | None = None,
     ) -> pa.Table:
-        keys = self._part_paths(table, exchange, symbol, day)
+        if keys is None:
+            keys = self._part_paths(table, exchange, symbol, day)
         schema = SCHEMAS[table]
         if not keys:
             return schema.empty_table() if columns is None else schema.empty_table().select(columns)
@@ -136,13 +151,35 @@ class Reader:
         t = parse_time(ts, "at")
         day = ns_to_date(t)
         out = BookAt(exchange, symbol, t)
-        snaps = self._read("book_snapshots", exchange, symbol, day, filters=[("ts_recv", "<=", t)])
-        if snaps.num_rows == 0:
+        # parts are named after their raw segment, which holds one UTC hour of receive time:
+        # walk back from T's hour until a part has a snapshot at or before T
+        hour = _hour_tag(t)
+        snap_keys = [
+            k
+            for k in self._part_paths("book_snapshots", exchange, symbol, day)
+            if _part_hour(k) <= hour
+        ]
+        snap = None
+        while snap_keys and snap is None:
+            last_hour = _part_hour(snap_keys[-1])
+            batch = [k for k in snap_keys if _part_hour(k) == last_hour]
+            snap_keys = snap_keys[: len(snap_keys) - len(batch)]
+            snaps = self._read(
+                "book_snapshots", exchange, symbol, day, filters=[("ts_recv", "<=", t)], keys=batch
+            )
+            if snaps.num_rows:
+                order = pc.sort_indices(snaps, [("ts_recv", "ascending"), ("seq", "ascending")])
+                snap = snaps.take(order.slice(snaps.num_rows - 1, 1)).to_pylist()[0]
+        if snap is None:
             return out
-        order = pc.sort_indices(snaps, [("ts_recv", "ascending"), ("seq", "ascending")])
-        snap = snaps.take(order.slice(snaps.num_rows - 1, 1)).to_pylist()[0]
         out.snapshot_ts = snap["ts_recv"]
         out.book_epoch = snap["book_epoch"]
+        first_hour = _hour_tag(snap["ts_recv"])
+        delta_keys = [
+            k
+            for k in self._part_paths("book_deltas", exchange, symbol, day)
+            if first_hour <= _part_hour(k) <= hour
+        ]
         deltas = self._read(
             "book_deltas",
             exchange,
@@ -150,6 +187,7 @@ class Reader:
             day,
             filters=[("ts_recv", ">=", snap["ts_recv"]), ("ts_recv", "<=", t)],
             columns=["ts_recv", "seq", "side", "price", "size", "is_snapshot"],
+            keys=delta_keys,
         )
         deltas = deltas.filter(pc.greater(deltas["seq"], snap["seq"]))
         deltas = deltas.take(pc.sort_indices(deltas, [("seq", "ascending")]))
