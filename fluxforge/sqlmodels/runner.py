@@ -22,7 +22,9 @@ import io
 import logging
 import posixpath
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,15 +156,22 @@ def connect(cfg: Config) -> duckdb.DuckDBPyConnection:
 
 
 class _Context:
-    """One run's connection, storage and the relations registered on it."""
+    """One run's connection, storage and the relations registered on it.
 
-    def __init__(self, cfg: Config, project: Project) -> None:
+    With ``dates`` (a dated run: Dagster daily partitions, backfills), sources and model outputs
+    are read for those dates and the day before and after (bars bucket event time while the
+    lake is partitioned by receive date, so a bar of day D can hold trades filed under D+1), and
+    only the ``date=D`` partitions of the built models are replaced."""
+
+    def __init__(self, cfg: Config, project: Project, dates: list[str] | None = None) -> None:
         self.cfg = cfg
         self.project = project
         self.storage: Storage = open_storage(cfg.storage.etl_output)
         self.layout = Layout.of(cfg.storage.etl_output)
         self.conn = connect(cfg)
-        self.defined: set[str] = set()
+        self.dates = set(dates) if dates is not None else None
+        self.read_dates = _with_neighbours(self.dates) if self.dates is not None else None
+        self.schemas: dict[str, pa.Schema] = {}
 
     def close(self) -> None:
         self.conn.close()
@@ -170,51 +179,71 @@ class _Context:
     def define_sources(self) -> None:
         for src, tables in self.project.sources.items():
             for table in tables:
+                schema = SCHEMAS.get(table)
+                if schema is not None:
+                    hive = [pa.field(c, _HIVE_ARROW[c]) for c in PARTITION_COLUMNS]
+                    schema = pa.schema([*schema, *hive])
                 self._define_parquet(
                     source_relation(src, table),
                     self.layout.lake_table(table),
                     PARTITION_COLUMNS,
-                    SCHEMAS.get(table),
+                    schema,
                 )
 
-    def _define_parquet(
-        self, relation: str, prefix: str, hive: tuple[str, ...], schema: pa.Schema | None
-    ) -> int:
+    def _keys(self, prefix: str, hive: tuple[str, ...]) -> list[str]:
         keys = self.storage.list(prefix, "*.parquet", True)
+        if self.read_dates is not None and "date" in hive:
+            keys = [k for k in keys if _key_date(k) in self.read_dates]
+        return keys
+
+    def _define_parquet(
+        self, relation: str, prefix: str, hive: tuple[str, ...], empty: pa.Schema | None
+    ) -> None:
+        """A view over the Parquet files under `prefix`; `empty` (all columns) when none."""
+        keys = self._keys(prefix, hive)
         files = [self.storage.uri(k) for k in keys]
         if keys and all(posixpath.dirname(k) == prefix for k in keys):
             hive = ()  # an empty model's single schema-only file carries every column itself
         if files:
-            hive_types = {k: v for k, v in HIVE_TYPES.items() if k in hive} or None
-            rel = self.conn.sql(
+            hive_types = {k: v for k, v in HIVE_TYPES.items() if k in hive}
+            params: dict[str, Any] = {"files": files, "hive": bool(hive)}
+            options = ""
+            if hive_types:
+                params["types"] = hive_types
+                options = ", hive_types = $types"
+            self.conn.sql(
                 "select * from read_parquet($files, hive_partitioning = $hive, "
-                "union_by_name = true" + (", hive_types = $types)" if hive_types else ")"),
-                params={"files": files, "hive": bool(hive), "types": hive_types}
-                if hive_types
-                else {"files": files, "hive": bool(hive)},
-            )
-            rel.create_view(relation, replace=True)
-        elif schema is not None:
-            # an empty lake table still has its columns, so models over it return zero rows
-            fields = list(schema) + [pa.field(c, _HIVE_ARROW[c]) for c in hive]
-            self.conn.register(relation, pa.Table.from_pylist([], schema=pa.schema(fields)))
+                f"union_by_name = true{options})",
+                params=params,
+            ).create_view(relation, replace=True)
+        elif empty is not None:
+            # no files (yet): the relation still has its columns, so users get zero rows
+            self.conn.register(relation, pa.Table.from_pylist([], schema=empty))
         else:
             raise ModelNotBuiltError(
                 f"model {relation!r} has no output under {self.storage.uri(prefix)}: "
                 f"build it first (fluxforge sql run --select {relation})"
             )
-        self.defined.add(relation)
-        return len(files)
 
     def define_view_model(self, model: Model) -> None:
         self.conn.execute(f"create or replace temp view {quote_ident(model.name)} as {model.sql}")
-        self.defined.add(model.name)
 
     def define_built_model(self, model: Model) -> None:
         """Register a table model from its Parquet output (built earlier or in this run)."""
+        empty = self.schemas.get(model.name)
+        if empty is None and self.dates is not None:
+            # a dated run may find no files for its dates: read the columns from any file
+            keys = self.storage.list(self.layout.model_dir(model.name), "*.parquet", True)
+            if keys:
+                empty = self._file_schema(keys[0], model.partition_by)
         self._define_parquet(
-            model.name, self.layout.model_dir(model.name), model.partition_by, None
+            model.name, self.layout.model_dir(model.name), model.partition_by, empty
         )
+
+    def _file_schema(self, key: str, hive: tuple[str, ...]) -> pa.Schema:
+        schema = pq.read_schema(io.BytesIO(self.storage.read_bytes(key)))
+        extra = [pa.field(c, _HIVE_ARROW[c]) for c in hive if c not in schema.names]
+        return pa.schema([*schema, *extra])
 
     def define(self, model: Model) -> None:
         if model.materialized == "view":
@@ -231,23 +260,34 @@ class _Context:
             self.define_view_model(model)
             # binds (validates) the view without scanning the lake; views have no row count
             self.conn.execute(f"describe {quote_ident(model.name)}").fetchall()
-            out.seconds = time.perf_counter() - started
-            return out
-        out = self._materialize(model, out)
+        else:
+            out = self._materialize(model, out)
         out.seconds = time.perf_counter() - started
         return out
 
     def _materialize(self, model: Model, out: ModelRun) -> ModelRun:
+        keys = list(model.partition_by)
+        if self.dates is not None and "date" not in keys:
+            raise ValueError(
+                f"{model.path}: a dated run can only rebuild models partitioned by date; "
+                "run this model without dates"
+            )
         tmp = quote_ident(f"__build__{model.name}")
         self.conn.execute(f"create or replace temp table {tmp} as {model.sql}")
         columns = [r[0] for r in self.conn.execute(f"describe {tmp}").fetchall()]
-        keys = list(model.partition_by)
         missing = [c for c in [*keys, *model.order_by] if c not in columns]
         if missing:
             raise ValueError(
                 f"{model.path}: partition_by/order_by columns {missing} are not in the model's "
                 f"output columns {columns}"
             )
+        where, params = "", {}
+        if self.dates is not None:
+            where, params = (
+                " where cast(date as varchar) in (select unnest($dates))",
+                {"dates": sorted(self.dates)},
+            )
+        groups = []
         if keys:
             key_sql = ", ".join(quote_ident(k) for k in keys)
             nulls = self.conn.execute(
@@ -259,34 +299,38 @@ class _Context:
                     f"{model.path}: {nulls} rows have a null partition column among {keys}"
                 )
             groups = self.conn.execute(
-                f"select {key_sql}, count(*) from {tmp} group by all order by all"
+                f"select {key_sql}, count(*) from {tmp}{where} group by all order by all", params
             ).fetchall()
-        else:
-            groups = []
         order = ", ".join(quote_ident(c) for c in [*keys, *model.order_by])
         table = self.conn.sql(
-            f"select * from {tmp}" + (f" order by {order}" if order else "")
+            f"select * from {tmp}{where}" + (f" order by {order}" if order else ""),
+            params=params or None,
         ).to_arrow_table()
+        self.conn.execute(f"drop table {tmp}")
+        self.schemas[model.name] = table.schema
         out.rows = table.num_rows
 
-        written: list[str] = []
-        if not groups:
-            written.append(self._write(self.layout.model_part(model.name, {}), table, out))
-        else:
+        prefix = self.layout.model_dir(model.name)
+        written: set[str] = set()
+        if groups:
             payload = table.drop_columns(keys)
             offset = 0
             for *values, count in groups:
                 part = {k: _part_value(v) for k, v in zip(keys, values, strict=True)}
                 key = self.layout.model_part(model.name, part)
-                written.append(self._write(key, payload.slice(offset, count), out))
+                written.add(self._write(key, payload.slice(offset, count), out))
                 offset += count
+        elif self.dates is None:
+            written.add(self._write(self.layout.model_part(model.name, {}), table, out))
         out.partitions = len(groups)
-        keep = set(written)
-        prefix = self.layout.model_dir(model.name)
         for stale in self.storage.list(prefix, "*.parquet", recursive=True):
-            if stale not in keep:
+            in_scope = (
+                self.dates is None
+                or _key_date(stale) in self.dates
+                or posixpath.dirname(stale) == prefix
+            )
+            if stale not in written and in_scope:
                 self.storage.delete(stale)
-        self.conn.execute(f"drop table {tmp}")
         self.define_built_model(model)
         out.status = "success"
         out.uri = self.storage.uri(prefix)
@@ -324,6 +368,33 @@ class _Context:
         if out.failures:
             out.status = "warn" if test.severity == "warn" else "fail"
         return out
+
+
+def _key_date(key: str) -> str | None:
+    for part in key.split("/"):
+        if part.startswith("date="):
+            return part[5:]
+    return None
+
+
+def _check_dates(dates: Iterable[str] | str | None) -> list[str] | None:
+    if dates is None:
+        return None
+    out = [dates] if isinstance(dates, str) else list(dates)
+    for d in out:
+        try:
+            date.fromisoformat(d)
+        except (TypeError, ValueError):
+            raise ValueError(f"dates: {d!r} is not a YYYY-MM-DD date") from None
+    return out
+
+
+def _with_neighbours(dates: set[str]) -> set[str]:
+    out = set()
+    for d in dates:
+        day = date.fromisoformat(d)
+        out |= {(day + timedelta(days=k)).isoformat() for k in (-1, 0, 1)}
+    return out
 
 
 def _part_value(value: Any) -> str:
@@ -383,20 +454,26 @@ def run(
     cfg: Config,
     select: list[str] | tuple[str, ...] | str | None = None,
     project: Project | str | Path | None = None,
+    dates: Iterable[str] | str | None = None,
 ) -> RunResult:
     """Build the selected models (all by default) in dependency order.
 
     Models upstream of the selection but not in it are read from their existing output (views
     are re-defined from their SQL). A failed model marks its downstream models ``skipped``;
     independent models still run. Check ``RunResult.ok`` or call ``raise_for_errors()``.
+
+    ``dates`` (``YYYY-MM-DD``; a Dagster daily partition or a backfill range) rebuilds only
+    those ``date=`` partitions of date-partitioned models; without it every model is rebuilt
+    in full and partitions that no longer have rows are removed.
     """
+    day_list = _check_dates(dates)
     proj = _project(project)
     names = proj.select([select] if isinstance(select, str) else select)
     needed = set(names)
     for name in names:
         needed |= proj.upstream(name)
     result = RunResult()
-    ctx = _Context(cfg, proj)
+    ctx = _Context(cfg, proj, day_list)
     failed: set[str] = set()
     try:
         ctx.define_sources()

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import DAY1, DUPLICATES, NS, TRADES, build_lake
+from conftest import DAY1, DAY2, DUPLICATES, NS, TRADES, build_lake
 
 from fluxforge import sqlmodels
 from fluxforge.config import Config
@@ -335,3 +335,83 @@ def test_run_broken_model_skips_downstream_and_reports_file(tmp_path: Path) -> N
     assert result.model("b").status == "skipped"
     assert result.model("c").status == "success" and result.model("c").rows == 1
     assert not result.ok
+
+
+@pytest.mark.services
+def test_run_s3_lake_builds_same_bars_as_local(s3_env, built: Config, tmp_path: Path) -> None:
+    from fluxforge.config import config_from_dict
+    from fluxforge.storage import open_storage
+
+    bucket = s3_env.bucket("sqlmodels")
+    local = Path(built.storage.etl_output.base_dir)
+    client = s3_env.client()
+    for path in (local / "processed").rglob("*.parquet"):
+        rel = path.relative_to(local).as_posix()
+        if "/models/" not in f"/{rel}":
+            client.upload_file(str(path), bucket, rel)
+    cfg = config_from_dict(
+        {
+            "storage": {
+                "backend": "s3",
+                "base_dir": bucket,
+                "s3": {"endpoint_url": s3_env.endpoint_url, "region": s3_env.region},
+            }
+        },
+        environ={},
+    )
+    result = sqlmodels.run(cfg)
+    assert result.ok, result.to_dict()
+    assert result.model("bars_1m").uri.startswith(f"s3://{bucket}/processed/models/bars_1m")
+    assert sqlmodels.test(cfg).ok
+    storage = open_storage(cfg.storage.etl_output)
+    for key in storage.list("processed/models/bars_1m", "*.parquet", recursive=True):
+        target = tmp_path / "dl" / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        storage.download_file(key, target)
+    dl_cfg = config_from_dict({"storage": {"base_dir": str(tmp_path / "dl")}}, environ={})
+    got = sorted((r["symbol"], r["bar_start_ns"], r["vwap"]) for r in read_model(dl_cfg, "bars_1m"))
+    want = sorted((r["symbol"], r["bar_start_ns"], r["vwap"]) for r in read_model(built, "bars_1m"))
+    assert got == want and len(got) == len(expected_bars(60))
+
+
+def test_run_dated_rebuilds_only_those_days_and_reads_neighbour_days(tmp_path: Path) -> None:
+    cfg = build_lake(tmp_path / "lake")
+    assert sqlmodels.run(cfg).ok
+    before = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
+    late = DAY2 - NS // 10  # event 23:59:59.9 on day 1, received (and filed) on day 2
+    storage = LocalStorage(cfg.storage.etl_output.base_dir)
+    key = Layout.of(cfg.storage.etl_output).lake_part(
+        "trades", "coinbase", "BTC-USD", "2024-01-02", "late"
+    )
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "ts_event": late,
+                    "ts_recv": DAY2 + NS,
+                    "venue_symbol": "x",
+                    "trade_id": "late",
+                    "price": Decimal("105"),
+                    "size": Decimal("2"),
+                    "side": "buy",
+                    "seq": 50,
+                }
+            ],
+            schema=SCHEMAS["trades"],
+        ),
+        storage.local_path(key),
+    )
+    result = sqlmodels.run(cfg, select="bars_1m+", dates=["2024-01-02"])
+    assert result.ok, result.to_dict()
+    after = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
+    assert after == before  # day 1 was not rewritten by the day-2 run
+    result = sqlmodels.run(cfg, select="bars_1m+", dates="2024-01-01")
+    assert result.ok
+    after = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
+    bar = after[("2024-01-01", DAY2 - 60 * NS)]
+    assert (bar["open"], bar["volume"], bar["trade_count"]) == (Decimal(105), Decimal(2), 1)
+    assert after[("2024-01-02", DAY2)] == before[("2024-01-02", DAY2)]
+    day = {r["bar_start_ns"]: r for r in read_model(cfg, "bars_1d")}[DAY1]
+    assert day["trade_count"] == 6 + 1
+    with pytest.raises(ValueError, match="2024-13-01"):
+        sqlmodels.run(cfg, dates=["2024-13-01"])
