@@ -244,7 +244,29 @@ def process_claimed(
             report.merge(seg)
             if progress:
                 progress(_progress_line(ref, seg))
+    if report.segments or report.failed:
+        record_run(ctx.out, ctx.lout, report, kind="process")
     return report
+
+
+def record_run(storage: Storage, layout: Layout, report: ProcessReport, kind: str) -> str:
+    """Append one run record under ``state/runs/`` (read by ``fluxforge status``)."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.6f}"[1:]
+    key = layout.state("runs", f"{stamp}-{kind}.json")
+    body = {
+        "kind": kind,
+        "finished_at": now,
+        "segments": report.segments,
+        "failed": report.failed,
+        "lines": report.lines,
+        "quarantined": report.quarantined,
+        "max_ts_recv": report.max_ts_recv,
+        "lag_s": report.lag_s,
+        "seconds": round(report.seconds, 3),
+    }
+    storage.write_bytes(key, orjson.dumps(body))
+    return key
 
 
 def rebuild(
