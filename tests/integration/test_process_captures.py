@@ -227,3 +227,39 @@ def test_process_captures_segment_boundaries_do_not_change_tables(whole, tmp_pat
         assert small[table].num_rows == big[table].num_rows, table
         assert small[table].equals(big[table]), table
     assert big["book_deltas"].num_rows > 50_000 and big["book_snapshots"].num_rows > 20
+
+
+def test_process_captures_altered_level_reports_mismatch_and_ends_epoch(
+    tmp_path: Path, captures: Path
+) -> None:
+    """One size of the best ask in a Kraken book snapshot changed by one digit: the next
+    checksum must fail, end the epoch and write a gap row (never silently continued)."""
+    src = (captures / "KRAKEN" / "KRAKEN.ws.50.0").read_bytes()
+    start = src.index(b'"as":[["')
+    size_start = src.index(b'","', start) + 3
+    size_end = src.index(b'"', size_start)
+    size = src[size_start:size_end]
+    altered = size[:-1] + (b"1" if size[-1:] != b"1" else b"2")
+    copy = tmp_path / "captures" / "KRAKEN"
+    copy.mkdir(parents=True)
+    (copy / "KRAKEN.ws.50.0").write_bytes(src[:size_start] + altered + src[size_end:])
+    cfg_path = replay(tmp_path, str(copy / "*"))
+    report = process_ready(load_config(cfg_path, environ={})).to_dict()
+    assert report["failed"] == []
+    books = report["books"]
+    assert sum(b["checksum_mismatches"] for b in books) >= 1
+    assert sum(b["checksums_verified"] for b in books) < 2595
+    gaps = all_tables(cfg_path)["gap_ledger"].to_pylist()
+    assert gaps and {g["cause"] for g in gaps} == {"checksum_mismatch"}
+    assert all(g["exchange"] == "kraken" for g in gaps)
+    # the ended epoch never continues: no delta of that epoch after the mismatch
+    gap = gaps[0]
+    deltas = all_tables(cfg_path)["book_deltas"]
+    late = [
+        row
+        for row in deltas.to_pylist()
+        if row["symbol"] == gap["symbol"]
+        and row["book_epoch"] == gap["book_epoch"]
+        and row["ts_recv"] > gap["ts_to"]
+    ]
+    assert late == []

@@ -1,0 +1,101 @@
+"""Failure handling of `process`: a failing segment goes back to ready/ with a count, after the
+third failure to failed/ with a reason file; nothing of it stays half-visible; a retry rewrites
+its parts to exactly what a clean run gives; later segments of the same source wait."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fluxforge import refinery
+from fluxforge.config import config_from_dict
+from fluxforge.refinery import list_segments, process_ready
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "malformed"
+SEGMENT = "segment_20240102T03_00001.ndjson"
+SECOND = "segment_20240102T03_00002.ndjson"
+
+
+def _setup(root: Path, *names: str):
+    ready = root / "raw" / "ready" / "fuzz"
+    ready.mkdir(parents=True)
+    for name in names:
+        shutil.copy(CORPUS / SEGMENT, ready / name)
+    return config_from_dict({"storage": {"backend": "local", "base_dir": str(root)}}, environ={})
+
+
+def _parts(root: Path) -> dict[str, bytes]:
+    base = root / "processed"
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*.parquet"))}
+
+
+def _fail_after_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail after the parts are written (the checkpoint write), the worst moment."""
+
+    def boom(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(refinery, "save_book_state", boom)
+
+
+def test_process_failing_segment_retried_then_failed_with_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _setup(tmp_path, SEGMENT)
+    _fail_after_parts(monkeypatch)
+    moved = []
+    for _ in range(3):
+        report = process_ready(cfg)
+        assert report.segments == [] and len(report.failed) == 1
+        moved.append((report.failed[0]["failures"], report.failed[0]["moved_to"]))
+    assert moved == [(1, "ready"), (2, "ready"), (3, "failed")]
+    failed = tmp_path / "raw" / "failed" / "fuzz"
+    assert (failed / SEGMENT).read_bytes() == (CORPUS / SEGMENT).read_bytes()
+    reason = (failed / f"{SEGMENT}.reason.txt").read_text()
+    assert "failed 3 times" in reason and "disk on fire" in reason
+    assert list_segments(cfg, "ready") == [] and list_segments(cfg, "processing") == []
+    assert _parts(tmp_path) == {}  # nothing of the given-up segment stays visible
+
+
+def test_process_retry_after_failure_gives_clean_run_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_root, retry_root = tmp_path / "clean", tmp_path / "retry"
+    assert process_ready(_setup(clean_root, SEGMENT)).failed == []
+    cfg = _setup(retry_root, SEGMENT)
+    with monkeypatch.context() as m:
+        _fail_after_parts(m)
+        assert process_ready(cfg).failed[0]["moved_to"] == "ready"
+    assert _parts(retry_root)  # the failed attempt's parts were visible for a while
+    report = process_ready(cfg)
+    assert report.failed == [] and report.segments == [f"fuzz/{SEGMENT}"]
+    assert _parts(retry_root) == _parts(clean_root)
+    failures = retry_root / "state" / "failures" / "fuzz"
+    assert not list(failures.glob("*.json"))  # the count is cleared on success
+
+
+def test_process_failure_defers_later_segments_of_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _setup(tmp_path, SEGMENT, SECOND)
+    real = refinery._process_one
+    calls = []
+
+    def first_fails(ctx, ref, raw_state):
+        calls.append(ref.name)
+        if ref.name == SEGMENT:
+            raise ValueError("bad segment")
+        return real(ctx, ref, raw_state)
+
+    monkeypatch.setattr(refinery, "_process_one", first_fails)
+    report = process_ready(cfg)
+    assert calls == [SEGMENT]  # the second never ran on a state missing the first
+    assert report.deferred == [f"fuzz/{SECOND}"]
+    assert [r.name for r in list_segments(cfg, "ready")] == [SEGMENT, SECOND]
+    state = orjson.loads(
+        (tmp_path / "state" / "failures" / "fuzz" / f"{SEGMENT[:-7]}.json").read_bytes()
+    )
+    assert state["failures"] == 1 and "bad segment" in state["error"]
