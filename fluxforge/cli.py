@@ -273,5 +273,21 @@ def tier(config_path: str | None, dry_run: bool, as_json: bool) -> None:
     )
 
 
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def status(config_path: str | None, as_json: bool) -> None:
+    """Ready backlog, processing lag, hot-table sizes per day, last runs, open gaps."""
+    import orjson
+
+    from fluxforge.status import collect, render
+
+    info = collect(load_config(config_path))
+    if as_json:
+        sys.stdout.write(orjson.dumps(info).decode() + "\n")
+    else:
+        click.echo(render(info))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,149 @@
+"""`fluxforge status`: ready backlog, processing lag, hot-table sizes, last runs, open gaps."""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from fluxforge import lake
+from fluxforge.config import Config
+from fluxforge.refinery import list_segments
+from fluxforge.storage import Layout, open_storage
+
+log = logging.getLogger(__name__)
+
+RAW_STATES = ("ready", "processing", "failed", "archive")
+
+
+def _segments(cfg: Config) -> dict[str, dict[str, Any]]:
+    store = open_storage(cfg.storage.etl_input)
+    layout = Layout.of(cfg.storage.etl_input)
+    out: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {state: 0 for state in RAW_STATES} | {"ready_bytes": 0, "oldest_ready": None}
+    )
+    now = time.time()
+    for state in RAW_STATES:
+        for ref in list_segments(cfg, state):
+            row = out[ref.source]
+            row[state] += 1
+            if state == "ready":
+                key = layout.segment("ready", ref.source, ref.name)
+                row["ready_bytes"] += store.size(key)
+                if row["oldest_ready"] is None:
+                    row["oldest_ready"] = ref.name
+                    row["backlog_age_s"] = round(now - _hour_start(ref.hour), 1)
+    return dict(sorted(out.items()))
+
+
+def _hour_start(hour: str) -> float:
+    return calendar.timegm(time.strptime(hour, "%Y%m%dT%H"))
+
+
+def _runs(cfg: Config, limit: int) -> list[dict[str, Any]]:
+    store = open_storage(cfg.storage.etl_output)
+    layout = Layout.of(cfg.storage.etl_output)
+    keys = store.list(layout.state("runs"), "*.json")[-limit:]
+    runs = []
+    for key in reversed(keys):
+        try:
+            run = orjson.loads(store.read_bytes(key))
+        except orjson.JSONDecodeError:
+            log.warning("unreadable run record %s", key)
+            continue
+        runs.append(
+            {
+                "kind": run.get("kind"),
+                "finished_at": time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.get("finished_at", 0))
+                ),
+                "segments": len(run.get("segments", [])),
+                "failed": len(run.get("failed", [])),
+                "lines": run.get("lines"),
+                "lag_s": run.get("lag_s"),
+            }
+        )
+    return runs
+
+
+def _gaps(cfg: Config, days: int) -> list[dict[str, Any]]:
+    store = open_storage(cfg.storage.etl_output)
+    layout = Layout.of(cfg.storage.etl_output)
+    dates = sorted(
+        {
+            k.split("date=")[1].split("/")[0]
+            for k in store.list(layout.lake_table("gap_ledger"), "*.parquet", recursive=True)
+        }
+    )[-days:]
+    rows: list[dict[str, Any]] = []
+    for date in dates:
+        tbl = lake.read_table(store, "gap_ledger", date=date)
+        for row in tbl.to_pylist():
+            rows.append(
+                {
+                    k: row.get(k)
+                    for k in ("exchange", "symbol", "channel", "cause", "ts_from", "ts_to")
+                }
+            )
+    return rows
+
+
+def _hot(cfg: Config) -> dict[str, Any] | None:
+    if not cfg.hot_store.dsn:
+        return None
+    try:
+        from fluxforge.hot import table_sizes
+    except ImportError:
+        return None
+    try:
+        return table_sizes(cfg.hot_store.dsn)
+    except Exception as exc:  # an unreachable server is a status, not a crash
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def collect(cfg: Config, runs: int = 5, gap_days: int = 2) -> dict[str, Any]:
+    """Everything `fluxforge status` shows, as one JSON-able dict."""
+    last = _runs(cfg, runs)
+    return {
+        "sources": _segments(cfg),
+        "last_runs": last,
+        "processing_lag_s": last[0]["lag_s"] if last else None,
+        "hot_tables": _hot(cfg),
+        "open_gaps": _gaps(cfg, gap_days),
+    }
+
+
+def render(status: dict[str, Any]) -> str:
+    """A human-readable summary."""
+    lines = ["raw segments per source:"]
+    for src, row in status["sources"].items() or {}:
+        lines.append(
+            f"  {src}: ready {row['ready']} ({row['ready_bytes'] / 1e6:.1f} MB"
+            f"{', oldest ' + row['oldest_ready'] if row['oldest_ready'] else ''}), "
+            f"processing {row['processing']}, failed {row['failed']}, archived {row['archive']}"
+        )
+    if not status["sources"]:
+        lines.append("  (none)")
+    lines.append(f"processing lag: {status['processing_lag_s']} s")
+    lines.append("last runs:")
+    for run in status["last_runs"] or [{}]:
+        if run:
+            lines.append(
+                f"  {run['finished_at']} {run['kind']}: {run['segments']} segments, "
+                f"{run['failed']} failed, {run['lines']} lines, lag {run['lag_s']} s"
+            )
+        else:
+            lines.append("  (none)")
+    hot = status["hot_tables"]
+    lines.append(f"hot tables: {hot if hot is not None else 'not configured'}")
+    lines.append(f"gaps (last days): {len(status['open_gaps'])}")
+    for gap in status["open_gaps"][-10:]:
+        lines.append(
+            f"  {gap['exchange']} {gap['symbol']} {gap['channel']}: {gap['cause']} "
+            f"{gap['ts_from']} -> {gap['ts_to']}"
+        )
+    return "\n".join(lines)
