@@ -128,7 +128,6 @@ class BookEngine:
         self._st = K.new_state()
         self._key = np.zeros((2, _INITIAL_CAP), dtype=np.float64)
         self._pid = np.zeros((2, _INITIAL_CAP), dtype=np.int64)
-        self._sid = np.zeros((2, _INITIAL_CAP), dtype=np.int64)
         for s in range(2):
             self._st[K.S_LO0 + 2 * s] = self._st[K.S_HI0 + 2 * s] = _INITIAL_CAP // 2
         self._arena = np.zeros(0, dtype=np.uint8)
@@ -169,11 +168,10 @@ class BookEngine:
         tops = np.empty((n, 4), dtype=np.int64)
         counters = np.zeros(K.N_STATS, dtype=np.int64)
         n0 = len(self._arena_off) - 1
-        key, pid, sid, snap_meta, snap_ids, gap_meta = K.apply_kernel(
+        key, pid, snap_meta, snap_ids, gap_meta = K.apply_kernel(
             self._st,
             self._key,
             self._pid,
-            self._sid,
             batch.ts_event,
             batch.ts_recv,
             batch.flags,
@@ -201,8 +199,9 @@ class BookEngine:
             tops,
             counters,
         )
-        self._key, self._pid, self._sid = key, pid, sid
+        self._key, self._pid = key, pid
         arenas = (n0, self._arena, self._arena_off, batch.arena, batch.arena_offsets)
+        nl = batch.n_levels
         pending = self._pending_gaps
         self._pending_gaps = []
         stats = BookStats(**{name: int(counters[i]) for i, name in _STAT_ORDER})
@@ -225,7 +224,9 @@ class BookEngine:
         if n:
             self._channel = batch.channels[int(batch.channel[-1])]
         # keep only the strings the book still uses, in canonical order
-        self._arena, self._arena_off = K.compact(self._key, self._pid, self._sid, self._st, *arenas)
+        self._arena, self._arena_off = K.compact(
+            self._key, self._pid, self._st, n0, nl, *arenas[1:]
+        )
         return out
 
     def reconnect(self, ts_recv: int, segment: str = "") -> None:
@@ -312,7 +313,6 @@ class BookEngine:
         cap = max(_INITIAL_CAP, 4 * max(nb, na, 1))
         self._key = np.zeros((2, cap), dtype=np.float64)
         self._pid = np.zeros((2, cap), dtype=np.int64)
-        self._sid = np.zeros((2, cap), dtype=np.int64)
         self._st[: K.N_STATE_SERIAL] = scalars
         rank = 0
         for s, count in ((0, nb), (1, na)):
@@ -323,7 +323,6 @@ class BookEngine:
                 slot = start + count - 1 - j
                 self._key[s, slot] = keys[rank]
                 self._pid[s, slot] = 2 * rank
-                self._sid[s, slot] = 2 * rank + 1
                 rank += 1
         self._arena = arena.copy()
         self._arena_off = offs.astype(np.int64)
