@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import DAY1, DAY2, DUPLICATES, NS, TRADES, build_lake
+from sql_lake import DAY1, DAY2, DUPLICATES, NS, TRADES, build_lake
 
 from fluxforge import sqlmodels
 from fluxforge.config import Config

@@ -1,4 +1,6 @@
-"""A small hand-made lake (fluxforge.tables schemas, hive layout of SPEC §4) and a config on it."""
+"""A small hand-made lake (fluxforge.tables schemas, hive layout of SPEC §4) and a config on it.
+
+A plain module (not conftest) so the tests can import its constants under a unique name."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from fluxforge.config import Config, config_from_dict
 from fluxforge.storage import Layout, LocalStorage
@@ -148,8 +149,3 @@ def build_lake(root: Path) -> Config:
     ]
     _write(storage, layout, "gap_ledger", gaps, "coinbase", "BTC-USD", "2024-01-01", "p1")
     return cfg
-
-
-@pytest.fixture
-def lake_cfg(tmp_path: Path) -> Config:
-    return build_lake(tmp_path / "lake")
