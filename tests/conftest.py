@@ -30,3 +30,7 @@ def captures_dir() -> Path:
 @pytest.fixture(scope="session")
 def captures() -> Path:
     return captures_dir()
+
+
+# Real PostgreSQL / S3 servers for integration tests (tests/_services.py).
+pytest_plugins = ["_services"]
