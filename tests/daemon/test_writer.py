@@ -198,3 +198,36 @@ def test_tailer_follows_active_segment_across_rotation(cfg_factory, tmp_path: Pa
     assert [e.seq for e in envs] == list(range(len(envs)))
     assert [e.data["i"] for e in envs if not is_own_ctl(e)] == list(range(60))
     assert len(ready_files(tmp_path / "hot", "s")) > 2
+
+
+def test_writer_hot_zone_full_mid_segment_spills_without_losing_a_line(
+    cfg_factory, tmp_path: Path, monkeypatch, caplog
+):
+    import errno
+
+    from ingestion_daemon import writer as writer_mod
+
+    cfg = cfg_factory(ingestion={"flush_max_lines": 10})
+    w = SegmentWriter(cfg, "s", clock=Clock(T0))
+    w.open()
+    real = writer_mod._write_all
+    calls = {"n": 0}
+
+    def full_after_two(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 3 and w._root is w.storage:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(writer_mod, "_write_all", full_after_two)
+    with caplog.at_level("ERROR"):
+        for i in range(100):
+            w.append(T0 + i, _payload(i))
+        w.close()
+    assert "NO SPACE LEFT" in caplog.text
+    hot = ready_files(tmp_path / "hot", "s")
+    spill = ready_files(tmp_path / "spill", "s")
+    assert len(hot) == 1 and len(spill) == 1
+    envs = read_envelopes(hot + spill)
+    assert [e.seq for e in envs] == list(range(len(envs)))
+    assert [e.data["i"] for e in envs if e.kind == "msg"] == list(range(100))
