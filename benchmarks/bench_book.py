@@ -176,8 +176,8 @@ def replayed_capture(captures: Path, venue: str, times: int) -> list[BookBatch]:
 
     books = {
         "kraken": lambda: cb.kraken(captures),
-        "okx": lambda: cb.okx_like(captures, "okx", "OKX", "OKX.ws.1.0"),
-        "bitget": lambda: cb.okx_like(captures, "bitget", "BITGET", "BITGET.ws.2.0"),
+        "okx": lambda: cb.okx_like(captures, "OKX", "OKX.ws.1.0"),
+        "bitget": lambda: cb.okx_like(captures, "BITGET", "BITGET.ws.2.0"),
     }[venue]()
     batches = []
     for msgs in books.values():

@@ -33,12 +33,12 @@ def test_book_kraken_capture_every_checksum_matches(captures: Path) -> None:
 
 
 def test_book_okx_capture_every_checksum_matches(captures: Path) -> None:
-    stats, _ = _run(cb.okx_like(captures, "okx", "OKX", "OKX.ws.1.0"))
+    stats, _ = _run(cb.okx_like(captures, "OKX", "OKX.ws.1.0"))
     assert (stats.checksums_verified, stats.checksum_mismatches) == (98, 0)
 
 
 def test_book_bitget_capture_every_checksum_matches(captures: Path) -> None:
-    stats, _ = _run(cb.okx_like(captures, "bitget", "BITGET", "BITGET.ws.2.0"))
+    stats, _ = _run(cb.okx_like(captures, "BITGET", "BITGET.ws.2.0"))
     assert (stats.checksums_verified, stats.checksum_mismatches) == (194, 0)
 
 
@@ -93,7 +93,7 @@ def test_book_coinbase_capture_never_crossed_after_update(captures: Path) -> Non
 def test_book_capture_snapshot_rows_equal_book_strings(captures: Path, venue: str) -> None:
     books = {
         "kraken": lambda: cb.kraken(captures),
-        "okx": lambda: cb.okx_like(captures, "okx", "OKX", "OKX.ws.1.0"),
+        "okx": lambda: cb.okx_like(captures, "OKX", "OKX.ws.1.0"),
         "coinbase": lambda: cb.coinbase(captures),
     }[venue]()
     sym, msgs = next(iter(books.items()))

@@ -84,10 +84,10 @@ def test_book_altered_level_mismatch_ends_epoch_until_next_snapshot(
 
 def test_book_binance_missing_update_breaks_chain(captures: Path) -> None:
     books, _ = cb.binance_futures(captures)
-    msgs = books["SUSHIUSDT"]
+    msgs = books["SUSHI-USDT"]
     rest = next(i for i, m in enumerate(msgs) if m.from_rest)
     cut = rest + 20
-    engine = BookEngine("binanceusdm", "SUSHIUSDT")
+    engine = BookEngine("binanceusdm", "SUSHI-USDT")
     out = engine.apply(msgs[:cut] + msgs[cut + 1 :])
     assert out.stats.chain_breaks == 1
     assert not engine.valid
@@ -100,7 +100,7 @@ def test_book_binance_missing_update_breaks_chain(captures: Path) -> None:
     resnap = dataclasses.replace(
         msgs[rest], ts_recv=msgs[-1].ts_recv + 1, final_id=msgs[-1].final_id
     )
-    more = BookEngine("binanceusdm", "SUSHIUSDT", state=engine.state()).apply([resnap])
+    more = BookEngine("binanceusdm", "SUSHI-USDT", state=engine.state()).apply([resnap])
     assert more.snapshots.column("reason").to_pylist() == ["resync"]
     assert more.snapshots.column("book_epoch").to_pylist() == [2]
 
@@ -140,3 +140,15 @@ def test_book_message_for_other_symbol_is_rejected() -> None:
     msg = BookMessage("x", "C-D", "CD", "book", 1, 1, 1, True, [("1", "1")], [])
     with pytest.raises(ValueError, match="C-D"):
         BookEngine("x", "A-B").apply([msg])
+
+
+def test_book_empty_apply_after_reconnect_delivers_gap_row(
+    kraken_xmr: list[BookMessage],
+) -> None:
+    engine = BookEngine("kraken", "XMR-USD")
+    engine.apply(kraken_xmr[:5])
+    engine.reconnect(kraken_xmr[5].ts_recv)
+    out = engine.apply([])
+    assert out.gaps.column("cause").to_pylist() == ["reconnect"]
+    assert (out.deltas.num_rows, out.snapshots.num_rows, out.stats.gaps) == (0, 0, 1)
+    assert engine.apply([]).gaps.num_rows == 0  # delivered once

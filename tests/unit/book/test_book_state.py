@@ -48,8 +48,8 @@ def _assert_same(exchange: str, symbol: str, msgs: list[BookMessage], cuts: list
 def test_book_split_anywhere_equals_one_pass(captures: Path, venue: str) -> None:
     books = {
         "kraken": lambda: cb.kraken(captures),
-        "okx": lambda: cb.okx_like(captures, "okx", "OKX", "OKX.ws.1.0"),
-        "bitget": lambda: cb.okx_like(captures, "bitget", "BITGET", "BITGET.ws.2.0"),
+        "okx": lambda: cb.okx_like(captures, "OKX", "OKX.ws.1.0"),
+        "bitget": lambda: cb.okx_like(captures, "BITGET", "BITGET.ws.2.0"),
         "binance": lambda: cb.binance_futures(captures)[0],
         "coinbase": lambda: cb.coinbase(captures),
     }[venue]()
