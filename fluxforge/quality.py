@@ -116,12 +116,13 @@ def crossed_books(snapshots: pa.Table | None, quotes: pa.Table | None) -> Findin
     examples: list[str] = []
     count = 0
     if snapshots is not None and snapshots.num_rows:
-        bid = pc.list_element(
-            pc.if_else(pc.list_value_length(snapshots["bid_px"]) > 0, snapshots["bid_px"], None), 0
+        two_sided = pc.and_(
+            pc.greater(pc.fill_null(pc.list_value_length(snapshots["bid_px"]), 0), 0),
+            pc.greater(pc.fill_null(pc.list_value_length(snapshots["ask_px"]), 0), 0),
         )
-        ask = pc.list_element(
-            pc.if_else(pc.list_value_length(snapshots["ask_px"]) > 0, snapshots["ask_px"], None), 0
-        )
+        snapshots = snapshots.filter(two_sided)
+        bid = pc.list_element(snapshots["bid_px"], 0)
+        ask = pc.list_element(snapshots["ask_px"], 0)
         bad = pc.fill_null(pc.greater_equal(bid, ask), False)
         n = pc.sum(bad).as_py() or 0
         count += n
@@ -148,7 +149,10 @@ def crossed_books(snapshots: pa.Table | None, quotes: pa.Table | None) -> Findin
 
 
 def duplicate_trade_ids(trades: pa.Table | None) -> Finding:
-    """The same (exchange, symbol, trade_id) more than once."""
+    """The same (exchange, symbol, trade_id) more than once. Venues without trade ids (Kraken
+    v1, Bitget) send none: empty ids are not compared."""
+    if trades is not None:
+        trades = trades.filter(pc.fill_null(pc.not_equal(trades["trade_id"], ""), False))
     if trades is None or not trades.num_rows:
         return Finding(True)
     keys = [c for c in ("exchange", "symbol", "venue_symbol") if c in trades.column_names]

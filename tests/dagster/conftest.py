@@ -1,64 +1,14 @@
-"""Dagster-layer fixtures: FluxForge configs in tmp dirs, raw segments replayed from the real
-captures by the ingestion daemon, and the code location built from a config."""
+"""Dagster-layer fixtures (helpers in dagster_helpers.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+from dagster_helpers import SMALL_CAPTURES, link_captures, ready_names, replay, write_config
 
 from fluxforge.config import Config, load_config
-
-SMALL_CAPTURES = ("KRAKEN/KRAKEN.ws.48.0", "KRAKEN/KRAKEN.ws.49.0", "BITGET/BITGET.ws.2.0")
-
-
-def write_config(root: Path, inputs: str, **sections: dict[str, Any]) -> Path:
-    """A config with every storage layer under root/data and one replay source `replay`."""
-    data: dict[str, Any] = {
-        "storage": {"backend": "local", "base_dir": str(root / "data")},
-        "sources": [
-            {"name": "replay", "type": "replay", "path": inputs, "speed": 0},
-            {"name": "synthetic", "type": "synthetic", "enabled": False, "seed": 7},
-        ],
-        "ingestion": {"segment_max_bytes": 65536},
-        "dagster": {"sensor_interval_s": 1, "max_segments_per_run": 3},
-    }
-    for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
-    path = root / "fluxforge.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def replay(cfg: Config) -> int:
-    """Run the daemon's replay source at full speed into raw/ready; returns its exit code."""
-    from ingestion_daemon.service import run_daemon
-
-    return run_daemon(cfg, ["replay"], None)
-
-
-def ready_names(root: Path, source: str = "replay", state: str = "ready") -> list[str]:
-    return sorted(p.name for p in (root / "data" / "raw" / state / source).glob("segment_*"))
-
-
-def lake_bytes(root: Path) -> dict[str, bytes]:
-    base = root / "data" / "processed"
-    return {
-        p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("part-*.parquet"))
-    }
-
-
-def link_captures(root: Path, captures: Path, names: tuple[str, ...] | None) -> str:
-    """A glob over symlinks to the chosen capture files (all of them when names is None)."""
-    inputs = root / "inputs"
-    inputs.mkdir(exist_ok=True)
-    chosen = names or tuple(p.relative_to(captures).as_posix() for p in captures.glob("*/*"))
-    for name in chosen:
-        (inputs / name.replace("/", "__")).symlink_to(captures / name)
-    return str(inputs / "*")
 
 
 @pytest.fixture
