@@ -107,7 +107,7 @@ class Daemon:
             return 2
         rc = 0
         tasks = {
-            asyncio.create_task(source.run(writer, self.stop), name=source.name): source
+            asyncio.create_task(source.run(writer, self.stop), name=source.name): writer
             for source, writer in self.units
         }
         ticker = asyncio.create_task(self._ticker())
@@ -129,6 +129,7 @@ class Daemon:
                     log.error("%s: source failed", task.get_name(), exc_info=task.exception())
                 else:
                     log.info("%s: source finished (end of input)", task.get_name())
+                    tasks[task].seal("end")  # visible to the refinery now, not at shutdown
         self.stop.set()
         stop_wait.cancel()
         if pending:

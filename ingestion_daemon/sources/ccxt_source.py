@@ -6,7 +6,8 @@ coinbase, kraken, okx, bitget, ...), ``symbols`` (unified, e.g. ``BTC/USDT``), `
 ``urls`` (deep-merged into the exchange's ccxt ``urls``, e.g. ``{api: {ws: {linear: ws://...}}}``),
 ``options`` (ccxt ``options``), ``params`` (extra params for every watch/fetch call),
 ``markets`` (a list of ccxt market dicts given to ``set_markets``, to skip the network
-``load_markets``), ``poll_interval_s`` (REST, default 1), ``silence_timeout_s``,
+``load_markets``), ``poll_interval_s`` (REST, default 1), ``rate_limit`` (ccxt's own request
+throttle, default true), ``silence_timeout_s``,
 ``backoff_initial_s``, ``backoff_max_s``.
 
 What is recorded is the exchange's own bytes, not ccxt's unified structures: in ws mode every
@@ -61,6 +62,7 @@ class CcxtSource:
         self.params = dict(src.option("params") or {})
         self.markets = src.option("markets")
         self.poll_interval_s = float(src.option("poll_interval_s", 1.0))
+        self.rate_limit = bool(src.option("rate_limit", True))
         self.silence_s, self.backoff = live_settings(src, cfg)
         self.frames = 0
         self.connections = 0
@@ -147,7 +149,7 @@ class CcxtSource:
                     source.frames += 1
                 return super().on_rest_response(code, reason, url, method, headers, body, *rest)
 
-        config: dict[str, Any] = {"enableRateLimit": True, "newUpdates": True}
+        config: dict[str, Any] = {"enableRateLimit": self.rate_limit, "newUpdates": True}
         if self.urls:
             config["urls"] = self.urls
         if self.ccxt_options:

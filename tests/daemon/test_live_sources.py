@@ -135,6 +135,7 @@ def test_ccxt_source_records_raw_frames_across_a_dropped_connection(captures: Pa
                 "urls": {"api": {"ws": {"linear": server.url + "/ws"}}},
                 "markets": [SUSHI_MARKET],
                 "silence_timeout_s": 5,
+                "rate_limit": False,
                 "backoff_initial_s": 0.05,
                 "backoff_max_s": 0.2,
             }
@@ -159,3 +160,60 @@ def test_ccxt_source_records_raw_frames_across_a_dropped_connection(captures: Pa
     assert len(server.requests) == 2
     for conn in server.requests:
         assert orjson.loads(conn[0])["params"] == ["sushiusdt@aggTrade"]
+
+
+@pytest.mark.slow
+def test_ccxt_source_rest_polling_records_response_bodies_and_survives_errors(tmp_path: Path):
+    from aiohttp import web
+
+    bodies: list[str] = []
+    hits = {"n": 0}
+
+    async def trades(request: web.Request) -> web.Response:
+        hits["n"] += 1
+        if hits["n"] == 2:  # the venue has a bad moment
+            return web.Response(status=503, text="busy")
+        body = orjson.dumps(
+            [{"a": hits["n"], "p": "1.2340", "q": "5", "T": 1626992740000 + hits["n"], "m": True}]
+        ).decode()
+        bodies.append(body)
+        return web.Response(text=body, content_type="application/json")
+
+    async def main() -> int:
+        app = web.Application()
+        app.router.add_get("/fapi/v1/aggTrades", trades)
+        app.router.add_get("/fapi/v1/trades", trades)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            src = {
+                "name": "bnrest",
+                "type": "ccxt",
+                "mode": "rest",
+                "exchange": "binanceusdm",
+                "symbols": ["SUSHI/USDT:USDT"],
+                "channels": ["trades"],
+                "urls": {"api": {"fapiPublic": f"http://127.0.0.1:{port}/fapi/v1"}},
+                "markets": [SUSHI_MARKET],
+                "poll_interval_s": 0.05,
+                "rate_limit": False,
+                "backoff_initial_s": 0.05,
+                "backoff_max_s": 0.1,
+            }
+            cfg = make_config(tmp_path, [src])
+            daemon = Daemon(cfg, list(cfg.sources), None)
+            return await _run_until(daemon, lambda: len(bodies) >= 4)
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(main()) == 0
+    rec = _recorded(tmp_path / "hot", "bnrest")
+    rests = [(e, line) for e, line in rec if e.kind == "rest"]
+    ok = [raw_payload(line).decode() for e, line in rests if raw_payload(line) != b'"busy"']
+    assert ok[: len(bodies)] == bodies[: len(ok)] and len(ok) >= 4
+    assert all("/fapi/v1/" in (e.url or "") for e, _ in rests)
+    gaps = [e for e, _ in rec if e.kind == "ctl" and e.data["event"] == "gap"]
+    assert len(gaps) == 1 and "poll failed" in gaps[0].data["reason"]
