@@ -14,8 +14,10 @@ control``, checked): data (the normalizer used it, possibly producing zero rows)
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -133,6 +135,20 @@ def segment_date(segment: str) -> str:
     return parse_segment_name(segment).date
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC. A segment allocates millions of small, long-lived objects (parsed
+    payloads, wire strings, book messages) and no reference cycles; the collector would rescan
+    the growing heap again and again (measured: ~30% of demux time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def demux_segment(
     data: bytes,
     segment: str,
@@ -150,6 +166,16 @@ def demux_segment(
         from fluxforge import venues
 
         normalize = venues.normalize
+    with gc_paused():
+        return _demux(data, segment, poison, normalize)
+
+
+def _demux(
+    data: bytes,
+    segment: str,
+    poison: dict[int, str] | None,
+    normalize: Callable[[Envelope, EventSink], str],
+) -> DemuxResult:
     result = _demux_pass(data, segment, poison or {}, normalize)
     bad = _find_poison(result)
     if bad:

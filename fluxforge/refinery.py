@@ -41,6 +41,7 @@ from fluxforge.demux import (
     DemuxResult,
     cast_prices,
     demux_segment,
+    gc_paused,
     split_by_partition,
 )
 from fluxforge.segments import parse_segment_name
@@ -325,6 +326,11 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
 
 
 def _process_one(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessReport:
+    with gc_paused():
+        return _process_segment(ctx, ref, raw_state)
+
+
+def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessReport:
     t0 = time.perf_counter()
     cfg = ctx.cfg
     data = ctx.inp.read_bytes(ctx.raw(raw_state, ref))

@@ -1,0 +1,167 @@
+"""Parse benchmark: raw segment -> normalized columns (MB/s, one core), next to DuckDB
+``read_json`` on the same file, in the same run, with the ratio.
+
+The segment is realistic: every websocket frame and REST depth snapshot of the recorded
+captures (Coinbase, Binance USD-M, Kraken, OKX, Bitget; instrument-metadata files left out),
+replayed over and over in receive order with fresh daemon seq numbers and receive times until
+it reaches --mb megabytes, in the envelope the daemon writes.
+
+FluxForge side (``fluxforge.demux``): split lines, parse each envelope (orjson), venue
+normalizer into column lists, Arrow tables for trades/quotes with prices cast to
+decimal128(38, 18), split by (exchange, symbol, date), and the book messages turned into the
+book kernel's columnar batches (``BookBatch``) per instrument. Book application itself is
+benchmarks/bench_book.py.
+
+DuckDB side: ``read_json(format='newline_delimited')`` with its own schema detection,
+materialized to Arrow, ``threads=1``.
+
+    uv run python benchmarks/bench_parse.py [--mb 60] [--repeat 3] [--shape mix|coinbase]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fluxforge.captures import exchange_from_filename, merge_captures  # noqa: E402
+from fluxforge.demux import cast_prices, demux_segment, gc_paused, split_by_partition  # noqa: E402
+from fluxforge.segments import encode_envelope, frame_payload  # noqa: E402
+
+SEGMENT = "segment_20231114T22_00001.ndjson"
+HOUR_NS = 3_600_000_000_000
+BASE_TS = 1_699_999_200_000_000_000  # 2023-11-14T22:00:00Z
+
+
+def captures_dir() -> Path:
+    return Path(os.environ.get("FLUXFORGE_CAPTURES") or REPO.parent / "shared/data/captures")
+
+
+def build_segment(mb: float, shape: str) -> bytes:
+    files = [
+        p
+        for p in sorted(captures_dir().glob("*/*"))
+        if ".ws." in p.name or ".http." in p.name
+        if shape == "mix" or p.name.startswith("COINBASE")
+    ]
+    if not files:
+        raise SystemExit(f"no captures under {captures_dir()} (set FLUXFORGE_CAPTURES)")
+    frames = []
+    for rec in merge_captures(files):
+        if rec.kind in ("recv", "rest"):
+            kind = "msg" if rec.kind == "recv" else "rest"
+            payload = frame_payload(rec.payload)
+            frames.append((exchange_from_filename(rec.file), kind, payload, rec.url))
+    target = int(mb * 1e6)
+    out: list[bytes] = []
+    size = seq = 0
+    while size < target:
+        for ex, kind, payload, url in frames:
+            line = encode_envelope(BASE_TS + seq * 10_000, "bench", ex, seq, kind, payload, url)
+            out.append(line)
+            size += len(line)
+            seq += 1
+            if size >= target:
+                break
+    assert seq * 10_000 < HOUR_NS  # one segment = one UTC hour
+    return b"".join(out)
+
+
+def fluxforge_columns(data: bytes) -> dict[str, int]:
+    """segment bytes -> every normalized column FluxForge produces before book application."""
+    from fluxforge.book import BookBatch
+
+    with gc_paused():  # as the refinery does for a whole segment
+        return _columns(data, BookBatch)
+
+
+def _columns(data: bytes, BookBatch) -> dict[str, int]:
+    res = demux_segment(data, SEGMENT)
+    rows = 0
+    for name in ("trades", "quotes"):
+        parts = split_by_partition(cast_prices(getattr(res, name), name))
+        rows += sum(t.num_rows for t in parts.values())
+    levels = 0
+    for _key, msgs in res.books_by_instrument().items():
+        batch = BookBatch.from_messages([m for _, m in msgs])
+        levels += batch.n_levels
+    return {
+        "lines": res.lines_in,
+        "quarantined": res.quarantined,
+        "trade_quote_rows": rows,
+        "book_msgs": len(res.book_messages),
+        "book_levels": levels,
+    }
+
+
+def envelope_only(data: bytes) -> int:
+    """Floor of any per-line Python design: orjson.loads of every line, nothing else."""
+    loads = orjson.loads
+    n = 0
+    for line in data.split(b"\n"):
+        if line:
+            loads(line)
+            n += 1
+    return n
+
+
+def duckdb_read_json(path: Path) -> int:
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    table = con.sql(
+        f"SELECT * FROM read_json('{path}', format = 'newline_delimited')"
+    ).to_arrow_table()
+    return table.num_rows
+
+
+def best_of(fn, arg, repeat: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn(arg)
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mb", type=float, default=60.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--shape", choices=("mix", "coinbase"), default="mix")
+    args = ap.parse_args()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+    data = build_segment(args.mb, args.shape)
+    mb = len(data) / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SEGMENT
+        path.write_bytes(data)
+        fluxforge_columns(data[:200_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
+        t_ff, info = best_of(fluxforge_columns, data, args.repeat)
+        t_env, _ = best_of(envelope_only, data, args.repeat)
+        t_db, db_rows = best_of(duckdb_read_json, path, args.repeat)
+
+    print(f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={args.shape}")
+    print(
+        f"  fluxforge demux -> columns : {mb / t_ff:7.1f} MB/s  ({info['lines'] / t_ff / 1e3:,.0f}k"
+        f" lines/s; {info['trade_quote_rows']:,} trade/quote rows, {info['book_msgs']:,} book"
+        f" msgs, {info['book_levels']:,} levels, {info['quarantined']} quarantined)"
+    )
+    print(f"  orjson envelope loop only  : {mb / t_env:7.1f} MB/s  (floor of per-line Python)")
+    print(f"  duckdb read_json (1 thread): {mb / t_db:7.1f} MB/s  ({db_rows:,} rows)")
+    print(f"  ratio fluxforge / duckdb   : {t_db / t_ff:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
