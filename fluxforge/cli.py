@@ -62,14 +62,20 @@ def ingest(config_path: str | None, sources: tuple[str, ...], max_seconds: float
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
-def process(config_path: str | None, as_json: bool) -> None:
+@click.option(
+    "--recover",
+    is_flag=True,
+    help="First move segments a killed run left in processing/ back to ready/ "
+    "(only when no other refinery runs).",
+)
+def process(config_path: str | None, as_json: bool, recover: bool) -> None:
     """Process every ready segment once, without Dagster (ready -> lake -> archive)."""
     import orjson
 
     from fluxforge.refinery import process_ready
 
     cfg = load_config(config_path)
-    report = process_ready(cfg, progress=log.info)
+    report = process_ready(cfg, progress=log.info, recover=recover)
     out = report.to_dict()
     log.info(
         "processed %d segment(s): %d lines, %d trades, %d quotes, %d quarantined, %d failed",
@@ -287,6 +293,27 @@ def status(config_path: str | None, as_json: bool) -> None:
         sys.stdout.write(orjson.dumps(info).decode() + "\n")
     else:
         click.echo(render(info))
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Dagster UI bind address.")
+@click.option("--port", type=int, default=3000, show_default=True, help="Dagster UI port.")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None, help="Stop after S s.")
+@click.option(
+    "--demo/--no-demo",
+    default=True,
+    show_default=True,
+    help="Seal a segment every 5 s and tick the sensor every 1 s (visible Parquet within ~10 s).",
+)
+def up(
+    config_path: str | None, host: str, port: int, max_seconds: float | None, demo: bool
+) -> None:
+    """Run the ingestion daemon and Dagster (webserver + daemon, sensor on) together."""
+    from fluxforge.up import run_up, settings_from_cli
+
+    settings = settings_from_cli(config_path, host, port, max_seconds, demo)
+    sys.exit(run_up(settings, announce=lambda msg: click.echo(msg, err=True)))
 
 
 if __name__ == "__main__":

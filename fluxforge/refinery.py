@@ -206,8 +206,27 @@ def claim(cfg: Config, ref: SegmentRef) -> bool:
     return ctx.inp.move(ctx.raw("ready", ref), ctx.raw("processing", ref))
 
 
-def process_ready(cfg: Config, progress: Callable[[str], None] | None = None) -> ProcessReport:
-    """Claim every ready segment and process them in order."""
+def release_processing(cfg: Config) -> list[SegmentRef]:
+    """Move every segment left in processing/ (by a run that was killed) back to ready/.
+
+    Only safe when no other refinery is running: the caller asserts that (``process
+    --recover``); a live run's claims are indistinguishable from orphans on S3."""
+    ctx = _Ctx(cfg)
+    moved = []
+    for ref in list_segments(cfg, "processing"):
+        if ctx.inp.move(ctx.raw("processing", ref), ctx.raw("ready", ref)):
+            log.warning("segment %s: released from processing/ back to ready/", ref)
+            moved.append(ref)
+    return moved
+
+
+def process_ready(
+    cfg: Config, progress: Callable[[str], None] | None = None, recover: bool = False
+) -> ProcessReport:
+    """Claim every ready segment and process them in order (with `recover`, first release
+    segments a killed run left in processing/)."""
+    if recover:
+        release_processing(cfg)
     claimed = [ref for ref in list_segments(cfg, "ready") if claim(cfg, ref)]
     return process_claimed(cfg, claimed, progress=progress)
 

@@ -99,3 +99,20 @@ def test_process_failure_defers_later_segments_of_the_source(
         (tmp_path / "state" / "failures" / "fuzz" / f"{SEGMENT[:-7]}.json").read_bytes()
     )
     assert state["failures"] == 1 and "bad segment" in state["error"]
+
+
+def test_process_recover_releases_segment_of_killed_run(tmp_path: Path) -> None:
+    """A run killed after claiming (segment stuck in processing/): `--recover` puts it back and
+    the retry gives the same parts as a clean run."""
+    clean = tmp_path / "clean"
+    assert process_ready(_setup(clean, SEGMENT)).failed == []
+    root = tmp_path / "killed"
+    cfg = _setup(root, SEGMENT)
+    stuck = root / "raw" / "processing" / "fuzz"
+    stuck.mkdir(parents=True)
+    shutil.move(root / "raw" / "ready" / "fuzz" / SEGMENT, stuck / SEGMENT)
+    assert process_ready(cfg).segments == []  # without --recover a claim is left alone
+    report = process_ready(cfg, recover=True)
+    assert report.segments == [f"fuzz/{SEGMENT}"] and report.failed == []
+    assert _parts(root) == _parts(clean)
+    assert not list(stuck.glob("segment_*"))
