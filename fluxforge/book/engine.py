@@ -93,6 +93,19 @@ class BookStateError(ValueError):
     """A checkpoint cannot be loaded; the text says why."""
 
 
+def _decimal_column(ids: np.ndarray, arenas: tuple) -> pa.Array:
+    """Pooled wire strings -> decimal128(38, 18), parsed in numba; Arrow's cast (and its error
+    message) for anything the fast parser does not take."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    buf, ok = K.decimals(ids, *arenas)
+    if ok:
+        return pa.Array.from_buffers(DECIMAL, len(ids), [None, pa.py_buffer(buf)], null_count=0)
+    data, offs = K.gather(ids, *arenas)
+    return pa.LargeStringArray.from_buffers(
+        len(ids), pa.py_buffer(offs), pa.py_buffer(data), null_count=0
+    ).cast(DECIMAL)
+
+
 def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
     """Columns in schema order; a column the engine does not know (added to the schema later)
     is all null rather than a crash."""
@@ -334,7 +347,7 @@ class BookEngine:
         keep = np.repeat(applied.astype(bool), counts)
         idx = np.flatnonzero(keep)
         msg = np.repeat(np.arange(len(batch)), counts)[idx]
-        take = pa.array(idx)
+        arenas = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64), batch.arena, batch.arena_offsets)
         sides = pa.DictionaryArray.from_arrays(
             pa.array(batch.side[idx].astype(np.int32)), pa.array(["bid", "ask"])
         ).cast(pa.string())
@@ -348,8 +361,8 @@ class BookEngine:
                 "ts_recv": pa.array(batch.ts_recv[msg]),
                 "venue_symbol": vs,
                 "side": sides,
-                "price": batch.strings("price").take(take).cast(DECIMAL),
-                "size": batch.strings("size").take(take).cast(DECIMAL),
+                "price": _decimal_column(idx, arenas),
+                "size": _decimal_column(idx + batch.n_levels, arenas),
                 "update_id": pa.array(batch.final_id[msg]),
                 "is_snapshot": pa.array((batch.flags[msg] & K.F_SNAPSHOT).astype(bool)),
                 "book_epoch": pa.array(epoch[msg], pa.int32()),
@@ -371,10 +384,7 @@ class BookEngine:
             block = ids[:, part * d : (part + 1) * d]
             mask = np.arange(d)[None, :] < counts[:, None]
             flat = np.ascontiguousarray(block[mask])
-            data, offs = K.gather(flat, *arenas)
-            values = pa.LargeStringArray.from_buffers(
-                len(flat), pa.py_buffer(offs), pa.py_buffer(data), null_count=0
-            ).cast(DECIMAL)
+            values = _decimal_column(flat, arenas)
             list_offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
             lists.append(pa.ListArray.from_arrays(pa.array(list_offs), values))
         vs = [batch.venue_symbols[int(batch.venue_symbol[m])] for m in msg]

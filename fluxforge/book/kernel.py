@@ -98,71 +98,56 @@ def new_state() -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def _crc_byte(crc, b, table):
-    return table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-
-
-@njit(cache=True, inline="always")
 def _size_id(p, n0, nl):
     return p + 1 if p < n0 else p + nl
 
 
 @njit(cache=True)
-def _crc_str(crc, sid, kraken, n0, a0, o0, a1, o1, table):
-    """Feed one pooled string; Kraken mode drops '.' and then leading '0's."""
-    if sid < n0:
-        arr = a0
-        s = o0[sid]
-        e = o0[sid + 1]
-    else:
-        arr = a1
-        s = o1[sid - n0]
-        e = o1[sid - n0 + 1]
-    leading = kraken
-    for j in range(s, e):
-        b = np.int64(arr[j])
-        if kraken:
-            if b == _DOT:
-                continue
-            if leading and b == _ZERO:
-                continue
-            leading = False
-        crc = _crc_byte(crc, b, table)
-    return crc
+def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table):
+    """Venue CRC32 of the current book from the pooled wire strings, one flat loop (numba
+    did not inline per-string helper calls, which cost more than the bytes).
 
-
-@njit(cache=True)
-def _checksum(kind, key, pid, st, n0, nl, a0, o0, a1, o1, table):
+    Kraken: top 10 asks then top 10 bids, price then size, '.' dropped then leading '0's,
+    unsigned. OKX/Bitget: top 25 interleaved bid, ask as "px:sz" joined by ':', signed."""
     crc = np.int64(0xFFFFFFFF)
-    lo0, hi0, lo1, hi1 = st[S_LO0], st[S_HI0], st[S_LO1], st[S_HI1]
-    if kind == CK_KRAKEN:
-        # top 10 asks, best first, then top 10 bids
-        for s in (1, 0):
-            lo = lo1 if s == 1 else lo0
-            hi = hi1 if s == 1 else hi0
-            j = hi - 1
-            while j >= lo and j >= hi - 10:
-                crc = _crc_str(crc, pid[s, j], True, n0, a0, o0, a1, o1, table)
-                crc = _crc_str(crc, _size_id(pid[s, j], n0, nl), True, n0, a0, o0, a1, o1, table)
-                j -= 1
-        return crc ^ 0xFFFFFFFF
+    kraken = kind == CK_KRAKEN
     first = True
-    colon = np.int64(_COLON)
-    for i in range(25):
-        for s in (0, 1):
-            lo = lo1 if s == 1 else lo0
-            hi = hi1 if s == 1 else hi0
-            j = hi - 1 - i
-            if j < lo:
-                continue
-            if not first:
-                crc = _crc_byte(crc, colon, table)
+    for it in range(20 if kraken else 50):
+        if kraken:
+            s = 1 if it < 10 else 0
+            rank = it % 10
+        else:
+            s = it & 1
+            rank = it >> 1
+        j = st[S_HI0 + 2 * s] - 1 - rank
+        if j < st[S_LO0 + 2 * s]:
+            continue
+        p = pid[s, j]
+        for w in range(2):
+            ident = p if w == 0 else (p + 1 if p < n0 else p + nl)
+            if not kraken and (w == 1 or not first):
+                crc = table[(crc ^ _COLON) & 0xFF] ^ (crc >> 8)
             first = False
-            crc = _crc_str(crc, pid[s, j], False, n0, a0, o0, a1, o1, table)
-            crc = _crc_byte(crc, colon, table)
-            crc = _crc_str(crc, _size_id(pid[s, j], n0, nl), False, n0, a0, o0, a1, o1, table)
+            if ident < n0:
+                arr = a0
+                b0 = o0[ident]
+                b1 = o0[ident + 1]
+            else:
+                arr = a1
+                b0 = o1[ident - n0]
+                b1 = o1[ident - n0 + 1]
+            leading = kraken
+            for q in range(b0, b1):
+                b = np.int64(arr[q])
+                if kraken:
+                    if b == _DOT:
+                        continue
+                    if leading and b == _ZERO:
+                        continue
+                    leading = False
+                crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
     v = crc ^ 0xFFFFFFFF
-    if v >= 2147483648:
+    if not kraken and v >= 2147483648:
         v -= 4294967296
     return v
 
@@ -416,7 +401,7 @@ def apply_kernel(
                     st[S_LO0 + 2 * s] = st[S_HI0 + 2 * s] - vd
         ck = m_ckkind[m]
         if ck != CK_NONE:
-            got = _checksum(ck, key, pid, st, n0, n_lv, a0, o0, a1, o1, table)
+            got = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table)
             if got != m_cks[m]:
                 stats[T_MISMATCH] += 1
                 if n_gap == gap_cap:
@@ -543,3 +528,91 @@ def compact(key, pid, st, n0, nl, a0, o0, a1, o1):
             pid[s, j] = r
             r += 2
     return gather(ids, n0, a0, o0, a1, o1)
+
+
+_POW10 = np.array([10**k for k in range(10)], dtype=np.int64)
+
+
+@njit(cache=True)
+def decimals(ids, n0, a0, o0, a1, o1):
+    """Pooled decimal strings -> Arrow decimal128(38, 18) values (two int64 words each).
+
+    Up to 18 digits accumulate in one int64; the value is then scaled by 10**18 in four
+    32-bit limbs (plain int64 arithmetic, multipliers <= 10**9). Returns (words, ok); ok is
+    False when a string is not a plain non-negative decimal with at most 18 decimals and 20
+    integer digits: the caller then falls back to Arrow's cast (which names the bad value)."""
+    n = ids.shape[0]
+    out = np.zeros(2 * n, dtype=np.int64)
+    mask = np.int64(0xFFFFFFFF)
+    for i in range(n):
+        d = ids[i]
+        if d < n0:
+            arr = a0
+            b0 = o0[d]
+            b1 = o0[d + 1]
+        else:
+            arr = a1
+            b0 = o1[d - n0]
+            b1 = o1[d - n0 + 1]
+        if b1 == b0:
+            return out, False
+        acc = np.int64(0)
+        nd = 0
+        l0 = np.int64(0)
+        l1 = np.int64(0)
+        l2 = np.int64(0)
+        l3 = np.int64(0)
+        big = False
+        frac = -1  # digits after the dot, -1 before it
+        int_digits = 0
+        for q in range(b0, b1):
+            c = np.int64(arr[q])
+            if c == _DOT:
+                if frac >= 0:
+                    return out, False
+                frac = 0
+                continue
+            c -= _ZERO
+            if c < 0 or c > 9:
+                return out, False
+            if frac >= 0:
+                frac += 1
+                if frac > 18:
+                    return out, False
+            else:
+                int_digits += 1
+                if int_digits > 20:
+                    return out, False
+            if not big:
+                if nd < 18:
+                    acc = acc * 10 + c
+                    nd += 1
+                    continue
+                big = True
+                l0 = acc & mask
+                l1 = acc >> 32
+            t = l0 * 10 + c
+            l0 = t & mask
+            t = l1 * 10 + (t >> 32)
+            l1 = t & mask
+            t = l2 * 10 + (t >> 32)
+            l2 = t & mask
+            l3 = l3 * 10 + (t >> 32)
+        if not big:
+            l0 = acc & mask
+            l1 = acc >> 32
+        e = 18 - max(frac, 0)
+        while e > 0:
+            k = min(e, 9)
+            m = _POW10[k]
+            t = l0 * m
+            l0 = t & mask
+            t = l1 * m + (t >> 32)
+            l1 = t & mask
+            t = l2 * m + (t >> 32)
+            l2 = t & mask
+            l3 = l3 * m + (t >> 32)
+            e -= k
+        out[2 * i] = l0 | (l1 << 32)
+        out[2 * i + 1] = l2 | (l3 << 32)
+    return out, True
