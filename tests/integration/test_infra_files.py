@@ -736,3 +736,47 @@ def test_repository_tracked_files_when_scanned_hold_no_hard_coded_credentials() 
         hits += find_credentials(rel, data.decode("utf-8", "replace"))
     assert scanned > 10
     assert hits == []
+
+
+# --------------------------------------------------------------------------------------------
+# docs/ stays true to the code
+
+DOCS = REPO / "docs"
+
+
+@pytest.mark.parametrize("name", ["operator-guide.md", "data-guide.md"])
+def test_docs_guide_when_read_has_the_flow_picture_as_mermaid_and_ascii(name: str) -> None:
+    text = (DOCS / name).read_text(encoding="utf-8")
+    blocks = re.findall(r"```(\w*)\n(.*?)```", text, re.S)
+    assert any(lang == "mermaid" and "flowchart" in body for lang, body in blocks)
+    assert any(lang == "" and "─►" in body for lang, body in blocks)  # the ASCII version
+
+
+def test_data_guide_when_compared_documents_every_table_and_column() -> None:
+    from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
+
+    text = (DOCS / "data-guide.md").read_text(encoding="utf-8")
+    missing = [
+        f"{table}.{column}"
+        for table, schema in SCHEMAS.items()
+        for column in [table, *schema.names, *PARTITION_COLUMNS]
+        if f"`{column}`" not in text
+    ]
+    assert missing == []
+
+
+def test_docs_cli_commands_when_checked_exist_or_are_marked_as_being_built() -> None:
+    from fluxforge.cli import main
+
+    text = "\n".join((DOCS / n).read_text(encoding="utf-8") for n in sorted(os.listdir(DOCS)))
+    mentioned = set(re.findall(r"\bfluxforge ([a-z][a-z-]*)\b", text))
+    pending_rows = [
+        line for line in text.splitlines() if line.startswith("|") and "being built" in line
+    ]
+    unknown = {
+        cmd
+        for cmd in mentioned
+        if cmd not in main.commands and not any(f"fluxforge {cmd}" in r for r in pending_rows)
+    }
+    assert unknown == set()
+    assert {"ingest", "process", "query"} <= mentioned
