@@ -8,7 +8,6 @@ import asyncio
 from pathlib import Path
 
 import orjson
-import pytest
 
 from fluxforge.captures import read_capture
 from fluxforge.segments import is_own_ctl, iter_lines, parse_envelope, raw_payload
@@ -106,7 +105,6 @@ SUSHI_MARKET = {
 }
 
 
-@pytest.mark.slow
 def test_ccxt_source_records_raw_frames_across_a_dropped_connection(captures: Path, tmp_path: Path):
     cap = captures / "BINANCE_FUTURES" / "BINANCE_FUTURES.ws.1.0"
     frames = [
@@ -162,7 +160,6 @@ def test_ccxt_source_records_raw_frames_across_a_dropped_connection(captures: Pa
         assert orjson.loads(conn[0])["params"] == ["sushiusdt@aggTrade"]
 
 
-@pytest.mark.slow
 def test_ccxt_source_rest_polling_records_response_bodies_and_survives_errors(tmp_path: Path):
     from aiohttp import web
 
