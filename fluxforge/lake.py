@@ -10,14 +10,13 @@ both backends), so rows are replaced, never duplicated. Files hold only the colu
 from __future__ import annotations
 
 import io
-import posixpath
 from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fluxforge.config import PathNames
-from fluxforge.storage import Layout, Storage
+from fluxforge.storage import Layout, Storage, sanitize_part
 from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
 
 TABLES = tuple(SCHEMAS)
@@ -86,15 +85,15 @@ def list_parts(
     layout = layout or Layout(PathNames())
     if table not in SCHEMAS:
         raise LakeError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
+    # the whole table is listed and filtered here: a narrower prefix holding "=" is not
+    # listed reliably by every S3-compatible server (SeaweedFS returned nothing)
     prefix = layout.lake_table(table)
-    if exchange is not None:
-        prefix = posixpath.dirname(layout.lake_partition(table, exchange, "x", "x"))
-        if symbol is not None:
-            prefix = posixpath.dirname(layout.lake_partition(table, exchange, symbol, "x"))
-            if date is not None:
-                prefix = layout.lake_partition(table, exchange, symbol, date)
     keys = storage.list(prefix, "part-*.parquet", recursive=True)
-    want = {"exchange": exchange, "symbol": symbol, "date": date}
+    want = {
+        "exchange": None if exchange is None else sanitize_part(exchange),
+        "symbol": None if symbol is None else sanitize_part(symbol),
+        "date": date,
+    }
     out = []
     for key in keys:
         hive = _hive(key)
