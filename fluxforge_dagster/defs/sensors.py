@@ -38,6 +38,16 @@ def _ranges(instance: dg.DagsterInstance, statuses: list[dg.DagsterRunStatus]):
     ]
 
 
+def _queued_sources(instance: dg.DagsterInstance | None) -> set[str]:
+    if instance is None:
+        return set()
+    queued = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=REFINERY_JOB, statuses=queued), limit=200
+    )
+    return {r.tags[TAG_SOURCE] for r in runs if TAG_SOURCE in r.tags}
+
+
 def run_request(batch: discovery.Batch) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=batch.run_key,
@@ -62,7 +72,10 @@ def evaluate_tick(
     from fluxforge import refinery
 
     sources = [s.name for s in cfg.sources]
-    ready = refinery.list_segments(cfg, "ready")
+    waiting = _queued_sources(instance)
+    # a source whose previous run has not started yet gets no new run: its segments wait in
+    # ready/ and go into one bigger batch next tick instead of a queue of tiny runs
+    ready = [r for r in refinery.list_segments(cfg, "ready") if r.source not in waiting]
     processing = refinery.list_segments(cfg, "processing")
     mark = discovery.parse_cursor(cursor)
     plan = discovery.plan_batches(
@@ -92,6 +105,8 @@ def evaluate_tick(
     if not plan.batches:
         where = f"{cfg.storage.etl_input.base_dir}/{cfg.storage.etl_input.paths.raw_dir}"
         reason = f"no ready segments under {where} for sources {sorted(sources)}"
+        if waiting:
+            reason += f" (sources {sorted(waiting)} wait for their queued run)"
         return dg.SensorResult(
             skip_reason=dg.SkipReason("; ".join([reason, *notes])), cursor=new_cursor
         )
