@@ -271,14 +271,17 @@ class SegmentWriter:
                 except ValueError:
                     log.warning("%s: ignoring foreign file %s in active/", self.source, key)
         found.sort(key=lambda item: item[0])
-        to_seal: list[tuple[Storage, str, str]] = []
+        # first account for every file, so the recover records get seqs after all of them
+        scanned = []
         for _, root, key in found:
             path = root.local_path(key)
             assert path is not None
-            data = path.read_bytes()
-            kept, cut = cut_torn_tail(data)
-            torn = 1 if cut else 0
+            kept, cut = cut_torn_tail(path.read_bytes())
             lines, last_ts = self._account(kept)
+            scanned.append((root, key, path, len(kept), cut, lines, last_ts))
+        to_seal: list[tuple[Storage, str, str]] = []
+        for root, key, path, kept_len, cut, lines, last_ts in scanned:
+            torn = 1 if cut else 0
             name = key.rsplit("/", 1)[-1]
             if not lines:
                 log.warning(
@@ -310,7 +313,7 @@ class SegmentWriter:
             self._seq += 1
             fd = os.open(path, os.O_WRONLY)
             try:
-                os.ftruncate(fd, len(kept))
+                os.ftruncate(fd, kept_len)
                 os.lseek(fd, 0, os.SEEK_END)
                 _write_all(fd, rec)
                 os.fsync(fd)
@@ -432,6 +435,8 @@ class SegmentWriter:
     def _out_of_space(self) -> None:
         """The hot zone is full mid-segment: cut the file back to its last flushed line, seal
         it, and write the buffered lines into a new segment on the spill disk."""
+        flushed = self._size - len(self._buf)
+        os.ftruncate(self._fd, flushed)  # drop a partly written batch: it is still in _buf
         if self.spill is None or self._root is self.spill:
             log.error(
                 "%s: NO SPACE LEFT writing %s and nowhere to spill: keeping %d lines in memory, "
@@ -442,20 +447,21 @@ class SegmentWriter:
             )
             return
         pending = bytes(self._buf)
-        flushed = self._size - len(pending)
+        pending_lines = self._pending
         log.error(
             "%s: NO SPACE LEFT writing %s (hot zone full): sealing it and spilling to %s",
             self.source,
             self._name,
             self.cfg.storage.spill_dir,
         )
-        os.ftruncate(self._fd, flushed)
         self._buf.clear()
         self._pending = 0
         self._size = flushed
+        self._lines -= pending_lines
         self._close_file(seal_record=False, reason="nospace")
         self._open_segment(self._last_ts, force_spill=True)
         self._buf += pending
+        self._pending = self._lines = pending_lines
         self._size += len(pending)
         self.flush()
 
