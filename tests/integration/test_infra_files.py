@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+_THIS = "tests/integration/test_infra_files.py"
 INFRA = REPO / "infra"
 COMPOSE = INFRA / "compose.yaml"
 ENV_EXAMPLE = INFRA / ".env.example"
@@ -715,27 +716,71 @@ def test_credential_scanner_when_given_real_looking_keys_flags_them() -> None:
 
 
 def test_repository_tracked_files_when_scanned_hold_no_hard_coded_credentials() -> None:
+    files = _tracked_text_files()
+    hits = [hit for rel, text in files for hit in find_credentials(rel, text)]
+    assert len(files) > 10
+    assert hits == []
+
+
+# --------------------------------------------------------------------------------------------
+# Servers bind to 127.0.0.1 unless configured otherwise
+
+# Inside a container a server must listen on all interfaces for a published port to work; the
+# host-side exposure is then decided by the compose port binding (checked above) or a Service.
+_WILDCARD_OK = {
+    "infra/docker-entrypoint.sh",
+    "infra/compose.yaml",
+    "infra/.env.example",
+    "infra/README.md",
+}
+
+
+def _tracked_text_files() -> list[tuple[str, str]]:
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout: nothing tracked to scan")
     listed = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
     ).stdout.split(b"\0")
-    hits: list[str] = []
-    scanned = 0
+    out = []
     for raw in listed:
-        if not raw:
-            continue
         rel = raw.decode("utf-8", "replace")
         path = REPO / rel
-        if not path.is_file() or path.stat().st_size > 5_000_000:
+        if not rel or not path.is_file() or path.stat().st_size > 5_000_000:
             continue
         data = path.read_bytes()
-        if b"\0" in data[:8192]:
-            continue  # binary
-        scanned += 1
-        hits += find_credentials(rel, data.decode("utf-8", "replace"))
-    assert scanned > 10
-    assert hits == []
+        if b"\0" not in data[:8192]:
+            out.append((rel, data.decode("utf-8", "replace")))
+    return out
+
+
+def test_repository_servers_when_scanned_never_bind_all_interfaces_outside_containers() -> None:
+    offenders = [
+        f"{rel}:{i + 1}"
+        for rel, text in _tracked_text_files()
+        if rel not in _WILDCARD_OK and not rel.startswith("docs/") and rel != _THIS
+        for i, line in enumerate(text.splitlines())
+        if "0.0.0.0" in line
+    ]
+    assert offenders == []
+
+
+def test_fluxforge_up_when_run_without_host_binds_the_ui_to_loopback() -> None:
+    from fluxforge.cli import main
+
+    up = main.commands.get("up")
+    if up is None:
+        pytest.skip("`fluxforge up` is not in this checkout")
+    host = next(p for p in up.params if p.name == "host")
+    assert host.default == "127.0.0.1"
+
+
+@pytest.mark.services
+def test_local_postgres_when_running_listens_on_loopback_only(pg_server) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_server.dsn) as conn:
+        row = conn.execute("SHOW listen_addresses").fetchone()
+    assert row is not None and row[0] == "127.0.0.1"
 
 
 # --------------------------------------------------------------------------------------------
