@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 import pyarrow as pa
@@ -120,6 +121,7 @@ class BookBatch:
             skey = sz.cast(pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise BookInputError(f"price/size is not a decimal number: {exc}") from None
+        _check_levels(pkey, skey, np.asarray(level_offsets))
         arena, arena_offsets = _arena(px, sz)
 
         def col(a: np.ndarray | None, dtype: type, fill: int) -> np.ndarray:
@@ -161,58 +163,52 @@ class BookBatch:
 
     @classmethod
     def from_messages(cls, messages: Sequence[BookMessage]) -> BookBatch:
+        """Columns of BookMessages (field by field, so numpy converts in bulk)."""
         n = len(messages)
-        i64 = np.int64
-        ts_event = np.empty(n, i64)
-        ts_recv = np.empty(n, i64)
-        seq = np.empty(n, i64)
-        flags = np.zeros(n, np.uint8)
-        first_id = np.empty(n, i64)
-        final_id = np.empty(n, i64)
-        prev_id = np.empty(n, i64)
-        checksum = np.zeros(n, i64)
-        ck_kind = np.zeros(n, np.int8)
-        chain = np.zeros(n, np.int8)
-        vdepth = np.zeros(n, np.int32)
-        offsets = np.zeros(n + 1, i64)
-        vs_idx = np.empty(n, np.int32)
-        ch_idx = np.empty(n, np.int32)
-        venue_symbols: dict[str, int] = {}
-        channels: dict[str, int] = {}
-        sides: list[int] = []
-        prices: list[str] = []
-        sizes: list[str] = []
-        for i, msg in enumerate(messages):
-            try:
-                ts_event[i] = msg.ts_event
-                ts_recv[i] = msg.ts_recv
-                seq[i] = msg.seq
-                first_id[i] = msg.first_id
-                final_id[i] = msg.final_id
-                prev_id[i] = msg.prev_id
-                vdepth[i] = msg.depth
-                if msg.checksum is not None:
-                    checksum[i] = msg.checksum
-                    ck_kind[i] = _CHECKSUM_KINDS[msg.checksum_kind]
-                chain[i] = _CHAINS[msg.chain]
-                flags[i] = (K.F_SNAPSHOT if msg.is_snapshot else 0) | (
-                    K.F_REST if msg.from_rest else 0
-                )
-                for px, sz in msg.bids:
-                    prices.append(px)
-                    sizes.append(sz)
-                sides.extend([0] * len(msg.bids))
-                for px, sz in msg.asks:
-                    prices.append(px)
-                    sizes.append(sz)
-                sides.extend([1] * len(msg.asks))
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                raise BookInputError(
-                    f"book message {i} ({msg.exchange} {msg.symbol} seq {msg.seq}): {exc!r}"
-                ) from None
-            offsets[i + 1] = len(sides)
-            vs_idx[i] = venue_symbols.setdefault(msg.venue_symbol, len(venue_symbols))
-            ch_idx[i] = channels.setdefault(msg.channel, len(channels))
+
+        def ints(name: str) -> np.ndarray:
+            return np.fromiter(map(attrgetter(name), messages), np.int64, n)
+
+        def codes(name: str, table: dict) -> np.ndarray:
+            values = list(map(attrgetter(name), messages))
+            if values.count(None) == n:  # the usual case: one venue, no such field
+                return np.zeros(n, np.int8)
+            return np.array([table[v] for v in values], dtype=np.int8)
+
+        try:
+            ts_event, ts_recv, seq = ints("ts_event"), ints("ts_recv"), ints("seq")
+            first_id, final_id, prev_id = ints("first_id"), ints("final_id"), ints("prev_id")
+            depth = ints("depth").astype(np.int32)
+            raw_ck = list(map(attrgetter("checksum"), messages))
+            has_ck = np.array([c is not None for c in raw_ck], dtype=bool)
+            if has_ck.any():
+                checksum = np.array([c or 0 for c in raw_ck], dtype=np.int64)
+                ck_kind = codes("checksum_kind", _CHECKSUM_KINDS) * has_ck
+            else:
+                checksum = np.zeros(n, np.int64)
+                ck_kind = np.zeros(n, np.int8)
+            chain = codes("chain", _CHAINS)
+            flags = np.fromiter(map(attrgetter("is_snapshot"), messages), bool, n).astype(
+                np.uint8
+            ) * np.uint8(K.F_SNAPSHOT) | np.fromiter(
+                map(attrgetter("from_rest"), messages), bool, n
+            ).astype(np.uint8) * np.uint8(K.F_REST)
+            n_bids = np.fromiter(map(len, map(attrgetter("bids"), messages)), np.int64, n)
+            n_asks = np.fromiter(map(len, map(attrgetter("asks"), messages)), np.int64, n)
+            levels: list[tuple[str, str]] = []
+            for m in messages:
+                levels += m.bids
+                levels += m.asks
+            prices = [lv[0] for lv in levels]
+            sizes = [lv[1] for lv in levels]
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
+            raise BookInputError(_culprit(messages, exc)) from None
+        counts = np.stack([n_bids, n_asks], axis=1).reshape(-1)  # bids0, asks0, bids1, ...
+        side = np.repeat(np.tile(np.array([0, 1], np.uint8), n), counts)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(n_bids + n_asks, out=offsets[1:])
+        vs_idx, venue_symbols = _dictionary(list(map(attrgetter("venue_symbol"), messages)))
+        ch_idx, channels = _dictionary(list(map(attrgetter("channel"), messages)))
         try:
             px_arr = pa.array(prices, type=pa.large_string())
             sz_arr = pa.array(sizes, type=pa.large_string())
@@ -220,6 +216,7 @@ class BookBatch:
             skey = sz_arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise BookInputError(f"book level price/size is not a decimal string: {exc}") from None
+        _check_levels(pkey, skey, offsets)
         arena, arena_offsets = _arena(px_arr, sz_arr)
         return cls(
             ts_event=ts_event,
@@ -230,19 +227,59 @@ class BookBatch:
             final_id=final_id,
             prev_id=prev_id,
             checksum=checksum,
-            checksum_kind=ck_kind,
+            checksum_kind=ck_kind.astype(np.int8),
             chain=chain,
-            venue_depth=vdepth,
+            venue_depth=depth,
             level_offsets=offsets,
-            side=np.array(sides, dtype=np.uint8),
+            side=side,
             price=pkey,
             size=skey,
             arena=arena,
             arena_offsets=arena_offsets,
             venue_symbol=vs_idx,
             channel=ch_idx,
-            venue_symbols=list(venue_symbols),
-            channels=list(channels),
+            venue_symbols=venue_symbols,
+            channels=channels,
+        )
+
+
+def _dictionary(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(int32 codes, distinct values in first-seen order); one value is the usual case."""
+    if not values or values.count(values[0]) == len(values):
+        return np.zeros(len(values), np.int32), values[:1]
+    enc = pa.array(values, pa.string()).dictionary_encode()
+    return enc.indices.to_numpy().astype(np.int32), enc.dictionary.to_pylist()
+
+
+def _culprit(messages: Sequence[BookMessage], exc: Exception) -> str:
+    """Name the first message that cannot be converted (the slow path, errors only)."""
+    for i, m in enumerate(messages):
+        try:
+            np.array(
+                [m.ts_event, m.ts_recv, m.seq, m.first_id, m.final_id, m.prev_id, m.depth,
+                 m.checksum or 0],
+                dtype=np.int64,
+            )  # fmt: skip
+            _CHECKSUM_KINDS[m.checksum_kind if m.checksum is not None else None]
+            _CHAINS[m.chain]
+            for lv in [*m.bids, *m.asks]:
+                if len(lv) < 2 or not isinstance(lv[0], str) or not isinstance(lv[1], str):
+                    raise TypeError(f"level {lv!r} is not a (price, size) pair of strings")
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError) as e:
+            return f"book message {i} ({m.exchange} {m.symbol} seq {m.seq}): {e!r}"
+    return f"book messages cannot be converted: {exc!r}"
+
+
+def _check_levels(pkey: np.ndarray, skey: np.ndarray, offsets: np.ndarray) -> None:
+    """Prices must be finite and positive, sizes finite and non-negative: a NaN would break
+    the sorted book silently."""
+    bad = ~(np.isfinite(pkey) & (pkey > 0) & np.isfinite(skey) & (skey >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        msg = int(np.searchsorted(offsets, i, side="right") - 1)
+        raise BookInputError(
+            f"book message {msg}: level {i} has price {pkey[i]!r} / size {skey[i]!r} "
+            "(prices must be > 0 and sizes >= 0, finite)"
         )
 
 

@@ -24,8 +24,9 @@ Rules, all applied inside the numba kernel (``kernel.apply_kernel``):
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -79,14 +80,27 @@ _STAT_ORDER = (
 )
 
 
+Top = tuple[int, int, str, str, str, str]
+
+
 @dataclass
 class BookOutput:
     deltas: pa.Table  # fluxforge.tables.BOOK_DELTAS columns
     snapshots: pa.Table  # fluxforge.tables.BOOK_SNAPSHOTS columns
     gaps: pa.Table  # fluxforge.tables.GAP_LEDGER columns
     stats: BookStats
-    # per applied message: (ts_recv, final_id, bid_px, bid_sz, ask_px, ask_sz); "" = empty side
-    tops: list[tuple[int, int, str, str, str, str]] = field(default_factory=list)
+    # per applied message: (ts_recv, final_id, bid_px, bid_sz, ask_px, ask_sz); "" = empty
+    # side. Built on first access of ``.tops`` (Python tuples cost more than the book itself).
+    lazy_tops: Callable[[], list[Top]] | None = field(default=None, repr=False)
+
+    @property
+    def tops(self) -> list[Top]:
+        if self._tops is None:
+            self._tops = self.lazy_tops() if self.lazy_tops is not None else []
+        return self._tops
+
+    def __post_init__(self) -> None:
+        self._tops: list[Top] | None = None
 
 
 class BookStateError(ValueError):
@@ -225,7 +239,9 @@ class BookEngine:
                 snapshots=self._snapshots(batch, snap_meta, snap_ids, arenas),
                 gaps=self._gaps(batch, gap_meta, pending, segment),
                 stats=stats,
-                tops=self._tops(batch, applied, tops, arenas) if self.record_tops else [],
+                lazy_tops=functools.partial(self._tops, batch, applied, tops, arenas)
+                if self.record_tops
+                else None,
             )
         else:
             out = BookOutput(
@@ -441,7 +457,7 @@ class BookEngine:
 
     def _tops(
         self, batch: BookBatch, applied: np.ndarray, tops: np.ndarray, arenas: tuple
-    ) -> list[tuple[int, int, str, str, str, str]]:
+    ) -> list[Top]:
         idx = np.flatnonzero(applied)
         if len(idx) == 0:
             return []
