@@ -271,15 +271,15 @@ def _culprit(messages: Sequence[BookMessage], exc: Exception) -> str:
 
 
 def _check_levels(pkey: np.ndarray, skey: np.ndarray, offsets: np.ndarray) -> None:
-    """Prices must be finite and positive, sizes finite and non-negative: a NaN would break
+    """Prices and sizes must be finite and non-negative: a NaN would break
     the sorted book silently."""
-    bad = ~(np.isfinite(pkey) & (pkey > 0) & np.isfinite(skey) & (skey >= 0))
+    bad = ~(np.isfinite(pkey) & (pkey >= 0) & np.isfinite(skey) & (skey >= 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         msg = int(np.searchsorted(offsets, i, side="right") - 1)
         raise BookInputError(
             f"book message {msg}: level {i} has price {pkey[i]!r} / size {skey[i]!r} "
-            "(prices must be > 0 and sizes >= 0, finite)"
+            "(prices and sizes must be finite and >= 0)"
         )
 
 

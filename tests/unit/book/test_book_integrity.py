@@ -152,3 +152,38 @@ def test_book_empty_apply_after_reconnect_delivers_gap_row(
     assert out.gaps.column("cause").to_pylist() == ["reconnect"]
     assert (out.deltas.num_rows, out.snapshots.num_rows, out.stats.gaps) == (0, 0, 1)
     assert engine.apply([]).gaps.num_rows == 0  # delivered once
+
+
+@pytest.mark.parametrize("px", ["nan", "inf", "-1"])
+def test_book_non_finite_or_negative_price_raises_naming_message(px: str) -> None:
+    ok = BookMessage("x", "A-B", "AB", "book", 1, 1, 1, True, [("1", "1")], [])
+    bad = BookMessage("x", "A-B", "AB", "book", 2, 2, 2, False, [(px, "1")], [])
+    with pytest.raises(BookInputError, match="book message 1"):
+        BookEngine("x", "A-B").apply([ok, bad])
+
+
+def test_book_binance_spot_chain_bridge_links_and_break() -> None:
+    def ev(t: int, first: int, final: int, snap: bool = False) -> BookMessage:
+        return BookMessage(
+            "binance", "A-B", "AB", "depth", t, t, t, snap, [(f"{t}.5", "1")], [("999", "1")],
+            first_id=first, final_id=final, chain="binance_spot", from_rest=snap,
+        )  # fmt: skip
+
+    msgs = [
+        ev(1, 80, 89),  # before the snapshot: dropped
+        ev(2, -1, 100, snap=True),  # REST snapshot, lastUpdateId 100
+        ev(3, 90, 100),  # u <= lastUpdateId: dropped
+        ev(4, 95, 105),  # U <= 101 <= u: the bridge
+        ev(5, 106, 110),  # U == previous u + 1
+        ev(6, 112, 115),  # 111 missing: break
+        ev(7, 116, 120),  # dropped until the next snapshot
+    ]
+    out = BookEngine("binance", "A-B").apply(msgs)
+    s = out.stats
+    assert (s.dropped_presync, s.bridges, s.chain_links_verified, s.chain_breaks) == (3, 1, 2, 1)
+    assert [t[1] for t in out.tops] == [100, 105, 110]
+    gap = out.gaps.to_pylist()[0]
+    assert (gap["cause"], gap["channel"], gap["ts_from"], gap["ts_to"]) == (
+        "chain_break", "depth", 5, 6,
+    )  # fmt: skip
+    assert "expected 111, got 112" in gap["detail"]
