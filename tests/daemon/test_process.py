@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from fluxforge.segments import is_own_ctl
+from fluxforge.segments import SegmentTailer, is_own_ctl, parse_envelope, parse_segment_name
 from tests.daemon.conftest import read_envelopes, ready_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,6 +115,9 @@ def test_daemon_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: P
     feed = [e for e in envs if not is_own_ctl(e)]
     assert [e.data["i"] for e in feed if e.kind == "msg"] == list(range(frames))
     assert [e.data["event"] for e in feed if e.kind == "ctl"] == ["connect", "subscribe"]
+    for f in ready_files(hot, "rep"):  # hour rotation: each segment holds one UTC hour
+        start = int(parse_segment_name(f.name).start.timestamp()) * 1_000_000_000
+        assert all(start <= e.ts < start + 3_600_000_000_000 for e in read_envelopes([f]))
     recovered = [e for e in envs if is_own_ctl(e) and e.data["event"] == "recover"]
     assert recovered  # (a kill can also land between a seal and the next open)
     # a restart after the end of the input writes nothing new
@@ -143,3 +146,32 @@ def test_daemon_sigterm_seals_everything_and_exits_0(tmp_path: Path):
     # the last segment ends with its seal record (reason "shutdown", or "size" when the last
     # line before the signal happened to fill it)
     assert envs[-1].kind == "ctl" and envs[-1].data["event"] == "seal"
+
+
+def test_tailer_in_another_process_reads_the_live_feed_in_order(tmp_path: Path):
+    config = _write_config(
+        tmp_path, [{"name": "syn", "type": "synthetic", "rate": 3000, "seed": 11}]
+    )
+    hot = tmp_path / "hot"
+    proc = _start(config)
+    try:
+        _wait_for_active(hot, "syn", proc, set())
+        tailer = SegmentTailer(hot, "syn")
+        got: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 2000 and time.monotonic() < deadline and proc.poll() is None:
+            got += tailer.poll()
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert len(got) >= 2000
+    tailed = [parse_envelope(line) for line in got]
+    sealed = read_envelopes(ready_files(hot, "syn"))
+    # it starts at the segment active when it was created and then misses nothing
+    first = tailed[0].seq
+    assert [e.seq for e in tailed] == list(range(first, first + len(tailed)))
+    by_seq = {e.seq: e for e in sealed}
+    assert all(by_seq[e.seq].data == e.data for e in tailed)
+    assert len(ready_files(hot, "syn")) > 3
