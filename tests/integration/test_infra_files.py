@@ -569,7 +569,8 @@ def test_dagster_yaml_when_loaded_on_real_postgres_stores_runs_that_survive_rest
     def infra_probe() -> int:
         return 1
 
-    with DagsterInstance.from_config(str(home)) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with DagsterInstance.get() as instance:  # what dagster-webserver / dagster-daemon do
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
