@@ -97,6 +97,14 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def stop_all(procs: dict[str, subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
     """Daemon first (stop intake, seal), then Dagster; kill what outlives the grace period."""
     for name in ("ingestion daemon", "dagster"):
@@ -111,8 +119,12 @@ def stop_all(procs: dict[str, subprocess.Popen], grace_s: float = STOP_GRACE_S) 
             log.warning("%s did not stop within %.0f s: killing its process group", name, grace_s)
             _signal_group(proc, signal.SIGKILL)
             proc.wait(timeout=5)
-        # children of dagster dev (webserver, daemon, code server) share its group
-        _signal_group(proc, signal.SIGKILL)
+        # children of dagster dev (webserver, daemon, code server) share its group: make sure
+        # none outlives `up` (they are reparented and reaped by init once killed)
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            _signal_group(proc, signal.SIGKILL)
+            time.sleep(0.1)
 
 
 def run_up(settings: UpSettings, announce: Callable[[str], None] = log.info) -> int:
