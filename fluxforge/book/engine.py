@@ -34,7 +34,7 @@ import orjson
 import pyarrow as pa
 
 from fluxforge.book import kernel as K
-from fluxforge.book.batch import BookBatch
+from fluxforge.book.batch import BookBatch, BookInputError
 from fluxforge.events import BookMessage
 from fluxforge.tables import BOOK_DELTAS, BOOK_SNAPSHOTS, DECIMAL, GAP_LEDGER
 
@@ -120,6 +120,18 @@ def _decimal_column(ids: np.ndarray, arenas: tuple) -> pa.Array:
     ).cast(DECIMAL)
 
 
+def _batch_decimals(batch: BookBatch) -> pa.Array:
+    """Every level's price then size as decimal128, computed BEFORE the kernel runs so that a
+    value the lake cannot hold raises (BookInputError) with the engine state untouched."""
+    empty = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64))
+    try:
+        return _decimal_column(
+            np.arange(2 * batch.n_levels), (*empty, batch.arena, batch.arena_offsets)
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise BookInputError(f"book level price/size does not fit decimal(38, 18): {exc}") from None
+
+
 def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
     """Columns in schema order; a column the engine does not know (added to the schema later)
     is all null rather than a crash."""
@@ -186,8 +198,8 @@ class BookEngine:
     def apply_batch(
         self, batch: BookBatch, segment: str = "", *, tables: bool = True
     ) -> BookOutput:
-        """Apply a columnar batch. ``tables=False`` skips building the Arrow tables and tops
-        (the benchmark's hot path); stats and state are the same either way."""
+        """Apply a columnar batch. ``tables=False`` skips building the deltas/snapshots tables
+        and tops (the benchmark's hot path); gaps, stats and state are the same either way."""
         segment = segment or self.segment
         n = len(batch)
         applied = np.empty(n, dtype=np.uint8)
@@ -195,6 +207,7 @@ class BookEngine:
         tops = np.empty((n, 4), dtype=np.int64)
         counters = np.zeros(K.N_STATS, dtype=np.int64)
         n0 = len(self._arena_off) - 1
+        dec = _batch_decimals(batch) if tables else None
         key, pid, snap_meta, snap_ids, gap_meta = K.apply_kernel(
             self._st,
             self._key,
@@ -235,7 +248,7 @@ class BookEngine:
         stats.gaps += len(pending)
         if tables:
             out = BookOutput(
-                deltas=self._deltas(batch, applied, epoch),
+                deltas=self._deltas(batch, applied, epoch, dec),
                 snapshots=self._snapshots(batch, snap_meta, snap_ids, arenas),
                 gaps=self._gaps(batch, gap_meta, pending, segment),
                 stats=stats,
@@ -247,7 +260,7 @@ class BookEngine:
             out = BookOutput(
                 deltas=BOOK_DELTAS.empty_table(),
                 snapshots=BOOK_SNAPSHOTS.empty_table(),
-                gaps=GAP_LEDGER.empty_table(),
+                gaps=self._gaps(batch, gap_meta, pending, segment),
                 stats=stats,
             )
         if n:
@@ -358,12 +371,13 @@ class BookEngine:
         self._channel = header["channel"]
         self._pending_gaps = list(header["pending_gaps"])
 
-    def _deltas(self, batch: BookBatch, applied: np.ndarray, epoch: np.ndarray) -> pa.Table:
+    def _deltas(
+        self, batch: BookBatch, applied: np.ndarray, epoch: np.ndarray, dec: pa.Array
+    ) -> pa.Table:
         counts = np.diff(batch.level_offsets)
         keep = np.repeat(applied.astype(bool), counts)
         idx = np.flatnonzero(keep)
         msg = np.repeat(np.arange(len(batch)), counts)[idx]
-        arenas = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64), batch.arena, batch.arena_offsets)
         sides = pa.DictionaryArray.from_arrays(
             pa.array(batch.side[idx].astype(np.int32)), pa.array(["bid", "ask"])
         ).cast(pa.string())
@@ -377,8 +391,8 @@ class BookEngine:
                 "ts_recv": pa.array(batch.ts_recv[msg]),
                 "venue_symbol": vs,
                 "side": sides,
-                "price": _decimal_column(idx, arenas),
-                "size": _decimal_column(idx + batch.n_levels, arenas),
+                "price": dec.take(pa.array(idx)),
+                "size": dec.take(pa.array(idx + batch.n_levels)),
                 "update_id": pa.array(batch.final_id[msg]),
                 "is_snapshot": pa.array((batch.flags[msg] & K.F_SNAPSHOT).astype(bool)),
                 "book_epoch": pa.array(epoch[msg], pa.int32()),
