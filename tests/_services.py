@@ -156,11 +156,17 @@ def s3_server() -> Iterator[S3Server]:
         # a fixed count keep many test buckets from exhausting the volume slots.
         "-volume.max=300",
         "-master.volumeSizeLimitMB=64",
+        # the data is thrown away: skip the 10 s drain before the volume server stops
+        "-volume.preStopSeconds=0",
         "-filer",
         f"-filer.port={filer}",
         "-s3",
         f"-s3.port={s3}",
         f"-s3.config={root / 's3.json'}",
+        # Iceberg/Lance listeners default to fixed ports (8181, 9101): two test sessions at once
+        # (parallel helpers, xdist) would collide and the second server dies. Not used: off.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
     ]
     server = S3Server(
         endpoint_url=f"http://127.0.0.1:{s3}",

@@ -6,6 +6,7 @@ import fnmatch
 import posixpath
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 
 class StorageError(OSError):
@@ -55,6 +56,33 @@ class Storage(ABC):
     def local_path(self, path: str) -> Path | None:
         """The local filesystem path of `path`, or None for remote storage."""
         return None
+
+    # -- other readers: pyarrow, polars, fsspec (DuckDB) -------------------------------------
+    # Local defaults; S3Storage overrides them with its endpoint, region and credentials.
+
+    def arrow_filesystem(self) -> Any:
+        """A ``pyarrow.fs`` filesystem; use it with paths from ``arrow_path``."""
+        from pyarrow import fs as pafs
+
+        return pafs.LocalFileSystem()
+
+    def arrow_path(self, path: str) -> str:
+        """`path` as the filesystem of ``arrow_filesystem`` names it."""
+        return self.uri(path)
+
+    def storage_options(self) -> dict[str, str]:
+        """``storage_options`` for polars readers/writers of ``uri(path)``."""
+        return {}
+
+    def fsspec_options(self) -> dict[str, Any]:
+        """Keyword arguments of the fsspec filesystem of ``fsspec_filesystem``."""
+        return {}
+
+    def fsspec_filesystem(self) -> Any:
+        """An fsspec filesystem for ``uri(path)`` (DuckDB ``register_filesystem``)."""
+        import fsspec
+
+        return fsspec.filesystem("file")
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix, recursive=True)
