@@ -21,7 +21,10 @@ Durability model (SPEC §2):
   the tick also seals a segment as soon as the clock passes its hour.
 - Hot-zone fill: before opening a segment on a local ingestion storage, the filesystem's fill is
   checked; past ``storage.shm_fill_threshold`` the new segment goes to ``storage.spill_dir``
-  (``{spill_dir}/{raw_dir}/{active|ready}/{source}/``), with an ERROR log line per segment.
+  (``{spill_dir}/{raw_dir}/{active|ready}/{source}/``), with an ERROR log line per segment. A
+  write that fails with ENOSPC seals what is on disk and continues in the spill dir. Sealed
+  spilled segments are moved back into the hot ready/ (oldest first, before any newer hot
+  segment) as soon as the hot zone is below the threshold again, so the refinery sees them.
 - S3 ingestion storage: the segment is buffered in memory and uploaded straight to ready/ on seal
   by a background thread (the event loop never waits on S3); the state follows the upload.
 """
@@ -33,6 +36,7 @@ import errno
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -506,6 +510,8 @@ class SegmentWriter:
         root_path.mkdir(parents=True, exist_ok=True)
         fill = fs_fill(root_path)
         if fill < self.fill_threshold:
+            if self.spill is not None:
+                self.drain_spill()  # older spilled segments reach ready/ before this one
             return self.storage
         if self.spill is None:
             log.error(
@@ -528,8 +534,33 @@ class SegmentWriter:
         )
         return self.spill
 
+    def drain_spill(self, limit: int | None = None) -> int:
+        """Move sealed spilled segments (oldest first) back into the hot ready/ while the hot
+        zone is below its threshold, so the refinery, which reads the hot ready/, sees them.
+        Returns how many moved."""
+        if self.spill is None:
+            return 0
+        keys = self.spill.list(self.layout.raw_state_dir("ready", self.source), "segment_*")
+        moved = 0
+        hot_root = self.storage.local_path("")
+        for key in keys[:limit]:
+            if hot_root is None or fs_fill(hot_root) >= self.fill_threshold:
+                break
+            src = self.spill.local_path(key)
+            dst = self.storage.local_path(key)
+            assert src is not None and dst is not None
+            _move_file(src, dst)
+            moved += 1
+            log.warning(
+                "%s: hot zone has room again: moved spilled %s to %s", self.source, key, dst
+            )
+        return moved
+
     def tick(self) -> None:
-        """Called periodically by the service: flush, and rotate by age / clock hour."""
+        """Called periodically by the service: flush, rotate by age / clock hour, and bring one
+        spilled segment back when the hot zone has room."""
+        if self.spill is not None:
+            self.drain_spill(limit=1)
         if self._name is None:
             return
         self.flush()
@@ -615,6 +646,24 @@ class SegmentWriter:
         self.seal("shutdown")
         if self._uploader is not None:
             self._uploader.close()
+
+
+def _move_file(src: Path, dst: Path) -> None:
+    """Rename, or (another filesystem) copy + fsync + atomic rename + unlink: the target only
+    ever appears complete."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dst.with_name(f".tmp-{dst.name}")
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+    src.unlink()
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:

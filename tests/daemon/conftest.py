@@ -13,7 +13,12 @@ from fluxforge.segments import Envelope, iter_lines, parse_envelope
 
 def make_config(tmp_path: Path, sources: list[dict[str, Any]] | None = None, **over: Any) -> Config:
     data: dict[str, Any] = {
-        "storage": {"base_dir": str(tmp_path / "hot"), "spill_dir": str(tmp_path / "spill")},
+        # threshold 1.0: a test machine's nearly full disk must not make segments spill
+        "storage": {
+            "base_dir": str(tmp_path / "hot"),
+            "spill_dir": str(tmp_path / "spill"),
+            "shm_fill_threshold": 1.0,
+        },
         "sources": sources or [],
         "ingestion": {"segment_max_bytes": 1 << 20},
     }

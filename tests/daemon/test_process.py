@@ -23,7 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _write_config(tmp_path: Path, sources: list[dict], **ingestion) -> Path:
     cfg = {
-        "storage": {"base_dir": str(tmp_path / "hot"), "spill_dir": str(tmp_path / "spill")},
+        "storage": {
+            "base_dir": str(tmp_path / "hot"),
+            "spill_dir": str(tmp_path / "spill"),
+            "shm_fill_threshold": 1.0,
+        },
         "sources": sources,
         "ingestion": {"segment_max_bytes": 32768, "flush_max_lines": 20, **ingestion},
     }

@@ -231,3 +231,26 @@ def test_writer_hot_zone_full_mid_segment_spills_without_losing_a_line(
     envs = read_envelopes(hot + spill)
     assert [e.seq for e in envs] == list(range(len(envs)))
     assert [e.data["i"] for e in envs if e.kind == "msg"] == list(range(100))
+
+
+def test_writer_spilled_segments_return_to_ready_when_hot_zone_has_room(
+    cfg_factory, tmp_path: Path
+):
+    cfg = cfg_factory(storage={"shm_fill_threshold": 0.000001})
+    clock = Clock(T0)
+    w = SegmentWriter(cfg, "s", clock=clock)
+    w.open()
+    for i in range(3):
+        w.append(T0 + i, _payload(i))
+        w.seal()
+    assert len(ready_files(tmp_path / "spill", "s")) == 3
+    w.tick()
+    assert ready_files(tmp_path / "hot", "s") == []  # still full
+    w.fill_threshold = 1.0  # the refinery drained the hot zone
+    w.append(T0 + 10, _payload(10))  # a new hot segment: spilled ones go first
+    w.close()
+    hot = ready_files(tmp_path / "hot", "s")
+    assert ready_files(tmp_path / "spill", "s") == []
+    assert len(hot) == 4
+    envs = read_envelopes(hot)
+    assert [e.seq for e in envs] == list(range(len(envs)))
