@@ -245,3 +245,23 @@ def test_tier_cli_dry_run_json_prints_plan(setup, tmp_path: Path) -> None:
     assert out["dry_run"] is True and out["moved"] == len(SEGMENTS)
     assert {m["to_tier"] for m in out["moves"]} == {"warm"}
     assert tree(root) == before
+
+
+@pytest.mark.services
+def test_tier_cold_on_s3_uploads_and_locate_reads_back(s3_env, tmp_path: Path) -> None:
+    bucket = s3_env.bucket("cold")
+    cold = {
+        "backend": "s3",
+        "base_dir": bucket,
+        "s3": {"endpoint_url": s3_env.endpoint_url, "region": s3_env.region},
+    }
+    cfg = make_cfg(tmp_path, cold=cold)
+    contents = write_segments(tmp_path / "hot")
+    report = tiering.tier(cfg, now=NOW)
+    assert {(m.to_tier, m.method) for m in report.moves} == {("cold", "upload"), ("warm", "rename")}
+    locs = tiering.locate(cfg, "venue-a", "2024-01-01")
+    assert [loc.tier for loc in locs] == ["cold", "cold"]
+    for loc in locs:
+        assert loc.uri == f"s3://{bucket}/raw/archive/venue-a/{loc.name}"
+        assert tiering.read_segment(cfg, loc) == contents[(loc.source, loc.name)]
+        assert not archive_path(tmp_path / "hot", loc.source, loc.name).exists()
