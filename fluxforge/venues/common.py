@@ -124,8 +124,9 @@ def _dec_slow(value: Any, what: str) -> str:
     int_len = len(text) if dot < 0 else dot
     if dot >= 0 and len(text) - dot - 1 > MAX_DECIMALS:
         raise _bad_decimal(text, what)
-    if int_len > 20 and Decimal(text) > MAX_VALUE:
-        raise NormalizeError(f"{what}={text[:40]!r}: larger than 1e20")
+    if int_len > 20 and Decimal(text) >= MAX_VALUE:
+        # decimal128(38, 18) holds at most 20 integer digits: 1e20 itself does not fit
+        raise NormalizeError(f"{what}={text[:40]!r}: 1e20 or larger")
     return text
 
 
