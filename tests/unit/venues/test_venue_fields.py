@@ -17,7 +17,15 @@ from fluxforge.venues.common import (
 
 
 @pytest.mark.parametrize(
-    "text", ["0", "0.00000100", "30236", "0.5000", "100000000000000000000", "1." + "0" * 18]
+    "text",
+    [
+        "0",
+        "0.00000100",
+        "30236",
+        "0.5000",
+        "99999999999999999999.999999999999999999",
+        "1." + "0" * 18,
+    ],
 )
 def test_dec_valid_string_is_returned_verbatim(text):
     assert dec(text, "px") == text
