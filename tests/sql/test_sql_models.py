@@ -415,3 +415,50 @@ def test_run_dated_rebuilds_only_those_days_and_reads_neighbour_days(tmp_path: P
     assert day["trade_count"] == 6 + 1
     with pytest.raises(ValueError, match="2024-13-01"):
         sqlmodels.run(cfg, dates=["2024-13-01"])
+
+
+def test_test_unique_and_warn_severity_custom_project(tmp_path: Path) -> None:
+    root = _project(
+        tmp_path / "proj",
+        {
+            "sides": "select side, count(*) as n from {{ source('lake', 'trades') }} group by side",
+            "dup": "select symbol from {{ source('lake', 'trades') }}",
+        },
+        {"assert_no_sell": "select * from {{ ref('sides') }} where side = 'sell'"},
+    )
+    (root / "models" / "schema.yml").write_text(
+        "version: 2\nmodels:\n"
+        "  - name: sides\n    columns:\n      - name: side\n        tests: [unique, not_null]\n"
+        "  - name: dup\n    columns:\n      - name: symbol\n        tests:\n"
+        "          - unique:\n              config: {severity: warn}\n"
+    )
+    cfg = build_lake(tmp_path / "lake")
+    assert sqlmodels.run(cfg, project=root).ok
+    result = sqlmodels.test(cfg, project=root)
+    assert result.test("unique_sides_side").status == "pass"
+    assert result.test("unique_dup_symbol").status == "warn"
+    assert result.test("unique_dup_symbol").failures == 1  # BTC-USD repeats, ETH-USDT does not
+    assert result.test("assert_no_sell").status == "fail"
+    assert not result.ok
+
+
+def test_sql_cli_run_test_json_and_exit_codes(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from fluxforge.cli import main
+
+    cfg = build_lake(tmp_path / "lake")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump({"storage": {"base_dir": cfg.storage.etl_output.base_dir}}))
+    runner = CliRunner()
+    done = runner.invoke(main, ["sql", "run", "--config", str(conf), "--json"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
+    assert out["ok"] and {m["name"] for m in out["models"]} >= {"bars_1m", "coverage_daily"}
+    done = runner.invoke(main, ["sql", "test", "--config", str(conf), "-s", "bars_1m", "--json"])
+    assert done.exit_code == 0 and json.loads(done.stdout)["counts"]["pass"] > 0
+    done = runner.invoke(main, ["sql", "run", "--config", str(conf), "-s", "nope"])
+    assert done.exit_code == 2 and "no model 'nope'" in done.stderr
