@@ -366,6 +366,11 @@ def _reconcile(
             where = _resolve_duplicate(tiers, ident, where, row, report)
         ((tier, key),) = where.items()
         storage = tiers.storages[tier]
+        remote = storage.local_path(key) is None
+        if remote and row is not None and (row["tier"], row["key"]) == (tier, key):
+            # remote and where the manifest says: no HEAD request per segment on every run
+            current[ident] = _row_location(row)
+            continue
         size = storage.size(key)
         if row is None:
             loc = _location(tiers, source, name, tier, key, size, _sha256(storage, key))
