@@ -39,9 +39,11 @@ from fluxforge.demux import (
     ALL_SYMBOLS,
     CtlEvent,
     DemuxResult,
+    FastBook,
     cast_prices,
     demux_segment,
     gc_paused,
+    merge_columns,
     split_by_partition,
 )
 from fluxforge.segments import parse_segment_name
@@ -415,7 +417,9 @@ def _max_ts(dem: DemuxResult) -> int:
         if table.num_rows:
             best = max(best, pc.max(table.column("ts_recv")).as_py())
     if dem.book_messages:
-        best = max(best, dem.book_messages[-1].ts_recv)
+        best = max(best, max(m.ts_recv for m in dem.book_messages))
+    for fast in dem.fast_books.values():
+        best = max(best, int(fast.ts_recv.max()))
     return best
 
 
@@ -472,7 +476,7 @@ def _run_books(
     ctl: dict[str, list[CtlEvent]] = defaultdict(list)
     for ev in dem.ctl:
         ctl[ev.exchange].append(ev)
-    instruments = set(by_inst) | {key for key in states if key[0] in ctl}
+    instruments = set(by_inst) | set(dem.fast_books) | {key for key in states if key[0] in ctl}
     out: dict[str, list[dict[tuple[str, str, str], pa.Table]]] = defaultdict(list)
     new_states = dict(states)
     stats_out: dict[tuple[str, str], dict[str, int]] = {}
@@ -491,13 +495,14 @@ def _run_books(
             (ex, sym),
             ref.name,
             by_inst.get((ex, sym), []),
+            dem.fast_books.get((ex, sym)),
             ctl.get(ex, []),
             (ex, sym) in states,
             out,
         )
         if alive:
             new_states[(ex, sym)] = engine.state()
-        if (ex, sym) in by_inst or (ex, sym) in states:
+        if (ex, sym) in by_inst or (ex, sym) in dem.fast_books or (ex, sym) in states:
             stats_out[(ex, sym)] = stats
     return out, new_states, stats_out
 
@@ -507,26 +512,36 @@ def _feed(
     key: tuple[str, str],
     segment: str,
     msgs: list[tuple[int, Any]],
+    fast: FastBook | None,
     events: list[CtlEvent],
     alive: bool,
     out: dict[str, list[dict[tuple[str, str, str], pa.Table]]],
 ) -> tuple[bool, dict[str, int]]:
-    """Apply one instrument's messages, calling reconnect() at each ctl event's position.
+    """Apply one instrument's messages (per-line objects and/or fast-path columns) in line
+    order, calling reconnect() at each ctl event's line.
 
     An engine that never saw a message has no epoch to end: skipping its reconnects keeps the
     output independent of where segment boundaries fall."""
-    positions = [pos for pos, _ in msgs]
+    columns: FastBook | None = None
+    if fast is not None:
+        columns = merge_columns(fast, msgs)
+        if columns is None:  # shapes the columns cannot carry: everything as objects
+            msgs = sorted([*msgs, *fast.to_messages()], key=lambda item: item[0])
+    positions = columns.line.tolist() if columns is not None else [pos for pos, _ in msgs]
     stats = dict.fromkeys(STAT_FIELDS, 0)
     ex, sym = key
     start = 0
     bounds: list[tuple[int, CtlEvent | None]] = [
         (bisect.bisect_left(positions, ev.book_pos), ev) for ev in events
     ]
-    bounds.append((len(msgs), None))
+    bounds.append((len(positions), None))
     pending = False  # a reconnect's gap row is delivered with the next apply()
 
-    def run(batch: list[Any]) -> None:
-        result = engine.apply(batch, segment)
+    def run(lo: int, hi: int) -> None:
+        if columns is not None and hi > lo:
+            result = engine.apply_batch(columns.batch(lo, hi), segment)
+        else:
+            result = engine.apply([m for _, m in msgs[lo:hi]], segment)
         # every counter the engine reports (contract fields + extras such as crossed)
         for f, v in result.stats.to_dict().items():
             stats[f] = stats.get(f, 0) + int(v)
@@ -536,7 +551,7 @@ def _feed(
 
     for end, ev in bounds:
         if end > start:
-            run([m for _, m in msgs[start:end]])
+            run(start, end)
             start = end
             alive = True
             pending = False
@@ -545,7 +560,7 @@ def _feed(
             pending = True
     if pending:
         # flush the gap row now: it belongs to this segment whatever comes after
-        run([])
+        run(0, 0)
     return alive, stats
 
 

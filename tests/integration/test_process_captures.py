@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from fluxforge import lake
+from fluxforge import demux, lake
 from fluxforge.captures import exchange_from_filename, read_capture
 from fluxforge.config import load_config
 from fluxforge.refinery import claim, list_segments, process_claimed, process_ready, rebuild
@@ -263,3 +263,21 @@ def test_process_captures_altered_level_reports_mismatch_and_ends_epoch(
         and row["ts_recv"] > gap["ts_to"]
     ]
     assert late == []
+
+
+def test_process_captures_fast_path_equals_per_line_path(
+    whole, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The columnar Coinbase path and the per-line normalizer give the same tables."""
+    root, whole_cfg, _ = whole
+    cfg_path = write_config(tmp_path, "unused")
+    ready = tmp_path / "data/raw/ready/replay"
+    ready.mkdir(parents=True)
+    for seg in sorted((root / "data/raw/archive/replay").glob("segment_*.ndjson")):
+        shutil.copy(seg, ready / seg.name)
+    monkeypatch.setattr(demux, "FAST_PATH", False)
+    assert process_ready(load_config(cfg_path, environ={})).failed == []
+    slow, fast = all_tables(cfg_path), all_tables(whole_cfg)
+    for table in lake.TABLES:
+        assert slow[table].equals(fast[table]), table
+    assert lake_files(tmp_path) == lake_files(root)

@@ -146,8 +146,8 @@ def test_demux_ctl_reconnect_recorded_at_book_position() -> None:
         ]
     )
     res = _demux(data)
-    assert [(c.event, c.book_pos) for c in res.ctl] == [("disconnect", 1)]
-    assert [pos for pos, _ in res.books_by_instrument()[("fakex", "BTC-USD")]] == [0, 1]
+    assert [(c.event, c.book_pos) for c in res.ctl] == [("disconnect", 2)]  # line numbers
+    assert [pos for pos, _ in res.books_by_instrument()[("fakex", "BTC-USD")]] == [1, 4]
 
 
 def test_cast_prices_exact_wire_strings() -> None:
