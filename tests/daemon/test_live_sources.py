@@ -12,8 +12,9 @@ import orjson
 from fluxforge.captures import read_capture
 from fluxforge.segments import is_own_ctl, iter_lines, parse_envelope, raw_payload
 from ingestion_daemon.service import Daemon
-from tests.daemon.conftest import make_config, ready_files
-from tests.daemon.wsserver import ReplayServer, wait_until
+
+from .conftest import make_config, ready_files
+from .wsserver import ReplayServer, wait_until
 
 
 def _recorded(root: Path, source: str) -> list[tuple[object, bytes]]:

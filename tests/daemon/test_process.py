@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from fluxforge.segments import SegmentTailer, is_own_ctl, parse_envelope, parse_segment_name
-from tests.daemon.conftest import read_envelopes, ready_files
+
+from .conftest import read_envelopes, ready_files
 
 REPO = Path(__file__).resolve().parents[2]
 

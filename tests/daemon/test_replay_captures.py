@@ -9,7 +9,8 @@ from pathlib import Path
 from fluxforge.captures import exchange_from_filename, read_capture
 from fluxforge.segments import is_own_ctl, iter_lines, parse_envelope, raw_payload
 from ingestion_daemon.service import run_daemon
-from tests.daemon.conftest import make_config, ready_files
+
+from .conftest import make_config, ready_files
 
 # received frames / REST responses per file, from data/README.md's record counts
 README_RECV = {

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingestion_daemon.service import run_daemon
-from tests.daemon.conftest import make_config, read_envelopes, ready_files
+
+from .conftest import make_config, read_envelopes, ready_files
 
 
 def test_daemon_fill_threshold_from_config_spills_every_new_segment(tmp_path: Path, caplog):

@@ -9,7 +9,8 @@ import orjson
 
 from fluxforge.segments import SegmentTailer, is_own_ctl, parse_segment_name
 from ingestion_daemon.writer import HOUR_NS, SegmentWriter
-from tests.daemon.conftest import read_envelopes, ready_files
+
+from .conftest import read_envelopes, ready_files
 
 T0 = 1_763_000_000 * 1_000_000_000 - (1_763_000_000 * 1_000_000_000) % HOUR_NS  # an hour start
 
