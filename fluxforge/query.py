@@ -106,12 +106,9 @@ class Reader:
         self.storage = storage or open_storage(cfg.storage.etl_output)
         self.layout = Layout.of(cfg.storage.etl_output)
         self.hot = hot
+        self._fs: Any = None
 
     # -- lake access -------------------------------------------------------------------------
-    def _filesystem(self) -> Any:
-        fs_fn = getattr(self.storage, "arrow_filesystem", None)
-        return fs_fn() if fs_fn else None
-
     def _part_paths(self, table: str, exchange: str, symbol: str, day: date) -> list[str]:
         prefix = self.layout.lake_partition(table, exchange, symbol, day.isoformat())
         return self.storage.list(prefix, "part-*.parquet")
@@ -131,15 +128,17 @@ class Reader:
         schema = SCHEMAS[table]
         if not keys:
             return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-        fs = self._filesystem()
-        parts = []
-        for key in keys:
-            source = self.storage.uri(key)
-            if fs is not None and source.startswith("s3://"):
-                source = source[len("s3://") :]
-            parts.append(
-                pq.read_table(source, filesystem=fs, filters=filters or None, columns=columns)
+        if self._fs is None:
+            self._fs = self.storage.arrow_filesystem()
+        parts = [
+            pq.read_table(
+                self.storage.arrow_path(key),
+                filesystem=self._fs,
+                filters=filters or None,
+                columns=columns,
             )
+            for key in keys
+        ]
         return pa.concat_tables(parts, promote_options="permissive")
 
     # -- book_at -----------------------------------------------------------------------------
