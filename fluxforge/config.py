@@ -162,6 +162,10 @@ class IngestionConfig(_Model):
     silence_timeout_s: float = Field(default=30.0, gt=0)
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
+    # Local ingestion storage only: keep the daemon's per-source state (next seq, segment
+    # counter, replay cursor) on this disk directory instead of next to the segments, so a
+    # reboot that wipes /dev/shm does not restart seq or reuse segment names.
+    state_dir: str | None = None
 
 
 class RefineryConfig(_Model):
@@ -190,6 +194,10 @@ class LifecycleConfig(_Model):
 class HotStoreConfig(_Model):
     dsn: str | None = None
     embedded: bool = True
+    # the embedded local server (fluxforge.pgserver) used when dsn is null and embedded is true
+    embedded_dir: str = "./fluxforge_data/postgres"
+    embedded_port: int = Field(default=5433, ge=1, le=65535)
+    database: str = Field(default="fluxforge", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class TieringConfig(_Model):

@@ -154,6 +154,9 @@ class SegmentWriter:
         self.max_age_ns = int(icfg.segment_max_age_s * 1e9)
         self.flush_max_lines = icfg.flush_max_lines
         self.state_key = self.layout.state("daemon", f"{source}.json")
+        self.state_store: Storage = self.storage
+        if icfg.state_dir and self.local:
+            self.state_store = LocalStorage(icfg.state_dir)
         self.state = SourceState()
         self.sealed: list[str] = []  # names sealed by this writer (for logs and tests)
         self.spilled = 0
@@ -197,10 +200,10 @@ class SegmentWriter:
         return [self.storage] + ([self.spill] if self.spill else [])
 
     def _load_state(self) -> SourceState:
-        if not self.storage.exists(self.state_key):
+        if not self.state_store.exists(self.state_key):
             return SourceState()
         return SourceState.from_bytes(
-            self.storage.read_bytes(self.state_key), self.storage.uri(self.state_key)
+            self.state_store.read_bytes(self.state_key), self.state_store.uri(self.state_key)
         )
 
     def _save_state(self) -> None:
@@ -217,7 +220,7 @@ class SegmentWriter:
         if self._uploader is not None:
             self._uploader.put_state(snapshot)
         else:
-            self.storage.write_bytes(self.state_key, snapshot.to_bytes())
+            self.state_store.write_bytes(self.state_key, snapshot.to_bytes())
 
     def open(self) -> RecoveryReport:
         """Load the source state and recover whatever a crash left behind. Call once."""

@@ -166,6 +166,28 @@ def test_writer_restart_continues_seq_and_never_reuses_a_counter(cfg_factory, tm
     assert [e.seq for e in envs] == list(range(6))
 
 
+def test_writer_state_dir_on_disk_survives_a_wiped_hot_zone(cfg_factory, tmp_path: Path):
+    import shutil
+
+    cfg = cfg_factory(
+        ingestion={"segment_max_bytes": 1 << 20, "state_dir": str(tmp_path / "disk-state")}
+    )
+    seen = []
+    for run in range(2):
+        w = SegmentWriter(cfg, "s", clock=Clock(T0))
+        w.open()
+        w.append(T0 + run, _payload(run))
+        w.close()
+        seen.append(w.sealed[-1])
+        for f in ready_files(tmp_path / "hot", "s"):
+            f.rename(tmp_path / f.name)
+        shutil.rmtree(tmp_path / "hot")  # a reboot wipes /dev/shm
+    assert len(set(seen)) == 2
+    envs = read_envelopes(sorted(tmp_path.glob("segment_*.ndjson")))
+    assert [e.seq for e in envs] == list(range(4))
+    assert (tmp_path / "disk-state" / "state" / "daemon" / "s.json").is_file()
+
+
 def test_writer_fill_threshold_spills_new_segments(cfg_factory, tmp_path: Path, caplog):
     cfg = cfg_factory(storage={"shm_fill_threshold": 0.000001})
     w = SegmentWriter(cfg, "s", clock=Clock(T0))
