@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fluxforge.config import Config, LayerStorage
+from fluxforge.config import Config
 from fluxforge.sqlmodels.project import (
     PARTITION_COLUMNS,
     DataTest,
@@ -130,28 +130,15 @@ class TestResult:
 # connection
 
 
-def _register_s3(conn: duckdb.DuckDBPyConnection, layer: LayerStorage) -> None:
-    import s3fs
+def connect(cfg: Config, storage: Storage | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection able to read the ETL output storage (local or S3).
 
-    client_kwargs: dict[str, Any] = {}
-    if layer.s3.region:
-        client_kwargs["region_name"] = layer.s3.region
-    fs = s3fs.S3FileSystem(
-        endpoint_url=layer.s3.endpoint_url,
-        client_kwargs=client_kwargs,
-        config_kwargs={
-            "retries": {"max_attempts": layer.s3.max_attempts, "mode": layer.s3.retry_mode},
-            "s3": {"addressing_style": "path"},
-        },
-    )
-    conn.register_filesystem(fs)
-
-
-def connect(cfg: Config) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection able to read the ETL output storage (local or S3)."""
+    Remote storage is read through its fsspec filesystem (``Storage.fsspec_filesystem``):
+    DuckDB 2.0 cannot install httpfs offline."""
+    storage = storage or open_storage(cfg.storage.etl_output)
     conn = duckdb.connect()
-    if cfg.storage.etl_output.backend == "s3":
-        _register_s3(conn, cfg.storage.etl_output)
+    if storage.local_path("") is None:
+        conn.register_filesystem(storage.fsspec_filesystem())
     return conn
 
 
@@ -168,7 +155,7 @@ class _Context:
         self.project = project
         self.storage: Storage = open_storage(cfg.storage.etl_output)
         self.layout = Layout.of(cfg.storage.etl_output)
-        self.conn = connect(cfg)
+        self.conn = connect(cfg, self.storage)
         self.dates = set(dates) if dates is not None else None
         self.read_dates = _with_neighbours(self.dates) if self.dates is not None else None
         self.schemas: dict[str, pa.Schema] = {}
