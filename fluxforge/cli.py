@@ -316,5 +316,79 @@ def up(
     sys.exit(run_up(settings, announce=lambda msg: click.echo(msg, err=True)))
 
 
+# -- hot store and lifecycle rotation (fluxforge.hot, fluxforge.lifecycle) ----------------------
+
+
+@main.group()
+def hot() -> None:
+    """PostgreSQL hot tables (last hot_days of trades, quotes, book snapshots, bars)."""
+
+
+@hot.command("load")
+@config_option
+@click.option("--hot-days", type=click.IntRange(min=1), default=None, help="Window (days).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+def hot_load(config_path: str | None, hot_days: int | None, as_json: bool) -> None:
+    """Load the lake's days inside the hot window into the hot tables (idempotent)."""
+    import orjson
+
+    from fluxforge.hot import load_lake
+    from fluxforge.pgserver import hot_dsn
+
+    cfg = load_config(config_path)
+    with hot_dsn(cfg) as dsn:
+        report = load_lake(cfg, dsn, hot_days=hot_days).to_dict()
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"days: {', '.join(report['days']) or 'none'} ({report['files']} files)")
+    for table, rows in report["rows_inserted"].items():
+        click.echo(f"{table}: {rows} rows")
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
+@click.option("--analyze-only", is_flag=True, help="Only ANALYZE the hot tables.")
+@click.option("--force", is_flag=True, help="Run even if lifecycle.enabled is false.")
+@click.option("--hot-days", type=click.IntRange(min=1), default=None, help="Window (days).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan/result as JSON.")
+def rotate(
+    config_path: str | None,
+    dry_run: bool,
+    analyze_only: bool,
+    force: bool,
+    hot_days: int | None,
+    as_json: bool,
+) -> None:
+    """Move hot days older than hot_days to cold Parquet, then drop them (SPEC §6)."""
+    import orjson
+
+    from fluxforge.lifecycle import rotate as run_rotation
+    from fluxforge.pgserver import hot_dsn
+
+    cfg = load_config(config_path)
+    with hot_dsn(cfg) as dsn:
+        out = run_rotation(
+            cfg, dsn, dry_run=dry_run, analyze_only=analyze_only, force=force, hot_days=hot_days
+        )
+    if as_json:
+        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return
+    if "skipped" in out or ("analyzed" in out and "plan" not in out):
+        click.echo(out.get("skipped") or f"analyzed: {', '.join(out['analyzed'])}")
+        return
+    parts = out["partitions"] if dry_run else out["rotated"]
+    verb = "would rotate" if dry_run else "rotated"
+    for part in parts:
+        click.echo(f"{verb} {part['table']} {part['day']}: {part['rows']} rows")
+    if not parts:
+        click.echo("nothing to rotate")
+    if not dry_run:
+        click.echo(
+            f"{out['partitions_dropped']} partitions dropped, {out['bytes_written']} bytes written"
+        )
+
+
 if __name__ == "__main__":
     main()

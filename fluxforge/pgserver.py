@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -201,3 +202,32 @@ class LocalPostgres:
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.dsn_for(name)
+
+
+def embedded_server(cfg) -> LocalPostgres:
+    """The embedded local server of a config (``hot_store.embedded_dir`` / ``embedded_port``)."""
+    return LocalPostgres(cfg.hot_store.embedded_dir, port=cfg.hot_store.embedded_port)
+
+
+@contextlib.contextmanager
+def hot_dsn(cfg) -> Iterator[str]:
+    """The hot store DSN: ``hot_store.dsn``, else the embedded server (started here, and
+    stopped again on exit if it was not already running), database ``hot_store.database``."""
+    if cfg.hot_store.dsn:
+        yield cfg.hot_store.dsn
+        return
+    if not cfg.hot_store.embedded:
+        from fluxforge.config import ConfigError
+
+        raise ConfigError(
+            "hot_store.dsn is null and hot_store.embedded is false: set hot_store.dsn "
+            "(postgresql://user@host:port/db) or enable the embedded server"
+        )
+    server = embedded_server(cfg)
+    was_running = server.running()
+    server.start()
+    try:
+        yield server.ensure_database(cfg.hot_store.database)
+    finally:
+        if not was_running:
+            server.stop("fast")
