@@ -536,3 +536,23 @@ def read_segment(cfg: Config, loc: SegmentLocation) -> bytes:
             f"{loc.source}/{loc.name} at {loc.uri}: sha256 differs from the manifest"
         )
     return data
+
+
+def restore(cfg: Config, source: str, date: str) -> list[SegmentLocation]:
+    """Copy every segment of `source` on `date` that is no longer in the hot archive back into
+    it (checksum verified), so ``refinery.rebuild(cfg, source, date)`` finds the whole day.
+
+    The warm/cold copy and its manifest row stay as they are; the next ``tier()`` run sees the
+    segment in two tiers and, the colder copy matching its checksum, removes the hot one.
+    Returns the locations of the day (the hot copies)."""
+    tiers = Tiers(cfg)
+    hot = tiers.storages["hot"]
+    out = []
+    for loc in locate(cfg, source, date):
+        key = tiers.key("hot", loc.source, loc.name)
+        if loc.tier != "hot":
+            data = read_segment(cfg, loc)
+            hot.write_bytes(key, data)
+            log.info("restored %s/%s from %s to the hot archive", loc.source, loc.name, loc.tier)
+        out.append(_location(tiers, loc.source, loc.name, "hot", key, loc.size, loc.sha256))
+    return out

@@ -265,3 +265,21 @@ def test_tier_cold_on_s3_uploads_and_locate_reads_back(s3_env, tmp_path: Path) -
         assert loc.uri == f"s3://{bucket}/raw/archive/venue-a/{loc.name}"
         assert tiering.read_segment(cfg, loc) == contents[(loc.source, loc.name)]
         assert not archive_path(tmp_path / "hot", loc.source, loc.name).exists()
+
+
+def test_restore_brings_a_tiered_day_back_then_tier_removes_the_copies(setup) -> None:
+    cfg, contents, root = setup
+    tiering.tier(cfg, now=NOW)
+    locs = tiering.restore(cfg, "venue-a", "2024-01-01")
+    assert [loc.tier for loc in locs] == ["hot", "hot"]
+    for loc in locs:
+        assert (
+            archive_path(root / "hot", loc.source, loc.name).read_bytes()
+            == contents[(loc.source, loc.name)]
+        )
+        assert archive_path(root / "cold", loc.source, loc.name).exists()
+    report = tiering.tier(cfg, now=NOW)
+    assert len(report.repaired) == 2 and report.moves == []
+    for loc in locs:
+        assert not archive_path(root / "hot", loc.source, loc.name).exists()
+    assert [loc.tier for loc in tiering.locate(cfg, "venue-a", "2024-01-01")] == ["cold", "cold"]
