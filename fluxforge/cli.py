@@ -162,6 +162,37 @@ for _table in ("trades", "quotes"):
     _range_command(_table)
 
 
+@query.command("bars")
+@config_option
+@click.option("--exchange", required=True)
+@click.option("--symbol", required=True)
+@click.option("--start", required=True, help="ISO-8601 or integer ns (bar start, inclusive).")
+@click.option("--end", required=True, help="ISO-8601 or integer ns (bar start, inclusive).")
+@click.option("--interval", type=click.Choice(["1m", "5m", "1h", "1d"]), default="1m")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table"
+)
+@click.option("--output", type=click.Path(dir_okay=False), default=None)
+def query_bars(
+    config_path: str | None,
+    exchange: str,
+    symbol: str,
+    start: str,
+    end: str,
+    interval: str,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """OHLCV bars (VWAP, trade count): hot days from PostgreSQL, older from the SQL models."""
+    from fluxforge.query import QueryError, write_result
+
+    try:
+        tbl = _reader(config_path).bars(exchange, symbol, start, end, interval)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
+    write_result(tbl, fmt, output)
+
+
 # --- sql: the dbt-like SQL models (fluxforge.sqlmodels) ----------------------------------------
 
 

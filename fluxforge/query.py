@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from fluxforge.config import Config
 from fluxforge.storage import Layout, Storage, open_storage
-from fluxforge.tables import SCHEMAS
+from fluxforge.tables import DECIMAL, SCHEMAS
 
 TimeKind = Literal["recv", "event"]
 _INT_RE = re.compile(r"^-?\d+$")
@@ -105,6 +105,10 @@ class Reader:
         self.cfg = cfg
         self.storage = storage or open_storage(cfg.storage.etl_output)
         self.layout = Layout.of(cfg.storage.etl_output)
+        if hot is None and cfg.hot_store.dsn:
+            from fluxforge.hot import HotStore
+
+            hot = HotStore(cfg.hot_store.dsn, cfg.lifecycle.hot_intervals)
         self.hot = hot
         self._fs: Any = None
 
@@ -125,9 +129,9 @@ class Reader:
     ) -> pa.Table:
         if keys is None:
             keys = self._part_paths(table, exchange, symbol, day)
-        schema = SCHEMAS[table]
         if not keys:
-            return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+            empty = SCHEMAS[table].empty_table()
+            return empty if columns is None else empty.select(columns)
         if self._fs is None:
             self._fs = self.storage.arrow_filesystem()
         parts = [
@@ -266,6 +270,87 @@ class Reader:
         self, exchange: str, symbol: str, start: Any, end: Any, time: TimeKind = "recv"
     ) -> pa.Table:
         return self._range("quotes", exchange, symbol, start, end, time)
+
+    def bars(
+        self, exchange: str, symbol: str, start: Any, end: Any, interval: str = "1m"
+    ) -> pa.Table:
+        """OHLCV bars whose start lies in [start, end]: hot days from PostgreSQL, the others
+        from the SQL models' Parquet (``fluxforge sql run``). A bar present in both (a bucket
+        near midnight) is taken once, from the hot store."""
+        if interval not in BAR_INTERVALS:
+            raise QueryError(f"interval={interval!r}: allowed {', '.join(BAR_INTERVALS)}")
+        t0, t1 = parse_time(start, "start"), parse_time(end, "end")
+        if t1 < t0:
+            raise QueryError(f"end ({end}) is before start ({start})")
+        table = f"bars_{interval}"
+        hot_days: set[date] = set()
+        if self.hot is not None and interval in self.hot.intervals:
+            hot_days = set(self.hot.days(table))
+        parts: list[pa.Table] = []
+        day = ns_to_date(t0)
+        while day <= ns_to_date(t1):
+            if day in hot_days:
+                tbl = _bars_from_hot(self.hot.read(table, exchange, symbol, day, "ts", t0, t1))
+            else:
+                part = self.layout.model_part(
+                    table, {"exchange": exchange, "symbol": symbol, "date": str(day)}
+                )
+                keys = self.storage.list(part.rsplit("/", 1)[0], "*.parquet")
+                tbl = BARS.empty_table()
+                if keys:
+                    raw = self._read(table, exchange, symbol, day, keys=keys)
+                    tbl = _bars_from_lake(raw)
+                    mask = pc.and_(pc.greater_equal(tbl["ts"], t0), pc.less_equal(tbl["ts"], t1))
+                    tbl = tbl.filter(mask)
+            if tbl.num_rows:
+                parts.append(tbl)
+            day += timedelta(days=1)
+        if not parts:
+            return BARS.empty_table()
+        merged = pa.concat_tables(parts)
+        # hot parts come first per day; keep the first row of each bar start
+        order = pc.sort_indices(merged, [("ts", "ascending")])
+        merged = merged.take(order)
+        ts = merged["ts"].to_numpy()
+        keep = [i for i in range(len(ts)) if i == 0 or ts[i] != ts[i - 1]]
+        return merged.take(pa.array(keep, pa.int64()))
+
+
+BAR_INTERVALS = ("1m", "5m", "1h", "1d")
+BARS = pa.schema(
+    [
+        ("ts", pa.int64()),  # bar start, ns (event time, UTC-aligned)
+        ("open", DECIMAL),
+        ("high", DECIMAL),
+        ("low", DECIMAL),
+        ("close", DECIMAL),
+        ("volume", DECIMAL),
+        ("vwap", pa.float64()),
+        ("trade_count", pa.int64()),
+    ]
+)
+
+
+def _bars_from_lake(tbl: pa.Table) -> pa.Table:
+    return pa.table(
+        {
+            "ts": tbl["bar_start_ns"],
+            **{c: tbl[c] for c in ("open", "high", "low", "close", "volume")},
+            "vwap": tbl["vwap"],
+            "trade_count": tbl["trade_count"],
+        }
+    ).cast(BARS)
+
+
+def _bars_from_hot(tbl: pa.Table) -> pa.Table:
+    return pa.table(
+        {
+            "ts": tbl["ts"],
+            **{c: tbl[c] for c in ("open", "high", "low", "close", "volume")},
+            "vwap": pc.cast(tbl["vwap"], pa.float64()),
+            "trade_count": tbl["trades"],
+        }
+    ).cast(BARS)
 
 
 def as_format(table: pa.Table, fmt: Literal["arrow", "polars", "pandas"] = "arrow") -> Any:
