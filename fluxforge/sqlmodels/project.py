@@ -93,6 +93,12 @@ class Model:
         """Upstream models (the ref() graph); Dagster asset deps come from here."""
         return self.refs
 
+    @property
+    def group(self) -> str:
+        """The model's folder under models/ (``staging``, ``marts``): a natural asset group."""
+        parts = Path(self.path).parts
+        return parts[1] if len(parts) > 2 else "models"
+
 
 @dataclass
 class Project:

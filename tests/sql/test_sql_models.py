@@ -92,6 +92,10 @@ def test_load_project_real_project_orders_dependencies_first() -> None:
         order
     )
     assert project.models["stg_trades"].materialized == "view"
+    assert (project.models["stg_trades"].group, project.models["bars_1d"].group) == (
+        "staging",
+        "marts",
+    )
     assert project.models["bars_1m"].partition_by == ("exchange", "symbol", "date")
     names = [t.name for t in project.tests_for("bars_1m")]
     assert "not_null_bars_1m_open" in names
