@@ -421,5 +421,94 @@ def rotate(
         )
 
 
+# --- history: backfill trades / OHLCV from exchange REST through ccxt (fluxforge.history) -----
+
+
+@main.command()
+@config_option
+@click.option("--exchange", required=True, help="ccxt exchange id, e.g. binance.")
+@click.option("--symbol", required=True, help="ccxt symbol BASE/QUOTE, e.g. BTC/USDT.")
+@click.option("--start", required=True, help="ISO-8601 (naive = UTC) or integer ns, inclusive.")
+@click.option("--end", required=True, help="ISO-8601 (naive = UTC) or integer ns, exclusive.")
+@click.option(
+    "--what", type=click.Choice(["ohlcv", "trades", "both"]), default="both", show_default=True
+)
+@click.option("--timeframe", default="1m", show_default=True, help="OHLCV bar interval.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Rows/request."
+)
+@click.option(
+    "--ccxt-options",
+    "ccxt_options_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON file: ccxt constructor options (urls, rateLimit, options, ...); a 'markets' "
+    "list in it is installed with set_markets instead of loading markets.",
+)
+@click.option(
+    "--hot/--no-hot",
+    default=True,
+    show_default=True,
+    help="Also load trades of days inside the hot window into the PostgreSQL hot tables.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+def history(
+    config_path: str | None,
+    exchange: str,
+    symbol: str,
+    start: str,
+    end: str,
+    what: str,
+    timeframe: str,
+    limit: int,
+    ccxt_options_path: str | None,
+    hot: bool,
+    as_json: bool,
+) -> None:
+    """Backfill trades and/or OHLCV of [--start, --end) from the exchange's REST API into the
+    lake (trades table; ohlcv table), without repeating trades the stream already wrote."""
+    from pathlib import Path
+
+    import orjson
+
+    from fluxforge.history import HistoryError, backfill, hot_days_written, load_hot
+
+    cfg = load_config(config_path)
+    options, markets = None, None
+    if ccxt_options_path:
+        try:
+            options = orjson.loads(Path(ccxt_options_path).read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise click.BadParameter(f"{ccxt_options_path}: not JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise click.BadParameter(f"{ccxt_options_path}: expected a JSON object")
+        markets = options.pop("markets", None)
+    try:
+        report = backfill(
+            cfg, exchange, symbol, start, end, what, timeframe,  # type: ignore[arg-type]
+            ccxt_options=options, markets=markets, limit=limit,
+        )  # fmt: skip
+        if hot and hot_days_written(cfg, report):
+            from fluxforge.pgserver import hot_dsn
+
+            with hot_dsn(cfg) as dsn:
+                load_hot(cfg, dsn, report)
+    except HistoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    out = report.to_dict()
+    if as_json:
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
+        return
+    click.echo(
+        f"{out['exchange']} {out['symbol']} [{out['start']}, {out['end']}): "
+        f"{out['trades_written']} trades ({out['trades_already_streamed']} already streamed), "
+        f"{out['bars_written']} {timeframe} bars, {out['requests']} requests"
+    )
+    for key in out["files"]:
+        click.echo(f"  {key}")
+    for table, rows in out["hot_rows"].items():
+        click.echo(f"  hot {table}: {rows} rows")
+
+
 if __name__ == "__main__":
     main()

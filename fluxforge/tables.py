@@ -97,6 +97,22 @@ GAP_LEDGER = pa.schema(
     ]
 )
 
+# Candles fetched from exchange REST APIs by ``fluxforge.history`` (ccxt ``fetch_ohlcv``); the
+# SQL models' ``bars_*`` are the trade-derived equivalent. Parts:
+# ``ohlcv/exchange=E/symbol=S/date=D/part-history-{interval}.parquet``, date = UTC date of ``ts``.
+OHLCV = pa.schema(
+    [
+        ("ts", NS),  # bar open time
+        ("interval", pa.string()),  # ccxt timeframe: 1m, 5m, 1h, 1d, ...
+        ("open", DECIMAL),
+        ("high", DECIMAL),
+        ("low", DECIMAL),
+        ("close", DECIMAL),
+        ("volume", DECIMAL),  # base-asset volume
+        ("trade_count", pa.int64()),  # null when the venue/ccxt does not give it
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "trades": TRADES,
     "book_deltas": BOOK_DELTAS,
@@ -104,4 +120,5 @@ SCHEMAS: dict[str, pa.Schema] = {
     "quotes": QUOTES,
     "quarantine": QUARANTINE,
     "gap_ledger": GAP_LEDGER,
+    "ohlcv": OHLCV,
 }
