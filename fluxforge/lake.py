@@ -10,9 +10,12 @@ both backends), so rows are replaced, never duplicated. Files hold only the colu
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fluxforge.config import PathNames
@@ -27,19 +30,30 @@ class LakeError(ValueError):
     """A lake file does not match its table schema; the message names the file."""
 
 
-def encode_parquet(table: pa.Table, schema: pa.Schema, row_group_size: int) -> bytes:
-    """Deterministic zstd Parquet bytes for `table` cast to `schema` (same input, same bytes)."""
+def encode_parquet(
+    table: pa.Table, schema: pa.Schema, row_group_size: int, window_ns: int | None = None
+) -> bytes:
+    """Deterministic zstd Parquet bytes for `table` cast to `schema` (same input, same bytes).
+
+    With `window_ns`, row groups also break wherever ``ts_recv // window_ns`` changes (rows in
+    receive order), so a reader that needs one snapshot window of book deltas touches at most
+    the row groups of that window (row-group statistics on ts_recv do the pruning)."""
     data = table.select(schema.names).cast(schema)
     buf = io.BytesIO()
-    pq.write_table(
-        data,
-        buf,
-        compression=COMPRESSION,
-        row_group_size=row_group_size,
-        write_statistics=True,
-        store_schema=True,
-    )
+    with pq.ParquetWriter(
+        buf, schema, compression=COMPRESSION, write_statistics=True, store_schema=True
+    ) as writer:
+        for start, end in _window_slices(data, window_ns):
+            writer.write_table(data.slice(start, end - start), row_group_size=row_group_size)
     return buf.getvalue()
+
+
+def _window_slices(data: pa.Table, window_ns: int | None) -> list[tuple[int, int]]:
+    if not window_ns or data.num_rows == 0 or "ts_recv" not in data.column_names:
+        return [(0, data.num_rows)]
+    windows = pc.divide(data["ts_recv"], pa.scalar(window_ns, pa.int64())).to_numpy()
+    cuts = [0, *(int(i) + 1 for i in np.flatnonzero(windows[1:] != windows[:-1])), len(windows)]
+    return list(itertools.pairwise(cuts))
 
 
 def part_key(layout: Layout, table: str, exchange: str, symbol: str, date: str, stem: str) -> str:

@@ -385,7 +385,10 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
             continue
         schemas.validate(table, merged, ex, sym, date)
         key = lake.part_key(ctx.lout, table, ex, sym, date, _part_stem(ref))
-        bodies[key] = lake.encode_parquet(merged, lake.SCHEMAS[table], cfg.refinery.row_group_size)
+        window = int(cfg.refinery.snapshot_interval_s * 1e9) if table == "book_deltas" else None
+        bodies[key] = lake.encode_parquet(
+            merged, lake.SCHEMAS[table], cfg.refinery.row_group_size, window
+        )
         report.rows[table] += merged.num_rows
         report.bytes[table] += len(bodies[key])
     _write_parts(ctx, ref, bodies)
