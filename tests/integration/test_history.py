@@ -383,3 +383,29 @@ def test_history_cli_json_reports_rows_and_files(
 
     bad = CliRunner().invoke(main, [*args[:9], "--end", "2024-03-01", "--no-hot"])
     assert bad.exit_code != 0 and "must be after start" in bad.output
+
+
+def test_history_loads_hot_window_days_into_postgres_once(
+    tmp_path: Path, binance: BinanceSpot, pg_db: str
+) -> None:
+    from datetime import date
+
+    from fluxforge.hot import HotStore
+
+    cfg = config_from_dict(
+        {"storage": {"base_dir": str(tmp_path / "lake")}, "lifecycle": {"hot_days": 1}},
+        environ={},
+    )
+    today = date(2024, 3, 2)  # hot window = 2024-03-02 only
+    first = run(cfg, binance, "2024-03-01T23:50:00Z", "2024-03-02T00:10:00Z", hot_dsn=pg_db,
+                today=today)  # fmt: skip
+    again = run(cfg, binance, "2024-03-01T23:50:00Z", "2024-03-02T00:10:00Z", hot_dsn=pg_db,
+                today=today)  # fmt: skip
+
+    hot = HotStore(pg_db, cfg.lifecycle.hot_intervals)
+    assert first.hot_rows["trades"] == 9 and again.hot_rows.get("trades", 0) == 0
+    assert hot.days("trades") == [today]
+    rows = hot.read("trades", "binance", "BTC-USDT", today)
+    assert rows.column("trade_id").to_pylist() == [str(i) for i in range(1021, 1030)]
+    assert rows.column("price").to_pylist()[0] == Decimal("61999.99")
+    assert hot.count("bars_1m", today) == 8  # minutes 0,1,2,4,5,6,8,9 hold trades
