@@ -296,7 +296,11 @@ def rebuild(
 ) -> ProcessReport:
     """Reprocess every archived segment of `source` on `date` (backfill): same tables, same
     bytes as the original processing, starting from the checkpoint before the day's first."""
+    from fluxforge.tiering import restore
+
     ctx = _Ctx(cfg)
+    # segments already tiered to warm/cold come back into the hot archive first (checksummed)
+    restore(cfg, source, date)
     refs = [r for r in list_segments(cfg, "archive", source) if r.date == date]
     report = ProcessReport()
     for ref in refs:

@@ -165,3 +165,18 @@ def test_restore_then_rebuild_tiered_days_gives_identical_lake(processed) -> Non
     assert after == before
     report = tiering.tier(cfg, now=4_000_000_000.0)
     assert report.segments == {"cold": len(segments)} and report.moves == []
+
+
+def test_rebuild_of_a_tiered_day_restores_it_by_itself(processed) -> None:
+    cfg, segments = processed
+    tiering.tier(cfg, now=4_000_000_000.0)
+    lake_dir = Path(cfg.storage.etl_output.base_dir) / "processed"
+    tables = [d for d in lake_dir.iterdir() if d.name != "models"]
+    before = {p: p.read_bytes() for d in tables for p in sorted(d.rglob("*.parquet"))}
+    days = sorted({(src, f"{n[8:12]}-{n[12:14]}-{n[14:16]}") for src, n in segments})
+    rebuilt = 0
+    for source, date in days:
+        rebuilt += len(refinery.rebuild(cfg, source, date).segments)
+    assert rebuilt == len(segments)
+    after = {p: p.read_bytes() for d in tables for p in sorted(d.rglob("*.parquet"))}
+    assert after == before
