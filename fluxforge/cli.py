@@ -471,7 +471,7 @@ def history(
 
     import orjson
 
-    from fluxforge.history import HistoryError, backfill, hot_days_written, load_hot
+    from fluxforge.history import HistoryError, backfill_and_load
 
     cfg = load_config(config_path)
     options, markets = None, None
@@ -484,15 +484,10 @@ def history(
             raise click.BadParameter(f"{ccxt_options_path}: expected a JSON object")
         markets = options.pop("markets", None)
     try:
-        report = backfill(
+        report = backfill_and_load(
             cfg, exchange, symbol, start, end, what, timeframe,  # type: ignore[arg-type]
-            ccxt_options=options, markets=markets, limit=limit,
+            hot=hot, ccxt_options=options, markets=markets, limit=limit,
         )  # fmt: skip
-        if hot and hot_days_written(cfg, report):
-            from fluxforge.pgserver import hot_dsn
-
-            with hot_dsn(cfg) as dsn:
-                load_hot(cfg, dsn, report)
     except HistoryError as exc:
         raise click.ClickException(str(exc)) from None
     out = report.to_dict()

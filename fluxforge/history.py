@@ -574,7 +574,7 @@ def load_hot(
     return report.hot_rows
 
 
-# ------------------------------------------------------------------------------ entry point
+# ------------------------------------------------------------------------------ entry points
 
 
 def _check_args(
@@ -663,4 +663,16 @@ def backfill(
         "history %s %s: %d trades, %d bars written, %d requests",
         exchange, norm, report.trades_written, report.bars_written, report.requests,
     )  # fmt: skip
+    return report
+
+
+def backfill_and_load(cfg: Config, *args: Any, hot: bool = True, **kwargs: Any) -> HistoryReport:
+    """``backfill`` and, with ``hot``, load the hot-window days into the configured hot store
+    (``hot_store.dsn``, else the embedded server, started only when there is a day to load)."""
+    report = backfill(cfg, *args, **kwargs)
+    if hot and hot_days_written(cfg, report, kwargs.get("today")):
+        from fluxforge.pgserver import hot_dsn
+
+        with hot_dsn(cfg) as dsn:
+            load_hot(cfg, dsn, report, kwargs.get("today"))
     return report

@@ -409,3 +409,45 @@ def test_history_loads_hot_window_days_into_postgres_once(
     assert rows.column("trade_id").to_pylist() == [str(i) for i in range(1021, 1030)]
     assert rows.column("price").to_pylist()[0] == Decimal("61999.99")
     assert hot.count("bars_1m", today) == 8  # minutes 0,1,2,4,5,6,8,9 hold trades
+
+
+@pytest.mark.slow
+def test_history_dagster_job_backfills_and_reports_metadata(
+    cfg: Config, binance: BinanceSpot, tmp_path: Path
+) -> None:
+    from fluxforge_dagster.defs.history import HISTORY_JOB, history_backfill_job
+    from fluxforge_dagster.defs.resources import FluxForgeResource
+
+    config = tmp_path / "fluxforge.yaml"
+    config.write_text(json.dumps({"storage": {"base_dir": cfg.storage.etl_output.base_dir}}))
+    op_config = {
+        "exchange": "binance", "symbol": "BTC/USDT", "start": "2024-03-02T00:00:00Z",
+        "end": "2024-03-02T00:05:00Z", "limit": 3, "hot": False,
+        "ccxt_options": {**options(binance), "markets": MARKETS},
+    }  # fmt: skip
+    result = history_backfill_job.execute_in_process(
+        run_config={"ops": {"history_backfill": {"config": op_config}}},
+        resources={"fluxforge": FluxForgeResource(config_path=str(config))},
+    )
+
+    assert result.success and result.job_def.name == HISTORY_JOB
+    outputs = [e for e in result.events_for_node("history_backfill") if e.is_successful_output]
+    meta = outputs[0].event_specific_data.metadata
+    assert meta["trades_written"].value == 5 and meta["bars_written"].value == 5
+    assert meta["requests"].value == len(binance.requests)
+    assert trade_ids(cfg) == [str(i) for i in range(1021, 1026)]
+
+
+def test_history_dagster_definitions_load_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    config = tmp_path / "fluxforge.yaml"
+    config.write_text(json.dumps({"storage": {"base_dir": str(tmp_path / "lake")}}))
+    monkeypatch.setenv("FLUXFORGE_CONFIG", str(config))
+    from fluxforge_dagster.definitions import defs
+
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    assert loaded.get_job_def("history_backfill_job").name == "history_backfill_job"
