@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
+from numba import njit
 
 from fluxforge.events import BookMessage, EventSink, NormalizeError, TopOfBook
 from fluxforge.segments import EXCHANGE_RE, Envelope, EnvelopeError, parse_envelope
@@ -86,6 +85,13 @@ class DemuxResult:
         for line, msg in zip(self.book_lines, self.book_messages, strict=True):
             out.setdefault((msg.exchange, msg.symbol), []).append((line, msg))
         return out
+
+    def books_by_instrument_all(self) -> list[tuple[int, BookMessage]]:
+        """Every book message (both paths) as (line number, object), in line order."""
+        items = [*zip(self.book_lines, self.book_messages, strict=True)]
+        for fast in self.fast_books.values():
+            items.extend(fast.to_messages())
+        return sorted(items, key=lambda item: item[0])
 
     @property
     def book_count(self) -> int:
@@ -226,17 +232,22 @@ def _demux_pass(
     lines_in = n_data = n_control = 0
     parse = parse_envelope
     lines = data.split(b"\n")
-    taken: set[int] | frozenset[int] = frozenset()
+    buf = np.frombuffer(data, np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], newlines + 1)).astype(np.int64)
+    ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
+    todo = ends > starts  # empty lines are not messages
     if fast and not poison:
-        res.fast_books, taken = fast_coinbase_books(lines)
-        n_data = len(taken)
+        res.fast_books, taken = fast_coinbase_books(buf, starts, ends)
+        n_data = lines_in = int(taken.sum())
+        todo &= ~taken
 
-    for line_no, line in enumerate(lines, 1):
-        if not line or line.isspace():
+    for idx in np.flatnonzero(todo).tolist():
+        line = lines[idx]
+        if line.isspace():
             continue
+        line_no = idx + 1
         lines_in += 1
-        if line_no in taken:
-            continue
         try:
             env = parse(line)
         except EnvelopeError as exc:
@@ -417,49 +428,15 @@ def split_by_partition(
 # ---------------------------------------------------------------- columnar fast path
 #
 # The bulk of a Coinbase feed is `l2update` lines (plus a few large `snapshot`s). Going through
-# orjson + the per-line normalizer costs ~10 us a line; here those lines are selected with
-# byte tests, parsed in one go by Arrow's JSON reader, validated with vectorized kernels to
-# exactly the rules of fluxforge.venues.coinbase (plain decimals, price > 0, side, product,
-# RFC 3339 time) and handed to the book kernel as columns (BookBatch.from_columns), never as
-# Python objects. A line that fails any check simply goes through the per-line path, which
-# gives it the normalizer's own treatment and quarantine reason: the fast path only ever
-# decides "certainly fine", so both paths produce the same tables (tested).
+# orjson + the per-line normalizer costs ~10 us a line; here those lines are picked with byte
+# tests, scanned by one numba pass over the segment bytes that checks them against exactly the
+# rules of fluxforge.venues.coinbase (plain decimals, price > 0, side words, RFC 3339 time,
+# plausible ns) and records byte spans; the spans become Arrow string columns that go to the
+# book kernel as columns (BookBatch.from_columns), never as Python objects. The scanner only
+# accepts the compact shape it knows (no escapes, no unknown keys, no duplicates); anything
+# else goes through the per-line path, which gives it the normalizer's own treatment and
+# quarantine reason. So both paths produce the same tables (tested byte for byte).
 
-_FAST_EX = b',"ex":"coinbase","seq":'
-_FAST_TYPES = (b'"type":"l2update"', b'"type":"snapshot"')
-_LEVELS = pa.list_(pa.list_(pa.string()))
-_FAST_SCHEMA = pa.schema(
-    [
-        ("ts", pa.int64()),
-        ("src", pa.string()),
-        ("ex", pa.string()),
-        ("seq", pa.int64()),
-        ("kind", pa.string()),
-        (
-            "data",
-            pa.struct(
-                [
-                    ("type", pa.string()),
-                    ("product_id", pa.string()),
-                    ("time", pa.string()),
-                    ("changes", _LEVELS),
-                    ("bids", _LEVELS),
-                    ("asks", _LEVELS),
-                    ("channel", pa.string()),  # Advanced Trade shape: not for this path
-                    ("method", pa.string()),  # ccxt-source shape: not for this path
-                ]
-            ),
-        ),
-    ]
-)
-_DEC_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,18})?$"  # venues.common fast decimal: always in range
-_ZERO_PATTERN = r"^[0.]*$"
-_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$"
-_BID_SIDES = ("buy", "bid")
-_ASK_SIDES = ("sell", "offer", "ask")
-# plausible event times, as venues.common.check_ts
-_TS_MIN_NS = 1_000_000_000 * 1_000_000_000
-_TS_MAX_NS = 4_102_444_800 * 1_000_000_000
 FAST_CHANNEL = "level2"
 
 
@@ -585,99 +562,415 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
     )
 
 
-def _np(arr: pa.Array, fill: int = -1) -> np.ndarray:
-    return arr.fill_null(fill).to_numpy(zero_copy_only=False)
+# ---------------------------------------------------------------- numba line scanner
+_Q = 34  # "
+_BS = 92  # backslash
+_LB = 91  # [
+_RB = 93  # ]
+_LC = 123  # {
+_RC = 125  # }
+_COMMA = 44
+_COLON = 58
+_DOT = 46
+_ENV_HEAD = np.frombuffer(b'{"ts":', np.uint8).copy()
+_ENV_SRC = np.frombuffer(b',"src":"', np.uint8).copy()
+_ENV_EX = np.frombuffer(b',"ex":"coinbase","seq":', np.uint8).copy()
+_ENV_KIND = np.frombuffer(b',"kind":"msg","data":', np.uint8).copy()
+# data keys
+_K_TYPE = np.frombuffer(b"type", np.uint8).copy()
+_K_PRODUCT = np.frombuffer(b"product_id", np.uint8).copy()
+_K_TIME = np.frombuffer(b"time", np.uint8).copy()
+_K_CHANGES = np.frombuffer(b"changes", np.uint8).copy()
+_K_BIDS = np.frombuffer(b"bids", np.uint8).copy()
+_K_ASKS = np.frombuffer(b"asks", np.uint8).copy()
+_V_L2 = np.frombuffer(b"l2update", np.uint8).copy()
+_V_SNAP = np.frombuffer(b"snapshot", np.uint8).copy()
+_SIDE_WORDS = tuple(
+    np.frombuffer(w, np.uint8).copy() for w in (b"buy", b"bid", b"sell", b"offer", b"ask")
+)
 
 
-def _valid(arr: pa.Array) -> np.ndarray:
-    return arr.is_valid().to_numpy(zero_copy_only=False)
+@njit(cache=True)
+def _eq(buf, s, e, word):
+    if e - s != len(word):
+        return False
+    for k in range(len(word)):  # noqa: SIM110 (numba: no generators)
+        if buf[s + k] != word[k]:
+            return False
+    return True
 
 
-def _match(arr: pa.Array, pattern: str) -> np.ndarray:
-    return pc.match_substring_regex(arr, pattern).fill_null(False).to_numpy(zero_copy_only=False)
+@njit(cache=True)
+def _lit(buf, p, end, word):
+    """position after `word` at p, or -1."""
+    if p + len(word) > end:
+        return -1
+    for k in range(len(word)):
+        if buf[p + k] != word[k]:
+            return -1
+    return p + len(word)
 
 
-def _levels(
-    lists: pa.ListArray, rows: np.ndarray, side: np.ndarray | None, min_len: int
-) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray, np.ndarray]:
-    """Flatten [[a, b, c...]...] per row -> (row, ok, first, second, third-or-None, side)."""
-    outer_len = _np(pc.list_value_length(lists), 0)
-    row_of = np.repeat(rows, outer_len)
-    inner = lists.flatten()  # one entry per level (a list of strings)
-    inner_len = _np(pc.list_value_length(inner), 0)
-    ok = _valid(inner) & (inner_len >= min_len)
-    values = inner.values  # offsets index this child directly
-    starts = inner.offsets.to_numpy()[:-1]
-    idx = [pa.array(np.where(ok, starts + k, 0)) for k in range(min_len)]
-    if len(values) == 0:
-        values = pa.array([""], pa.string())
-        idx = [pa.array(np.zeros(len(inner), np.int64)) for _ in range(min_len)]
-    first = values.take(idx[0])
-    second = values.take(idx[1])
-    third = values.take(idx[2]) if min_len > 2 else None
-    ok &= _valid(first) & _valid(second)
-    if third is not None:
-        ok &= _valid(third)
-    if side is None:  # l2update: [side, price, size]
-        assert third is not None
-        is_bid = pc.is_in(first, pa.array(_BID_SIDES)).to_numpy(zero_copy_only=False)
-        is_ask = pc.is_in(first, pa.array(_ASK_SIDES)).to_numpy(zero_copy_only=False)
-        ok &= is_bid | is_ask
-        return row_of, ok, second, third, np.where(is_bid, 0, 1).astype(np.uint8), outer_len
-    return row_of, ok, first, second, np.full(len(inner), side[0], np.uint8), outer_len
+@njit(cache=True)
+def _ws(buf, p, end):
+    while p < end and (buf[p] == 32 or buf[p] == 9):
+        p += 1
+    return p
 
 
-def fast_coinbase_books(lines: list[bytes]) -> tuple[dict[tuple[str, str], FastBook], set[int]]:
-    """Coinbase Exchange `l2update`/`snapshot` lines -> FastBooks and the set of line numbers
-    they took; every other line (and any line failing a check) is left to the per-line path."""
-    cand_lines: list[int] = []
-    cand: list[bytes] = []
-    for no, line in enumerate(lines, 1):
-        if _FAST_EX in line and (_FAST_TYPES[0] in line or _FAST_TYPES[1] in line):
-            if b"\\u" in line or b"\r" in line:
-                continue  # escapes / stray CR: let orjson judge them
-            cand_lines.append(no)
-            cand.append(line)
-    if len(cand) < 64:
-        return {}, set()
-    body = b"\n".join(cand)
-    try:
-        table = pj.read_json(
-            io.BytesIO(body),
-            read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 1),
-            parse_options=pj.ParseOptions(
-                explicit_schema=_FAST_SCHEMA, unexpected_field_behavior="ignore"
-            ),
-        ).combine_chunks()
-        table.validate(full=True)  # invalid UTF-8 etc.
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-        log.debug("fast path declined the segment (%s): per-line path for all", exc)
-        return {}, set()
-    n = table.num_rows
-    if n != len(cand):
-        return {}, set()
-    col = {name: table.column(name).chunk(0) for name in table.column_names}
-    data = col["data"]
-    d = {f.name: data.field(f.name) for f in data.type}
-    ts, seq = _np(col["ts"]), _np(col["seq"])
-    kind = d["type"]
-    is_upd = _match(kind, "^l2update$")
-    is_snap = _match(kind, "^snapshot$")
-    ok = (
-        _valid(data)
-        & (ts >= 0)
-        & (seq >= 0)
-        & _valid(col["src"])
-        & _match(col["kind"], "^msg$")
-        & _match(col["ex"], "^coinbase$")
-        & ~_valid(d["channel"])
-        & ~_valid(d["method"])
-        & (is_upd | is_snap)
+@njit(cache=True)
+def _int(buf, p, end):
+    """(value, position after) of a non-negative JSON integer that fits int64, or (-1, -1)."""
+    v = 0
+    k = p
+    while k < end and 48 <= buf[k] <= 57:
+        v = v * 10 + (buf[k] - 48)
+        k += 1
+    if k == p or k - p > 19 or (buf[p] == 48 and k - p > 1):
+        return -1, -1
+    if k - p == 19 and buf[p] > 56:  # could pass int64: the per-line path judges it
+        return -1, -1
+    return v, k
+
+
+@njit(cache=True)
+def _str(buf, p, end):
+    """p at the opening quote -> position of the closing quote, or -1 (escapes, control or
+    non-ASCII bytes are left to the per-line path)."""
+    if p >= end or buf[p] != _Q:
+        return -1
+    k = p + 1
+    while k < end:
+        c = buf[k]
+        if c == _Q:
+            return k
+        if c == _BS or c < 32 or c >= 128:
+            return -1
+        k += 1
+    return -1
+
+
+@njit(cache=True)
+def _decimal(buf, s, e, positive):
+    """venues.common fast decimal: [0-9]{1,20}(.[0-9]{1,18})?, and > 0 when `positive`."""
+    n_int = 0
+    n_frac = -1
+    nonzero = False
+    for k in range(s, e):
+        c = buf[k]
+        if c == _DOT:
+            if n_frac >= 0:
+                return False
+            n_frac = 0
+        elif 48 <= c <= 57:
+            if c != 48:
+                nonzero = True
+            if n_frac >= 0:
+                n_frac += 1
+            else:
+                n_int += 1
+        else:
+            return False
+    if n_int < 1 or n_int > 20 or n_frac == 0 or n_frac > 18:
+        return False
+    return nonzero or not positive
+
+
+@njit(cache=True)
+def _digits(buf, s, n):
+    v = 0
+    for k in range(s, s + n):
+        c = buf[k]
+        if c < 48 or c > 57:
+            return -1
+        v = v * 10 + (c - 48)
+    return v
+
+
+@njit(cache=True)
+def _iso_ns(buf, s, e):
+    """YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z -> ns (as venues.common.iso_to_ns), or -1."""
+    if e - s < 20 or buf[e - 1] != 90:  # Z
+        return -1
+    if buf[s + 4] != 45 or buf[s + 7] != 45 or buf[s + 10] != 84:
+        return -1
+    if buf[s + 13] != _COLON or buf[s + 16] != _COLON:
+        return -1
+    y = _digits(buf, s, 4)
+    mo = _digits(buf, s + 5, 2)
+    d = _digits(buf, s + 8, 2)
+    hh = _digits(buf, s + 11, 2)
+    mi = _digits(buf, s + 14, 2)
+    ss = _digits(buf, s + 17, 2)
+    if y < 0 or mo < 0 or d < 0 or hh < 0 or mi < 0 or ss < 0:
+        return -1
+    frac = 0
+    p = s + 19
+    if p < e - 1:
+        if buf[p] != _DOT:
+            return -1
+        nf = e - 1 - (p + 1)
+        if nf < 1 or nf > 9:
+            return -1
+        frac = _digits(buf, p + 1, nf)
+        if frac < 0:
+            return -1
+        for _ in range(9 - nf):
+            frac *= 10
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60 and ss < 61):
+        return -1
+    yy = y - (1 if mo <= 2 else 0)
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    ns = (days * 86400 + hh * 3600 + mi * 60 + ss) * 1_000_000_000 + frac
+    if ns < 1_000_000_000_000_000_000 or ns > 4_102_444_800_000_000_000:
+        return -1
+    return ns
+
+
+@njit(cache=True)
+def _levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words):
+    """Parse [[str, str, ...], ...] at p; append (row, side, px_s, px_e, sz_s, sz_e) rows to
+    lv. Returns (position after, n_lv, lv) or (-1, ...)."""
+    if p >= end or buf[p] != _LB:
+        return -1, n_lv, lv
+    p = _ws(buf, p + 1, end)
+    if p < end and buf[p] == _RB:
+        return p + 1, n_lv, lv
+    while True:
+        if p >= end or buf[p] != _LB:
+            return -1, n_lv, lv
+        p = _ws(buf, p + 1, end)
+        k = 0
+        a0 = a1 = b0 = b1 = c0 = c1 = 0
+        while True:
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1, n_lv, lv
+            if k == 0:
+                a0, a1 = p + 1, q
+            elif k == 1:
+                b0, b1 = p + 1, q
+            elif k == 2:
+                c0, c1 = p + 1, q
+            k += 1
+            p = _ws(buf, q + 1, end)
+            if p < end and buf[p] == _COMMA:
+                p = _ws(buf, p + 1, end)
+                continue
+            if p < end and buf[p] == _RB:
+                p += 1
+                break
+            return -1, n_lv, lv
+        if k < min_len:
+            return -1, n_lv, lv
+        if n_lv == lv.shape[0]:
+            grown = np.empty((lv.shape[0] * 2, 6), np.int64)
+            grown[:n_lv] = lv[:n_lv]
+            lv = grown
+        if side_fixed >= 0:
+            side = side_fixed
+            px0, px1, sz0, sz1 = a0, a1, b0, b1
+        else:
+            side = -1
+            for w in range(len(words)):
+                if _eq(buf, a0, a1, words[w]):
+                    side = 0 if w < 2 else 1
+            if side < 0:
+                return -1, n_lv, lv
+            px0, px1, sz0, sz1 = b0, b1, c0, c1
+        if not _decimal(buf, px0, px1, True) or not _decimal(buf, sz0, sz1, False):
+            return -1, n_lv, lv
+        lv[n_lv, 0] = row
+        lv[n_lv, 1] = side
+        lv[n_lv, 2] = px0
+        lv[n_lv, 3] = px1
+        lv[n_lv, 4] = sz0
+        lv[n_lv, 5] = sz1
+        n_lv += 1
+        p = _ws(buf, p, end)
+        if p < end and buf[p] == _COMMA:
+            p = _ws(buf, p + 1, end)
+            continue
+        if p < end and buf[p] == _RB:
+            return p + 1, n_lv, lv
+        return -1, n_lv, lv
+
+
+@njit(cache=True)
+def _scan_lines(buf, starts, ends, words, heads, capacity):
+    """Scan candidate lines. Per row: ok, ts, seq, kind (1 l2update, 2 snapshot), ts_event,
+    product span; levels as (row, side, px span, size span). A row with any surprise is
+    not ok (the per-line path takes it)."""
+    env_head, env_src, env_ex, env_kind = heads[0], heads[1], heads[2], heads[3]
+    k_type, k_prod, k_time, k_chg = heads[4], heads[5], heads[6], heads[7]
+    k_bids, k_asks, v_l2, v_snap = heads[8], heads[9], heads[10], heads[11]
+    n = len(starts)
+    ok = np.zeros(n, np.bool_)
+    rows = np.full((n, 6), -1, np.int64)  # ts, seq, kind, ts_event, prod_s, prod_e
+    lv = np.empty((capacity, 6), np.int64)
+    n_lv = 0
+    for i in range(n):
+        s, end = starts[i], ends[i]
+        mark = n_lv
+        p = _lit(buf, s, end, env_head)
+        if p < 0:
+            continue
+        ts, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, env_src)
+        if p < 0:
+            continue
+        q = _str(buf, p - 1, end)
+        if q < 0:
+            continue
+        p = _lit(buf, q + 1, end, env_ex)
+        if p < 0:
+            continue
+        seq, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, env_kind)
+        if p < 0 or p >= end or buf[p] != _LC:
+            continue
+        p = _ws(buf, p + 1, end)
+        kind = 0
+        t_ns = -1
+        prod_s = prod_e = -1
+        seen = 0
+        bad = False
+        while not bad:
+            q = _str(buf, p, end)
+            if q < 0:
+                bad = True
+                break
+            ks, ke = p + 1, q
+            p = _ws(buf, q + 1, end)
+            if p >= end or buf[p] != _COLON:
+                bad = True
+                break
+            p = _ws(buf, p + 1, end)
+            if _eq(buf, ks, ke, k_type) and not seen & 1:
+                seen |= 1
+                q = _str(buf, p, end)
+                if q < 0:
+                    bad = True
+                    break
+                if _eq(buf, p + 1, q, v_l2):
+                    kind = 1
+                elif _eq(buf, p + 1, q, v_snap):
+                    kind = 2
+                else:
+                    bad = True
+                    break
+                p = q + 1
+            elif _eq(buf, ks, ke, k_prod) and not seen & 2:
+                seen |= 2
+                q = _str(buf, p, end)
+                if q < 0:
+                    bad = True
+                    break
+                prod_s, prod_e = p + 1, q
+                p = q + 1
+            elif _eq(buf, ks, ke, k_time) and not seen & 4:
+                seen |= 4
+                q = _str(buf, p, end)
+                if q < 0:
+                    bad = True
+                    break
+                t_ns = _iso_ns(buf, p + 1, q)
+                p = q + 1
+            elif _eq(buf, ks, ke, k_chg) and not seen & 8:
+                seen |= 8
+                p, n_lv, lv = _levels_scan(buf, p, end, i, -1, lv, n_lv, 3, words)
+            elif _eq(buf, ks, ke, k_bids) and not seen & 16:
+                seen |= 16
+                p, n_lv, lv = _levels_scan(buf, p, end, i, 0, lv, n_lv, 2, words)
+            elif _eq(buf, ks, ke, k_asks) and not seen & 32:
+                seen |= 32
+                p, n_lv, lv = _levels_scan(buf, p, end, i, 1, lv, n_lv, 2, words)
+            else:
+                bad = True  # other keys (or duplicates): the normalizer decides
+                break
+            if p < 0:
+                bad = True
+                break
+            p = _ws(buf, p, end)
+            if p < end and buf[p] == _COMMA:
+                p = _ws(buf, p + 1, end)
+                continue
+            if p < end and buf[p] == _RC:
+                p += 1
+                break
+            bad = True
+        if not bad:
+            p = _ws(buf, p, end)
+            bad = p >= end or buf[p] != _RC or p + 1 != end
+        if not bad:
+            if kind == 1:
+                bad = (seen & (2 | 4 | 8)) != (2 | 4 | 8) or t_ns < 0 or (seen & (16 | 32)) != 0
+            elif kind == 2:
+                bad = (seen & (2 | 16 | 32)) != (2 | 16 | 32) or (seen & 8) != 0
+                if (seen & 4) and t_ns < 0:
+                    bad = True  # an unparsable extra time: let the normalizer see it
+                t_ns = ts
+            else:
+                bad = True
+        if bad:
+            n_lv = mark  # drop this row's levels
+            continue
+        ok[i] = True
+        rows[i, 0] = ts
+        rows[i, 1] = seq
+        rows[i, 2] = kind
+        rows[i, 3] = t_ns
+        rows[i, 4] = prod_s
+        rows[i, 5] = prod_e
+    return ok, rows, lv[:n_lv]
+
+
+_HEADS = (
+    _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND, _K_TYPE, _K_PRODUCT, _K_TIME, _K_CHANGES,
+    _K_BIDS, _K_ASKS, _V_L2, _V_SNAP,
+)  # fmt: skip
+
+
+def _spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) -> pa.Array:
+    """Arrow strings from (start, end) byte spans of `buf` (ASCII, checked by the scanner)."""
+    lens = (e - s).astype(np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+    idx = np.repeat(s - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
+    data = buf[idx]
+    if large:
+        return pa.LargeStringArray.from_buffers(len(s), pa.py_buffer(offsets), pa.py_buffer(data))
+    return pa.StringArray.from_buffers(
+        len(s), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)
     )
+
+
+def fast_coinbase_books(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[dict[tuple[str, str], FastBook], np.ndarray]:
+    """Coinbase Exchange `l2update`/`snapshot` lines (given as byte spans of the segment)
+    -> FastBooks and a mask of the lines they took; every other line (and any line failing a
+    check) is left to the per-line path."""
+    n = len(starts)
+    none = np.zeros(n, dtype=bool)
+    if n == 0:
+        return {}, none
+    ok, rows, lv = _scan_lines(buf, starts, ends, _SIDE_WORDS, _HEADS, 4096 + len(buf) // 256)
+    if not ok.any():
+        return {}, none
     # product -> symbol with the venue's own function (unique values only)
     from fluxforge.venues import coinbase
 
-    pid = d["product_id"].dictionary_encode()
+    prod_s = np.where(ok, rows[:, 4], 0)
+    prod_e = np.where(ok, rows[:, 5], 0)
+    pid = _spans(buf, prod_s, prod_e).dictionary_encode()
     symbols: list[str | None] = []
     for raw in pid.dictionary.to_pylist():
         try:
@@ -685,74 +978,37 @@ def fast_coinbase_books(lines: list[bytes]) -> tuple[dict[tuple[str, str], FastB
         except (NormalizeError, TypeError):
             sym = None
         symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
-    codes = _np(pid.indices, -1)
-    sym_ok = np.array([s is not None for s in symbols] + [False], dtype=bool)
-    ok &= sym_ok[codes]
-    # event time: RFC 3339 UTC for updates; snapshots carry none (ts_recv is used)
-    times = d["time"]
-    ts_event = ts.copy()
-    time_ok = _match(times, _TIME_PATTERN)
-    if is_upd.any():
-        good_times = pc.if_else(pa.array(time_ok & is_upd), times, "1970-01-01T00:00:00Z")
-        try:
-            parsed = _np(good_times.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()), 0)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return {}, set()  # e.g. month 13 somewhere: the per-line path reports it
-        ts_event = np.where(is_upd, parsed, ts)
-        ok &= ~is_upd | (time_ok & (parsed >= _TS_MIN_NS) & (parsed <= _TS_MAX_NS))
-        ok &= ~is_upd | _valid(d["changes"])
-    ok &= ~is_snap | (_valid(d["bids"]) & _valid(d["asks"]))
-
-    rows = np.arange(n, dtype=np.int64)
-    upd_rows = np.flatnonzero(is_upd)
-    snap_rows = np.flatnonzero(is_snap)
-    parts = [
-        _levels(d["changes"].take(pa.array(upd_rows)), upd_rows, None, 3),
-        _levels(d["bids"].take(pa.array(snap_rows)), snap_rows, np.array([0]), 2),
-        _levels(d["asks"].take(pa.array(snap_rows)), snap_rows, np.array([1]), 2),
-    ]
-    row_of = np.concatenate([p[0] for p in parts])
-    lvl_ok = np.concatenate([p[1] for p in parts])
-    price = pa.concat_arrays([p[2] for p in parts])
-    size = pa.concat_arrays([p[3] for p in parts])
-    side = np.concatenate([p[4] for p in parts])
-    lvl_ok &= _match(price, _DEC_PATTERN) & ~_match(price, _ZERO_PATTERN)
-    lvl_ok &= _match(size, _DEC_PATTERN)
-    bad_rows = np.bincount(row_of[~lvl_ok], minlength=n) if len(row_of) else np.zeros(n, int)
-    ok &= bad_rows == 0
-    del rows
-    # an instrument whose rows name several raw products cannot share one batch: per-line
-    keep_codes = np.unique(codes[ok])
-    sym_of_code = {int(c): symbols[int(c)] for c in keep_codes}
+    codes = pid.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    ok &= np.array([s is not None for s in symbols], dtype=bool)[codes]
+    # one instrument = one raw product name (one batch carries one venue symbol)
     by_symbol: dict[str, list[int]] = {}
-    for c, sym in sym_of_code.items():
-        by_symbol.setdefault(sym, []).append(c)  # type: ignore[arg-type]
+    for c in np.unique(codes[ok]).tolist():
+        by_symbol.setdefault(symbols[c], []).append(c)  # type: ignore[arg-type]
     for cs in by_symbol.values():
         if len(cs) > 1:
             ok &= ~np.isin(codes, cs)
     if not ok.any():
-        return {}, set()
+        return {}, none
 
-    # levels of accepted rows, per message bids first then asks (stable within a side)
-    lvl_keep = ok[row_of]
+    row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
+    keep = ok[row_of]
     order = np.lexsort((np.arange(len(row_of)), side, row_of))
-    order = order[lvl_keep[order]]
+    order = order[keep[order]]
     row_sorted = row_of[order]
     side_sorted = side[order]
-    take = pa.array(order)
-    price_sorted = price.take(take).cast(pa.large_string())
-    size_sorted = size.take(take).cast(pa.large_string())
+    price_sorted = _spans(buf, lv[order, 2], lv[order, 3], large=True)
+    size_sorted = _spans(buf, lv[order, 4], lv[order, 5], large=True)
     counts = np.bincount(row_sorted, minlength=n)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    line_arr = np.asarray(cand_lines, dtype=np.int64)
+    starts_lv = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    line_arr = np.arange(1, n + 1, dtype=np.int64)
     dictionary = pid.dictionary.to_pylist()
     out: dict[tuple[str, str], FastBook] = {}
-    for c in sorted(int(c) for c in np.unique(codes[ok])):
+    for c in sorted(np.unique(codes[ok]).tolist()):
         sel = np.flatnonzero(ok & (codes == c))
         lens = counts[sel]
         offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-        lvl_idx = np.repeat(starts[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
-        lvl_take = pa.array(lvl_idx, pa.int64())
+        lvl_idx = np.repeat(starts_lv[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
+        take = pa.array(lvl_idx, pa.int64())
         sym = symbols[c]
         assert sym is not None
         out[("coinbase", sym)] = FastBook(
@@ -761,14 +1017,13 @@ def fast_coinbase_books(lines: list[bytes]) -> tuple[dict[tuple[str, str], FastB
             venue_symbol=dictionary[c],
             channel=FAST_CHANNEL,
             line=line_arr[sel],
-            ts_event=ts_event[sel],
-            ts_recv=ts[sel],
-            seq=seq[sel],
-            is_snapshot=is_snap[sel],
+            ts_event=rows[sel, 3],
+            ts_recv=rows[sel, 0],
+            seq=rows[sel, 1],
+            is_snapshot=rows[sel, 2] == 2,
             level_offsets=offsets,
             side=side_sorted[lvl_idx],
-            price=price_sorted.take(lvl_take),
-            size=size_sorted.take(lvl_take),
+            price=price_sorted.take(take),
+            size=size_sorted.take(take),
         )
-    taken = set(line_arr[ok].tolist())
-    return out, taken
+    return out, ok

@@ -175,3 +175,83 @@ def test_split_by_partition_splits_dates_and_keeps_receive_order() -> None:
     ]
     assert parts[("a", "X-Y", "2024-01-02")].column("n").to_pylist() == [0, 3]
     assert "exchange" not in parts[("b", "X-Y", "2024-01-02")].column_names
+
+
+def _cb(seq: int, payload: bytes, ex: bytes = b"coinbase") -> bytes:
+    return b'{"ts":%d,"src":"s","ex":"%b","seq":%d,"kind":"msg","data":%b}\n' % (
+        TS + seq,
+        ex,
+        seq,
+        payload,
+    )
+
+
+_T = b'"time":"2024-01-02T03:00:01.123456Z"'
+TRICKY = [
+    b'{"type":"snapshot","product_id":"BTC-USD","bids":[["100.5","1"]],"asks":[["101","2"]]}',
+    b'{"type":"snapshot","product_id":"BTC-USD","asks":[["101","2"]],"bids":[["100.5","1"]]}',
+    b'{"type":"snapshot","product_id":"BTC-USD","bids":[],"asks":[],"time":"garbage"}',
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","100.1","0"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["sell","1","2"],["buy","3","4"],'
+    b'["offer","5","6","x"]],' + _T + b"}",
+    b'{ "type" : "l2update", "product_id":"ETH-USD","changes":[["bid","1.0","2"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","0","1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","0.0","1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","-1","1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy",1,"1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["up","1","1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]]}',
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1.0000000000000000001",'
+    b'"1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1e5"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]],'
+    b'"time":"2024-13-02T03:00:01Z"}',
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]],'
+    b'"time":"2024-02-31T03:00:01.1234567891Z"}',
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]],'
+    b'"time":"1999-01-01T00:00:00Z"}',
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]],'
+    b'"time":"2024-01-02 03:00:01+00:00"}',
+    b'{"type":"l2update","product_id":"BTC\\u002dUSD","changes":[["buy","1","1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"../../etc","changes":[["buy","1","1"]],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTCUSD","changes":[["buy","1","1"]],' + _T + b"}",
+    b'{"type":"l2update","type":"l2update","product_id":"BTC-USD","changes":[],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[],"extra":1,' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","channel":"x","changes":[],' + _T + b"}",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]],' + _T + b"} x",
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","1"]],' + _T,
+    b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1","\xff"]],' + _T + b"}",
+    b'{"type":"snapshot","product_id":"BTC-USD","bids":[["1"]],"asks":[]}',
+    b'{"type":"snapshot","product_id":"BTC-USD","bids":[["1","1"]]}',
+]
+
+
+def test_demux_fast_path_equals_per_line_path_on_tricky_lines() -> None:
+    """Every tricky variant of the Coinbase book shapes, among enough normal lines for the
+    columnar path to engage: same book messages, same quarantine, same accounting."""
+    normal = b'{"type":"l2update","product_id":"BTC-USD","changes":[["sell","101.5","3"]],'
+    lines = [_cb(i, normal + _T + b"}") for i in range(40)]
+    lines += [_cb(100 + i, p) for i, p in enumerate(TRICKY)]
+    lines.append(_cb(200, normal + _T + b"}", ex=b"coinbasepro"))
+    lines.append(_cb(201, b'{"type":"l2update"}')[:-1] + b"\r\n")
+    data = b"".join(lines) + _cb(300, normal + _T + b"}")
+    fast = demux_segment(data, SEG, fast=True)
+    slow = demux_segment(data, SEG, fast=False)
+    assert sum(len(f) for f in fast.fast_books.values()) >= 45  # the columnar path engaged
+    assert slow.fast_books == {}
+    got = sorted([*fast.books_by_instrument_all()], key=lambda item: item[0])
+    want = sorted(
+        [(ln, m) for ms in slow.books_by_instrument().values() for ln, m in ms],
+        key=lambda item: item[0],
+    )
+    assert [ln for ln, _ in got] == [ln for ln, _ in want]
+    assert [m for _, m in got] == [m for _, m in want]
+    assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
+    assert (fast.lines_in, fast.data, fast.control, fast.quarantined) == (
+        slow.lines_in,
+        slow.data,
+        slow.control,
+        slow.quarantined,
+    )
+    assert slow.quarantined >= 15
