@@ -29,6 +29,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "history"
 AGG_TRADES = json.loads((FIXTURES / "binance_spot_aggTrades_BTCUSDT.json").read_text())
 KLINES = json.loads((FIXTURES / "binance_spot_klines_BTCUSDT_1m.json").read_text())
 MARKETS = json.loads((FIXTURES / "binance_spot_markets.json").read_text())
+KRAKEN_TRADES = json.loads((FIXTURES / "kraken_Trades_XXBTZUSD.json").read_text())
+KRAKEN_MARKETS = json.loads((FIXTURES / "kraken_markets.json").read_text())
 HOUR_MS = 3_600_000
 
 
@@ -37,8 +39,9 @@ def ms(text: str) -> int:
 
 
 class BinanceSpot(ThreadingHTTPServer):
-    """``/api/v3/aggTrades`` and ``/api/v3/klines`` sliced like Binance does; every request's
-    query is logged; ``fail_next`` answers that many requests with HTTP 429 first."""
+    """``/api/v3/aggTrades`` and ``/api/v3/klines`` sliced like Binance does (and Kraken's
+    ``/0/public/Trades``); every request's query is logged; ``fail_next`` answers that many
+    requests with HTTP 429 first."""
 
     daemon_threads = True
 
@@ -89,6 +92,18 @@ def klines(q: dict[str, str]) -> tuple[int, Any]:
     return 200, rows[: _limit(q)] if "startTime" in q else rows[-_limit(q) :]
 
 
+def kraken_trades(q: dict[str, str]) -> tuple[int, Any]:
+    pair = q.get("pair", "")
+    if pair not in KRAKEN_TRADES["result"]:
+        return 200, {"error": ["EQuery:Unknown asset pair"]}
+    since = int(q.get("since", 0))
+    since_s = since / 1e9 if since > 10**12 else since  # seconds or ns, as Kraken accepts
+    rows = [t for t in KRAKEN_TRADES["result"][pair] if t[2] >= since_s]
+    rows = rows[: min(int(q.get("count", 1000)), 1000)]
+    last = str(round(rows[-1][2] * 1e9)) if rows else str(since)
+    return 200, {"error": [], "result": {pair: rows, "last": last}}
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: BinanceSpot
 
@@ -105,6 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = agg_trades(q)
         elif url.path == "/api/v3/klines":
             status, body = klines(q)
+        elif url.path == "/0/public/Trades":
+            status, body = kraken_trades(q)
         else:
             status, body = 404, {"code": -1, "msg": f"no fixture for {url.path}"}
         data = json.dumps(body).encode()
@@ -312,6 +329,32 @@ def test_history_skips_trades_the_stream_already_wrote_and_rerun_catches_up(
     assert sorted(ids) == [str(i) for i in range(1015, 1030)] and len(ids) == len(set(ids))
 
 
+def test_history_kraken_trades_page_by_time_cursor_with_exact_values(
+    cfg: Config, binance: BinanceSpot
+) -> None:
+    report = backfill(
+        cfg, "kraken", "BTC/USD", "2024-03-01T23:58:10Z", "2024-03-02T00:00:30Z", "trades",
+        ccxt_options={"urls": {"api": {"public": binance.url}}, "rateLimit": 1},
+        markets=KRAKEN_MARKETS, limit=4,
+    )  # fmt: skip
+
+    ids = [str(i) for i in range(70001001, 70001013)]  # 23:58:15.5 .. 00:00:01.5
+    data = lake.read_table(storage_of(cfg), "trades", "kraken", "BTC-USD")
+    assert data.column("trade_id").to_pylist() == ids and report.trades_written == 12
+    assert data.column("date").to_pylist() == ["2024-03-01"] * 11 + ["2024-03-02"]
+    assert data.column("venue_symbol").to_pylist()[0] == "XXBTZUSD"
+    assert data.column("price").to_pylist()[0] == Decimal("61950")
+    assert data.column("size").to_pylist()[3] == Decimal("0.00001")
+    assert data.column("ts_event").to_pylist()[0] == ms("2024-03-01T23:58:15.500") * 1_000_000
+    assert data.column("side").to_pylist()[:3] == ["buy", "buy", "sell"]
+    sinces = [q["since"] for p, q in binance.requests if p == "/0/public/Trades"]
+    # seconds cursor: each page restarts at the second of the last trade seen (ids de-duplicated)
+    assert sinces == [str(ms(t) // 1000) for t in (
+        "2024-03-01T23:58:10", "2024-03-01T23:58:47", "2024-03-01T23:59:15",
+        "2024-03-01T23:59:30",
+    )]  # fmt: skip
+
+
 def test_history_throttled_request_is_retried_and_nothing_is_lost(
     cfg: Config, binance: BinanceSpot
 ) -> None:
@@ -438,6 +481,7 @@ def test_history_dagster_job_backfills_and_reports_metadata(
     assert trade_ids(cfg) == [str(i) for i in range(1021, 1026)]
 
 
+@pytest.mark.slow
 def test_history_dagster_definitions_load_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
