@@ -231,19 +231,19 @@ def _demux_pass(
     tops = sink.tops
     lines_in = n_data = n_control = 0
     parse = parse_envelope
-    lines = data.split(b"\n")
     buf = np.frombuffer(data, np.uint8)
     newlines = np.flatnonzero(buf == 10)
     starts = np.concatenate(([0], newlines + 1)).astype(np.int64)
     ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
-    todo = ends > starts  # empty lines are not messages
+    todo = ends > starts
+    starts_py, ends_py = starts.tolist(), ends.tolist()  # empty lines are not messages
     if fast and not poison:
         res.fast_books, taken = fast_coinbase_books(buf, starts, ends)
         n_data = lines_in = int(taken.sum())
         todo &= ~taken
 
     for idx in np.flatnonzero(todo).tolist():
-        line = lines[idx]
+        line = data[starts_py[idx] : ends_py[idx]]
         if line.isspace():
             continue
         line_no = idx + 1
@@ -939,12 +939,21 @@ _HEADS = (
 )  # fmt: skip
 
 
+@njit(cache=True)
+def _gather(buf, s, e):
+    lens = e - s
+    offsets = np.zeros(len(s) + 1, np.int64)
+    for i in range(len(s)):
+        offsets[i + 1] = offsets[i] + lens[i]
+    out = np.empty(offsets[-1], np.uint8)
+    for i in range(len(s)):
+        out[offsets[i] : offsets[i + 1]] = buf[s[i] : e[i]]
+    return out, offsets
+
+
 def _spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) -> pa.Array:
     """Arrow strings from (start, end) byte spans of `buf` (ASCII, checked by the scanner)."""
-    lens = (e - s).astype(np.int64)
-    offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-    idx = np.repeat(s - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
-    data = buf[idx]
+    data, offsets = _gather(buf, np.ascontiguousarray(s), np.ascontiguousarray(e))
     if large:
         return pa.LargeStringArray.from_buffers(len(s), pa.py_buffer(offsets), pa.py_buffer(data))
     return pa.StringArray.from_buffers(
