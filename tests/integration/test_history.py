@@ -495,3 +495,35 @@ def test_history_dagster_definitions_load_the_job(
     loaded = defs()
     dg.Definitions.validate_loadable(loaded)
     assert loaded.get_job_def("history_backfill_job").name == "history_backfill_job"
+
+
+def test_history_rows_reach_the_sql_layer_source_and_trade_bars(
+    cfg: Config, binance: BinanceSpot, tmp_path: Path
+) -> None:
+    from fluxforge import sqlmodels
+
+    run(cfg, binance, "2024-03-02T00:00:00Z", "2024-03-02T00:10:00Z")
+    assert "ohlcv" in sqlmodels.load_project().sources["lake"]
+
+    # the repository's trade bars pick the REST trades up like streamed ones
+    sqlmodels.run(cfg, select="bars_1m").raise_for_errors()
+    root = Path(cfg.storage.etl_output.base_dir)
+    bars = pq.read_table(sorted((root / "processed/models/bars_1m").rglob("*.parquet"))[0])
+    assert bars.column("trade_count").to_pylist() == [1, 2, 1, 1, 1, 1, 1, 1]  # 1021..1029
+
+    # and source('lake', 'ohlcv') reads the REST candles with their hive columns
+    project = tmp_path / "sqlproj"
+    (project / "models").mkdir(parents=True)
+    (project / "project.yml").write_text("name: t\nmodels:\n  +materialized: table\n")
+    (project / "models" / "sources.yml").write_text(
+        "version: 2\nsources:\n  - name: lake\n    tables: [ohlcv]\n"
+    )
+    (project / "models" / "ohlcv_span.sql").write_text(
+        "select exchange, symbol, count(*) as bars, max(high) as high, min(ts) as first_ts\n"
+        "from {{ source('lake', 'ohlcv') }} group by exchange, symbol\n"
+    )
+    sqlmodels.run(cfg, project=project).raise_for_errors()
+    out = pq.read_table(sorted((root / "processed/models/ohlcv_span").rglob("*.parquet"))[0])
+    row = out.to_pylist()[0]
+    assert (row["exchange"], row["symbol"], row["bars"]) == ("binance", "BTC-USDT", 10)
+    assert row["high"] == Decimal("62011.25") and row["first_ts"] == ms("2024-03-02") * 1_000_000
