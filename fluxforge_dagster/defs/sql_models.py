@@ -1,0 +1,212 @@
+"""The dbt-like SQL models (``dbt_like_sql/``) as Dagster assets, one per model.
+
+- Dependencies are the ``ref()`` graph; a model's ``source('lake', t)`` is a dependency on the
+  refinery's lake asset ``t`` (trades, book_snapshots, gap_ledger, ...).
+- Models materialized as tables and partitioned by ``date`` (the marts) get daily UTC partitions
+  (the date dimension of the refinery's partitions): a run rebuilds exactly those ``date=`` files
+  (``sqlmodels.run(dates=...)``); a backfill over a range is one run (single-run policy). Views
+  (staging) are unpartitioned: materializing one validates its SQL against the lake.
+- A model's YAML tests and the singular tests it owns are its asset checks, evaluated right
+  after the model is built; failing ``error``-severity checks of a mart are blocking, so the
+  marts built from it in the same run are skipped instead of built from bad data.
+- Freshness: the sensor ``sql_models_sensor`` (running by default) watches the refinery's
+  lake materializations and requests ``sql_models_job`` for every date that got new lake data,
+  at most one run per date in flight (dates seen meanwhile wait in the cursor). A sensor rather
+  than declarative automation: the refinery's partitions are date x source and a date rarely
+  has every source, which the eager condition treats as missing upstream data.
+"""
+
+import logging
+from typing import Any
+
+import dagster as dg
+
+from fluxforge import sqlmodels
+from fluxforge.config import Config, load_config
+from fluxforge_dagster import lake_events
+from fluxforge_dagster.defs.resources import FluxForgeResource
+
+log = logging.getLogger(__name__)
+
+SQL_JOB = "sql_models_job"
+SENSOR_NAME = "sql_models_sensor"
+TAG_DATE = "fluxforge/sql_date"
+# bars lag new lake data by at most about this much (plus the run): the marts of a whole day
+# are rebuilt per run, so refreshing on every 5 s demo segment would only burn the CPU
+REFRESH_INTERVAL_S = 60
+
+
+def daily_partitions(cfg: Config) -> dg.DailyPartitionsDefinition:
+    """The date dimension of the refinery partitions (same start, UTC, today included)."""
+    return dg.DailyPartitionsDefinition(
+        start_date=cfg.dagster.partitions_start_date, timezone="UTC", end_offset=1
+    )
+
+
+def is_dated(model: sqlmodels.Model) -> bool:
+    return model.materialized == "table" and "date" in model.partition_by
+
+
+def model_deps(model: sqlmodels.Model) -> list[dg.AssetKey]:
+    """Upstream assets: the models it refs, then the lake tables it reads."""
+    deps = [dg.AssetKey(r) for r in model.deps]
+    deps += [dg.AssetKey(t) for s, t in model.sources if s == "lake"]
+    return deps
+
+
+def _check_specs(project: sqlmodels.Project, model: sqlmodels.Model) -> list[dg.AssetCheckSpec]:
+    blocking_model = is_dated(model)
+    return [
+        dg.AssetCheckSpec(
+            t.name,
+            asset=model.name,
+            blocking=blocking_model and t.severity == "error",
+            description=f"{t.kind} test ({t.path or 'project'}); severity {t.severity}",
+        )
+        for t in project.tests_for(model.name)
+    ]
+
+
+def _check_results(result: sqlmodels.TestResult) -> list[dg.AssetCheckResult]:
+    out = []
+    for t in result.tests:
+        meta: dict[str, Any] = {"failing_rows": t.failures, "kind": t.kind, "status": t.status}
+        if t.column:
+            meta["column"] = t.column
+        if t.error:
+            meta["error"] = t.error
+        out.append(
+            dg.AssetCheckResult(
+                check_name=t.name,
+                passed=t.status == "pass",
+                severity=dg.AssetCheckSeverity.WARN
+                if t.severity == "warn"
+                else dg.AssetCheckSeverity.ERROR,
+                metadata=meta,
+            )
+        )
+    return out
+
+
+def _model_asset(
+    cfg: Config, project: sqlmodels.Project, model: sqlmodels.Model
+) -> dg.AssetsDefinition:
+    name = model.name
+    dated = is_dated(model)
+    specs = _check_specs(project, model)
+
+    @dg.asset(
+        name=name,
+        deps=model_deps(model),
+        group_name=f"sql_{model.group}",
+        kinds={"duckdb", "parquet"} if model.materialized == "table" else {"duckdb"},
+        partitions_def=daily_partitions(cfg) if dated else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if dated else None,
+        check_specs=specs,
+        description=model.description or f"SQL model {model.path}",
+        metadata={"sql_path": model.path, "materialized": model.materialized},
+    )
+    def _asset(context: dg.AssetExecutionContext, fluxforge: FluxForgeResource):
+        ff = fluxforge.load()
+        dates = list(context.partition_keys) if dated else None
+        run = sqlmodels.run(ff, select=[name], project=project, dates=dates).model(name)
+        if run.status not in ("success", "view"):
+            raise dg.Failure(description=f"SQL model {name}: {run.error or run.status}")
+        meta: dict[str, Any] = {
+            "rows": run.rows,
+            "files": run.files,
+            "bytes": run.bytes,
+            "partitions": run.partitions,
+            "seconds": round(run.seconds, 3),
+        }
+        if run.uri:
+            meta["uri"] = run.uri
+        if dates:
+            meta["dates"] = ", ".join(dates)
+        checks = _check_results(sqlmodels.test(ff, select=[name], project=project)) if specs else []
+        return dg.MaterializeResult(metadata=meta, check_results=checks)
+
+    return _asset
+
+
+def build_sql_assets(
+    cfg: Config, project: sqlmodels.Project | None = None
+) -> list[dg.AssetsDefinition]:
+    """One asset per enabled model, in the project's run order."""
+    project = project or sqlmodels.load_project()
+    return [_model_asset(cfg, project, project.models[n]) for n in project.order]
+
+
+def dated_model_names(project: sqlmodels.Project | None = None) -> list[str]:
+    project = project or sqlmodels.load_project()
+    return [n for n in project.order if is_dated(project.models[n])]
+
+
+def build_sql_job(
+    cfg: Config, project: sqlmodels.Project | None = None
+) -> "dg.UnresolvedAssetJobDefinition":
+    return dg.define_asset_job(
+        SQL_JOB,
+        selection=dg.AssetSelection.assets(*dated_model_names(project)),
+        partitions_def=daily_partitions(cfg),
+        executor_def=dg.in_process_executor,
+        description="Rebuild the date-partitioned SQL models (marts) of one day from the lake",
+    )
+
+
+def evaluate_sql_tick(
+    instance: dg.DagsterInstance, cursor: str | None, limit: int = 500
+) -> dg.SensorResult:
+    """Dates with new lake data since the cursor -> one run per date not already in flight."""
+    cur = lake_events.Cursor.parse(cursor)
+    updates = lake_events.new_updates(instance, cur.after, limit)
+    pending = set(cur.pending.get("dates", [])) | {u.date for u in updates}
+    cur.after = lake_events.last_storage_id(updates, cur.after)
+    busy = lake_events.active_tag_values(instance, SQL_JOB, TAG_DATE) if pending else set()
+    requests = [
+        dg.RunRequest(
+            run_key=f"sql:{day}:{cur.after}",
+            partition_key=day,
+            tags={TAG_DATE: day},
+        )
+        for day in sorted(pending - busy)
+    ]
+    cur.pending = {"dates": sorted(pending & busy)} if pending & busy else {}
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cur.dump())
+    why = (
+        f"dates {sorted(pending & busy)} wait for their running SQL model runs"
+        if pending
+        else "no new lake data since the last tick"
+    )
+    return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=cur.dump())
+
+
+def build_sql_sensor(cfg: Config) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job_name=SQL_JOB,
+        minimum_interval_seconds=max(REFRESH_INTERVAL_S, cfg.dagster.sensor_interval_s),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="New lake data (refinery materializations) -> rebuild that day's SQL marts",
+    )
+    def sql_models_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        return evaluate_sql_tick(context.instance, context.cursor)
+
+    return sql_models_sensor
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    cfg = load_config()
+    try:
+        project = sqlmodels.load_project()
+    except sqlmodels.ProjectError as exc:
+        # a broken SQL project must not take the refinery's code location down with it
+        log.error("SQL models not registered: %s", exc)
+        return dg.Definitions()
+    return dg.Definitions(
+        assets=build_sql_assets(cfg, project),
+        jobs=[build_sql_job(cfg, project)],
+        sensors=[build_sql_sensor(cfg)],
+    )
