@@ -98,3 +98,13 @@ def test_schemas_accept_valid_part_and_reject_bad_date() -> None:
     validate("trades", _trades(3), "coinbase", "BTC-USD", "2024-01-02")
     with pytest.raises(SchemaViolation, match="date"):
         validate("trades", _trades(1), "coinbase", "BTC-USD", "yesterday")
+
+
+def test_schemas_validate_parts_names_the_failing_partition() -> None:
+    from fluxforge.schemas import validate_parts
+
+    good = (_trades(2), "coinbase", "BTC-USD", "2024-01-02")
+    bad = (_trades(1, price="-2"), "kraken", "ETH-USD", "2024-01-02")
+    validate_parts("trades", [good, good])
+    with pytest.raises(SchemaViolation, match="trades exchange=kraken symbol=ETH-USD"):
+        validate_parts("trades", [good, bad])
