@@ -7,10 +7,13 @@
 ``execute()`` rotates them one partition at a time, two-phase, in one transaction per partition:
 
 1. ``export``: lock the partition against writes (``SHARE`` mode; readers go on) and COPY it out
-   ordered by its natural key as CSV; rows, key range and SHA-256 of those bytes describe it;
+   (binary COPY decoded by ``fluxforge.pgcopy`` in a worker thread while the server sends, then
+   zstd Parquet); rows, key range (per key column min..max) and the SHA-256 of the COPY stream
+   describe it;
 2. ``write``: unless the cold copy ``{cold_dir}/{table}/year=Y/month=M/day=D/data.parquet`` on the
    ETL output storage already matches (rows, key range, checksum, kept in the Parquet footer's
-   key-value metadata), write it (one atomic object/file, zstd, page checksums);
+   key-value metadata), write it (one atomic object/file, page checksums). A checksum that
+   differs only because the rows' physical order changed (VACUUM FULL) just rewrites the copy;
 3. ``verify``: read the cold copy's footer back: row count and metadata must match the export,
    else the rotation stops with an error and the partition stays;
 4. ``drop``: ``DROP TABLE`` the partition, then ``commit``;
@@ -29,16 +32,21 @@ import hashlib
 import io
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
+from psycopg.pq import ExecStatus
 
 from fluxforge.hot import HotStore, from_csv, partition_name, window_start
+from fluxforge.pgcopy import Decoder
 from fluxforge.storage import Layout, Storage
 
 log = logging.getLogger(__name__)
@@ -142,7 +150,7 @@ class Export:
     sha256: str
     key_min: str
     key_max: str
-    data: pa.Table
+    parquet: bytes  # the cold file: zstd Parquet, footer metadata from `metadata()`
 
     def metadata(self, table: str, day: date) -> dict[bytes, bytes]:
         meta = {
@@ -156,36 +164,148 @@ class Export:
         return {(META_PREFIX + k).encode(): v.encode() for k, v in meta.items()}
 
 
-def _key_text(data: pa.Table, key: tuple[str, ...], row: int) -> str:
-    return "|".join(str(data.column(k)[row].as_py()) for k in key)
+def _key_range(data: pa.Table, key: tuple[str, ...]) -> tuple[str, str]:
+    """Per key column minimum and maximum, joined with '|' (order-independent)."""
+    if data.num_rows == 0:
+        return "", ""
+    lows, highs = [], []
+    for name in key:
+        mm = pc.min_max(data.column(name))
+        lows.append(str(mm["min"].as_py()))
+        highs.append(str(mm["max"].as_py()))
+    return "|".join(lows), "|".join(highs)
+
+
+class _ColdWriter:
+    """Arrow batches -> one zstd Parquet file in memory (row groups of ~ROW_GROUP rows)."""
+
+    ROW_GROUP = 1_000_000
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.buf = io.BytesIO()
+        self.writer = pq.ParquetWriter(
+            self.buf,
+            schema,
+            compression="zstd",
+            write_statistics=True,
+            write_page_checksum=True,
+        )
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.batches: list[pa.RecordBatch] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(batch)
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        if self.pending_rows >= self.ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending), self.ROW_GROUP)
+            self.pending, self.pending_rows = [], 0
+
+    def close(self, metadata: dict[bytes, bytes]) -> bytes:
+        self._flush()
+        self.writer.add_key_value_metadata(metadata)
+        self.writer.close()
+        return self.buf.getvalue()
+
+
+class _StreamDecoder:
+    """Runs in one worker thread: binary COPY chunks -> Arrow batches -> the Parquet writer."""
+
+    def __init__(self, decoder: Decoder, writer: _ColdWriter) -> None:
+        self.decoder = decoder
+        self.writer = writer
+        self.buf = bytearray()
+
+    def feed(self, block: bytes) -> None:
+        self.buf += block
+        batch, used = self.decoder.decode(self.buf)
+        del self.buf[:used]
+        if batch is not None:
+            self.writer.add(batch)
+
+
+BLOCK = 4 << 20  # bytes of COPY stream handed to the decoder at a time
+
+
+def copy_out_blocks(conn: Any, query: sql.Composable, block: int) -> Iterator[bytes]:
+    """``COPY ... TO STDOUT`` as blocks of about `block` bytes.
+
+    Drives libpq directly (``PQgetCopyData`` per message from the C layer) on the caller's
+    connection, inside its transaction: psycopg's ``Copy`` iterator yields one Python object
+    per row through its generator machinery and capped the export at ~0.3 M rows/s."""
+    pgconn = conn.pgconn
+    pgconn.send_query(query.as_bytes(conn))
+    res = pgconn.get_result()
+    if res is None or res.status != ExecStatus.COPY_OUT:
+        msg = pgconn.get_error_message() or "COPY did not start"
+        while pgconn.get_result() is not None:
+            pass
+        raise psycopg.OperationalError(f"COPY TO STDOUT: {msg}")
+    buf = bytearray()
+    get = pgconn.get_copy_data
+    while True:
+        nbytes, data = get(0)
+        if nbytes < 0:
+            break
+        buf += data
+        if len(buf) >= block:
+            yield bytes(buf)
+            buf.clear()
+    failed = None
+    while (res := pgconn.get_result()) is not None:
+        if res.status != ExecStatus.COMMAND_OK:
+            failed = res.error_message.decode(errors="replace") or "COPY failed"
+    if nbytes == -2 or failed:
+        raise psycopg.OperationalError(
+            f"COPY TO STDOUT: {failed or pgconn.get_error_message() or 'connection lost'}"
+        )
+    yield bytes(buf)
 
 
 def export_partition(hot: HotStore, conn: Any, table: str, day: date) -> Export:
-    raw = hot.export_csv(conn, table, sql.SQL("day = %s"), (day,))
-    data = from_csv(raw, hot.columns(table))
-    key = hot.key(table)
-    n = data.num_rows
-    return Export(
-        rows=n,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        key_min=_key_text(data, key, 0) if n else "",
-        key_max=_key_text(data, key, n - 1) if n else "",
-        data=data,
-    )
+    """Export one day partition and build its cold file (see the module docstring).
 
-
-def encode_cold(export: Export, table: str, day: date) -> bytes:
-    data = export.data.replace_schema_metadata(export.metadata(table, day))
-    buf = io.BytesIO()
-    pq.write_table(
-        data,
-        buf,
-        compression="zstd",
-        row_group_size=1_000_000,
-        write_statistics=True,
-        write_page_checksum=True,
-    )
-    return buf.getvalue()
+    Tables of plain columns stream binary COPY through the numba decoder in a worker thread
+    while PostgreSQL is still sending (physical order: the checksum is over the stream as
+    sent, the key range is order-independent). Tables with array columns (book_snapshots,
+    small) go through an ordered CSV export."""
+    cols = hot.columns(table)
+    schema = pa.schema([(c.name, c.arrow) for c in cols])
+    writer = _ColdWriter(schema)
+    digest = hashlib.sha256()
+    if any(pa.types.is_list(c.arrow) for c in cols):
+        raw = hot.export_csv(conn, table, sql.SQL("day = %s"), (day,))
+        digest.update(raw)
+        for batch in from_csv(raw, cols).to_batches():
+            writer.add(batch)
+    else:
+        decoder = Decoder([c.name for c in cols], [c.arrow for c in cols], [c.pg for c in cols])
+        stream = _StreamDecoder(decoder, writer)
+        query = sql.SQL("COPY {} ({}) TO STDOUT (FORMAT binary)").format(
+            hot._ident(partition_name(table, day)),
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
+        )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            futures = []
+            for block in copy_out_blocks(conn, query, BLOCK):
+                digest.update(block)
+                futures.append(pool.submit(stream.feed, block))
+            for fut in futures:
+                fut.result()
+        if not decoder.finished or stream.buf:
+            raise RotationError(
+                f"{table} {day}: binary COPY stream ended early ({len(stream.buf)} bytes left)"
+            )
+    data = pa.Table.from_batches(writer.batches, schema=schema)
+    key_min, key_max = _key_range(data, hot.key(table))
+    export = Export(data.num_rows, digest.hexdigest(), key_min, key_max, b"")
+    body = writer.close(export.metadata(table, day))
+    return Export(export.rows, export.sha256, key_min, key_max, body)
 
 
 def cold_matches(storage: Storage, key: str, export: Export, table: str, day: date) -> str | None:
@@ -237,9 +357,8 @@ def execute(
             if why is None:
                 result.cold_reused += 1
             else:
-                body = encode_cold(export, task.table, task.day)
-                storage.write_bytes(task.cold_key, body)
-                result.bytes_written += len(body)
+                storage.write_bytes(task.cold_key, export.parquet)
+                result.bytes_written += len(export.parquet)
                 log.info("cold copy %s written (%s)", storage.uri(task.cold_key), why)
             step("verify", task)
             why = cold_matches(storage, task.cold_key, export, task.table, task.day)
