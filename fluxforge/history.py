@@ -228,7 +228,7 @@ def fetch_trades(
     window = _TRADE_WINDOW_MS.get(ex.id)
     by_id = ex.id in _FROM_ID_PAGING
     kept: dict[str, dict[str, Any]] = {}
-    cursor, from_id, requests = start_ms, None, 0
+    cursor, from_id, requests, stuck = start_ms, None, 0, 0
     while cursor < end_ms:
         if from_id is not None:
             batch = call("fetch_trades", symbol, None, limit, {"fromId": from_id})
@@ -238,6 +238,9 @@ def fetch_trades(
         if not batch:
             if from_id is None and window:
                 cursor += window
+                continue
+            if stuck == 1:  # nothing after the 1 ms step (ccxt drops trades before since)
+                stuck, cursor = 2, (cursor // 1000 + 1) * 1000
                 continue
             break
         added = 0
@@ -258,19 +261,23 @@ def fetch_trades(
         if by_id and isinstance(last_id, str) and _INT64_ID.match(last_id):
             from_id = int(last_id) + 1
             continue
-        if last_ts > cursor or (last_ts == cursor and added):
-            cursor = last_ts  # ids seen twice at last_ts are dropped above
+        if added:
+            cursor, stuck = max(cursor, last_ts), 0  # ids seen twice at last_ts are dropped above
+        elif len(batch) < limit:
+            break  # a short page with nothing new: the venue has nothing after the cursor
         else:
+            # a full page of trades already seen: more trades share the cursor's time than one
+            # page holds. Step 1 ms, then (venues queried in whole seconds, e.g. Kraken through
+            # ccxt) to the next second; the trades left behind cannot be reached by time.
+            stuck += 1
+            cursor = cursor + 1 if stuck == 1 else (cursor // 1000 + 1) * 1000
             log.warning(
-                "%s %s: a full page of trades at %d ms without progress; moving on "
-                "(trades beyond the page limit in that millisecond may be missing)",
+                "%s %s: a full page of trades without progress; cursor moved to %d ms "
+                "(trades beyond the page limit at one instant may be missing: raise the limit)",
                 ex.id,
                 symbol,
                 cursor,
             )
-            cursor += 1
-        if added == 0 and last_ts == cursor and len(batch) < limit:
-            break
     trades = sorted(kept.values(), key=lambda t: (t["timestamp"], _seq_of(_trade_key(t))))
     return trades, requests
 

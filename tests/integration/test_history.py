@@ -355,6 +355,24 @@ def test_history_kraken_trades_page_by_time_cursor_with_exact_values(
     )]  # fmt: skip
 
 
+def test_history_kraken_more_same_instant_trades_than_a_page_warns_and_moves_on(
+    cfg: Config, binance: BinanceSpot, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 1007..1009 share 23:59:15.300 and Kraken is asked in whole seconds: pages of 2 cannot
+    # reach 1009 by time; the cursor moves on (1 ms, then the next second) instead of looping
+    backfill(
+        cfg, "kraken", "BTC/USD", "2024-03-01T23:59:15Z", "2024-03-01T23:59:59Z", "trades",
+        ccxt_options={"urls": {"api": {"public": binance.url}}, "rateLimit": 1},
+        markets=KRAKEN_MARKETS, limit=2,
+    )  # fmt: skip
+
+    ids = lake.read_table(storage_of(cfg), "trades", "kraken", "BTC-USD").column("trade_id")
+    assert ids.to_pylist() == ["70001007", "70001008", "70001010", "70001011"]
+    assert "full page of trades without progress" in caplog.text
+    sinces = [int(q["since"]) for _, q in binance.requests]
+    assert sinces == [1709337555] * 3 + [1709337556, 1709337598]  # 15, 15, 15, 16, 58 s
+
+
 def test_history_throttled_request_is_retried_and_nothing_is_lost(
     cfg: Config, binance: BinanceSpot
 ) -> None:
