@@ -442,6 +442,11 @@ def test_history_cli_json_reports_rows_and_files(
     assert out["symbol"] == "BTC-USDT" and len(out["files"]) == 2
     assert trade_ids(cfg) == [str(i) for i in range(1021, 1026)]
 
+    again = CliRunner().invoke(main, args[:-1])  # plain text: a summary line and the files
+    assert again.exit_code == 0, again.output
+    assert "binance BTC-USDT [2024-03-02T00:00:00Z, 2024-03-02T00:05:00Z): 5 trades" in again.output
+    assert all(f in again.output for f in out["files"])
+
     bad = CliRunner().invoke(main, [*args[:9], "--end", "2024-03-01", "--no-hot"])
     assert bad.exit_code != 0 and "must be after start" in bad.output
 
