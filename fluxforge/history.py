@@ -51,6 +51,7 @@ round-trips (``venues.common.float_to_decimal``), i.e. the venue's own string.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import time
@@ -62,6 +63,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fluxforge import lake, schemas
 from fluxforge.config import Config
@@ -394,18 +396,34 @@ def _is_history(key: str) -> bool:
     return key.rsplit("/", 1)[-1] == f"part-{HISTORY_STEM}.parquet"
 
 
-def streamed_trade_ids(
-    storage: Storage, layout: Layout, exchange: str, symbol: str, days: Iterable[date]
-) -> set[str]:
-    """trade_ids in the streaming (non-history) trades parts of these days."""
-    ids: set[str] = set()
-    for day in days:
-        keys = lake.list_parts(storage, "trades", exchange, symbol, day.isoformat(), layout)
-        for key in keys:
+class StreamedIds:
+    """trade_ids of the streaming (non-history) trades parts of one exchange/symbol, per day:
+    the table is listed once, a day's parts are read (trade_id column only) when first asked
+    for, and days behind the scan are dropped again (a sliding window, not the whole range)."""
+
+    def __init__(self, storage: Storage, layout: Layout, exchange: str, symbol: str) -> None:
+        self.storage = storage
+        self.keys: dict[str, list[str]] = {}
+        for key in lake.list_parts(storage, "trades", exchange, symbol, layout=layout):
             if not _is_history(key):
-                col = lake.read_part(storage, key, "trades").column("trade_id")
-                ids.update(v for v in col.to_pylist() if v)
-    return ids
+                self.keys.setdefault(_hive_date(key), []).append(key)
+        self.cache: dict[date, frozenset[str]] = {}
+
+    def day(self, day: date) -> frozenset[str]:
+        if day not in self.cache:
+            ids: set[str] = set()
+            for key in self.keys.get(day.isoformat(), []):
+                col = pq.read_table(io.BytesIO(self.storage.read_bytes(key)), columns=["trade_id"])
+                ids.update(v for v in col.column(0).to_pylist() if v)
+            self.cache[day] = frozenset(ids)
+        return self.cache[day]
+
+    def around(self, day: date) -> frozenset[str]:
+        """Ids filed under the day before, the day, or the day after; forgets older days."""
+        for old in [d for d in self.cache if d < day - timedelta(days=1)]:
+            del self.cache[old]
+        one = timedelta(days=1)
+        return self.day(day - one) | self.day(day) | self.day(day + one)
 
 
 def _merge(
@@ -469,6 +487,7 @@ def write_trades(
     report: HistoryReport,
 ) -> None:
     """Write the history trades part of every UTC day touched by [start_ns, end_ns)."""
+    streamed_ids = StreamedIds(storage, layout, exchange, symbol)
     day = _day(start_ns)
     last = _day(end_ns - 1)
     ts = rows.column("ts_recv")
@@ -479,19 +498,13 @@ def write_trades(
         key = lake.part_key(layout, "trades", exchange, symbol, day.isoformat(), HISTORY_STEM)
         old = _read_existing(storage, key, "trades")
         merged = _merge(old, fresh, "ts_recv", t0, t1, ["seq", "trade_id"])
-        streamed = streamed_trade_ids(
-            storage, layout, exchange, symbol, (day - timedelta(days=1), day, day + timedelta(1))
-        )
+        streamed = streamed_ids.around(day)
         if streamed:
-            ids = merged.column("trade_id")
-            dup = pc.is_in(ids, value_set=pa.array(sorted(streamed), pa.string()))
-            report.trades_already_streamed += (
-                pc.sum(
-                    pc.is_in(fresh.column("trade_id"), value_set=pa.array(sorted(streamed)))
-                ).as_py()
-                or 0
-            )
-            merged = merged.filter(pc.invert(pc.fill_null(dup, False)))
+            known = pa.array(list(streamed), pa.string())
+            in_fresh = pc.is_in(fresh.column("trade_id"), value_set=known)
+            report.trades_already_streamed += pc.sum(in_fresh).as_py() or 0
+            dup = pc.is_in(merged.column("trade_id"), value_set=known)
+            merged = merged.filter(pc.invert(dup))
         if old is not None or fresh.num_rows:
             written = _write_or_delete(
                 storage, layout, "trades", exchange, symbol, day, HISTORY_STEM, merged,
