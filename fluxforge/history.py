@@ -22,22 +22,29 @@ Where the rows go (``{processed_dir}`` of the ETL output storage, hive dirs as e
   it; the SQL bars (``bars_*``) and the hot ``bars_*`` stay derived from trades, so REST
   candles are never loaded into the hot store.
 
+Paging: OHLCV by open time (``since`` = last open + one interval). Trades by a time cursor
+(``since`` = time of the last trade seen, ids seen twice dropped); venues whose trade query is a
+bounded window (Binance ``aggTrades``: ``endTime = since + 1 h``) step one window on an empty
+page, and venues that page exactly by id (Binance ``fromId``) follow the ids after the first
+page. Requests go through ccxt's rate limiter (``enableRateLimit``, the exchange's
+``rateLimit``); 429s and network errors are retried with backoff.
+
 Idempotence: a day's history part is read back, the rows of the fetched range are replaced by
 what was fetched (rows outside the range are kept, so two disjoint backfills of one day add
-up), rows are de-duplicated on ``trade_id`` (bars on ``ts``), sorted, and the file is rewritten
-with deterministic bytes. Re-running the same backfill rewrites identical files.
+up), rows are de-duplicated on (time, trade id) (bars on (ts, interval)), sorted, and the file
+is rewritten with deterministic bytes. Re-running the same backfill rewrites identical files.
 
 No duplicates with the streaming path: when a history part is written, every trade whose
 ``trade_id`` already appears in a streaming part (any trades part other than
 ``part-history.parquet``) of the same exchange/symbol on the day before, the day itself or the
 day after (streamed rows are filed by receive date, which can be the next day near midnight) is
-left out. So a backfill fills the
-holes of streamed days (reconnects, outages) without repeating what was streamed. If streaming
-parts arrive for a day AFTER its backfill, re-run the backfill for that day: the history part
-is recomputed against the streaming parts present then (and the SQL staging model already
-de-duplicates on trade_id meanwhile). Trade ids are compared as strings in the id space of
-ccxt's default endpoint: for Binance that is the aggregate trade id (``aggTrades``), which the
-``aggTrade`` stream also carries.
+left out. So a backfill fills the holes of streamed days (reconnects, outages) without
+repeating what was streamed. If streaming parts arrive for a day AFTER its backfill, re-run the
+backfill for that day: the history part is recomputed against the streaming parts present then
+(and the SQL staging model already de-duplicates on trade_id meanwhile). Trade ids are compared
+as strings in the id space of ccxt's default endpoint: for Binance that is the aggregate trade
+id (``aggTrades``), which the ``aggTrade`` stream also carries. Streamed trades without an id
+(Kraken's v1 feed) cannot be matched: do not backfill days such a stream already covers.
 
 Hot store: the written trades parts of days inside the hot window are loaded with
 ``fluxforge.hot.load_keys`` (insert-only on its natural keys, so rows a later re-run leaves out
