@@ -267,7 +267,10 @@ def process_claimed(
             if progress:
                 progress(_progress_line(ref, seg))
     if report.segments or report.failed:
-        record_run(ctx.out, ctx.lout, report, kind="process")
+        try:
+            record_run(ctx.out, ctx.lout, report, kind="process")
+        except OSError as exc:  # bookkeeping only (full output disk): the segments are settled
+            log.error("could not record the run under state/runs/: %s", exc)
     return report
 
 
@@ -329,7 +332,13 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
             count = 0
     count += 1
     error = f"{type(exc).__name__}: {exc}"
-    ctx.out.write_bytes(key, orjson.dumps({"segment": str(ref), "failures": count, "error": error}))
+    try:
+        ctx.out.write_bytes(
+            key, orjson.dumps({"segment": str(ref), "failures": count, "error": error})
+        )
+    except OSError as write_exc:
+        # the output storage may be what failed (full disk): still put the segment back
+        log.error("segment %s: could not record the failure: %s", ref, write_exc)
     if count >= MAX_FAILURES:
         # nothing of a given-up segment stays visible in the lake
         _remove_parts(ctx, ref)

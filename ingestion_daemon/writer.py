@@ -604,6 +604,15 @@ class SegmentWriter:
         ready_key = self.layout.segment("ready", self.source, name)
         if self.local:
             self.flush()
+            if self._buf:
+                # no space anywhere: sealing now would mark lines that exist only in memory
+                # as durable (the state would skip them after a restart): keep the segment
+                # active; a restart with space recovers it and resumes after its last line
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{self.source}: NO SPACE LEFT to seal {name}: {self._pending} line(s) "
+                    "not written; the segment stays in active/ for recovery",
+                )
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -670,10 +679,13 @@ def _move_file(src: Path, dst: Path) -> None:
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    # The view is released even when os.write fails (ENOSPC): a view kept alive by the
+    # exception's traceback would pin the bytearray, and the out-of-space path's clear()
+    # would raise BufferError instead of spilling.
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
 
 
 class _Uploader:
