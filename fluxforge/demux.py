@@ -457,6 +457,7 @@ class FastBook:
     side: np.ndarray  # uint8[L] 0 bid 1 ask; per message bids first, then asks
     price: pa.Array  # large_string[L] exact wire text
     size: pa.Array
+    final_id: np.ndarray  # int64[n] venue update id (Advanced Trade sequence_num), -1 = none
 
     def __len__(self) -> int:
         return len(self.line)
@@ -477,6 +478,7 @@ class FastBook:
             channel=self.channel,
             seq=self.seq[start:end],
             is_snapshot=self.is_snapshot[start:end],
+            final_id=self.final_id[start:end],
         )
 
     def to_messages(self) -> list[tuple[int, BookMessage]]:
@@ -490,7 +492,7 @@ class FastBook:
             msg = BookMessage(
                 self.exchange, self.symbol, self.venue_symbol, self.channel,
                 int(self.ts_event[i]), int(self.ts_recv[i]), int(self.seq[i]),
-                bool(self.is_snapshot[i]), bids, asks,
+                bool(self.is_snapshot[i]), bids, asks, final_id=int(self.final_id[i]),
             )  # fmt: skip
             out.append((int(self.line[i]), msg))
         return out
@@ -510,7 +512,7 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
             or m.chain is not None
             or m.depth
             or m.from_rest
-            or (m.first_id, m.final_id, m.prev_id) != (-1, -1, -1)
+            or (m.first_id, m.prev_id) != (-1, -1)
         ):
             return None
     lines = np.concatenate([fast.line, [ln for ln, _ in msgs]]).astype(np.int64)
@@ -555,6 +557,7 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
         ts_recv=cat(fast.ts_recv, "ts_recv"),
         seq=cat(fast.seq, "seq"),
         is_snapshot=cat(fast.is_snapshot, "is_snapshot"),
+        final_id=cat(fast.final_id, "final_id"),
         level_offsets=offsets,
         side=all_side[lvl_idx],
         price=all_px.take(take),
@@ -688,50 +691,6 @@ def _digits(buf, s, n):
 
 
 @njit(cache=True)
-def _iso_ns(buf, s, e):
-    """YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z -> ns (as venues.common.iso_to_ns), or -1."""
-    if e - s < 20 or buf[e - 1] != 90:  # Z
-        return -1
-    if buf[s + 4] != 45 or buf[s + 7] != 45 or buf[s + 10] != 84:
-        return -1
-    if buf[s + 13] != _COLON or buf[s + 16] != _COLON:
-        return -1
-    y = _digits(buf, s, 4)
-    mo = _digits(buf, s + 5, 2)
-    d = _digits(buf, s + 8, 2)
-    hh = _digits(buf, s + 11, 2)
-    mi = _digits(buf, s + 14, 2)
-    ss = _digits(buf, s + 17, 2)
-    if y < 0 or mo < 0 or d < 0 or hh < 0 or mi < 0 or ss < 0:
-        return -1
-    frac = 0
-    p = s + 19
-    if p < e - 1:
-        if buf[p] != _DOT:
-            return -1
-        nf = e - 1 - (p + 1)
-        if nf < 1 or nf > 9:
-            return -1
-        frac = _digits(buf, p + 1, nf)
-        if frac < 0:
-            return -1
-        for _ in range(9 - nf):
-            frac *= 10
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60 and ss < 61):
-        return -1
-    yy = y - (1 if mo <= 2 else 0)
-    era = yy // 400
-    yoe = yy - era * 400
-    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    days = era * 146097 + doe - 719468
-    ns = (days * 86400 + hh * 3600 + mi * 60 + ss) * 1_000_000_000 + frac
-    if ns < 1_000_000_000_000_000_000 or ns > 4_102_444_800_000_000_000:
-        return -1
-    return ns
-
-
-@njit(cache=True)
 def _levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words):
     """Parse [[str, str, ...], ...] at p; append (row, side, px_s, px_e, sz_s, sz_e) rows to
     lv. Returns (position after, n_lv, lv) or (-1, ...)."""
@@ -801,21 +760,330 @@ def _levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words):
 
 
 @njit(cache=True)
-def _scan_lines(buf, starts, ends, words, heads, capacity):
-    """Scan candidate lines. Per row: ok, ts, seq, kind (1 l2update, 2 snapshot), ts_event,
-    product span; levels as (row, side, px span, size span). A row with any surprise is
-    not ok (the per-line path takes it)."""
+def _iso_raw(buf, s, e):
+    """(ok, ns) of YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z without the plausibility range."""
+    if e - s < 20 or buf[e - 1] != 90:  # Z
+        return False, 0
+    if buf[s + 4] != 45 or buf[s + 7] != 45 or buf[s + 10] != 84:
+        return False, 0
+    if buf[s + 13] != _COLON or buf[s + 16] != _COLON:
+        return False, 0
+    y = _digits(buf, s, 4)
+    mo = _digits(buf, s + 5, 2)
+    d = _digits(buf, s + 8, 2)
+    hh = _digits(buf, s + 11, 2)
+    mi = _digits(buf, s + 14, 2)
+    ss = _digits(buf, s + 17, 2)
+    if y < 0 or mo < 0 or d < 0 or hh < 0 or mi < 0 or ss < 0:
+        return False, 0
+    frac = 0
+    p = s + 19
+    if p < e - 1:
+        if buf[p] != _DOT:
+            return False, 0
+        nf = e - 1 - (p + 1)
+        if nf < 1 or nf > 9:
+            return False, 0
+        frac = _digits(buf, p + 1, nf)
+        if frac < 0:
+            return False, 0
+        for _ in range(9 - nf):
+            frac *= 10
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60 and ss < 61):
+        return False, 0
+    yy = y - (1 if mo <= 2 else 0)
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return True, (days * 86400 + hh * 3600 + mi * 60 + ss) * 1_000_000_000 + frac
+
+
+@njit(cache=True)
+def _plausible(ns):
+    return 1_000_000_000_000_000_000 <= ns <= 4_102_444_800_000_000_000
+
+
+@njit(cache=True)
+def _iso_ns(buf, s, e):
+    """As venues.common.iso_to_ns (with the plausibility check), or -1."""
+    good, ns = _iso_raw(buf, s, e)
+    if not good or not _plausible(ns):
+        return -1
+    return ns
+
+
+@njit(cache=True)
+def _grow(a, n):
+    if n < a.shape[0]:
+        return a
+    grown = np.empty((a.shape[0] * 2, a.shape[1]), np.int64)
+    grown[:n] = a[:n]
+    return grown
+
+
+@njit(cache=True)
+def _key(buf, p, end):
+    """At a key's opening quote: (key start, key end, position of its value) or (-1, -1, -1)."""
+    q = _str(buf, p, end)
+    if q < 0:
+        return -1, -1, -1
+    v = _ws(buf, q + 1, end)
+    if v >= end or buf[v] != _COLON:
+        return -1, -1, -1
+    return p + 1, q, _ws(buf, v + 1, end)
+
+
+@njit(cache=True)
+def _next(buf, p, end):
+    """After a value: (position of the next key, 0) after ',', (position after '}', 1) at the
+    end of the object, or (-1, -1)."""
+    p = _ws(buf, p, end)
+    if p < end and buf[p] == _COMMA:
+        return _ws(buf, p + 1, end), 0
+    if p < end and buf[p] == _RC:
+        return p + 1, 1
+    return -1, -1
+
+
+@njit(cache=True)
+def _at_update(buf, p, end, m, is_update, lv, n_lv, words, keys):
+    """One Advanced Trade update object {side, event_time?, price_level, new_quantity} at p.
+    Returns (position after, n_lv, lv, max event ns (0 = none), ok)."""
+    k_side, k_evt, k_px, k_qty = keys[0], keys[1], keys[2], keys[3]
+    if p >= end or buf[p] != _LC:
+        return -1, n_lv, lv, 0, False
+    p = _ws(buf, p + 1, end)
+    side = -1
+    px0 = px1 = sz0 = sz1 = -1
+    ev_ns = 0
+    seen = 0
+    while True:
+        ks, ke, p = _key(buf, p, end)
+        if p < 0:
+            return -1, n_lv, lv, 0, False
+        q = _str(buf, p, end)
+        if q < 0:
+            return -1, n_lv, lv, 0, False
+        if _eq(buf, ks, ke, k_side) and not seen & 1:
+            seen |= 1
+            for w in range(len(words)):
+                if _eq(buf, p + 1, q, words[w]):
+                    side = 0 if w < 2 else 1
+            if side < 0:
+                return -1, n_lv, lv, 0, False
+        elif _eq(buf, ks, ke, k_evt) and not seen & 2:
+            seen |= 2
+            if is_update:  # snapshots carry 1970 times: the normalizer ignores them
+                good, ns = _iso_raw(buf, p + 1, q)
+                if not good:
+                    return -1, n_lv, lv, 0, False
+                if ns > 0:
+                    if not _plausible(ns):
+                        return -1, n_lv, lv, 0, False
+                    ev_ns = ns
+        elif _eq(buf, ks, ke, k_px) and not seen & 4:
+            seen |= 4
+            px0, px1 = p + 1, q
+        elif _eq(buf, ks, ke, k_qty) and not seen & 8:
+            seen |= 8
+            sz0, sz1 = p + 1, q
+        else:
+            return -1, n_lv, lv, 0, False
+        p, done = _next(buf, q + 1, end)
+        if p < 0:
+            return -1, n_lv, lv, 0, False
+        if done:
+            break
+    if (seen & 13) != 13:
+        return -1, n_lv, lv, 0, False
+    if not _decimal(buf, px0, px1, True) or not _decimal(buf, sz0, sz1, False):
+        return -1, n_lv, lv, 0, False
+    lv = _grow(lv, n_lv)
+    lv[n_lv, 0] = m
+    lv[n_lv, 1] = side
+    lv[n_lv, 2] = px0
+    lv[n_lv, 3] = px1
+    lv[n_lv, 4] = sz0
+    lv[n_lv, 5] = sz1
+    return p, n_lv + 1, lv, ev_ns, True
+
+
+@njit(cache=True)
+def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, heads, at_keys):
+    """Advanced Trade l2_data object (p just after its '{'): one message per event.
+    Returns (position after the object, n_msg, msg, n_lv, lv) or p = -1."""
+    k_type, k_prod, v_snap = heads[4], heads[5], heads[11]
+    k_channel, k_client, k_stamp, k_seqnum, k_events = (
+        at_keys[0],
+        at_keys[1],
+        at_keys[2],
+        at_keys[3],
+        at_keys[4],
+    )
+    v_l2data, v_update, k_updates = at_keys[5], at_keys[6], at_keys[7]
+    upd_keys = (at_keys[8], at_keys[9], at_keys[10], at_keys[11])
+    seen = 0
+    ts_msg = -1
+    final_id = -1
+    first_msg = n_msg
+    while True:
+        ks, ke, p = _key(buf, p, end)
+        if p < 0:
+            return -1, n_msg, msg, n_lv, lv
+        if _eq(buf, ks, ke, k_channel) and not seen & 1:
+            seen |= 1
+            q = _str(buf, p, end)
+            if q < 0 or not _eq(buf, p + 1, q, v_l2data):
+                return -1, n_msg, msg, n_lv, lv
+            p = q + 1
+        elif _eq(buf, ks, ke, k_client) and not seen & 2:
+            seen |= 2
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1, n_msg, msg, n_lv, lv
+            p = q + 1
+        elif _eq(buf, ks, ke, k_stamp) and not seen & 4:
+            seen |= 4
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1, n_msg, msg, n_lv, lv
+            ts_msg = _iso_ns(buf, p + 1, q)
+            if ts_msg < 0:
+                return -1, n_msg, msg, n_lv, lv
+            p = q + 1
+        elif _eq(buf, ks, ke, k_seqnum) and not seen & 8:
+            seen |= 8
+            final_id, p = _int(buf, p, end)
+            if p < 0:
+                return -1, n_msg, msg, n_lv, lv
+        elif _eq(buf, ks, ke, k_events) and not seen & 16:
+            seen |= 16
+            if p >= end or buf[p] != _LB:
+                return -1, n_msg, msg, n_lv, lv
+            p = _ws(buf, p + 1, end)
+            if p < end and buf[p] == _RB:
+                p += 1
+            else:
+                while True:  # one event object
+                    if p >= end or buf[p] != _LC:
+                        return -1, n_msg, msg, n_lv, lv
+                    p = _ws(buf, p + 1, end)
+                    msg = _grow(msg, n_msg)
+                    m = n_msg
+                    n_msg += 1
+                    ev_seen = 0
+                    kind = 0
+                    prod_s = prod_e = -1
+                    ev_ns = 0
+                    while True:
+                        ks2, ke2, p = _key(buf, p, end)
+                        if p < 0:
+                            return -1, n_msg, msg, n_lv, lv
+                        if _eq(buf, ks2, ke2, k_type) and not ev_seen & 1:
+                            ev_seen |= 1
+                            q = _str(buf, p, end)
+                            if q < 0:
+                                return -1, n_msg, msg, n_lv, lv
+                            if _eq(buf, p + 1, q, v_update):
+                                kind = 1
+                            elif _eq(buf, p + 1, q, v_snap):
+                                kind = 2
+                            else:
+                                return -1, n_msg, msg, n_lv, lv
+                            p = q + 1
+                        elif _eq(buf, ks2, ke2, k_prod) and not ev_seen & 2:
+                            ev_seen |= 2
+                            q = _str(buf, p, end)
+                            if q < 0:
+                                return -1, n_msg, msg, n_lv, lv
+                            prod_s, prod_e = p + 1, q
+                            p = q + 1
+                        elif _eq(buf, ks2, ke2, k_updates) and not ev_seen & 4 and ev_seen & 1:
+                            # "type" must come first: event_time rules depend on it
+                            ev_seen |= 4
+                            if p >= end or buf[p] != _LB:
+                                return -1, n_msg, msg, n_lv, lv
+                            p = _ws(buf, p + 1, end)
+                            if p < end and buf[p] == _RB:
+                                p += 1
+                            else:
+                                while True:
+                                    p, n_lv, lv, ns, good = _at_update(
+                                        buf, p, end, m, kind == 1, lv, n_lv, words, upd_keys
+                                    )
+                                    if not good:
+                                        return -1, n_msg, msg, n_lv, lv
+                                    if ns > ev_ns:
+                                        ev_ns = ns
+                                    p = _ws(buf, p, end)
+                                    if p < end and buf[p] == _COMMA:
+                                        p = _ws(buf, p + 1, end)
+                                        continue
+                                    if p < end and buf[p] == _RB:
+                                        p += 1
+                                        break
+                                    return -1, n_msg, msg, n_lv, lv
+                        else:
+                            return -1, n_msg, msg, n_lv, lv
+                        p, done = _next(buf, p, end)
+                        if p < 0:
+                            return -1, n_msg, msg, n_lv, lv
+                        if done:
+                            break
+                    if ev_seen != 7:
+                        return -1, n_msg, msg, n_lv, lv
+                    msg[m, 0] = i
+                    msg[m, 1] = ts
+                    msg[m, 2] = seq
+                    msg[m, 3] = kind
+                    msg[m, 4] = ev_ns  # 0 = none yet: the message timestamp below
+                    msg[m, 5] = prod_s
+                    msg[m, 6] = prod_e
+                    p = _ws(buf, p, end)
+                    if p < end and buf[p] == _COMMA:
+                        p = _ws(buf, p + 1, end)
+                        continue
+                    if p < end and buf[p] == _RB:
+                        p += 1
+                        break
+                    return -1, n_msg, msg, n_lv, lv
+        else:
+            return -1, n_msg, msg, n_lv, lv
+        p, done = _next(buf, p, end)
+        if p < 0:
+            return -1, n_msg, msg, n_lv, lv
+        if done:
+            break
+    if (seen & (1 | 4 | 16)) != (1 | 4 | 16):
+        return -1, n_msg, msg, n_lv, lv
+    for m in range(first_msg, n_msg):
+        if msg[m, 4] <= 0:
+            msg[m, 4] = ts_msg
+        msg[m, 7] = final_id
+    return p, n_msg, msg, n_lv, lv
+
+
+@njit(cache=True)
+def _scan_lines(buf, starts, ends, words, heads, at_keys, capacity):
+    """Scan every line. Per accepted line: its book messages (msg rows: line, ts, seq, kind
+    1 update / 2 snapshot, ts_event, product span, final id) and their levels (lv rows:
+    message, side, price span, size span). A line with any surprise is not accepted (the
+    per-line path takes it)."""
     env_head, env_src, env_ex, env_kind = heads[0], heads[1], heads[2], heads[3]
     k_type, k_prod, k_time, k_chg = heads[4], heads[5], heads[6], heads[7]
     k_bids, k_asks, v_l2, v_snap = heads[8], heads[9], heads[10], heads[11]
+    k_channel = at_keys[0]
     n = len(starts)
     ok = np.zeros(n, np.bool_)
-    rows = np.full((n, 6), -1, np.int64)  # ts, seq, kind, ts_event, prod_s, prod_e
+    msg = np.empty((1024, 8), np.int64)
+    n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
     for i in range(n):
         s, end = starts[i], ends[i]
-        mark = n_lv
+        mark_lv, mark_msg = n_lv, n_msg
         p = _lit(buf, s, end, env_head)
         if p < 0:
             continue
@@ -838,104 +1106,120 @@ def _scan_lines(buf, starts, ends, words, heads, capacity):
         if p < 0 or p >= end or buf[p] != _LC:
             continue
         p = _ws(buf, p + 1, end)
-        kind = 0
-        t_ns = -1
-        prod_s = prod_e = -1
-        seen = 0
         bad = False
-        while not bad:
-            q = _str(buf, p, end)
-            if q < 0:
-                bad = True
-                break
-            ks, ke = p + 1, q
-            p = _ws(buf, q + 1, end)
-            if p >= end or buf[p] != _COLON:
-                bad = True
-                break
-            p = _ws(buf, p + 1, end)
-            if _eq(buf, ks, ke, k_type) and not seen & 1:
-                seen |= 1
-                q = _str(buf, p, end)
-                if q < 0:
+        ks, ke, v = _key(buf, p, end)
+        if v >= 0 and _eq(buf, ks, ke, k_channel):
+            p, n_msg, msg, n_lv, lv = _at_data(
+                buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, heads, at_keys
+            )
+            bad = p < 0
+        else:
+            m = n_msg
+            kind = 0
+            t_ns = -1
+            prod_s = prod_e = -1
+            seen = 0
+            while not bad:
+                ks, ke, p = _key(buf, p, end)
+                if p < 0:
                     bad = True
                     break
-                if _eq(buf, p + 1, q, v_l2):
-                    kind = 1
-                elif _eq(buf, p + 1, q, v_snap):
-                    kind = 2
+                if _eq(buf, ks, ke, k_type) and not seen & 1:
+                    seen |= 1
+                    q = _str(buf, p, end)
+                    if q < 0:
+                        bad = True
+                        break
+                    if _eq(buf, p + 1, q, v_l2):
+                        kind = 1
+                    elif _eq(buf, p + 1, q, v_snap):
+                        kind = 2
+                    else:
+                        bad = True
+                        break
+                    p = q + 1
+                elif _eq(buf, ks, ke, k_prod) and not seen & 2:
+                    seen |= 2
+                    q = _str(buf, p, end)
+                    if q < 0:
+                        bad = True
+                        break
+                    prod_s, prod_e = p + 1, q
+                    p = q + 1
+                elif _eq(buf, ks, ke, k_time) and not seen & 4:
+                    seen |= 4
+                    q = _str(buf, p, end)
+                    if q < 0:
+                        bad = True
+                        break
+                    t_ns = _iso_ns(buf, p + 1, q)
+                    p = q + 1
+                elif _eq(buf, ks, ke, k_chg) and not seen & 8:
+                    seen |= 8
+                    p, n_lv, lv = _levels_scan(buf, p, end, m, -1, lv, n_lv, 3, words)
+                elif _eq(buf, ks, ke, k_bids) and not seen & 16:
+                    seen |= 16
+                    p, n_lv, lv = _levels_scan(buf, p, end, m, 0, lv, n_lv, 2, words)
+                elif _eq(buf, ks, ke, k_asks) and not seen & 32:
+                    seen |= 32
+                    p, n_lv, lv = _levels_scan(buf, p, end, m, 1, lv, n_lv, 2, words)
+                else:
+                    bad = True  # other keys (or duplicates): the normalizer decides
+                    break
+                if p < 0:
+                    bad = True
+                    break
+                p, done = _next(buf, p, end)
+                if p < 0:
+                    bad = True
+                    break
+                if done:
+                    break
+            if not bad:
+                if kind == 1:
+                    need = 2 | 4 | 8
+                    bad = (seen & need) != need or t_ns < 0 or (seen & (16 | 32)) != 0
+                elif kind == 2:
+                    need = 2 | 16 | 32
+                    bad = (seen & need) != need or (seen & 8) != 0
+                    if (seen & 4) and t_ns < 0:
+                        bad = True  # an unparsable extra time: let the normalizer see it
+                    t_ns = ts
                 else:
                     bad = True
-                    break
-                p = q + 1
-            elif _eq(buf, ks, ke, k_prod) and not seen & 2:
-                seen |= 2
-                q = _str(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                prod_s, prod_e = p + 1, q
-                p = q + 1
-            elif _eq(buf, ks, ke, k_time) and not seen & 4:
-                seen |= 4
-                q = _str(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                t_ns = _iso_ns(buf, p + 1, q)
-                p = q + 1
-            elif _eq(buf, ks, ke, k_chg) and not seen & 8:
-                seen |= 8
-                p, n_lv, lv = _levels_scan(buf, p, end, i, -1, lv, n_lv, 3, words)
-            elif _eq(buf, ks, ke, k_bids) and not seen & 16:
-                seen |= 16
-                p, n_lv, lv = _levels_scan(buf, p, end, i, 0, lv, n_lv, 2, words)
-            elif _eq(buf, ks, ke, k_asks) and not seen & 32:
-                seen |= 32
-                p, n_lv, lv = _levels_scan(buf, p, end, i, 1, lv, n_lv, 2, words)
-            else:
-                bad = True  # other keys (or duplicates): the normalizer decides
-                break
-            if p < 0:
-                bad = True
-                break
-            p = _ws(buf, p, end)
-            if p < end and buf[p] == _COMMA:
-                p = _ws(buf, p + 1, end)
-                continue
-            if p < end and buf[p] == _RC:
-                p += 1
-                break
-            bad = True
+            if not bad:
+                msg = _grow(msg, n_msg)
+                msg[m, 0] = i
+                msg[m, 1] = ts
+                msg[m, 2] = seq
+                msg[m, 3] = kind
+                msg[m, 4] = t_ns
+                msg[m, 5] = prod_s
+                msg[m, 6] = prod_e
+                msg[m, 7] = -1
+                n_msg += 1
         if not bad:
             p = _ws(buf, p, end)
             bad = p >= end or buf[p] != _RC or p + 1 != end
-        if not bad:
-            if kind == 1:
-                bad = (seen & (2 | 4 | 8)) != (2 | 4 | 8) or t_ns < 0 or (seen & (16 | 32)) != 0
-            elif kind == 2:
-                bad = (seen & (2 | 16 | 32)) != (2 | 16 | 32) or (seen & 8) != 0
-                if (seen & 4) and t_ns < 0:
-                    bad = True  # an unparsable extra time: let the normalizer see it
-                t_ns = ts
-            else:
-                bad = True
         if bad:
-            n_lv = mark  # drop this row's levels
+            n_lv, n_msg = mark_lv, mark_msg  # drop this line's messages and levels
             continue
         ok[i] = True
-        rows[i, 0] = ts
-        rows[i, 1] = seq
-        rows[i, 2] = kind
-        rows[i, 3] = t_ns
-        rows[i, 4] = prod_s
-        rows[i, 5] = prod_e
-    return ok, rows, lv[:n_lv]
+    return ok, msg[:n_msg], lv[:n_lv]
 
 
 _HEADS = (
     _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND, _K_TYPE, _K_PRODUCT, _K_TIME, _K_CHANGES,
     _K_BIDS, _K_ASKS, _V_L2, _V_SNAP,
+)  # fmt: skip
+# Advanced Trade l2_data: {"channel","client_id","timestamp","sequence_num","events":[{"type",
+# "product_id","updates":[{"side","event_time","price_level","new_quantity"}]}]}
+_AT_KEYS = tuple(
+    np.frombuffer(w, np.uint8).copy()
+    for w in (
+        b"channel", b"client_id", b"timestamp", b"sequence_num", b"events", b"l2_data",
+        b"update", b"updates", b"side", b"event_time", b"price_level", b"new_quantity",
+    )
 )  # fmt: skip
 
 
@@ -971,15 +1255,16 @@ def fast_coinbase_books(
     none = np.zeros(n, dtype=bool)
     if n == 0:
         return {}, none
-    ok, rows, lv = _scan_lines(buf, starts, ends, _SIDE_WORDS, _HEADS, 4096 + len(buf) // 256)
+    ok, msg, lv = _scan_lines(
+        buf, starts, ends, _SIDE_WORDS, _HEADS, _AT_KEYS, 4096 + len(buf) // 256
+    )
     if not ok.any():
         return {}, none
     # product -> symbol with the venue's own function (unique values only)
     from fluxforge.venues import coinbase
 
-    prod_s = np.where(ok, rows[:, 4], 0)
-    prod_e = np.where(ok, rows[:, 5], 0)
-    pid = _spans(buf, prod_s, prod_e).dictionary_encode()
+    msg_line = msg[:, 0]
+    pid = _spans(buf, msg[:, 5], msg[:, 6]).dictionary_encode()
     symbols: list[str | None] = []
     for raw in pid.dictionary.to_pylist():
         try:
@@ -988,32 +1273,34 @@ def fast_coinbase_books(
             sym = None
         symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
     codes = pid.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    ok &= np.array([s is not None for s in symbols], dtype=bool)[codes]
+    msg_ok = np.array([s is not None for s in symbols] + [False], dtype=bool)[codes]
     # one instrument = one raw product name (one batch carries one venue symbol)
     by_symbol: dict[str, list[int]] = {}
-    for c in np.unique(codes[ok]).tolist():
+    for c in np.unique(codes[msg_ok]).tolist():
         by_symbol.setdefault(symbols[c], []).append(c)  # type: ignore[arg-type]
     for cs in by_symbol.values():
         if len(cs) > 1:
-            ok &= ~np.isin(codes, cs)
+            msg_ok &= ~np.isin(codes, cs)
+    # a line is taken whole or not at all
+    ok[msg_line[~msg_ok]] = False
+    msg_ok = ok[msg_line]
     if not ok.any():
         return {}, none
 
     row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
-    keep = ok[row_of]
+    keep = msg_ok[row_of]
     order = np.lexsort((np.arange(len(row_of)), side, row_of))
     order = order[keep[order]]
     row_sorted = row_of[order]
     side_sorted = side[order]
     price_sorted = _spans(buf, lv[order, 2], lv[order, 3], large=True)
     size_sorted = _spans(buf, lv[order, 4], lv[order, 5], large=True)
-    counts = np.bincount(row_sorted, minlength=n)
+    counts = np.bincount(row_sorted, minlength=len(msg))
     starts_lv = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    line_arr = np.arange(1, n + 1, dtype=np.int64)
     dictionary = pid.dictionary.to_pylist()
     out: dict[tuple[str, str], FastBook] = {}
-    for c in sorted(np.unique(codes[ok]).tolist()):
-        sel = np.flatnonzero(ok & (codes == c))
+    for c in sorted(np.unique(codes[msg_ok]).tolist()):
+        sel = np.flatnonzero(msg_ok & (codes == c))
         lens = counts[sel]
         offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
         lvl_idx = np.repeat(starts_lv[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
@@ -1025,14 +1312,15 @@ def fast_coinbase_books(
             symbol=sym,
             venue_symbol=dictionary[c],
             channel=FAST_CHANNEL,
-            line=line_arr[sel],
-            ts_event=rows[sel, 3],
-            ts_recv=rows[sel, 0],
-            seq=rows[sel, 1],
-            is_snapshot=rows[sel, 2] == 2,
+            line=msg_line[sel] + 1,
+            ts_event=msg[sel, 4],
+            ts_recv=msg[sel, 1],
+            seq=msg[sel, 2],
+            is_snapshot=msg[sel, 3] == 2,
             level_offsets=offsets,
             side=side_sorted[lvl_idx],
             price=price_sorted.take(take),
             size=size_sorted.take(take),
+            final_id=msg[sel, 7],
         )
     return out, ok

@@ -255,3 +255,77 @@ def test_demux_fast_path_equals_per_line_path_on_tricky_lines() -> None:
         slow.quarantined,
     )
     assert slow.quarantined >= 15
+
+
+def _at(seq: int, events: bytes, head: bytes | None = None) -> bytes:
+    head = head or (
+        b'"channel":"l2_data","client_id":"","timestamp":"2024-01-02T03:00:02.5Z",'
+        b'"sequence_num":%d' % seq
+    )
+    return _cb(seq, b"{" + head + b',"events":' + events + b"}")
+
+
+_UPD = (
+    b'{"side":"bid","event_time":"2024-01-02T03:00:01.25Z","price_level":"10.5","new_quantity":"2"}'
+)
+AT_TRICKY = [
+    b'[{"type":"snapshot","product_id":"BTC-USD","updates":[{"side":"bid","event_time":'
+    b'"1970-01-01T00:00:00Z","price_level":"10","new_quantity":"1"},{"side":"offer",'
+    b'"event_time":"1970-01-01T00:00:00Z","price_level":"11","new_quantity":"1"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[' + _UPD + b"]},"
+    b'{"type":"update","product_id":"ETH-USD","updates":[' + _UPD + b"," + _UPD + b"]}]",
+    b"[]",
+    b'[{"type":"update","product_id":"BTC-USD","updates":[]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"ask","price_level":"12",'
+    b'"new_quantity":"0"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"bid","event_time":'
+    b'"1969-12-31T23:59:59Z","price_level":"9","new_quantity":"1"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"bid","event_time":'
+    b'"1970-01-01T00:00:00Z","price_level":"9","new_quantity":"1"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"bid","event_time":'
+    b'"2200-01-01T00:00:00Z","price_level":"9","new_quantity":"1"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"bid","event_time":'
+    b'"yesterday","price_level":"9","new_quantity":"1"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"up","price_level":"9",'
+    b'"new_quantity":"1"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"bid","price_level":"0",'
+    b'"new_quantity":"1"}]}]',
+    b'[{"type":"update","product_id":"BTC-USD","updates":[{"side":"bid","price_level":"1",'
+    b'"new_quantity":"1","extra":"x"}]}]',
+    b'[{"type":"weird","product_id":"BTC-USD","updates":[]}]',
+    b'[{"product_id":"BTC-USD","updates":[' + _UPD + b'],"type":"update"}]',
+    b'[{"type":"update","product_id":"../etc","updates":[' + _UPD + b"]}]",
+    b'[{"type":"update","product_id":"BTC-USD","updates":[' + _UPD + b"]},{}]",
+]
+
+
+def test_demux_fast_path_equals_per_line_path_on_advanced_trade_lines() -> None:
+    normal = b'[{"type":"update","product_id":"BTC-USD","updates":[' + _UPD + b"]}]"
+    lines = [_at(i, normal) for i in range(30)]
+    lines += [_at(100 + i, ev) for i, ev in enumerate(AT_TRICKY)]
+    lines += [
+        _at(200, normal, b'"client_id":"","channel":"l2_data","timestamp":"2024-01-02T03:00:02Z"'),
+        _at(201, normal, b'"channel":"l2_data","timestamp":"2024-01-02T03:00:02Z"'),
+        _at(
+            202, normal, b'"channel":"l2_data","timestamp":"2024-01-02T03:00:02Z","sequence_num":-4'
+        ),
+        _at(203, normal, b'"channel":"l2_data","timestamp":"not a time","sequence_num":4'),
+        _at(204, normal, b'"channel":"l2_data","timestamp":"2024-01-02T03:00:02Z","other":1'),
+        _at(205, normal, b'"channel":"market_trades","timestamp":"2024-01-02T03:00:02Z"'),
+    ]
+    data = b"".join(lines)
+    fast = demux_segment(data, SEG, fast=True)
+    slow = demux_segment(data, SEG, fast=False)
+    assert sum(len(f) for f in fast.fast_books.values()) >= 35  # the columnar path engaged
+    want = slow.books_by_instrument_all()
+    got = fast.books_by_instrument_all()
+    assert [ln for ln, _ in got] == [ln for ln, _ in want]
+    assert [m for _, m in got] == [m for _, m in want]
+    assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
+    assert (fast.lines_in, fast.data, fast.control, fast.quarantined) == (
+        slow.lines_in,
+        slow.data,
+        slow.control,
+        slow.quarantined,
+    )
+    assert slow.quarantined >= 6
