@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fluxforge.config import ENV_CONFIG, REPO_ROOT, Config, load_config, resolve_config_path
+from fluxforge.pgserver import LocalPostgres, PostgresServerError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,45 @@ def prepare_home(cfg: Config) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     return home
+
+
+HOT_DSN_ENV = "FLUXFORGE_HOT_STORE__DSN"
+
+
+def start_hot_store(cfg: Config) -> tuple[LocalPostgres | None, str | None]:
+    """The embedded PostgreSQL of the hot store, when ``hot_store.dsn`` is null and
+    ``hot_store.embedded`` is true: data in ``hot_store.embedded_dir`` when set, else
+    ``{data dir}/postgres``; 127.0.0.1 on ``hot_store.embedded_port``. Returns (the server if
+    this call started it, its DSN). A server that cannot start is logged and `up` goes on
+    without hot tables (the refinery and the SQL models do not need them)."""
+    import psycopg
+
+    hs = cfg.hot_store
+    if hs.dsn or not hs.embedded:
+        return None, hs.dsn or None
+    where = Path(hs.embedded_dir) if "embedded_dir" in hs.model_fields_set else None
+    server = LocalPostgres(where or data_dir(cfg) / "postgres", port=hs.embedded_port)
+    try:
+        was_running = server.running()
+        server.start()
+        dsn = server.ensure_database(hs.database)
+    except (PostgresServerError, OSError, psycopg.Error) as exc:
+        log.error(
+            "embedded PostgreSQL (port %s) not usable, no hot tables this time: %s",
+            hs.embedded_port,
+            exc,
+        )
+        return None, None
+    # trust auth on 127.0.0.1: the DSN holds no password
+    log.info("hot store: embedded PostgreSQL %s (data %s)", dsn, server.data_dir)
+    return (None if was_running else server), dsn
+
+
+def stop_hot_store(server: LocalPostgres | None) -> None:
+    if server is not None:
+        log.info("stopping the embedded PostgreSQL")
+        with contextlib.suppress(PostgresServerError, OSError):
+            server.stop("fast")
 
 
 def child_env(settings: UpSettings, home: Path) -> dict[str, str]:
@@ -132,6 +172,9 @@ def run_up(settings: UpSettings, announce: Callable[[str], None] = log.info) -> 
     cfg = load_config(settings.config_path, environ=child_env(settings, Path(".")))
     home = prepare_home(cfg)
     env = child_env(settings, home)
+    pg_server, hot_dsn = start_hot_store(cfg)
+    if hot_dsn and not cfg.hot_store.dsn:
+        env[HOT_DSN_ENV] = hot_dsn  # the Dagster code location reads it as hot_store.dsn
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -159,6 +202,7 @@ def run_up(settings: UpSettings, announce: Callable[[str], None] = log.info) -> 
             stop.wait(0.5)
     finally:
         stop_all(procs)
+        stop_hot_store(pg_server)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return rc
