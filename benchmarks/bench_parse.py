@@ -15,7 +15,11 @@ benchmarks/bench_book.py.
 DuckDB side: ``read_json(format='newline_delimited')`` with its own schema detection,
 materialized to Arrow, ``threads=1``.
 
-    uv run python benchmarks/bench_parse.py [--mb 60] [--repeat 3] [--shape mix|coinbase]
+    uv run python benchmarks/bench_parse.py [--mb 60] [--repeat 3] [--shape mix|coinbase|advanced]
+
+Shapes: ``mix`` all five venues; ``coinbase`` the Coinbase Exchange capture alone; ``advanced``
+the same Coinbase data re-shaped as Advanced Trade frames (the live feed and the synthetic
+default source).
 """
 
 from __future__ import annotations
@@ -47,6 +51,48 @@ def captures_dir() -> Path:
     return Path(os.environ.get("FLUXFORGE_CAPTURES") or REPO.parent / "shared/data/captures")
 
 
+def to_advanced(payload: bytes, seq: int) -> bytes | None:
+    """A Coinbase Exchange frame re-shaped as the Advanced Trade frame carrying the same data
+    (l2update/snapshot -> l2_data, match -> market_trades, ticker -> ticker)."""
+    d = orjson.loads(payload)
+    kind = d.get("type") if isinstance(d, dict) else None
+    stamp = d.get("time") or "2021-04-17T16:43:36.000000Z"
+    if kind in ("l2update", "snapshot"):
+        sides = {"buy": "bid", "sell": "offer"}
+        if kind == "l2update":
+            ups = [(sides[s], px, sz) for s, px, sz in d["changes"]]
+        else:
+            ups = [("bid", px, sz) for px, sz in d["bids"]]
+            ups += [("offer", px, sz) for px, sz in d["asks"]]
+        event = {
+            "type": "update" if kind == "l2update" else "snapshot",
+            "product_id": d["product_id"],
+            "updates": [
+                {"side": s, "event_time": stamp, "price_level": px, "new_quantity": sz}
+                for s, px, sz in ups
+            ],
+        }
+        channel = "l2_data"
+    elif kind in ("match", "last_match"):
+        trade = {k: str(d[k]) for k in ("trade_id", "product_id", "price", "size", "time")}
+        event = {"type": "update", "trades": [{**trade, "side": d["side"].upper()}]}
+        channel = "market_trades"
+    elif kind == "ticker":
+        keys = ("product_id", "price", "best_bid", "best_ask")
+        event = {"type": "update", "tickers": [{k: d[k] for k in keys if k in d}]}
+        channel = "ticker"
+    else:
+        return None
+    frame = {
+        "channel": channel,
+        "client_id": "",
+        "timestamp": stamp,
+        "sequence_num": seq,
+        "events": [event],
+    }
+    return orjson.dumps(frame)
+
+
 def build_segment(mb: float, shape: str) -> bytes:
     files = [
         p
@@ -61,6 +107,11 @@ def build_segment(mb: float, shape: str) -> bytes:
         if rec.kind in ("recv", "rest"):
             kind = "msg" if rec.kind == "recv" else "rest"
             payload = frame_payload(rec.payload)
+            if shape == "advanced":
+                reshaped = to_advanced(payload, len(frames))
+                if reshaped is None:
+                    continue
+                payload = reshaped
             frames.append((exchange_from_filename(rec.file), kind, payload, rec.url))
     target = int(mb * 1e6)
     out: list[bytes] = []
@@ -140,7 +191,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=60.0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--shape", choices=("mix", "coinbase"), default="mix")
+    ap.add_argument("--shape", choices=("mix", "coinbase", "advanced"), default="mix")
     args = ap.parse_args()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
