@@ -1,11 +1,19 @@
 """Demultiplex one raw segment: envelope -> venue normalizer -> columns per (table, exchange,
 symbol, date).
 
-The hot path is one ``orjson`` parse per line (``parse_envelope``) and one call into the
-venue's ``normalize``; the normalizers append plain strings/ints to column lists
-(``EventSink``), and everything after that is vectorized: Arrow arrays built from the lists
-in one go, prices and sizes cast from the exact wire strings to decimal128(38, 18) by Arrow's
-cast kernel, rows split by (exchange, symbol, UTC date of ts_recv) with one stable argsort.
+Two paths, same result:
+
+- Columnar fast path for the bulk of the main venue: Coinbase book lines (Exchange
+  ``l2update``/``snapshot``, Advanced Trade ``l2_data``) are checked and cut into byte spans by
+  one numba pass over the segment and reach the book kernel as columns (see the section
+  "columnar fast path" below). A line it does not fully understand is left to:
+- the per-line path: one ``orjson`` parse per line (``parse_envelope``) and one call into the
+  venue's ``normalize``, which appends plain strings/ints to column lists (``EventSink``).
+
+Everything after that is vectorized: Arrow arrays built from the lists in one go, prices and
+sizes cast from the exact wire strings to decimal128(38, 18) by Arrow's cast kernel, rows split
+by (exchange, symbol, UTC date of ts_recv) with one stable argsort. Book messages of both paths
+are ordered by line number.
 
 Every non-blank line lands in exactly one of three classes (``lines_in == data + quarantined +
 control``, checked): data (the normalizer used it, possibly producing zero rows), control
