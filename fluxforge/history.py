@@ -698,8 +698,18 @@ def backfill_and_load(cfg: Config, *args: Any, hot: bool = True, **kwargs: Any) 
     (``hot_store.dsn``, else the embedded server, started only when there is a day to load)."""
     report = backfill(cfg, *args, **kwargs)
     if hot and hot_days_written(cfg, report, kwargs.get("today")):
-        from fluxforge.pgserver import hot_dsn
+        import psycopg
 
-        with hot_dsn(cfg) as dsn:
-            load_hot(cfg, dsn, report, kwargs.get("today"))
+        from fluxforge.hot import HotStoreError
+        from fluxforge.pgserver import PostgresServerError, hot_dsn
+
+        try:
+            with hot_dsn(cfg) as dsn:
+                load_hot(cfg, dsn, report, kwargs.get("today"))
+        except (PostgresServerError, HotStoreError, psycopg.Error) as exc:
+            # the lake parts are written and stay: say so, and how to finish the job
+            raise HistoryError(
+                f"lake written ({len(report.files)} files) but the hot store load failed: "
+                f"{exc}; run `fluxforge hot load` once it is reachable, or use --no-hot"
+            ) from exc
     return report

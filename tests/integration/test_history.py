@@ -550,3 +550,58 @@ def test_history_rows_reach_the_sql_layer_source_and_trade_bars(
     row = out.to_pylist()[0]
     assert (row["exchange"], row["symbol"], row["bars"]) == ("binance", "BTC-USDT", 10)
     assert row["high"] == Decimal("62011.25") and row["first_ts"] == ms("2024-03-02") * 1_000_000
+
+
+def test_history_unreachable_hot_store_keeps_lake_parts_and_says_how_to_finish(
+    tmp_path: Path, binance: BinanceSpot
+) -> None:
+    from datetime import date
+
+    from fluxforge.history import backfill_and_load
+
+    cfg = config_from_dict(
+        {
+            "storage": {"base_dir": str(tmp_path / "lake")},
+            "hot_store": {"dsn": "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"},
+        },
+        environ={},
+    )
+    with pytest.raises(HistoryError, match=r"(?s)lake written .*`fluxforge hot load`"):
+        backfill_and_load(
+            cfg, "binance", "BTC/USDT", "2024-03-02T00:00:00Z", "2024-03-02T00:05:00Z",
+            "trades", ccxt_options=options(binance), markets=MARKETS, today=date(2024, 3, 2),
+        )  # fmt: skip
+    assert trade_ids(cfg) == [str(i) for i in range(1021, 1026)]
+
+
+@pytest.mark.parametrize(
+    ("candle", "message"),
+    [
+        ([1709337600000, 10.0, 9.0, 8.0, 8.5, 1.0], "open/close outside"),
+        ([1709337600000, 10.0, 11.0, 9.0, -1.0, 1.0], "close=-1.0: negative"),
+        ([1709337600000, 10.0, 11.0, 9.0, float("nan"), 1.0], "not finite"),
+        ([1709337600000, 10.0, 11.0, 9.0, None, 1.0], "expected a number"),
+    ],
+)
+def test_history_ohlcv_table_bad_candle_raises_naming_it(candle: list, message: str) -> None:
+    from fluxforge.history import ohlcv_table
+
+    with pytest.raises(HistoryError, match=message):
+        ohlcv_table([candle], "1m")
+
+
+def test_history_trades_table_float_amounts_become_exact_decimals() -> None:
+    from fluxforge.history import trades_table
+
+    trades = [
+        {"id": "7", "timestamp": 1709337600000, "price": 0.1, "amount": 1e-05, "side": None},
+        {"id": "x-1", "timestamp": 1709337600001, "price": 62000.01, "amount": 3.0, "side": "buy"},
+    ]
+    rows = trades_table(trades, "BTCUSDT").to_pylist()
+    assert [(r["price"], r["size"], r["side"]) for r in rows] == [
+        (Decimal("0.1"), Decimal("0.00001"), "unknown"),
+        (Decimal("62000.01"), Decimal("3"), "buy"),
+    ]
+    assert rows[0]["seq"] == 7 and 0 <= rows[1]["seq"] < 2**63  # numeric id, else a hash
+    with pytest.raises(HistoryError, match="price and amount must be > 0"):
+        trades_table([{**trades[0], "price": 0.0}], "BTCUSDT")
