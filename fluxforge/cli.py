@@ -335,7 +335,7 @@ def status(config_path: str | None, as_json: bool) -> None:
     "--demo/--no-demo",
     default=True,
     show_default=True,
-    help="Seal a segment every 5 s and tick the sensor every 1 s (visible Parquet within ~10 s).",
+    help="Seal a segment every 10 s and tick the sensor every 1 s (visible Parquet in ~10 s).",
 )
 def up(
     config_path: str | None, host: str, port: int, max_seconds: float | None, demo: bool

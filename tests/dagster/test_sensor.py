@@ -31,6 +31,7 @@ def tick(small_replay, monkeypatch: pytest.MonkeyPatch):
         )
         return sensor.evaluate_tick(ctx)
 
+    run.instance = instance  # type: ignore[attr-defined]
     return run
 
 
@@ -78,3 +79,17 @@ def test_sensor_segment_put_back_to_ready_retried_under_new_run_key(tick, tmp_pa
     assert len(retry.run_requests) == 1
     assert retry.run_requests[0].run_key == f"replay:{name[:-7]}..{name[:-7]}#retry1"
     assert json.loads(retry.cursor)["retries"] == {"replay": 1}
+
+
+def test_sensor_segments_of_failed_run_reported_in_skip_reason(tick):
+    first = tick(None)
+    req = first.run_requests[0]
+    # a run that failed for good (retries exhausted) still holds its segments in processing/
+    failed = dg.DagsterRun(
+        job_name="refinery_job", run_id="f" * 32, status=dg.DagsterRunStatus.FAILURE, tags=req.tags
+    )
+    tick.instance.add_run(failed)
+    later = tick(first.cursor)
+    names = req.run_config["ops"]["refinery"]["config"]["segments"]
+    assert "after their run failed" in later.skip_message
+    assert names[0] in later.skip_message

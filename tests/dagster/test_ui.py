@@ -100,12 +100,14 @@ def test_browser_asset_graph_page_renders_asset_names(webserver: int, tmp_path: 
         chromium, "--headless", "--no-sandbox", "--disable-gpu",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=20000", "--dump-dom", url,
+        "--virtual-time-budget=20000", "--timeout=60000", "--dump-dom", url,
     ]  # fmt: skip
     dom = ""
-    for _ in range(3):  # the first load also warms the UI's code-location cache
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        dom = done.stdout
+    for _ in range(2):  # the first load also warms the UI's code-location cache
+        try:
+            dom = subprocess.run(cmd, capture_output=True, text=True, timeout=150).stdout
+        except subprocess.TimeoutExpired as exc:  # a busy machine: try once more
+            dom = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         if all(name in dom for name in ASSETS):
             break
     missing = sorted(name for name in ASSETS if name not in dom)
