@@ -266,7 +266,10 @@ class Decoder:
             if not self.header_done:
                 return None, 0
         ncols = len(self.names)
-        max_rows = int(_count(buf, start, ncols)) + 1
+        # a row takes at least 2 + 4 * ncols bytes; large buffers are counted first so the
+        # offset arrays stay small
+        bound = (len(buf) - start) // (2 + 4 * ncols) + 1
+        max_rows = bound if bound <= 200_000 else int(_count(buf, start, ncols)) + 1
         offsets = np.empty((max_rows, ncols), dtype=np.int64)
         lengths = np.empty((max_rows, ncols), dtype=np.int64)
         rows, end, trailer = _scan(buf, start, ncols, max_rows, offsets, lengths)
