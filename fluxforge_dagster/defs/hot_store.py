@@ -9,8 +9,8 @@ backfill of old partitions loads nothing the 02:00 rotation would move out again
 ``hot_store_sensor`` (running by default) follows the refinery: every refinery materialization
 of a partition inside the hot window becomes a hot run for that partition with the same segment
 batch (only those parts are read); a backfill or rebuild of a partition (no batch) reloads the
-whole partition. One run per partition at a time; batches seen meanwhile are merged in the
-cursor and requested when it finishes.
+whole partition. At most one tick every 30 s and one run per partition at a time; batches seen
+meanwhile are merged in the cursor and requested together.
 
 The DSN is ``hot_store.dsn`` of the config (``FLUXFORGE_HOT_STORE__DSN`` overrides it; ``fluxforge
 up`` sets it to the embedded server it starts). Read when a run starts, so no connection string
@@ -38,6 +38,10 @@ SENSOR_NAME = "hot_store_sensor"
 TAG_PARTITION = "fluxforge/hot_partition"
 LAKE_TABLES = ("trades", "quotes", "book_snapshots")  # fluxforge.hot.LAKE_TABLES
 WHOLE = "*"  # pending marker: reload the whole partition
+# the hot tables lag the lake by at most about this much (plus the run): every run is a new
+# process, ~10-40 s of launch on a busy 2-core machine, so one per demo segment would starve
+# the refinery; batches seen meanwhile are merged into the next run
+REFRESH_INTERVAL_S = 30
 
 
 def redact_dsn(dsn: str) -> str:
@@ -215,7 +219,7 @@ def build_hot_sensor(cfg: Config) -> dg.SensorDefinition:
     @dg.sensor(
         name=SENSOR_NAME,
         job_name=HOT_JOB,
-        minimum_interval_seconds=cfg.dagster.sensor_interval_s,
+        minimum_interval_seconds=max(REFRESH_INTERVAL_S, cfg.dagster.sensor_interval_s),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Refinery runs inside the hot window -> load their parts into PostgreSQL",
     )
