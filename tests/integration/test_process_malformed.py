@@ -85,3 +85,17 @@ def test_process_malformed_corpus_nothing_escapes_the_lake_root(processed) -> No
         rel = path.relative_to(root).as_posix()
         assert ".." not in rel.split("/") and "\\" not in rel, rel
         assert "etc" not in rel.split("/"), rel
+
+
+def test_process_empty_and_blank_segments_are_archived_with_zero_lines(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    ready = root / "raw" / "ready" / "fuzz"
+    ready.mkdir(parents=True)
+    (ready / "segment_20240102T03_00001.ndjson").write_bytes(b"")
+    (ready / "segment_20240102T03_00002.ndjson").write_bytes(b"\n  \n\r\n\n")
+    cfg = config_from_dict({"storage": {"backend": "local", "base_dir": str(root)}}, environ={})
+    report = process_ready(cfg)
+    assert report.failed == [] and len(report.segments) == 2
+    assert (report.lines, report.data, report.control, report.quarantined) == (0, 0, 0, 0)
+    assert report.files == []
+    assert len(list((root / "raw" / "archive" / "fuzz").glob("segment_*"))) == 2
