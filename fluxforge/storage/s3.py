@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -64,6 +65,45 @@ def _precondition(exc: ClientError) -> bool:
         409,
         412,
     )
+
+
+# botocore's DEBUG logs print the signed request headers ("Credential=<access key id>/...") and
+# S3 error bodies may echo the key id: the credential values are masked in every record of the
+# AWS libraries' loggers, whatever level an application turns on (`fluxforge -v`).
+_AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+class _RedactCredentials(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.values:
+            text = masked = record.getMessage()
+            for value in self.values:
+                masked = masked.replace(value, "***")
+            if masked != text:
+                record.msg, record.args = masked, None
+        return True
+
+
+_REDACT = _RedactCredentials()
+
+
+def _redact_credentials_in_logs(session: boto3.session.Session) -> None:
+    creds = session.get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        found = (frozen.access_key, frozen.secret_key, frozen.token)
+        _REDACT.values.update(v for v in found if v and len(v) >= 8)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (
+            isinstance(logger, logging.Logger)
+            and name.split(".")[0] in _AWS_LOGGERS
+            and _REDACT not in logger.filters
+        ):
+            logger.addFilter(_REDACT)
 
 
 class S3Storage(Storage):
@@ -99,6 +139,7 @@ class S3Storage(Storage):
                 s3={"addressing_style": "path"},
             ),
         )
+        _redact_credentials_in_logs(self._session)
         threshold = self.settings.multipart_threshold_mb * _MB
         self.transfer = TransferConfig(multipart_threshold=threshold, multipart_chunksize=threshold)
 
@@ -281,7 +322,7 @@ class S3Storage(Storage):
             self.client.upload_file(
                 str(local_path), self.bucket, self._k(dst), Config=self.transfer
             )
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
             raise self._fail("upload", dst, exc) from exc
 
     def download_file(self, src: str, local_path: str | Path) -> None:
