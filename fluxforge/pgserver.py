@@ -116,14 +116,15 @@ class LocalPostgres:
         """initdb (trust auth, UTF8, C locale) unless the data dir already holds a cluster."""
         if self.initialized():
             return
+        created = [p for p in (self.data_dir, *self.data_dir.parents) if not p.exists()]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.run_as:
             owner = pwd.getpwnam(self.run_as)
             os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
-            # The unprivileged user must be able to reach the data dir through its parent.
-            parent = self.data_dir.parent
-            if parent.stat().st_uid == 0:
-                parent.chmod(parent.stat().st_mode | 0o711)
+            # directories created here only need to be traversable by the server's user
+            for path in created[1:]:
+                path.chmod(path.stat().st_mode | 0o711)
+            self._check_reachable(owner.pw_uid)
         self.data_dir.chmod(0o700)
         self._run(
             "initdb",
@@ -148,6 +149,16 @@ class LocalPostgres:
             for key, value in conf.items():
                 fh.write(f"{key} = {value}\n")
         log.info("initialised PostgreSQL cluster in %s", self.data_dir)
+
+    def _check_reachable(self, uid: int) -> None:
+        for path in self.data_dir.parents:
+            st = path.stat()
+            if st.st_uid != uid and not st.st_mode & 0o001:
+                raise PostgresServerError(
+                    f"{path} is not traversable by user {self.run_as!r}, which runs PostgreSQL "
+                    f"because initdb refuses root: put the data dir ({self.data_dir}) elsewhere "
+                    f"(hot_store.embedded_dir) or allow traversal (chmod o+x {path})"
+                )
 
     def running(self) -> bool:
         if not self.initialized():

@@ -200,7 +200,8 @@ def s3_server() -> Iterator[S3Server]:
                 time.sleep(0.25)
         yield server
     finally:
-        _stop_group(proc, signal.SIGINT, timeout=15)
+        # SIGINT (SIGTERM is ignored); the data is thrown away, so no long drain before SIGKILL
+        _stop_group(proc, signal.SIGINT, timeout=3)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -247,6 +248,7 @@ def pg_server() -> Iterator[object]:
     from fluxforge.pgserver import LocalPostgres
 
     root = Path(tempfile.mkdtemp(prefix="fluxforge-pg-"))
+    root.chmod(0o711)  # as root, the server runs as an unprivileged user that must reach data/
     # fsync off is safe here: fault tests crash the server (pg_ctl stop -m immediate), never the
     # OS, so the WAL in the page cache survives and recovery still replays it.
     settings = {"fsync": "off", "synchronous_commit": "off", "max_connections": "50"}

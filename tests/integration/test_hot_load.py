@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,6 +22,10 @@ pytestmark = pytest.mark.services
 
 TODAY = date(2024, 3, 10)
 DAYS = [TODAY - timedelta(days=n) for n in (5, 1, 0)]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
 
 
 def test_hot_load_lake_days_partitioned_and_reload_adds_nothing(tmp_path: Path, pg_db: str) -> None:
@@ -124,7 +128,7 @@ def test_hot_table_sizes_per_day(tmp_path: Path, pg_db: str) -> None:
 
 
 def test_hot_load_cli_json_prints_rows_per_table(tmp_path: Path, pg_db: str) -> None:
-    build_lake(tmp_path / "data", [date.today()], segments=1)
+    build_lake(tmp_path / "data", [_today()], segments=1)
     cfg = {
         "storage": {"backend": "local", "base_dir": str(tmp_path / "data")},
         "hot_store": {"dsn": pg_db},
@@ -140,5 +144,5 @@ def test_hot_load_cli_json_prints_rows_per_table(tmp_path: Path, pg_db: str) -> 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
-    assert out["days"] == [date.today().isoformat()]
+    assert out["days"] == [_today().isoformat()]
     assert out["rows_inserted"]["trades"] > 0 and out["rows_inserted"]["bars_1m"] > 0

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -26,6 +26,10 @@ pytestmark = pytest.mark.services
 TODAY = date(2024, 3, 10)
 DAYS = [TODAY - timedelta(days=n) for n in (6, 5, 1, 0)]
 OLD = DAYS[:2]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
 
 
 def _hot_rows_with_day(hot: HotStore) -> dict[str, Counter]:
@@ -174,8 +178,9 @@ def test_rotate_pg_stopped_hard_at_each_step_loses_nothing(
     assert all(sum(cold[t].values()) == sum(1 for r in before[t] if r[0] in OLD) for t in cold)
 
 
+@pytest.mark.slow
 def test_rotate_cli_dry_run_json_and_disabled(tmp_path: Path, pg_db: str) -> None:
-    build_lake(tmp_path / "data", [date.today() - timedelta(days=3), date.today()], segments=1)
+    build_lake(tmp_path / "data", [_today() - timedelta(days=3), _today()], segments=1)
     cfg = {
         "storage": {"backend": "local", "base_dir": str(tmp_path / "data")},
         "hot_store": {"dsn": pg_db},
@@ -197,8 +202,28 @@ def test_rotate_cli_dry_run_json_and_disabled(tmp_path: Path, pg_db: str) -> Non
     cli("hot", "load", "--hot-days", "5")
     assert "enabled is false" in cli("rotate").stdout
     plan = json.loads(cli("rotate", "--dry-run", "--force", "--json").stdout)
-    old = (date.today() - timedelta(days=3)).isoformat()
+    old = (_today() - timedelta(days=3)).isoformat()
     assert plan["days"] == [old] and plan["rows"]["trades"] > 0
     out = json.loads(cli("rotate", "--force", "--json").stdout)
     assert out["partitions_dropped"] == 4 and out["rows"] == plan["rows"]
     assert "analyzed" in json.loads(cli("rotate", "--analyze-only", "--force", "--json").stdout)
+
+
+def test_rotate_cold_copy_on_s3(tmp_path: Path, pg_db: str, s3_env) -> None:
+    from fluxforge.config import S3Settings
+    from fluxforge.storage.s3 import S3Storage
+
+    _, cfg, hot = _setup(tmp_path, pg_db)
+    before = _hot_rows_with_day(hot)
+    cold = S3Storage(
+        s3_env.bucket("cold"), S3Settings(endpoint_url=s3_env.endpoint_url, region=s3_env.region)
+    )
+    result = rotate(cfg, pg_db, today=TODAY, storage=cold)
+    assert result["partitions_dropped"] == len(hot.tables) * len(OLD)
+    assert cold.exists(cold_key(LAYOUT, "trades", OLD[0]))
+    _assert_exactly_once(before, cold, hot)
+    # a re-run with the partitions back (re-loaded) reuses the cold copies on S3
+    load_lake(cfg, pg_db, hot_days=30, today=TODAY)
+    again = rotate(cfg, pg_db, today=TODAY, storage=cold)
+    assert again["cold_reused"] == again["partitions_dropped"] > 0
+    assert again["bytes_written"] == 0

@@ -1,0 +1,90 @@
+"""fluxforge.pgserver: the embedded local PostgreSQL of `hot_store` (no dsn configured)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from _services import free_port
+
+from fluxforge.config import config_from_dict
+from fluxforge.pgserver import embedded_server, find_bin_dir, hot_dsn
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def pg_bin() -> Path:
+    found = find_bin_dir()
+    if found is None:
+        pytest.skip("PostgreSQL server binaries not found: run scripts/setup.sh")
+    return found
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A temp dir the unprivileged server user can traverse (pytest's tmp_path is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="fluxforge-pgtest-"))
+    root.chmod(0o711)
+    yield root
+    for pid_file in root.glob("*/postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_hot_dsn_embedded_starts_creates_database_and_stops(reachable_dir: Path, pg_bin) -> None:
+    tmp_path = reachable_dir
+    cfg = config_from_dict(
+        {
+            "hot_store": {
+                "embedded_dir": str(tmp_path / "pg"),
+                "embedded_port": free_port(),
+                "database": "ffhot",
+            }
+        },
+        environ={},
+    )
+    with hot_dsn(cfg) as dsn:
+        assert dsn.endswith("/ffhot")
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("ffhot",)
+        assert embedded_server(cfg).running()
+    assert not embedded_server(cfg).running()  # it was not running before: stopped again
+    # the cluster stays: a second start reuses it (no initdb), the database is still there
+    with hot_dsn(cfg) as dsn, psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert (tmp_path / "pg" / "PG_VERSION").exists()
+
+
+def test_hot_dsn_configured_dsn_is_used_as_is(tmp_path: Path) -> None:
+    cfg = config_from_dict({"hot_store": {"dsn": "postgresql://u@db.example:5432/x"}}, environ={})
+    with hot_dsn(cfg) as dsn:
+        assert dsn == "postgresql://u@db.example:5432/x"
+    assert not (tmp_path / "pg").exists()
+
+
+def test_local_postgres_stop_rejects_unknown_mode(tmp_path: Path, pg_bin) -> None:
+    server = embedded_server(
+        config_from_dict({"hot_store": {"embedded_dir": str(tmp_path / "x")}}, environ={})
+    )
+    with pytest.raises(ValueError, match="stop mode 'kill'"):
+        server.stop("kill")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_local_postgres_as_root_unreachable_dir_names_it(tmp_path: Path, pg_bin) -> None:
+    blocked = tmp_path / "private"
+    blocked.mkdir(mode=0o700)
+    server = embedded_server(
+        config_from_dict({"hot_store": {"embedded_dir": str(blocked / "pg")}}, environ={})
+    )
+    with pytest.raises(Exception, match=r"not traversable by user .*chmod o\+x"):
+        server.init()
