@@ -369,8 +369,11 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
     cfg = ctx.cfg
     data = ctx.inp.read_bytes(ctx.raw(raw_state, ref))
     dem = demux_segment(data, ref.name)
+    del data  # peak memory: the raw bytes are not needed past the demux
     states = load_book_state(ctx.out, ctx.lout, ref)
     book_parts, new_states, book_stats = _run_books(cfg, ref, dem, states)
+    max_ts = _max_ts(dem)
+    dem.book_messages, dem.book_lines, dem.fast_books, dem.tops = [], [], {}, []
 
     parts: dict[tuple[str, str, str, str], list[pa.Table]] = defaultdict(list)
 
@@ -415,7 +418,7 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
     report.quotes = dem.quotes.num_rows
     report.normalizer_errors = dem.normalizer_errors
     report.books = book_stats
-    report.max_ts_recv = _max_ts(dem)
+    report.max_ts_recv = max_ts
     report.seconds = time.perf_counter() - t0
     return report
 
