@@ -108,3 +108,12 @@ def test_schemas_validate_parts_names_the_failing_partition() -> None:
     validate_parts("trades", [good, good])
     with pytest.raises(SchemaViolation, match="trades exchange=kraken symbol=ETH-USD"):
         validate_parts("trades", [good, bad])
+
+
+def test_schemas_cover_every_lake_table() -> None:
+    from fluxforge.schemas import SCHEMAS as PANDERA
+    from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
+
+    assert set(PANDERA) == set(SCHEMAS)
+    for name, arrow in SCHEMAS.items():
+        assert set(PANDERA[name].columns) == set(arrow.names) | set(PARTITION_COLUMNS), name
