@@ -612,3 +612,17 @@ def load_lake(
                 )
     log.info("hot load: %s", report.to_dict())
     return report
+
+
+def load_files(cfg: Any, dsn: str, keys: Iterable[str], today: date | None = None) -> LoadReport:
+    """Load the lake part files a refinery run just wrote (``ProcessReport.files``) when their
+    day is inside the hot window; for the Dagster asset that keeps the hot tables current."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from fluxforge.storage import open_storage
+
+    today = today or datetime.now(ZoneInfo(cfg.lifecycle.timezone)).date()
+    hot = HotStore(dsn, cfg.lifecycle.hot_intervals)
+    first = window_start(today, cfg.lifecycle.hot_days)
+    return load_keys(hot, open_storage(cfg.storage.etl_output), keys, first_day=first)

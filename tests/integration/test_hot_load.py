@@ -15,7 +15,7 @@ import yaml
 from hot_lake import LEVELS, build_lake, config, lake_rows
 
 from fluxforge import lake
-from fluxforge.hot import HotStore, load_lake, table_sizes
+from fluxforge.hot import HotStore, load_files, load_lake, table_sizes
 from fluxforge.tables import SCHEMAS
 
 pytestmark = pytest.mark.services
@@ -146,3 +146,15 @@ def test_hot_load_cli_json_prints_rows_per_table(tmp_path: Path, pg_db: str) -> 
     out = json.loads(done.stdout)
     assert out["days"] == [_today().isoformat()]
     assert out["rows_inserted"]["trades"] > 0 and out["rows_inserted"]["bars_1m"] > 0
+
+
+def test_hot_load_files_of_one_run_only_inside_window(tmp_path: Path, pg_db: str) -> None:
+    storage = build_lake(tmp_path, DAYS, segments=1)
+    cfg = config(tmp_path, pg_db, hot_days=2)
+    keys = lake.list_parts(storage, "trades") + lake.list_parts(storage, "quotes")
+    report = load_files(cfg, pg_db, keys, today=TODAY)
+    assert report.days == [DAYS[1].isoformat(), DAYS[2].isoformat()]
+    hot = HotStore(pg_db, cfg.lifecycle.hot_intervals)
+    assert hot.count("trades") == lake_rows(storage, "trades", DAYS[1:])
+    assert hot.days("book_snapshots") == []  # not among the files given
+    assert hot.days("bars_1h") == DAYS[1:]
