@@ -108,6 +108,11 @@ def child_env(settings: UpSettings, home: Path) -> dict[str, str]:
     env.update(settings.env)
     env[ENV_CONFIG] = str(settings.config_path.resolve())
     env["DAGSTER_HOME"] = str(home)
+    # Every Dagster run is a fresh process that imports dagster and the code location: without
+    # a bytecode cache that is ~7 s of compiling per run, most of the ready -> visible latency.
+    # The cache goes under DAGSTER_HOME, so neither the venv nor the repository is written.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(home / "pycache"))
     return env
 
 
