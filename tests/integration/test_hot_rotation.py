@@ -113,6 +113,7 @@ def test_rotate_moves_aged_days_to_cold_and_drops_partitions(tmp_path: Path, pg_
 
     again = rotate(cfg, pg_db, today=TODAY)
     assert again["partitions_dropped"] == 0 and again["rotated"] == []
+    assert sorted(again["analyzed"]) == sorted(hot.tables)  # parents analyzed on every run
 
 
 def test_rotate_reuses_matching_cold_copy_and_rewrites_a_stale_one(
