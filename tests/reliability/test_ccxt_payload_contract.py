@@ -1,0 +1,145 @@
+"""Contract between the daemon's `ccxt` source and `fluxforge.venues.ccxt_unified`.
+
+ccxt_unified (and `venues.normalizer_for`, for every ccxt exchange id without a native module)
+parses payloads shaped ``{"method": "watch_*|fetch_*", "symbol": ..., "result": <ccxt unified
+structure>}``. The source (ingestion_daemon/sources/ccxt_source.py) records the exchange's own
+bytes instead: raw websocket frames as ``msg`` and raw REST bodies as ``rest``. This test runs
+the source in REST mode against a local HTTP server and feeds what it wrote to the refinery's
+normalizers. It is a strict xfail while the two sides disagree: when they agree it XPASSes and
+fails, so the marker gets removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fluxforge.events import EventSink, NormalizeError
+from fluxforge.segments import iter_lines, parse_envelope
+from fluxforge.venues import ccxt_unified, normalize
+from fluxforge.venues.common import is_ccxt_payload
+from ingestion_daemon.service import Daemon
+from tests.reliability.conftest import load, ready_files, record_figures
+
+MARKET = {
+    "id": "SUSHIUSDT",
+    "lowercaseId": "sushiusdt",
+    "symbol": "SUSHI/USDT:USDT",
+    "base": "SUSHI",
+    "quote": "USDT",
+    "settle": "USDT",
+    "baseId": "SUSHI",
+    "quoteId": "USDT",
+    "settleId": "USDT",
+    "type": "swap",
+    "spot": False,
+    "margin": False,
+    "swap": True,
+    "future": False,
+    "option": False,
+    "active": True,
+    "contract": True,
+    "linear": True,
+    "inverse": False,
+    "contractSize": 1,
+    "precision": {"amount": 1, "price": 0.001},
+    "limits": {},
+    "info": {},
+}
+
+
+def _record_rest_poll(tmp_path: Path) -> list:
+    from aiohttp import web
+
+    served: list[bytes] = []
+
+    async def trades(request: web.Request) -> web.Response:
+        n = len(served) + 1
+        body = orjson.dumps(
+            [{"a": n, "p": "1.2340", "q": "5", "f": n, "l": n, "T": 1626992740000 + n, "m": True}]
+        )
+        served.append(body)
+        return web.Response(body=body, content_type="application/json")
+
+    async def main() -> int:
+        app = web.Application()
+        app.router.add_get("/fapi/v1/aggTrades", trades)
+        app.router.add_get("/fapi/v1/trades", trades)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        src = {
+            "name": "cx",
+            "type": "ccxt",
+            "mode": "rest",
+            "exchange": "binanceusdm",
+            "symbols": ["SUSHI/USDT:USDT"],
+            "channels": ["trades"],
+            "urls": {"api": {"fapiPublic": f"http://127.0.0.1:{port}/fapi/v1"}},
+            "markets": [MARKET],
+            "poll_interval_s": 0.05,
+            "rate_limit": False,
+        }
+        cfg = load({"storage": {"base_dir": str(tmp_path / "hot")}, "sources": [src]})
+        daemon = Daemon(cfg, list(cfg.sources), None)
+        task = asyncio.create_task(daemon.run())
+        try:
+            for _ in range(600):
+                if len(served) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            daemon.stop.set()
+            rc = await task
+            await runner.cleanup()
+        return rc
+
+    assert asyncio.run(main()) == 0
+    return [
+        parse_envelope(line)
+        for f in ready_files(tmp_path / "hot", "cx")
+        for _, line in iter_lines(f.read_bytes())
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "ccxt source writes raw exchange bytes (REST body / ws frame), not "
+        '{"method","symbol","result"}: ccxt_unified rejects them'
+    ),
+)
+def test_ccxt_source_payload_when_normalized_is_the_unified_shape(tmp_path: Path) -> None:
+    envs = _record_rest_poll(tmp_path)
+    data = [e for e in envs if e.kind in ("msg", "rest")]
+    assert data, "the source recorded nothing"
+    unified: list[str] = []  # what ccxt_unified makes of each line
+    routed: list[str] = []  # what the refinery's dispatch (venues.normalize) makes of it
+    for env in data:
+        for out, fn in ((unified, ccxt_unified.normalize), (routed, normalize)):
+            try:
+                out.append(fn(env, EventSink()))
+            except NormalizeError as exc:
+                out.append(f"NormalizeError: {exc}")
+    print(
+        f"\nccxt source (REST, ex={data[0].ex}) wrote {len(data)} {data[0].kind!r} lines, "
+        f"payload e.g. {orjson.dumps(data[0].data)[:120]!r}, url {data[0].url!r}\n"
+        f"ccxt_unified: {sorted(set(unified))}\nvenues.normalize: {sorted(set(routed))}"
+    )
+    record_figures(
+        "ccxt_payload_contract",
+        {
+            "lines": len(data),
+            "kind": data[0].kind,
+            "unified_shape": all(is_ccxt_payload(e.data) for e in data),
+            "ccxt_unified": sorted(set(unified)),
+            "venues_normalize": sorted(set(routed)),
+        },
+    )
+    assert all(is_ccxt_payload(e.data) for e in data)
+    assert set(unified) == {"data"}
