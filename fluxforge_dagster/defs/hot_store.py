@@ -2,7 +2,7 @@
 ``hot/book_snapshots`` and ``hot/bars_{interval}``, partitioned like the refinery (date x source).
 
 A partition's run loads the lake part files of that (date, source) into the hot tables with one
-call to ``fluxforge.hot.load_keys`` (COPY, idempotent on natural keys, bars refreshed in
+call to ``fluxforge.hot.load_files`` (COPY, idempotent on natural keys, bars refreshed in
 PostgreSQL); days before the hot window (the last ``lifecycle.hot_days``) are skipped, so a
 backfill of old partitions loads nothing the 02:00 rotation would move out again.
 
@@ -124,18 +124,18 @@ def build_hot_assets(cfg: Config) -> list[dg.AssetsDefinition]:
     ):
         from fluxforge import hot
         from fluxforge.lifecycle import today_in
-        from fluxforge.storage import open_storage
 
         ff = fluxforge.load()
         dsn = hot_dsn(ff)
         if dsn is None:
             raise dg.Failure(description="hot_store.dsn is not set (FLUXFORGE_HOT_STORE__DSN)")
         source, day = partition_of(context.partition_key)
-        first = hot.window_start(today_in(ff.lifecycle.timezone), ff.lifecycle.hot_days)
+        today = today_in(ff.lifecycle.timezone)
+        first = hot.window_start(today, ff.lifecycle.hot_days)
         keys = _part_keys(ff, source, day, list(config.segments))
         store = hot.HotStore(dsn, ff.lifecycle.hot_intervals)
-        store.ensure_schema()
-        report = hot.load_keys(store, open_storage(ff.storage.etl_output), keys, first_day=first)
+        store.ensure_schema()  # the bars row counts below need the tables even when empty
+        report = hot.load_files(ff, dsn, keys, today=today)
         in_window = date.fromisoformat(day) >= first
         for table in store.tables:
             meta: dict[str, Any] = {
