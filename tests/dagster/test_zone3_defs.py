@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,7 +24,7 @@ from dagster_helpers import link_captures, ready_names, replay, write_config
 from psycopg import sql
 
 from fluxforge import refinery, sqlmodels
-from fluxforge.config import Config, load_config
+from fluxforge.config import Config, config_from_dict, load_config
 from fluxforge.hot import HotStore
 from fluxforge.lifecycle import cold_key
 from fluxforge.storage import Layout
@@ -343,3 +344,67 @@ def test_tiering_job_moves_archived_segments_to_warm(lake: Lake, tmp_path: Path,
     found = tiering.locate(cfg, "replay", DAY)
     assert [loc.name for loc in found] == lake.segments
     assert {loc.tier for loc in found} == {"warm"}
+
+
+# -- fluxforge up: the embedded hot store ----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_up_hot_store_embedded_server_under_data_dir_gives_dsn_and_stops():
+    from _services import free_port
+
+    from fluxforge.pgserver import find_bin_dir
+    from fluxforge.up import start_hot_store, stop_hot_store
+
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries not installed (scripts/setup.sh)")
+    root = Path(tempfile.mkdtemp(prefix="fluxforge-up-pg-"))
+    root.chmod(0o711)  # the server runs as an unprivileged user when tests run as root
+    port = free_port()
+    data = {"storage": {"backend": "local", "base_dir": str(root / "data")}}
+    cfg = config_from_dict({**data, "hot_store": {"embedded_port": port}}, environ={})
+    server = None
+    try:
+        server, dsn = start_hot_store(cfg)
+        assert server is not None and server.data_dir == root / "data" / "postgres"
+        assert dsn == f"postgresql://postgres@127.0.0.1:{port}/fluxforge"
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT current_database()").fetchone()[0] == "fluxforge"
+        stop_hot_store(server)
+        assert not server.running()
+    finally:
+        if server is not None:
+            server.kill_leftovers()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_up_hot_store_external_dsn_starts_nothing(tmp_path: Path):
+    from fluxforge.up import start_hot_store
+
+    dsn = "postgresql://app@db.example:5432/market"
+    cfg = config_from_dict(
+        {"storage": {"base_dir": str(tmp_path)}, "hot_store": {"dsn": dsn}}, environ={}
+    )
+    assert start_hot_store(cfg) == (None, dsn)
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_up_hot_store_unusable_dir_logs_and_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from fluxforge.pgserver import find_bin_dir
+    from fluxforge.up import start_hot_store
+
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries not installed (scripts/setup.sh)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: an untraversable parent only stops the server's own user")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    cfg = config_from_dict(
+        {"storage": {"base_dir": str(tmp_path)}, "hot_store": {"embedded_dir": str(locked / "pg")}},
+        environ={},
+    )
+    assert start_hot_store(cfg) == (None, None)
+    assert "no hot tables this time" in caplog.text and str(locked) in caplog.text
