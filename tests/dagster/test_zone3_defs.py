@@ -31,6 +31,7 @@ from fluxforge.storage import Layout
 from fluxforge_dagster.defs.assets import build_assets
 from fluxforge_dagster.defs.hot_store import (
     HOT_ASSET,
+    HOT_JOB,
     build_hot_assets,
     evaluate_hot_tick,
     redact_dsn,
@@ -38,6 +39,7 @@ from fluxforge_dagster.defs.hot_store import (
 from fluxforge_dagster.defs.lifecycle import ROTATION_OP, build_rotation_schedule, rotation_job
 from fluxforge_dagster.defs.resources import FluxForgeResource, build_resources
 from fluxforge_dagster.defs.sql_models import (
+    SQL_JOB,
     build_sql_assets,
     dated_model_names,
     evaluate_sql_tick,
@@ -221,6 +223,46 @@ def test_sql_sensor_requests_each_new_lake_date_once(lake: Lake):
     ]
     again = evaluate_sql_tick(lake.instance, first.cursor)
     assert not again.run_requests and again.cursor == first.cursor
+
+
+def _queued_run(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]) -> str:
+    """A not-yet-started run of `job_name` (a stand-in job of that name) carrying `tags`."""
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job(name=job_name)
+    def stand_in() -> None:
+        noop()
+
+    run = instance.create_run_for_job(stand_in, status=dg.DagsterRunStatus.NOT_STARTED, tags=tags)
+    return run.run_id
+
+
+def test_sql_sensor_holds_a_date_while_its_run_is_pending(lake: Lake):
+    run_id = _queued_run(lake.instance, SQL_JOB, {"fluxforge/sql_date": DAY})
+    try:
+        held = evaluate_sql_tick(lake.instance, None)
+        assert not held.run_requests and DAY in held.skip_reason.skip_message
+    finally:
+        lake.instance.delete_run(run_id)
+    # the run is gone: the held date is requested from the cursor, with no new lake event
+    freed = evaluate_sql_tick(lake.instance, held.cursor)
+    assert [r.partition_key for r in freed.run_requests] == [DAY]
+
+
+def test_hot_sensor_merges_batches_while_partition_is_busy(lake: Lake):
+    run_id = _queued_run(lake.instance, HOT_JOB, {"fluxforge/hot_partition": PARTITION})
+    try:
+        held = evaluate_hot_tick(lake.cfg, lake.instance, None)
+        assert not held.run_requests and PARTITION in held.skip_reason.skip_message
+    finally:
+        lake.instance.delete_run(run_id)
+    freed = evaluate_hot_tick(lake.cfg, lake.instance, held.cursor)
+    (request,) = freed.run_requests
+    assert request.run_config["ops"][HOT_ASSET]["config"]["segments"] == lake.segments
+    assert not evaluate_hot_tick(lake.cfg, lake.instance, freed.cursor).run_requests
 
 
 # -- hot store -------------------------------------------------------------------------------
