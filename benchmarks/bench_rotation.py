@@ -46,6 +46,7 @@ def server(dsn: str | None, tmp: Path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    tmp.chmod(0o711)  # as root the server runs as an unprivileged user that must reach it
     pg = LocalPostgres(
         tmp / "pg", port=port, settings={"fsync": "off", "shared_buffers": "'256MB'"}
     )
