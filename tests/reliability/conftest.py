@@ -20,17 +20,14 @@ import yaml
 
 from fluxforge.config import Config, SourceConfig, config_from_dict
 from fluxforge.segments import Envelope, iter_lines, parse_envelope
+from tests.reliability.figures import FIGURES, record_figures
 
 REPO = Path(__file__).resolve().parents[2]
 # 2024-01-02T03:00:00Z: a fixed past hour, so seal records get deterministic timestamps
 T0_NS = 1_704_164_400 * 1_000_000_000
 
-FIGURES: dict[str, dict[str, Any]] = {}
 
-
-def record_figures(name: str, values: dict[str, Any]) -> None:
-    FIGURES[name] = values
-    print(f"\nRELIABILITY {name}: {json.dumps(values, sort_keys=True)}")
+__all__ = ["record_figures"]
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
