@@ -19,6 +19,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from fluxforge.demux_levels import fast_levels
 from fluxforge.events import EventSink, NormalizeError
 from fluxforge.segments import Envelope
 
@@ -296,6 +297,9 @@ def split_concat(name: str) -> tuple[str, str] | None:
 def levels(rows: Any, where: str) -> list[tuple[str, str]]:
     """[[price, size, ...], ...] -> [(price, size)]: extra elements (order counts, times,
     Kraken's "r" flag) are dropped; price must be > 0, size >= 0 (0 removes the level)."""
+    fast = fast_levels(rows)  # same list for input it surely accepts (~10x faster)
+    if fast is not None:
+        return fast
     if not isinstance(rows, list):
         raise NormalizeError(f"{where}: expected a list of levels, got {type(rows).__name__}")
     out = []

@@ -1,0 +1,229 @@
+"""Fast paths of the demux give exactly what the per-line exact checks give.
+
+``fluxforge.demux_levels.fast_levels`` may only accept level lists the exact per-level checks
+(``common.positive``/``common.dec``) accept, and must then return the very same list; anything
+else it hands back (None). Checked on hand-made tricky rows and, end to end through
+``demux_segment``, on every capture file and on tricky lines of every venue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from fluxforge import demux_levels
+from fluxforge.captures import exchange_from_filename, merge_captures
+from fluxforge.demux import demux_segment
+from fluxforge.events import NormalizeError
+from fluxforge.segments import encode_envelope, frame_payload
+from fluxforge.venues import common
+
+SEG = "segment_20231114T22_00001.ndjson"
+BASE_TS = 1_699_999_200_000_000_000
+
+
+def _exact_levels(rows: Any, where: str = "x") -> list[tuple[str, str]]:
+    """The per-level checks of ``common.levels`` without its fast branch."""
+    if not isinstance(rows, list):
+        raise NormalizeError(f"{where}: expected a list of levels, got {type(rows).__name__}")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) < 2:
+            raise NormalizeError(f"{where}[{i}]: expected [price, size, ...], got {row!r:.60}")
+        out.append(
+            (
+                common.positive(row[0], f"{where}[{i}].price"),
+                common.dec(row[1], f"{where}[{i}].size"),
+            )
+        )
+    return out
+
+
+GOOD_ROWS = [
+    [],
+    [["1", "0"]],
+    [["0.00001306", "660.5"], ["7.6110", "2", "0", "4"]],
+    [["30243.5", "1.2112", "0", "4"], ["1", "0.000000000000000001"]],
+    [["0.043130", "11802.77325050", "1618678133.136361", "r"]],
+    [["99999999999999999999.999999999999999999", "99999999999999999999"]],
+    [["1.0", "0.0"]],
+]
+TRICKY_ROWS = [
+    None,
+    "1,2",
+    {"1": "2"},
+    [None],
+    ["12"],  # a string row would index as characters
+    [["1"]],
+    [[]],
+    [("1", "2")],
+    [["1", 2]],  # JSON number
+    [[1, "2"]],
+    [["1.5", 2.5]],
+    [["0", "1"]],  # zero price
+    [["0.000", "1"]],
+    [["-1", "1"]],
+    [["1", "-1"]],
+    [["1e5", "1"]],
+    [["NaN", "1"]],
+    [["inf", "1"]],
+    [["1.", "1"]],
+    [[".5", "1"]],
+    [["", "1"]],
+    [["1", ""]],
+    [[" 1", "1"]],
+    [["1 ", "1"]],
+    [["1\x002", "1"]],  # the separator of the fast check inside a string
+    [["1,2", "1"]],
+    [["1", "1\n"]],
+    [["١", "1"]],  # non-ASCII digit
+    [["1.1234567890123456789", "1"]],  # 19 decimals
+    [["123456789012345678901", "1"]],  # 21 integer digits, < 1e21
+    [["100000000000000000000", "1"]],  # 1e20
+    [["0" * 30 + "1", "1"]],  # many leading zeros
+    [["1", "1"], ["1", "x"]],
+    [["1", "1"], "bad"],
+    [["1", "1"], [True, "1"]],
+    [[["1"], "1"]],
+]
+
+
+@pytest.mark.parametrize("rows", GOOD_ROWS + TRICKY_ROWS, ids=repr)
+def test_fast_levels_any_rows_accepts_only_what_exact_checks_accept(rows: Any) -> None:
+    fast = demux_levels.fast_levels(rows)
+    try:
+        want: list[tuple[str, str]] | str = _exact_levels(rows)
+    except NormalizeError as exc:
+        want = str(exc)
+    if fast is not None:
+        assert not isinstance(want, str), f"fast path accepted {rows!r}: {want}"
+        assert fast == want
+        assert all(type(a) is str and type(b) is str for a, b in fast)
+    # the public function answers exactly as the per-level checks
+    try:
+        got: list[tuple[str, str]] | str = common.levels(rows, "x")
+    except NormalizeError as exc:
+        got = str(exc)
+    assert got == want
+
+
+@pytest.mark.parametrize("rows", GOOD_ROWS, ids=repr)
+def test_fast_levels_plain_rows_engaged(rows: Any) -> None:
+    assert demux_levels.fast_levels(rows) == _exact_levels(rows)
+
+
+def _segment(files: list[Path]) -> bytes:
+    out = []
+    for seq, rec in enumerate(r for r in merge_captures(files) if r.kind in ("recv", "rest")):
+        kind = "msg" if rec.kind == "recv" else "rest"
+        out.append(
+            encode_envelope(
+                BASE_TS + seq * 10_000,
+                "test",
+                exchange_from_filename(rec.file),
+                seq,
+                kind,
+                frame_payload(rec.payload),
+                rec.url,
+            )
+        )
+    return b"".join(out)
+
+
+def _both(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    fast = demux_segment(data, SEG, fast=True)
+    with monkeypatch.context() as m:
+        m.setattr(common, "fast_levels", lambda rows: None)
+        slow = demux_segment(data, SEG, fast=False)
+    return fast, slow
+
+
+def _assert_same(fast: Any, slow: Any) -> None:
+    assert (fast.lines_in, fast.data, fast.control, fast.quarantined) == (
+        slow.lines_in,
+        slow.data,
+        slow.control,
+        slow.quarantined,
+    )
+    assert fast.trades.equals(slow.trades)
+    assert fast.quotes.equals(slow.quotes)
+    assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
+    assert fast.tops == slow.tops
+    assert [(ln, m) for ln, m in fast.books_by_instrument_all()] == [
+        (ln, m) for ln, m in slow.books_by_instrument_all()
+    ]
+    assert fast.ctl == slow.ctl
+
+
+def test_demux_fast_paths_every_capture_equal_exact_path(
+    captures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [p for p in sorted(captures.glob("*/*")) if ".ws." in p.name or ".http." in p.name]
+    assert files
+    for path in files:
+        data = _segment([path])
+        fast, slow = _both(data, monkeypatch)
+        assert fast.lines_in > 0, path.name
+        _assert_same(fast, slow)
+
+
+def _env(seq: int, ex: str, payload: bytes, kind: str = "msg", url: str | None = None) -> bytes:
+    return encode_envelope(BASE_TS + seq, "test", ex, seq, kind, payload, url)
+
+
+_KRAKEN_UPD = b'[1920,{"a":[%s],"c":"1234"},"book-1000","XBT/CHF"]'
+_BITGET = (
+    b'{"action":"update","arg":{"instType":"mc","channel":"books","instId":"DASHUSDT"},'
+    b'"data":[{"asks":[%s],"bids":[["113.40","1"]],"checksum":-12345,"ts":"1626992741037"}]}'
+)
+_BINANCE = (
+    b'{"stream":"sushiusdt@depth@100ms","data":{"e":"depthUpdate","E":1626992741037,'
+    b'"T":1626992741024,"s":"SUSHIUSDT","U":1,"u":2,"pu":0,"b":[%s],"a":[]}}'
+)
+_OKX = (
+    b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{"asks":[%s],'
+    b'"bids":[],"ts":"1626992741037","checksum":123}]}'
+)
+_LEVELS = [
+    b'["1.5","2","1618678133.136361"]',
+    b'["1.5" , "2" ,"1618678133.136361"]',
+    b'["1.5","2","1618678133.136361","r"]',
+    b'["1.5",2,"1618678133.136361"]',
+    b'[1.5,"2","1618678133.136361"]',
+    b'["1.5","2e3","1618678133.136361"]',
+    b'["1\\u002e5","2","1618678133.136361"]',
+    b'["0","2","1618678133.136361"]',
+    b'["-1.5","2","1618678133.136361"]',
+    b'["123456789012345678901.5","2","1618678133.136361"]',
+    b'["100000000000000000000","2","1618678133.136361"]',
+    b'["1.5","0.1234567890123456789","1618678133.136361"]',
+    b'["1.5"]',
+    b'"1.5"',
+    b'["1.5","2","1618678133.136361"],["1.6","0","1618678133.136362"]',
+]
+
+
+def test_demux_fast_paths_tricky_venue_lines_equal_exact_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = []
+    seq = 0
+    for lv in _LEVELS:
+        for ex, shape in (
+            ("kraken", _KRAKEN_UPD),
+            ("bitget", _BITGET),
+            ("binanceusdm", _BINANCE),
+            ("okx", _OKX),
+        ):
+            lines.append(_env(seq, ex, shape % lv))
+            seq += 1
+    rest = orjson.dumps({"lastUpdateId": 5, "bids": [["1", "2"], ["0.5", 3]], "asks": []})
+    url = "https://fapi.binance.com/fapi/v1/depth?symbol=SUSHIUSDT&limit=1000"
+    lines.append(_env(seq, "binanceusdm", rest, "rest", url))
+    data = b"".join(lines)
+    fast, slow = _both(data, monkeypatch)
+    _assert_same(fast, slow)
+    assert slow.quarantined >= 20
+    assert fast.book_count >= 20
