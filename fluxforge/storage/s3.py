@@ -184,18 +184,19 @@ class S3Storage(Storage):
         """Copy + delete guarded by a claim marker (see the module docstring)."""
         src_key, dst_key = self._k(src), self._k(dst)
         try:
-            etag = self.client.head_object(Bucket=self.bucket, Key=src_key)["ETag"]
+            head = self.client.head_object(Bucket=self.bucket, Key=src_key)
         except ClientError as exc:
             if _missing(exc):
                 return False
             raise self._fail("move(head)", src, exc) from exc
         except BotoCoreError as exc:
             raise self._fail("move(head)", src, exc) from exc
+        etag, size = head["ETag"], int(head["ContentLength"])
         marker = self._claim(src, etag)
         if marker is None:
             return False
         try:
-            if not self._copy_if_match(src_key, dst_key, etag, src):
+            if not self._copy_if_match(src_key, dst_key, etag, size, src):
                 return False
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=src_key, IfMatch=etag)
@@ -247,10 +248,9 @@ class S3Storage(Storage):
             # taken over after our lease ran out (or gone): the new holder releases it
             log.warning("move %s: claim marker not released: %s", self.uri(src), exc)
 
-    def _copy_if_match(self, src_key: str, dst_key: str, etag: str, src: str) -> bool:
+    def _copy_if_match(self, src_key: str, dst_key: str, etag: str, size: int, src: str) -> bool:
         source = {"Bucket": self.bucket, "Key": src_key}
         try:
-            size = int(self.client.head_object(Bucket=self.bucket, Key=src_key)["ContentLength"])
             if size <= self.max_single_copy:
                 self.client.copy_object(
                     Bucket=self.bucket, Key=dst_key, CopySource=source, CopySourceIfMatch=etag

@@ -88,7 +88,7 @@ def test_hot_load_trades_without_ids_are_all_kept(tmp_path: Path, pg_db: str) ->
     assert two_per_line > 0
 
 
-def test_hot_bars_match_trades(tmp_path: Path, pg_db: str) -> None:
+def test_hot_bars_from_loaded_trades_match_aggregates(tmp_path: Path, pg_db: str) -> None:
     build_lake(tmp_path, [TODAY], segments=1, lines=130)
     load_lake(config(tmp_path, pg_db), pg_db, hot_days=1, today=TODAY)
     with psycopg.connect(pg_db) as conn:
@@ -119,7 +119,7 @@ def test_hot_bars_match_trades(tmp_path: Path, pg_db: str) -> None:
     assert Decimal(100) <= first[1] <= Decimal(106)
 
 
-def test_hot_table_sizes_per_day(tmp_path: Path, pg_db: str) -> None:
+def test_hot_table_sizes_loaded_days_rows_per_day(tmp_path: Path, pg_db: str) -> None:
     build_lake(tmp_path, DAYS[1:])
     load_lake(config(tmp_path, pg_db), pg_db, hot_days=3, today=TODAY)
     sizes = table_sizes(pg_db, ("1m", "1h"))

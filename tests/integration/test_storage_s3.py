@@ -32,7 +32,7 @@ def store(s3_env) -> S3Storage:
     return _store(s3_env)
 
 
-def test_s3_storage_roundtrip_exists_size_delete(store: S3Storage) -> None:
+def test_s3_storage_write_read_delete_roundtrip_consistent(store: S3Storage) -> None:
     store.write_bytes("raw/ready/src/a.ndjson", b"line\n")
     assert store.exists("raw/ready/src/a.ndjson")
     assert store.size("raw/ready/src/a.ndjson") == 5
@@ -168,7 +168,7 @@ def test_s3_storage_layout_sanitizes_data_parts(store: S3Storage) -> None:
     assert listed.count("/") == key.count("/") == 5
 
 
-def test_s3_storage_retry_configuration_is_botocore(store: S3Storage) -> None:
+def test_s3_storage_client_config_retries_are_botocores(store: S3Storage) -> None:
     retries = store.client.meta.config.retries
     assert retries["mode"] == "adaptive"
     assert retries["total_max_attempts"] == store.settings.max_attempts
