@@ -82,10 +82,14 @@ class FaultProxy:
         seed: int = 0,
         hold_s: float = 1.5,
         kinds: tuple[str, ...] = FAULTS,
+        min_rate: float = 0.12,
     ) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rate = rate
+        # after the first 10 requests, a fault is forced whenever the running fault share would
+        # drop below min_rate: the injected share holds whatever the request count
+        self.min_rate = min_rate
         self.hold_s = hold_s
         self.kinds = kinds
         self.enabled = True
@@ -139,7 +143,9 @@ class FaultProxy:
             self.stats.requests_by_area[area] += 1
             if attempt > 1:
                 self.stats.retries += 1
-            if not self.enabled or self._rng.random() >= self.rate:
+            st = self.stats
+            forced = st.requests > 10 and st.total_faults < self.min_rate * st.requests
+            if not self.enabled or (self._rng.random() >= self.rate and not forced):
                 self.stats.forwarded += 1
                 return None
             kind = self._rng.choice(self.kinds)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,6 @@ from tests.reliability.conftest import (
 pytestmark = pytest.mark.slow
 
 KILLS = 4
-PROGRESS = re.compile(rb"\.ndjson: \d+ lines, ")  # the per-segment progress log line
 
 
 def _lake(root: Path) -> dict[str, bytes]:
@@ -45,18 +43,15 @@ def _lake(root: Path) -> dict[str, bytes]:
     return {k: v for k, v in out.items() if not k.rsplit("/", 1)[-1].startswith(".tmp-")}
 
 
-def _wait_progress(proc: subprocess.Popen, segments: int) -> bool:
-    """Until the run logged `segments` finished segments (0: until it claimed and started)."""
-    assert proc.stderr is not None
-    seen = 0
-    while True:
-        line = proc.stderr.readline()
-        if not line:
-            return False
-        if PROGRESS.search(line):
-            seen += 1
-        if seen >= segments:
+def _wait_archived(root: Path, proc: subprocess.Popen, count: int, timeout: float = 90) -> bool:
+    """Until the run has claimed segments and `count` of them are in archive/."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        claimed = ready_files(root, "syn", "processing")
+        if claimed and len(ready_files(root, "syn", "archive")) >= count:
             return True
+        time.sleep(0.01)
+    return False
 
 
 def test_process_killed_mid_run_then_rerun_gives_clean_run_lake(tmp_path: Path) -> None:
@@ -72,10 +67,15 @@ def test_process_killed_mid_run_then_rerun_gives_clean_run_lake(tmp_path: Path) 
     rng = random.Random(20261125)
     kills, runs, stranded, archived_after = 0, 0, [], []
     for _ in range(KILLS):
-        proc = popen([*fluxforge_cmd("process", "--recover", "--config", str(config))])
+        done = len(ready_files(killed_root, "syn", "archive"))
+        proc = popen(
+            [*fluxforge_cmd("process", "--recover", "--config", str(config))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         runs += 1
-        # after 0..3 finished segments, somewhere inside the next one (or its writes)
-        if _wait_progress(proc, rng.randint(0, 3)):
+        # after 0..3 more finished segments, somewhere inside the next one (or its writes)
+        if _wait_archived(killed_root, proc, done + rng.randint(0, 3)):
             time.sleep(rng.uniform(0.0, 0.25))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
