@@ -79,12 +79,12 @@ def fill(hot: HotStore, rows: int) -> None:
         conn.execute("VACUUM ANALYZE trades")
 
 
-def baseline(hot: HotStore) -> tuple[float, int]:
+def baseline(hot: HotStore, fmt: str = "csv") -> tuple[float, int]:
     """Plain COPY of the partition's columns, drained into memory (same libpq loop as the
     rotation's export, so only the work after the drain differs)."""
     cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in hot.columns("trades"))
-    query = sql.SQL("COPY {} ({}) TO STDOUT (FORMAT csv)").format(
-        sql.Identifier(partition_name("trades", DAY)), cols
+    query = sql.SQL("COPY {} ({}) TO STDOUT (FORMAT {})").format(
+        sql.Identifier(partition_name("trades", DAY)), cols, sql.SQL(fmt)
     )
     with hot.connect() as conn:
         t0 = time.perf_counter()
@@ -114,11 +114,12 @@ def main() -> None:
         hot = HotStore(dsn, intervals=())
         storage = LocalStorage(Path(tmp) / "cold")
         layout = Layout(PathNames())
-        base, rot = [], []
+        base, base_bin, rot = [], [], []
         for _ in range(args.repeat):
             fill(hot, args.rows)
             secs, copy_bytes = baseline(hot)
             base.append(secs)
+            base_bin.append(baseline(hot, "binary")[0])
             shutil.rmtree(storage.root, ignore_errors=True)  # a fresh cold write every time
             secs, parquet_bytes = rotation(hot, storage, layout, args.rows)
             rot.append(secs)
@@ -129,6 +130,7 @@ def main() -> None:
         print(f"rows: {args.rows:,} (trades, one day partition)")
         mrows_b, mrows_r = args.rows / b / 1e6, args.rows / r / 1e6
         print(f"plain COPY TO (csv):   {mrows_b:6.2f} M rows/s  ({copy_bytes / b / 1e6:.0f} MB/s)")
+        print(f"plain COPY TO (binary): {args.rows / min(base_bin) / 1e6:5.2f} M rows/s")
         mb = parquet_bytes / 1e6
         print(f"rotation (end to end): {mrows_r:6.2f} M rows/s  (parquet {mb:.1f} MB)")
         print(f"ratio rotation / COPY: {b / r:.2f}")
