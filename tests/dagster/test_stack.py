@@ -87,6 +87,9 @@ def stack(tmp_path: Path, captures: Path, clean_env: None) -> Iterator[tuple[Pat
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXFORGE_")}
     env.update(FLUXFORGE_CONFIG=str(path), DAGSTER_HOME=str(home))
+    # as `fluxforge up` does: a bytecode cache, or every run compiles dagster from source
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path.parent / "pycache")
     port = _free_port()
     dagster = Path(sys.executable).with_name("dagster")
     log = tmp_path / "dagster.log"

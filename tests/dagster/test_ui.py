@@ -95,11 +95,13 @@ def test_browser_asset_graph_page_renders_asset_names(webserver: int, tmp_path: 
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    url = f"http://127.0.0.1:{webserver}/asset-groups"
+    # the asset graph of the refinery's group (other groups: SQL models, hot store, ...)
+    url = f"http://127.0.0.1:{webserver}/locations/__repository__@fluxforge/asset-groups/lake"
+    # a big window: the graph renders only the nodes inside the viewport
     cmd = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+        "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=3840,2160",
         "--virtual-time-budget=20000", "--timeout=60000", "--dump-dom", url,
     ]  # fmt: skip
     dom = ""
