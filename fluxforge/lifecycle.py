@@ -28,6 +28,7 @@ tests stop PostgreSQL there).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
@@ -363,13 +364,36 @@ def cold_matches(storage: Storage, key: str, export: Export, table: str, day: da
     return None
 
 
+class RotationBusy(RuntimeError):
+    """Another rotation holds the rotation lock of this database."""
+
+
+# pg advisory lock key of the rotation job (any constant; "fluxforge rotation" -> 64 bits)
+ROTATION_LOCK = 0x666C7578_726F7461
+
+
 def execute(
     p: Plan,
     hot: HotStore,
     storage: Storage,
     hook: Hook | None = None,
 ) -> Result:
-    """Rotate the partitions of plan `p` (see the module docstring)."""
+    """Rotate the partitions of plan `p` (see the module docstring).
+
+    One rotation per database at a time (a session advisory lock; a second one raises
+    RotationBusy instead of deadlocking on the partitions both would drop)."""
+    with hot.connect(autocommit=True) as guard:
+        got = guard.execute("SELECT pg_try_advisory_lock(%s)", (ROTATION_LOCK,)).fetchone()
+        if not got or not got[0]:
+            raise RotationBusy("another rotation is running on this hot store")
+        try:
+            return _execute(p, hot, storage, hook)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                guard.execute("SELECT pg_advisory_unlock(%s)", (ROTATION_LOCK,))
+
+
+def _execute(p: Plan, hot: HotStore, storage: Storage, hook: Hook | None) -> Result:
     started = time.perf_counter()
     result = Result(plan=p.to_dict())
     touched: set[str] = set()
@@ -457,7 +481,10 @@ def rotate(
     if dry_run:
         return {"dry_run": True, **p.to_dict()}
     storage = storage or open_storage(cfg.storage.etl_output)
-    return execute(p, hot, storage, hook).to_dict()
+    try:
+        return execute(p, hot, storage, hook).to_dict()
+    except RotationBusy as exc:
+        return {"skipped": str(exc)}
 
 
 def read_cold(storage: Storage, layout: Layout, table: str, day: date) -> pa.Table:

@@ -228,3 +228,15 @@ def test_rotate_cold_copy_on_s3(tmp_path: Path, pg_db: str, s3_env) -> None:
     again = rotate(cfg, pg_db, today=TODAY, storage=cold)
     assert again["cold_reused"] == again["partitions_dropped"] > 0
     assert again["bytes_written"] == 0
+
+
+def test_rotate_while_another_rotation_runs_is_skipped(tmp_path: Path, pg_db: str) -> None:
+    from fluxforge.lifecycle import ROTATION_LOCK
+
+    _, cfg, hot = _setup(tmp_path, pg_db)
+    with psycopg.connect(pg_db, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (ROTATION_LOCK,))
+        out = rotate(cfg, pg_db, today=TODAY)
+        assert out == {"skipped": "another rotation is running on this hot store"}
+        assert hot.days("trades") == DAYS
+    assert rotate(cfg, pg_db, today=TODAY)["partitions_dropped"] > 0
