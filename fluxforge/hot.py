@@ -515,6 +515,10 @@ def window_start(today: date, hot_days: int) -> date:
 
 @dataclass
 class LoadReport:
+    """What a load did: ``rows_read`` lake rows per table, ``rows_inserted`` rows new in the
+    hot tables (0 on a re-load); for ``bars_*`` (recomputed, upserted) ``load_lake`` reports the
+    bars now held for the loaded days."""
+
     days: list[str]
     files: int
     rows_read: dict[str, int]
