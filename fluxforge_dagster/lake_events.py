@@ -24,6 +24,7 @@ ACTIVE = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+RUNNING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,15 @@ def active_tag_values(instance: dg.DagsterInstance, job_name: str, tag: str) -> 
     """Values of `tag` on the queued or running runs of `job_name`."""
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=ACTIVE), limit=1000)
     return {r.tags[tag] for r in runs if tag in r.tags}
+
+
+def active_runs(
+    instance: dg.DagsterInstance, job_name: str, statuses: list[dg.DagsterRunStatus] = ACTIVE
+) -> int:
+    """How many runs of `job_name` are in `statuses` (default: queued or running)."""
+    return len(
+        instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, statuses=statuses))
+    )
 
 
 def last_storage_id(updates: Iterable[LakeUpdate], default: int) -> int:

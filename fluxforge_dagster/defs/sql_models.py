@@ -17,6 +17,7 @@
 """
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -60,6 +61,8 @@ def _check_specs(project: sqlmodels.Project, model: sqlmodels.Model) -> list[dg.
         dg.AssetCheckSpec(
             t.name,
             asset=model.name,
+            # a singular test reads other models too: they are built first in the same run
+            additional_deps=[r for r in t.refs if r != model.name],
             blocking=blocking_model and t.severity == "error",
             description=f"{t.kind} test ({t.path or 'project'}); severity {t.severity}",
         )
@@ -67,7 +70,40 @@ def _check_specs(project: sqlmodels.Project, model: sqlmodels.Model) -> list[dg.
     ]
 
 
-def _check_results(result: sqlmodels.TestResult) -> list[dg.AssetCheckResult]:
+def live_lake_tests(project: sqlmodels.Project) -> set[str]:
+    """Singular tests comparing models with a staging view, i.e. with the lake as it is now."""
+    return {
+        t.name
+        for t in project.singular_tests
+        if any(project.models[r].materialized == "view" for r in t.refs)
+    }
+
+
+def lake_changed_during(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why the lake may have changed since run `run_id` started (None when it did not): a
+    refinery materialization since then, or a refinery run still writing."""
+    from fluxforge_dagster.defs.jobs import REFINERY_JOB
+
+    record = instance.get_run_record_by_id(run_id)
+    since = (record.start_time or record.create_timestamp.timestamp()) if record else None
+    if since is not None:
+        seen = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=lake_events.LAKE_MARKER, after_timestamp=since),
+            limit=1,
+        )
+        if seen.records:
+            return "the refinery wrote lake data while this run built and tested the model"
+    if lake_events.active_runs(instance, REFINERY_JOB, lake_events.RUNNING):
+        return "a refinery run was writing the lake while this run tested the model"
+    return None
+
+
+def check_results(
+    result: sqlmodels.TestResult, live: set[str], lake_changed: Callable[[], str | None]
+) -> list[dg.AssetCheckResult]:
+    """Test runs -> check results. A failed live-lake test while the lake was changing compares
+    a model built from an older lake with the newer lake: inconclusive, so it is reported as a
+    warning (not blocking); the new lake data triggers another run, which checks again."""
     out = []
     for t in result.tests:
         meta: dict[str, Any] = {"failing_rows": t.failures, "kind": t.kind, "status": t.status}
@@ -75,14 +111,17 @@ def _check_results(result: sqlmodels.TestResult) -> list[dg.AssetCheckResult]:
             meta["column"] = t.column
         if t.error:
             meta["error"] = t.error
+        severity = (
+            dg.AssetCheckSeverity.WARN if t.severity == "warn" else dg.AssetCheckSeverity.ERROR
+        )
+        if t.status == "fail" and severity == dg.AssetCheckSeverity.ERROR and t.name in live:
+            why = lake_changed()
+            if why:
+                meta["inconclusive"] = why
+                severity = dg.AssetCheckSeverity.WARN
         out.append(
             dg.AssetCheckResult(
-                check_name=t.name,
-                passed=t.status == "pass",
-                severity=dg.AssetCheckSeverity.WARN
-                if t.severity == "warn"
-                else dg.AssetCheckSeverity.ERROR,
-                metadata=meta,
+                check_name=t.name, passed=t.status == "pass", severity=severity, metadata=meta
             )
         )
     return out
@@ -94,6 +133,7 @@ def _model_asset(
     name = model.name
     dated = is_dated(model)
     specs = _check_specs(project, model)
+    live = live_lake_tests(project)
 
     @dg.asset(
         name=name,
@@ -123,7 +163,12 @@ def _model_asset(
             meta["uri"] = run.uri
         if dates:
             meta["dates"] = ", ".join(dates)
-        checks = _check_results(sqlmodels.test(ff, select=[name], project=project)) if specs else []
+        checks = []
+        if specs:
+            tested = sqlmodels.test(ff, select=[name], project=project)
+            checks = check_results(
+                tested, live, lambda: lake_changed_during(context.instance, context.run_id)
+            )
         return dg.MaterializeResult(metadata=meta, check_results=checks)
 
     return _asset

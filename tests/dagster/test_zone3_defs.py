@@ -41,8 +41,11 @@ from fluxforge_dagster.defs.resources import FluxForgeResource, build_resources
 from fluxforge_dagster.defs.sql_models import (
     SQL_JOB,
     build_sql_assets,
+    check_results,
     dated_model_names,
     evaluate_sql_tick,
+    lake_changed_during,
+    live_lake_tests,
 )
 from fluxforge_dagster.defs.tiering import tiering_job
 
@@ -214,6 +217,40 @@ def test_sql_blocking_check_failure_skips_downstream_marts(lake: Lake, tmp_path:
     failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
     assert failed == ["assert_no_bars_at_all"]
     assert set(_mats(result)) == {"bars_1m"}  # bars_5m not built from bars that failed
+
+
+def test_sql_live_lake_test_failure_while_lake_changes_is_a_warning():
+    project = sqlmodels.load_project()
+    live = live_lake_tests(project)
+    assert "assert_bars_rollups_match_trades" in live
+    assert "assert_bars_ohlc_consistent" not in live  # reads bars only: always conclusive
+    failed = sqlmodels.TestResult(
+        [
+            sqlmodels.TestRun(
+                "assert_bars_rollups_match_trades", "singular", None, None, "fail", 2
+            ),
+            sqlmodels.TestRun("assert_bars_ohlc_consistent", "singular", None, None, "fail", 1),
+        ]
+    )
+    changing = {c.check_name: c for c in check_results(failed, live, lambda: "refinery wrote")}
+    assert changing["assert_bars_rollups_match_trades"].severity == dg.AssetCheckSeverity.WARN
+    assert "inconclusive" in changing["assert_bars_rollups_match_trades"].metadata
+    assert changing["assert_bars_ohlc_consistent"].severity == dg.AssetCheckSeverity.ERROR
+    stable = check_results(failed, live, lambda: None)
+    assert all(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in stable)
+
+
+def test_lake_changed_during_sees_a_refinery_materialization_after_run_start():
+    instance = dg.DagsterInstance.ephemeral()
+
+    @dg.asset
+    def probe() -> None:
+        pass
+
+    run_id = dg.materialize([probe], instance=instance).run_id
+    assert lake_changed_during(instance, run_id) is None
+    instance.report_runless_asset_event(dg.AssetMaterialization("trades", partition=PARTITION))
+    assert "refinery wrote lake data" in lake_changed_during(instance, run_id)
 
 
 def test_sql_sensor_requests_each_new_lake_date_once(lake: Lake):
