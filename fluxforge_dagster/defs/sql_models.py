@@ -8,7 +8,10 @@
   (staging) are unpartitioned: materializing one validates its SQL against the lake.
 - A model's YAML tests and the singular tests it owns are its asset checks, evaluated right
   after the model is built; failing ``error``-severity checks of a mart are blocking, so the
-  marts built from it in the same run are skipped instead of built from bad data.
+  marts built from it in the same run are skipped instead of built from bad data. Singular tests
+  that compare a model with a staging view read the lake as it is *now*: when one fails while
+  the refinery was writing during the run, the result is inconclusive and reported as a warning
+  (the new lake data triggers another run, which checks again).
 - Freshness: the sensor ``sql_models_sensor`` (running by default) watches the refinery's
   lake materializations and requests ``sql_models_job`` for every date that got new lake data,
   at most one run per date in flight (dates seen meanwhile wait in the cursor). A sensor rather
