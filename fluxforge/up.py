@@ -192,9 +192,15 @@ def run_up(settings: UpSettings, announce: Callable[[str], None] = log.info) -> 
             # cwd stays the caller's: relative paths in the config mean the same to everyone
             procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
             log.info("started %s (pid %d): %s", name, procs[name].pid, " ".join(cmd))
+        demo = (
+            " Demo settings: a segment sealed every 10 s, sensor every 1 s (--no-demo: the "
+            "config's values)."
+            if settings.demo
+            else ""
+        )
         announce(
             f"FluxForge is up: Dagster UI on http://{settings.host}:{settings.port} "
-            f"(DAGSTER_HOME={home}, config {settings.config_path}); Ctrl-C stops both"
+            f"(DAGSTER_HOME={home}, config {settings.config_path}); Ctrl-C stops both.{demo}"
         )
         deadline = None if settings.max_seconds is None else time.monotonic() + settings.max_seconds
         while not stop.is_set():
