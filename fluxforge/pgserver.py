@@ -215,9 +215,22 @@ class LocalPostgres:
         return self.dsn_for(name)
 
 
+def embedded_data_dir(cfg) -> Path:
+    """``hot_store.embedded_dir`` when set in the config, else ``{data dir}/postgres`` where the
+    data dir is the local ETL output directory (``./fluxforge_data`` for an S3 lake): the same
+    place ``fluxforge up`` (fluxforge.up.start_hot_store) keeps it, so CLI commands run next to
+    a running demo find its server instead of starting a second one on the same port."""
+    hs = cfg.hot_store
+    if "embedded_dir" in hs.model_fields_set:
+        return Path(hs.embedded_dir).absolute()
+    out = cfg.storage.etl_output
+    base = out.base_dir if out.backend == "local" else "./fluxforge_data"
+    return (Path(base) / "postgres").resolve()
+
+
 def embedded_server(cfg) -> LocalPostgres:
-    """The embedded local server of a config (``hot_store.embedded_dir`` / ``embedded_port``)."""
-    return LocalPostgres(cfg.hot_store.embedded_dir, port=cfg.hot_store.embedded_port)
+    """The embedded local server of a config (``embedded_data_dir`` / ``embedded_port``)."""
+    return LocalPostgres(embedded_data_dir(cfg), port=cfg.hot_store.embedded_port)
 
 
 @contextlib.contextmanager

@@ -88,3 +88,12 @@ def test_local_postgres_as_root_unreachable_dir_names_it(tmp_path: Path, pg_bin)
     )
     with pytest.raises(Exception, match=r"not traversable by user .*chmod o\+x"):
         server.init()
+
+
+def test_embedded_data_dir_default_under_lake_dir_else_configured(tmp_path: Path) -> None:
+    from fluxforge.pgserver import embedded_data_dir
+
+    lake = {"storage": {"backend": "local", "base_dir": str(tmp_path / "lake")}}
+    assert embedded_data_dir(config_from_dict(lake, environ={})) == tmp_path / "lake" / "postgres"
+    given = {**lake, "hot_store": {"embedded_dir": str(tmp_path / "pg")}}
+    assert embedded_data_dir(config_from_dict(given, environ={})) == tmp_path / "pg"
