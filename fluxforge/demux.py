@@ -247,8 +247,13 @@ def _demux_pass(
     starts_py, ends_py = starts.tolist(), ends.tolist()  # empty lines are not messages
     if fast and not poison:
         res.fast_books, taken = fast_coinbase_books(buf, starts, ends)
-        n_data = lines_in = int(taken.sum())
         todo &= ~taken
+        from fluxforge.demux_kraken import fast_kraken_books
+
+        kraken_books, kraken_taken = fast_kraken_books(buf, starts, ends, todo)
+        res.fast_books.update(kraken_books)
+        todo &= ~kraken_taken
+        n_data = lines_in = int(taken.sum()) + int(kraken_taken.sum())
 
     for idx in np.flatnonzero(todo).tolist():
         line = data[starts_py[idx] : ends_py[idx]]
@@ -466,6 +471,14 @@ class FastBook:
     price: pa.Array  # large_string[L] exact wire text
     size: pa.Array
     final_id: np.ndarray  # int64[n] venue update id (Advanced Trade sequence_num), -1 = none
+    # integrity fields of the other venues' shapes (None: the default of every message)
+    first_id: np.ndarray | None = None  # int64[n], -1 = none
+    prev_id: np.ndarray | None = None  # int64[n], -1 = none
+    checksum: np.ndarray | None = None  # int64[n] venue checksum, 0 where has_checksum is False
+    has_checksum: np.ndarray | None = None  # bool[n]
+    checksum_kind: str | None = None  # of every message with a checksum
+    chain: str | None = None
+    depth: int = 0  # venue depth (BookMessage.depth) of every message
 
     def __len__(self) -> int:
         return len(self.line)
@@ -475,7 +488,10 @@ class FastBook:
         from fluxforge.book import BookBatch
 
         lo, hi = int(self.level_offsets[start]), int(self.level_offsets[end])
-        return BookBatch.from_columns(
+        has_ck = None
+        if self.has_checksum is not None and self.has_checksum[start:end].any():
+            has_ck = self.has_checksum[start:end]
+        batch = BookBatch.from_columns(
             ts_event=self.ts_event[start:end],
             ts_recv=self.ts_recv[start:end],
             level_offsets=self.level_offsets[start : end + 1] - lo,
@@ -487,7 +503,16 @@ class FastBook:
             seq=self.seq[start:end],
             is_snapshot=self.is_snapshot[start:end],
             final_id=self.final_id[start:end],
+            first_id=_part(self.first_id, start, end),
+            prev_id=_part(self.prev_id, start, end),
+            checksum=None if has_ck is None else _part(self.checksum, start, end),
+            checksum_kind=None if has_ck is None else self.checksum_kind,
+            chain=self.chain,
+            venue_depth=self.depth,
         )
+        if has_ck is not None and not has_ck.all():
+            batch.checksum_kind[~has_ck] = 0  # as from_messages: no checksum, no kind
+        return batch
 
     def to_messages(self) -> list[tuple[int, BookMessage]]:
         """The same messages as objects (for mixing with per-line messages of other shapes)."""
@@ -497,10 +522,16 @@ class FastBook:
             lo, hi = int(self.level_offsets[i]), int(self.level_offsets[i + 1])
             bids = [(px[j], sz[j]) for j in range(lo, hi) if self.side[j] == 0]
             asks = [(px[j], sz[j]) for j in range(lo, hi) if self.side[j] == 1]
+            has_ck = self.has_checksum is not None and bool(self.has_checksum[i])
             msg = BookMessage(
                 self.exchange, self.symbol, self.venue_symbol, self.channel,
                 int(self.ts_event[i]), int(self.ts_recv[i]), int(self.seq[i]),
                 bool(self.is_snapshot[i]), bids, asks, final_id=int(self.final_id[i]),
+                first_id=-1 if self.first_id is None else int(self.first_id[i]),
+                prev_id=-1 if self.prev_id is None else int(self.prev_id[i]),
+                checksum=int(self.checksum[i]) if has_ck else None,  # type: ignore[index]
+                checksum_kind=self.checksum_kind if has_ck else None,
+                chain=self.chain, depth=self.depth,
             )  # fmt: skip
             out.append((int(self.line[i]), msg))
         return out
@@ -516,11 +547,13 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
         if (
             m.channel != fast.channel
             or m.venue_symbol != fast.venue_symbol
-            or m.checksum is not None
-            or m.chain is not None
-            or m.depth
+            or m.chain != fast.chain
+            or m.depth != fast.depth
             or m.from_rest
-            or (m.first_id, m.prev_id) != (-1, -1)
+            or (m.checksum is not None and (fast.has_checksum is None or m.checksum_kind is None))
+            or (m.checksum is not None and m.checksum_kind != fast.checksum_kind)
+            or (m.first_id != -1 and fast.first_id is None)
+            or (m.prev_id != -1 and fast.prev_id is None)
         ):
             return None
     lines = np.concatenate([fast.line, [ln for ln, _ in msgs]]).astype(np.int64)
@@ -555,6 +588,10 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
         return np.concatenate([a, [getattr(m, attr) for _, m in msgs]]).astype(a.dtype)[order]
 
     del n_fast
+
+    def opt(a: np.ndarray | None, values: list[int | bool]) -> np.ndarray | None:
+        return None if a is None else np.concatenate([a, values]).astype(a.dtype)[order]
+
     return FastBook(
         exchange=fast.exchange,
         symbol=fast.symbol,
@@ -570,7 +607,18 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
         side=all_side[lvl_idx],
         price=all_px.take(take),
         size=all_sz.take(take),
+        first_id=opt(fast.first_id, [m.first_id for _, m in msgs]),
+        prev_id=opt(fast.prev_id, [m.prev_id for _, m in msgs]),
+        checksum=opt(fast.checksum, [m.checksum or 0 for _, m in msgs]),
+        has_checksum=opt(fast.has_checksum, [m.checksum is not None for _, m in msgs]),
+        checksum_kind=fast.checksum_kind,
+        chain=fast.chain,
+        depth=fast.depth,
     )
+
+
+def _part(a: np.ndarray | None, start: int, end: int) -> np.ndarray | None:
+    return None if a is None else a[start:end]
 
 
 # ---------------------------------------------------------------- numba line scanner

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -227,3 +228,81 @@ def test_demux_fast_paths_tricky_venue_lines_equal_exact_path(
     _assert_same(fast, slow)
     assert slow.quarantined >= 20
     assert fast.book_count >= 20
+
+
+_KRAKEN_OK = b'[1920,{"a":[["0.043130","11802.7","1618678133.136361"]],"c":"2439117997"},"book-1000","XBT/CHF"]'  # noqa: E501
+KRAKEN_TRICKY = [
+    b'[1920,{"as":[["0.04313","1.5","1618678133.136361"]],"bs":[["0.04312","2","1618678133.1"]]},"book-1000","XBT/CHF"]',
+    b'[1920,{"as":[],"bs":[]},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.136361","r"]]},{"b":[["0.0431","0","1618678134.5"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.136361"]],"c":"12"},{"b":[["0.0431","1","1618678134.5"]]},"book-1000","XBT/CHF"]',
+    b'[1920, {"a": [ ["0.04313" ,"1.5", "1618678133.136361"] ] , "c" : "0012"} , "book-1000" , "XBT/CHF" ]',  # noqa: E501
+    b'[1920,{"a":[["0.04313","1.5","1618678133.136361"]]},"book-1000","XBT/CHF"]',  # no checksum
+    b'[1920,{},"book-1000","XBT/CHF"]',
+    b'[1920,{"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.136361"]],"a":[["1","1"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"as":[["1","1"]],"a":[["2","1"]]},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.136361"]],"c":"12","x":1},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5",1618678133.136361]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[[0.04313,"1.5","1618678133.136361"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1234567891234"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","99999999999.5"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","5.5"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133."]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1",{"x":1}]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0","1.5","1618678133.1"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"4294967296"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"4294967295"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":""},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":12},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-0010","XBT/USD"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-10x","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-1000","XBTCHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-1000","../x"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-1000","XBT\\/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-1000","XBT/EUR"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-10","XBT/EUR"]',
+    b'["x",{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-1000","XBT/CHF",1]',
+    b'[1920,{"a":[["0.04313","1.5","1618678133.1"]],"c":"12"},"book-1000"]',
+    b'[1920,{"a":[["1.2345678901234567891","1","1618678133.1"]],"c":"12"},"book-1000","XBT/CHF"]',
+    b'[1920,{"a":[["123456789012345678901","1","1618678133.1"]],"c":"12"},"book-1000","XBT/CHF"]',
+]
+
+
+def test_demux_kraken_fast_path_tricky_lines_equal_exact_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [_env(i, "kraken", _KRAKEN_OK) for i in range(5)]
+    lines += [_env(100 + i, "kraken", p) for i, p in enumerate(KRAKEN_TRICKY)]
+    lines.append(_env(300, "kraken", _KRAKEN_OK)[:-1] + b"\r\n")
+    lines.append(_env(301, "kraken", _KRAKEN_OK).replace(b'"kind":"msg"', b'"kind": "msg"'))
+    lines.append(_env(302, "kraken", _KRAKEN_OK, "rest"))
+    lines.append(_env(303, "kraken", _KRAKEN_OK))
+    data = b"".join(lines)
+    fast, slow = _both(data, monkeypatch)
+    assert sum(len(f) for f in fast.fast_books.values()) >= 15  # the columnar path engaged
+    assert slow.fast_books == {}
+    _assert_same(fast, slow)
+    assert slow.quarantined >= 15
+
+
+def test_fastbook_batch_equals_batch_of_its_messages(captures: Path) -> None:
+    """The columns reach the book kernel as the same batch the objects would give."""
+    from fluxforge.book import BookBatch
+
+    files = [p for p in sorted(captures.glob("KRAKEN/*")) if ".ws." in p.name]
+    res = demux_segment(_segment(files), SEG, fast=True)
+    assert res.fast_books
+    for fast in res.fast_books.values():
+        got = fast.batch(0, len(fast))
+        want = BookBatch.from_messages([m for _, m in fast.to_messages()])
+        for name, value in vars(want).items():
+            other = getattr(got, name)
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(value, other), name
+            else:
+                assert value == other, name
