@@ -140,6 +140,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["days"] = sorted({r["day"] for r in self.rotated})
         total = sum(self.rows.values())
         out["rows_per_s"] = round(total / self.seconds) if self.seconds > 0 else None
         return out

@@ -102,6 +102,7 @@ def test_rotate_moves_aged_days_to_cold_and_drops_partitions(tmp_path: Path, pg_
 
     result = rotate(cfg, pg_db, today=TODAY)
     assert result["partitions_dropped"] == len(hot.tables) * len(OLD)
+    assert result["days"] == [d.isoformat() for d in OLD]
     assert result["rows"] == counts
     assert result["bytes_written"] > 0 and result["cold_reused"] == 0
     assert sorted(result["analyzed"]) == sorted(hot.tables)
