@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -82,16 +83,30 @@ def partition_parts(
     date: str,
     segments: Iterable[str],
 ) -> list[str]:
-    """Lake part keys of `date` written for the given raw segments of `source`."""
-    stems = {f"{source}-{posixpath.basename(s).removesuffix('.ndjson')}" for s in segments}
-    out: list[str] = []
-    for table in tables:
-        for key in lake.list_parts(storage, table, layout=layout):
-            if f"/date={date}/" not in key:
-                continue
-            stem = posixpath.basename(key)[len("part-") : -len(".parquet")]
-            if stem in stems:
-                out.append(key)
+    """Lake part keys of `date` written for the given raw segments of `source`.
+
+    Read from the refinery's per-segment manifests (``state/segments/{source}/{stem}.json``,
+    the part files each segment wrote), so the cost is per segment, not per lake size; a
+    segment without a manifest is looked up by listing its tables."""
+    wanted = set(tables)
+    out: set[str] = set()
+    missing: list[str] = []
+    for name in segments:
+        stem = posixpath.basename(name).removesuffix(".ndjson")
+        key = layout.state("segments", source, f"{stem}.json")
+        if not storage.exists(key):
+            missing.append(f"{source}-{stem}")
+            continue
+        files = orjson.loads(storage.read_bytes(key)).get("files", [])
+        out.update(
+            f for f in files if f"/date={date}/" in f and parts_by_table([f]).keys() <= wanted
+        )
+    if missing:
+        for table in wanted:
+            for key in lake.list_parts(storage, table, layout=layout):
+                stem = posixpath.basename(key)[len("part-") : -len(".parquet")]
+                if f"/date={date}/" in key and stem in missing:
+                    out.add(key)
     return sorted(out)
 
 
@@ -303,5 +318,19 @@ def partition_coverage(cfg: Any, source: str, date: str) -> pa.Table:
         storage, Layout.of(layer), [*COVERAGE_CHANNELS, "gap_ledger"], source, date, segments
     )
     by_table = parts_by_table(keys)
-    tables = {t: read_parts(storage, t, by_table.get(t, [])) for t in COVERAGE_CHANNELS}
-    return coverage(tables, read_parts(storage, "gap_ledger", by_table.get("gap_ledger", [])))
+    tables = {t: _read_column(storage, by_table.get(t, []), "ts_recv") for t in COVERAGE_CHANNELS}
+    return coverage(tables, _read_column(storage, by_table.get("gap_ledger", []), "ts_to"))
+
+
+def _read_column(storage: Storage, keys: Sequence[str], column: str) -> pa.Table | None:
+    """One column of many part files plus their exchange/symbol (coverage reads only times)."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for key in keys:
+        data = pq.read_table(pa.BufferReader(storage.read_bytes(key)), columns=[column])
+        hive = dict(_HIVE.findall(key))
+        for name in ("exchange", "symbol"):
+            data = data.append_column(name, pa.array([hive.get(name, "")] * data.num_rows))
+        out.append(data)
+    return pa.concat_tables(out) if out else None
