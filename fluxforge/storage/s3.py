@@ -222,11 +222,18 @@ class S3Storage(Storage):
             if not _precondition(exc):
                 raise self._fail("move(claim)", src, exc) from exc
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            head = self.client.get_object(Bucket=self.bucket, Key=key)
+            held_by = head["Body"].read()
         except ClientError as exc:
             if _missing(exc):  # released in between: the other mover finished
                 return None
             raise self._fail("move(claim)", src, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("move(claim)", src, exc) from exc
+        if held_by == body:
+            # our own marker: the first PUT was executed but its answer was lost (timeout,
+            # reset) and botocore's retry got 412 from it
+            return head["ETag"]
         server_now = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
         age = (server_now - head["LastModified"]).total_seconds()
         if age < self.claim_lease_s:

@@ -26,6 +26,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -83,6 +84,7 @@ class FaultProxy:
         hold_s: float = 1.5,
         kinds: tuple[str, ...] = FAULTS,
         min_rate: float = 0.12,
+        rule: Callable[[str, str], str | None] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -90,6 +92,8 @@ class FaultProxy:
         # after the first 10 requests, a fault is forced whenever the running fault share would
         # drop below min_rate: the injected share holds whatever the request count
         self.min_rate = min_rate
+        # rule(method, target) -> a fault kind for that request, or None: targeted faults
+        self.rule = rule
         self.hold_s = hold_s
         self.kinds = kinds
         self.enabled = True
@@ -137,12 +141,20 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ per connection
 
-    def _decide(self, area: str, attempt: int) -> str | None:
+    def _decide(self, area: str, attempt: int, method: str = "", target: str = "") -> str | None:
         with self._lock:
             self.stats.requests += 1
             self.stats.requests_by_area[area] += 1
             if attempt > 1:
                 self.stats.retries += 1
+            if self.rule is not None:
+                kind = self.rule(method, target)
+                if kind is not None:
+                    self.stats.faults[kind] += 1
+                    self.stats.faults_by_area[area] += 1
+                    return kind
+                self.stats.forwarded += 1
+                return None
             st = self.stats
             forced = st.requests > 10 and st.total_faults < self.min_rate * st.requests
             if not self.enabled or (self._rng.random() >= self.rate and not forced):
@@ -165,7 +177,7 @@ class FaultProxy:
                     return
                 method, target, headers, body = req
                 attempt = _attempt(headers)
-                fault = self._decide(_area(target), attempt)
+                fault = self._decide(_area(target), attempt, method, target)
                 if fault in ("500", "503"):
                     code, msg = (
                         ("InternalError", "We encountered an internal error. Please try again.")

@@ -186,3 +186,31 @@ def test_s3_faults_processing_and_lake_writes_identical_to_clean_run(
             "rows": report.rows,
         },
     )
+
+
+def test_s3_faults_claim_marker_answer_lost_still_moves_exactly_once(s3_server, s3_env) -> None:
+    """The claim marker's conditional PUT is executed but its answer is lost: botocore's retry
+    gets 412 from our own marker. The move must still happen (not look 'claimed by someone
+    else', which left the segment in ready/ for the whole lease while later ones ran)."""
+    from fluxforge.config import S3Settings
+    from fluxforge.storage.s3 import CLAIMS_DIR, S3Storage
+
+    bucket = s3_server.bucket("claim-lost")
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="raw/ready/s/seg.ndjson", Body=b"payload\n")
+    held: list[str] = []
+
+    def hold_first_claim(method: str, target: str) -> str | None:
+        if method == "PUT" and CLAIMS_DIR in target and not held:
+            held.append(target)
+            return "timeout"
+        return None
+
+    with FaultProxy(s3_server.endpoint_url, rule=hold_first_claim, hold_s=0.8) as proxy:
+        settings = S3Settings(endpoint_url=proxy.url, region=s3_server.region, **S3_CLIENT)
+        storage = S3Storage(bucket, settings)
+        moved = storage.move("raw/ready/s/seg.ndjson", "raw/processing/s/seg.ndjson")
+    assert held  # the fault was injected
+    assert moved is True
+    keys = set(_objects(client, bucket))
+    assert keys == {"raw/processing/s/seg.ndjson"}  # moved once, no marker left behind
