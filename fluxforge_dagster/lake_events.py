@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -42,16 +43,22 @@ class LakeUpdate:
 class Cursor:
     after: int = 0
     pending: dict[str, Any] = field(default_factory=dict)
+    checked: float = 0.0  # when failed runs were last looked for (epoch s)
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(int(data.get("after", 0)), dict(data.get("pending") or {}))
+        return cls(
+            int(data.get("after", 0)),
+            dict(data.get("pending") or {}),
+            float(data.get("checked", 0.0)),
+        )
 
     def dump(self) -> str:
-        return json.dumps({"after": self.after, "pending": self.pending}, sort_keys=True)
+        data = {"after": self.after, "pending": self.pending, "checked": self.checked}
+        return json.dumps(data, sort_keys=True)
 
 
 def _segments_of(instance: dg.DagsterInstance, run_id: str) -> tuple[str, ...] | None:
@@ -97,6 +104,21 @@ def active_runs(
     return len(
         instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, statuses=statuses))
     )
+
+
+def failed_tag_values(
+    instance: dg.DagsterInstance, job_name: str, tag: str, since: float
+) -> set[str]:
+    """Values of `tag` on runs of `job_name` that failed or were canceled after `since`."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=job_name,
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            updated_after=datetime.fromtimestamp(since, UTC),
+        ),
+        limit=1000,
+    )
+    return {r.tags[tag] for r in runs if tag in r.tags}
 
 
 def last_storage_id(updates: Iterable[LakeUpdate], default: int) -> int:

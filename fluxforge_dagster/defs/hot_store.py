@@ -10,7 +10,8 @@ backfill of old partitions loads nothing the 02:00 rotation would move out again
 of a partition inside the hot window becomes a hot run for that partition with the same segment
 batch (only those parts are read); a backfill or rebuild of a partition (no batch) reloads the
 whole partition. At most one tick every 30 s and one run per partition at a time; batches seen
-meanwhile are merged in the cursor and requested together.
+meanwhile are merged in the cursor and requested together. A hot run that failed (database
+down, ...) makes its partition reload in full next, so no batch is left out of the hot tables.
 
 The DSN is ``hot_store.dsn`` of the config (``FLUXFORGE_HOT_STORE__DSN`` overrides it; ``fluxforge
 up`` sets it to the embedded server it starts). Read when a run starts, so no connection string
@@ -19,6 +20,7 @@ rotation job (``defs/lifecycle.py``).
 """
 
 import logging
+import time
 from datetime import date
 from typing import Any
 
@@ -176,6 +178,12 @@ def evaluate_hot_tick(
     cur.after = lake_events.last_storage_id(updates, cur.after)
     first = hot.window_start(today_in(cfg.lifecycle.timezone), cfg.lifecycle.hot_days).isoformat()
     pending: dict[str, list[str]] = {k: list(v) for k, v in cur.pending.items()}
+    now = time.time()
+    if cur.checked:
+        # a failed hot run's batch is not loaded: reload its whole partition (idempotent)
+        for key in lake_events.failed_tag_values(instance, HOT_JOB, TAG_PARTITION, cur.checked):
+            pending[key] = [WHOLE]
+    cur.checked = now
     skipped = 0
     for u in updates:
         if u.date < first:

@@ -302,6 +302,24 @@ def test_hot_sensor_merges_batches_while_partition_is_busy(lake: Lake):
     assert not evaluate_hot_tick(lake.cfg, lake.instance, freed.cursor).run_requests
 
 
+def test_hot_sensor_reloads_whole_partition_after_a_failed_hot_run(lake: Lake):
+    import json
+
+    first = evaluate_hot_tick(lake.cfg, lake.instance, None)
+    assert first.run_requests[0].run_config["ops"][HOT_ASSET]["config"]["segments"]
+    cursor = json.loads(first.cursor)
+    cursor["checked"] -= 5  # the previous look for failed runs was a few seconds ago
+    run_id = _queued_run(lake.instance, HOT_JOB, {"fluxforge/hot_partition": PARTITION})
+    try:
+        lake.instance.report_run_failed(lake.instance.get_run_by_id(run_id))
+        retry = evaluate_hot_tick(lake.cfg, lake.instance, json.dumps(cursor))
+    finally:
+        lake.instance.delete_run(run_id)
+    (request,) = retry.run_requests
+    assert request.run_config["ops"][HOT_ASSET]["config"]["segments"] == []  # whole partition
+    assert request.partition_key == dg.MultiPartitionKey({"date": DAY, "source": "replay"})
+
+
 # -- hot store -------------------------------------------------------------------------------
 
 
