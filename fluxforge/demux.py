@@ -254,6 +254,14 @@ def _demux_pass(
         res.fast_books.update(kraken_books)
         todo &= ~kraken_taken
         n_data = lines_in = int(taken.sum()) + int(kraken_taken.sum())
+        from fluxforge.demux_okx import fast_okx_bitget_books
+
+        for venue in ("okx", "bitget"):
+            venue_books, venue_taken = fast_okx_bitget_books(venue, buf, starts, ends, todo)
+            res.fast_books.update(venue_books)
+            todo &= ~venue_taken
+            n_data += int(venue_taken.sum())
+            lines_in += int(venue_taken.sum())
 
     for idx in np.flatnonzero(todo).tolist():
         line = data[starts_py[idx] : ends_py[idx]]

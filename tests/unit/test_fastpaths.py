@@ -306,3 +306,135 @@ def test_fastbook_batch_equals_batch_of_its_messages(captures: Path) -> None:
                 assert np.array_equal(value, other), name
             else:
                 assert value == other, name
+
+
+_OKX_ARG = b'"arg":{"channel":"books","instId":"BTC-USDT"}'
+_OKX_ITEM = b'{"asks":[["30243.5","1.2","0","4"]],"bids":[["30243.1","0.5","0","1"]],"ts":"1626992741037","checksum":-123}'  # noqa: E501
+_BG_ARG = b'"arg":{"instType":"mc","channel":"books","instId":"DASHUSDT"}'
+_BG_ITEM = b'{"asks":[["113.42","6.40"]],"bids":[["113.40","1"]],"checksum":-487257069,"ts":"1649290077676"}'  # noqa: E501
+
+
+def _okx(body: bytes) -> bytes:
+    return b"{" + body + b"}"
+
+
+OKX_TRICKY = [
+    _okx(_OKX_ARG + b',"action":"snapshot","data":[' + _OKX_ITEM + b"]"),
+    _okx(b'"action":"update",' + _OKX_ARG + b',"data":[' + _OKX_ITEM + b"]"),
+    _okx(_OKX_ARG + b',"data":[' + _OKX_ITEM + b"]"),  # no action: snapshot
+    _okx(_OKX_ARG + b',"action":"update","data":[' + _OKX_ITEM + b"," + _OKX_ITEM + b"]"),
+    _okx(_OKX_ARG + b',"action":"update","data":[]'),
+    _okx(_OKX_ARG + b',"action":"partial","data":[' + _OKX_ITEM + b"]"),
+    _okx(_OKX_ARG + b',"action":"update","data":[' + _OKX_ITEM + b'],"x":1'),
+    _okx(_OKX_ARG + b',"action":"update","data":[' + _OKX_ITEM + b'],"event":"error"'),
+    _okx(b'"arg":{"channel":"books5","instId":"SOL-USDT"},"data":[' + _OKX_ITEM + b"]"),
+    _okx(b'"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[' + _OKX_ITEM + b"]"),
+    _okx(
+        b'"arg":{"channel":"books","instId":"ETH-USDT","instType":"SPOT"},"data":['
+        + _OKX_ITEM
+        + b"]"
+    ),
+    _okx(b'"arg":{"channel":"books","instId":"../x"},"data":[' + _OKX_ITEM + b"]"),
+    _okx(b'"arg":{"channel":"books","instId":"BTC\\u002dUSDT"},"data":[' + _OKX_ITEM + b"]"),
+    _okx(b'"arg":{"channel":"books"},"data":[' + _OKX_ITEM + b"]"),
+]
+for _item in (
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":0,"seqId":5,"prevSeqId":-1'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":0'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":-123,"seqId":7,"prevSeqId":5'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":2147483648'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":-2147483648'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":"5"'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":null'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":1.5'),
+    _OKX_ITEM.replace(b'"checksum":-123', b'"checksum":-0'),
+    _OKX_ITEM.replace(b',"checksum":-123', b""),
+    _OKX_ITEM.replace(b'"ts":"1626992741037"', b'"ts":1626992741037'),
+    _OKX_ITEM.replace(b'"ts":"1626992741037"', b'"ts":"1626992741"'),
+    _OKX_ITEM.replace(b'"ts":"1626992741037"', b'"ts":"01626992741037"'),
+    _OKX_ITEM.replace(b'"ts":"1626992741037"', b'"ts":"1626992741037.5"'),
+    _OKX_ITEM.replace(b',"ts":"1626992741037"', b""),
+    _OKX_ITEM.replace(b'"asks"', b'"asks":[],"asks"'),
+    _OKX_ITEM.replace(b'["30243.5","1.2","0","4"]', b'["30243.5","1.2",0,4]'),
+    _OKX_ITEM.replace(b'["30243.5","1.2","0","4"]', b'["30243.5"]'),
+    _OKX_ITEM.replace(b'"1.2"', b'"-1.2"'),
+    _OKX_ITEM.replace(b'"30243.5"', b'"0.0"'),
+    _OKX_ITEM.replace(b'"30243.5"', b'"1e5"'),
+    _OKX_ITEM.replace(b'"30243.5"', b'"123456789012345678901"'),
+    _OKX_ITEM.replace(b"[[", b"[ [ ").replace(b"]]", b" ] ]"),
+    _OKX_ITEM.replace(b'"seqId"', b'"seqId"') + b"",
+    _OKX_ITEM[:-1] + b',"seqId":"5"}',
+    _OKX_ITEM[:-1] + b',"extra":1}',
+):
+    OKX_TRICKY.append(_okx(_OKX_ARG + b',"action":"update","data":[' + _item + b"]"))
+
+BITGET_TRICKY = [
+    _okx(b'"action":"snapshot",' + _BG_ARG + b',"data":[' + _BG_ITEM + b"]"),
+    _okx(_BG_ARG + b',"data":[' + _BG_ITEM + b"]"),
+    _okx(
+        b'"action":"update","arg":{"instType":"sp","channel":"books","instId":"BTCUSDT"},'
+        b'"data":[' + _BG_ITEM + b"]"
+    ),
+    _okx(
+        b'"action":"update","arg":{"channel":"books15","instId":"ETHUSDT"},"data":['
+        + _BG_ITEM
+        + b"]"
+    ),
+    _okx(
+        b'"action":"update","arg":{"channel":"books","instId":"BTCUSDT_UMCBL"},"data":['
+        + _BG_ITEM
+        + b"]"
+    ),
+    _okx(
+        b'"action":"update",'
+        + _BG_ARG
+        + b',"data":['
+        + _BG_ITEM.replace(b'"checksum":-487257069', b'"checksum":0,"seq":12')
+        + b"]"
+    ),
+    _okx(
+        b'"action":"update",'
+        + _BG_ARG
+        + b',"data":['
+        + _BG_ITEM.replace(b'"checksum":-487257069', b'"checksum":0')
+        + b"]"
+    ),
+    _okx(
+        b'"action":"update",'
+        + _BG_ARG
+        + b',"data":['
+        + _BG_ITEM.replace(b'"checksum":-487257069', b'"seq":12,"checksum":5')
+        + b"]"
+    ),
+    _okx(b'"action":"update",' + _BG_ARG + b',"data":[' + _BG_ITEM[:-1] + b',"seqId":1}]'),
+    _okx(
+        b'"action":"update",'
+        + _BG_ARG
+        + b',"result":1,"method":"watch_trades","data":['
+        + _BG_ITEM
+        + b"]"
+    ),
+    _okx(b'"action":"update",' + _BG_ARG + b',"data":[' + _BG_ITEM + b"," + _BG_ITEM + b"]"),
+]
+
+
+def test_demux_okx_bitget_fast_path_tricky_lines_equal_exact_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upd_okx = _okx(_OKX_ARG + b',"action":"update","data":[' + _OKX_ITEM + b"]")
+    upd_bg = _okx(b'"action":"update",' + _BG_ARG + b',"data":[' + _BG_ITEM + b"]")
+    lines = [_env(i, "okx", upd_okx) for i in range(3)]
+    lines += [_env(10 + i, "bitget", upd_bg) for i in range(3)]
+    lines += [_env(100 + i, "okx", p) for i, p in enumerate(OKX_TRICKY)]
+    lines += [_env(200 + i, "bitget", p) for i, p in enumerate(BITGET_TRICKY)]
+    lines.append(_env(300, "okx", upd_okx)[:-1] + b" \n")
+    lines.append(_env(301, "bitget", upd_bg, "rest"))
+    lines.append(_env(302, "okx", upd_okx, url="wss://x"))
+    lines.append(_env(303, "bitget", upd_bg).replace(b'"ex":"bitget"', b'"ex":"okx"'))
+    data = b"".join(lines)
+    fast, slow = _both(data, monkeypatch)
+    taken = {key: len(f) for key, f in fast.fast_books.items()}
+    assert taken.get(("okx", "BTC-USDT"), 0) >= 15, taken
+    assert taken.get(("bitget", "DASH-USDT-SWAP"), 0) >= 5, taken
+    _assert_same(fast, slow)
+    assert slow.quarantined >= 15
