@@ -10,12 +10,21 @@ coinbase, kraken, okx, bitget, ...), ``symbols`` (unified, e.g. ``BTC/USDT``), `
 throttle, default true), ``silence_timeout_s``,
 ``backoff_initial_s``, ``backoff_max_s``.
 
-What is recorded is the exchange's own bytes, not ccxt's unified structures: in ws mode every
-frame the connection receives is written verbatim as ``msg`` (hooked where ccxt's client reads
-it, before parsing), whatever ccxt makes of it; in REST mode each response body is written as
-``rest`` with its URL. ``watch_*`` calls only drive the subscriptions; ccxt reconnects by
-resubscribing on the next call. Control records: ``connect`` / ``disconnect`` per websocket
-connection, ``subscribe`` for every request ccxt sends, ``gap`` on every reconnect.
+``record`` chooses what is written:
+
+- ``raw``: the exchange's own bytes. In ws mode every frame the connection receives is written
+  verbatim as ``msg`` (hooked where ccxt's client reads it, before parsing); in REST mode each
+  response body is written as ``rest`` with its URL. Only useful where FluxForge has a native
+  normalizer for the exchange's wire format (``fluxforge.venues``), so it is the default for
+  ws mode on those exchanges.
+- ``unified`` (the default otherwise): each result of a ``watch_*`` / ``fetch_*`` call is written
+  as ``msg`` ``{"method", "symbol", "result": <ccxt unified structure>}``, the shape
+  ``fluxforge.venues.ccxt_unified`` reads for any exchange. REST polling re-fetches the latest
+  trades, so trades already written (same timestamp and id) are left out.
+
+``watch_*`` calls drive the subscriptions; ccxt reconnects by resubscribing on the next call.
+Control records: ``connect`` / ``disconnect`` per websocket connection, ``subscribe`` for every
+request ccxt sends, ``gap`` on every reconnect.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import contextlib
 import logging
 import time
 from typing import Any
+
+import orjson
 
 from fluxforge.config import Config, SourceConfig
 from fluxforge.segments import frame_payload
@@ -63,6 +74,14 @@ class CcxtSource:
         self.markets = src.option("markets")
         self.poll_interval_s = float(src.option("poll_interval_s", 1.0))
         self.rate_limit = bool(src.option("rate_limit", True))
+        from fluxforge.venues import EXCHANGES as NATIVE
+
+        native_ws = self.mode == "ws" and self.default_ex in NATIVE
+        self.record = src.option("record", "raw" if native_ws else "unified")
+        if self.record not in ("raw", "unified"):
+            raise option_error(src, "record", self.record, "raw | unified")
+        # REST trades already written per symbol: (last timestamp, ids seen at that timestamp)
+        self._trade_marks: dict[str, tuple[int, set[str]]] = {}
         self.silence_s, self.backoff = live_settings(src, cfg)
         self.frames = 0
         self.connections = 0
@@ -76,10 +95,37 @@ class CcxtSource:
     # ------------------------------------------------------------------ recording hooks
 
     def _on_frame(self, writer: SegmentWriter, data: Any) -> None:
+        self._last_frame = time.monotonic()
+        if self.record != "raw":
+            return
         raw = data.encode() if isinstance(data, str) else bytes(data)
         writer.append(writer.clock(), frame_payload(raw))
         self.frames += 1
-        self._last_frame = time.monotonic()
+
+    def _on_result(self, writer: SegmentWriter, method: str, symbol: str, result: Any) -> None:
+        """unified mode: one line per call result (new REST trades only)."""
+        if self.record != "unified" or result is None:
+            return
+        if method == "fetch_trades":
+            result = self._new_trades(symbol, result)
+            if not result:
+                return
+        payload = {"method": method, "symbol": symbol, "result": result}
+        writer.append(writer.clock(), orjson.dumps(payload, default=str))
+        self.frames += 1
+
+    def _new_trades(self, symbol: str, trades: list[dict]) -> list[dict]:
+        last_ts, seen = self._trade_marks.get(symbol, (-1, set()))
+        fresh = []
+        for trade in trades:
+            ts, tid = int(trade.get("timestamp") or 0), str(trade.get("id"))
+            if ts > last_ts or (ts == last_ts and tid not in seen):
+                fresh.append(trade)
+        if fresh:
+            top = max(int(t.get("timestamp") or 0) for t in fresh)
+            ids = {str(t.get("id")) for t in trades if int(t.get("timestamp") or 0) == top}
+            self._trade_marks[symbol] = (top, ids | (seen if top == last_ts else set()))
+        return fresh
 
     def _on_connect(self, writer: SegmentWriter, url: str) -> None:
         now = writer.clock()
@@ -144,7 +190,7 @@ class CcxtSource:
                 return super().on_error(client, error)
 
             def on_rest_response(self, code, reason, url, method, headers, body, *rest):
-                if source.mode == "rest":
+                if source.mode == "rest" and source.record == "raw":
                     writer.append_rest(writer.clock(), frame_payload(body or "null"), url)
                     source.frames += 1
                 return super().on_rest_response(code, reason, url, method, headers, body, *rest)
@@ -166,7 +212,8 @@ class CcxtSource:
 
         while not stop.is_set():
             try:
-                await getattr(exchange, method)(symbol, params=dict(self.params))
+                result = await getattr(exchange, method)(symbol, params=dict(self.params))
+                self._on_result(self._writer, method, symbol, result)
                 self.backoff.reset()
             except (ccxt.BaseError, OSError, TimeoutError) as exc:
                 delay = self.backoff.next_delay()
@@ -197,7 +244,9 @@ class CcxtSource:
             for channel in self.channels:
                 for symbol in self.symbols:
                     try:
-                        await getattr(exchange, FETCH[channel])(symbol, params=dict(self.params))
+                        method = FETCH[channel]
+                        result = await getattr(exchange, method)(symbol, params=dict(self.params))
+                        self._on_result(self._writer, method, symbol, result)
                         self.backoff.reset()
                     except (ccxt.BaseError, OSError, TimeoutError) as exc:
                         now = self._writer.clock()

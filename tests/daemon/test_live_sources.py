@@ -191,6 +191,7 @@ def test_ccxt_source_rest_polling_records_response_bodies_and_survives_errors(tm
                 "name": "bnrest",
                 "type": "ccxt",
                 "mode": "rest",
+                "record": "raw",
                 "exchange": "binanceusdm",
                 "symbols": ["SUSHI/USDT:USDT"],
                 "channels": ["trades"],

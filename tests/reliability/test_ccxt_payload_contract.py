@@ -2,11 +2,9 @@
 
 ccxt_unified (and `venues.normalizer_for`, for every ccxt exchange id without a native module)
 parses payloads shaped ``{"method": "watch_*|fetch_*", "symbol": ..., "result": <ccxt unified
-structure>}``. The source (ingestion_daemon/sources/ccxt_source.py) records the exchange's own
-bytes instead: raw websocket frames as ``msg`` and raw REST bodies as ``rest``. This test runs
-the source in REST mode against a local HTTP server and feeds what it wrote to the refinery's
-normalizers. It is a strict xfail while the two sides disagree: when they agree it XPASSes and
-fails, so the marker gets removed.
+structure>}``; the source writes that shape (``record: unified``, the default for REST polling
+and for exchanges without a native normalizer). This test runs the source in REST mode against
+a local HTTP server and feeds what it wrote to the refinery's normalizers.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import asyncio
 from pathlib import Path
 
 import orjson
-import pytest
 
 from fluxforge.events import EventSink, NormalizeError
 from fluxforge.segments import iter_lines, parse_envelope
@@ -107,13 +104,6 @@ def _record_rest_poll(tmp_path: Path) -> list:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ccxt source writes raw exchange bytes (REST body / ws frame), not "
-        '{"method","symbol","result"}: ccxt_unified rejects them'
-    ),
-)
 def test_ccxt_source_payload_when_normalized_is_the_unified_shape(tmp_path: Path) -> None:
     envs = _record_rest_poll(tmp_path)
     data = [e for e in envs if e.kind in ("msg", "rest")]
@@ -143,3 +133,22 @@ def test_ccxt_source_payload_when_normalized_is_the_unified_shape(tmp_path: Path
     )
     assert all(is_ccxt_payload(e.data) for e in data)
     assert set(unified) == {"data"}
+
+
+def test_ccxt_source_rest_trades_are_written_once_across_overlapping_polls() -> None:
+    from fluxforge.config import SourceConfig
+    from ingestion_daemon.sources.ccxt_source import CcxtSource
+
+    src = SourceConfig(name="cx", type="ccxt", exchange="kraken", symbols=["BTC/USD"], mode="rest")
+    source = CcxtSource(src, load({}))
+    assert source.record == "unified"
+
+    def trades(*ids: tuple[int, str]) -> list[dict]:
+        return [{"timestamp": ts, "id": tid} for ts, tid in ids]
+
+    first = source._new_trades("BTC/USD", trades((1, "a"), (2, "b"), (2, "c")))
+    second = source._new_trades("BTC/USD", trades((2, "b"), (2, "c"), (2, "d"), (3, "e")))
+    third = source._new_trades("BTC/USD", trades((2, "d"), (3, "e")))
+    assert [t["id"] for t in first] == ["a", "b", "c"]
+    assert [t["id"] for t in second] == ["d", "e"]
+    assert third == []
