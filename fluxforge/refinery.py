@@ -229,7 +229,20 @@ def process_ready(
     segments a killed run left in processing/)."""
     if recover:
         release_processing(cfg)
-    claimed = [ref for ref in list_segments(cfg, "ready") if claim(cfg, ref)]
+    claimed: list[SegmentRef] = []
+    held: set[str] = set()
+    for ref in list_segments(cfg, "ready"):
+        if ref.source in held:
+            continue
+        if claim(cfg, ref):
+            claimed.append(ref)
+        else:
+            # another worker holds this segment: later ones of the source start from its book
+            # state, so they wait for a later run
+            log.info(
+                "%s: claimed elsewhere; holding back the later segments of %s", ref, ref.source
+            )
+            held.add(ref.source)
     return process_claimed(cfg, claimed, progress=progress)
 
 

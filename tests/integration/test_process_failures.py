@@ -116,3 +116,30 @@ def test_process_recover_releases_segment_of_killed_run(tmp_path: Path) -> None:
     assert report.segments == [f"fuzz/{SEGMENT}"] and report.failed == []
     assert _parts(root) == _parts(clean)
     assert not list(stuck.glob("segment_*"))
+
+
+def test_process_ready_segment_claimed_elsewhere_holds_back_later_segments_of_its_source(
+    tmp_path, monkeypatch
+) -> None:
+    from fluxforge import refinery
+    from fluxforge.config import config_from_dict
+    from fluxforge.segments import encode_envelope
+    from fluxforge.storage import Layout, LocalStorage
+
+    cfg = config_from_dict({"storage": {"backend": "local", "base_dir": str(tmp_path)}}, environ={})
+    layout, store = Layout.of(cfg.storage.etl_input), LocalStorage(tmp_path)
+    for n in (1, 2, 3):
+        line = encode_envelope(1_700_000_000_000_000_000 + n, "s", "coinbase", n, "msg", b"{}")
+        store.write_bytes(layout.segment("ready", "s", f"segment_20231114T22_{n:05d}.ndjson"), line)
+    real_claim = refinery.claim
+
+    def claim(cfg_, ref):  # another worker wins the race for the second segment
+        return False if ref.name.endswith("_00002.ndjson") else real_claim(cfg_, ref)
+
+    monkeypatch.setattr(refinery, "claim", claim)
+    report = refinery.process_ready(cfg)
+    assert [s.rsplit("/", 1)[-1] for s in report.segments] == ["segment_20231114T22_00001.ndjson"]
+    assert [r.name for r in refinery.list_segments(cfg, "ready")] == [
+        "segment_20231114T22_00002.ndjson",
+        "segment_20231114T22_00003.ndjson",
+    ]
