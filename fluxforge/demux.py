@@ -254,10 +254,13 @@ def _demux_pass(
         res.fast_books.update(kraken_books)
         todo &= ~kraken_taken
         n_data = lines_in = int(taken.sum()) + int(kraken_taken.sum())
+        from fluxforge.demux_binance import FUTURES, SPOT, fast_binance_depth
         from fluxforge.demux_okx import fast_okx_bitget_books
 
-        for venue in ("okx", "bitget"):
-            venue_books, venue_taken = fast_okx_bitget_books(venue, buf, starts, ends, todo)
+        scanners = [(v, fast_okx_bitget_books) for v in ("okx", "bitget")]
+        scanners += [(v, fast_binance_depth) for v in FUTURES + SPOT]
+        for venue, scanner in scanners:
+            venue_books, venue_taken = scanner(venue, buf, starts, ends, todo)
             res.fast_books.update(venue_books)
             todo &= ~venue_taken
             n_data += int(venue_taken.sum())
@@ -482,6 +485,7 @@ class FastBook:
     # integrity fields of the other venues' shapes (None: the default of every message)
     first_id: np.ndarray | None = None  # int64[n], -1 = none
     prev_id: np.ndarray | None = None  # int64[n], -1 = none
+    from_rest: np.ndarray | None = None  # bool[n]: an exchange REST snapshot
     checksum: np.ndarray | None = None  # int64[n] venue checksum, 0 where has_checksum is False
     has_checksum: np.ndarray | None = None  # bool[n]
     checksum_kind: str | None = None  # of every message with a checksum
@@ -513,6 +517,7 @@ class FastBook:
             final_id=self.final_id[start:end],
             first_id=_part(self.first_id, start, end),
             prev_id=_part(self.prev_id, start, end),
+            from_rest=_part(self.from_rest, start, end),
             checksum=None if has_ck is None else _part(self.checksum, start, end),
             checksum_kind=None if has_ck is None else self.checksum_kind,
             chain=self.chain,
@@ -540,6 +545,7 @@ class FastBook:
                 checksum=int(self.checksum[i]) if has_ck else None,  # type: ignore[index]
                 checksum_kind=self.checksum_kind if has_ck else None,
                 chain=self.chain, depth=self.depth,
+                from_rest=self.from_rest is not None and bool(self.from_rest[i]),
             )  # fmt: skip
             out.append((int(self.line[i]), msg))
         return out
@@ -547,8 +553,8 @@ class FastBook:
 
 def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBook | None:
     """`fast` plus per-line messages of the same instrument, in line order, as columns; None
-    when a per-line message carries what the columns cannot (other channel/product, ids,
-    checksums, venue depth, REST origin)."""
+    when a per-line message carries what the columns cannot (other channel/product, chain or
+    venue depth, a checksum of another kind or where the columns carry none)."""
     if not msgs:
         return fast
     for _, m in msgs:
@@ -557,11 +563,8 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
             or m.venue_symbol != fast.venue_symbol
             or m.chain != fast.chain
             or m.depth != fast.depth
-            or m.from_rest
             or (m.checksum is not None and (fast.has_checksum is None or m.checksum_kind is None))
             or (m.checksum is not None and m.checksum_kind != fast.checksum_kind)
-            or (m.first_id != -1 and fast.first_id is None)
-            or (m.prev_id != -1 and fast.prev_id is None)
         ):
             return None
     lines = np.concatenate([fast.line, [ln for ln, _ in msgs]]).astype(np.int64)
@@ -595,10 +598,14 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
     def cat(a: np.ndarray, attr: str) -> np.ndarray:
         return np.concatenate([a, [getattr(m, attr) for _, m in msgs]]).astype(a.dtype)[order]
 
-    del n_fast
-
-    def opt(a: np.ndarray | None, values: list[int | bool]) -> np.ndarray | None:
-        return None if a is None else np.concatenate([a, values]).astype(a.dtype)[order]
+    def opt(
+        a: np.ndarray | None, values: list[Any], fill: int | bool = -1, dtype: Any = np.int64
+    ) -> np.ndarray | None:
+        if a is None:
+            if all(v == fill for v in values):
+                return None
+            a = np.full(n_fast, fill, dtype)  # the default of every fast message
+        return np.concatenate([a, values]).astype(a.dtype)[order]
 
     return FastBook(
         exchange=fast.exchange,
@@ -617,8 +624,9 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
         size=all_sz.take(take),
         first_id=opt(fast.first_id, [m.first_id for _, m in msgs]),
         prev_id=opt(fast.prev_id, [m.prev_id for _, m in msgs]),
-        checksum=opt(fast.checksum, [m.checksum or 0 for _, m in msgs]),
-        has_checksum=opt(fast.has_checksum, [m.checksum is not None for _, m in msgs]),
+        from_rest=opt(fast.from_rest, [m.from_rest for _, m in msgs], False, bool),
+        checksum=opt(fast.checksum, [m.checksum or 0 for _, m in msgs], 0),
+        has_checksum=opt(fast.has_checksum, [m.checksum is not None for _, m in msgs], False, bool),
         checksum_kind=fast.checksum_kind,
         chain=fast.chain,
         depth=fast.depth,

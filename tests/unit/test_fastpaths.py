@@ -156,6 +156,23 @@ def _assert_same(fast: Any, slow: Any) -> None:
         (ln, m) for ln, m in slow.books_by_instrument_all()
     ]
     assert fast.ctl == slow.ctl
+    # what the refinery feeds the book kernel: the columns merged with the per-line messages
+    from fluxforge.book import BookBatch
+    from fluxforge.demux import merge_columns
+
+    want = slow.books_by_instrument()
+    per_line = fast.books_by_instrument()
+    for key, book in fast.fast_books.items():
+        merged = merge_columns(book, per_line.get(key, []))
+        if merged is not None:
+            assert merged.to_messages() == want[key]
+            got, exact = (
+                merged.batch(0, len(merged)),
+                BookBatch.from_messages([m for _, m in want[key]]),
+            )
+            for name, value in vars(exact).items():
+                if isinstance(value, np.ndarray):
+                    assert np.array_equal(value, getattr(got, name)), (key, name)
 
 
 def test_demux_fast_paths_every_capture_equal_exact_path(
@@ -438,3 +455,64 @@ def test_demux_okx_bitget_fast_path_tricky_lines_equal_exact_path(
     assert taken.get(("bitget", "DASH-USDT-SWAP"), 0) >= 5, taken
     _assert_same(fast, slow)
     assert slow.quarantined >= 15
+
+
+_BN = (
+    b'{"stream":"sushiusdt@depth@100ms","data":{"e":"depthUpdate","E":1626992741037,'
+    b'"T":1626992741024,"s":"SUSHIUSDT","U":10,"u":12,"pu":9,"b":[["7.5040","813"]],'
+    b'"a":[["7.6150","1563"]]}}'
+)
+BINANCE_TRICKY = [
+    _BN.replace(b'"E":1626992741037,', b""),
+    _BN.replace(b'"E":1626992741037', b'"E":"1626992741037"'),
+    _BN.replace(b'"E":1626992741037', b'"E":null'),
+    _BN.replace(b'"E":1626992741037', b'"E":1626992741'),
+    _BN.replace(b'"pu":9,', b""),
+    _BN.replace(b'"pu":9', b'"pu":-1'),
+    _BN.replace(b'"U":10', b'"U":13'),
+    _BN.replace(b'"U":10', b'"U":"10"'),
+    _BN.replace(b'"u":12', b'"u":99999999999999999999'),
+    _BN.replace(b'"T":1626992741024,', b'"T":1626992741024,"ps":"SUSHIUSDT",'),
+    _BN.replace(b'"T":1626992741024,', b'"x":1,'),
+    _BN.replace(b'"b":[["7.5040","813"]]', b'"b":[]'),
+    _BN.replace(b'"b":[["7.5040","813"]]', b'"b":[["7.5040",813]]'),
+    _BN.replace(b'"b":[["7.5040","813"]]', b'"b":[["0","813"]]'),
+    _BN.replace(b'"b":[["7.5040","813"]],', b""),
+    _BN.replace(b'"s":"SUSHIUSDT"', b'"s":"SUSHI\\u0055SDT"'),
+    _BN.replace(b'"s":"SUSHIUSDT"', b'"s":"../x"'),
+    _BN.replace(b'"s":"SUSHIUSDT"', b'"s":"AKROUSDT"'),
+    _BN.replace(b'"e":"depthUpdate"', b'"e":"depthUpdatex"'),
+    _BN.replace(b"sushiusdt@depth@100ms", b"akrousdt@depth5@100ms").replace(b"SUSHI", b"AKRO"),
+    _BN.replace(b'"stream":"sushiusdt@depth@100ms",', b""),
+    _BN.replace(b'{"stream"', b'{"id":1,"stream"'),
+    _BN.replace(b'"data":{"e"', b'"data" : { "e"'),
+]
+
+
+def test_demux_binance_fast_path_tricky_lines_equal_exact_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [_env(i, "binanceusdm", _BN) for i in range(3)]
+    lines += [_env(10 + i, "binance", _BN) for i in range(3)]
+    lines += [_env(100 + i, "binanceusdm", p) for i, p in enumerate(BINANCE_TRICKY)]
+    lines += [_env(200 + i, "binance", p) for i, p in enumerate(BINANCE_TRICKY)]
+    rest = orjson.dumps({"lastUpdateId": 11, "bids": [["7.5", "2"]], "asks": [["7.7", "1"]]})
+    url = "https://fapi.binance.com/fapi/v1/depth?symbol=SUSHIUSDT&limit=1000"
+    lines.insert(2, _env(50, "binanceusdm", rest, "rest", url))
+    lines.insert(5, _env(51, "binance", rest, "rest", url))
+    data = b"".join(lines)
+    fast, slow = _both(data, monkeypatch)
+    taken = {key: len(f) for key, f in fast.fast_books.items()}
+    assert taken.get(("binanceusdm", "SUSHI-USDT"), 0) >= 5, taken
+    assert taken.get(("binance", "SUSHI-USDT"), 0) >= 5, taken
+    _assert_same(fast, slow)
+    assert slow.quarantined >= 10
+    # per-line REST snapshots merge into the columns of their instrument
+    from fluxforge.demux import merge_columns
+
+    for ex in ("binanceusdm", "binance"):
+        msgs = slow.books_by_instrument()[(ex, "SUSHI-USDT")]
+        fast_msgs = fast.books_by_instrument().get((ex, "SUSHI-USDT"), [])
+        merged = merge_columns(fast.fast_books[(ex, "SUSHI-USDT")], fast_msgs)
+        assert merged is not None
+        assert merged.to_messages() == msgs

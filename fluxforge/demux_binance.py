@@ -1,0 +1,308 @@
+"""Columnar fast path for Binance ``depthUpdate`` events in combined-stream frames.
+
+One numba pass checks the lines against exactly the rules of
+``fluxforge.venues.binance._depth_update`` and records byte spans, as the Coinbase scanner in
+``fluxforge.demux`` does. Accepted shape (anything else, including escapes, JSON numbers for
+prices/sizes, null, unknown or duplicate keys, is left to the per-line path)::
+
+    {"ts":N,"src":"..","ex":"binance|binanceus|binanceusdm|binancecoinm","seq":N,"kind":"msg",
+     "data":{"stream":"..","data":{"e":"depthUpdate","E":ms,"T":int,"s":"SYM","U":int,
+             "u":int,"pu":int,"ps":"..","b":[levels],"a":[levels]}}}   (any key order)
+    level = ["price", "size"(, "string"...)]
+
+A stream that names a partial-depth stream (``<sym>@depth5``...) is left to the per-line path
+(it is a top-N snapshot there). Futures need ``pu`` (chain binance_futures); spot ignores it
+(chain binance_spot, prev id -1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+from fluxforge.demux import (
+    _LC,
+    _RC,
+    _SIDE_WORDS,
+    FastBook,
+    _eq,
+    _grow,
+    _int,
+    _key,
+    _levels_scan,
+    _lit,
+    _next,
+    _safe_symbol,
+    _spans,
+    _str,
+    _ws,
+)
+from fluxforge.events import CHAIN_BINANCE_FUTURES, CHAIN_BINANCE_SPOT, NormalizeError
+
+_HEAD = np.frombuffer(b'{"ts":', np.uint8).copy()
+_SRC = np.frombuffer(b',"src":"', np.uint8).copy()
+_KIND = np.frombuffer(b',"kind":"msg","data":', np.uint8).copy()
+FUTURES = ("binanceusdm", "binancecoinm")
+SPOT = ("binance", "binanceus")
+_EX = {ex: np.frombuffer(f',"ex":"{ex}","seq":'.encode(), np.uint8).copy() for ex in FUTURES + SPOT}
+_WORDS = tuple(
+    np.frombuffer(w, np.uint8).copy()
+    for w in (
+        b"stream", b"data", b"e", b"E", b"T", b"s", b"U", b"u", b"pu", b"ps", b"b", b"a",
+        b"depthUpdate",
+    )
+)  # fmt: skip
+_MS_MIN = 1_000_000_000_000
+_MS_MAX = 4_102_444_800_000
+# msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e
+_M_COLS = 11
+
+
+@njit(cache=True)
+def _event(buf, p, end, row, lv, n_lv, words, futures, out):
+    """The inner depthUpdate object at p ('{'); fills out[3:7], out[9:11]. Returns
+    (position after, lv, n_lv); position -1 when not the plain shape."""
+    k_e, k_E, k_T, k_s = words[2], words[3], words[4], words[5]
+    k_U, k_u, k_pu, k_ps, k_b, k_a = words[6], words[7], words[8], words[9], words[10], words[11]
+    v_depth = words[12]
+    p = _ws(buf, p + 1, end)
+    seen = 0
+    while True:
+        ks, ke, p = _key(buf, p, end)
+        if p < 0:
+            return -1, lv, n_lv
+        if _eq(buf, ks, ke, k_e) and not seen & 1:
+            seen |= 1
+            q = _str(buf, p, end)
+            if q < 0 or not _eq(buf, p + 1, q, v_depth):
+                return -1, lv, n_lv
+            p = q + 1
+        elif _eq(buf, ks, ke, k_E) and not seen & 2:
+            seen |= 2
+            v, p = _int(buf, p, end)
+            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+                return -1, lv, n_lv
+            out[3] = v * 1_000_000
+        elif _eq(buf, ks, ke, k_T) and not seen & 4:
+            seen |= 4
+            _v, p = _int(buf, p, end)  # ignored by the normalizer
+        elif _eq(buf, ks, ke, k_s) and not seen & 8:
+            seen |= 8
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1, lv, n_lv
+            out[9], out[10] = p + 1, q
+            p = q + 1
+        elif _eq(buf, ks, ke, k_U) and not seen & 16:
+            seen |= 16
+            out[4], p = _int(buf, p, end)
+        elif _eq(buf, ks, ke, k_u) and not seen & 32:
+            seen |= 32
+            out[5], p = _int(buf, p, end)
+        elif _eq(buf, ks, ke, k_pu) and not seen & 64:
+            seen |= 64
+            v, p = _int(buf, p, end)
+            out[6] = v if futures else -1
+        elif _eq(buf, ks, ke, k_ps) and not seen & 128:
+            seen |= 128
+            q = _str(buf, p, end)  # COIN-M pair: ignored by the normalizer
+            p = -1 if q < 0 else q + 1
+        elif _eq(buf, ks, ke, k_b) and not seen & 256:
+            seen |= 256
+            p, n_lv, lv = _levels_scan(buf, p, end, row, 0, lv, n_lv, 2, _SIDE_WORDS)
+        elif _eq(buf, ks, ke, k_a) and not seen & 512:
+            seen |= 512
+            p, n_lv, lv = _levels_scan(buf, p, end, row, 1, lv, n_lv, 2, _SIDE_WORDS)
+        else:
+            return -1, lv, n_lv
+        if p < 0:
+            return -1, lv, n_lv
+        p, done = _next(buf, p, end)
+        if p < 0:
+            return -1, lv, n_lv
+        if done:
+            break
+    need = 1 | 2 | 8 | 16 | 32 | 256 | 512 | (64 if futures else 0)
+    if (seen & need) != need or out[4] > out[5]:
+        return -1, lv, n_lv
+    if not futures:
+        out[6] = -1
+    return p, lv, n_lv
+
+
+@njit(cache=True)
+def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacity):
+    k_stream, k_data = words[0], words[1]
+    n = len(starts)
+    ok = np.zeros(n, np.bool_)
+    msg = np.empty((1024, _M_COLS), np.int64)
+    n_msg = 0
+    lv = np.empty((capacity, 6), np.int64)
+    n_lv = 0
+    out = np.zeros(_M_COLS, np.int64)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        s, end = starts[i], ends[i]
+        p = _lit(buf, s, end, head)
+        if p < 0:
+            continue
+        ts, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, src)
+        if p < 0:
+            continue
+        q = _str(buf, p - 1, end)
+        if q < 0:
+            continue
+        p = _lit(buf, q + 1, end, exk)
+        if p < 0:
+            continue
+        seq, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, kind)
+        if p < 0 or p >= end or buf[p] != _LC:
+            continue
+        p = _ws(buf, p + 1, end)
+        mark = n_lv
+        seen = 0
+        bad = False
+        out[:] = -1
+        out[3] = ts  # no "E": the receive time
+        while True:
+            ks, ke, p = _key(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+                seen |= 1
+                q = _str(buf, p, end)
+                if q < 0:
+                    bad = True
+                    break
+                out[7], out[8] = p + 1, q
+                p = q + 1
+            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+                seen |= 2
+                if p >= end or buf[p] != _LC:
+                    bad = True
+                    break
+                p, lv, n_lv = _event(buf, p, end, n_msg, lv, n_lv, words, futures, out)
+                if p < 0:
+                    bad = True
+                    break
+            else:
+                bad = True
+                break
+            p, done = _next(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if done:
+                break
+        if not bad:
+            p = _ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+        if bad:
+            n_lv = mark
+            continue
+        msg = _grow(msg, n_msg)
+        msg[n_msg, 0] = i
+        msg[n_msg, 1] = ts
+        msg[n_msg, 2] = seq
+        msg[n_msg, 3:] = out[3:]
+        n_msg += 1
+        ok[i] = True
+    return ok, msg[:n_msg], lv[:n_lv]
+
+
+def fast_binance_depth(
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> tuple[dict[tuple[str, str], FastBook], np.ndarray]:
+    """Binance depthUpdate lines of `exchange` among the `todo` lines -> FastBooks per
+    instrument and the mask of the lines taken; every other line is left to the per-line
+    path."""
+    n = len(starts)
+    none = np.zeros(n, dtype=bool)
+    if n == 0 or not todo.any():
+        return {}, none
+    futures = exchange in FUTURES
+    ok, msg, lv = _scan(
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _WORDS, futures,
+        4096 + len(buf) // 256,
+    )  # fmt: skip
+    if not ok.any():
+        return {}, none
+    from fluxforge.venues import binance
+
+    msg_line = msg[:, 0]
+    # a partial-depth stream name makes the line a top-N snapshot: not this path
+    streams = _spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
+    stream_ok = np.array(
+        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()]
+        + [False],
+        dtype=bool,
+    )
+    msg_ok = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    sym_arr = _spans(buf, msg[:, 9], msg[:, 10]).dictionary_encode()
+    codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    raws = sym_arr.dictionary.to_pylist()
+    symbols: list[str | None] = []
+    for raw in raws:
+        try:
+            sym: str | None = binance._symbol_of(raw)
+        except (NormalizeError, TypeError):
+            sym = None
+        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
+    msg_ok &= np.array([s is not None for s in symbols] + [False], dtype=bool)[codes]
+    by_symbol: dict[str, list[int]] = {}
+    for c in np.unique(codes[msg_ok]).tolist():
+        by_symbol.setdefault(symbols[c], []).append(c)  # type: ignore[arg-type]
+    for cs in by_symbol.values():
+        if len(cs) > 1:
+            msg_ok &= ~np.isin(codes, cs)
+    ok[msg_line[~msg_ok]] = False
+    if not ok.any():
+        return {}, none
+
+    row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
+    order = np.lexsort((np.arange(len(row_of)), side, row_of))
+    order = order[msg_ok[row_of[order]]]
+    row_sorted = row_of[order]
+    side_sorted = side[order]
+    price_sorted = _spans(buf, lv[order, 2], lv[order, 3], large=True)
+    size_sorted = _spans(buf, lv[order, 4], lv[order, 5], large=True)
+    counts = np.bincount(row_sorted, minlength=len(msg))
+    starts_lv = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    out: dict[tuple[str, str], FastBook] = {}
+    for c in sorted(np.unique(codes[msg_ok]).tolist()):
+        sym = symbols[c]
+        assert sym is not None
+        sel = np.flatnonzero(msg_ok & (codes == c))
+        lens = counts[sel]
+        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+        lvl_idx = np.repeat(starts_lv[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
+        take = pa.array(lvl_idx, pa.int64())
+        out[(exchange, sym)] = FastBook(
+            exchange=exchange,
+            symbol=sym,
+            venue_symbol=raws[c],
+            channel="depth",
+            line=msg_line[sel] + 1,
+            ts_event=msg[sel, 3],
+            ts_recv=msg[sel, 1],
+            seq=msg[sel, 2],
+            is_snapshot=np.zeros(len(sel), dtype=bool),
+            level_offsets=offsets,
+            side=side_sorted[lvl_idx],
+            price=price_sorted.take(take),
+            size=size_sorted.take(take),
+            final_id=msg[sel, 5],
+            first_id=msg[sel, 4],
+            prev_id=msg[sel, 6],
+            chain=CHAIN_BINANCE_FUTURES if futures else CHAIN_BINANCE_SPOT,
+        )
+    return out, ok
