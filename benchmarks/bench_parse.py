@@ -15,11 +15,15 @@ benchmarks/bench_book.py.
 DuckDB side: ``read_json(format='newline_delimited')`` with its own schema detection,
 materialized to Arrow, ``threads=1``.
 
-    uv run python benchmarks/bench_parse.py [--mb 60] [--repeat 3] [--shape mix|coinbase|advanced]
+    uv run python benchmarks/bench_parse.py [--mb 60] [--repeat 3] [--shape SHAPE] [--mem]
 
 Shapes: ``mix`` all five venues; ``coinbase`` the Coinbase Exchange capture alone; ``advanced``
 the same Coinbase data re-shaped as Advanced Trade frames (the live feed and the synthetic
-default source).
+default source); ``kraken``, ``okx``, ``bitget``, ``binance`` one venue's captures alone.
+
+Rates are given twice: wall clock, and CPU time of this process (``time.process_time``), the
+per-core figure that stays meaningful when the machine is shared. ``--mem`` instead runs the
+FluxForge side once and prints the process's peak RSS (run it alone for a clean figure).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from fluxforge.demux import cast_prices, demux_segment, gc_paused, split_by_part
 from fluxforge.segments import encode_envelope, frame_payload  # noqa: E402
 
 SEGMENT = "segment_20231114T22_00001.ndjson"
+SHAPES = ("mix", "coinbase", "advanced", "kraken", "okx", "bitget", "binance")
+_PREFIX = {"kraken": "KRAKEN", "okx": "OKX", "bitget": "BITGET", "binance": "BINANCE"}
 HOUR_NS = 3_600_000_000_000
 BASE_TS = 1_699_999_200_000_000_000  # 2023-11-14T22:00:00Z
 
@@ -98,7 +104,7 @@ def build_segment(mb: float, shape: str) -> bytes:
         p
         for p in sorted(captures_dir().glob("*/*"))
         if ".ws." in p.name or ".http." in p.name
-        if shape == "mix" or p.name.startswith("COINBASE")
+        if shape == "mix" or p.name.startswith(_PREFIX.get(shape, "COINBASE"))
     ]
     if not files:
         raise SystemExit(f"no captures under {captures_dir()} (set FLUXFORGE_CAPTURES)")
@@ -178,44 +184,64 @@ def duckdb_read_json(path: Path) -> int:
     return table.num_rows
 
 
-def best_of(fn, arg, repeat: int) -> tuple[float, object]:
-    best, result = float("inf"), None
+def best_of(fn, arg, repeat: int) -> tuple[float, float, object]:
+    """(best wall seconds, best CPU seconds, result)."""
+    best, best_cpu, result = float("inf"), float("inf"), None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn(arg)
         best = min(best, time.perf_counter() - t0)
-    return best, result
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return best, best_cpu, result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=60.0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--shape", choices=("mix", "coinbase", "advanced"), default="mix")
+    ap.add_argument("--shape", choices=SHAPES, default="mix")
+    ap.add_argument("--mem", action="store_true", help="peak RSS of one FluxForge run only")
     args = ap.parse_args()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
 
     data = build_segment(args.mb, args.shape)
     mb = len(data) / 1e6
+    if args.mem:
+        import resource
+
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+        info = fluxforge_columns(data)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+        print(
+            f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={args.shape}: peak RSS"
+            f" {peak:,.0f} MB (before the run, segment in memory: {base:,.0f} MB)"
+        )
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / SEGMENT
         path.write_bytes(data)
         fluxforge_columns(data[:200_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
-        t_ff, info = best_of(fluxforge_columns, data, args.repeat)
-        t_env, _ = best_of(envelope_only, data, args.repeat)
-        t_db, db_rows = best_of(duckdb_read_json, path, args.repeat)
+        t_ff, c_ff, info = best_of(fluxforge_columns, data, args.repeat)
+        t_env, c_env, _ = best_of(envelope_only, data, args.repeat)
+        t_db, c_db, db_rows = best_of(duckdb_read_json, path, args.repeat)
 
-    print(f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={args.shape}")
+    print(f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={args.shape}  (MB/s wall | CPU)")
     print(
-        f"  fluxforge demux -> columns : {mb / t_ff:7.1f} MB/s  ({info['lines'] / t_ff / 1e3:,.0f}k"
-        f" lines/s; {info['trade_quote_rows']:,} trade/quote rows, {info['book_msgs']:,} book"
-        f" msgs ({info['fast_msgs']:,} columnar), {info['book_levels']:,} levels,"
-        f" {info['quarantined']} quarantined)"
+        f"  fluxforge demux -> columns : {mb / t_ff:7.1f} | {mb / c_ff:7.1f} MB/s"
+        f"  ({info['lines'] / c_ff / 1e3:,.0f}k lines/s CPU; {info['trade_quote_rows']:,}"
+        f" trade/quote rows, {info['book_msgs']:,} book msgs ({info['fast_msgs']:,} columnar),"
+        f" {info['book_levels']:,} levels, {info['quarantined']} quarantined)"
     )
-    print(f"  orjson envelope loop only  : {mb / t_env:7.1f} MB/s  (ceiling of any per-line path)")
-    print(f"  duckdb read_json (1 thread): {mb / t_db:7.1f} MB/s  ({db_rows:,} rows)")
-    print(f"  ratio fluxforge / duckdb   : {t_db / t_ff:7.2f}x")
+    print(
+        f"  orjson envelope loop only  : {mb / t_env:7.1f} | {mb / c_env:7.1f} MB/s"
+        "  (ceiling of any per-line path)"
+    )
+    print(
+        f"  duckdb read_json (1 thread): {mb / t_db:7.1f} | {mb / c_db:7.1f} MB/s"
+        f"  ({db_rows:,} rows)"
+    )
+    print(f"  ratio fluxforge / duckdb   : {t_db / t_ff:7.2f} | {c_db / c_ff:7.2f} x")
 
 
 if __name__ == "__main__":
