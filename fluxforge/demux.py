@@ -3,10 +3,12 @@ symbol, date).
 
 Two paths, same result:
 
-- Columnar fast path for the bulk of the main venue: Coinbase book lines (Exchange
-  ``l2update``/``snapshot``, Advanced Trade ``l2_data``) are checked and cut into byte spans by
-  one numba pass over the segment and reach the book kernel as columns (see the section
-  "columnar fast path" below). A line it does not fully understand is left to:
+- Columnar fast paths for the high-volume book lines: Coinbase (Exchange ``l2update``/
+  ``snapshot``, Advanced Trade ``l2_data``, below), Kraken ``book-N`` (``demux_kraken``), OKX
+  and Bitget book pushes (``demux_okx``) and Binance ``depthUpdate`` (``demux_binance``) are
+  checked and cut into byte spans by numba passes over the segment and reach the book kernel
+  as columns (``FastBook``, see the section "columnar fast path" below). A line a scanner does
+  not fully understand is left to:
 - the per-line path: one ``orjson`` parse per line (``parse_envelope``) and one call into the
   venue's ``normalize``, which appends plain strings/ints to column lists (``EventSink``).
 
@@ -51,7 +53,7 @@ _PRICE_COLUMNS = {
     "trades": ("price", "size"),
     "quotes": ("bid_px", "bid_sz", "ask_px", "ask_sz", "last"),
 }
-FAST_PATH = True  # columnar path for Coinbase book lines (tests switch it off to compare)
+FAST_PATH = True  # columnar paths for book lines (tests switch them off to compare)
 _RAW_KEEP = 1 << 20  # a quarantined line is kept whole up to 1 MiB, then cut (reason says so)
 
 
@@ -245,6 +247,8 @@ def _demux_pass(
     ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
     todo = ends > starts
     starts_py, ends_py = starts.tolist(), ends.tolist()  # empty lines are not messages
+    # pre-validated lines the loop appends itself (venue, then the normalizer's values)
+    quick: dict[int, tuple] = {}
     if fast and not poison:
         res.fast_books, taken = fast_coinbase_books(buf, starts, ends)
         todo &= ~taken
@@ -265,8 +269,22 @@ def _demux_pass(
             todo &= ~venue_taken
             n_data += int(venue_taken.sum())
             lines_in += int(venue_taken.sum())
+        from fluxforge.demux_binance import quick_book_tickers
+
+        for venue in FUTURES + SPOT:
+            for idx, row in quick_book_tickers(venue, data, buf, starts, ends, todo).items():
+                quick[idx] = (venue, *row)
 
     for idx in np.flatnonzero(todo).tolist():
+        if quick:
+            row = quick.get(idx)
+            if row is not None:  # a Binance bookTicker: one quote and one top, as binance.py
+                ex, sym, raw, uid, bid_px, bid_sz, ask_px, ask_sz, ts_event, ts, seq = row
+                sink.quote(ex, sym, raw, ts_event, ts, bid_px, bid_sz, ask_px, ask_sz, None, seq)
+                tops.append(TopOfBook(ex, sym, uid, bid_px, bid_sz, ask_px, ask_sz, ts))
+                lines_in += 1
+                n_data += 1
+                continue
         line = data[starts_py[idx] : ends_py[idx]]
         if line.isspace():
             continue

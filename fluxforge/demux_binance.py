@@ -26,6 +26,7 @@ from fluxforge.demux import (
     _RC,
     _SIDE_WORDS,
     FastBook,
+    _decimal,
     _eq,
     _grow,
     _int,
@@ -306,3 +307,214 @@ def fast_binance_depth(
             chain=CHAIN_BINANCE_FUTURES if futures else CHAIN_BINANCE_SPOT,
         )
     return out, ok
+
+
+# ---------------------------------------------------------------- bookTicker
+# A bookTicker line gives one quote row and one TopOfBook, which the per-line path appends in
+# line order. The scanner only pre-validates the line and records its spans; the demux loop
+# then appends the same row and top itself at the line's turn (no orjson, no normalizer).
+_TICKER_WORDS = tuple(
+    np.frombuffer(w, np.uint8).copy()
+    for w in (b"stream", b"data", b"e", b"u", b"s", b"b", b"B", b"a", b"A", b"T", b"E",
+              b"bookTicker")
+)  # fmt: skip
+_T_COLS = 16  # u, E ns, s s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq
+
+
+@njit(cache=True)
+def _ticker_event(buf, p, end, words, out):
+    k_e, k_u, k_s, k_b, k_B, k_a, k_A, k_T, k_E = (
+        words[2], words[3], words[4], words[5], words[6], words[7], words[8], words[9], words[10]
+    )  # fmt: skip
+    v_ticker = words[11]
+    p = _ws(buf, p + 1, end)
+    seen = 0
+    while True:
+        ks, ke, p = _key(buf, p, end)
+        if p < 0:
+            return -1
+        if _eq(buf, ks, ke, k_e) and not seen & 1:
+            seen |= 1
+            q = _str(buf, p, end)
+            if q < 0 or not _eq(buf, p + 1, q, v_ticker):
+                return -1
+            p = q + 1
+        elif _eq(buf, ks, ke, k_u) and not seen & 2:
+            seen |= 2
+            out[0], p = _int(buf, p, end)
+        elif _eq(buf, ks, ke, k_E) and not seen & 4:
+            seen |= 4
+            v, p = _int(buf, p, end)
+            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+                return -1
+            out[1] = v * 1_000_000
+        elif _eq(buf, ks, ke, k_T) and not seen & 8:
+            seen |= 8
+            _v, p = _int(buf, p, end)
+        else:
+            col = -1
+            bit = 0
+            if _eq(buf, ks, ke, k_s):
+                col, bit = 2, 16
+            elif _eq(buf, ks, ke, k_b):
+                col, bit = 4, 32
+            elif _eq(buf, ks, ke, k_B):
+                col, bit = 6, 64
+            elif _eq(buf, ks, ke, k_a):
+                col, bit = 8, 128
+            elif _eq(buf, ks, ke, k_A):
+                col, bit = 10, 256
+            if col < 0 or seen & bit:
+                return -1
+            seen |= bit
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1
+            if col > 2 and not _decimal(buf, p + 1, q, False):
+                return -1
+            out[col], out[col + 1] = p + 1, q
+            p = q + 1
+        if p < 0:
+            return -1
+        p, done = _next(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            break
+    if seen | 4 | 8 != 511:  # E and T optional, the rest required
+        return -1
+    return p
+
+
+@njit(cache=True)
+def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
+    k_stream, k_data = words[0], words[1]
+    n = len(starts)
+    ok = np.zeros(n, np.bool_)
+    info = np.zeros((n, _T_COLS), np.int64)
+    out = np.zeros(_T_COLS, np.int64)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        s, end = starts[i], ends[i]
+        p = _lit(buf, s, end, head)
+        if p < 0:
+            continue
+        ts, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, src)
+        if p < 0:
+            continue
+        q = _str(buf, p - 1, end)
+        if q < 0:
+            continue
+        p = _lit(buf, q + 1, end, exk)
+        if p < 0:
+            continue
+        seq, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, kind)
+        if p < 0 or p >= end or buf[p] != _LC:
+            continue
+        p = _ws(buf, p + 1, end)
+        out[:] = -1
+        out[14] = ts
+        out[15] = seq
+        out[1] = ts  # no "E": the receive time
+        seen = 0
+        bad = False
+        while True:
+            ks, ke, p = _key(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+                seen |= 1
+                q = _str(buf, p, end)
+                if q < 0:
+                    bad = True
+                    break
+                out[12], out[13] = p + 1, q
+                p = q + 1
+            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+                seen |= 2
+                if p >= end or buf[p] != _LC:
+                    bad = True
+                    break
+                p = _ticker_event(buf, p, end, words, out)
+                if p < 0:
+                    bad = True
+                    break
+            else:
+                bad = True
+                break
+            p, done = _next(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if done:
+                break
+        if not bad:
+            p = _ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+        if bad:
+            continue
+        info[i] = out
+        ok[i] = True
+    return ok, info
+
+
+def quick_book_tickers(
+    exchange: str, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+    todo: np.ndarray,
+) -> dict[int, tuple[str, str, int, str, str, str, str, int, int, int]]:  # fmt: skip
+    """Line index -> (symbol, venue symbol, update id, bid px, bid sz, ask px, ask sz,
+    ts_event, ts_recv, seq) for the bookTicker lines of `exchange` the normalizer surely
+    accepts, with the very values it would produce."""
+    if not len(starts) or not todo.any():
+        return {}
+    ok, info = _scan_tickers(
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TICKER_WORDS
+    )
+    if not ok.any():
+        return {}
+    from fluxforge.venues import binance
+
+    out: dict[int, tuple[str, str, int, str, str, str, str, int, int, int]] = {}
+    symbols: dict[str, str | None] = {}
+    streams: dict[str, bool] = {}
+    for i in np.flatnonzero(ok).tolist():
+        r = info[i].tolist()
+        raw = data[r[2] : r[3]].decode("ascii")  # the scanner checked: ASCII, no escapes
+        stream = data[r[12] : r[13]].decode("ascii")
+        good = streams.get(stream)
+        if good is None:
+            good = streams[stream] = binance._PARTIAL_DEPTH_RE.fullmatch(stream) is None
+        if not good:
+            continue
+        sym = symbols.get(raw, "")
+        if sym == "":
+            try:
+                sym = binance._symbol_of(raw)
+            except (NormalizeError, TypeError):
+                sym = None
+            if sym is not None and not _safe_symbol(sym):
+                sym = None
+            symbols[raw] = sym
+        if sym is None:
+            continue
+        out[i] = (
+            sym,
+            raw,
+            r[0],
+            data[r[4] : r[5]].decode("ascii"),
+            data[r[6] : r[7]].decode("ascii"),
+            data[r[8] : r[9]].decode("ascii"),
+            data[r[10] : r[11]].decode("ascii"),
+            r[1],
+            r[14],
+            r[15],
+        )
+    return out

@@ -516,3 +516,56 @@ def test_demux_binance_fast_path_tricky_lines_equal_exact_path(
         merged = merge_columns(fast.fast_books[(ex, "SUSHI-USDT")], fast_msgs)
         assert merged is not None
         assert merged.to_messages() == msgs
+
+
+_BT = (
+    b'{"stream":"sushiusdt@bookTicker","data":{"e":"bookTicker","u":600859600576,'
+    b'"s":"SUSHIUSDT","b":"7.6110","B":"2","a":"7.6120","A":"297","T":1626992741012,'
+    b'"E":1626992741017}}'
+)
+TICKER_TRICKY = [
+    _BT.replace(b',"E":1626992741017', b""),
+    _BT.replace(b'"T":1626992741012,', b""),
+    _BT.replace(b'"E":1626992741017', b'"E":"1626992741017"'),
+    _BT.replace(b'"E":1626992741017', b'"E":16269927410'),
+    _BT.replace(b'"e":"bookTicker",', b""),
+    _BT.replace(b'"b":"7.6110"', b'"b":7.611'),
+    _BT.replace(b'"b":"7.6110"', b'"b":"0"'),
+    _BT.replace(b'"b":"7.6110"', b'"b":""'),
+    _BT.replace(b'"b":"7.6110"', b'"b":"-1"'),
+    _BT.replace(b'"B":"2"', b'"B":"1.1234567890123456789"'),
+    _BT.replace(b'"B":"2"', b'"B":"123456789012345678901"'),
+    _BT.replace(b'"A":"297"', b'"A":"2\\u00397"'),
+    _BT.replace(b'"u":600859600576', b'"u":-1'),
+    _BT.replace(b'"u":600859600576,', b""),
+    _BT.replace(b'"s":"SUSHIUSDT"', b'"s":"../x"'),
+    _BT.replace(b'"s":"SUSHIUSDT"', b'"s":"BTCUSD_PERP"'),
+    _BT.replace(b'"s":"SUSHIUSDT",', b'"s":"SUSHIUSDT","s":"X",'),
+    _BT.replace(b'"T":1626992741012', b'"T":1626992741012,"x":null'),
+    _BT.replace(b'"a":"7.6120","A":"297"', b'"A":"297","a":"7.6120"'),
+    _BT.replace(b"sushiusdt@bookTicker", b"sushiusdt@depth10"),
+    _BT.replace(b'{"stream":"sushiusdt@bookTicker","data":', b'{"data":'),
+    _BT.replace(b'"data":{"e"', b'"data" :  {"e"'),
+]
+
+
+def test_demux_binance_book_ticker_quick_path_equals_exact_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fluxforge.demux_binance import quick_book_tickers
+
+    lines = [_env(i, "binanceusdm", _BT) for i in range(3)]
+    lines += [_env(10 + i, "binance", _BT) for i in range(2)]
+    lines += [_env(100 + i, "binanceusdm", p) for i, p in enumerate(TICKER_TRICKY)]
+    lines += [_env(200 + i, "binancecoinm", p) for i, p in enumerate(TICKER_TRICKY)]
+    data = b"".join(lines)
+    buf = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    todo = np.ones(len(starts), dtype=bool)
+    assert len(quick_book_tickers("binanceusdm", data, buf, starts, ends, todo)) >= 8
+    assert len(quick_book_tickers("binance", data, buf, starts, ends, todo)) == 2
+    fast, slow = _both(data, monkeypatch)
+    _assert_same(fast, slow)
+    assert fast.quotes.num_rows >= 25
+    assert slow.quarantined >= 6
