@@ -656,6 +656,9 @@ def _part(a: np.ndarray | None, start: int, end: int) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------- numba line scanner
+# The primitives below are also compiled into the scanners of demux_kraken/_okx/_binance.
+# numba's on-disk cache (cache=True) is keyed on each function's own file only: after changing
+# a primitive here, delete fluxforge/__pycache__/demux_*.nbi/.nbc so those recompile.
 _Q = 34  # "
 _BS = 92  # backslash
 _LB = 91  # [
