@@ -201,7 +201,9 @@ def trades_outside_book(
     q = q.filter((pl.col("bid_px") > 0) & (pl.col("ask_px") > 0))
     if q.is_empty():
         return Finding(True, detail="no two-sided quotes")
-    j = t.sort("ts_recv").join_asof(q.sort("ts_recv"), on="ts_recv", by=key or None)
+    j = t.sort("ts_recv").join_asof(
+        q.sort("ts_recv"), on="ts_recv", by=key or None, check_sortedness=False
+    )
     bad = j.filter(
         pl.col("bid_px").is_not_null()
         & (

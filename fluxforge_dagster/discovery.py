@@ -11,8 +11,11 @@ per source. Segment names sort in write order and never repeat (SPEC §2), so:
   got committed (the cursor is committed together with the runs): it is re-requested, in
   batches formed the same way, so the run key is the same and Dagster dedupes it if the run
   did get launched;
-* a ``processing`` segment at or below the cursor belongs to a launched run (in flight,
-  retrying, or failed and reported).
+* a ``processing`` segment at or below the cursor belongs to a launched run: in flight, or
+  held by a run that failed without handing it back (a crashed or interrupted worker). Held
+  segments are requested again under a ``#retryN`` key, up to ``MAX_HELD_RETRIES`` times per
+  segment; after that they are only reported. Reprocessing replaces a segment's parts, so a
+  retry never writes anything twice.
 
 A batch holds consecutive segments of one source and one UTC date (one partition), at most
 ``max_per_run`` of them. Its run key is the identity of its first and last segment.
@@ -28,6 +31,7 @@ from typing import Protocol
 from fluxforge.segments import parse_segment_name
 
 MAX_BATCHES_PER_TICK = 10
+MAX_HELD_RETRIES = 3
 
 
 class SegmentLike(Protocol):
@@ -42,8 +46,9 @@ class Batch:
     source: str
     date: str
     names: tuple[str, ...]
-    orphan: bool = False  # already in processing/ (claimed by an uncommitted tick)
-    attempt: int = 0  # > 0: holds segments put back to ready/ after a failed run
+    orphan: bool = False  # already in processing/ (uncommitted tick, or held by a failed run)
+    attempt: int = 0  # > 0: a retry (segments put back to ready/, or held by a failed run)
+    held: bool = False  # segments of a failed run, still in processing/
 
     @property
     def run_key(self) -> str:
@@ -61,9 +66,10 @@ class Batch:
 class Cursor:
     last: dict[str, str] = field(default_factory=dict)  # source -> highest claimed segment
     retries: dict[str, int] = field(default_factory=dict)  # source -> retry batches so far
+    held: dict[str, int] = field(default_factory=dict)  # "source/name" -> held-retries so far
 
     def copy(self) -> Cursor:
-        return Cursor(dict(self.last), dict(self.retries))
+        return Cursor(dict(self.last), dict(self.retries), dict(self.held))
 
 
 @dataclass
@@ -82,10 +88,11 @@ def parse_cursor(text: str | None) -> Cursor:
         data = {}
     if not isinstance(data, dict):
         data = {}
-    last, retries = data.get("last") or {}, data.get("retries") or {}
+    last, retries, held = data.get("last") or {}, data.get("retries") or {}, data.get("held") or {}
     return Cursor(
         {str(k): str(v) for k, v in last.items() if isinstance(v, str)},
         {str(k): int(v) for k, v in retries.items() if isinstance(v, int)},
+        {str(k): int(v) for k, v in held.items() if isinstance(v, int)},
     )
 
 
@@ -93,6 +100,7 @@ def dump_cursor(cursor: Cursor) -> str:
     data = {
         "last": dict(sorted(cursor.last.items())),
         "retries": dict(sorted(cursor.retries.items())),
+        "held": dict(sorted(cursor.held.items())),
     }
     return json.dumps(data, separators=(",", ":"))
 
@@ -101,15 +109,17 @@ def _date(name: str) -> str:
     return parse_segment_name(name).date
 
 
-def _chunk(source: str, names: Iterable[str], max_per_run: int, orphan: bool) -> Iterable[Batch]:
+def _chunk(
+    source: str, names: Iterable[str], max_per_run: int, orphan: bool, held: bool = False
+) -> Iterable[Batch]:
     run: list[str] = []
     for name in sorted(names, key=parse_segment_name):
         if run and (len(run) >= max_per_run or _date(run[0]) != _date(name)):
-            yield Batch(source, _date(run[0]), tuple(run), orphan)
+            yield Batch(source, _date(run[0]), tuple(run), orphan, held=held)
             run = []
         run.append(name)
     if run:
-        yield Batch(source, _date(run[0]), tuple(run), orphan)
+        yield Batch(source, _date(run[0]), tuple(run), orphan, held=held)
 
 
 def _group(refs: Iterable[SegmentLike]) -> dict[str, list[str]]:
@@ -130,8 +140,10 @@ def plan_batches(
     max_per_run: int,
     sources: Collection[str],
     max_batches: int = MAX_BATCHES_PER_TICK,
+    held: Sequence[SegmentLike] = (),
 ) -> Plan:
-    """Batches to request this tick, oldest first per source; orphans before new segments."""
+    """Batches to request this tick, oldest first per source: segments held by failed runs,
+    then orphans, then new segments. `held` comes from ``held_by_failed_runs``."""
     if max_per_run < 1:
         raise ValueError(f"max_segments_per_run={max_per_run}: must be >= 1")
     notes: list[str] = []
@@ -145,8 +157,19 @@ def plan_batches(
     new = cursor.copy()
     ready_by = _group(r for r in ready if r.source in sources)
     proc_by = _group(r for r in processing if r.source in sources)
+    held_by = _group(r for r in held if r.source in sources)
+    in_processing = {f"{r.source}/{r.name}" for r in processing}
+    new.held = {k: v for k, v in cursor.held.items() if k in in_processing}
+    given_up = []
     for source in sorted(set(ready_by) | set(proc_by)):
         mark = cursor.last.get(source)
+        retry = []
+        for n in held_by.get(source, []):
+            if new.held.get(f"{source}/{n}", 0) < MAX_HELD_RETRIES:
+                retry.append(n)
+            else:
+                given_up.append(n)
+        batches.extend(_chunk(source, retry, max_per_run, orphan=True, held=True))
         orphans = [n for n in proc_by.get(source, []) if _above(n, mark)]
         batches.extend(_chunk(source, orphans, max_per_run, orphan=True))
         batches.extend(_chunk(source, ready_by.get(source, []), max_per_run, orphan=False))
@@ -164,11 +187,19 @@ def plan_batches(
     numbered = []
     for b in chosen:
         mark = cursor.last.get(b.source)
-        if not b.orphan and any(not _above(n, mark) for n in b.names):
+        if b.held or (not b.orphan and any(not _above(n, mark) for n in b.names)):
             attempt = new.retries.get(b.source, 0) + 1
             new.retries[b.source] = attempt
-            b = Batch(b.source, b.date, b.names, b.orphan, attempt)
+            b = Batch(b.source, b.date, b.names, b.orphan, attempt, b.held)
+            if b.held:
+                for n in b.names:
+                    new.held[f"{b.source}/{n}"] = new.held.get(f"{b.source}/{n}", 0) + 1
         numbered.append(b)
+    if given_up:
+        notes.append(
+            f"{len(given_up)} segments stay in processing/ after {MAX_HELD_RETRIES} failed "
+            f"runs (fix the cause, then re-execute the last run): {given_up[:5]}"
+        )
     return Plan(numbered, new, notes, deferred)
 
 
@@ -184,7 +215,7 @@ def commit(plan: Plan, claimed: Mapping[tuple[str, str], bool]) -> Plan:
         lost.extend(n for n in b.names if n not in names)
         if not names:
             continue
-        batches.append(Batch(b.source, b.date, names, b.orphan, b.attempt))
+        batches.append(Batch(b.source, b.date, names, b.orphan, b.attempt, b.held))
         if _above(names[-1], cursor.last.get(b.source)):
             cursor.last[b.source] = names[-1]
     notes = list(plan.notes)

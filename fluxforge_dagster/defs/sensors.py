@@ -78,8 +78,16 @@ def evaluate_tick(
     ready = [r for r in refinery.list_segments(cfg, "ready") if r.source not in waiting]
     processing = refinery.list_segments(cfg, "processing")
     mark = discovery.parse_cursor(cursor)
+    held = []
+    if instance is not None and processing:
+        held = discovery.held_by_failed_runs(
+            processing,
+            mark,
+            _ranges(instance, [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]),
+            _ranges(instance, _ACTIVE),
+        )
     plan = discovery.plan_batches(
-        ready, processing, mark, cfg.dagster.max_segments_per_run, sources
+        ready, processing, mark, cfg.dagster.max_segments_per_run, sources, held=held
     )
     claimed = {
         (b.source, name): refinery.claim(cfg, refinery.SegmentRef(b.source, name))
@@ -89,18 +97,6 @@ def evaluate_tick(
     }
     plan = discovery.commit(plan, claimed)
     notes = list(plan.notes)
-    if instance is not None and processing:
-        stuck = discovery.held_by_failed_runs(
-            processing,
-            plan.cursor,
-            _ranges(instance, [dg.DagsterRunStatus.FAILURE]),
-            _ranges(instance, _ACTIVE),
-        )
-        if stuck:
-            notes.append(
-                f"{len(stuck)} segments stay in processing/ after their run failed "
-                f"(re-execute the failed run to retry): {[r.name for r in stuck[:5]]}"
-            )
     new_cursor = discovery.dump_cursor(plan.cursor)
     if not plan.batches:
         where = f"{cfg.storage.etl_input.base_dir}/{cfg.storage.etl_input.paths.raw_dir}"

@@ -97,3 +97,17 @@ def test_held_by_failed_runs_reports_only_unowned_segments():
     assert held_by_failed_runs([a, b], cursor, failed, []) == [a, b]
     assert held_by_failed_runs([a, b], cursor, failed, [("s", b.name, b.name)]) == [a]
     assert held_by_failed_runs([a, b], Cursor(), failed, []) == []
+
+
+def test_plan_batches_held_segments_retried_with_counter_then_given_up():
+    a, b = seg("20260101T00", 1), seg("20260101T00", 2)
+    cursor = Cursor({"s": b.name})
+    plan = plan_batches([], [a, b], cursor, 5, ["s"], held=[a, b])
+    assert [x.names for x in plan.batches] == [(a.name, b.name)]
+    assert plan.batches[0].run_key.endswith("#retry1") and plan.batches[0].orphan
+    assert plan.cursor.held == {f"s/{a.name}": 1, f"s/{b.name}": 1}
+    spent = Cursor({"s": b.name}, {}, {f"s/{a.name}": 3, f"s/{b.name}": 3})
+    done = plan_batches([], [a, b], spent, 5, ["s"], held=[a, b])
+    assert done.batches == [] and "after 3 failed runs" in done.notes[0]
+    # archived segments drop out of the counters
+    assert plan_batches([], [], spent, 5, ["s"]).cursor.held == {}

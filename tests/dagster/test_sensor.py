@@ -81,15 +81,24 @@ def test_sensor_segment_put_back_to_ready_retried_under_new_run_key(tick, tmp_pa
     assert json.loads(retry.cursor)["retries"] == {"replay": 1}
 
 
-def test_sensor_segments_of_failed_run_reported_in_skip_reason(tick):
+def test_sensor_segments_held_by_failed_run_retried_then_reported(tick):
     first = tick(None)
     req = first.run_requests[0]
-    # a run that failed for good (retries exhausted) still holds its segments in processing/
+    names = req.run_config["ops"]["refinery"]["config"]["segments"]
+    # the run's worker died (Ctrl-C, kill): it failed without handing its segments back
     failed = dg.DagsterRun(
         job_name="refinery_job", run_id="f" * 32, status=dg.DagsterRunStatus.FAILURE, tags=req.tags
     )
     tick.instance.add_run(failed)
-    later = tick(first.cursor)
-    names = req.run_config["ops"]["refinery"]["config"]["segments"]
-    assert "after their run failed" in later.skip_message
-    assert names[0] in later.skip_message
+    retry = tick(first.cursor)
+    assert [r.run_config["ops"]["refinery"]["config"]["segments"] for r in retry.run_requests] == [
+        names
+    ]
+    assert retry.run_requests[0].run_key.endswith("#retry1")
+    cursor = json.loads(retry.cursor)
+    assert cursor["held"] == {f"replay/{n}": 1 for n in names}
+    # after MAX_HELD_RETRIES failed attempts the segments are only reported
+    cursor["held"] = {k: 3 for k in cursor["held"]}
+    given_up = tick(json.dumps(cursor))
+    assert given_up.run_requests == []
+    assert "after 3 failed runs" in given_up.skip_message and names[0] in given_up.skip_message
