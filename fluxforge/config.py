@@ -201,7 +201,8 @@ class HotStoreConfig(_Model):
 
 
 class TieringConfig(_Model):
-    warm_dir: str = "./fluxforge_data/warm"
+    # None: "{etl_storage_output.base_dir}/warm" when the lake is local (set it otherwise)
+    warm_dir: str | None = None
     cold: LayerStorage | None = None
     warm_after_s: float = Field(default=0.0, ge=0)
     cold_after_s: float = Field(default=7 * 86400.0, ge=0)

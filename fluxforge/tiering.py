@@ -130,13 +130,27 @@ class TierReport:
 # tiers
 
 
+def resolve_warm_dir(cfg: Config) -> Path:
+    """``tiering.warm_dir``, else ``warm/`` under a local lake's root (never the current
+    directory implicitly: two configs must not share a manifest by accident)."""
+    if cfg.tiering.warm_dir:
+        return Path(cfg.tiering.warm_dir).expanduser().resolve()
+    out = cfg.storage.etl_output
+    if out.backend == "local":
+        return Path(out.base_dir).expanduser().resolve() / "warm"
+    raise ValueError(
+        "tiering.warm_dir is not set and the lake (etl_storage_output) is on S3: "
+        "set tiering.warm_dir to a local disk directory for the warm tier"
+    )
+
+
 class Tiers:
     """The three storages and their layouts, opened once."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         inp = cfg.storage.etl_input
-        self.warm_dir = Path(cfg.tiering.warm_dir).expanduser().resolve()
+        self.warm_dir = resolve_warm_dir(cfg)
         self.storages: dict[str, Storage] = {
             "hot": open_storage(inp),
             "warm": LocalStorage(self.warm_dir),
@@ -306,7 +320,7 @@ def _row_location(row: sqlite3.Row) -> SegmentLocation:
 
 
 def manifest_path(cfg: Config) -> Path:
-    return Path(cfg.tiering.warm_dir).expanduser().resolve() / MANIFEST_NAME
+    return resolve_warm_dir(cfg) / MANIFEST_NAME
 
 
 @contextlib.contextmanager

@@ -283,3 +283,17 @@ def test_restore_brings_a_tiered_day_back_then_tier_removes_the_copies(setup) ->
     for loc in locs:
         assert not archive_path(root / "hot", loc.source, loc.name).exists()
     assert [loc.tier for loc in tiering.locate(cfg, "venue-a", "2024-01-01")] == ["cold", "cold"]
+
+
+def test_resolve_warm_dir_defaults_under_a_local_lake_and_demands_one_for_s3(tmp_path) -> None:
+    from fluxforge.config import config_from_dict
+
+    local = config_from_dict({"storage": {"base_dir": str(tmp_path / "lake")}}, environ={})
+    assert tiering.resolve_warm_dir(local) == (tmp_path / "lake" / "warm").resolve()
+    s3 = config_from_dict(
+        {"storage": {"etl_storage_output": {"backend": "s3", "base_dir": "bucket"}}}, environ={}
+    )
+    with pytest.raises(ValueError, match=r"tiering\.warm_dir"):
+        tiering.resolve_warm_dir(s3)
+    given = config_from_dict({"tiering": {"warm_dir": str(tmp_path / "w")}}, environ={})
+    assert tiering.resolve_warm_dir(given) == (tmp_path / "w").resolve()
