@@ -150,12 +150,6 @@ def test_end_to_end_replay_sensor_runs_equal_fluxforge_process(drained):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="fluxforge.refinery.rebuild differs from the original processing on the full "
-    "captures (Bitget DASH-USDT-SWAP book_epoch, extra/missing parts): a library regression "
-    "seen at 12:57 UTC; the GraphQL backfill on a smaller replay (test_stack.py) is identical",
-    strict=False,
-)
 def test_backfill_partitions_rebuilt_from_archive_identical(drained):
     root, cfg, segments, via_cli = drained
     # every (date, source) partition rebuilt from the archived raw segments, one run per
