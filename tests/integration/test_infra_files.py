@@ -733,6 +733,8 @@ _WILDCARD_OK = {
     "infra/compose.yaml",
     "infra/.env.example",
     "infra/README.md",
+    # asserts that an explicit host override is honoured (and that nothing else is wildcard)
+    "tests/reliability/test_bind_loopback.py",
 }
 
 
