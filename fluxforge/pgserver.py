@@ -255,3 +255,16 @@ def hot_dsn(cfg) -> Iterator[str]:
     finally:
         if not was_running:
             server.stop("fast")
+
+
+def running_hot_dsn(cfg) -> str | None:
+    """The hot store DSN for readers: ``hot_store.dsn``, else the embedded server's when it is
+    already running (``fluxforge up``); None otherwise. Never starts a server."""
+    if cfg.hot_store.dsn:
+        return cfg.hot_store.dsn
+    if not cfg.hot_store.embedded:
+        return None
+    server = embedded_server(cfg)
+    if not (server.initialized() and server.running()):
+        return None
+    return server.dsn_for(cfg.hot_store.database)

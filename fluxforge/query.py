@@ -93,9 +93,14 @@ class BookAt:
             "exchange": self.exchange,
             "symbol": self.symbol,
             "ts": self.ts,
-            "bids": [[str(p), str(s)] for p, s in self.bids],
-            "asks": [[str(p), str(s)] for p, s in self.asks],
+            "bids": [[_plain(p), _plain(s)] for p, s in self.bids],
+            "asks": [[_plain(p), _plain(s)] for p, s in self.asks],
         }
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal without the lake's 18-digit scale padding: 64999.980000... -> 64999.98."""
+    return format(value.normalize(), "f")
 
 
 class Reader:
@@ -105,10 +110,14 @@ class Reader:
         self.cfg = cfg
         self.storage = storage or open_storage(cfg.storage.etl_output)
         self.layout = Layout.of(cfg.storage.etl_output)
-        if hot is None and cfg.hot_store.dsn:
-            from fluxforge.hot import HotStore
+        if hot is None:
+            from fluxforge.pgserver import running_hot_dsn
 
-            hot = HotStore(cfg.hot_store.dsn, cfg.lifecycle.hot_intervals)
+            dsn = running_hot_dsn(cfg)
+            if dsn:
+                from fluxforge.hot import HotStore
+
+                hot = HotStore(dsn, cfg.lifecycle.hot_intervals)
         self.hot = hot
         self._fs: Any = None
 
@@ -249,6 +258,14 @@ class Reader:
         while day <= ns_to_date(t1):
             if day in hot_days:
                 tbl = self.hot.read(table, exchange, symbol, day, col, t0, t1)
+                # the hot store may trail the lake (segments are loaded in receive order after
+                # they are refined): the lake supplies what arrived after its last row
+                tail = [(col, ">=", t0), (col, "<=", t1)]
+                if tbl.num_rows:
+                    tail.append(("ts_recv", ">", pc.max(tbl["ts_recv"]).as_py()))
+                rest = self._read(table, exchange, symbol, day, filters=tail)
+                if rest.num_rows:
+                    tbl = pa.concat_tables([tbl, rest], promote_options="permissive")
             else:
                 tbl = self._read(
                     table, exchange, symbol, day, filters=[(col, ">=", t0), (col, "<=", t1)]

@@ -93,14 +93,14 @@ def _gaps(cfg: Config, days: int) -> list[dict[str, Any]]:
 
 
 def _hot(cfg: Config) -> dict[str, Any] | None:
-    if not cfg.hot_store.dsn:
-        return None
+    from fluxforge.hot import table_sizes
+    from fluxforge.pgserver import running_hot_dsn
+
     try:
-        from fluxforge.hot import table_sizes
-    except ImportError:
-        return None
-    try:
-        return table_sizes(cfg.hot_store.dsn)
+        dsn = running_hot_dsn(cfg)
+        if dsn is None:
+            return None
+        return table_sizes(dsn, cfg.lifecycle.hot_intervals)
     except Exception as exc:  # an unreachable server is a status, not a crash
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -139,7 +139,14 @@ def render(status: dict[str, Any]) -> str:
         else:
             lines.append("  (none)")
     hot = status["hot_tables"]
-    lines.append(f"hot tables: {hot if hot is not None else 'not configured'}")
+    if hot is None:
+        lines.append("hot tables: none (no hot_store.dsn and no embedded server running)")
+    elif "error" in hot:
+        lines.append(f"hot tables: {hot['error']}")
+    else:
+        lines.append("hot tables (rows per day):")
+        for table, days in hot.items():
+            lines.append(f"  {table}: " + ", ".join(f"{d} {n}" for d, n in days.items()))
     lines.append(f"gaps (last days): {len(status['open_gaps'])}")
     for gap in status["open_gaps"][-10:]:
         lines.append(

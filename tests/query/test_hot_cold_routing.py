@@ -91,3 +91,29 @@ def test_bars_straddling_hot_and_cold_have_no_duplicate_or_hole(two_day_lake, pg
     for a, b in zip(routed["vwap"].to_pylist(), lake_only["vwap"].to_pylist(), strict=True):
         assert abs(Decimal(str(a)) - Decimal(str(b))) <= Decimal("1e-6") * Decimal(str(b))
     assert date.fromtimestamp(routed["ts"][0].as_py() // 10**9) < today
+
+
+def test_trades_when_hot_store_trails_the_lake_come_from_both_without_hole(
+    two_day_lake, pg_db: str
+) -> None:
+    from fluxforge import lake
+    from fluxforge.hot import HotStore
+    from fluxforge.storage import open_storage
+
+    cfg, (day1, day2) = two_day_lake
+    start, end = day1 - 3600 * 10**9, day2 + 3600 * 10**9
+    lake_only = Reader(cfg).trades("okx", "BTC-USDT", start, end)
+    today = datetime.fromtimestamp(day2 // 10**9, tz=UTC).date()
+    store = open_storage(cfg.storage.etl_output)
+    hot = HotStore(pg_db, cfg.lifecycle.hot_intervals)
+    hot.ensure_schema()
+    # only the first half of day 2's trades reached the hot store so far
+    part = [k for k in lake.list_parts(store, "trades") if f"date={today}" in k]
+    assert len(part) == 1
+    rows = lake.read_part(store, part[0], "trades")
+    half = rows.slice(0, rows.num_rows // 2)
+    hot.load("trades", today, hot.prepare(half, "trades", "okx", "BTC-USDT"))
+    assert 0 < hot.count("trades", today) < rows.num_rows
+    reader = Reader(cfg, hot=hot)
+    routed = reader.trades("okx", "BTC-USDT", start, end)
+    assert routed.equals(lake_only)
