@@ -747,6 +747,36 @@ def _str(buf, p, end):
 
 
 @njit(cache=True)
+def _envelope(buf, s, end, head, src, exk, kind, opener):
+    """The envelope of the line at [s, end) up to its payload, in the writer's fixed key order
+    (`head` ts `src` "..." `exk` seq `kind`, the last literal ending in ``"data":``), then the
+    payload's first byte `opener`. Returns (position after the opener and blanks, ts, seq);
+    the position is -1 when the line does not fit (the per-line path takes it)."""
+    p = _lit(buf, s, end, head)
+    if p < 0:
+        return -1, 0, 0
+    ts, p = _int(buf, p, end)
+    if p < 0:
+        return -1, 0, 0
+    p = _lit(buf, p, end, src)
+    if p < 0:
+        return -1, 0, 0
+    q = _str(buf, p - 1, end)
+    if q < 0:
+        return -1, 0, 0
+    p = _lit(buf, q + 1, end, exk)
+    if p < 0:
+        return -1, 0, 0
+    seq, p = _int(buf, p, end)
+    if p < 0:
+        return -1, 0, 0
+    p = _lit(buf, p, end, kind)
+    if p < 0 or p >= end or buf[p] != opener:
+        return -1, 0, 0
+    return _ws(buf, p + 1, end), ts, seq
+
+
+@njit(cache=True)
 def _decimal(buf, s, e, positive):
     """venues.common fast decimal: [0-9]{1,20}(.[0-9]{1,18})?, and > 0 when `positive`."""
     n_int = 0
@@ -1177,28 +1207,9 @@ def _scan_lines(buf, starts, ends, words, heads, at_keys, capacity):
     for i in range(n):
         s, end = starts[i], ends[i]
         mark_lv, mark_msg = n_lv, n_msg
-        p = _lit(buf, s, end, env_head)
+        p, ts, seq = _envelope(buf, s, end, env_head, env_src, env_ex, env_kind, _LC)
         if p < 0:
             continue
-        ts, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, env_src)
-        if p < 0:
-            continue
-        q = _str(buf, p - 1, end)
-        if q < 0:
-            continue
-        p = _lit(buf, q + 1, end, env_ex)
-        if p < 0:
-            continue
-        seq, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, env_kind)
-        if p < 0 or p >= end or buf[p] != _LC:
-            continue
-        p = _ws(buf, p + 1, end)
         bad = False
         ks, ke, v = _key(buf, p, end)
         if v >= 0 and _eq(buf, ks, ke, k_channel):

@@ -27,12 +27,12 @@ from fluxforge.demux import (
     _SIDE_WORDS,
     FastBook,
     _decimal,
+    _envelope,
     _eq,
     _grow,
     _int,
     _key,
     _levels_scan,
-    _lit,
     _next,
     _safe_symbol,
     _spans,
@@ -146,28 +146,9 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p = _lit(buf, s, end, head)
+        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
         if p < 0:
             continue
-        ts, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = _str(buf, p - 1, end)
-        if q < 0:
-            continue
-        p = _lit(buf, q + 1, end, exk)
-        if p < 0:
-            continue
-        seq, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, kind)
-        if p < 0 or p >= end or buf[p] != _LC:
-            continue
-        p = _ws(buf, p + 1, end)
         mark = n_lv
         seen = 0
         bad = False
@@ -397,28 +378,9 @@ def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p = _lit(buf, s, end, head)
+        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
         if p < 0:
             continue
-        ts, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = _str(buf, p - 1, end)
-        if q < 0:
-            continue
-        p = _lit(buf, q + 1, end, exk)
-        if p < 0:
-            continue
-        seq, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, kind)
-        if p < 0 or p >= end or buf[p] != _LC:
-            continue
-        p = _ws(buf, p + 1, end)
         out[:] = -1
         out[14] = ts
         out[15] = seq

@@ -32,6 +32,7 @@ from fluxforge.demux import (
     _RC,
     FastBook,
     _decimal,
+    _envelope,
     _grow,
     _int,
     _key,
@@ -229,28 +230,9 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, book, capacity):
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p = _lit(buf, s, end, head)
+        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LB)
         if p < 0:
             continue
-        ts, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = _str(buf, p - 1, end)
-        if q < 0:
-            continue
-        p = _lit(buf, q + 1, end, exk)
-        if p < 0:
-            continue
-        seq, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, kind)
-        if p < 0 or p >= end or buf[p] != _LB:
-            continue
-        p = _ws(buf, p + 1, end)
         _cid, p = _int(buf, p, end)  # channel id: ignored by the normalizer
         if p < 0:
             continue

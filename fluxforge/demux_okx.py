@@ -32,12 +32,12 @@ from fluxforge.demux import (
     _RB,
     _SIDE_WORDS,
     FastBook,
+    _envelope,
     _eq,
     _grow,
     _int,
     _key,
     _levels_scan,
-    _lit,
     _next,
     _safe_symbol,
     _spans,
@@ -189,28 +189,9 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, is_okx, capacity
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p = _lit(buf, s, end, head)
+        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
         if p < 0:
             continue
-        ts, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = _str(buf, p - 1, end)
-        if q < 0:
-            continue
-        p = _lit(buf, q + 1, end, exk)
-        if p < 0:
-            continue
-        seq, p = _int(buf, p, end)
-        if p < 0:
-            continue
-        p = _lit(buf, p, end, kind)
-        if p < 0 or p >= end or buf[p] != _LC:
-            continue
-        p = _ws(buf, p + 1, end)
         mark_lv, mark_msg = n_lv, n_msg
         seen = 0
         action = 0  # 0 absent, 1 snapshot, 2 update
