@@ -58,7 +58,11 @@ def _wait_for_active(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         for f in active.glob("segment_*") if active.is_dir() else []:
-            if f.name not in before and f.exists() and f.stat().st_size > 0:
+            try:
+                size = f.stat().st_size
+            except FileNotFoundError:  # sealed (renamed to ready/) between glob and stat
+                continue
+            if f.name not in before and size > 0:
                 return
         time.sleep(0.01)
 

@@ -83,8 +83,9 @@ def test_daemon_kill9_loop_at_full_speed_keeps_every_line_once(tmp_path: Path) -
                 kills += 1
             proc.communicate(timeout=30)
             run_seconds += time.monotonic() - started
+        before = set(_active(hot, "syn"))  # no daemon runs here, so nothing moves under us
         final = popen(daemon_cmd(config), stdout=subprocess.DEVNULL)
-        _wait_writing(hot, "syn", final, set(_active(hot, "syn")))
+        _wait_writing(hot, "syn", final, before)
         time.sleep(0.3)
         final.send_signal(signal.SIGTERM)
         _, err = final.communicate(timeout=60)
