@@ -172,6 +172,9 @@ class RefineryConfig(_Model):
     snapshot_interval_s: float = Field(default=60.0, gt=0)
     snapshot_depth: int = Field(default=50, ge=1, le=5000)
     row_group_size: int = Field(default=128_000, ge=1000)
+    # days whose every per-segment book checkpoint is kept (a retry or reprocess of one segment
+    # needs the one before it); older days keep their last checkpoint only (what rebuild needs)
+    checkpoint_keep_days: int = Field(default=7, ge=1)
 
 
 class DagsterConfig(_Model):

@@ -9,10 +9,11 @@ Lifecycle of a raw segment on the ETL input storage::
 
 State on the ETL output storage (``Layout.state``):
 
-- ``state/books/{src}/{segment}.json``: the book engines' state AFTER that segment, for every
-  (exchange, symbol) seen so far on the source. A segment starts from the latest checkpoint of
+- ``state/books/{src}/date={D}/{segment}.json``: the book engines' state AFTER that segment,
+  for every (exchange, symbol) seen so far on the source. A segment starts from the latest checkpoint of
   an earlier segment of its source, so one-at-a-time, batches and ``rebuild`` of a day (which
   starts from the checkpoint of the segment before the day's first) all give the same tables.
+  Days older than ``refinery.checkpoint_keep_days`` keep only their last checkpoint.
 - ``state/segments/{src}/{segment}.json``: the part files a segment wrote, so reprocessing
   replaces them (and removes parts it no longer produces) instead of duplicating rows.
 - ``state/failures/{src}/{segment}.json``: failure count and last error.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import datetime
 import logging
 import time
 from collections import defaultdict
@@ -383,7 +385,8 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
     data = ctx.inp.read_bytes(ctx.raw(raw_state, ref))
     dem = demux_segment(data, ref.name)
     del data  # peak memory: the raw bytes are not needed past the demux
-    states = load_book_state(ctx.out, ctx.lout, ref)
+    checkpoint = find_book_checkpoint(ctx.out, ctx.lout, ref)
+    states = read_book_state(ctx.out, checkpoint)
     book_parts, new_states, book_stats = _run_books(cfg, ref, dem, states)
     max_ts = _max_ts(dem)
     dem.book_messages, dem.book_lines, dem.fast_books, dem.tops = [], [], {}, []
@@ -420,6 +423,14 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
             _encode_part(ctx, ref, table, merged, ex, sym, date, bodies, report)
     _write_parts(ctx, ref, bodies)
     save_book_state(ctx.out, ctx.lout, ref, new_states)
+    day = parse_segment_name(ref.name).date
+    if checkpoint is None or not checkpoint.startswith(_day_prefix(ctx.lout, ref.source, day)):
+        # the source's first segment of a day: older days keep only what a rebuild needs
+        keep = datetime.timedelta(days=cfg.refinery.checkpoint_keep_days)
+        before = datetime.date.fromisoformat(day) - keep
+        pruned = prune_book_checkpoints(ctx.out, ctx.lout, ref.source, before)
+        if pruned:
+            log.info("%s: pruned %d book checkpoints before %s", ref, pruned, before)
 
     report.files = sorted(bodies)
     report.bytes_in = dem.bytes_in
@@ -619,24 +630,56 @@ def _state_prefix(layout: Layout, source: str) -> str:
     return layout.state("books", source)
 
 
+def _day_prefix(layout: Layout, source: str, day: str) -> str:
+    return f"{_state_prefix(layout, source)}/date={day}"
+
+
+def _checkpoint_order(key: str) -> tuple[str, int] | None:
+    name = key.rsplit("/", 1)[-1].removesuffix(".json") + ".ndjson"
+    try:
+        sid = parse_segment_name(name)
+    except ValueError:
+        return None
+    return (sid.hour, sid.counter)
+
+
+def _latest_before(keys: Iterable[str], limit: tuple[str, int]) -> str | None:
+    best: tuple[tuple[str, int], str] | None = None
+    for key in keys:
+        order = _checkpoint_order(key)
+        if order is not None and order < limit and (best is None or order > best[0]):
+            best = (order, key)
+    return None if best is None else best[1]
+
+
+def find_book_checkpoint(storage: Storage, layout: Layout, ref: SegmentRef) -> str | None:
+    """Key of the latest checkpoint of ref's source that precedes ref (None: start empty).
+
+    Checkpoints are filed per day, so the usual case lists one small folder (ref's day, else the
+    day before); only a source that was idle for longer pays for a listing of all its days."""
+    sid = parse_segment_name(ref.name)
+    limit = (sid.hour, sid.counter)
+    day = datetime.date.fromisoformat(sid.date)
+    for back in (0, 1):
+        prefix = _day_prefix(layout, ref.source, str(day - datetime.timedelta(days=back)))
+        key = _latest_before(storage.list(prefix, "segment_*.json"), limit)
+        if key is not None:
+            return key
+    every = storage.list(_state_prefix(layout, ref.source), "segment_*.json", recursive=True)
+    return _latest_before(every, limit)
+
+
 def load_book_state(
     storage: Storage, layout: Layout, ref: SegmentRef
 ) -> dict[tuple[str, str], bytes]:
     """Book states after the latest checkpointed segment of ref's source that precedes ref."""
-    sid = parse_segment_name(ref.name)
-    best: tuple[tuple[str, int], str] | None = None
-    for key in storage.list(_state_prefix(layout, ref.source), "segment_*.json"):
-        name = key.rsplit("/", 1)[-1].removesuffix(".json") + ".ndjson"
-        try:
-            other = parse_segment_name(name)
-        except ValueError:
-            continue
-        okey = (other.hour, other.counter)
-        if okey < (sid.hour, sid.counter) and (best is None or okey > best[0]):
-            best = (okey, key)
-    if best is None:
+    return read_book_state(storage, find_book_checkpoint(storage, layout, ref))
+
+
+def read_book_state(storage: Storage, key: str | None) -> dict[tuple[str, str], bytes]:
+    if key is None:
         return {}
-    blob = orjson.loads(storage.read_bytes(best[1]))
+    blob = orjson.loads(storage.read_bytes(key))
     return {(ex, sym): base64.b64decode(b64) for ex, sym, b64 in blob["books"]}
 
 
@@ -649,5 +692,28 @@ def save_book_state(
             [ex, sym, base64.b64encode(states[(ex, sym)]).decode()] for ex, sym in sorted(states)
         ],
     }
-    key = f"{_state_prefix(layout, ref.source)}/{sanitize_part(ref.stem)}.json"
+    day = parse_segment_name(ref.name).date
+    key = f"{_day_prefix(layout, ref.source, day)}/{sanitize_part(ref.stem)}.json"
     storage.write_bytes(key, orjson.dumps(blob))
+
+
+def prune_book_checkpoints(
+    storage: Storage, layout: Layout, source: str, before: datetime.date
+) -> int:
+    """Thin the checkpoints of days before `before` to each day's last one (what a ``rebuild``
+    of the next day starts from); returns how many were deleted. Reprocessing a single segment
+    of a thinned day would start from the wrong state, so keep `before` well behind any retry."""
+    deleted = 0
+    by_day: dict[str, list[tuple[tuple[str, int], str]]] = defaultdict(list)
+    for key in storage.list(_state_prefix(layout, source), "segment_*.json", recursive=True):
+        order = _checkpoint_order(key)
+        if order is None:
+            continue
+        day = f"{order[0][0:4]}-{order[0][4:6]}-{order[0][6:8]}"
+        if datetime.date.fromisoformat(day) < before:
+            by_day[day].append((order, key))
+    for entries in by_day.values():
+        for _, key in sorted(entries)[:-1]:
+            storage.delete(key)
+            deleted += 1
+    return deleted
