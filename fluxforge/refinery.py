@@ -10,9 +10,10 @@ Lifecycle of a raw segment on the ETL input storage::
 State on the ETL output storage (``Layout.state``):
 
 - ``state/books/{src}/date={D}/{segment}.json``: the book engines' state AFTER that segment,
-  for every (exchange, symbol) seen so far on the source. A segment starts from the latest checkpoint of
-  an earlier segment of its source, so one-at-a-time, batches and ``rebuild`` of a day (which
-  starts from the checkpoint of the segment before the day's first) all give the same tables.
+  for every (exchange, symbol) seen so far on the source. A segment starts from the latest
+  checkpoint of an earlier segment of its source, so one-at-a-time, batches and ``rebuild`` of
+  a day (which starts from the checkpoint of the segment before the day's first) all give the
+  same tables.
   Days older than ``refinery.checkpoint_keep_days`` keep only their last checkpoint.
 - ``state/segments/{src}/{segment}.json``: the part files a segment wrote, so reprocessing
   replaces them (and removes parts it no longer produces) instead of duplicating rows.
