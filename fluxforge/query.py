@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -292,8 +293,9 @@ class Reader:
         self, exchange: str, symbol: str, start: Any, end: Any, interval: str = "1m"
     ) -> pa.Table:
         """OHLCV bars whose start lies in [start, end]: hot days from PostgreSQL, the others
-        from the SQL models' Parquet (``fluxforge sql run``). A bar present in both (a bucket
-        near midnight) is taken once, from the hot store."""
+        from the SQL models' Parquet (``fluxforge sql run``). A hot day the hot store has not
+        fully loaded yet is completed from the lake's later trades (``_complete_hot_bars``). A
+        bar present in two days (a bucket near midnight) is taken once, from the earlier day."""
         if interval not in BAR_INTERVALS:
             raise QueryError(f"interval={interval!r}: allowed {', '.join(BAR_INTERVALS)}")
         t0, t1 = parse_time(start, "start"), parse_time(end, "end")
@@ -308,6 +310,7 @@ class Reader:
         while day <= ns_to_date(t1):
             if day in hot_days:
                 tbl = _bars_from_hot(self.hot.read(table, exchange, symbol, day, "ts", t0, t1))
+                tbl = self._complete_hot_bars(tbl, exchange, symbol, day, interval, t0, t1)
             else:
                 part = self.layout.model_part(
                     table, {"exchange": exchange, "symbol": symbol, "date": str(day)}
@@ -325,12 +328,62 @@ class Reader:
         if not parts:
             return BARS.empty_table()
         merged = pa.concat_tables(parts)
-        # hot parts come first per day; keep the first row of each bar start
-        order = pc.sort_indices(merged, [("ts", "ascending")])
-        merged = merged.take(order)
+        # the sort is stable and parts are in day order: keep the first row of each bar start
+        merged = merged.take(pc.sort_indices(merged, [("ts", "ascending")]))
         ts = merged["ts"].to_numpy()
-        keep = [i for i in range(len(ts)) if i == 0 or ts[i] != ts[i - 1]]
-        return merged.take(pa.array(keep, pa.int64()))
+        keep = np.ones(len(ts), dtype=bool)
+        keep[1:] = ts[1:] != ts[:-1]
+        return merged.filter(pa.array(keep))
+
+    def _complete_hot_bars(
+        self,
+        bars: pa.Table,
+        exchange: str,
+        symbol: str,
+        day: date,
+        interval: str,
+        t0: int,
+        t1: int,
+    ) -> pa.Table:
+        """A hot day's bars completed from the lake when the hot store trails it.
+
+        Segments reach the lake before the hot tables, so the lake may hold trades received
+        after the hot store's last one (the tail). Every bar from the earliest bucket the tail
+        touches (b0) on is recomputed from hot trades + tail trades; the hot trades are exactly
+        those received at or before the hot store's last ``ts_recv``, so none is counted twice.
+        Bars are computed as the hot store computes them (``HotStore._refresh_bars``); VWAP is
+        summed in double here (the hot store rounds an exact quotient to 18 decimals), which
+        the float64 ``vwap`` column cannot tell apart beyond the last bits."""
+        from fluxforge.hot import interval_ns
+
+        last = _hot_last_recv(self.hot, exchange, symbol, day)
+        keys = self._part_paths("trades", exchange, symbol, day)
+        filters: list[tuple[str, str, Any]] = []
+        if last is not None:
+            # parts are named after the hour of their raw segment: earlier hours hold no tail
+            hour = _hour_tag(last)
+            keys = [k for k in keys if not _part_hour(k) or _part_hour(k) >= hour]
+            filters = [("ts_recv", ">", last)]
+        tail = self._read("trades", exchange, symbol, day, filters, _BAR_INPUT, keys)
+        if not tail.num_rows:
+            return bars
+        iv = interval_ns(interval)
+        b0 = pc.min(_bucket(tail["ts_event"], iv)).as_py()
+        # only bars starting in [t0, t1] are returned: recompute [lo, hi] of those from b0 on
+        lo = max(b0, -(-t0 // iv) * iv)
+        hi = t1 - t1 % iv
+        if lo > hi:
+            return bars
+        end = hi + iv - 1
+        hot = self.hot.read("trades", exchange, symbol, day, "ts_event", lo, end)
+        in_range = pc.and_(
+            pc.greater_equal(tail["ts_event"], lo), pc.less_equal(tail["ts_event"], end)
+        )
+        # hot rows come ordered by (ts_recv, seq, ord) and lake rows of one raw line keep their
+        # order, so the row position is the hot store's `ord` tie-break
+        trades = pa.concat_tables([hot.select(_BAR_INPUT), tail.filter(in_range)])
+        kept = bars.filter(pc.less(bars["ts"], lo))
+        return pa.concat_tables([kept, _bars_from_trades(trades, iv)])
 
 
 BAR_INTERVALS = ("1m", "5m", "1h", "1d")
@@ -357,6 +410,86 @@ def _bars_from_lake(tbl: pa.Table) -> pa.Table:
             "trade_count": tbl["trade_count"],
         }
     ).cast(BARS)
+
+
+_BAR_INPUT = ["ts_event", "ts_recv", "seq", "price", "size"]
+
+
+def _bucket(ts_event: pa.ChunkedArray | pa.Array, iv: int) -> pa.ChunkedArray | pa.Array:
+    """Bar start = ``ts_event - ts_event % iv`` (integer division truncates, as in SQL)."""
+    return pc.multiply(pc.divide(ts_event, iv), iv)
+
+
+def _bars_from_trades(trades: pa.Table, iv: int) -> pa.Table:
+    """OHLCV bars of `trades` (in tie-break order) as the hot store computes them: open/close
+    = first/last by (ts_event, seq, row), high/low, volume = sum(size) and trade count exact,
+    vwap = sum(price * size) / volume in double."""
+    if not trades.num_rows:
+        return BARS.empty_table()
+    keyed = pa.table(
+        {
+            "bucket": _bucket(trades["ts_event"], iv),
+            "ts_event": trades["ts_event"],
+            "seq": trades["seq"],
+        }
+    )
+    # sort_indices is stable: rows tied on (bucket, ts_event, seq) keep their input order
+    order = pc.sort_indices(
+        keyed, [("bucket", "ascending"), ("ts_event", "ascending"), ("seq", "ascending")]
+    )
+    price = trades["price"].take(order)
+    size = trades["size"].take(order)
+    notional = pc.multiply(pc.cast(price, pa.float64()), pc.cast(size, pa.float64()))
+    rows = pa.table(
+        {
+            "bucket": keyed["bucket"].take(order),
+            "i": pa.array(np.arange(trades.num_rows, dtype=np.int64)),
+            "price": price,
+            "size": size,
+            "notional": notional,
+        }
+    )
+    g = rows.group_by("bucket", use_threads=False).aggregate(
+        [
+            ("i", "min"),
+            ("i", "max"),
+            ("price", "max"),
+            ("price", "min"),
+            ("size", "sum"),
+            ("notional", "sum"),
+            ("i", "count"),
+        ]
+    )
+    g = g.take(pc.sort_indices(g, [("bucket", "ascending")]))
+    volume = pc.cast(g["size_sum"], DECIMAL)
+    vol_f = pc.cast(volume, pa.float64())
+    vwap = pc.if_else(
+        pc.equal(vol_f, 0.0), pa.scalar(None, pa.float64()), pc.divide(g["notional_sum"], vol_f)
+    )
+    return pa.table(
+        {
+            "ts": g["bucket"],
+            "open": price.take(g["i_min"]),
+            "high": g["price_max"],
+            "low": g["price_min"],
+            "close": price.take(g["i_max"]),
+            "volume": volume,
+            "vwap": vwap,
+            "trade_count": g["i_count"],
+        }
+    ).cast(BARS)
+
+
+def _hot_last_recv(hot: Any, exchange: str, symbol: str, day: date) -> int | None:
+    """The hot store's last ``ts_recv`` among the trades of (exchange, symbol, day)."""
+    from psycopg import sql
+
+    query = sql.SQL(
+        "SELECT max(ts_recv) FROM {} WHERE day = %s AND exchange = %s AND symbol = %s"
+    ).format(sql.Identifier(hot.schema, "trades"))
+    with hot.connect() as conn:
+        row = conn.execute(query, (day, exchange, symbol)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def _bars_from_hot(tbl: pa.Table) -> pa.Table:
