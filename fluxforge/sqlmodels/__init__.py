@@ -1,5 +1,8 @@
 """The dbt-like SQL runner: ``dbt_like_sql/`` models on DuckDB over the Parquet lake.
 
+Models, singular tests and macros are Jinja templates (render.py); project.py loads and orders
+them, runner.py builds and tests them.
+
 Public API (one call per Dagster asset / asset check)::
 
     project = load_project()                 # models with .deps (the ref() graph), .tests

@@ -1,13 +1,10 @@
-"""The dbt-like SQL project: parse ``project.yml``, models, YAML tests and singular tests; render
-``{{ ref() }}`` / ``{{ source() }}`` / ``{{ config() }}``; order the models by their references.
-
-Only those three Jinja calls are understood, with literal arguments; anything else between
-``{{ }}`` or ``{% %}`` is an error naming the file and line (so a model never runs half-rendered).
+"""The dbt-like SQL project: parse ``project.yml``, macros, models, YAML tests and singular tests;
+render them with Jinja (``ref()`` / ``source()`` / ``config()`` and the project's macros, see
+render.py); order the models by their references.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +14,11 @@ from typing import Any
 import yaml
 
 from fluxforge.config import REPO_ROOT
+from fluxforge.sqlmodels.errors import CycleError as CycleError
+from fluxforge.sqlmodels.errors import ProjectError as ProjectError
+from fluxforge.sqlmodels.render import Renderer
+from fluxforge.sqlmodels.render import quote_ident as quote_ident
+from fluxforge.sqlmodels.render import source_relation as source_relation
 
 DEFAULT_PROJECT_DIR = REPO_ROOT / "dbt_like_sql"
 MATERIALIZATIONS = ("view", "table")
@@ -31,30 +33,7 @@ PARTITION_COLUMNS = ("exchange", "symbol", "date")
 SEVERITIES = ("error", "warn")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_JINJA_RE = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.DOTALL)
 _CONFIG_KEYS = ("materialized", "partition_by", "order_by", "enabled")
-
-
-class ProjectError(ValueError):
-    """The SQL project is invalid; the message names the file (and line) and what is wrong."""
-
-
-class CycleError(ProjectError):
-    """Models reference each other in a cycle; ``cycle`` lists it, first node repeated last."""
-
-    def __init__(self, cycle: list[str]) -> None:
-        self.cycle = cycle
-        super().__init__(f"model reference cycle: {' -> '.join(cycle)}")
-
-
-def quote_ident(name: str) -> str:
-    """A DuckDB identifier, double-quoted (embedded quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def source_relation(source: str, table: str) -> str:
-    """Name of the DuckDB view the runner creates for ``source(source, table)``."""
-    return f"src__{source}__{table}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +86,7 @@ class Project:
     models: dict[str, Model]
     sources: dict[str, tuple[str, ...]]  # source name -> its tables
     singular_tests: list[DataTest]
+    macros: dict[str, str] = field(default_factory=dict)  # macro name -> file defining it
 
     @property
     def order(self) -> list[str]:
@@ -213,70 +193,6 @@ def _find_cycle(deps: dict[str, set[str]]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# rendering
-
-
-@dataclass
-class _Rendered:
-    sql: str
-    refs: list[str]
-    sources: list[tuple[str, str]]
-    config: dict[str, Any]
-
-
-def _call(expr: str, where: str) -> tuple[str, list[Any], dict[str, Any]]:
-    try:
-        node = ast.parse(expr.strip(), mode="eval").body
-    except SyntaxError:
-        raise ProjectError(f"{where}: cannot parse {{{{{expr}}}}}") from None
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-        raise ProjectError(
-            f"{where}: {{{{{expr}}}}} is not supported; only ref(), source() and config()"
-        )
-    try:
-        args = [ast.literal_eval(a) for a in node.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
-    except ValueError:
-        raise ProjectError(f"{where}: arguments of {{{{{expr}}}}} must be literals") from None
-    return node.func.id, args, kwargs
-
-
-def render(text: str, path: str) -> _Rendered:
-    """Replace ref/source/config calls; collect references in order of appearance."""
-    refs: list[str] = []
-    sources: list[tuple[str, str]] = []
-    config: dict[str, Any] = {}
-
-    def sub(match: re.Match[str]) -> str:
-        line = text.count("\n", 0, match.start()) + 1
-        where = f"{path}:{line}"
-        if match.group(2) is not None:
-            raise ProjectError(f"{where}: Jinja statements {{% %}} are not supported")
-        func, args, kwargs = _call(match.group(1), where)
-        if func == "ref":
-            if len(args) != 1 or kwargs or not isinstance(args[0], str):
-                raise ProjectError(f"{where}: ref() takes one model name")
-            if args[0] not in refs:
-                refs.append(args[0])
-            return quote_ident(args[0])
-        if func == "source":
-            if len(args) != 2 or kwargs or not all(isinstance(a, str) for a in args):
-                raise ProjectError(f"{where}: source() takes a source and a table name")
-            key = (args[0], args[1])
-            if key not in sources:
-                sources.append(key)
-            return quote_ident(source_relation(*key))
-        if func == "config":
-            if args:
-                raise ProjectError(f"{where}: config() takes keyword arguments only")
-            config.update(kwargs)
-            return ""
-        raise ProjectError(f"{where}: unknown function {func}(); only ref(), source(), config()")
-
-    return _Rendered(_JINJA_RE.sub(sub, text), refs, sources, config)
-
-
-# --------------------------------------------------------------------------------------------
 # loading
 
 
@@ -375,6 +291,14 @@ def load_project(path: str | Path | None = None) -> Project:
     pcfg = _read_yaml(project_file, root)
     model_dirs = [root / d for d in pcfg.get("model-paths", ["models"])]
     test_dirs = [root / d for d in pcfg.get("test-paths", ["tests"])]
+    macro_dirs = [root / d for d in pcfg.get("macro-paths", ["macros"])]
+
+    # macros first: every model and singular test may call any of them
+    renderer = Renderer()
+    for mdir in macro_dirs:
+        for sql_path in sorted(mdir.rglob("*.sql")):
+            rel = sql_path.relative_to(root).as_posix()
+            renderer.add_macros(sql_path.read_text(encoding="utf-8"), rel)
 
     raw: dict[str, tuple[Path, str]] = {}
     for mdir in model_dirs:
@@ -406,7 +330,7 @@ def load_project(path: str | Path | None = None) -> Project:
     models: dict[str, Model] = {}
     for name, (sql_path, rel) in raw.items():
         text = sql_path.read_text(encoding="utf-8")
-        rendered = render(text, rel)
+        rendered = renderer.render(text, rel)
         entry, yrel = yaml_models.get(name, ({}, rel))
         folder = tuple(Path(rel).parent.parts[1:])
         cfg = {**_folder_config(pcfg, folder), **(entry.get("config") or {}), **rendered.config}
@@ -449,7 +373,7 @@ def load_project(path: str | Path | None = None) -> Project:
     for tdir in test_dirs:
         for sql_path in sorted(tdir.rglob("*.sql")):
             rel = sql_path.relative_to(root).as_posix()
-            rendered = render(sql_path.read_text(encoding="utf-8"), rel)
+            rendered = renderer.render(sql_path.read_text(encoding="utf-8"), rel)
             for ref in rendered.refs:
                 if ref not in models:
                     raise ProjectError(f"{rel}: ref({ref!r}): no such model; {_known(models)}")
@@ -470,6 +394,7 @@ def load_project(path: str | Path | None = None) -> Project:
         models=models,
         sources=sources,
         singular_tests=singular,
+        macros=dict(renderer.macros),
     )
     project.order  # noqa: B018 - validates the graph now (CycleError names the cycle)
     return project

@@ -39,9 +39,8 @@ from fluxforge.sqlmodels.project import (
     Model,
     Project,
     load_project,
-    quote_ident,
-    source_relation,
 )
+from fluxforge.sqlmodels.render import quote_ident, source_relation
 from fluxforge.storage import Layout, Storage, open_storage
 from fluxforge.tables import SCHEMAS
 
