@@ -16,9 +16,11 @@ by pyarrow) and then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: re-loadin
 or a day adds nothing.
 
 Bars are computed here, in PostgreSQL, from the hot ``trades`` of the same day (the lake has no
-bars tables; the SQL-model bars of ``dbt_like_sql`` are the lake-side equivalent): bucket =
-``ts_event`` floored to the interval, OHLC by (ts_event, seq, ord) order, volume, VWAP (rounded
-to 18 decimals) and trade count; a day's bars are upserted every time its trades are loaded.
+bars tables; the SQL-model bars of ``dbt_like_sql`` are the lake-side equivalent, with the same
+rules): a venue trade id counts once (its first receipt: a reconnect can repeat a trade), event
+time falls back to ``ts_recv`` when the venue sent none, bucket = that time floored to the
+interval, OHLC by (time, seq, ord) order, volume, VWAP (rounded to 18 decimals) and trade count;
+a day's bars are upserted every time its trades are loaded.
 
 Identifiers are composed with ``psycopg.sql.Identifier``; values are always bound parameters
 (partition bounds in DDL, which cannot take parameters, are ``sql.Literal`` dates).
@@ -330,14 +332,21 @@ class HotStore:
                     INSERT INTO {bars} AS b
                         (day, exchange, symbol, ts, open, high, low, close, volume, vwap, trades)
                     SELECT day, exchange, symbol, bucket,
-                           (array_agg(price ORDER BY ts_event, seq, ord))[1],
+                           (array_agg(price ORDER BY te, seq, ord))[1],
                            max(price), min(price),
-                           (array_agg(price ORDER BY ts_event DESC, seq DESC, ord DESC))[1],
+                           (array_agg(price ORDER BY te DESC, seq DESC, ord DESC))[1],
                            sum(size),
                            round(sum(price * size) / nullif(sum(size), 0), 18),
                            count(*)
-                    FROM (SELECT *, ts_event - ts_event %% %s AS bucket FROM {trades}
-                          WHERE day = %s) t
+                    FROM (SELECT *, te - te %% %s AS bucket
+                          FROM (SELECT *,
+                                       CASE WHEN ts_event > 0 THEN ts_event ELSE ts_recv END
+                                           AS te,
+                                       row_number() OVER (
+                                           PARTITION BY exchange, symbol, trade_id
+                                           ORDER BY ts_recv, seq, ord) AS nth
+                                FROM {trades} WHERE day = %s) d
+                          WHERE trade_id IS NULL OR trade_id = '' OR nth = 1) t
                     GROUP BY day, exchange, symbol, bucket
                     ON CONFLICT (day, exchange, symbol, ts) DO UPDATE SET
                         open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,

@@ -364,7 +364,7 @@ class Reader:
             hour = _hour_tag(last)
             keys = [k for k in keys if not _part_hour(k) or _part_hour(k) >= hour]
             filters = [("ts_recv", ">", last)]
-        tail = self._read("trades", exchange, symbol, day, filters, _BAR_INPUT, keys)
+        tail = _bar_time(self._read("trades", exchange, symbol, day, filters, _BAR_INPUT, keys))
         if not tail.num_rows:
             return bars
         iv = interval_ns(interval)
@@ -375,13 +375,15 @@ class Reader:
         if lo > hi:
             return bars
         end = hi + iv - 1
-        hot = self.hot.read("trades", exchange, symbol, day, "ts_event", lo, end)
+        # (a hot trade without event time, bucketed by ts_recv, is not re-read here: no venue
+        # FluxForge normalizes sends trades without one)
+        hot = _bar_time(self.hot.read("trades", exchange, symbol, day, "ts_event", lo, end))
         in_range = pc.and_(
             pc.greater_equal(tail["ts_event"], lo), pc.less_equal(tail["ts_event"], end)
         )
         # hot rows come ordered by (ts_recv, seq, ord) and lake rows of one raw line keep their
         # order, so the row position is the hot store's `ord` tie-break
-        trades = pa.concat_tables([hot.select(_BAR_INPUT), tail.filter(in_range)])
+        trades = _first_receipts(pa.concat_tables([hot.select(_BAR_INPUT), tail.filter(in_range)]))
         kept = bars.filter(pc.less(bars["ts"], lo))
         return pa.concat_tables([kept, _bars_from_trades(trades, iv)])
 
@@ -412,7 +414,28 @@ def _bars_from_lake(tbl: pa.Table) -> pa.Table:
     ).cast(BARS)
 
 
-_BAR_INPUT = ["ts_event", "ts_recv", "seq", "price", "size"]
+_BAR_INPUT = ["ts_event", "ts_recv", "seq", "price", "size", "trade_id"]
+
+
+def _bar_time(trades: pa.Table) -> pa.Table:
+    """``ts_event``, or ``ts_recv`` where the venue sent no event time (the bars' time)."""
+    te = pc.if_else(pc.greater(trades["ts_event"], 0), trades["ts_event"], trades["ts_recv"])
+    return trades.set_column(trades.schema.get_field_index("ts_event"), "ts_event", te)
+
+
+def _first_receipts(trades: pa.Table) -> pa.Table:
+    """Trades (in receive order) with each venue trade id kept once, at its first receipt (a
+    reconnect can repeat a trade); rows without an id are all kept."""
+    ids = trades["trade_id"]
+    rows = pa.table({"trade_id": ids, "i": pa.array(np.arange(trades.num_rows, dtype=np.int64))})
+    named = rows.filter(pc.and_(pc.is_valid(ids), pc.not_equal(ids, "")))
+    first = named.group_by("trade_id", use_threads=False).aggregate([("i", "min")])["i_min"]
+    drop = named["i"].filter(pc.invert(pc.is_in(named["i"], first)))
+    if not len(drop):
+        return trades
+    mask = np.ones(trades.num_rows, dtype=bool)
+    mask[drop.to_numpy()] = False
+    return trades.filter(pa.array(mask))
 
 
 def _bucket(ts_event: pa.ChunkedArray | pa.Array, iv: int) -> pa.ChunkedArray | pa.Array:

@@ -45,21 +45,34 @@ def segmented_day(captures: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     """One UTC hour holding COPIES raw segments (one copy of the OKX capture each, STEP apart),
     refined into the lake with its SQL-model bars. The last copy arrives LATE: its event times
     fall into bars the earlier segments already opened."""
+    return _build_day(captures, tmp_path_factory.mktemp("segmented_day"), repeat=False)
+
+
+@pytest.fixture(scope="module")
+def repeated_day(captures: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, int]:
+    """The same day plus one more segment that repeats the first copy's trades (same ids, same
+    event times, received later), as a reconnect's replayed trades do."""
+    return _build_day(captures, tmp_path_factory.mktemp("repeated_day"), repeat=True)
+
+
+def _build_day(captures: Path, tmp_path: Path, repeat: bool) -> tuple[Config, int]:
     recs = [r for r in merge_captures([captures / "OKX" / "OKX.ws.1.0"]) if r.kind == "recv"]
-    tmp_path = tmp_path_factory.mktemp("segmented_day")
     storage = LocalStorage(tmp_path)
     layout = Layout.of(config_from_dict({}, environ={}).storage.ingestion)
     first = recs[0].ts
     hour_ns = first - first % (3600 * SEC)
     base = hour_ns + 10 * 60 * SEC + 7 * SEC - first  # every copy lands inside the same hour
     seq = 0
-    for copy in range(COPIES):
+    for copy in range(COPIES + 1 if repeat else COPIES):
         recv_shift = base + copy * STEP
         event_shift = recv_shift - (LATE if copy == COPIES - 1 else 0)
+        ids = copy
+        if copy == COPIES:  # the repeat of copy 0
+            event_shift, ids = base, 0
         lines = []
         for r in recs:
             seq += 1
-            payload = _shift(r.payload, event_shift, copy)
+            payload = _shift(r.payload, event_shift, ids)
             lines.append(encode_envelope(r.ts + recv_shift, "okx", "okx", seq, "msg", payload))
         hour = datetime.fromtimestamp(hour_ns // SEC, tz=UTC)
         storage.write_bytes(
@@ -173,3 +186,21 @@ def test_bars_when_hot_store_is_complete_are_the_hot_bars(segmented_day, pg_db: 
         hot_bars = hot.read(f"bars_{iv}", "okx", "BTC-USDT", day)
         assert got["ts"].to_pylist() == hot_bars["ts"].to_pylist()
         assert got["vwap"].to_pylist() == pc.cast(hot_bars["vwap"], pa.float64()).to_pylist()
+
+
+@pytest.mark.parametrize("segments", [COPIES, COPIES + 1])
+def test_bars_with_repeated_trade_ids_count_each_trade_once(
+    repeated_day, pg_db: str, segments: int
+) -> None:
+    """Hot bars (complete, or trailing before the repeat) equal the SQL models', which keep a
+    venue trade id once: a repeated trade adds no volume and no count."""
+    cfg, hour_ns = repeated_day
+    _, start, end = _day(hour_ns)
+    lake_only = _lake_only(cfg, start, end)
+    trades = Reader(cfg).trades("okx", "BTC-USDT", start, end)
+    distinct = len(set(trades["trade_id"].to_pylist()))
+    assert distinct < trades.num_rows  # the lake keeps the repeat; bars must not count it
+    assert pc.sum(lake_only["1d"]["trade_count"]).as_py() == distinct
+    reader = Reader(cfg, hot=_hot(cfg, pg_db, segments))
+    for iv in INTERVALS:
+        _assert_same_bars(reader.bars("okx", "BTC-USDT", start, end, iv), lake_only[iv])
