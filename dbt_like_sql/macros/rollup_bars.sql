@@ -38,7 +38,7 @@ rolled as (
         min(low) as low,
         last(close order by bar_start_ns) as close,
         sum(volume) as volume,
-        sum(notional) as notional,
+        sum(notional order by bar_start_ns) as notional,
         sum(trade_count) as trade_count
     from bucketed
     group by exchange, symbol, bucket_ns

@@ -26,7 +26,8 @@ bars as (
         min(price) as low,
         last(price order by ts_event, ts_recv, seq) as close,
         sum(size) as volume,
-        sum(notional) as notional,
+        -- an ordered sum: the same lake gives the same double, whatever DuckDB's threading
+        sum(notional order by ts_event, ts_recv, seq) as notional,
         count(*) as trade_count
     from bucketed
     group by exchange, symbol, bucket_ns

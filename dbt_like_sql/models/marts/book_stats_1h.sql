@@ -23,16 +23,17 @@ stats as (
         symbol,
         hour_ns,
         count(*) as snapshot_count,
-        avg(mid) as mid_avg,
+        -- ordered averages: the same lake gives the same doubles, whatever DuckDB's threading
+        avg(mid order by ts_recv, ts_event) as mid_avg,
         min(spread_bps) as spread_bps_min,
-        avg(spread_bps) as spread_bps_avg,
+        avg(spread_bps order by ts_recv, ts_event) as spread_bps_avg,
         quantile_cont(spread_bps, 0.5) as spread_bps_p50,
         quantile_cont(spread_bps, 0.95) as spread_bps_p95,
         max(spread_bps) as spread_bps_max,
-        avg(cast(bid_depth_10 as double)) as bid_depth_10_avg,
-        avg(cast(ask_depth_10 as double)) as ask_depth_10_avg,
+        avg(cast(bid_depth_10 as double) order by ts_recv, ts_event) as bid_depth_10_avg,
+        avg(cast(ask_depth_10 as double) order by ts_recv, ts_event) as ask_depth_10_avg,
         min(least(bid_levels, ask_levels)) as levels_min,
-        avg((bid_levels + ask_levels) / 2) as levels_avg
+        avg((bid_levels + ask_levels) / 2 order by ts_recv, ts_event) as levels_avg
     from two_sided
     group by exchange, symbol, hour_ns
 
