@@ -13,10 +13,11 @@ throttle, default true), ``silence_timeout_s``,
 ``record`` chooses what is written:
 
 - ``raw``: the exchange's own bytes. In ws mode every frame the connection receives is written
-  verbatim as ``msg`` (hooked where ccxt's client reads it, before parsing); in REST mode each
-  response body is written as ``rest`` with its URL. Only useful where FluxForge has a native
-  normalizer for the exchange's wire format (``fluxforge.venues``), so it is the default for
-  ws mode on those exchanges.
+  verbatim as ``msg`` (hooked where ccxt's client reads it, before parsing), and every REST
+  response body is written as ``rest`` with its URL (in ws mode these are the depth snapshots
+  ccxt fetches to start a Binance book, plus any metadata it loads). Only useful where
+  FluxForge has a native normalizer for the exchange's wire format (``fluxforge.venues``), so
+  it is the default for ws mode on those exchanges.
 - ``unified`` (the default otherwise): each result of a ``watch_*`` / ``fetch_*`` call is written
   as ``msg`` ``{"method", "symbol", "result": <ccxt unified structure>}``, the shape
   ``fluxforge.venues.ccxt_unified`` reads for any exchange. REST polling re-fetches the latest
@@ -190,7 +191,9 @@ class CcxtSource:
                 return super().on_error(client, error)
 
             def on_rest_response(self, code, reason, url, method, headers, body, *rest):
-                if source.mode == "rest" and source.record == "raw":
+                # in ws mode too: ccxt fetches a REST depth snapshot to start a Binance book,
+                # and the refinery needs that very snapshot to bridge the recorded updates
+                if source.record == "raw":
                     writer.append_rest(writer.clock(), frame_payload(body or "null"), url)
                     source.frames += 1
                 return super().on_rest_response(code, reason, url, method, headers, body, *rest)
