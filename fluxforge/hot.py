@@ -128,6 +128,12 @@ _INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
+def bar_time_min(trades: pa.Table) -> int:
+    """The earliest bar time of trade rows: ``ts_event``, or ``ts_recv`` where it is 0."""
+    te = pc.if_else(pc.greater(trades["ts_event"], 0), trades["ts_event"], trades["ts_recv"])
+    return int(pc.min(te).as_py())
+
+
 def interval_ns(interval: str) -> int:
     """`1m` -> 60e9. Accepts N followed by s, m, h or d."""
     m = _INTERVAL.match(interval)
@@ -286,8 +292,8 @@ class HotStore:
             self.ensure_schema(conn)
             self.ensure_partition(conn, table, day)
             inserted = self._copy_insert(conn, table, day, rows)
-            if table == "trades" and refresh_bars:
-                self._refresh_bars(conn, day)
+            if table == "trades" and refresh_bars and rows.num_rows:
+                self._refresh_bars(conn, day, bar_time_min(rows))
         return inserted
 
     def _copy_insert(self, conn: psycopg.Connection, table: str, day: date, rows: pa.Table) -> int:
@@ -316,16 +322,21 @@ class HotStore:
         conn.commit()
         return inserted
 
-    def refresh_bars(self, day: date) -> None:
+    def refresh_bars(self, day: date, since_ns: int | None = None) -> None:
         with self.connect() as conn:
             self.ensure_schema(conn)
-            self._refresh_bars(conn, day)
+            self._refresh_bars(conn, day, since_ns)
 
-    def _refresh_bars(self, conn: psycopg.Connection, day: date) -> None:
-        """Recompute the bars of `day` from the hot trades of that day (upsert)."""
+    def _refresh_bars(self, conn: psycopg.Connection, day: date, since_ns: int | None) -> None:
+        """Recompute the bars of `day` from the hot trades of that day (upsert), from the bar
+        holding `since_ns` on (the earliest bar time of the rows just loaded: older bars did not
+        change, so a day's later loads do not re-aggregate its whole morning). A repeated trade
+        has its original's event time, so both fall in the same recomputed bar."""
         for iv in self.intervals:
             table = f"bars_{iv}"
             self.ensure_partition(conn, table, day)
+            width = interval_ns(iv)
+            since = -(2**63) if since_ns is None else since_ns - since_ns % width
             conn.execute(
                 sql.SQL(
                     """
@@ -345,7 +356,10 @@ class HotStore:
                                        row_number() OVER (
                                            PARTITION BY exchange, symbol, trade_id
                                            ORDER BY ts_recv, seq, ord) AS nth
-                                FROM {trades} WHERE day = %s) d
+                                FROM {trades}
+                                WHERE day = %s
+                                  AND CASE WHEN ts_event > 0 THEN ts_event ELSE ts_recv END
+                                      >= %s) d
                           WHERE trade_id IS NULL OR trade_id = '' OR nth = 1) t
                     GROUP BY day, exchange, symbol, bucket
                     ON CONFLICT (day, exchange, symbol, ts) DO UPDATE SET
@@ -354,7 +368,7 @@ class HotStore:
                         vwap = EXCLUDED.vwap, trades = EXCLUDED.trades
                     """
                 ).format(bars=self._ident(table), trades=self._ident("trades")),
-                (interval_ns(iv), day),
+                (width, day, since),
             )
         conn.commit()
 
@@ -567,7 +581,7 @@ def load_keys(
             continue
         groups.setdefault((table, day), []).append((key, hive["exchange"], hive["symbol"]))
     report = LoadReport([], 0, {t: 0 for t in hot.tables}, {t: 0 for t in hot.tables})
-    bar_days: set[date] = set()
+    bar_days: dict[date, int] = {}
     for (table, day), parts in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         pending: list[pa.Table] = []
         size = 0
@@ -582,14 +596,15 @@ def load_keys(
             if size >= batch_rows or i == len(parts) - 1:
                 rows = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
                 report.rows_read[table] += rows.num_rows
+                if table == "trades" and rows.num_rows:
+                    low = bar_time_min(rows)
+                    bar_days[day] = min(bar_days.get(day, low), low)
                 report.rows_inserted[table] += hot.load(table, day, rows, refresh_bars=False)
                 pending, size = [], 0
-        if table == "trades":
-            bar_days.add(day)
         if day.isoformat() not in report.days:
             report.days.append(day.isoformat())
-    for day in sorted(bar_days):
-        hot.refresh_bars(day)
+    for day, since in sorted(bar_days.items()):
+        hot.refresh_bars(day, since)
     report.days.sort()
     return report
 
