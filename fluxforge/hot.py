@@ -20,7 +20,7 @@ bars tables; the SQL-model bars of ``dbt_like_sql`` are the lake-side equivalent
 rules): a venue trade id counts once (its first receipt: a reconnect can repeat a trade), event
 time falls back to ``ts_recv`` when the venue sent none, bucket = that time floored to the
 interval, OHLC by (time, seq, ord) order, volume, VWAP (rounded to 18 decimals) and trade count;
-a day's bars are upserted every time its trades are loaded.
+a load upserts the day's bars from the bar of its earliest trade on.
 
 Identifiers are composed with ``psycopg.sql.Identifier``; values are always bound parameters
 (partition bounds in DDL, which cannot take parameters, are ``sql.Literal`` dates).
