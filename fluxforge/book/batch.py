@@ -242,6 +242,161 @@ class BookBatch:
             channels=channels,
         )
 
+    def take(self, idx: np.ndarray) -> BookBatch:
+        """Messages ``idx`` (in that order) as a batch of their own, strings copied out of this
+        batch's arena (the pre-snapshot buffer outlives the batch it came in)."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        counts = np.diff(self.level_offsets)[idx]
+        offsets = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        lv = level_ranges(self.level_offsets[:-1][idx], counts)
+        pick = pa.array(lv, pa.int64())
+        arena, arena_offsets = _arena(
+            self.strings("price").take(pick), self.strings("size").take(pick)
+        )
+        return BookBatch(
+            ts_event=self.ts_event[idx],
+            ts_recv=self.ts_recv[idx],
+            seq=self.seq[idx],
+            flags=self.flags[idx],
+            first_id=self.first_id[idx],
+            final_id=self.final_id[idx],
+            prev_id=self.prev_id[idx],
+            checksum=self.checksum[idx],
+            checksum_kind=self.checksum_kind[idx],
+            chain=self.chain[idx],
+            venue_depth=self.venue_depth[idx],
+            level_offsets=offsets,
+            side=self.side[lv],
+            price=self.price[lv],
+            size=self.size[lv],
+            arena=arena,
+            arena_offsets=arena_offsets,
+            venue_symbol=self.venue_symbol[idx],
+            channel=self.channel[idx],
+            venue_symbols=list(self.venue_symbols),
+            channels=list(self.channels),
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[BookBatch]) -> BookBatch:
+        """The messages of ``batches`` one after the other (dictionaries merged)."""
+        vs_codes, venue_symbols = _merge_dictionaries(
+            [(b.venue_symbol, b.venue_symbols) for b in batches]
+        )
+        ch_codes, channels = _merge_dictionaries([(b.channel, b.channels) for b in batches])
+        offsets = [np.zeros(1, np.int64)]
+        base = 0
+        for b in batches:
+            offsets.append(b.level_offsets[1:] + base)
+            base += b.n_levels
+        arena, arena_offsets = _arena(
+            pa.concat_arrays([b.strings("price") for b in batches]),
+            pa.concat_arrays([b.strings("size") for b in batches]),
+        )
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(b, name) for b in batches])
+
+        return cls(
+            ts_event=cat("ts_event"),
+            ts_recv=cat("ts_recv"),
+            seq=cat("seq"),
+            flags=cat("flags"),
+            first_id=cat("first_id"),
+            final_id=cat("final_id"),
+            prev_id=cat("prev_id"),
+            checksum=cat("checksum"),
+            checksum_kind=cat("checksum_kind"),
+            chain=cat("chain"),
+            venue_depth=cat("venue_depth"),
+            level_offsets=np.concatenate(offsets),
+            side=cat("side"),
+            price=cat("price"),
+            size=cat("size"),
+            arena=arena,
+            arena_offsets=arena_offsets,
+            venue_symbol=vs_codes,
+            channel=ch_codes,
+            venue_symbols=venue_symbols,
+            channels=channels,
+        )
+
+    def to_columns_dict(self) -> dict[str, list]:
+        """Plain JSON-able columns (the engine's checkpoint of its pre-snapshot buffer); names
+        and strings by value, so equal batches give equal dicts."""
+        out: dict[str, list] = {name: getattr(self, name).tolist() for name in _INT_COLUMNS}
+        out["price"] = self.strings("price").to_pylist()
+        out["size"] = self.strings("size").to_pylist()
+        out["venue_symbol"] = [self.venue_symbols[i] for i in self.venue_symbol.tolist()]
+        out["channel"] = [self.channels[i] for i in self.channel.tolist()]
+        return out
+
+    @classmethod
+    def from_columns_dict(cls, data: dict[str, list]) -> BookBatch:
+        """Inverse of ``to_columns_dict`` (KeyError/ValueError/BookInputError when corrupt)."""
+        n = len(data["ts_event"])
+        if not n:
+            raise ValueError("empty batch")
+        batch = cls.from_columns(
+            ts_event=np.asarray(data["ts_event"], np.int64),
+            ts_recv=np.asarray(data["ts_recv"], np.int64),
+            level_offsets=np.asarray(data["level_offsets"], np.int64),
+            side=np.asarray(data["side"], np.uint8),
+            price_strings=pa.array(data["price"], pa.large_string()),
+            size_strings=pa.array(data["size"], pa.large_string()),
+            venue_symbol="",
+            channel="",
+        )
+        for name in _INT_COLUMNS:
+            column = np.asarray(data[name], getattr(batch, name).dtype)
+            if column.shape != getattr(batch, name).shape:
+                raise ValueError(f"column {name} has {column.shape} entries")
+            setattr(batch, name, column)
+        batch.venue_symbol, batch.venue_symbols = _dictionary(list(data["venue_symbol"]))
+        batch.channel, batch.channels = _dictionary(list(data["channel"]))
+        if len(batch.venue_symbol) != n or len(batch.channel) != n:
+            raise ValueError("venue_symbol/channel columns do not match the messages")
+        return batch
+
+
+def level_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``range(start, start + count)`` for each pair (vectorized)."""
+    ends = np.cumsum(counts)
+    return np.repeat(starts - (ends - counts), counts) + np.arange(
+        int(ends[-1]) if len(ends) else 0, dtype=np.int64
+    )
+
+
+# per-message integer columns (plus level_offsets and side) of the checkpoint dict
+_INT_COLUMNS = (
+    "ts_event",
+    "ts_recv",
+    "seq",
+    "flags",
+    "first_id",
+    "final_id",
+    "prev_id",
+    "checksum",
+    "checksum_kind",
+    "chain",
+    "venue_depth",
+    "level_offsets",
+    "side",
+)
+
+
+def _merge_dictionaries(
+    parts: list[tuple[np.ndarray, list[str]]],
+) -> tuple[np.ndarray, list[str]]:
+    """Codes of several dictionary-encoded columns re-encoded against one merged dictionary."""
+    merged: dict[str, int] = {}
+    codes = []
+    for part_codes, values in parts:
+        remap = np.array([merged.setdefault(v, len(merged)) for v in values], np.int32)
+        codes.append(remap[part_codes] if len(part_codes) else part_codes.astype(np.int32))
+    return np.concatenate(codes).astype(np.int32), list(merged)
+
 
 def _dictionary(values: list[str]) -> tuple[np.ndarray, list[str]]:
     """(int32 codes, distinct values in first-seen order); one value is the usual case."""

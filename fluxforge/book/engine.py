@@ -6,7 +6,8 @@ Rules, all applied inside the numba kernel (``kernel.apply_kernel``):
 * an exchange snapshot (``is_snapshot``; a REST depth snapshot for Binance) replaces the book
   and starts a new ``book_epoch`` (a rebuild);
 * while the book is invalid (before the first snapshot, after a gap), updates are dropped and
-  counted in ``dropped_presync``; they produce no rows;
+  counted in ``dropped_presync``; they produce no rows. Binance chains are the exception (see
+  "Pre-snapshot buffer" below);
 * Binance chains: after a REST snapshot with ``final_id = lastUpdateId``, futures drop
   ``u < lastUpdateId`` and bridge on ``U <= lastUpdateId <= u``, then need ``pu == previous u``;
   spot drops ``u <= lastUpdateId``, bridges on ``U <= lastUpdateId + 1 <= u``, then needs
@@ -18,6 +19,31 @@ Rules, all applied inside the numba kernel (``kernel.apply_kernel``):
 * after each applied message one snapshot row may be injected: ``sod`` on the first applied
   message of a UTC date (of ``ts_recv``), else ``resync``/``reconnect`` right after a rebuild,
   else ``periodic`` when ``ts_event // snapshot_interval`` moved past the last snapshot's.
+
+Pre-snapshot buffer (Binance's documented procedure: open the stream, buffer the events, get
+the snapshot, then drop / bridge / chain). While a Binance-chained book is invalid, its depth
+updates are kept in receive order instead of dropped: every update since the book became
+invalid, the update that revealed a chain break included (it may be the one that bridges the
+next snapshot). When a chained (REST) snapshot arrives, the book is replaced and the buffer is
+replayed right after it through the normal drop / bridge / chain rules, so a REST response that
+arrives after its bridging event no longer breaks the chain. The buffer is bounded by
+``presync_buffer`` messages and ``presync_window_ns`` of receive time (measured from the message
+being received, or the snapshot); the oldest entries are evicted and counted (``buffer_evicted``,
+also in ``dropped_presync``). An eviction can never leave a silently wrong book: if it took the
+bridging event, the replay fails the bridge rule and writes a ``chain_break`` gap row whose
+detail names the evictions. ``reconnect()`` empties the buffer (those updates precede a hole in
+the stream). The buffer is part of ``state()``, so it survives batches and checkpoints.
+
+Rows of replayed updates: a replayed update only becomes part of the book when the snapshot
+arrives, so its ``book_deltas`` rows carry the snapshot's ``ts_recv`` and ``seq`` (they are
+written right after the snapshot's own rows) and keep their own ``ts_event`` and
+``update_id``. The rebuild's snapshot row (``resync``/``reconnect``/``sod``) is injected once,
+after the replay: it shows the book after the snapshot and the replayed updates, with the
+snapshot's ``ts_recv``/``seq`` and the last replayed update's ``ts_event``/``update_id``. So a
+reader starting from the nearest snapshot row <= T and applying deltas with a greater ``seq``
+(``fluxforge.query.Reader.book_at``) never needs, and never double-applies, a replayed row, and
+the rows sort consistently by (``ts_recv``, ``seq``) with the snapshot row and stay in its date
+partition. Gap rows found during a replay carry the snapshot's ``ts_recv`` as ``ts_to``.
 
 ``BookOutput.stats`` counts what THIS call did (sum them across calls).
 """
@@ -34,7 +60,7 @@ import orjson
 import pyarrow as pa
 
 from fluxforge.book import kernel as K
-from fluxforge.book.batch import BookBatch, BookInputError
+from fluxforge.book.batch import BookBatch, BookInputError, level_ranges
 from fluxforge.events import BookMessage
 from fluxforge.tables import BOOK_DELTAS, BOOK_SNAPSHOTS, DECIMAL, GAP_LEDGER
 
@@ -43,6 +69,11 @@ log = logging.getLogger(__name__)
 _MAGIC = b"FFBOOK1\n"
 _TABLE = K.crc_table()
 _INITIAL_CAP = 64
+# Pre-snapshot buffer limits. Binance's REST depth snapshot normally answers within a second or
+# two of the request; a 100 ms diff stream gives ~10 updates/s per symbol, so 60 s is ~600
+# updates. 5000 messages bounds the memory when updates come faster than that.
+PRESYNC_BUFFER = 5_000
+PRESYNC_WINDOW_NS = 60_000_000_000
 
 
 @dataclass
@@ -57,6 +88,9 @@ class BookStats:
     dropped_presync: int = 0  # messages dropped while waiting for a (REST) snapshot
     crossed: int = 0  # applied messages after which best bid >= best ask (counted only)
     bridges: int = 0  # Binance snapshot bridges (also counted in chain_links_verified)
+    buffered: int = 0  # Binance updates held while waiting for a REST snapshot
+    replayed: int = 0  # buffered updates applied after the snapshot (also in book_updates)
+    buffer_evicted: int = 0  # buffered updates evicted by the limits (also in dropped_presync)
 
     def add(self, other: BookStats) -> None:
         for f in fields(self):
@@ -77,6 +111,9 @@ _STAT_ORDER = (
     (K.T_DROPPED, "dropped_presync"),
     (K.T_CROSSED, "crossed"),
     (K.T_BRIDGES, "bridges"),
+    (K.T_BUFFERED, "buffered"),
+    (K.T_REPLAYED, "replayed"),
+    (K.T_EVICTED, "buffer_evicted"),
 )
 
 
@@ -153,11 +190,24 @@ class BookEngine:
         segment: str = "",
         state: bytes | None = None,
         record_tops: bool = True,
+        presync_buffer: int = PRESYNC_BUFFER,
+        presync_window_ns: int = PRESYNC_WINDOW_NS,
     ) -> None:
+        """``presync_buffer``: at most this many Binance updates are kept while the book waits
+        for its REST snapshot (0 = drop them, the behaviour before buffering);
+        ``presync_window_ns``: and none received more than this before the newest update or
+        the snapshot (0 = no age limit). Both must be the same for every engine of a
+        (exchange, symbol), like ``depth``: they decide which rows are written."""
         if depth < 1:
             raise ValueError(f"book depth must be >= 1, got {depth}")
         if snapshot_interval_ns < 1:
             raise ValueError(f"snapshot_interval_ns must be >= 1, got {snapshot_interval_ns}")
+        if presync_buffer < 0:
+            raise ValueError(f"presync_buffer must be >= 0, got {presync_buffer}")
+        if presync_window_ns < 0:
+            raise ValueError(f"presync_window_ns must be >= 0, got {presync_window_ns}")
+        self.presync_buffer = presync_buffer
+        self.presync_window_ns = presync_window_ns
         self.exchange = exchange
         self.symbol = symbol
         self.depth = depth
@@ -173,6 +223,10 @@ class BookEngine:
         self._arena_off = np.zeros(1, dtype=np.int64)
         self._channel = "book"
         self._pending_gaps: list[dict] = []
+        # Binance updates waiting for a REST snapshot (receive order), and the count of those
+        # a reconnect discarded (reported with the next apply())
+        self._buffer: BookBatch | None = None
+        self._pending_dropped = 0
         if state is not None:
             self._load(state)
 
@@ -184,6 +238,11 @@ class BookEngine:
     @property
     def valid(self) -> bool:
         return bool(self._st[K.S_VALID])
+
+    @property
+    def buffered(self) -> int:
+        """Updates held in the pre-snapshot buffer right now."""
+        return 0 if self._buffer is None else len(self._buffer)
 
     def apply(self, messages: Sequence[BookMessage], segment: str = "") -> BookOutput:
         """Messages of ONE (exchange, symbol) in receive order."""
@@ -201,14 +260,20 @@ class BookEngine:
         """Apply a columnar batch. ``tables=False`` skips building the deltas/snapshots tables
         and tops (the benchmark's hot path); gaps, stats and state are the same either way."""
         segment = segment or self.segment
+        m0 = 0
+        if self._buffer is not None and len(batch):
+            # the buffered updates go in front, as already received: the kernel starts at m0
+            m0 = len(self._buffer)
+            batch = BookBatch.concat([self._buffer, batch])
         n = len(batch)
-        applied = np.empty(n, dtype=np.uint8)
+        order = np.empty(n, dtype=np.int64)
+        clock = np.empty(n, dtype=np.int64)
         epoch = np.empty(n, dtype=np.int32)
         tops = np.empty((n, 4), dtype=np.int64)
         counters = np.zeros(K.N_STATS, dtype=np.int64)
         n0 = len(self._arena_off) - 1
         dec = _batch_decimals(batch) if tables else None
-        key, pid, snap_meta, snap_ids, gap_meta = K.apply_kernel(
+        key, pid, snap_meta, snap_ids, gap_meta, n_out, left = K.apply_kernel(
             self._st,
             self._key,
             self._pid,
@@ -234,25 +299,34 @@ class BookEngine:
             self.depth,
             self.snapshot_interval_ns,
             _TABLE,
-            applied,
+            m0,
+            self.presync_buffer,
+            self.presync_window_ns,
+            order,
+            clock,
             epoch,
             tops,
             counters,
         )
         self._key, self._pid = key, pid
+        if n:
+            self._buffer = batch.take(left) if len(left) else None
+        order = order[:n_out]
         arenas = (n0, self._arena, self._arena_off, batch.arena, batch.arena_offsets)
         nl = batch.n_levels
         pending = self._pending_gaps
         self._pending_gaps = []
         stats = BookStats(**{name: int(counters[i]) for i, name in _STAT_ORDER})
         stats.gaps += len(pending)
+        stats.dropped_presync += self._pending_dropped
+        self._pending_dropped = 0
         if tables:
             out = BookOutput(
-                deltas=self._deltas(batch, applied, epoch, dec),
+                deltas=self._deltas(batch, order, clock, epoch, dec),
                 snapshots=self._snapshots(batch, snap_meta, snap_ids, arenas),
                 gaps=self._gaps(batch, gap_meta, pending, segment),
                 stats=stats,
-                lazy_tops=functools.partial(self._tops, batch, applied, tops, arenas)
+                lazy_tops=functools.partial(self._tops, batch, order, clock, tops, arenas)
                 if self.record_tops
                 else None,
             )
@@ -288,10 +362,16 @@ class BookEngine:
         self._st[K.S_VALID] = 0
         self._st[K.S_NEED_BRIDGE] = 0
         self._st[K.S_PENDING] = K.R_RECONNECT
+        # buffered updates precede the hole in the stream: no snapshot can bridge them now
+        self._pending_dropped += self.buffered
+        self._buffer = None
+        self._st[K.S_EVICTED] = 0
 
     def state(self) -> bytes:
         """Deterministic checkpoint: depends only on the book content, epoch, chain and
-        snapshot timers and pending gap rows, never on memory layout or batch history."""
+        snapshot timers, pending gap rows and the pre-snapshot buffer, never on memory layout
+        or batch history. The buffer keys are written only when there is something to say, so
+        a checkpoint without them reads as before (and older checkpoints load)."""
         st = self._st
         nb = int(st[K.S_HI0] - st[K.S_LO0])
         na = int(st[K.S_HI1] - st[K.S_LO1])
@@ -314,6 +394,12 @@ class BookEngine:
             "channel": self._channel,
             "pending_gaps": self._pending_gaps,
         }
+        if self._buffer is not None:
+            header["buffer"] = self._buffer.to_columns_dict()
+        if self._st[K.S_EVICTED]:
+            header["buffer_evicted"] = int(self._st[K.S_EVICTED])
+        if self._pending_dropped:
+            header["pending_dropped"] = self._pending_dropped
         head = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
         return b"".join(
             [
@@ -370,14 +456,28 @@ class BookEngine:
         self._arena_off = offs.astype(np.int64)
         self._channel = header["channel"]
         self._pending_gaps = list(header["pending_gaps"])
+        try:
+            buffered = header.get("buffer")
+            self._buffer = None if buffered is None else BookBatch.from_columns_dict(buffered)
+            self._st[K.S_EVICTED] = int(header.get("buffer_evicted", 0))
+            self._pending_dropped = int(header.get("pending_dropped", 0))
+        except (KeyError, ValueError, TypeError, BookInputError) as exc:
+            raise BookStateError(f"book state: corrupt pre-snapshot buffer ({exc})") from None
 
     def _deltas(
-        self, batch: BookBatch, applied: np.ndarray, epoch: np.ndarray, dec: pa.Array
+        self,
+        batch: BookBatch,
+        order: np.ndarray,
+        clock: np.ndarray,
+        epoch: np.ndarray,
+        dec: pa.Array,
     ) -> pa.Table:
-        counts = np.diff(batch.level_offsets)
-        keep = np.repeat(applied.astype(bool), counts)
-        idx = np.flatnonzero(keep)
-        msg = np.repeat(np.arange(len(batch)), counts)[idx]
+        """Rows of the applied messages in application order; receive time and seq from each
+        message's clock (itself, or the snapshot a replayed update followed)."""
+        counts = np.diff(batch.level_offsets)[order]
+        idx = level_ranges(batch.level_offsets[:-1][order], counts)
+        msg = np.repeat(order, counts)
+        at = clock[msg]
         sides = pa.DictionaryArray.from_arrays(
             pa.array(batch.side[idx].astype(np.int32)), pa.array(["bid", "ask"])
         ).cast(pa.string())
@@ -388,7 +488,7 @@ class BookEngine:
             BOOK_DELTAS,
             {
                 "ts_event": pa.array(batch.ts_event[msg]),
-                "ts_recv": pa.array(batch.ts_recv[msg]),
+                "ts_recv": pa.array(batch.ts_recv[at]),
                 "venue_symbol": vs,
                 "side": sides,
                 "price": dec.take(pa.array(idx)),
@@ -396,7 +496,7 @@ class BookEngine:
                 "update_id": pa.array(batch.final_id[msg]),
                 "is_snapshot": pa.array((batch.flags[msg] & K.F_SNAPSHOT).astype(bool)),
                 "book_epoch": pa.array(epoch[msg], pa.int32()),
-                "seq": pa.array(batch.seq[msg]),
+                "seq": pa.array(batch.seq[at]),
             },
         )
 
@@ -408,6 +508,7 @@ class BookEngine:
             return BOOK_SNAPSHOTS.empty_table()
         d = self.depth
         msg = meta[:, 0]
+        at = meta[:, 5]  # the clock: receive time and seq the row sorts by
         lists = []
         for part, count_col in ((0, 3), (1, 3), (2, 4), (3, 4)):
             counts = meta[:, count_col]
@@ -422,7 +523,7 @@ class BookEngine:
             BOOK_SNAPSHOTS,
             {
                 "ts_event": pa.array(batch.ts_event[msg]),
-                "ts_recv": pa.array(batch.ts_recv[msg]),
+                "ts_recv": pa.array(batch.ts_recv[at]),
                 "venue_symbol": pa.array(vs, pa.string()),
                 "depth": pa.array(np.full(k, d, dtype=np.int32)),
                 "bid_px": lists[0],
@@ -432,7 +533,7 @@ class BookEngine:
                 "reason": pa.array([K.REASONS[int(r)] for r in meta[:, 1]], pa.string()),
                 "book_epoch": pa.array(meta[:, 2].astype(np.int32)),
                 "update_id": pa.array(batch.final_id[msg]),
-                "seq": pa.array(batch.seq[msg]),
+                "seq": pa.array(batch.seq[at]),
             },
         )
 
@@ -440,19 +541,24 @@ class BookEngine:
         self, batch: BookBatch, meta: np.ndarray, pending: list[dict], segment: str
     ) -> pa.Table:
         rows = list(pending)
-        for m, cause, ep, ts_from, expected, got in meta.tolist():
+        for m, cause, ep, ts_from, expected, got, ts_to, evicted in meta.tolist():
             if cause == K.G_CHAIN_BREAK:
                 detail = (
                     f"update id chain broken at final id {batch.final_id[m]}: "
                     f"expected {expected}, got {got}"
                 )
+                if evicted:
+                    detail += (
+                        f" ({evicted} updates buffered while waiting for the snapshot were "
+                        "evicted by the buffer limits)"
+                    )
             else:
                 detail = f"checksum mismatch: venue {expected}, book {got}"
             rows.append(
                 {
                     "channel": batch.channels[int(batch.channel[m])],
                     "ts_from": ts_from,
-                    "ts_to": int(batch.ts_recv[m]),
+                    "ts_to": ts_to,
                     "cause": K.CAUSES[cause],
                     "book_epoch": ep,
                     "detail": detail,
@@ -470,19 +576,23 @@ class BookEngine:
         return pa.Table.from_pylist(rows, schema=GAP_LEDGER)
 
     def _tops(
-        self, batch: BookBatch, applied: np.ndarray, tops: np.ndarray, arenas: tuple
+        self,
+        batch: BookBatch,
+        order: np.ndarray,
+        clock: np.ndarray,
+        tops: np.ndarray,
+        arenas: tuple,
     ) -> list[Top]:
-        idx = np.flatnonzero(applied)
-        if len(idx) == 0:
+        if len(order) == 0:
             return []
-        flat = np.ascontiguousarray(tops[idx].reshape(-1))
+        flat = np.ascontiguousarray(tops[order].reshape(-1))
         data, offs = K.gather(flat, *arenas)
         strs = pa.LargeStringArray.from_buffers(
             len(flat), pa.py_buffer(offs), pa.py_buffer(data), null_count=0
         ).to_pylist()
-        ts = batch.ts_recv[idx].tolist()
-        fid = batch.final_id[idx].tolist()
+        ts = batch.ts_recv[clock[order]].tolist()
+        fid = batch.final_id[order].tolist()
         return [
             (ts[i], fid[i], strs[4 * i], strs[4 * i + 1], strs[4 * i + 2], strs[4 * i + 3])
-            for i in range(len(idx))
+            for i in range(len(order))
         ]

@@ -94,15 +94,22 @@ def test_book_binance_missing_update_breaks_chain(captures: Path) -> None:
     gap = out.gaps.to_pylist()[0]
     assert gap["cause"] == "chain_break"
     assert str(msgs[cut].final_id) in gap["detail"]  # expected pu = the missing u
-    # 3 before the bridge (1 before the snapshot, 2 older than it) + all after the break
-    assert out.stats.dropped_presync == 3 + len(msgs) - (cut + 2)
-    # a fresh REST snapshot restores it: dropped until bridged, new epoch, resync row
+    # 3 before the bridge (1 received before the snapshot and replayed after it, 2 older
+    # than it); since the break every update, the one that revealed it included, is buffered
+    # for the next REST snapshot
+    assert out.stats.dropped_presync == 3
+    after_break = len(msgs) - (cut + 1)
+    assert (out.stats.buffered, engine.buffered) == (1 + after_break, after_break)
+    # a fresh REST snapshot restores it: the buffer is replayed, older updates dropped, the
+    # newest (u == lastUpdateId) bridges it; new epoch, resync row
     resnap = dataclasses.replace(
         msgs[rest], ts_recv=msgs[-1].ts_recv + 1, final_id=msgs[-1].final_id
     )
     more = BookEngine("binanceusdm", "SUSHI-USDT", state=engine.state()).apply([resnap])
     assert more.snapshots.column("reason").to_pylist() == ["resync"]
     assert more.snapshots.column("book_epoch").to_pylist() == [2]
+    s = more.stats
+    assert (s.dropped_presync, s.replayed, s.bridges, s.chain_breaks) == (after_break - 1, 1, 1, 0)
 
 
 def test_book_reconnect_writes_gap_and_waits_for_snapshot(kraken_xmr: list[BookMessage]) -> None:
@@ -170,17 +177,18 @@ def test_book_binance_spot_chain_bridge_links_and_break() -> None:
         )  # fmt: skip
 
     msgs = [
-        ev(1, 80, 89),  # before the snapshot: dropped
+        ev(1, 80, 89),  # before the snapshot: buffered, replayed after it, dropped (stale)
         ev(2, -1, 100, snap=True),  # REST snapshot, lastUpdateId 100
         ev(3, 90, 100),  # u <= lastUpdateId: dropped
         ev(4, 95, 105),  # U <= 101 <= u: the bridge
         ev(5, 106, 110),  # U == previous u + 1
         ev(6, 112, 115),  # 111 missing: break
-        ev(7, 116, 120),  # dropped until the next snapshot
+        ev(7, 116, 120),  # buffered (with ev 6) until the next snapshot
     ]
     out = BookEngine("binance", "A-B").apply(msgs)
     s = out.stats
-    assert (s.dropped_presync, s.bridges, s.chain_links_verified, s.chain_breaks) == (3, 1, 2, 1)
+    assert (s.dropped_presync, s.bridges, s.chain_links_verified, s.chain_breaks) == (2, 1, 2, 1)
+    assert s.buffered == 3
     assert [t[1] for t in out.tops] == [100, 105, 110]
     gap = out.gaps.to_pylist()[0]
     assert (gap["cause"], gap["channel"], gap["ts_from"], gap["ts_to"]) == (
