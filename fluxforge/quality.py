@@ -296,6 +296,67 @@ def coverage(tables: Mapping[str, pa.Table | None], gaps: pa.Table | None) -> pa
     return agg.to_arrow().cast(COVERAGE_SCHEMA)
 
 
+def coverage_summary(table: pa.Table) -> list[list[Any]]:
+    """``coverage`` rows as plain lists (exchange, symbol, channel, hour epoch s, rows,
+    first_ts_recv, last_ts_recv, gaps) for a JSON manifest."""
+    hours = pc.cast(table["hour"], pa.int64()).to_pylist()
+    return [
+        [ex, sym, ch, h, n, first, last, gaps]
+        for ex, sym, ch, h, n, first, last, gaps in zip(
+            table["exchange"].to_pylist(),
+            table["symbol"].to_pylist(),
+            table["channel"].to_pylist(),
+            hours,
+            table["rows"].to_pylist(),
+            table["first_ts_recv"].to_pylist(),
+            table["last_ts_recv"].to_pylist(),
+            table["gaps"].to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def merge_coverage(summaries: Iterable[list[Any]], tables: Iterable[pa.Table]) -> pa.Table:
+    """One coverage view from per-segment summaries (``coverage_summary`` rows) and coverage
+    tables: rows and gaps add up, first/last receive times are the extremes."""
+    import polars as pl
+
+    frames = [t for t in tables if t.num_rows]
+    rows = list(summaries)
+    if rows:
+        cols = list(zip(*rows, strict=True))
+        frames.append(
+            pa.table(
+                {
+                    "exchange": pa.array(cols[0], pa.string()),
+                    "symbol": pa.array(cols[1], pa.string()),
+                    "channel": pa.array(cols[2], pa.string()),
+                    "hour": pa.array(cols[3], pa.int64()).cast(pa.timestamp("s", tz="UTC")),
+                    "rows": pa.array(cols[4], pa.int64()),
+                    "first_ts_recv": pa.array(cols[5], pa.int64()),
+                    "last_ts_recv": pa.array(cols[6], pa.int64()),
+                    "gaps": pa.array(cols[7], pa.int64()),
+                }
+            )
+        )
+    if not frames:
+        return COVERAGE_SCHEMA.empty_table()
+    keys = ["exchange", "symbol", "channel", "hour"]
+    df = pl.concat([pl.from_arrow(f.cast(COVERAGE_SCHEMA)) for f in frames])
+    agg = (
+        df.group_by(keys)
+        .agg(
+            pl.col("rows").sum(),
+            pl.col("first_ts_recv").min(),
+            pl.col("last_ts_recv").max(),
+            pl.col("gaps").sum(),
+        )
+        .sort(keys)
+        .select(COVERAGE_SCHEMA.names)
+    )
+    return agg.to_arrow().cast(COVERAGE_SCHEMA)
+
+
 def archived_segments(cfg: Any, source: str, date: str) -> list[str]:
     """Names of the archived raw segments of one (source, UTC date)."""
     layer = cfg.storage.etl_input
@@ -312,12 +373,34 @@ def _open(layer: Any) -> Storage:
 
 
 def partition_coverage(cfg: Any, source: str, date: str) -> pa.Table:
-    """Coverage of one (date, source) partition: the lake parts of its archived segments."""
+    """Coverage of one (date, source) partition over its archived segments: the summaries the
+    refinery keeps in each segment's manifest, and for a segment without one (written by an
+    older version) its lake parts, read."""
     layer = cfg.storage.etl_output
     storage = _open(layer)
-    segments = archived_segments(cfg, source, date)
+    layout = Layout.of(layer)
+    summaries: list[list[Any]] = []
+    unsummarized: list[str] = []
+    for name in archived_segments(cfg, source, date):
+        stem = posixpath.basename(name).removesuffix(".ndjson")
+        key = layout.state("segments", source, f"{stem}.json")
+        manifest = orjson.loads(storage.read_bytes(key)) if storage.exists(key) else {}
+        if manifest.get("state") == "done" and "coverage" in manifest:
+            summaries.extend(r[1:] for r in manifest["coverage"] if r[0] == date)
+        else:
+            unsummarized.append(name)
+    read: list[pa.Table] = []
+    if unsummarized:
+        read.append(parts_coverage(storage, layout, source, date, unsummarized))
+    return merge_coverage(summaries, read)
+
+
+def parts_coverage(
+    storage: Storage, layout: Layout, source: str, date: str, segments: Sequence[str]
+) -> pa.Table:
+    """Coverage of `date` computed from the lake parts the given segments wrote."""
     keys = partition_parts(
-        storage, Layout.of(layer), [*COVERAGE_CHANNELS, "gap_ledger"], source, date, segments
+        storage, layout, [*COVERAGE_CHANNELS, "gap_ledger"], source, date, segments
     )
     by_table = parts_by_table(keys)
     tables = {t: _read_column(storage, by_table.get(t, []), "ts_recv") for t in COVERAGE_CHANNELS}

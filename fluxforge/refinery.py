@@ -422,7 +422,7 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
     for table, items in sorted(merged_parts.items()):
         for merged, ex, sym, date in items:
             _encode_part(ctx, ref, table, merged, ex, sym, date, bodies, report)
-    _write_parts(ctx, ref, bodies)
+    _write_parts(ctx, ref, bodies, _coverage_rows(merged_parts))
     save_book_state(ctx.out, ctx.lout, ref, new_states)
     day = parse_segment_name(ref.name).date
     if checkpoint is None or not checkpoint.startswith(_day_prefix(ctx.lout, ref.source, day)):
@@ -497,7 +497,37 @@ def _read_manifest(ctx: _Ctx, ref: SegmentRef) -> list[str]:
     return list(orjson.loads(ctx.out.read_bytes(key)).get("files", []))
 
 
-def _write_parts(ctx: _Ctx, ref: SegmentRef, bodies: dict[str, bytes]) -> None:
+def _coverage_rows(parts: dict[str, list[tuple[pa.Table, str, str, str]]]) -> list[list[Any]]:
+    """The segment's share of the ``coverage`` view, per (date, exchange, symbol, channel,
+    hour): kept in its manifest so a partition's coverage sums small summaries instead of
+    re-reading every part of the day on each run (``quality.partition_coverage``)."""
+    from fluxforge.quality import COVERAGE_CHANNELS, coverage, coverage_summary
+
+    def times(table: str, column: str, date: str) -> pa.Table | None:
+        cols = [
+            pa.table(
+                {
+                    column: t[column],
+                    "exchange": pa.repeat(pa.scalar(ex, pa.string()), t.num_rows),
+                    "symbol": pa.repeat(pa.scalar(sym, pa.string()), t.num_rows),
+                }
+            )
+            for t, ex, sym, d in parts.get(table, [])
+            if d == date
+        ]
+        return pa.concat_tables(cols) if cols else None
+
+    rows: list[list[Any]] = []
+    for date in sorted({d for items in parts.values() for *_, d in items}):
+        tables = {t: times(t, "ts_recv", date) for t in COVERAGE_CHANNELS}
+        summary = coverage(tables, times("gap_ledger", "ts_to", date))
+        rows.extend([date, *r] for r in coverage_summary(summary))
+    return rows
+
+
+def _write_parts(
+    ctx: _Ctx, ref: SegmentRef, bodies: dict[str, bytes], coverage: list[list[Any]]
+) -> None:
     """Replace the segment's parts: record intent (old + new keys) first, so a crash mid-way
     leaves a manifest that names every file a retry must overwrite or remove."""
     old = _read_manifest(ctx, ref)
@@ -510,9 +540,8 @@ def _write_parts(ctx: _Ctx, ref: SegmentRef, bodies: dict[str, bytes]) -> None:
         ctx.out.write_bytes(path, body)
     for path in sorted(set(old) - set(bodies)):
         ctx.out.delete(path)
-    ctx.out.write_bytes(
-        key, orjson.dumps({"segment": str(ref), "state": "done", "files": sorted(bodies)})
-    )
+    done = {"segment": str(ref), "state": "done", "files": sorted(bodies), "coverage": coverage}
+    ctx.out.write_bytes(key, orjson.dumps(done))
 
 
 def _remove_parts(ctx: _Ctx, ref: SegmentRef) -> None:

@@ -281,3 +281,34 @@ def test_process_captures_fast_path_equals_per_line_path(
     for table in lake.TABLES:
         assert slow[table].equals(fast[table]), table
     assert lake_files(tmp_path) == lake_files(root)
+
+
+def test_process_captures_coverage_from_manifests_equals_coverage_read_from_parts(
+    whole, tmp_path: Path
+) -> None:
+    """Each segment's manifest carries its share of the coverage view; summed over a
+    partition (here 30+ small segments) it equals coverage computed by reading every part."""
+    from fluxforge import quality
+    from fluxforge.storage import Layout
+
+    root, _, _ = whole
+    cfg_path = write_config(tmp_path, "unused")
+    split_segments(
+        root / "data/raw/archive/replay", tmp_path / "data/raw/ready/replay", lines_per_segment=400
+    )
+    cfg = load_config(cfg_path, environ={})
+    assert process_ready(cfg).failed == []
+    storage = LocalStorage(tmp_path / "data")
+    layout = Layout.of(cfg.storage.etl_output)
+    dates = sorted({ref.date for ref in list_segments(cfg, "archive", "replay")})
+    manifests = list((tmp_path / "data/state/segments/replay").glob("*.json"))
+    assert len(manifests) > 30
+    assert all("coverage" in json.loads(m.read_bytes()) for m in manifests)  # no fallback read
+    compared = 0
+    for date in dates:
+        segments = quality.archived_segments(cfg, "replay", date)
+        summed = quality.partition_coverage(cfg, "replay", date)
+        read = quality.parts_coverage(storage, layout, "replay", date, segments)
+        assert summed.num_rows > 0 and summed.equals(read), date
+        compared += summed.num_rows
+    assert compared > 20
