@@ -244,6 +244,17 @@ class BookEngine:
         """Updates held in the pre-snapshot buffer right now."""
         return 0 if self._buffer is None else len(self._buffer)
 
+    def levels(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The whole current book as (price, size) wire strings: bids best first, asks best
+        first (after a gap: the book as it was when the epoch ended)."""
+        nb = int(self._st[K.S_HI0] - self._st[K.S_LO0])
+        offs = self._arena_off.tolist()
+        data = self._arena.tobytes()
+        # the arena is compact and canonical between calls: bids then asks, price then size
+        strs = [data[offs[i] : offs[i + 1]].decode() for i in range(len(offs) - 1)]
+        pairs = list(zip(strs[0::2], strs[1::2], strict=True))
+        return pairs[:nb], pairs[nb:]
+
     def apply(self, messages: Sequence[BookMessage], segment: str = "") -> BookOutput:
         """Messages of ONE (exchange, symbol) in receive order."""
         for i, msg in enumerate(messages):
