@@ -27,12 +27,13 @@ invalid, the update that revealed a chain break included (it may be the one that
 next snapshot). When a chained (REST) snapshot arrives, the book is replaced and the buffer is
 replayed right after it through the normal drop / bridge / chain rules, so a REST response that
 arrives after its bridging event no longer breaks the chain. The buffer is bounded by
-``presync_buffer`` messages and ``presync_window_ns`` of receive time (measured from the message
-being received, or the snapshot); the oldest entries are evicted and counted (``buffer_evicted``,
-also in ``dropped_presync``). An eviction can never leave a silently wrong book: if it took the
-bridging event, the replay fails the bridge rule and writes a ``chain_break`` gap row whose
-detail names the evictions. ``reconnect()`` empties the buffer (those updates precede a hole in
-the stream). The buffer is part of ``state()``, so it survives batches and checkpoints.
+``presync_buffer`` messages and ``presync_window_ns`` of receive time (an entry received more
+than that before the update being buffered or the arriving snapshot goes); the oldest entries
+are evicted and counted (``buffer_evicted``, also in ``dropped_presync``). An eviction can
+never leave a silently wrong book: if it took the bridging event, the replay fails the bridge
+rule and writes a ``chain_break`` gap row whose detail names the evictions. ``reconnect()``
+empties the buffer (those updates precede a hole in the stream). The buffer is part of
+``state()``, so it survives batches and checkpoints.
 
 Rows of replayed updates: a replayed update only becomes part of the book when the snapshot
 arrives, so its ``book_deltas`` rows carry the snapshot's ``ts_recv`` and ``seq`` (they are
