@@ -92,6 +92,7 @@ class BookStats:
     buffered: int = 0  # Binance updates held while waiting for a REST snapshot
     replayed: int = 0  # buffered updates applied after the snapshot (also in book_updates)
     buffer_evicted: int = 0  # buffered updates evicted by the limits (also in dropped_presync)
+    stale_rest_snapshots: int = 0  # REST snapshots skipped: the valid chain was already past them
 
     def add(self, other: BookStats) -> None:
         for f in fields(self):
@@ -115,6 +116,7 @@ _STAT_ORDER = (
     (K.T_BUFFERED, "buffered"),
     (K.T_REPLAYED, "replayed"),
     (K.T_EVICTED, "buffer_evicted"),
+    (K.T_STALE, "stale_rest_snapshots"),
 )
 
 

@@ -75,7 +75,8 @@ T_BRIDGES = 9
 T_BUFFERED = 10
 T_REPLAYED = 11
 T_EVICTED = 12
-N_STATS = 13
+T_STALE = 13  # REST snapshots skipped: the valid book was already at or past their id
+N_STATS = 14
 
 DAY_NS = 86_400_000_000_000
 _DOT = 46
@@ -403,6 +404,18 @@ def apply_kernel(
             chain = m_chain[m]
             is_snap = (flags & F_SNAPSHOT) != 0
             rebuilt = False
+            if (
+                is_snap
+                and (flags & F_REST) != 0
+                and chain != CH_NONE
+                and st[S_VALID] == 1
+                and st[S_NEED_BRIDGE] == 0
+                and st[S_LAST_ID] >= m_final[m]
+            ):
+                # a re-fetched REST snapshot no newer than the verified chain: replacing the book
+                # with it would rewind it and break the chain on the next update
+                stats[T_STALE] += 1
+                continue
             if is_snap:
                 for s in range(2):
                     mid = key.shape[1] // 2

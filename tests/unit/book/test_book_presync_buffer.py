@@ -315,3 +315,27 @@ def test_book_presync_limits_must_not_be_negative() -> None:
         BookEngine("x", "A-B", presync_buffer=-1)
     with pytest.raises(ValueError, match="presync_window_ns"):
         BookEngine("x", "A-B", presync_window_ns=-1)
+
+
+def test_book_rest_snapshot_refetched_while_valid_is_skipped_if_not_newer(futures) -> None:
+    """A REST snapshot re-fetched while the chain is intact (a client re-syncing on its own)
+    and no newer than the last applied update would rewind the book: it is skipped and
+    counted; the chain goes on unbroken and the book equals the reference."""
+    msgs = futures["SUSHI-USDT"]
+    rest = next(m for m in msgs if m.from_rest)
+    events = [m for m in msgs if not m.from_rest and m.ts_recv > rest.ts_recv]
+    assert len(events) > 20
+    half = len(events) // 2
+    again = dataclasses.replace(rest, ts_recv=events[half - 1].ts_recv + 1)
+    stream = [rest, *events[:half], again, *events[half:]]
+    stream = [dataclasses.replace(m, seq=i + 1) for i, m in enumerate(stream)]
+    engine = BookEngine("binanceusdm", "SUSHI-USDT")
+    out = engine.apply(stream)
+    assert out.stats.stale_rest_snapshots == 1
+    assert (out.stats.chain_breaks, out.stats.gaps, out.stats.bridges) == (0, 0, 1)
+    assert _ordered(_as_book(engine.levels())) == _ordered(_reference(rest, events))
+    # a newer REST snapshot still replaces the book (new epoch, bridged again)
+    newer = dataclasses.replace(
+        rest, ts_recv=events[-1].ts_recv + 1, final_id=events[-1].final_id + 1, seq=10**6
+    )
+    assert engine.apply([newer]).stats.stale_rest_snapshots == 0
