@@ -175,6 +175,10 @@ class RefineryConfig(_Model):
     # days whose every per-segment book checkpoint is kept (a retry or reprocess of one segment
     # needs the one before it); older days keep their last checkpoint only (what rebuild needs)
     checkpoint_keep_days: int = Field(default=7, ge=1)
+    # Binance updates kept while a book waits for its REST snapshot (0: drop them), and the
+    # receive-time window they may span (0: no age limit)
+    presync_buffer: int = Field(default=5000, ge=0)
+    presync_window_s: float = Field(default=60.0, ge=0)
 
 
 class DagsterConfig(_Model):

@@ -581,6 +581,8 @@ def _run_books(
             snapshot_interval_ns=interval_ns,
             segment=ref.name,
             state=states.get((ex, sym)),
+            presync_buffer=cfg.refinery.presync_buffer,
+            presync_window_ns=int(cfg.refinery.presync_window_s * 1_000_000_000),
         )
         alive, stats = _feed(
             engine,

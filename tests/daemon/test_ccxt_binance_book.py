@@ -154,3 +154,18 @@ def test_ccxt_binance_book_bridges_updates_received_before_the_rest_snapshot(
     got = Reader(cfg).book_at("binanceusdm", "SUSHI-USDT", at, depth=10)
     assert [(p, q) for p, q in got.bids] == want_b
     assert [(p, q) for p, q in got.asks] == want_a
+
+    # the same recording with buffering switched off in the config: every update received
+    # before the snapshot is lost, and the book stays at the older snapshot
+    import shutil
+
+    other = tmp_path / "unbuffered"
+    shutil.copytree(tmp_path / "hot/raw/archive/bnbook", other / "hot/raw/ready/bnbook")
+    off = make_config(other, [], refinery={"presync_buffer": 0})
+    report = process_ready(off)
+    book = {(b["exchange"], b["symbol"]): b for b in report.to_dict()["books"]}
+    stats = book[("binanceusdm", "SUSHI-USDT")]
+    assert (stats["buffered"], stats["replayed"]) == (0, 0), stats
+    assert stats["dropped_presync"] == len(msgs_before), stats
+    stale = Reader(off).book_at("binanceusdm", "SUSHI-USDT", at, depth=10)
+    assert (stale.bids, stale.asks) != (got.bids, got.asks)
