@@ -118,6 +118,13 @@ def query_book(
         book = _reader(config_path).book_at(exchange, symbol, at, depth)
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
+    if not book.valid and book.gap is not None:
+        click.echo(
+            f"no valid book at {book.ts}: epoch {book.gap['book_epoch']} ended at "
+            f"{book.gap['ts_to']} ({book.gap['cause']}: {book.gap['detail']}); the next exchange "
+            "snapshot starts a new one",
+            err=True,
+        )
     if as_json:
         sys.stdout.write(orjson.dumps(book.to_dict()).decode() + "\n")
         return

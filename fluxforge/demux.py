@@ -67,6 +67,7 @@ class CtlEvent:
     ts_recv: int
     event: str
     book_pos: int  # line number of the ctl record: book messages on earlier lines are older
+    reason: str = ""  # the daemon's reason (disconnect / gap records), for the gap ledger
 
 
 @dataclass
@@ -300,7 +301,9 @@ def _demux_pass(
             n_control += 1
             event = env.data.get("event") if isinstance(env.data, dict) else None
             if event in RECONNECT_EVENTS:
-                res.ctl.append(CtlEvent(ex, env.ts, event, line_no))
+                reason = env.data.get("reason")
+                why = reason[:200] if isinstance(reason, str) else ""
+                res.ctl.append(CtlEvent(ex, env.ts, event, line_no, why))
             continue
         if poison and env.seq in poison:
             quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, poison[env.seq], line)

@@ -88,6 +88,11 @@ class BookAt:
     book_epoch: int | None = None
     deltas_applied: int = 0
     exact_depth: int = 0
+    # False when the book's epoch ended (gap ledger: chain break, checksum mismatch, reconnect,
+    # sequence gap) after its last snapshot and before `ts`: no book is known until the next
+    # exchange snapshot, so bids/asks are empty and `gap` is that ledger row
+    valid: bool = True
+    gap: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -187,6 +192,19 @@ class Reader:
             return out
         out.snapshot_ts = snap["ts_recv"]
         out.book_epoch = snap["book_epoch"]
+        ended = self._read(
+            "gap_ledger",
+            exchange,
+            symbol,
+            day,
+            filters=[("ts_to", ">", snap["ts_recv"]), ("ts_to", "<=", t)],
+        )
+        if ended.num_rows:
+            first = ended.take(pc.sort_indices(ended, [("ts_to", "ascending")])).slice(0, 1)
+            row = first.to_pylist()[0]
+            out.valid = False
+            out.gap = {k: row.get(k) for k in ("cause", "ts_from", "ts_to", "detail", "book_epoch")}
+            return out
         first_hour = _hour_tag(snap["ts_recv"])
         delta_keys = [
             k

@@ -650,7 +650,7 @@ def _feed(
             alive = True
             pending = False
         if ev is not None and alive:
-            engine.reconnect(ev.ts_recv, segment)
+            engine.reconnect(ev.ts_recv, segment, ev.reason)
             pending = True
     if pending:
         # flush the gap row now: it belongs to this segment whatever comes after

@@ -359,9 +359,11 @@ class BookEngine:
         )
         return out
 
-    def reconnect(self, ts_recv: int, segment: str = "") -> None:
+    def reconnect(self, ts_recv: int, segment: str = "", reason: str = "") -> None:
         """The venue connection was interrupted: end the epoch (gap row, cause ``reconnect``,
-        delivered with the next apply() output) and wait for the next exchange snapshot."""
+        delivered with the next apply() output) and wait for the next exchange snapshot.
+        `reason` is the daemon's (a dropped connection, a sequence gap, ...)."""
+        detail = "connection interrupted; waiting for the next exchange snapshot"
         self._pending_gaps.append(
             {
                 "channel": self._channel,
@@ -369,7 +371,7 @@ class BookEngine:
                 "ts_to": int(ts_recv),
                 "cause": "reconnect",
                 "book_epoch": int(self._st[K.S_EPOCH]),
-                "detail": "connection interrupted; waiting for the next exchange snapshot",
+                "detail": f"{reason}: {detail}" if reason else detail,
                 "segment": segment or self.segment,
             }
         )

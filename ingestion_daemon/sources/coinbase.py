@@ -2,19 +2,28 @@
 
 Options: ``url`` (default ``wss://advanced-trade-ws.coinbase.com``), ``products`` (list of
 product ids), ``channels`` (default level2, market_trades, ticker, heartbeats),
-``silence_timeout_s``, ``backoff_initial_s``, ``backoff_max_s`` (default: ``ingestion:``).
+``silence_timeout_s``, ``backoff_initial_s``, ``backoff_max_s`` (default: ``ingestion:``),
+``check_sequence`` (default true).
 
 One subscribe request per channel (``{"type":"subscribe","product_ids":[...],"channel":C}``).
 Every received frame is written verbatim as ``msg`` with the receive time. Control records:
 ``connect`` (url, attempt), ``subscribe`` (the request as sent), ``disconnect`` (reason, frames on
 that connection) and, on every reconnect, ``gap`` (from/to ns: nothing was received in between).
 A connection that stays silent for ``silence_timeout_s`` is treated as dead.
+
+Advanced Trade numbers every message of a connection (``sequence_num``, all channels). A jump
+means the venue dropped messages, which no later update repairs: the daemon writes a ``gap``
+ctl record (reason ``sequence gap``) before the frame that revealed it, so the refinery ends the
+book epochs there, then reconnects for fresh snapshots. Lower or repeated numbers are recorded
+and not acted on. The number is read with a regex near the frame start, not a JSON parse: the
+daemon stays a pipe. ``check_sequence: false`` turns this off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import orjson
 import websockets
@@ -31,7 +40,16 @@ DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
 DEFAULT_CHANNELS = ("level2", "market_trades", "ticker", "heartbeats")
 
 
+# the envelope keys come first in Advanced Trade frames: the number sits in the first bytes
+_SEQUENCE = re.compile(rb'"sequence_num"\s*:\s*(\d+)')
+_SEQUENCE_SPAN = 256
+
+
 class _Silence(Exception):
+    pass
+
+
+class _SequenceGap(Exception):
     pass
 
 
@@ -49,6 +67,10 @@ class CoinbaseSource:
         if not self.url.startswith(("ws://", "wss://")):
             raise option_error(src, "url", self.url, "a ws:// or wss:// URL")
         self.silence_s, self.backoff = live_settings(src, cfg)
+        self.check_sequence = src.option("check_sequence", True)
+        if not isinstance(self.check_sequence, bool):
+            raise option_error(src, "check_sequence", self.check_sequence, "true or false")
+        self.sequence_gaps = 0
         self.connections = 0
         self.frames = 0  # frames written, all connections
 
@@ -72,6 +94,7 @@ class CoinbaseSource:
                 frames = 0
                 reason = "shutdown"
                 connected = False
+                last_seq: int | None = None
                 try:
                     async with websockets.connect(
                         self.url, max_size=None, open_timeout=10, close_timeout=2
@@ -100,11 +123,29 @@ class CoinbaseSource:
                                     break
                                 raise _Silence(f"no message for {self.silence_s:g} s")
                             frame = recv.result()
-                            writer.append(writer.clock(), frame_payload(frame))
+                            now = writer.clock()
+                            gap = None
+                            if self.check_sequence:
+                                found = _SEQUENCE.search(frame, 0, _SEQUENCE_SPAN)
+                                if found is not None:
+                                    seq = int(found.group(1))
+                                    if last_seq is not None and seq > last_seq + 1:
+                                        gap = f"sequence gap: {last_seq} then {seq}"
+                                        writer.ctl(
+                                            "gap", now, from_seq=last_seq, to_seq=seq, reason=gap
+                                        )
+                                    if last_seq is None or seq > last_seq:
+                                        last_seq = seq
+                            writer.append(now, frame_payload(frame))
                             frames += 1
                             self.frames += 1
+                            if gap is not None:
+                                self.sequence_gaps += 1
+                                raise _SequenceGap(gap)
                 except _Silence as exc:
                     reason = f"silence: {exc}"
+                except _SequenceGap as exc:
+                    reason = str(exc)
                 except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                 if connected:
