@@ -261,7 +261,10 @@ class _StreamDecoder:
         self.digest.update(block)  # here, not in the thread draining the COPY stream
         self.buf += block
         batch, used = self.decoder.decode(self.buf)
-        del self.buf[:used]
+        # a fresh buffer for the rest (a partial row): the decoder's numpy view of the old one
+        # may outlive the call (numba's first compile keeps its arguments until a GC pass), and
+        # a bytearray with a live export cannot be resized in place
+        self.buf = self.buf[used:]
         if batch is not None:
             self.writer.add(batch)
 
