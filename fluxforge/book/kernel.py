@@ -203,6 +203,23 @@ def _grow_rows(a, rows):
 
 
 @njit(cache=True)
+def _gap_row(gap_meta, n_gap, m, cause, st, expected, got, ts_to, evicted):
+    """Append one gap-ledger row (message, cause, epoch, last good time, expected, got, time,
+    evicted buffer entries), growing the table as needed; returns (table, rows)."""
+    if n_gap == gap_meta.shape[0]:
+        gap_meta = _grow_rows(gap_meta, 2 * gap_meta.shape[0])
+    gap_meta[n_gap, 0] = m
+    gap_meta[n_gap, 1] = cause
+    gap_meta[n_gap, 2] = st[S_EPOCH]
+    gap_meta[n_gap, 3] = st[S_LAST_GOOD_TS]
+    gap_meta[n_gap, 4] = expected
+    gap_meta[n_gap, 5] = got
+    gap_meta[n_gap, 6] = ts_to
+    gap_meta[n_gap, 7] = evicted
+    return gap_meta, n_gap + 1
+
+
+@njit(cache=True)
 def _push(ring, head, count, buf_max, m, now, window, ts_recv, st, stats):
     """Append message ``m`` to the pre-snapshot buffer (a ring of message indices, oldest
     first). Entries received more than ``window`` ns before ``now`` (0 = no age limit) and,
@@ -347,8 +364,7 @@ def apply_kernel(
     snap_meta = np.empty((16, 6), dtype=np.int64)
     snap_ids = np.empty((16, 4 * depth), dtype=np.int64)
     n_snap = 0
-    gap_cap = 16
-    gap_meta = np.empty((gap_cap, 8), dtype=np.int64)
+    gap_meta = np.empty((16, 8), dtype=np.int64)
     n_gap = 0
     # cached boundaries of the current UTC day and of the next periodic bucket
     day_start, day_end, next_bucket = _boundaries(st, interval)
@@ -493,18 +509,9 @@ def apply_kernel(
                         got = first
                     if broken:
                         stats[T_BREAKS] += 1
-                        if n_gap == gap_cap:
-                            gap_cap *= 2
-                            gap_meta = _grow_rows(gap_meta, gap_cap)
-                        gap_meta[n_gap, 0] = m
-                        gap_meta[n_gap, 1] = G_CHAIN_BREAK
-                        gap_meta[n_gap, 2] = st[S_EPOCH]
-                        gap_meta[n_gap, 3] = st[S_LAST_GOOD_TS]
-                        gap_meta[n_gap, 4] = expected
-                        gap_meta[n_gap, 5] = got
-                        gap_meta[n_gap, 6] = tr
-                        gap_meta[n_gap, 7] = st[S_EVICTED]
-                        n_gap += 1
+                        gap_meta, n_gap = _gap_row(
+                            gap_meta, n_gap, m, G_CHAIN_BREAK, st, expected, got, tr, st[S_EVICTED]
+                        )
                         st[S_VALID] = 0
                         st[S_PENDING] = R_RESYNC
                         st[S_EVICTED] = 0
@@ -589,18 +596,9 @@ def apply_kernel(
                 got = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table)
                 if got != m_cks[m]:
                     stats[T_MISMATCH] += 1
-                    if n_gap == gap_cap:
-                        gap_cap *= 2
-                        gap_meta = _grow_rows(gap_meta, gap_cap)
-                    gap_meta[n_gap, 0] = m
-                    gap_meta[n_gap, 1] = G_CHECKSUM
-                    gap_meta[n_gap, 2] = st[S_EPOCH]
-                    gap_meta[n_gap, 3] = st[S_LAST_GOOD_TS]
-                    gap_meta[n_gap, 4] = m_cks[m]
-                    gap_meta[n_gap, 5] = got
-                    gap_meta[n_gap, 6] = tr
-                    gap_meta[n_gap, 7] = 0
-                    n_gap += 1
+                    gap_meta, n_gap = _gap_row(
+                        gap_meta, n_gap, m, G_CHECKSUM, st, m_cks[m], got, tr, 0
+                    )
                     st[S_VALID] = 0
                     st[S_PENDING] = R_RESYNC
                     continue
