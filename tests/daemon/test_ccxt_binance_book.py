@@ -25,7 +25,7 @@ from ingestion_daemon.service import Daemon
 
 from .conftest import make_config, ready_files
 from .test_live_sources import SUSHI_MARKET, _run_until
-from .wsserver import ReplayServer, wait_until
+from .wsserver import ReplayServer, http_server, wait_until
 
 AFTER_BRIDGE = 3  # updates the stream delivers past the bridge before the snapshot answer
 
@@ -90,38 +90,26 @@ def test_ccxt_binance_book_bridges_updates_received_before_the_rest_snapshot(
         return web.Response(body=body, content_type="application/json")
 
     async def main() -> int:
-        app = web.Application()
-        app.router.add_get("/fapi/v1/depth", depth)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            async with server.running():
-                src = {
-                    "name": "bnbook",
-                    "type": "ccxt",
-                    "exchange": "binanceusdm",
-                    "symbols": ["SUSHI/USDT:USDT"],
-                    "channels": ["orderbook"],
-                    "urls": {
-                        "api": {
-                            "ws": {"linear": server.url + "/ws"},
-                            "fapiPublic": f"http://127.0.0.1:{port}/fapi/v1",
-                        }
-                    },
-                    "markets": [SUSHI_MARKET],
-                    "rate_limit": False,
-                    "silence_timeout_s": 30,
-                }
-                cfg = make_config(tmp_path, [src])
-                daemon = Daemon(cfg, list(cfg.sources), None)
-                return await _run_until(
-                    daemon, lambda: bool(served) and server.cursor == len(frames)
-                )
-        finally:
-            await runner.cleanup()
+        async with http_server({"/fapi/v1/depth": depth}) as rest_url, server.running():
+            src = {
+                "name": "bnbook",
+                "type": "ccxt",
+                "exchange": "binanceusdm",
+                "symbols": ["SUSHI/USDT:USDT"],
+                "channels": ["orderbook"],
+                "urls": {
+                    "api": {
+                        "ws": {"linear": server.url + "/ws"},
+                        "fapiPublic": f"{rest_url}/fapi/v1",
+                    }
+                },
+                "markets": [SUSHI_MARKET],
+                "rate_limit": False,
+                "silence_timeout_s": 30,
+            }
+            cfg = make_config(tmp_path, [src])
+            daemon = Daemon(cfg, list(cfg.sources), None)
+            return await _run_until(daemon, lambda: bool(served) and server.cursor == len(frames))
 
     assert asyncio.run(main()) == 0
     assert len(served) >= 1 and "symbol=SUSHIUSDT" in served[0]

@@ -14,7 +14,7 @@ from fluxforge.segments import is_own_ctl, iter_lines, parse_envelope, raw_paylo
 from ingestion_daemon.service import Daemon
 
 from .conftest import make_config, ready_files
-from .wsserver import ReplayServer, wait_until
+from .wsserver import ReplayServer, http_server, wait_until
 
 
 def _recorded(root: Path, source: str) -> list[tuple[object, bytes]]:
@@ -178,15 +178,8 @@ def test_ccxt_source_rest_polling_records_response_bodies_and_survives_errors(tm
         return web.Response(text=body, content_type="application/json")
 
     async def main() -> int:
-        app = web.Application()
-        app.router.add_get("/fapi/v1/aggTrades", trades)
-        app.router.add_get("/fapi/v1/trades", trades)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
+        routes = {"/fapi/v1/aggTrades": trades, "/fapi/v1/trades": trades}
+        async with http_server(routes) as url:
             src = {
                 "name": "bnrest",
                 "type": "ccxt",
@@ -195,7 +188,7 @@ def test_ccxt_source_rest_polling_records_response_bodies_and_survives_errors(tm
                 "exchange": "binanceusdm",
                 "symbols": ["SUSHI/USDT:USDT"],
                 "channels": ["trades"],
-                "urls": {"api": {"fapiPublic": f"http://127.0.0.1:{port}/fapi/v1"}},
+                "urls": {"api": {"fapiPublic": f"{url}/fapi/v1"}},
                 "markets": [SUSHI_MARKET],
                 "poll_interval_s": 0.05,
                 "rate_limit": False,
@@ -205,8 +198,6 @@ def test_ccxt_source_rest_polling_records_response_bodies_and_survives_errors(tm
             cfg = make_config(tmp_path, [src])
             daemon = Daemon(cfg, list(cfg.sources), None)
             return await _run_until(daemon, lambda: len(bodies) >= 4)
-        finally:
-            await runner.cleanup()
 
     assert asyncio.run(main()) == 0
     rec = _recorded(tmp_path / "hot", "bnrest")

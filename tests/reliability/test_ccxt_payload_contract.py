@@ -19,6 +19,7 @@ from fluxforge.segments import iter_lines, parse_envelope
 from fluxforge.venues import ccxt_unified, normalize
 from fluxforge.venues.common import is_ccxt_payload
 from ingestion_daemon.service import Daemon
+from tests.daemon.wsserver import http_server
 from tests.reliability.conftest import load, ready_files, record_figures
 
 MARKET = {
@@ -62,38 +63,31 @@ def _record_rest_poll(tmp_path: Path) -> list:
         return web.Response(body=body, content_type="application/json")
 
     async def main() -> int:
-        app = web.Application()
-        app.router.add_get("/fapi/v1/aggTrades", trades)
-        app.router.add_get("/fapi/v1/trades", trades)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        src = {
-            "name": "cx",
-            "type": "ccxt",
-            "mode": "rest",
-            "exchange": "binanceusdm",
-            "symbols": ["SUSHI/USDT:USDT"],
-            "channels": ["trades"],
-            "urls": {"api": {"fapiPublic": f"http://127.0.0.1:{port}/fapi/v1"}},
-            "markets": [MARKET],
-            "poll_interval_s": 0.05,
-            "rate_limit": False,
-        }
-        cfg = load({"storage": {"base_dir": str(tmp_path / "hot")}, "sources": [src]})
-        daemon = Daemon(cfg, list(cfg.sources), None)
-        task = asyncio.create_task(daemon.run())
-        try:
-            for _ in range(600):
-                if len(served) >= 3:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            daemon.stop.set()
-            rc = await task
-            await runner.cleanup()
+        routes = {"/fapi/v1/aggTrades": trades, "/fapi/v1/trades": trades}
+        async with http_server(routes) as url:
+            src = {
+                "name": "cx",
+                "type": "ccxt",
+                "mode": "rest",
+                "exchange": "binanceusdm",
+                "symbols": ["SUSHI/USDT:USDT"],
+                "channels": ["trades"],
+                "urls": {"api": {"fapiPublic": f"{url}/fapi/v1"}},
+                "markets": [MARKET],
+                "poll_interval_s": 0.05,
+                "rate_limit": False,
+            }
+            cfg = load({"storage": {"base_dir": str(tmp_path / "hot")}, "sources": [src]})
+            daemon = Daemon(cfg, list(cfg.sources), None)
+            task = asyncio.create_task(daemon.run())
+            try:
+                for _ in range(600):
+                    if len(served) >= 3:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                daemon.stop.set()
+                rc = await task
         return rc
 
     assert asyncio.run(main()) == 0
