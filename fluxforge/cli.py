@@ -103,11 +103,27 @@ def _reader(config_path: str | None):
 @config_option
 @click.option("--exchange", required=True)
 @click.option("--symbol", required=True)
-@click.option("--at", "at", required=True, help="ISO-8601 time or integer ns (receive time).")
+@click.option(
+    "--at", "at", required=True, help="ISO-8601 time or integer ns (receive time unless --time)."
+)
 @click.option("--depth", type=click.IntRange(min=1, max=5000), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the book as one JSON object.")
+@click.option(
+    "--time",
+    "time_kind",
+    type=click.Choice(["recv", "event"]),
+    default="recv",
+    show_default=True,
+    help="--at is a receive time, or the venue's event time.",
+)
 def query_book(
-    config_path: str | None, exchange: str, symbol: str, at: str, depth: int, as_json: bool
+    config_path: str | None,
+    exchange: str,
+    symbol: str,
+    at: str,
+    depth: int,
+    as_json: bool,
+    time_kind: str,
 ) -> None:
     """The order book at one instant: nearest snapshot, then deltas up to --at."""
     import orjson
@@ -115,7 +131,8 @@ def query_book(
     from fluxforge.query import QueryError
 
     try:
-        book = _reader(config_path).book_at(exchange, symbol, at, depth)
+        kind = "event" if time_kind == "event" else "recv"
+        book = _reader(config_path).book_at(exchange, symbol, at, depth, kind)
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
     if not book.valid and book.gap is not None:

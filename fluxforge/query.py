@@ -162,11 +162,62 @@ class Reader:
 
     # -- book_at -----------------------------------------------------------------------------
     def book_at(
-        self, exchange: str, symbol: str, ts: str | int | datetime, depth: int = 10
+        self,
+        exchange: str,
+        symbol: str,
+        ts: str | int | datetime,
+        depth: int = 10,
+        time: TimeKind = "recv",
     ) -> BookAt:
+        """The book at `ts`: by receive time (what had arrived by then), or with
+        ``time="event"`` as of the venue's clock: the book after the last message, in receive
+        order, whose event time is <= `ts` (messages whose event times run backwards are taken
+        in the order they arrived)."""
         if depth < 1:
             raise QueryError(f"depth={depth}: must be >= 1")
+        if time not in ("recv", "event"):
+            raise QueryError(f"time={time!r}: allowed recv, event")
         t = parse_time(ts, "at")
+        if time == "recv":
+            return self._book_at(exchange, symbol, t, depth)
+        recv = self._recv_of_event(exchange, symbol, t)
+        if recv is None:
+            return BookAt(exchange, symbol, t)
+        out = self._book_at(exchange, symbol, recv, depth)
+        out.ts = t
+        return out
+
+    def _recv_of_event(self, exchange: str, symbol: str, t: int) -> int | None:
+        """Receive time of the last book message with event time <= t. Parts are named by
+        the receive hour of their segment: walk back from the hour after t's (a message can
+        arrive after the hour of its event) until a part holds such a message."""
+        day = ns_to_date(t)
+        top = _hour_tag(t + 3_600_000_000_000)
+        keys = [
+            k
+            for d in (day, day + timedelta(days=1))
+            for k in self._part_paths("book_deltas", exchange, symbol, d)
+            if _part_hour(k) <= top
+        ]
+        keys.sort(key=_part_hour)
+        while keys:
+            hour = _part_hour(keys[-1])
+            batch = [k for k in keys if _part_hour(k) == hour]
+            keys = keys[: len(keys) - len(batch)]
+            rows = self._read(
+                "book_deltas",
+                exchange,
+                symbol,
+                day,
+                filters=[("ts_event", "<=", t)],
+                columns=["ts_recv"],
+                keys=batch,
+            )
+            if rows.num_rows:
+                return int(pc.max(rows["ts_recv"]).as_py())
+        return None
+
+    def _book_at(self, exchange: str, symbol: str, t: int, depth: int) -> BookAt:
         day = ns_to_date(t)
         out = BookAt(exchange, symbol, t)
         # parts are named after their raw segment, which holds one UTC hour of receive time:

@@ -162,3 +162,40 @@ def test_parse_time_accepts_iso_and_ns_and_rejects_garbage() -> None:
     assert parse_time("2021-04-17T16:48:52") == 1618678132000000000
     with pytest.raises(QueryError, match="at="):
         parse_time("yesterday", "at")
+
+
+def test_book_at_event_time_equals_the_book_after_the_last_update_of_that_event_time(
+    lake: Config, captures: Path
+) -> None:
+    """``time="event"``: at the event time E of a depth update the book is the one after the
+    last update (in receive order) with event time <= E: compared with the receive-time book at
+    that update's arrival, and never includes an update from the venue's future."""
+    reader = Reader(lake)
+    by_sym: dict[str, list[tuple[int, int]]] = {}
+    for ts, ev, snaps in _binance_events(captures):
+        if (
+            ev["e"] == "depthUpdate"
+            and ev["s"] in snaps
+            and ev["u"] >= snaps[ev["s"]][1]["lastUpdateId"]
+        ):
+            by_sym.setdefault(ev["s"], []).append((ev["E"] * 1_000_000, ts))
+    compared = differs = 0
+    for sym, updates in by_sym.items():
+        symbol = sym[:-4] + "-USDT"
+        for i, (event, _) in enumerate(updates[:: max(1, len(updates) // 25)]):
+            # the last update, in receive order, whose event time is <= event
+            last_recv = max(r for e, r in updates if e <= event)
+            got = reader.book_at("binanceusdm", symbol, event, depth=10, time="event")
+            want = reader.book_at("binanceusdm", symbol, last_recv, depth=10)
+            assert got.ts == event and (got.bids, got.asks) == (want.bids, want.asks), (sym, i)
+            assert got.exact_depth == 10
+            compared += 1
+            # read as a receive time, the same instant is earlier in the stream (latency)
+            as_recv = reader.book_at("binanceusdm", symbol, event, depth=10)
+            differs += (as_recv.bids, as_recv.asks) != (got.bids, got.asks)
+    assert compared >= 100 and differs > 0
+
+
+def test_book_at_rejects_an_unknown_time_kind(lake: Config) -> None:
+    with pytest.raises(QueryError, match="time='exchange'"):
+        Reader(lake).book_at("binanceusdm", "SUSHI-USDT", 0, time="exchange")  # type: ignore[arg-type]

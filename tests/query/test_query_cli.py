@@ -105,6 +105,24 @@ def test_query_book_json_is_best_first(okx_lake: Path) -> None:
     assert bids[0] < asks[0]
 
 
+def test_query_book_by_event_time_answers_as_of_the_venue_clock(okx_lake: Path) -> None:
+    def book(*extra: str) -> dict:
+        res = _fluxforge(
+            "query", "book", "--config", str(okx_lake), "--exchange", "okx", "--symbol",
+            "BTC-USDT", "--at", "2022-05-13T23:00:00Z", "--depth", "5", "--json", *extra,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        return orjson.loads(res.stdout)
+
+    by_event = book("--time", "event")
+    assert by_event["ts"] == book()["ts"] and len(by_event["bids"]) == 5
+    bad = _fluxforge(
+        "query", "book", "--config", str(okx_lake), "--exchange", "okx", "--symbol",
+        "BTC-USDT", "--at", "2022-05-13T23:00:00Z", "--time", "exchange",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--time" in bad.stderr
+
+
 def test_query_rejects_bad_time_with_clear_message(okx_lake: Path) -> None:
     res = _fluxforge(
         "query", "book", "--config", str(okx_lake), "--exchange", "okx", "--symbol",
