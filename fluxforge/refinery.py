@@ -49,7 +49,7 @@ from fluxforge.demux import (
     merge_columns,
     split_by_partition,
 )
-from fluxforge.segments import parse_segment_name
+from fluxforge.segments import SegmentId, parse_segment_name
 from fluxforge.storage import Layout, Storage, open_storage, sanitize_part
 
 log = logging.getLogger(__name__)
@@ -666,19 +666,19 @@ def _day_prefix(layout: Layout, source: str, day: str) -> str:
     return f"{_state_prefix(layout, source)}/date={day}"
 
 
-def _checkpoint_order(key: str) -> tuple[str, int] | None:
+def _checkpoint_id(key: str) -> SegmentId | None:
     name = key.rsplit("/", 1)[-1].removesuffix(".json") + ".ndjson"
     try:
-        sid = parse_segment_name(name)
+        return parse_segment_name(name)
     except ValueError:
         return None
-    return (sid.hour, sid.counter)
 
 
 def _latest_before(keys: Iterable[str], limit: tuple[str, int]) -> str | None:
     best: tuple[tuple[str, int], str] | None = None
     for key in keys:
-        order = _checkpoint_order(key)
+        sid = _checkpoint_id(key)
+        order = None if sid is None else (sid.hour, sid.counter)
         if order is not None and order < limit and (best is None or order > best[0]):
             best = (order, key)
     return None if best is None else best[1]
@@ -738,12 +738,9 @@ def prune_book_checkpoints(
     deleted = 0
     by_day: dict[str, list[tuple[tuple[str, int], str]]] = defaultdict(list)
     for key in storage.list(_state_prefix(layout, source), "segment_*.json", recursive=True):
-        order = _checkpoint_order(key)
-        if order is None:
-            continue
-        day = f"{order[0][0:4]}-{order[0][4:6]}-{order[0][6:8]}"
-        if datetime.date.fromisoformat(day) < before:
-            by_day[day].append((order, key))
+        sid = _checkpoint_id(key)
+        if sid is not None and datetime.date.fromisoformat(sid.date) < before:
+            by_day[sid.date].append(((sid.hour, sid.counter), key))
     for entries in by_day.values():
         for _, key in sorted(entries)[:-1]:
             storage.delete(key)
