@@ -86,8 +86,32 @@ class DemuxResult:
     book_lines: list[int] = field(default_factory=list)  # line number of each book message
     fast_books: dict[tuple[str, str], FastBook] = field(default_factory=dict)
     ctl: list[CtlEvent] = field(default_factory=list)
-    tops: list[TopOfBook] = field(default_factory=list)
     normalizer_errors: int = 0  # unexpected exceptions in normalizers (quarantined too)
+    # Venue top-of-book reports (``tops``): the per-line path's TopOfBook objects with their
+    # line numbers, and the columnar bookTicker rows, merged in line order on first read of
+    # ``tops`` (the refinery never reads them: no Python object per row there).
+    _tops: list[TopOfBook] = field(default_factory=list)
+    _top_lines: list[int] = field(default_factory=list)
+    _fast_tops: list[Any] = field(default_factory=list)  # demux_binance.FastTickers
+
+    @property
+    def tops(self) -> list[TopOfBook]:
+        """Every TopOfBook of the segment, in line order (both paths)."""
+        if self._fast_tops:
+            items = list(zip(self._top_lines, self._tops, strict=True))
+            for fast in self._fast_tops:
+                items.extend(zip(fast.line.tolist(), fast.tops(), strict=True))
+            items.sort(key=lambda item: item[0])  # stable: a line's tops keep their order
+            self._tops = [top for _line, top in items]
+            self._top_lines = [line for line, _top in items]
+            self._fast_tops = []
+        return self._tops
+
+    @tops.setter
+    def tops(self, value: list[TopOfBook]) -> None:
+        self._tops = value
+        self._top_lines = []
+        self._fast_tops = []
 
     def books_by_instrument(self) -> dict[tuple[str, str], list[tuple[int, BookMessage]]]:
         """(exchange, symbol) -> [(line number, message)] in receive order, for the messages
@@ -248,8 +272,10 @@ def _demux_pass(
     ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
     todo = ends > starts
     starts_py, ends_py = starts.tolist(), ends.tolist()  # empty lines are not messages
-    # pre-validated lines the loop appends itself (venue, then the normalizer's values)
-    quick: dict[int, tuple] = {}
+    # columnar bookTicker rows, merged by line index with the per-line path's quotes/tops
+    fast_tickers: list[Any] = []
+    q_lines: list[int] = []  # line index of each per-line quote row
+    top_lines: list[int] = []  # line index of each per-line TopOfBook
     if fast and not poison:
         res.fast_books, taken = fast_coinbase_books(buf, starts, ends)
         todo &= ~taken
@@ -270,22 +296,17 @@ def _demux_pass(
             todo &= ~venue_taken
             n_data += int(venue_taken.sum())
             lines_in += int(venue_taken.sum())
-        from fluxforge.demux_binance import quick_book_tickers
+        from fluxforge.demux_binance import fast_book_tickers
 
         for venue in FUTURES + SPOT:
-            for idx, row in quick_book_tickers(venue, data, buf, starts, ends, todo).items():
-                quick[idx] = (venue, *row)
+            tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, todo)
+            if tickers is not None:
+                fast_tickers.append(tickers)
+                todo &= ~ticker_taken
+                n_data += len(tickers)
+                lines_in += len(tickers)
 
     for idx in np.flatnonzero(todo).tolist():
-        if quick:
-            row = quick.get(idx)
-            if row is not None:  # a Binance bookTicker: one quote and one top, as binance.py
-                ex, sym, raw, uid, bid_px, bid_sz, ask_px, ask_sz, ts_event, ts, seq = row
-                sink.quote(ex, sym, raw, ts_event, ts, bid_px, bid_sz, ask_px, ask_sz, None, seq)
-                tops.append(TopOfBook(ex, sym, uid, bid_px, bid_sz, ask_px, ask_sz, ts))
-                lines_in += 1
-                n_data += 1
-                continue
         line = data[starts_py[idx] : ends_py[idx]]
         if line.isspace():
             continue
@@ -322,14 +343,17 @@ def _demux_pass(
             reason = f"normalizer {ex} failed: {type(exc).__name__}: {exc}"
             quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, reason, line)
             continue
-        if cls == "data":
-            n_data += 1
+        if cls == "data" or cls == "control":
+            if cls == "data":
+                n_data += 1
+            else:
+                n_control += 1
             if len(books) != nb:
                 book_lines.extend([line_no] * (len(books) - nb))
-        elif cls == "control":
-            n_control += 1
-            if len(books) != nb:
-                book_lines.extend([line_no] * (len(books) - nb))
+            if len(qseq) != marks[1]:
+                q_lines.extend([idx] * (len(qseq) - marks[1]))
+            if len(tops) != marks[3]:
+                top_lines.extend([idx] * (len(tops) - marks[3]))
         else:
             _rollback(sink, marks)
             reason = f"normalizer {ex} returned {cls!r} (expected 'data' or 'control')"
@@ -340,10 +364,12 @@ def _demux_pass(
     res.control = n_control
     res.quarantined = len(quarantine.line_no)
     res.trades = _columns(sink.trades, TRADES)
-    res.quotes = _columns(sink.quotes, QUOTES)
+    res.quotes = _merge_rows(_columns(sink.quotes, QUOTES), q_lines, fast_tickers)
     res.quarantine = quarantine.table(segment)
     res.book_messages = books
     res.tops = tops
+    res._top_lines = top_lines
+    res._fast_tops = fast_tickers
     return res
 
 
@@ -355,6 +381,19 @@ def _rollback(sink: EventSink, marks: tuple[int, int, int, int]) -> None:
         del col[nq:]
     del sink.books[nb:]
     del sink.tops[ntop:]
+
+
+def _merge_rows(table: pa.Table, lines: list[int], fast: list[Any]) -> pa.Table:
+    """The per-line path's rows (`lines`: line index of each) and the columnar rows of
+    `fast` (each with ``.line`` and ``.quotes()``) as one table in line order, as if every
+    row had been appended at its line's turn."""
+    if not fast:
+        return table
+    keys = np.concatenate([np.asarray(lines, np.int64)] + [f.line for f in fast])
+    merged = pa.concat_tables([table, *(f.quotes() for f in fast)])
+    if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+        merged = merged.take(pa.array(np.argsort(keys, kind="stable")))
+    return merged.combine_chunks()
 
 
 def _columns(cols: dict[str, list], schema: pa.Schema) -> pa.Table:

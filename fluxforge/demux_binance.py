@@ -17,6 +17,8 @@ A stream that names a partial-depth stream (``<sym>@depth5``...) is left to the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 from numba import njit
@@ -39,7 +41,12 @@ from fluxforge.demux import (
     _str,
     _ws,
 )
-from fluxforge.events import CHAIN_BINANCE_FUTURES, CHAIN_BINANCE_SPOT, NormalizeError
+from fluxforge.events import (
+    CHAIN_BINANCE_FUTURES,
+    CHAIN_BINANCE_SPOT,
+    NormalizeError,
+    TopOfBook,
+)
 
 _HEAD = np.frombuffer(b'{"ts":', np.uint8).copy()
 _SRC = np.frombuffer(b',"src":"', np.uint8).copy()
@@ -428,55 +435,141 @@ def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
     return ok, info
 
 
+@dataclass
+class FastTickers:
+    """bookTicker rows of one exchange from the columnar path, in line order: the quote rows
+    and the TopOfBook reports the per-line path would append, as columns."""
+
+    exchange: str
+    line: np.ndarray  # int64[n] line index in the segment (0-based)
+    symbol: pa.Array
+    venue_symbol: pa.Array
+    update_id: np.ndarray
+    bid_px: pa.Array
+    bid_sz: pa.Array
+    ask_px: pa.Array
+    ask_sz: pa.Array
+    ts_event: np.ndarray
+    ts_recv: np.ndarray
+    seq: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+    def quotes(self) -> pa.Table:
+        """The rows in the layout of ``demux._columns(sink.quotes, QUOTES)``."""
+        n = len(self.line)
+        return pa.table(
+            {
+                "exchange": pa.array([self.exchange] * n, pa.string()),
+                "symbol": self.symbol,
+                "ts_event": pa.array(self.ts_event, pa.int64()),
+                "ts_recv": pa.array(self.ts_recv, pa.int64()),
+                "venue_symbol": self.venue_symbol,
+                "bid_px": self.bid_px,
+                "bid_sz": self.bid_sz,
+                "ask_px": self.ask_px,
+                "ask_sz": self.ask_sz,
+                "last": pa.nulls(n, pa.string()),
+                "seq": pa.array(self.seq, pa.int64()),
+            }
+        )
+
+    def tops(self) -> list[TopOfBook]:
+        ex = self.exchange
+        return [
+            TopOfBook(ex, sym, uid, bpx, bsz, apx, asz, ts)
+            for sym, uid, bpx, bsz, apx, asz, ts in zip(
+                self.symbol.to_pylist(),
+                self.update_id.tolist(),
+                self.bid_px.to_pylist(),
+                self.bid_sz.to_pylist(),
+                self.ask_px.to_pylist(),
+                self.ask_sz.to_pylist(),
+                self.ts_recv.tolist(),
+                strict=True,
+            )
+        ]
+
+
+def fast_book_tickers(
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> tuple[FastTickers | None, np.ndarray]:
+    """The bookTicker lines of `exchange` among the `todo` lines that the normalizer surely
+    accepts -> their rows as columns (the very values it would produce) and the mask of the
+    lines taken; every other line is left to the per-line path."""
+    n = len(starts)
+    none = np.zeros(n, dtype=bool)
+    if n == 0 or not todo.any():
+        return None, none
+    ok, info = _scan_tickers(
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TICKER_WORDS
+    )
+    if not ok.any():
+        return None, none
+    from fluxforge.venues import binance
+
+    rows = np.flatnonzero(ok)
+    info = info[rows]
+    # a partial-depth stream name makes the line a top-N book snapshot: not this path
+    streams = _spans(buf, info[:, 12], info[:, 13]).dictionary_encode()
+    stream_ok = np.array(
+        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        dtype=bool,
+    )
+    keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    sym_arr = _spans(buf, info[:, 2], info[:, 3]).dictionary_encode()
+    codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    symbols: list[str | None] = []
+    for raw in sym_arr.dictionary.to_pylist():
+        try:
+            sym: str | None = binance._symbol_of(raw)
+        except (NormalizeError, TypeError):
+            sym = None
+        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
+    keep &= np.array([s is not None for s in symbols], dtype=bool)[codes]
+    if not keep.any():
+        return None, none
+    rows, info, codes = rows[keep], info[keep], codes[keep]
+    taken = none.copy()
+    taken[rows] = True
+    take = pa.array(codes, pa.int64())
+    return FastTickers(
+        exchange=exchange,
+        line=rows.astype(np.int64),
+        symbol=pa.array(symbols, pa.string()).take(take),
+        venue_symbol=sym_arr.dictionary.take(take),
+        update_id=info[:, 0].copy(),
+        bid_px=_spans(buf, info[:, 4], info[:, 5]),
+        bid_sz=_spans(buf, info[:, 6], info[:, 7]),
+        ask_px=_spans(buf, info[:, 8], info[:, 9]),
+        ask_sz=_spans(buf, info[:, 10], info[:, 11]),
+        ts_event=info[:, 1].copy(),
+        ts_recv=info[:, 14].copy(),
+        seq=info[:, 15].copy(),
+    ), taken
+
+
 def quick_book_tickers(
     exchange: str, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     todo: np.ndarray,
 ) -> dict[int, tuple[str, str, int, str, str, str, str, int, int, int]]:  # fmt: skip
     """Line index -> (symbol, venue symbol, update id, bid px, bid sz, ask px, ask sz,
-    ts_event, ts_recv, seq) for the bookTicker lines of `exchange` the normalizer surely
-    accepts, with the very values it would produce."""
-    if not len(starts) or not todo.any():
+    ts_event, ts_recv, seq) for the lines ``fast_book_tickers`` takes (row view, for tests)."""
+    t, _taken = fast_book_tickers(exchange, buf, starts, ends, todo)
+    if t is None:
         return {}
-    ok, info = _scan_tickers(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TICKER_WORDS
+    cols = zip(
+        t.symbol.to_pylist(),
+        t.venue_symbol.to_pylist(),
+        t.update_id.tolist(),
+        t.bid_px.to_pylist(),
+        t.bid_sz.to_pylist(),
+        t.ask_px.to_pylist(),
+        t.ask_sz.to_pylist(),
+        t.ts_event.tolist(),
+        t.ts_recv.tolist(),
+        t.seq.tolist(),
+        strict=True,
     )
-    if not ok.any():
-        return {}
-    from fluxforge.venues import binance
-
-    out: dict[int, tuple[str, str, int, str, str, str, str, int, int, int]] = {}
-    symbols: dict[str, str | None] = {}
-    streams: dict[str, bool] = {}
-    for i in np.flatnonzero(ok).tolist():
-        r = info[i].tolist()
-        raw = data[r[2] : r[3]].decode("ascii")  # the scanner checked: ASCII, no escapes
-        stream = data[r[12] : r[13]].decode("ascii")
-        good = streams.get(stream)
-        if good is None:
-            good = streams[stream] = binance._PARTIAL_DEPTH_RE.fullmatch(stream) is None
-        if not good:
-            continue
-        sym = symbols.get(raw, "")
-        if sym == "":
-            try:
-                sym = binance._symbol_of(raw)
-            except (NormalizeError, TypeError):
-                sym = None
-            if sym is not None and not _safe_symbol(sym):
-                sym = None
-            symbols[raw] = sym
-        if sym is None:
-            continue
-        out[i] = (
-            sym,
-            raw,
-            r[0],
-            data[r[4] : r[5]].decode("ascii"),
-            data[r[6] : r[7]].decode("ascii"),
-            data[r[8] : r[9]].decode("ascii"),
-            data[r[10] : r[11]].decode("ascii"),
-            r[1],
-            r[14],
-            r[15],
-        )
-    return out
+    return dict(zip(t.line.tolist(), cols, strict=True))
