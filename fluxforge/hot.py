@@ -220,6 +220,15 @@ class HotStore:
             )
         )
 
+    def last_recv(self, table: str, exchange: str, symbol: str, day: date) -> int | None:
+        """The last ``ts_recv`` held for (exchange, symbol) on `day` (None: no row)."""
+        query = sql.SQL(
+            "SELECT max(ts_recv) FROM {} WHERE day = %s AND exchange = %s AND symbol = %s"
+        ).format(self._ident(table))
+        with self.connect() as conn:
+            row = conn.execute(query, (day, exchange, symbol)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def days(self, table: str) -> list[date]:
         """Days that have a partition of `table`, ascending."""
         with self.connect() as conn:

@@ -425,7 +425,7 @@ class Reader:
         the float64 ``vwap`` column cannot tell apart beyond the last bits."""
         from fluxforge.hot import interval_ns
 
-        last = _hot_last_recv(self.hot, exchange, symbol, day)
+        last = self.hot.last_recv("trades", exchange, symbol, day)
         keys = self._part_paths("trades", exchange, symbol, day)
         filters: list[tuple[str, str, Any]] = []
         if last is not None:
@@ -570,18 +570,6 @@ def _bars_from_trades(trades: pa.Table, iv: int) -> pa.Table:
             "trade_count": g["i_count"],
         }
     ).cast(BARS)
-
-
-def _hot_last_recv(hot: Any, exchange: str, symbol: str, day: date) -> int | None:
-    """The hot store's last ``ts_recv`` among the trades of (exchange, symbol, day)."""
-    from psycopg import sql
-
-    query = sql.SQL(
-        "SELECT max(ts_recv) FROM {} WHERE day = %s AND exchange = %s AND symbol = %s"
-    ).format(sql.Identifier(hot.schema, "trades"))
-    with hot.connect() as conn:
-        row = conn.execute(query, (day, exchange, symbol)).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
 
 
 def _bars_from_hot(tbl: pa.Table) -> pa.Table:
