@@ -77,6 +77,13 @@ class CoinbaseSource:
     def prepare(self, writer: SegmentWriter) -> None:
         pass
 
+    def _sequence(self, frame: bytes) -> int | None:
+        """The frame's ``sequence_num`` (None: not checked, or the frame has none)."""
+        if not self.check_sequence:
+            return None
+        found = _SEQUENCE.search(frame, 0, _SEQUENCE_SPAN)
+        return None if found is None else int(found.group(1))
+
     def requests(self) -> list[bytes]:
         out = []
         for channel in self.channels:
@@ -124,18 +131,13 @@ class CoinbaseSource:
                                 raise _Silence(f"no message for {self.silence_s:g} s")
                             frame = recv.result()
                             now = writer.clock()
+                            seq = self._sequence(frame)
                             gap = None
-                            if self.check_sequence:
-                                found = _SEQUENCE.search(frame, 0, _SEQUENCE_SPAN)
-                                if found is not None:
-                                    seq = int(found.group(1))
-                                    if last_seq is not None and seq > last_seq + 1:
-                                        gap = f"sequence gap: {last_seq} then {seq}"
-                                        writer.ctl(
-                                            "gap", now, from_seq=last_seq, to_seq=seq, reason=gap
-                                        )
-                                    if last_seq is None or seq > last_seq:
-                                        last_seq = seq
+                            if seq is not None and last_seq is not None and seq > last_seq + 1:
+                                gap = f"sequence gap: {last_seq} then {seq}"
+                                writer.ctl("gap", now, from_seq=last_seq, to_seq=seq, reason=gap)
+                            if seq is not None and (last_seq is None or seq > last_seq):
+                                last_seq = seq
                             writer.append(now, frame_payload(frame))
                             frames += 1
                             self.frames += 1
