@@ -272,9 +272,12 @@ def _demux_pass(
     ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
     todo = ends > starts
     starts_py, ends_py = starts.tolist(), ends.tolist()  # empty lines are not messages
-    # columnar bookTicker rows, merged by line index with the per-line path's quotes/tops
+    # columnar Binance bookTicker and trade rows, merged by line index with the per-line
+    # path's quotes/tops/trades
     fast_tickers: list[Any] = []
+    fast_trades: list[tuple[np.ndarray, pa.Table]] = []
     q_lines: list[int] = []  # line index of each per-line quote row
+    t_lines: list[int] = []  # line index of each per-line trade row
     top_lines: list[int] = []  # line index of each per-line TopOfBook
     if fast and not poison:
         res.fast_books, taken = fast_coinbase_books(buf, starts, ends)
@@ -296,7 +299,7 @@ def _demux_pass(
             todo &= ~venue_taken
             n_data += int(venue_taken.sum())
             lines_in += int(venue_taken.sum())
-        from fluxforge.demux_binance import fast_book_tickers
+        from fluxforge.demux_binance import fast_book_tickers, fast_trades_of
 
         for venue in FUTURES + SPOT:
             tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, todo)
@@ -305,6 +308,12 @@ def _demux_pass(
                 todo &= ~ticker_taken
                 n_data += len(tickers)
                 lines_in += len(tickers)
+            trades, trade_taken = fast_trades_of(venue, buf, starts, ends, todo)
+            if trades is not None:
+                fast_trades.append((trades.line, trades.table))
+                todo &= ~trade_taken
+                n_data += len(trades)
+                lines_in += len(trades)
 
     for idx in np.flatnonzero(todo).tolist():
         line = data[starts_py[idx] : ends_py[idx]]
@@ -350,6 +359,8 @@ def _demux_pass(
                 n_control += 1
             if len(books) != nb:
                 book_lines.extend([line_no] * (len(books) - nb))
+            if len(tseq) != marks[0]:
+                t_lines.extend([idx] * (len(tseq) - marks[0]))
             if len(qseq) != marks[1]:
                 q_lines.extend([idx] * (len(qseq) - marks[1]))
             if len(tops) != marks[3]:
@@ -363,8 +374,10 @@ def _demux_pass(
     res.data = n_data
     res.control = n_control
     res.quarantined = len(quarantine.line_no)
-    res.trades = _columns(sink.trades, TRADES)
-    res.quotes = _merge_rows(_columns(sink.quotes, QUOTES), q_lines, fast_tickers)
+    res.trades = _merge_rows(_columns(sink.trades, TRADES), t_lines, fast_trades)
+    res.quotes = _merge_rows(
+        _columns(sink.quotes, QUOTES), q_lines, [(t.line, t.quotes()) for t in fast_tickers]
+    )
     res.quarantine = quarantine.table(segment)
     res.book_messages = books
     res.tops = tops
@@ -383,14 +396,16 @@ def _rollback(sink: EventSink, marks: tuple[int, int, int, int]) -> None:
     del sink.tops[ntop:]
 
 
-def _merge_rows(table: pa.Table, lines: list[int], fast: list[Any]) -> pa.Table:
+def _merge_rows(
+    table: pa.Table, lines: list[int], fast: list[tuple[np.ndarray, pa.Table]]
+) -> pa.Table:
     """The per-line path's rows (`lines`: line index of each) and the columnar rows of
-    `fast` (each with ``.line`` and ``.quotes()``) as one table in line order, as if every
-    row had been appended at its line's turn."""
+    `fast` ((line index of each row, rows)) as one table in line order, as if every row had
+    been appended at its line's turn."""
     if not fast:
         return table
-    keys = np.concatenate([np.asarray(lines, np.int64)] + [f.line for f in fast])
-    merged = pa.concat_tables([table, *(f.quotes() for f in fast)])
+    keys = np.concatenate([np.asarray(lines, np.int64)] + [line for line, _rows in fast])
+    merged = pa.concat_tables([table, *(rows for _line, rows in fast)])
     if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
         merged = merged.take(pa.array(np.argsort(keys, kind="stable")))
     return merged.combine_chunks()

@@ -435,6 +435,34 @@ def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
     return ok, info
 
 
+def _streams_symbols(
+    buf: np.ndarray, stream: np.ndarray, raw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str | None], pa.DictionaryArray]:
+    """Rows given by their stream and venue-symbol spans (n x 2: start, end) -> (rows the
+    normalizer takes as this event: stream not a partial-depth one and a symbol it accepts,
+    venue-symbol code of each row, symbol of each code or None, venue symbols encoded)."""
+    from fluxforge.venues import binance
+
+    # a partial-depth stream name makes the line a top-N book snapshot: not these paths
+    streams = _spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
+    stream_ok = np.array(
+        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        dtype=bool,
+    )
+    keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    sym_arr = _spans(buf, raw[:, 0], raw[:, 1]).dictionary_encode()
+    codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    symbols: list[str | None] = []
+    for name in sym_arr.dictionary.to_pylist():
+        try:
+            sym: str | None = binance._symbol_of(name)
+        except (NormalizeError, TypeError):
+            sym = None
+        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
+    keep &= np.array([s is not None for s in symbols], dtype=bool)[codes]
+    return keep, codes, symbols, sym_arr
+
+
 @dataclass
 class FastTickers:
     """bookTicker rows of one exchange from the columnar path, in line order: the quote rows
@@ -507,27 +535,9 @@ def fast_book_tickers(
     )
     if not ok.any():
         return None, none
-    from fluxforge.venues import binance
-
     rows = np.flatnonzero(ok)
     info = info[rows]
-    # a partial-depth stream name makes the line a top-N book snapshot: not this path
-    streams = _spans(buf, info[:, 12], info[:, 13]).dictionary_encode()
-    stream_ok = np.array(
-        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
-        dtype=bool,
-    )
-    keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    sym_arr = _spans(buf, info[:, 2], info[:, 3]).dictionary_encode()
-    codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    symbols: list[str | None] = []
-    for raw in sym_arr.dictionary.to_pylist():
-        try:
-            sym: str | None = binance._symbol_of(raw)
-        except (NormalizeError, TypeError):
-            sym = None
-        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
-    keep &= np.array([s is not None for s in symbols], dtype=bool)[codes]
+    keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 12:14], info[:, 2:4])
     if not keep.any():
         return None, none
     rows, info, codes = rows[keep], info[keep], codes[keep]
@@ -573,3 +583,234 @@ def quick_book_tickers(
         strict=True,
     )
     return dict(zip(t.line.tolist(), cols, strict=True))
+
+
+# ---------------------------------------------------------------- aggTrade / trade
+# One trade row per line (``venues.binance._trade``); unlike bookTicker no other output, so the
+# rows go straight into the trades table as columns, merged by line index.
+_TRADE_WORDS = tuple(
+    np.frombuffer(w, np.uint8).copy()
+    for w in (b"stream", b"data", b"e", b"E", b"a", b"s", b"p", b"q", b"f", b"l", b"T", b"m",
+              b"t", b"b", b"M", b"aggTrade", b"trade", b"true", b"false")
+)  # fmt: skip
+# cols: aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, stream s/e, ts, seq, e
+_R_COLS = 18
+
+
+@njit(cache=True)
+def _bool(buf, p, end, v_true, v_false):
+    """(0/1, position after) of a JSON true/false at p, or (-1, -1)."""
+    if p + 4 <= end and _eq(buf, p, p + 4, v_true):
+        return 1, p + 4
+    if p + 5 <= end and _eq(buf, p, p + 5, v_false):
+        return 0, p + 5
+    return -1, -1
+
+
+@njit(cache=True)
+def _trade_event(buf, p, end, words, out):
+    """The inner aggTrade/trade object at p ('{'); fills out[0:13] and out[17] (1 aggTrade,
+    2 trade). Returns the position after it, -1 when not the plain shape."""
+    k_e, k_E, k_a, k_s, k_p, k_q = words[2], words[3], words[4], words[5], words[6], words[7]
+    k_f, k_l, k_T, k_m, k_t, k_b, k_M = (
+        words[8], words[9], words[10], words[11], words[12], words[13], words[14]
+    )  # fmt: skip
+    v_agg, v_trade, v_true, v_false = words[15], words[16], words[17], words[18]
+    p = _ws(buf, p + 1, end)
+    seen = 0
+    while True:
+        ks, ke, p = _key(buf, p, end)
+        if p < 0:
+            return -1
+        if _eq(buf, ks, ke, k_e) and not seen & 1:
+            seen |= 1
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1
+            if _eq(buf, p + 1, q, v_agg):
+                out[17] = 1
+            elif _eq(buf, p + 1, q, v_trade):
+                out[17] = 2
+            else:
+                return -1
+            p = q + 1
+        elif _eq(buf, ks, ke, k_T) and not seen & 2:
+            seen |= 2
+            v, p = _int(buf, p, end)
+            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+                return -1
+            out[4] = v * 1_000_000
+        elif _eq(buf, ks, ke, k_m) and not seen & 4:
+            seen |= 4
+            out[11], p = _bool(buf, p, end, v_true, v_false)
+        elif _eq(buf, ks, ke, k_M) and not seen & 8:
+            seen |= 8
+            _v, p = _bool(buf, p, end, v_true, v_false)  # ignored by the normalizer
+        elif _eq(buf, ks, ke, k_a) and not seen & 16:
+            seen |= 16
+            s = p
+            _v, p = _int(buf, p, end)
+            out[0], out[1] = s, p
+        elif _eq(buf, ks, ke, k_t) and not seen & 32:
+            seen |= 32
+            s = p
+            _v, p = _int(buf, p, end)
+            out[2], out[3] = s, p
+        # E, f, l, b: ignored by the normalizer, accepted here as plain integers only
+        elif _eq(buf, ks, ke, k_E) and not seen & 64:
+            seen |= 64
+            _v, p = _int(buf, p, end)
+        elif _eq(buf, ks, ke, k_f) and not seen & 128:
+            seen |= 128
+            _v, p = _int(buf, p, end)
+        elif _eq(buf, ks, ke, k_l) and not seen & 256:
+            seen |= 256
+            _v, p = _int(buf, p, end)
+        elif _eq(buf, ks, ke, k_b) and not seen & 512:
+            seen |= 512
+            _v, p = _int(buf, p, end)
+        else:
+            col = -1
+            bit = 0
+            if _eq(buf, ks, ke, k_s):
+                col, bit = 5, 1024
+            elif _eq(buf, ks, ke, k_p):
+                col, bit = 7, 2048
+            elif _eq(buf, ks, ke, k_q):
+                col, bit = 9, 4096
+            if col < 0 or seen & bit:
+                return -1
+            seen |= bit
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1
+            if col > 5 and not _decimal(buf, p + 1, q, True):
+                return -1
+            out[col], out[col + 1] = p + 1, q
+            p = q + 1
+        if p < 0:
+            return -1
+        p, done = _next(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            break
+    need = 1 | 2 | 4 | 1024 | 2048 | 4096 | (16 if out[17] == 1 else 32)
+    if seen & need != need:
+        return -1
+    return p
+
+
+@njit(cache=True)
+def _scan_trades(buf, starts, ends, todo, head, src, exk, kind, words):
+    k_stream, k_data = words[0], words[1]
+    n = len(starts)
+    info = np.empty((1024, _R_COLS), np.int64)
+    n_ok = 0
+    out = np.zeros(_R_COLS, np.int64)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        s, end = starts[i], ends[i]
+        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
+        if p < 0:
+            continue
+        out[:] = -1
+        out[15] = ts
+        out[16] = seq
+        seen = 0
+        bad = False
+        while True:
+            ks, ke, p = _key(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+                seen |= 1
+                q = _str(buf, p, end)
+                if q < 0:
+                    bad = True
+                    break
+                out[13], out[14] = p + 1, q
+                p = q + 1
+            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+                seen |= 2
+                if p >= end or buf[p] != _LC:
+                    bad = True
+                    break
+                p = _trade_event(buf, p, end, words, out)
+                if p < 0:
+                    bad = True
+                    break
+            else:
+                bad = True
+                break
+            p, done = _next(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if done:
+                break
+        if not bad:
+            p = _ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+        if bad:
+            continue
+        info = _grow(info, n_ok)
+        info[n_ok] = out
+        info[n_ok, 12] = i
+        n_ok += 1
+    return info[:n_ok]
+
+
+@dataclass
+class FastTrades:
+    """aggTrade/trade rows of one exchange from the columnar path, in line order."""
+
+    line: np.ndarray  # int64[n] line index in the segment (0-based)
+    table: pa.Table  # the layout of ``demux._columns(sink.trades, TRADES)``
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+
+def fast_trades_of(
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> tuple[FastTrades | None, np.ndarray]:
+    """The aggTrade/trade lines of `exchange` among the `todo` lines that the normalizer
+    surely accepts -> their trade rows as columns (the very values it would produce) and the
+    mask of the lines taken; every other line is left to the per-line path."""
+    n = len(starts)
+    none = np.zeros(n, dtype=bool)
+    if n == 0 or not todo.any():
+        return None, none
+    info = _scan_trades(buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TRADE_WORDS)
+    if not len(info):
+        return None, none
+    keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 13:15], info[:, 5:7])
+    if not keep.any():
+        return None, none
+    info, codes = info[keep], codes[keep]
+    rows = info[:, 12].copy()
+    taken = none.copy()
+    taken[rows] = True
+    take = pa.array(codes, pa.int64())
+    agg = info[:, 17] == 1
+    id_s = np.where(agg, info[:, 0], info[:, 2])
+    id_e = np.where(agg, info[:, 1], info[:, 3])
+    m = len(rows)
+    table = pa.table(
+        {
+            "exchange": pa.array([exchange] * m, pa.string()),
+            "symbol": pa.array(symbols, pa.string()).take(take),
+            "ts_event": pa.array(info[:, 4], pa.int64()),
+            "ts_recv": pa.array(info[:, 15], pa.int64()),
+            "venue_symbol": sym_arr.dictionary.take(take),
+            "trade_id": _spans(buf, id_s, id_e),
+            "price": _spans(buf, info[:, 7], info[:, 8]),
+            "size": _spans(buf, info[:, 9], info[:, 10]),
+            "side": pa.array(["buy", "sell"], pa.string()).take(pa.array(info[:, 11])),
+            "seq": pa.array(info[:, 16], pa.int64()),
+        }
+    )
+    return FastTrades(line=rows, table=table), taken

@@ -1,0 +1,155 @@
+"""The columnar Binance bookTicker and aggTrade/trade rows (``demux_binance.fast_book_tickers``
+/ ``fast_trades_of``) merged with the per-line path's rows: same tables, same order, same
+quarantine as the per-line path alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fluxforge.demux import demux_segment
+from fluxforge.demux_binance import fast_book_tickers, fast_trades_of
+from fluxforge.segments import encode_envelope
+
+SEG = "segment_20231114T22_00001.ndjson"
+BASE_TS = 1_699_999_200_000_000_000
+
+_AGG = (
+    b'{"stream":"ctkusdt@aggTrade","data":{"e":"aggTrade","E":1626992741575,"a":16599292,'
+    b'"s":"CTKUSDT","p":"1.01100","q":"10","f":23961322,"l":23961322,"T":1626992741421,'
+    b'"m":false}}'
+)
+_TRADE = (
+    b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1626992741575,"s":"BTCUSDT",'
+    b'"t":12345,"p":"31000.01","q":"0.002","b":88,"a":50,"T":1626992741421,"m":true,'
+    b'"M":true}}'
+)
+_BT = (
+    b'{"stream":"sushiusdt@bookTicker","data":{"e":"bookTicker","u":600859600576,'
+    b'"s":"SUSHIUSDT","b":"7.6110","B":"2","a":"7.6120","A":"297","T":1626992741012,'
+    b'"E":1626992741017}}'
+)
+_CB_MATCH = (
+    b'{"type":"match","trade_id":280232,"side":"sell","size":"985","price":"0.00001305",'
+    b'"product_id":"SKL-BTC","sequence":177100030,"time":"2021-04-17T16:43:37.089723Z"}'
+)
+_CB_TICKER = (
+    b'{"type":"ticker","sequence":333938798,"product_id":"BAND-GBP","price":"14.7775",'
+    b'"best_bid":"14.7550","best_ask":"14.8060","side":"buy",'
+    b'"time":"2021-04-17T16:43:30.244075Z","trade_id":881613,"last_size":"0.04"}'
+)
+TRADE_TRICKY = [
+    _AGG.replace(b'"m":false', b'"m":"false"'),
+    _AGG.replace(b',"m":false', b""),
+    _AGG.replace(b'"p":"1.01100"', b'"p":1.011'),
+    _AGG.replace(b'"p":"1.01100"', b'"p":"0.000"'),
+    _AGG.replace(b'"q":"10"', b'"q":"0"'),
+    _AGG.replace(b'"a":16599292', b'"a":016599292'),
+    _AGG.replace(b'"a":16599292', b'"a":-16599292'),
+    _AGG.replace(b'"a":16599292', b'"a":99999999999999999999'),
+    _AGG.replace(b'"a":16599292', b'"a":"16599292"'),
+    _AGG.replace(b'"T":1626992741421', b'"T":"1626992741421"'),
+    _AGG.replace(b',"T":1626992741421', b""),
+    _AGG.replace(b'"E":1626992741575', b'"E":"x"'),
+    _AGG.replace(b'"m":false', b'"m":false,"X":"MARKET"'),
+    _AGG.replace(b'"q":"10"', b'"q":"10","p":"2"'),
+    _AGG.replace(b'"s":"CTKUSDT"', b'"s":"CTK\\u0055SDT"'),
+    _AGG.replace(b'"s":"CTKUSDT"', b'"s":"../x"'),
+    _AGG.replace(b"ctkusdt@aggTrade", b"ctkusdt@depth5"),
+    _AGG.replace(b'"e":"aggTrade"', b'"e":"trade"'),
+    _AGG.replace(b'"m":false', b'"m" : false '),
+    _AGG + b" x",
+    _AGG[:-1],
+    _TRADE.replace(b',"t":12345', b""),
+    _TRADE.replace(b'"M":true', b'"M":null'),
+    _TRADE.replace(b'"p":"31000.01"', b'"p":"31000.0100000000000000001"'),
+]
+
+
+def _env(seq: int, ex: str, payload: bytes) -> bytes:
+    return encode_envelope(BASE_TS + seq * 1000, "test", ex, seq, "msg", payload, None)
+
+
+def _segment() -> bytes:
+    """Columnar lines interleaved with per-line trades/quotes of the same and other venues."""
+    lines: list[bytes] = []
+    seq = 0
+    for i, tricky in enumerate(TRADE_TRICKY):
+        for ex, payload in (
+            ("binanceusdm", _AGG),
+            ("coinbase", _CB_MATCH),
+            ("binanceusdm", tricky),
+            ("binance", _TRADE),
+            ("binanceusdm", _BT),
+            ("coinbase", _CB_TICKER),
+            ("binance", tricky if i % 2 else _BT),
+        ):
+            seq += 1
+            lines.append(_env(seq, ex, payload))
+    return b"".join(lines)
+
+
+def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    buf = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    return buf, np.concatenate(([0], ends[:-1] + 1)), ends
+
+
+def test_fast_trades_of_plain_and_tricky_lines_takes_only_plain_shape() -> None:
+    data = b"".join([_env(1, "binanceusdm", _AGG), _env(2, "binance", _TRADE)])
+    data += b"".join(_env(3 + i, "binanceusdm", p) for i, p in enumerate(TRADE_TRICKY))
+    buf, starts, ends = _lines(data)
+    todo = np.ones(len(starts), dtype=bool)
+    usdm, taken = fast_trades_of("binanceusdm", buf, starts, ends, todo)
+    assert usdm is not None
+    assert usdm.line.tolist() == [0, 2 + 18]  # of the tricky ones, only the spaced variant
+    assert taken.sum() == 2
+    assert usdm.table.column("trade_id").to_pylist() == ["16599292", "16599292"]
+    assert usdm.table.column("side").to_pylist() == ["buy", "buy"]
+    spot, _ = fast_trades_of("binance", buf, starts, ends, todo)
+    assert spot is not None
+    assert spot.table.to_pylist()[0] == {
+        "exchange": "binance",
+        "symbol": "BTC-USDT",
+        "ts_event": 1626992741421000000,
+        "ts_recv": BASE_TS + 2000,
+        "venue_symbol": "BTCUSDT",
+        "trade_id": "12345",
+        "price": "31000.01",
+        "size": "0.002",
+        "side": "sell",
+        "seq": 2,
+    }
+
+
+def test_demux_binance_columnar_rows_interleaved_equal_per_line_path() -> None:
+    data = _segment()
+    buf, starts, ends = _lines(data)
+    todo = np.ones(len(starts), dtype=bool)
+    trades, _ = fast_trades_of("binanceusdm", buf, starts, ends, todo)
+    tickers, _ = fast_book_tickers("binance", buf, starts, ends, todo)
+    assert trades is not None and len(trades) > len(TRADE_TRICKY)
+    assert tickers is not None and len(tickers) >= len(TRADE_TRICKY) // 2
+    fast = demux_segment(data, SEG, fast=True)
+    slow = demux_segment(data, SEG, fast=False)
+    assert (fast.lines_in, fast.data, fast.control, fast.quarantined) == (
+        slow.lines_in,
+        slow.data,
+        slow.control,
+        slow.quarantined,
+    )
+    assert slow.quarantined >= 10
+    assert fast.trades.equals(slow.trades)
+    assert fast.quotes.equals(slow.quotes)
+    assert fast.trades.column("seq").to_pylist() == sorted(fast.trades.column("seq").to_pylist())
+    assert fast.quotes.column("seq").to_pylist() == sorted(fast.quotes.column("seq").to_pylist())
+    assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
+    assert fast.tops == slow.tops
+
+
+@pytest.mark.parametrize("payload", [_AGG, _BT])
+def test_demux_tops_reset_by_assignment_stays_empty(payload: bytes) -> None:
+    res = demux_segment(_env(1, "binanceusdm", payload), SEG, fast=True)
+    assert len(res.tops) == (1 if payload is _BT else 0)
+    res.tops = []  # the refinery drops them this way
+    assert res.tops == []
