@@ -288,32 +288,44 @@ def _demux_pass(
         res.fast_books.update(kraken_books)
         todo &= ~kraken_taken
         n_data = lines_in = int(taken.sum()) + int(kraken_taken.sum())
-        from fluxforge.demux_binance import FUTURES, SPOT, fast_binance_depth
         from fluxforge.demux_okx import fast_okx_bitget_books
 
-        scanners = [(v, fast_okx_bitget_books) for v in ("okx", "bitget")]
-        scanners += [(v, fast_binance_depth) for v in FUTURES + SPOT]
-        for venue, scanner in scanners:
-            venue_books, venue_taken = scanner(venue, buf, starts, ends, todo)
+        for venue in ("okx", "bitget"):
+            venue_books, venue_taken = fast_okx_bitget_books(venue, buf, starts, ends, todo)
             res.fast_books.update(venue_books)
             todo &= ~venue_taken
             n_data += int(venue_taken.sum())
             lines_in += int(venue_taken.sum())
-        from fluxforge.demux_binance import fast_book_tickers, fast_trades_of
+        from fluxforge.demux_binance import (
+            control_lines,
+            fast_binance_depth,
+            fast_book_tickers,
+            fast_trades_of,
+            venue_lines,
+        )
 
-        for venue in FUTURES + SPOT:
-            tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, todo)
+        # Binance: one envelope pass finds each exchange's lines; its scanners see only those
+        for venue, sel in venue_lines(buf, starts, ends, todo).items():
+            venue_books, venue_taken = fast_binance_depth(venue, buf, starts, ends, sel)
+            res.fast_books.update(venue_books)
+            sel &= ~venue_taken
+            n_taken = int(venue_taken.sum())
+            tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, sel)
             if tickers is not None:
                 fast_tickers.append(tickers)
-                todo &= ~ticker_taken
-                n_data += len(tickers)
-                lines_in += len(tickers)
-            trades, trade_taken = fast_trades_of(venue, buf, starts, ends, todo)
+                sel &= ~ticker_taken
+                n_taken += len(tickers)
+            trades, trade_taken = fast_trades_of(venue, buf, starts, ends, sel)
             if trades is not None:
                 fast_trades.append((trades.line, trades.table))
-                todo &= ~trade_taken
-                n_data += len(trades)
-                lines_in += len(trades)
+                sel &= ~trade_taken
+                n_taken += len(trades)
+            ctl_taken = control_lines(venue, buf, starts, ends, sel)
+            n_ctl = int(ctl_taken.sum())
+            todo &= ~(venue_taken | ticker_taken | trade_taken | ctl_taken)
+            n_data += n_taken
+            n_control += n_ctl
+            lines_in += n_taken + n_ctl
 
     for idx in np.flatnonzero(todo).tolist():
         line = data[starts_py[idx] : ends_py[idx]]

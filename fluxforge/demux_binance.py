@@ -35,6 +35,7 @@ from fluxforge.demux import (
     _int,
     _key,
     _levels_scan,
+    _lit,
     _next,
     _safe_symbol,
     _spans,
@@ -65,6 +66,50 @@ _MS_MIN = 1_000_000_000_000
 _MS_MAX = 4_102_444_800_000
 # msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e
 _M_COLS = 11
+
+
+_EX_ORDER = FUTURES + SPOT
+
+
+@njit(cache=True)
+def _venue_of(buf, starts, ends, todo, head, src, exks):
+    """Per line: the index in `exks` of the envelope's exchange literal, -1 for any other line
+    (one envelope pass instead of one per venue and scanner)."""
+    n = len(starts)
+    out = np.full(n, -1, np.int8)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p = _lit(buf, starts[i], end, head)
+        if p < 0:
+            continue
+        _ts, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, src)
+        if p < 0:
+            continue
+        q = _str(buf, p - 1, end)
+        if q < 0:
+            continue
+        for k in range(len(exks)):
+            if _lit(buf, q + 1, end, exks[k]) >= 0:
+                out[i] = k
+                break
+    return out
+
+
+def venue_lines(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Binance exchange id -> mask of the `todo` lines whose envelope names it, for the
+    exchanges present (the scanners below only look at those lines)."""
+    if not len(starts) or not todo.any():
+        return {}
+    codes = _venue_of(buf, starts, ends, todo, _HEAD, _SRC, tuple(_EX[v] for v in _EX_ORDER))
+    present = np.flatnonzero(np.bincount(codes + 1, minlength=len(_EX_ORDER) + 1)[1:])
+    return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 
 
 @njit(cache=True)
@@ -814,3 +859,192 @@ def fast_trades_of(
         }
     )
     return FastTrades(line=rows, table=table), taken
+
+
+# ---------------------------------------------------------------- control events
+# kline, markPriceUpdate, ... (``venues.binance._CONTROL_EVENTS``): the normalizer only reads
+# "e" and counts the line as control, but the per-line path still parses the whole line, so a
+# line is taken here only when it is surely valid JSON: an object of scalars (ASCII strings
+# without escapes, integers without fraction or exponent, true/false/null) and objects of
+# scalars, "e" once. Arrays, floats, escapes, deeper nesting... go to the per-line path.
+_CONTROL_WORDS = tuple(
+    np.frombuffer(w, np.uint8).copy()
+    for w in (b"stream", b"data", b"e", b"true", b"false", b"null")
+)
+
+
+def _control_events() -> tuple[np.ndarray, ...]:
+    from fluxforge.venues import binance
+
+    names = sorted(binance._CONTROL_EVENTS - binance._HANDLERS.keys())
+    return tuple(np.frombuffer(e.encode(), np.uint8).copy() for e in names)
+
+
+_CONTROL_EVENTS = _control_events()
+
+
+@njit(cache=True)
+def _scalar(buf, p, end, words):
+    """Position after a string, integer, true, false or null at p, or -1."""
+    if p >= end:
+        return -1
+    c = buf[p]
+    if c == 34:  # "
+        q = _str(buf, p, end)
+        return -1 if q < 0 else q + 1
+    if c == 45 or 48 <= c <= 57:  # - or digit
+        k = p + 1 if c == 45 else p
+        _v, q = _int(buf, k, end)
+        if q < 0 or q - k > 18:
+            return -1
+        if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):  # . e E
+            return -1
+        return q
+    for w in (words[3], words[4], words[5]):
+        if p + len(w) <= end and _eq(buf, p, p + len(w), w):
+            return p + len(w)
+    return -1
+
+
+@njit(cache=True)
+def _flat_object(buf, p, end, words):
+    """p at '{' of a non-empty object of scalars -> position after its '}', or -1."""
+    p = _ws(buf, p + 1, end)
+    while True:
+        _ks, _ke, p = _key(buf, p, end)
+        if p < 0:
+            return -1
+        p = _scalar(buf, p, end, words)
+        if p < 0:
+            return -1
+        p, done = _next(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            return p
+
+
+@njit(cache=True)
+def _control_event(buf, p, end, words, events):
+    """The inner event object at p ('{'): position after it when "e" (once) names a control
+    event and every value is a scalar or a flat object, else -1."""
+    k_e = words[2]
+    p = _ws(buf, p + 1, end)
+    seen_e = False
+    while True:
+        ks, ke, p = _key(buf, p, end)
+        if p < 0:
+            return -1
+        if _eq(buf, ks, ke, k_e):
+            if seen_e:
+                return -1
+            seen_e = True
+            q = _str(buf, p, end)
+            if q < 0:
+                return -1
+            known = False
+            for w in events:
+                if _eq(buf, p + 1, q, w):
+                    known = True
+                    break
+            if not known:
+                return -1
+            p = q + 1
+        elif p < end and buf[p] == _LC:
+            p = _flat_object(buf, p, end, words)
+        else:
+            p = _scalar(buf, p, end, words)
+        if p < 0:
+            return -1
+        p, done = _next(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            break
+    return p if seen_e else -1
+
+
+@njit(cache=True)
+def _scan_control(buf, starts, ends, todo, head, src, exk, kind, words, events):
+    """Lines of control events -> (line index, stream start, stream end) per line taken."""
+    k_stream, k_data = words[0], words[1]
+    info = np.empty((1024, 3), np.int64)
+    n_ok = 0
+    for i in range(len(starts)):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p, _ts, _seq = _envelope(buf, starts[i], end, head, src, exk, kind, _LC)
+        if p < 0:
+            continue
+        s_s = s_e = -1
+        seen = 0
+        bad = False
+        while True:
+            ks, ke, p = _key(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+                seen |= 1
+                q = _str(buf, p, end)
+                if q < 0:
+                    bad = True
+                    break
+                s_s, s_e = p + 1, q
+                p = q + 1
+            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+                seen |= 2
+                if p >= end or buf[p] != _LC:
+                    bad = True
+                    break
+                p = _control_event(buf, p, end, words, events)
+                if p < 0:
+                    bad = True
+                    break
+            else:
+                bad = True
+                break
+            p, done = _next(buf, p, end)
+            if p < 0:
+                bad = True
+                break
+            if done:
+                break
+        if not bad:
+            p = _ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+        if bad:
+            continue
+        info = _grow(info, n_ok)
+        info[n_ok, 0] = i
+        info[n_ok, 1] = s_s
+        info[n_ok, 2] = s_e
+        n_ok += 1
+    return info[:n_ok]
+
+
+def control_lines(
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> np.ndarray:
+    """Mask of the `todo` lines of `exchange` that the normalizer surely counts as control
+    (kline, markPriceUpdate, ... in a combined-stream frame, valid JSON as checked above)."""
+    taken = np.zeros(len(starts), dtype=bool)
+    if not len(starts) or not todo.any():
+        return taken
+    info = _scan_control(
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _CONTROL_WORDS, _CONTROL_EVENTS
+    )
+    if not len(info):
+        return taken
+    from fluxforge.venues import binance
+
+    # a partial-depth stream name makes the line a top-N book snapshot: not this path
+    streams = _spans(buf, info[:, 1], info[:, 2]).dictionary_encode()
+    stream_ok = np.array(
+        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        dtype=bool,
+    )
+    keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    taken[info[keep, 0]] = True
+    return taken

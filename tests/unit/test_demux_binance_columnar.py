@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fluxforge.demux import demux_segment
-from fluxforge.demux_binance import fast_book_tickers, fast_trades_of
+from fluxforge.demux_binance import control_lines, fast_book_tickers, fast_trades_of
 from fluxforge.segments import encode_envelope
 
 SEG = "segment_20231114T22_00001.ndjson"
@@ -63,6 +63,35 @@ TRADE_TRICKY = [
     _TRADE.replace(b',"t":12345', b""),
     _TRADE.replace(b'"M":true', b'"M":null'),
     _TRADE.replace(b'"p":"31000.01"', b'"p":"31000.0100000000000000001"'),
+]
+_KLINE = (
+    b'{"stream":"ctkusdt@kline_1m","data":{"e":"kline","E":1626992741424,"s":"CTKUSDT",'
+    b'"k":{"t":1626992700000,"T":1626992759999,"s":"CTKUSDT","i":"1m","f":23961275,'
+    b'"L":23961322,"o":"1.01000","c":"1.01100","h":"1.01100","l":"1.01000","v":"3917","n":48,'
+    b'"x":false,"q":"3957.89900","V":"1729","Q":"1748.01900","B":"0","z":null}}}'
+)
+CONTROL_TRICKY = [
+    _KLINE.replace(b'"n":48', b'"n":48.0'),
+    _KLINE.replace(b'"n":48', b'"n":4e1'),
+    _KLINE.replace(b'"n":48', b'"n":048'),
+    _KLINE.replace(b'"n":48', b'"n":-48'),
+    _KLINE.replace(b'"n":48', b'"n":-'),
+    _KLINE.replace(b'"n":48', b'"n":[48]'),
+    _KLINE.replace(b'"n":48', b'"n":{"m":{"o":1}}'),
+    _KLINE.replace(b'"n":48', b'"n":tru'),
+    _KLINE.replace(b'"n":48', b'"n":"a\\"b"'),
+    _KLINE.replace(b'"n":48', b'"n":"\xc3\xa9"'),
+    _KLINE.replace(b'"n":48', b'"n":48,'),
+    _KLINE.replace(b'"n":48', b'"n"48'),
+    _KLINE.replace(b'"x":false', b'"x":false,"x":true'),
+    _KLINE.replace(b'"e":"kline"', b'"e":"kline","e":"aggTrade"'),
+    _KLINE.replace(b'"e":"kline"', b'"e":"klines"'),
+    _KLINE.replace(b'"e":"kline"', b'"e":"24hrMiniTicker"'),
+    _KLINE.replace(b'"e":"kline",', b""),
+    _KLINE.replace(b'"k":{', b'"k":{}, "kk":{'),
+    _KLINE.replace(b"ctkusdt@kline_1m", b"ctkusdt@depth10@100ms"),
+    _KLINE.replace(b'"data":{', b'"data": {').replace(b'"z":null}', b'"z" : null }'),
+    _KLINE + b"}",
 ]
 
 
@@ -145,6 +174,27 @@ def test_demux_binance_columnar_rows_interleaved_equal_per_line_path() -> None:
     assert fast.quotes.column("seq").to_pylist() == sorted(fast.quotes.column("seq").to_pylist())
     assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
     assert fast.tops == slow.tops
+
+
+def test_demux_binance_control_lines_equal_per_line_path() -> None:
+    lines = [_env(1, "binanceusdm", _KLINE), _env(2, "binance", _KLINE)]
+    lines += [_env(10 + i, "binanceusdm", p) for i, p in enumerate(CONTROL_TRICKY)]
+    data = b"".join(lines)
+    buf, starts, ends = _lines(data)
+    taken = control_lines("binanceusdm", buf, starts, ends, np.ones(len(starts), dtype=bool))
+    # plain, "-48", a duplicate inner key (valid JSON), another control event, extra blanks
+    assert np.flatnonzero(taken).tolist() == [0, 2 + 3, 2 + 12, 2 + 15, 2 + 19]
+    fast = demux_segment(data, SEG, fast=True)
+    slow = demux_segment(data, SEG, fast=False)
+    assert (fast.lines_in, fast.data, fast.control, fast.quarantined) == (
+        slow.lines_in,
+        slow.data,
+        slow.control,
+        slow.quarantined,
+    )
+    assert slow.quarantined >= 8
+    assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
+    assert fast.book_count == slow.book_count
 
 
 @pytest.mark.parametrize("payload", [_AGG, _BT])
