@@ -5,10 +5,12 @@ Two paths, same result:
 
 - Columnar fast paths for the high-volume book lines: Coinbase (Exchange ``l2update``/
   ``snapshot``, Advanced Trade ``l2_data``, below), Kraken ``book-N`` (``demux_kraken``), OKX
-  and Bitget book pushes (``demux_okx``) and Binance ``depthUpdate`` (``demux_binance``) are
-  checked and cut into byte spans by numba passes over the segment and reach the book kernel
-  as columns (``FastBook``, see the section "columnar fast path" below). A line a scanner does
-  not fully understand is left to:
+  and Bitget book pushes (``demux_okx``) and Binance ``depthUpdate`` and REST depth snapshots
+  (``demux_binance``) are checked and cut into byte spans by numba passes over the segment and
+  reach the book kernel as columns (``FastBook``, see the section "columnar fast path" below);
+  Binance bookTicker and trade rows become table columns merged by line number, and Binance
+  kline/... lines are counted as control without parsing. A line a scanner does not fully
+  understand is left to:
 - the per-line path: one ``orjson`` parse per line (``parse_envelope``) and one call into the
   venue's ``normalize``, which appends plain strings/ints to column lists (``EventSink``).
 

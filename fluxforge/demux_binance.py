@@ -1,13 +1,26 @@
-"""Columnar fast path for Binance ``depthUpdate`` events in combined-stream frames.
+"""Columnar fast paths for Binance combined-stream frames and REST depth snapshots.
 
-One numba pass checks the lines against exactly the rules of
-``fluxforge.venues.binance._depth_update`` and records byte spans, as the Coinbase scanner in
-``fluxforge.demux`` does. Accepted shape (anything else, including escapes, JSON numbers for
-prices/sizes, null, unknown or duplicate keys, is left to the per-line path)::
+One numba pass per line shape checks the lines against exactly the rules of
+``fluxforge.venues.binance`` and records byte spans, as the Coinbase scanner in
+``fluxforge.demux`` does; anything else (escapes, JSON numbers for prices/sizes, null, unknown
+or duplicate keys...) is left to the per-line path, which gives it the normalizer's own
+treatment and quarantine reason. Shapes taken (any key order):
+
+- ``depthUpdate`` -> FastBook per instrument (below), together with the REST depth snapshots
+  (``kind "rest"``, url ``.../depth?symbol=...``: ``{"lastUpdateId","E"?,"T"?,"bids","asks"}``)
+  of the same instrument, in line order;
+- ``bookTicker`` -> quote rows and TopOfBook reports as columns (``FastTickers``);
+- ``aggTrade``/``trade`` -> trade rows as columns (``fast_trades_of``);
+- control events (kline, markPriceUpdate, ...) that are surely valid JSON -> counted as
+  control (``control_lines``).
+
+``venue_lines`` first finds each Binance exchange's lines in one envelope pass.
+
+depthUpdate shape::
 
     {"ts":N,"src":"..","ex":"binance|binanceus|binanceusdm|binancecoinm","seq":N,"kind":"msg",
      "data":{"stream":"..","data":{"e":"depthUpdate","E":ms,"T":int,"s":"SYM","U":int,
-             "u":int,"pu":int,"ps":"..","b":[levels],"a":[levels]}}}   (any key order)
+             "u":int,"pu":int,"ps":"..","b":[levels],"a":[levels]}}}
     level = ["price", "size"(, "string"...)]
 
 A stream that names a partial-depth stream (``<sym>@depth5``...) is left to the per-line path
@@ -253,6 +266,132 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
     return ok, msg[:n_msg], lv[:n_lv]
 
 
+_KIND_REST = np.frombuffer(b',"kind":"rest","url":', np.uint8).copy()
+_DATA = np.frombuffer(b',"data":', np.uint8).copy()
+_REST_WORDS = tuple(
+    np.frombuffer(w, np.uint8).copy() for w in (b"lastUpdateId", b"E", b"T", b"bids", b"asks")
+)
+
+
+@njit(cache=True)
+def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, capacity):
+    """REST depth snapshots ``{"lastUpdateId","E"?,"T"?,"bids","asks"}`` (any key order) of
+    one exchange: msg rows in the layout of ``_scan`` (first/prev -1, columns 7/8 the url span
+    instead of the stream, 9/10 unused) and their levels."""
+    k_id, k_E, k_T, k_bids, k_asks = words[0], words[1], words[2], words[3], words[4]
+    n = len(starts)
+    msg = np.empty((16, _M_COLS), np.int64)
+    n_msg = 0
+    lv = np.empty((capacity, 6), np.int64)
+    n_lv = 0
+    for i in range(n):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p = _lit(buf, starts[i], end, head)
+        if p < 0:
+            continue
+        ts, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, src)
+        if p < 0:
+            continue
+        q = _str(buf, p - 1, end)
+        if q < 0:
+            continue
+        p = _lit(buf, q + 1, end, exk)
+        if p < 0:
+            continue
+        seq, p = _int(buf, p, end)
+        if p < 0:
+            continue
+        p = _lit(buf, p, end, kind)
+        if p < 0:
+            continue
+        q = _str(buf, p, end)
+        if q < 0:
+            continue
+        url_s, url_e = p + 1, q
+        p = _lit(buf, q + 1, end, data_key)
+        if p < 0 or p >= end or buf[p] != _LC:
+            continue
+        p = _ws(buf, p + 1, end)
+        mark = n_lv
+        seen = 0
+        final = -1
+        ts_event = ts  # no "E": the receive time
+        while True:
+            ks, ke, p = _key(buf, p, end)
+            if p < 0:
+                break
+            if _eq(buf, ks, ke, k_id) and not seen & 1:
+                seen |= 1
+                final, p = _int(buf, p, end)
+            elif _eq(buf, ks, ke, k_E) and not seen & 2:
+                seen |= 2
+                v, p = _int(buf, p, end)
+                if p >= 0 and (v < _MS_MIN or v > _MS_MAX):
+                    p = -1
+                ts_event = v * 1_000_000
+            elif _eq(buf, ks, ke, k_T) and not seen & 4:
+                seen |= 4
+                _v, p = _int(buf, p, end)  # ignored by the normalizer
+            elif _eq(buf, ks, ke, k_bids) and not seen & 8:
+                seen |= 8
+                p, n_lv, lv = _levels_scan(buf, p, end, n_msg, 0, lv, n_lv, 2, _SIDE_WORDS)
+            elif _eq(buf, ks, ke, k_asks) and not seen & 16:
+                seen |= 16
+                p, n_lv, lv = _levels_scan(buf, p, end, n_msg, 1, lv, n_lv, 2, _SIDE_WORDS)
+            else:
+                p = -1
+            if p < 0:
+                break
+            p, done = _next(buf, p, end)
+            if p < 0 or done:
+                break
+        if p >= 0:
+            p = _ws(buf, p, end)
+        if p < 0 or seen | 2 | 4 != 31 or p >= end or buf[p] != _RC or p + 1 != end:
+            n_lv = mark
+            continue
+        msg = _grow(msg, n_msg)
+        msg[n_msg, 0] = i
+        msg[n_msg, 1] = ts
+        msg[n_msg, 2] = seq
+        msg[n_msg, 3] = ts_event
+        msg[n_msg, 4] = -1
+        msg[n_msg, 5] = final
+        msg[n_msg, 6] = -1
+        msg[n_msg, 7] = url_s
+        msg[n_msg, 8] = url_e
+        msg[n_msg, 9] = -1
+        msg[n_msg, 10] = -1
+        n_msg += 1
+    return msg[:n_msg], lv[:n_lv]
+
+
+def _rest_raw_symbol(url: str) -> str | None:
+    """The venue symbol ``venues.binance._rest`` reads from a REST depth url, None when that
+    url is not a depth snapshot it accepts (then the per-line path judges the line)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from fluxforge.venues import binance
+
+    try:
+        parts = urlsplit(url)
+        if not parts.path.endswith("/depth"):
+            return None
+        symbols = parse_qs(parts.query).get("symbol")
+        if not symbols:
+            return None
+        raw = symbols[0]
+        binance._symbol_of(raw)
+    except (NormalizeError, TypeError, ValueError):
+        return None
+    return raw
+
+
 def fast_binance_depth(
     exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> tuple[dict[tuple[str, str], FastBook], np.ndarray]:
@@ -264,15 +403,18 @@ def fast_binance_depth(
     if n == 0 or not todo.any():
         return {}, none
     futures = exchange in FUTURES
+    capacity = 4096 + len(buf) // 256
     ok, msg, lv = _scan(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _WORDS, futures,
-        4096 + len(buf) // 256,
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _WORDS, futures, capacity
     )  # fmt: skip
-    if not ok.any():
+    rest_msg, rest_lv = _scan_rest(
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _REST_WORDS,
+        capacity,
+    )  # fmt: skip
+    if not ok.any() and not len(rest_msg):
         return {}, none
     from fluxforge.venues import binance
 
-    msg_line = msg[:, 0]
     # a partial-depth stream name makes the line a top-N snapshot: not this path
     streams = _spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
     stream_ok = np.array(
@@ -284,6 +426,39 @@ def fast_binance_depth(
     sym_arr = _spans(buf, msg[:, 9], msg[:, 10]).dictionary_encode()
     codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     raws = sym_arr.dictionary.to_pylist()
+    is_rest = np.zeros(len(msg), dtype=bool)
+    if len(rest_msg):
+        # REST depth snapshots join the updates of their instrument, in line order
+        code_of = {raw: c for c, raw in enumerate(raws)}
+        urls = _spans(buf, rest_msg[:, 7], rest_msg[:, 8]).dictionary_encode()
+        url_code = []
+        for url in urls.dictionary.to_pylist():
+            raw = _rest_raw_symbol(url)
+            if raw is None:
+                url_code.append(-1)
+                continue
+            if raw not in code_of:
+                code_of[raw] = len(raws)
+                raws.append(raw)
+            url_code.append(code_of[raw])
+        rest_codes = np.array(url_code, dtype=np.int64)[
+            urls.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        ]
+        ok[rest_msg[:, 0]] = True
+        n_depth = len(msg)
+        msg = np.concatenate((msg, rest_msg))
+        codes = np.concatenate((codes, np.maximum(rest_codes, 0)))
+        msg_ok = np.concatenate((msg_ok, rest_codes >= 0))
+        is_rest = np.concatenate((is_rest, np.ones(len(rest_msg), dtype=bool)))
+        rest_lv = rest_lv.copy()
+        rest_lv[:, 0] += n_depth
+        lv = np.concatenate((lv, rest_lv))
+        perm = np.argsort(msg[:, 0], kind="stable")
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(len(perm))
+        msg, codes, msg_ok, is_rest = msg[perm], codes[perm], msg_ok[perm], is_rest[perm]
+        lv[:, 0] = inverse[lv[:, 0]]
+    msg_line = msg[:, 0]
     symbols: list[str | None] = []
     for raw in raws:
         try:
@@ -291,7 +466,9 @@ def fast_binance_depth(
         except (NormalizeError, TypeError):
             sym = None
         symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
-    msg_ok &= np.array([s is not None for s in symbols] + [False], dtype=bool)[codes]
+    msg_ok &= np.array([s is not None for s in symbols] + [False], dtype=bool)[
+        np.minimum(codes, len(raws))
+    ]
     by_symbol: dict[str, list[int]] = {}
     for c in np.unique(codes[msg_ok]).tolist():
         by_symbol.setdefault(symbols[c], []).append(c)  # type: ignore[arg-type]
@@ -329,7 +506,7 @@ def fast_binance_depth(
             ts_event=msg[sel, 3],
             ts_recv=msg[sel, 1],
             seq=msg[sel, 2],
-            is_snapshot=np.zeros(len(sel), dtype=bool),
+            is_snapshot=is_rest[sel],
             level_offsets=offsets,
             side=side_sorted[lvl_idx],
             price=price_sorted.take(take),
@@ -337,6 +514,7 @@ def fast_binance_depth(
             final_id=msg[sel, 5],
             first_id=msg[sel, 4],
             prev_id=msg[sel, 6],
+            from_rest=is_rest[sel] if is_rest[sel].any() else None,
             chain=CHAIN_BINANCE_FUTURES if futures else CHAIN_BINANCE_SPOT,
         )
     return out, ok

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fluxforge.demux import demux_segment
+from fluxforge.book import BookBatch
+from fluxforge.demux import demux_segment, merge_columns
 from fluxforge.demux_binance import control_lines, fast_book_tickers, fast_trades_of
 from fluxforge.segments import encode_envelope
 
@@ -95,8 +96,30 @@ CONTROL_TRICKY = [
 ]
 
 
-def _env(seq: int, ex: str, payload: bytes) -> bytes:
-    return encode_envelope(BASE_TS + seq * 1000, "test", ex, seq, "msg", payload, None)
+_DEPTH = (
+    b'{"stream":"sushiusdt@depth@100ms","data":{"e":"depthUpdate","E":1626992741037,'
+    b'"T":1626992741024,"s":"SUSHIUSDT","U":%d,"u":%d,"pu":%d,"b":[["7.5","1"]],"a":[]}}'
+)
+_REST = b'{"lastUpdateId":11,"E":1626992741000,"T":1626992740999,"bids":[["7.5","2"]],"asks":[]}'
+_URL = "https://fapi.binance.com/fapi/v1/depth?symbol=SUSHIUSDT&limit=1000"
+REST_TRICKY = [
+    (_REST.replace(b'"E":1626992741000,', b""), _URL),
+    (_REST.replace(b'"E":1626992741000', b'"E":"1626992741000"'), _URL),
+    (_REST.replace(b'"lastUpdateId":11,', b""), _URL),
+    (_REST.replace(b'"asks":[]', b'"asks":[["7.7",1]]'), _URL),
+    (_REST.replace(b'"asks":[]', b'"asks":[],"x":1'), _URL),
+    (b'{"code":-1121,"msg":"Invalid symbol."}', _URL),
+    (_REST, _URL.replace("/depth", "/exchangeInfo")),
+    (_REST, _URL.replace("symbol=SUSHIUSDT&", "")),
+    (_REST, _URL.replace("SUSHIUSDT", "SUSHI%55SDT")),
+    (_REST, _URL.replace("SUSHIUSDT", "..%2Fx")),
+    (_REST, _URL.replace("SUSHIUSDT", "CTKUSDT")),
+    (_REST, _URL.replace("SUSHIUSDT", "SUSHIUSDT&symbol=CTKUSDT")),
+]
+
+
+def _env(seq: int, ex: str, payload: bytes, kind: str = "msg", url: str | None = None) -> bytes:
+    return encode_envelope(BASE_TS + seq * 1000, "test", ex, seq, kind, payload, url)
 
 
 def _segment() -> bytes:
@@ -195,6 +218,41 @@ def test_demux_binance_control_lines_equal_per_line_path() -> None:
     assert slow.quarantined >= 8
     assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
     assert fast.book_count == slow.book_count
+
+
+def test_demux_binance_rest_snapshots_join_depth_columns_equal_per_line_path() -> None:
+    lines: list[bytes] = []
+    for i, (payload, url) in enumerate(REST_TRICKY):
+        for ex in ("binanceusdm", "binance"):
+            seq = 10 * i + (0 if ex == "binance" else 5)
+            lines.append(_env(seq, ex, _DEPTH % (10 + i, 12 + i, 9 + i)))
+            lines.append(_env(seq + 1, ex, payload, "rest", url))
+            lines.append(_env(seq + 2, ex, _REST, "rest", _URL))
+    data = b"".join(lines)
+    fast = demux_segment(data, SEG, fast=True)
+    slow = demux_segment(data, SEG, fast=False)
+    assert (fast.lines_in, fast.data, fast.control, fast.quarantined) == (
+        slow.lines_in,
+        slow.data,
+        slow.control,
+        slow.quarantined,
+    )
+    assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
+    assert fast.books_by_instrument_all() == slow.books_by_instrument_all()
+    book = fast.fast_books[("binanceusdm", "SUSHI-USDT")]
+    assert book.from_rest is not None and int(book.from_rest.sum()) >= len(REST_TRICKY) + 3
+    assert ("binanceusdm", "CTK-USDT") in fast.fast_books  # REST lines alone make a book too
+    want = slow.books_by_instrument()
+    per_line = fast.books_by_instrument()
+    for key, cols in fast.fast_books.items():
+        merged = merge_columns(cols, per_line.get(key, []))
+        assert merged is not None
+        assert merged.to_messages() == want[key]
+        got = merged.batch(0, len(merged))
+        exact = BookBatch.from_messages([m for _, m in want[key]])
+        for name, value in vars(exact).items():
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(value, getattr(got, name)), (key, name)
 
 
 @pytest.mark.parametrize("payload", [_AGG, _BT])
