@@ -521,9 +521,10 @@ def fast_binance_depth(
 
 
 # ---------------------------------------------------------------- bookTicker
-# A bookTicker line gives one quote row and one TopOfBook, which the per-line path appends in
-# line order. The scanner only pre-validates the line and records its spans; the demux loop
-# then appends the same row and top itself at the line's turn (no orjson, no normalizer).
+# A bookTicker line gives one quote row and one TopOfBook. The scanner checks the line and
+# records its spans; the rows become Arrow columns (``FastTickers``) that the demux merges with
+# the per-line path's quotes by line index, and TopOfBook objects are only built when
+# ``DemuxResult.tops`` is read (no orjson, no normalizer, no Python object per row).
 _TICKER_WORDS = tuple(
     np.frombuffer(w, np.uint8).copy()
     for w in (b"stream", b"data", b"e", b"u", b"s", b"b", b"B", b"a", b"A", b"T", b"E",
