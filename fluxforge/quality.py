@@ -296,29 +296,10 @@ def coverage(tables: Mapping[str, pa.Table | None], gaps: pa.Table | None) -> pa
     return agg.to_arrow().cast(COVERAGE_SCHEMA)
 
 
-def coverage_summary(table: pa.Table) -> list[list[Any]]:
-    """``coverage`` rows as plain lists (exchange, symbol, channel, hour epoch s, rows,
-    first_ts_recv, last_ts_recv, gaps) for a JSON manifest."""
-    hours = pc.cast(table["hour"], pa.int64()).to_pylist()
-    return [
-        [ex, sym, ch, h, n, first, last, gaps]
-        for ex, sym, ch, h, n, first, last, gaps in zip(
-            table["exchange"].to_pylist(),
-            table["symbol"].to_pylist(),
-            table["channel"].to_pylist(),
-            hours,
-            table["rows"].to_pylist(),
-            table["first_ts_recv"].to_pylist(),
-            table["last_ts_recv"].to_pylist(),
-            table["gaps"].to_pylist(),
-            strict=True,
-        )
-    ]
-
-
 def merge_coverage(summaries: Iterable[list[Any]], tables: Iterable[pa.Table]) -> pa.Table:
-    """One coverage view from per-segment summaries (``coverage_summary`` rows) and coverage
-    tables: rows and gaps add up, first/last receive times are the extremes."""
+    """One coverage view from per-segment summary rows (exchange, symbol, channel, hour epoch
+    s, rows, first_ts_recv, last_ts_recv, gaps) and coverage tables: rows and gaps add up,
+    first/last receive times are the extremes."""
     import polars as pl
 
     frames = [t for t in tables if t.num_rows]

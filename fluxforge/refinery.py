@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -498,31 +499,36 @@ def _read_manifest(ctx: _Ctx, ref: SegmentRef) -> list[str]:
 
 
 def _coverage_rows(parts: dict[str, list[tuple[pa.Table, str, str, str]]]) -> list[list[Any]]:
-    """The segment's share of the ``coverage`` view, per (date, exchange, symbol, channel,
-    hour): kept in its manifest so a partition's coverage sums small summaries instead of
-    re-reading every part of the day on each run (``quality.partition_coverage``)."""
-    from fluxforge.quality import COVERAGE_CHANNELS, coverage, coverage_summary
+    """The segment's share of the ``coverage`` view: [date, exchange, symbol, channel, hour
+    (epoch s), rows, first ts_recv, last ts_recv, gaps], the rules of ``quality.coverage`` (gap
+    rows count against the ``book`` channel of their hour, where it has rows). Kept in the
+    manifest so a partition's coverage sums small summaries instead of re-reading every part
+    of the day on each run (``quality.partition_coverage``); per part in numpy, because a
+    row-level table of exchange/symbol strings costs ~2 bytes of peak memory per input byte."""
+    from fluxforge.quality import COVERAGE_CHANNELS, HOUR_NS
 
-    def times(table: str, column: str, date: str) -> pa.Table | None:
-        cols = [
-            pa.table(
-                {
-                    column: t[column],
-                    "exchange": pa.repeat(pa.scalar(ex, pa.string()), t.num_rows),
-                    "symbol": pa.repeat(pa.scalar(sym, pa.string()), t.num_rows),
-                }
-            )
-            for t, ex, sym, d in parts.get(table, [])
-            if d == date
-        ]
-        return pa.concat_tables(cols) if cols else None
-
-    rows: list[list[Any]] = []
-    for date in sorted({d for items in parts.values() for *_, d in items}):
-        tables = {t: times(t, "ts_recv", date) for t in COVERAGE_CHANNELS}
-        summary = coverage(tables, times("gap_ledger", "ts_to", date))
-        rows.extend([date, *r] for r in coverage_summary(summary))
-    return rows
+    rows: dict[tuple[str, str, str, str, int], list[int]] = {}
+    for table, channel in COVERAGE_CHANNELS.items():
+        for t, ex, sym, date in parts.get(table, []):
+            ts = t["ts_recv"].to_numpy()
+            hours = ts // HOUR_NS
+            order = np.argsort(hours, kind="stable")
+            hours, ts = hours[order], ts[order]
+            starts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]])
+            counts = np.diff(np.r_[starts, len(hours)])
+            first = np.minimum.reduceat(ts, starts)
+            last = np.maximum.reduceat(ts, starts)
+            for h, n, lo, hi in zip(
+                hours[starts].tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True
+            ):
+                rows[(date, ex, sym, channel, h)] = [n, lo, hi, 0]
+    for t, ex, sym, date in parts.get("gap_ledger", []):
+        hours, counts = np.unique(t["ts_to"].to_numpy() // HOUR_NS, return_counts=True)
+        for h, n in zip(hours.tolist(), counts.tolist(), strict=True):
+            row = rows.get((date, ex, sym, "book", h))
+            if row is not None:
+                row[3] += n
+    return [[d, ex, sym, ch, h * 3600, *v] for (d, ex, sym, ch, h), v in sorted(rows.items())]
 
 
 def _write_parts(
