@@ -19,34 +19,9 @@ from fluxforge.segments import iter_lines, parse_envelope
 from fluxforge.venues import ccxt_unified, normalize
 from fluxforge.venues.common import is_ccxt_payload
 from ingestion_daemon.service import Daemon
+from tests.daemon.test_live_sources import SUSHI_MARKET as MARKET
 from tests.daemon.wsserver import http_server
 from tests.reliability.conftest import load, ready_files, record_figures
-
-MARKET = {
-    "id": "SUSHIUSDT",
-    "lowercaseId": "sushiusdt",
-    "symbol": "SUSHI/USDT:USDT",
-    "base": "SUSHI",
-    "quote": "USDT",
-    "settle": "USDT",
-    "baseId": "SUSHI",
-    "quoteId": "USDT",
-    "settleId": "USDT",
-    "type": "swap",
-    "spot": False,
-    "margin": False,
-    "swap": True,
-    "future": False,
-    "option": False,
-    "active": True,
-    "contract": True,
-    "linear": True,
-    "inverse": False,
-    "contractSize": 1,
-    "precision": {"amount": 1, "price": 0.001},
-    "limits": {},
-    "info": {},
-}
 
 
 def _record_rest_poll(tmp_path: Path) -> list:
