@@ -910,14 +910,11 @@ def _levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words):
             elif k == 2:
                 c0, c1 = p + 1, q
             k += 1
-            p = _ws(buf, q + 1, end)
-            if p < end and buf[p] == _COMMA:
-                p = _ws(buf, p + 1, end)
-                continue
-            if p < end and buf[p] == _RB:
-                p += 1
+            p, done = _next_item(buf, q + 1, end)
+            if p < 0:
+                return -1, n_lv, lv
+            if done:
                 break
-            return -1, n_lv, lv
         if k < min_len:
             return -1, n_lv, lv
         if n_lv == lv.shape[0]:
@@ -944,13 +941,11 @@ def _levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words):
         lv[n_lv, 4] = sz0
         lv[n_lv, 5] = sz1
         n_lv += 1
-        p = _ws(buf, p, end)
-        if p < end and buf[p] == _COMMA:
-            p = _ws(buf, p + 1, end)
-            continue
-        if p < end and buf[p] == _RB:
-            return p + 1, n_lv, lv
-        return -1, n_lv, lv
+        p, done = _next_item(buf, p, end)
+        if p < 0:
+            return -1, n_lv, lv
+        if done:
+            return p, n_lv, lv
 
 
 @njit(cache=True)
@@ -1037,6 +1032,18 @@ def _next(buf, p, end):
     if p < end and buf[p] == _COMMA:
         return _ws(buf, p + 1, end), 0
     if p < end and buf[p] == _RC:
+        return p + 1, 1
+    return -1, -1
+
+
+@njit(cache=True)
+def _next_item(buf, p, end):
+    """After an array element: (position of the next element, 0) after ',', (position after
+    ']', 1) at the end of the array, or (-1, -1). The array twin of ``_next``."""
+    p = _ws(buf, p, end)
+    if p < end and buf[p] == _COMMA:
+        return _ws(buf, p + 1, end), 0
+    if p < end and buf[p] == _RB:
         return p + 1, 1
     return -1, -1
 
@@ -1211,14 +1218,11 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, heads, at_key
                                         return -1, n_msg, msg, n_lv, lv
                                     if ns > ev_ns:
                                         ev_ns = ns
-                                    p = _ws(buf, p, end)
-                                    if p < end and buf[p] == _COMMA:
-                                        p = _ws(buf, p + 1, end)
-                                        continue
-                                    if p < end and buf[p] == _RB:
-                                        p += 1
+                                    p, done = _next_item(buf, p, end)
+                                    if p < 0:
+                                        return -1, n_msg, msg, n_lv, lv
+                                    if done:
                                         break
-                                    return -1, n_msg, msg, n_lv, lv
                         else:
                             return -1, n_msg, msg, n_lv, lv
                         p, done = _next(buf, p, end)
@@ -1235,14 +1239,11 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, heads, at_key
                     msg[m, 4] = ev_ns  # 0 = none yet: the message timestamp below
                     msg[m, 5] = prod_s
                     msg[m, 6] = prod_e
-                    p = _ws(buf, p, end)
-                    if p < end and buf[p] == _COMMA:
-                        p = _ws(buf, p + 1, end)
-                        continue
-                    if p < end and buf[p] == _RB:
-                        p += 1
+                    p, done = _next_item(buf, p, end)
+                    if p < 0:
+                        return -1, n_msg, msg, n_lv, lv
+                    if done:
                         break
-                    return -1, n_msg, msg, n_lv, lv
         else:
             return -1, n_msg, msg, n_lv, lv
         p, done = _next(buf, p, end)

@@ -38,6 +38,7 @@ from fluxforge.demux import (
     _key,
     _lit,
     _next,
+    _next_item,
     _safe_symbol,
     _spans,
     _str,
@@ -125,14 +126,11 @@ def _levels(buf, p, end, row, side, lv, n_lv):
                 if t > latest:
                     latest = t
             k += 1
-            p = _ws(buf, q + 1, end)
-            if p < end and buf[p] == _COMMA:
-                p = _ws(buf, p + 1, end)
-                continue
-            if p < end and buf[p] == _RB:
-                p += 1
+            p, done = _next_item(buf, q + 1, end)
+            if p < 0:
+                return -1, n_lv, lv, 0
+            if done:
                 break
-            return -1, n_lv, lv, 0
         if k < 2:
             return -1, n_lv, lv, 0
         if not _decimal(buf, px0, px1, True) or not _decimal(buf, sz0, sz1, False):
@@ -145,13 +143,11 @@ def _levels(buf, p, end, row, side, lv, n_lv):
         lv[n_lv, 4] = sz0
         lv[n_lv, 5] = sz1
         n_lv += 1
-        p = _ws(buf, p, end)
-        if p < end and buf[p] == _COMMA:
-            p = _ws(buf, p + 1, end)
-            continue
-        if p < end and buf[p] == _RB:
-            return p + 1, n_lv, lv, latest
-        return -1, n_lv, lv, 0
+        p, done = _next_item(buf, p, end)
+        if p < 0:
+            return -1, n_lv, lv, 0
+        if done:
+            return p, n_lv, lv, latest
 
 
 @njit(cache=True)

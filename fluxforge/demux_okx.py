@@ -26,10 +26,8 @@ import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux import (
-    _COMMA,
     _LB,
     _LC,
-    _RB,
     _SIDE_WORDS,
     FastBook,
     _envelope,
@@ -39,6 +37,7 @@ from fluxforge.demux import (
     _key,
     _levels_scan,
     _next,
+    _next_item,
     _safe_symbol,
     _spans,
     _str,
@@ -266,15 +265,12 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, is_okx, capacity
                         bad = True
                         break
                     n_msg += 1
-                    p = _ws(buf, p, end)
-                    if p < end and buf[p] == _COMMA:
-                        p = _ws(buf, p + 1, end)
-                        continue
-                    if p < end and buf[p] == _RB:
-                        p += 1
+                    p, done = _next_item(buf, p, end)
+                    if p < 0:
+                        bad = True
                         break
-                    bad = True
-                    break
+                    if done:
+                        break
                 if bad:
                     break
             else:
