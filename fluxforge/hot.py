@@ -128,10 +128,15 @@ _INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
+def bar_time(trades: pa.Table) -> pa.ChunkedArray:
+    """The time bars bucket trades by: ``ts_event``, or ``ts_recv`` where the venue sent none
+    (0), as the SQL models do."""
+    return pc.if_else(pc.greater(trades["ts_event"], 0), trades["ts_event"], trades["ts_recv"])
+
+
 def bar_time_min(trades: pa.Table) -> int:
-    """The earliest bar time of trade rows: ``ts_event``, or ``ts_recv`` where it is 0."""
-    te = pc.if_else(pc.greater(trades["ts_event"], 0), trades["ts_event"], trades["ts_recv"])
-    return int(pc.min(te).as_py())
+    """The earliest bar time of trade rows."""
+    return int(pc.min(bar_time(trades)).as_py())
 
 
 def interval_ns(interval: str) -> int:

@@ -487,9 +487,11 @@ _BAR_INPUT = ["ts_event", "ts_recv", "seq", "price", "size", "trade_id"]
 
 
 def _bar_time(trades: pa.Table) -> pa.Table:
-    """``ts_event``, or ``ts_recv`` where the venue sent no event time (the bars' time)."""
-    te = pc.if_else(pc.greater(trades["ts_event"], 0), trades["ts_event"], trades["ts_recv"])
-    return trades.set_column(trades.schema.get_field_index("ts_event"), "ts_event", te)
+    """Trades with ``ts_event`` replaced by the bars' time (``hot.bar_time``)."""
+    from fluxforge.hot import bar_time
+
+    idx = trades.schema.get_field_index("ts_event")
+    return trades.set_column(idx, "ts_event", bar_time(trades))
 
 
 def _first_receipts(trades: pa.Table) -> pa.Table:
