@@ -398,9 +398,10 @@ def ohlcv_table(candles: Iterable[list[Any]], timeframe: str) -> pa.Table:
 # ------------------------------------------------------------------------------ lake writes
 
 
-def _is_history(key: str) -> bool:
-    # exact name: a streaming source called "history" writes part-history-segment_*.parquet
-    return key.rsplit("/", 1)[-1] == f"part-{HISTORY_STEM}.parquet"
+def _is_history(key: str, stem: str = HISTORY_STEM) -> bool:
+    # the version tag follows the stem: a streaming source called "history" writes
+    # part-history-segment_*, and the 1m candles part-history-1m-v*
+    return key.rsplit("/", 1)[-1].startswith(f"part-{stem}-v")
 
 
 class StreamedIds:
@@ -411,9 +412,9 @@ class StreamedIds:
     def __init__(self, storage: Storage, layout: Layout, exchange: str, symbol: str) -> None:
         self.storage = storage
         self.keys: dict[str, list[str]] = {}
-        for key in lake.list_parts(storage, "trades", exchange, symbol, layout=layout):
-            if not _is_history(key):
-                self.keys.setdefault(_hive_date(key), []).append(key)
+        for f in lake.Lake(storage, layout).files("trades", exchange, symbol):
+            if not _is_history(f.key):
+                self.keys.setdefault(f.date, []).append(f.key)
         self.cache: dict[date, frozenset[str]] = {}
 
     def day(self, day: date) -> frozenset[str]:
@@ -451,8 +452,18 @@ def _merge(
     return data.take(pa.array(sorted(last.values()), pa.int64()))
 
 
-def _read_existing(storage: Storage, key: str, table: str) -> pa.Table | None:
-    return lake.read_part(storage, key, table) if storage.exists(key) else None
+def _existing(
+    storage: Storage, layout: Layout, table: str, exchange: str, symbol: str, day: date, stem: str
+) -> list[lake.LakeFile]:
+    """The committed history file(s) of one partition (one, unless a writer crashed)."""
+    files = lake.Lake(storage, layout).files(table, exchange, symbol, day.isoformat())
+    return [f for f in files if _is_history(f.key, stem)]
+
+
+def _read_existing(storage: Storage, files: list[lake.LakeFile], table: str) -> pa.Table | None:
+    if not files:
+        return None
+    return pa.concat_tables([lake.read_file(storage, f.key, table) for f in files])
 
 
 def _write_or_delete(
@@ -467,19 +478,26 @@ def _write_or_delete(
     row_group_size: int,
     report: HistoryReport,
 ) -> str | None:
-    """Write the part (validated first); an empty result removes it. Returns the key written."""
-    key = lake.part_key(layout, table, exchange, symbol, day.isoformat(), stem)
+    """Replace the partition's history file with `data` (validated first) in one commit; an
+    empty result removes it. Returns the key written."""
+    old = _existing(storage, layout, table, exchange, symbol, day, stem)
     if data.num_rows == 0:
-        if storage.exists(key):
-            storage.delete(key)
+        if old:
+            lake.publish(storage, layout, table, [], stem, replace=old)
         return None
     schemas.validate(table, data, exchange, symbol, day.isoformat())
-    key, size = lake.write_part(
-        storage, layout, table, exchange, symbol, day.isoformat(), stem, data, row_group_size
+    staged = lake.publish(
+        storage,
+        layout,
+        table,
+        [(data, exchange, symbol, day.isoformat())],
+        stem,
+        replace=old,
+        row_group_size=row_group_size,
     )
-    report.files.append(key)
-    report.bytes += size
-    return key
+    report.files += [s.key for s in staged]
+    report.bytes += sum(s.size for s in staged)
+    return staged[0].key if staged else None
 
 
 def write_trades(
@@ -502,8 +520,11 @@ def write_trades(
         d0 = (day - date(1970, 1, 1)).days * DAY_NS
         t0, t1 = max(start_ns, d0), min(end_ns, d0 + DAY_NS)
         fresh = rows.filter(pc.and_(pc.greater_equal(ts, t0), pc.less(ts, t1)))
-        key = lake.part_key(layout, "trades", exchange, symbol, day.isoformat(), HISTORY_STEM)
-        old = _read_existing(storage, key, "trades")
+        old = _read_existing(
+            storage,
+            _existing(storage, layout, "trades", exchange, symbol, day, HISTORY_STEM),
+            "trades",
+        )
         merged = _merge(old, fresh, "ts_recv", t0, t1, ["seq", "trade_id"])
         streamed = streamed_ids.around(day)
         if streamed:
@@ -550,8 +571,9 @@ def write_ohlcv(
         d0 = (day - date(1970, 1, 1)).days * DAY_NS
         t0, t1 = max(start_ns, d0), min(end_ns, d0 + DAY_NS)
         fresh = rows.filter(pc.and_(pc.greater_equal(ts, t0), pc.less(ts, t1)))
-        key = lake.part_key(layout, "ohlcv", exchange, symbol, day.isoformat(), stem)
-        old = _read_existing(storage, key, "ohlcv")
+        old = _read_existing(
+            storage, _existing(storage, layout, "ohlcv", exchange, symbol, day, stem), "ohlcv"
+        )
         if old is not None or fresh.num_rows:
             merged = _merge(old, fresh, "ts", t0, t1, ["interval"])
             _write_or_delete(

@@ -601,7 +601,7 @@ def load_keys(
         size = 0
         for i, (key, exchange, symbol) in enumerate(parts):
             try:
-                data = lake.read_part(storage, key, table)
+                data = lake.read_file(storage, key, table)
             except Exception as exc:
                 raise HotStoreError(f"hot load {key}: {exc}") from exc
             pending.append(hot.prepare(data, table, exchange, symbol))
@@ -642,10 +642,14 @@ def load_lake(
     layout = Layout.of(cfg.storage.etl_output)
     hot = HotStore(dsn, cfg.lifecycle.hot_intervals)
     hot.ensure_schema()
+    first = window_start(today, hot_days)
+    # the log's partition values choose the files: the cost follows the hot window, not the
+    # lake's size or history
+    lake_ = lake.Lake(storage, layout)
     keys: list[str] = []
     for table in TABLE_COLUMNS:
-        keys += lake.list_parts(storage, table, layout=layout)
-    report = load_keys(hot, storage, keys, first_day=window_start(today, hot_days))
+        keys += [f.key for f in lake_.files(table, dates=(first.isoformat(), "9999-12-31"))]
+    report = load_keys(hot, storage, keys, first_day=first)
     with hot.connect() as conn:
         for table in hot.tables:
             if table.startswith("bars_"):

@@ -1,33 +1,123 @@
-"""The Parquet lake (SPEC §4): zstd parts written through the Storage interface, read back with
-their hive columns.
+"""The lake: one Delta Lake table per table of ``fluxforge.tables`` (docs/data-guide.md).
 
-``{processed_dir}/{table}/exchange=E/symbol=S/date=D/part-{segment}.parquet``. One file per
-(table, partition, segment): reprocessing a segment rewrites the same keys (atomic per file on
-both backends), so rows are replaced, never duplicated. Files hold only the columns of
-``fluxforge.tables``; the directories carry exchange, symbol and date.
+``{processed_dir}/{table}/`` holds the table's transaction log (``_delta_log/``) and its zstd
+Parquet files under ``exchange=E/symbol=S/date=D/``. Files hold only the columns of
+``fluxforge.tables``; the hive directories (and the log's partition values) carry exchange,
+symbol and date.
+
+Writing is two steps. ``stage`` writes a file that nobody sees yet (deterministic bytes, row
+groups aligned to snapshot windows for ``book_deltas``); ``commit`` makes a set of staged files
+visible (and removes replaced ones) in one Delta commit, optionally carrying an app transaction
+(source, segment ordinal) so that a retried commit of the same segment is a no-op. Readers find
+files through the log with partition filters, never by listing the lake, so their cost follows
+the partitions they touch, not the lake's size or history.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import io
 import itertools
-from collections.abc import Iterable
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
+from fluxforge import versions
 from fluxforge.config import PathNames
 from fluxforge.storage import Layout, Storage, sanitize_part
 from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
 
 TABLES = tuple(SCHEMAS)
 COMPRESSION = "zstd"
+# a checkpoint every 100 commits keeps opening a table with a long history fast (the log is
+# read from the last checkpoint on)
+TABLE_CONFIG = {"delta.checkpointInterval": "100"}
+# columns whose min/max go into the log's file statistics (file skipping on time and seq)
+STAT_COLUMNS = ("ts_event", "ts_recv", "ts", "ts_from", "ts_to", "seq", "update_id", "line_no")
+HISTORY_PREFIX = "part-history"
+COMPACT_PREFIX = "part-compact"
+PARTITION_SCHEMA = pa.schema([(name, pa.string()) for name in PARTITION_COLUMNS])
 
 
 class LakeError(ValueError):
-    """A lake file does not match its table schema; the message names the file."""
+    """A lake table or file does not match its schema, or a request names no table."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    exchange: str
+    symbol: str
+    date: str
+    files: int
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    """One committed data file: its storage key and partition."""
+
+    key: str
+    exchange: str
+    symbol: str
+    date: str
+    rows: int = -1
+    size: int = -1
+    mins: tuple[tuple[str, int], ...] = ()
+    maxs: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    def bounds(self, column: str) -> tuple[int | None, int | None]:
+        """(min, max) of `column` in this file from the log's statistics (None: unknown)."""
+        return dict(self.mins).get(column), dict(self.maxs).get(column)
+
+    def overlaps(self, column: str, lo: int | None, hi: int | None) -> bool:
+        """Whether the file may hold rows with lo <= column <= hi (unknown stats: yes)."""
+        fmin, fmax = self.bounds(column)
+        return not (
+            (hi is not None and fmin is not None and fmin > hi)
+            or (lo is not None and fmax is not None and fmax < lo)
+        )
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A data file written to storage but not committed (invisible to every reader)."""
+
+    table: str
+    key: str
+    path: str  # relative to the table root, as the log names it
+    exchange: str
+    symbol: str
+    date: str
+    rows: int
+    size: int
+    stats: str
+
+    def add_action(self) -> AddAction:
+        return AddAction(
+            self.path,
+            self.size,
+            {"exchange": self.exchange, "symbol": self.symbol, "date": self.date},
+            int(time.time() * 1000),
+            True,
+            self.stats,
+        )
 
 
 def encode_parquet(
@@ -56,69 +146,414 @@ def _window_slices(data: pa.Table, window_ns: int | None) -> list[tuple[int, int
     return list(itertools.pairwise(cuts))
 
 
-def part_key(layout: Layout, table: str, exchange: str, symbol: str, date: str, stem: str) -> str:
-    return layout.lake_part(table, exchange, symbol, date, stem)
+def file_stats(data: pa.Table) -> str:
+    """Delta ``stats`` JSON of a file: row count and min/max/null count of its time/seq
+    columns (what a reader's file pruning uses)."""
+    mins, maxs, nulls = {}, {}, {}
+    for name in STAT_COLUMNS:
+        if name not in data.column_names or data.num_rows == 0:
+            continue
+        col = data[name]
+        bounds = pc.min_max(col)
+        mins[name] = bounds["min"].as_py()
+        maxs[name] = bounds["max"].as_py()
+        nulls[name] = col.null_count
+    return orjson.dumps(
+        {"numRecords": data.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    ).decode()
 
 
-def write_part(
-    storage: Storage,
-    layout: Layout,
-    table: str,
-    exchange: str,
-    symbol: str,
-    date: str,
-    stem: str,
-    data: pa.Table,
-    row_group_size: int,
-) -> tuple[str, int]:
-    """Write one part atomically; returns (key, bytes)."""
-    key = part_key(layout, table, exchange, symbol, date, stem)
-    body = encode_parquet(data, SCHEMAS[table], row_group_size)
-    storage.write_bytes(key, body)
-    return key, len(body)
+def table_schema(table: str) -> pa.Schema:
+    """The Delta schema of `table`: its file columns then the partition columns."""
+    schema = _schema(table)
+    for field in PARTITION_SCHEMA:
+        schema = schema.append(field)
+    return schema
 
 
-def _hive(key: str) -> dict[str, str]:
-    out = {}
-    for part in key.split("/"):
-        name, sep, value = part.partition("=")
-        if sep and name in PARTITION_COLUMNS:
-            out[name] = value
+def _schema(table: str) -> pa.Schema:
+    try:
+        return SCHEMAS[table]
+    except KeyError:
+        raise LakeError(f"unknown table {table!r}; known: {', '.join(sorted(SCHEMAS))}") from None
+
+
+def table_uri(storage: Storage, layout: Layout | None, table: str) -> str:
+    """Where `table`'s Delta table lives (a local path or ``s3://bucket/...``)."""
+    return storage.uri((layout or Layout(PathNames())).lake_table(table))
+
+
+def storage_options(storage: Storage) -> dict[str, str]:
+    """delta-rs object-store options for `storage` (empty for local disk). On S3, commits use
+    conditional writes (``aws_conditional_put=etag``) so concurrent writers never overwrite
+    each other's log entries."""
+    opts = dict(storage.storage_options())
+    if opts:
+        opts["aws_conditional_put"] = "etag"
+    return opts
+
+
+class Lake:
+    """The lake tables of one storage layer; Delta handles are opened once and refreshed."""
+
+    def __init__(self, storage: Storage, layout: Layout | None = None) -> None:
+        self.storage = storage
+        self.layout = layout or Layout(PathNames())
+        self._options = storage_options(storage)
+        self._tables: dict[str, DeltaTable] = {}
+        self._cache: dict[tuple[str, int], pa.Table] = {}
+
+    @classmethod
+    def of(cls, cfg) -> Lake:
+        from fluxforge.storage import open_storage
+
+        return cls(open_storage(cfg.storage.etl_output), Layout.of(cfg.storage.etl_output))
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def uri(self, table: str) -> str:
+        return table_uri(self.storage, self.layout, table)
+
+    @property
+    def options(self) -> dict[str, str]:
+        return dict(self._options)
+
+    def table(self, table: str, as_of: int | str | None = None) -> DeltaTable | None:
+        """The Delta table (latest version, or `as_of` a version number or an ISO time);
+        None when the table was never written."""
+        _schema(table)
+        if as_of is not None:
+            return self._open_as_of(table, as_of)
+        handle = self._tables.get(table)
+        if handle is not None:
+            handle.update_incremental()
+            return handle
+        try:
+            handle = DeltaTable(self.uri(table), storage_options=self._options or None)
+        except TableNotFoundError:
+            return None
+        self._tables[table] = handle
+        return handle
+
+    def _open_as_of(self, table: str, as_of: int | str) -> DeltaTable | None:
+        try:
+            handle = DeltaTable(self.uri(table), storage_options=self._options or None)
+        except TableNotFoundError:
+            return None
+        version = parse_as_of(as_of)
+        try:
+            handle.load_as_version(version)
+        except Exception as exc:  # delta-rs raises several types for an unknown version/time
+            raise LakeError(f"{table}: no table version as of {as_of!r}: {exc}") from None
+        return handle
+
+    def ensure(self, table: str) -> DeltaTable:
+        handle = self.table(table)
+        if handle is not None:
+            return handle
+        # mode="ignore": two writers creating the table at once both end up with it
+        DeltaTable.create(
+            self.uri(table),
+            schema=table_schema(table),
+            partition_by=list(PARTITION_COLUMNS),
+            mode="ignore",
+            configuration=TABLE_CONFIG,
+            storage_options=self._options or None,
+        )
+        handle = self.table(table)
+        assert handle is not None
+        return handle
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def stage(
+        self,
+        table: str,
+        data: pa.Table,
+        exchange: str,
+        symbol: str,
+        date: str,
+        stem: str,
+        row_group_size: int = 128_000,
+        window_ns: int | None = None,
+    ) -> Staged:
+        """Write `data` as one file of partition (exchange, symbol, date), not yet visible.
+
+        The name is ``part-{stem}-{version tag}-{content hash}.parquet``: a retry writes the same
+        bytes under the same name, and a rebuild that changes rows gets a new name (committed
+        files are never rewritten in place, so time travel keeps working)."""
+        schema = _schema(table)
+        body = encode_parquet(data, schema, row_group_size, window_ns)
+        digest = hashlib.sha256(body).hexdigest()[:12]
+        name = f"part-{sanitize_part(stem)}-{versions.tag(exchange)}-{digest}.parquet"
+        key = f"{self.layout.lake_partition(table, exchange, symbol, date)}/{name}"
+        self.storage.write_bytes(key, body)
+        prefix = self.layout.lake_table(table) + "/"
+        return Staged(
+            table,
+            key,
+            key.removeprefix(prefix),
+            sanitize_part(exchange),
+            sanitize_part(symbol),
+            sanitize_part(date),
+            data.num_rows,
+            len(body),
+            file_stats(data.select(schema.names)),
+        )
+
+    def commit(
+        self,
+        table: str,
+        staged: Sequence[Staged],
+        *,
+        app: tuple[str, int] | None = None,
+        remove: Sequence[LakeFile] = (),
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
+        """Make `staged` visible and drop `remove` in ONE commit. With ``app=(app_id,
+        version)`` the commit carries that app transaction and is skipped (returns False) when
+        the table already holds a transaction of `app_id` at `version` or later."""
+        handle = self.ensure(table)
+        if app is not None:
+            done = handle.transaction_version(app[0])
+            if done is not None and done >= app[1]:
+                return False
+        now = int(time.time() * 1000)
+        actions: list[AddAction | RemoveAction] = [s.add_action() for s in staged]
+        prefix = self.layout.lake_table(table) + "/"
+        for f in remove:
+            actions.append(
+                RemoveAction(
+                    f.key.removeprefix(prefix),
+                    True,
+                    now,
+                    f.size if f.size >= 0 else None,
+                    {"exchange": f.exchange, "symbol": f.symbol, "date": f.date},
+                )
+            )
+        props = CommitProperties(
+            custom_metadata=metadata or None,
+            app_transactions=[Transaction(app[0], app[1])] if app is not None else None,
+        )
+        handle.create_write_transaction(
+            actions,
+            mode="append",
+            schema=table_schema(table),
+            partition_by=list(PARTITION_COLUMNS),
+            commit_properties=props,
+        )
+        return True
+
+    def transaction_version(self, table: str, app_id: str) -> int | None:
+        handle = self.table(table)
+        return None if handle is None else handle.transaction_version(app_id)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def files(
+        self,
+        table: str,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        date: str | None = None,
+        dates: tuple[str, str] | None = None,
+        as_of: int | str | None = None,
+    ) -> list[LakeFile]:
+        """The table's committed files in the partitions asked for, from the log only; sorted
+        by partition, then name (segment order inside a partition)."""
+        actions = self._actions(table, as_of)
+        if actions is None or actions.num_rows == 0:
+            return []
+        filters = _partition_filters(exchange, symbol, date)
+        mask = None
+        for name, _op, value in filters:
+            cond = pc.equal(actions[f"partition.{name}"], value)
+            mask = cond if mask is None else pc.and_(mask, cond)
+        if dates is not None:
+            col = actions["partition.date"]
+            cond = pc.and_(pc.greater_equal(col, dates[0]), pc.less_equal(col, dates[1]))
+            mask = cond if mask is None else pc.and_(mask, cond)
+        if mask is not None:
+            actions = actions.filter(mask)
+        prefix = self.layout.lake_table(table)
+        names = actions.column_names
+        stat_cols = [
+            (c, f"min.{c}", f"max.{c}")
+            for c in STAT_COLUMNS
+            if f"min.{c}" in names and f"max.{c}" in names
+        ]
+        stats = {k: actions[k].to_pylist() for _, lo, hi in stat_cols for k in (lo, hi)}
+        records = actions["num_records"].to_pylist() if "num_records" in names else None
+        out = []
+        for i, (path, ex, sym, day, size) in enumerate(
+            zip(
+                actions["path"].to_pylist(),
+                actions["partition.exchange"].to_pylist(),
+                actions["partition.symbol"].to_pylist(),
+                actions["partition.date"].to_pylist(),
+                actions["size_bytes"].to_pylist(),
+                strict=True,
+            )
+        ):
+            mins = tuple((c, stats[lo][i]) for c, lo, _ in stat_cols if stats[lo][i] is not None)
+            maxs = tuple((c, stats[hi][i]) for c, _, hi in stat_cols if stats[hi][i] is not None)
+            rows = -1 if records is None or records[i] is None else int(records[i])
+            out.append(LakeFile(f"{prefix}/{path}", ex, sym, day, rows, int(size), mins, maxs))
+        return sorted(out, key=lambda f: (f.exchange, f.symbol, f.date, f.name))
+
+    def _actions(self, table: str, as_of: int | str | None) -> pa.Table | None:
+        """The add actions of the table's current (or `as_of`) version, cached per version:
+        a reader asking many questions of an unchanged table converts the log once."""
+        handle = self.table(table, as_of)
+        if handle is None:
+            return None
+        key = (table, handle.version())
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = pa.table(handle.get_add_actions(flatten=True))
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != table}
+            self._cache[key] = cached
+        return cached
+
+    def read(
+        self,
+        table: str,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        date: str | None = None,
+        *,
+        dates: tuple[str, str] | None = None,
+        columns: Sequence[str] | None = None,
+        as_of: int | str | None = None,
+        files: Iterable[LakeFile] | None = None,
+        filter: pc.Expression | None = None,
+    ) -> pa.Table:
+        """Rows of `table` (with the hive columns exchange/symbol/date) in the partitions asked
+        for. Row order: partitions in key order, inside a partition the files in name order
+        (segment order), inside a file the receive order."""
+        chosen = (
+            list(files)
+            if files is not None
+            else self.files(table, exchange, symbol, date, dates, as_of)
+        )
+        schema = table_schema(table)
+        names = list(columns) if columns is not None else schema.names
+        if not chosen:
+            return pa.schema([schema.field(n) for n in names]).empty_table()
+        dataset = pads.dataset(
+            [self.storage.arrow_path(f.key) for f in chosen],
+            schema=schema,
+            format="parquet",
+            filesystem=self.storage.arrow_filesystem(),
+            partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive"),
+            partition_base_dir=self.storage.arrow_path(self.layout.lake_table(table)),
+        )
+        # to_table keeps the order of the files given (partition, then segment order)
+        return dataset.to_table(columns=names, filter=filter)
+
+    def partitions(self, table: str, as_of: int | str | None = None) -> list[Partition]:
+        """Every partition of `table` with its file, row and byte counts (log only)."""
+        acc: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        for f in self.files(table, as_of=as_of):
+            entry = acc[(f.exchange, f.symbol, f.date)]
+            entry[0] += 1
+            entry[1] += max(f.rows, 0)
+            entry[2] += max(f.size, 0)
+        return [Partition(*key, *vals) for key, vals in sorted(acc.items())]
+
+
+def parse_as_of(as_of: int | str) -> int | dt.datetime:
+    """A table version (integer) or an ISO-8601 time (UTC when no offset is given)."""
+    if isinstance(as_of, int):
+        return as_of
+    text = str(as_of).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LakeError(
+            f"--as-of {as_of!r}: expected a table version (integer) or an ISO-8601 time"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _partition_filters(
+    exchange: str | None, symbol: str | None, date: str | None
+) -> list[tuple[str, str, str]]:
+    out = []
+    for name, value in (("exchange", exchange), ("symbol", symbol), ("date", date)):
+        if value is not None:
+            out.append((name, "=", sanitize_part(value)))
     return out
 
 
-def list_parts(
+# -- the module-level API the rest of the library uses ----------------------------------------
+
+
+def read_table(
     storage: Storage,
     table: str,
     exchange: str | None = None,
     symbol: str | None = None,
     date: str | None = None,
     layout: Layout | None = None,
-) -> list[str]:
-    """Part keys of `table` (sorted: partition, then segment order), optionally filtered."""
-    layout = layout or Layout(PathNames())
-    if table not in SCHEMAS:
-        raise LakeError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
-    # the whole table is listed and filtered here: a narrower prefix holding "=" is not
-    # listed reliably by every S3-compatible server (SeaweedFS returned nothing)
-    prefix = layout.lake_table(table)
-    keys = storage.list(prefix, "part-*.parquet", recursive=True)
-    want = {
-        "exchange": None if exchange is None else sanitize_part(exchange),
-        "symbol": None if symbol is None else sanitize_part(symbol),
-        "date": date,
-    }
-    out = []
-    for key in keys:
-        hive = _hive(key)
-        if all(v is None or hive.get(k) == v for k, v in want.items()):
-            out.append(key)
-    return out
+    *,
+    dates: tuple[str, str] | None = None,
+    columns: Sequence[str] | None = None,
+    as_of: int | str | None = None,
+) -> pa.Table:
+    """All rows of `table` (optionally one exchange / symbol / date or a date range) with the
+    hive columns, found through the table's log."""
+    return Lake(storage, layout).read(
+        table, exchange, symbol, date, dates=dates, columns=columns, as_of=as_of
+    )
 
 
-def read_part(storage: Storage, key: str, table: str) -> pa.Table:
+def partitions(
+    storage: Storage, table: str, layout: Layout | None = None, as_of: int | str | None = None
+) -> list[Partition]:
+    return Lake(storage, layout).partitions(table, as_of)
+
+
+def publish(
+    storage: Storage,
+    layout: Layout | None,
+    table: str,
+    items: Iterable[tuple[pa.Table, str, str, str]],
+    stem: str,
+    *,
+    app: tuple[str, int] | None = None,
+    replace: Iterable[LakeFile] = (),
+    row_group_size: int = 128_000,
+) -> list[Staged]:
+    """Stage ``(rows, exchange, symbol, date)`` items and commit them (replacing `replace`)
+    in one commit; returns the staged files (empty when `app` was already published)."""
+    lake = Lake(storage, layout)
+    staged = [
+        lake.stage(table, rows, ex, sym, date, stem, row_group_size)
+        for rows, ex, sym, date in items
+        if rows.num_rows
+    ]
+    exchanges = {s.exchange for s in staged}
+    remove = list(replace)
+    same = {f.key for f in remove} & {s.key for s in staged}  # unchanged: neither add nor remove
+    news = [s for s in staged if s.key not in same]
+    remove = [f for f in remove if f.key not in same]
+    if not news and not remove:
+        return staged
+    if not lake.commit(
+        table, news, app=app, remove=remove, metadata=versions.commit_metadata(exchanges)
+    ):
+        return []
+    return staged
+
+
+def read_file(storage: Storage, key: str, table: str) -> pa.Table:
+    """One data file of `table` by its key (as ``LakeFile.key`` / ``Staged.key`` name it), in
+    the table's columns (without the hive columns)."""
     data = pq.read_table(io.BytesIO(storage.read_bytes(key)))
-    schema = SCHEMAS[table]
+    schema = _schema(table)
     if data.schema.names != schema.names:
         raise LakeError(f"{key}: columns {data.schema.names} != {table} columns {schema.names}")
     return data.cast(schema)
@@ -131,31 +566,58 @@ def with_hive(data: pa.Table, exchange: str, symbol: str, date: str) -> pa.Table
     return data
 
 
-def read_table(
+def file_of_key(key: str) -> LakeFile:
+    """The LakeFile a data file's key names (partition values from its hive directories)."""
+    hive = {}
+    for part in key.split("/"):
+        name, sep, value = part.partition("=")
+        if sep and name in PARTITION_COLUMNS:
+            hive[name] = value
+    missing = [n for n in PARTITION_COLUMNS if n not in hive]
+    if missing:
+        raise LakeError(f"{key}: not a lake data file (no {', '.join(missing)} directory)")
+    return LakeFile(key, hive["exchange"], hive["symbol"], hive["date"])
+
+
+def read_files(storage: Storage, table: str, keys: Iterable[str]) -> pa.Table:
+    """The rows of the given data files of `table`, with the hive columns, in key order."""
+    return Lake(storage).read(table, files=[file_of_key(k) for k in keys])
+
+
+def list_parts(
     storage: Storage,
     table: str,
     exchange: str | None = None,
     symbol: str | None = None,
     date: str | None = None,
     layout: Layout | None = None,
-    keys: Iterable[str] | None = None,
-) -> pa.Table:
-    """All rows of `table` (optionally one exchange / symbol / date) with the hive columns.
+) -> list[str]:
+    """Keys of `table`'s committed files (from the log, not a listing), optionally filtered;
+    sorted by partition, then name."""
+    return [f.key for f in Lake(storage, layout).files(table, exchange, symbol, date)]
 
-    Row order: partitions in key order, inside a partition the parts in segment order, inside
-    a part the receive order."""
-    keys = (
-        list(keys)
-        if keys is not None
-        else list_parts(storage, table, exchange, symbol, date, layout)
-    )
-    parts = []
-    for key in keys:
-        hive = _hive(key)
-        parts.append(with_hive(read_part(storage, key, table), **hive))
-    if not parts:
-        empty = SCHEMAS[table]
-        for name in PARTITION_COLUMNS:
-            empty = empty.append(pa.field(name, pa.string()))
-        return empty.empty_table()
-    return pa.concat_tables(parts)
+
+def write_part(
+    storage: Storage,
+    layout: Layout | None,
+    table: str,
+    exchange: str,
+    symbol: str,
+    date: str,
+    stem: str,
+    data: pa.Table,
+    row_group_size: int,
+) -> tuple[str, int]:
+    """Publish one file of one partition in one commit, replacing the partition's earlier
+    file(s) of the same `stem`; returns (key, bytes)."""
+    lake = Lake(storage, layout)
+    mine = f"part-{sanitize_part(stem)}-v"
+    old = [f for f in lake.files(table, exchange, symbol, date) if f.name.startswith(mine)]
+    staged = publish(
+        storage, layout, table, [(data, exchange, symbol, date)], stem, replace=old,
+        row_group_size=row_group_size,
+    )  # fmt: skip
+    return staged[0].key, staged[0].size
+
+
+read_part = read_file

@@ -72,7 +72,7 @@ def read_parts(storage: Storage, table: str, keys: Sequence[str]) -> pa.Table | 
     """The rows of the given part files with their hive columns, None when there are none."""
     if not keys:
         return None
-    return lake.read_table(storage, table, keys=keys)
+    return lake.read_files(storage, table, keys)
 
 
 def partition_parts(
@@ -102,11 +102,11 @@ def partition_parts(
             f for f in files if f"/date={date}/" in f and parts_by_table([f]).keys() <= wanted
         )
     if missing:
+        lake_ = lake.Lake(storage, layout)
         for table in wanted:
-            for key in lake.list_parts(storage, table, layout=layout):
-                stem = posixpath.basename(key)[len("part-") : -len(".parquet")]
-                if f"/date={date}/" in key and stem in missing:
-                    out.add(key)
+            for f in lake_.files(table, date=date):
+                if any(f.name.startswith(f"part-{stem}-") for stem in missing):
+                    out.add(f.key)
     return sorted(out)
 
 
@@ -116,7 +116,7 @@ def schema_valid(storage: Storage, table: str, keys: Sequence[str]) -> Finding:
     for key in keys:
         hive = dict(_HIVE.findall(key))
         try:
-            data = lake.read_part(storage, key, table)
+            data = lake.read_file(storage, key, table)
             schemas.validate(
                 table, data, hive.get("exchange", ""), hive.get("symbol", ""), hive.get("date", "")
             )

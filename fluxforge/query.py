@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fluxforge.config import Config
+from fluxforge.lake import Lake, LakeFile, file_of_key, parse_as_of
 from fluxforge.storage import Layout, Storage, open_storage
 from fluxforge.tables import DECIMAL, SCHEMAS
 
@@ -60,17 +61,22 @@ def parse_time(value: str | int | datetime, name: str = "time") -> int:
     return whole * 1_000_000_000 + frac_ns
 
 
-def _hour_tag(ns: int) -> str:
-    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).strftime("%Y%m%dT%H")
-
-
-_PART_HOUR_RE = re.compile(r"(\d{8}T\d{2})_\d+\.parquet$")
-
-
-def _part_hour(key: str) -> str:
-    """The UTC hour of the raw segment a part came from ("" when the name has none)."""
-    m = _PART_HOUR_RE.search(key)
-    return m.group(1) if m else ""
+def _prune(files: list[LakeFile], filters: list[tuple[str, str, Any]]) -> list[LakeFile]:
+    """Files whose log statistics may satisfy every range filter (file skipping)."""
+    out = []
+    for f in files:
+        keep = True
+        for col, op, value in filters:
+            if not isinstance(value, int):
+                continue
+            lo = value + (op == ">") if op in (">", ">=", "=", "==") else None
+            hi = value - (op == "<") if op in ("<", "<=", "=", "==") else None
+            if not f.overlaps(col, lo, hi):
+                keep = False
+                break
+        if keep:
+            out.append(f)
+    return out
 
 
 def ns_to_date(ns: int) -> date:
@@ -112,10 +118,23 @@ def _plain(value: Decimal) -> str:
 class Reader:
     """Reads the lake (and the hot store when configured) of one FluxForge config."""
 
-    def __init__(self, cfg: Config, storage: Storage | None = None, hot: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        storage: Storage | None = None,
+        hot: Any = None,
+        as_of: int | str | None = None,
+    ) -> None:
+        """`as_of`: read the lake as of a table version or a time (Delta time travel; the hot
+        store is not consulted then, since it has no history)."""
         self.cfg = cfg
         self.storage = storage or open_storage(cfg.storage.etl_output)
         self.layout = Layout.of(cfg.storage.etl_output)
+        self.lake = Lake(self.storage, self.layout)
+        self.as_of = as_of
+        if as_of is not None:
+            parse_as_of(as_of)  # a bad value fails here, before any read
+            hot = False
         if hot is None:
             from fluxforge.pgserver import running_hot_dsn
 
@@ -124,13 +143,13 @@ class Reader:
                 from fluxforge.hot import HotStore
 
                 hot = HotStore(dsn, cfg.lifecycle.hot_intervals)
-        self.hot = hot
+        self.hot = hot or None
         self._fs: Any = None
 
     # -- lake access -------------------------------------------------------------------------
-    def _part_paths(self, table: str, exchange: str, symbol: str, day: date) -> list[str]:
-        prefix = self.layout.lake_partition(table, exchange, symbol, day.isoformat())
-        return self.storage.list(prefix, "part-*.parquet")
+    def _files(self, table: str, exchange: str, symbol: str, day: date) -> list[LakeFile]:
+        """One partition's files, from the table's log (with their time statistics)."""
+        return self.lake.files(table, exchange, symbol, day.isoformat(), as_of=self.as_of)
 
     def _read(
         self,
@@ -140,25 +159,45 @@ class Reader:
         day: date,
         filters: list[tuple[str, str, Any]] | None = None,
         columns: list[str] | None = None,
-        keys: list[str] | None = None,
+        keys: list[LakeFile] | None = None,
     ) -> pa.Table:
-        if keys is None:
-            keys = self._part_paths(table, exchange, symbol, day)
-        if not keys:
+        files = self._files(table, exchange, symbol, day) if keys is None else keys
+        files = _prune(files, filters or [])
+        if not files:
             empty = SCHEMAS[table].empty_table()
             return empty if columns is None else empty.select(columns)
         if self._fs is None:
             self._fs = self.storage.arrow_filesystem()
         parts = [
             pq.read_table(
-                self.storage.arrow_path(key),
+                self.storage.arrow_path(f.key),
                 filesystem=self._fs,
                 filters=filters or None,
                 columns=columns,
             )
-            for key in keys
+            for f in files
         ]
         return pa.concat_tables(parts, promote_options="permissive")
+
+    def _latest(
+        self,
+        files: list[LakeFile],
+        column: str,
+        read: Any,
+    ) -> Any:
+        """Walk `files` from the newest `column` maximum back; `read(batch)` returns a found
+        value ordered by `column` (or None). Stops once no older file can beat the best found:
+        files may overlap in time (several sources, compacted days)."""
+        order = sorted(files, key=lambda f: f.bounds(column)[1] or 0, reverse=True)
+        best = None
+        for f in order:
+            hi = f.bounds(column)[1]
+            if best is not None and hi is not None and hi < best[0]:
+                break
+            found = read([f])
+            if found is not None and (best is None or found[0] > best[0]):
+                best = found
+        return None if best is None else best[1]
 
     # -- book_at -----------------------------------------------------------------------------
     def book_at(
@@ -192,18 +231,15 @@ class Reader:
         the receive hour of their segment: walk back from the hour after t's (a message can
         arrive after the hour of its event) until a part holds such a message."""
         day = ns_to_date(t)
-        top = _hour_tag(t + 3_600_000_000_000)
-        keys = [
-            k
+        # a message can arrive after the day of its event: look at the next day's files too
+        files = [
+            f
             for d in (day, day + timedelta(days=1))
-            for k in self._part_paths("book_deltas", exchange, symbol, d)
-            if _part_hour(k) <= top
+            for f in self._files("book_deltas", exchange, symbol, d)
+            if f.overlaps("ts_event", None, t)
         ]
-        keys.sort(key=_part_hour)
-        while keys:
-            hour = _part_hour(keys[-1])
-            batch = [k for k in keys if _part_hour(k) == hour]
-            keys = keys[: len(keys) - len(batch)]
+
+        def read(batch: list[LakeFile]) -> tuple[int, int] | None:
             rows = self._read(
                 "book_deltas",
                 exchange,
@@ -213,32 +249,35 @@ class Reader:
                 columns=["ts_recv"],
                 keys=batch,
             )
-            if rows.num_rows:
-                return int(pc.max(rows["ts_recv"]).as_py())
-        return None
+            if not rows.num_rows:
+                return None
+            best = int(pc.max(rows["ts_recv"]).as_py())
+            return best, best
+
+        return self._latest(files, "ts_recv", read)
 
     def _book_at(self, exchange: str, symbol: str, t: int, depth: int) -> BookAt:
         day = ns_to_date(t)
         out = BookAt(exchange, symbol, t)
-        # parts are named after their raw segment, which holds one UTC hour of receive time:
-        # walk back from T's hour until a part has a snapshot at or before T
-        hour = _hour_tag(t)
-        snap_keys = [
-            k
-            for k in self._part_paths("book_snapshots", exchange, symbol, day)
-            if _part_hour(k) <= hour
+        # walk back through the day's snapshot files (newest first, by the log's ts_recv
+        # statistics) until one has a snapshot at or before T
+        snap_files = [
+            f
+            for f in self._files("book_snapshots", exchange, symbol, day)
+            if f.overlaps("ts_recv", None, t)
         ]
-        snap = None
-        while snap_keys and snap is None:
-            last_hour = _part_hour(snap_keys[-1])
-            batch = [k for k in snap_keys if _part_hour(k) == last_hour]
-            snap_keys = snap_keys[: len(snap_keys) - len(batch)]
+
+        def read(batch: list[LakeFile]) -> tuple[tuple[int, int], dict[str, Any]] | None:
             snaps = self._read(
                 "book_snapshots", exchange, symbol, day, filters=[("ts_recv", "<=", t)], keys=batch
             )
-            if snaps.num_rows:
-                order = pc.sort_indices(snaps, [("ts_recv", "ascending"), ("seq", "ascending")])
-                snap = snaps.take(order.slice(snaps.num_rows - 1, 1)).to_pylist()[0]
+            if not snaps.num_rows:
+                return None
+            order = pc.sort_indices(snaps, [("ts_recv", "ascending"), ("seq", "ascending")])
+            row = snaps.take(order.slice(snaps.num_rows - 1, 1)).to_pylist()[0]
+            return (row["ts_recv"], row["seq"]), row
+
+        snap = self._latest(snap_files, "ts_recv", read)
         if snap is None:
             return out
         out.snapshot_ts = snap["ts_recv"]
@@ -256,11 +295,10 @@ class Reader:
             out.valid = False
             out.gap = {k: row.get(k) for k in ("cause", "ts_from", "ts_to", "detail", "book_epoch")}
             return out
-        first_hour = _hour_tag(snap["ts_recv"])
         delta_keys = [
-            k
-            for k in self._part_paths("book_deltas", exchange, symbol, day)
-            if first_hour <= _part_hour(k) <= hour
+            f
+            for f in self._files("book_deltas", exchange, symbol, day)
+            if f.overlaps("ts_recv", snap["ts_recv"], t)
         ]
         deltas = self._read(
             "book_deltas",
@@ -387,7 +425,9 @@ class Reader:
                 keys = self.storage.list(part.rsplit("/", 1)[0], "*.parquet")
                 tbl = BARS.empty_table()
                 if keys:
-                    raw = self._read(table, exchange, symbol, day, keys=keys)
+                    raw = self._read(
+                        table, exchange, symbol, day, keys=[file_of_key(k) for k in keys]
+                    )
                     tbl = _bars_from_lake(raw)
                     mask = pc.and_(pc.greater_equal(tbl["ts"], t0), pc.less_equal(tbl["ts"], t1))
                     tbl = tbl.filter(mask)
@@ -426,12 +466,11 @@ class Reader:
         from fluxforge.hot import interval_ns
 
         last = self.hot.last_recv("trades", exchange, symbol, day)
-        keys = self._part_paths("trades", exchange, symbol, day)
+        keys = self._files("trades", exchange, symbol, day)
         filters: list[tuple[str, str, Any]] = []
         if last is not None:
-            # parts are named after the hour of their raw segment: earlier hours hold no tail
-            hour = _hour_tag(last)
-            keys = [k for k in keys if not _part_hour(k) or _part_hour(k) >= hour]
+            # files whose receive times all precede the hot store's last hold no tail
+            keys = [f for f in keys if f.overlaps("ts_recv", last + 1, None)]
             filters = [("ts_recv", ">", last)]
         tail = _bar_time(self._read("trades", exchange, symbol, day, filters, _BAR_INPUT, keys))
         if not tail.num_rows:

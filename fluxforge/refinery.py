@@ -37,7 +37,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fluxforge import lake, schemas
+from fluxforge import lake, schemas, versions
 from fluxforge.config import Config
 from fluxforge.demux import (
     ALL_SYMBOLS,
@@ -52,6 +52,7 @@ from fluxforge.demux import (
 )
 from fluxforge.segments import SegmentId, parse_segment_name
 from fluxforge.storage import Layout, Storage, open_storage, sanitize_part
+from fluxforge.tables import REFINERY_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class _Ctx:
         self.out: Storage = open_storage(cfg.storage.etl_output)
         self.lin = Layout.of(cfg.storage.etl_input)
         self.lout = Layout.of(cfg.storage.etl_output)
+        self.lake = lake.Lake(self.out, self.lout)
 
     def raw(self, state: str, ref: SegmentRef) -> str:
         return self.lin.segment(state, ref.source, ref.name)
@@ -312,22 +314,61 @@ def record_run(storage: Storage, layout: Layout, report: ProcessReport, kind: st
 
 
 def rebuild(
-    cfg: Config, source: str, date: str, progress: Callable[[str], None] | None = None
+    cfg: Config,
+    source: str | None,
+    date: str,
+    progress: Callable[[str], None] | None = None,
 ) -> ProcessReport:
-    """Reprocess every archived segment of `source` on `date` (backfill): same tables, same
-    bytes as the original processing, starting from the checkpoint before the day's first."""
+    """Re-derive `date` from its archived raw segments (after a parser fix, or for stale
+    partitions) and replace the day's rows in ONE commit per table.
+
+    A day's partitions hold every source of a venue (and compaction merges them), so the
+    rebuild re-derives every source with archived segments on `date`; `source` only checks
+    that the source has segments there. Each source starts from its book checkpoint before the
+    day, so the rows equal those of the original processing with today's code. Rows written by
+    ``history`` are kept."""
     from fluxforge.tiering import restore
 
     ctx = _Ctx(cfg)
-    # segments already tiered to warm/cold come back into the hot archive first (checksummed)
-    restore(cfg, source, date)
-    refs = [r for r in list_segments(cfg, "archive", source) if r.date == date]
+    sources = sorted(
+        {r.source for r in list_segments(cfg, "archive")} | set(filter(None, [source]))
+    )
+    refs: list[SegmentRef] = []
+    for src in sources:
+        # segments already tiered to warm/cold come back into the hot archive first
+        restore(cfg, src, date)
+        refs += [r for r in list_segments(cfg, "archive", src) if r.date == date]
+    if source is not None and not any(r.source == source for r in refs):
+        raise FileNotFoundError(
+            f"rebuild {source} {date}: no archived segment of that source on that date "
+            "(see `fluxforge status`)"
+        )
     report = ProcessReport()
-    for ref in refs:
-        seg = _process_one(ctx, ref, "archive")
+    staged: dict[str, list[lake.Staged]] = defaultdict(list)
+    for ref in sorted(refs, key=lambda r: r.order_key):
+        seg = _process_one(ctx, ref, "archive", rebuild_into=staged)
         report.merge(seg)
         if progress:
             progress(_progress_line(ref, seg))
+    exchanges = {f.exchange for files in staged.values() for f in files}
+    meta = {
+        **versions.commit_metadata(exchanges),
+        "fluxforge.operation": "rebuild",
+        "fluxforge.date": date,
+        "fluxforge.sources": ",".join(sorted({r.source for r in refs})),
+    }
+    for table in REFINERY_TABLES:
+        old = [
+            f
+            for f in ctx.lake.files(table, date=date)
+            if not f.name.startswith(lake.HISTORY_PREFIX)
+        ]
+        new = staged.get(table, [])
+        same = {f.key for f in old} & {f.key for f in new}  # unchanged files stay as they are
+        old = [f for f in old if f.key not in same]
+        new = [f for f in new if f.key not in same]
+        if old or new:
+            ctx.lake.commit(table, new, remove=old, metadata=meta)
     return report
 
 
@@ -357,8 +398,6 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
         # the output storage may be what failed (full disk): still put the segment back
         log.error("segment %s: could not record the failure: %s", ref, write_exc)
     if count >= MAX_FAILURES:
-        # nothing of a given-up segment stays visible in the lake
-        _remove_parts(ctx, ref)
         ctx.inp.write_bytes(
             ctx.raw("failed", ref) + ".reason.txt",
             f"{ref}: failed {count} times; last error: {error}\n".encode(),
@@ -376,15 +415,29 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
 # ---------------------------------------------------------------- one segment
 
 
-def _process_one(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessReport:
+def _process_one(
+    ctx: _Ctx,
+    ref: SegmentRef,
+    raw_state: str,
+    rebuild_into: dict[str, list[lake.Staged]] | None = None,
+) -> ProcessReport:
     with gc_paused():
-        return _process_segment(ctx, ref, raw_state)
+        return _process_segment(ctx, ref, raw_state, rebuild_into)
 
 
-def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessReport:
+def _process_segment(
+    ctx: _Ctx,
+    ref: SegmentRef,
+    raw_state: str,
+    rebuild_into: dict[str, list[lake.Staged]] | None = None,
+) -> ProcessReport:
+    """Refine one segment and publish it: one commit per lake table carrying the app
+    transaction (source, last seq), or with `rebuild_into`, stage its files there for the
+    caller's replacing commit."""
     t0 = time.perf_counter()
     cfg = ctx.cfg
     data = ctx.inp.read_bytes(ctx.raw(raw_state, ref))
+    seq_range = segment_seq_range(data)
     dem = demux_segment(data, ref.name)
     del data  # peak memory: the raw bytes are not needed past the demux
     checkpoint = find_book_checkpoint(ctx.out, ctx.lout, ref)
@@ -410,8 +463,8 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
         rows = quarantine.filter(mask).drop_columns(["exchange"])
         parts[("quarantine", sanitize_part(ex), ALL_SYMBOLS, dem.date)].append(rows)
 
-    # validate and encode everything before the first write: a bad table writes nothing
-    bodies: dict[str, bytes] = {}
+    # validate everything before the first commit: a segment that fails a blocking check
+    # publishes nothing (docs/data-guide.md, "Publication")
     report = ProcessReport(segments=[str(ref)])
     merged_parts: dict[str, list[tuple[pa.Table, str, str, str]]] = defaultdict(list)
     for (table, ex, sym, date), tables in sorted(parts.items()):
@@ -420,10 +473,23 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
             merged_parts[table].append((merged, ex, sym, date))
     for table, items in merged_parts.items():
         schemas.validate_parts(table, items)
+    _check_line_accounting(ref, dem)
+    staged: dict[str, list[lake.Staged]] = defaultdict(list)
+    published = _published(ctx, ref, seq_range) if rebuild_into is None else {}
     for table, items in sorted(merged_parts.items()):
         for merged, ex, sym, date in items:
-            _encode_part(ctx, ref, table, merged, ex, sym, date, bodies, report)
-    _write_parts(ctx, ref, bodies, _coverage_rows(merged_parts))
+            report.rows[table] += merged.num_rows
+            if table in published:
+                continue  # committed by an earlier attempt: nothing to write again
+            one = _stage_part(ctx, ref, table, merged, ex, sym, date)
+            staged[table].append(one)
+            report.bytes[table] += one.size
+    if rebuild_into is not None:
+        for table, files in staged.items():
+            rebuild_into[table].extend(files)
+    else:
+        _publish(ctx, ref, staged, seq_range, published)
+    _write_manifest(ctx, ref, staged, _coverage_rows(merged_parts))
     save_book_state(ctx.out, ctx.lout, ref, new_states)
     day = parse_segment_name(ref.name).date
     if checkpoint is None or not checkpoint.startswith(_day_prefix(ctx.lout, ref.source, day)):
@@ -434,7 +500,7 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
         if pruned:
             log.info("%s: pruned %d book checkpoints before %s", ref, pruned, before)
 
-    report.files = sorted(bodies)
+    report.files = sorted(f.key for files in staged.values() for f in files)
     report.bytes_in = dem.bytes_in
     report.lines = dem.lines_in
     report.data = dem.data
@@ -449,25 +515,14 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
     return report
 
 
-def _encode_part(
-    ctx: _Ctx,
-    ref: SegmentRef,
-    table: str,
-    merged: pa.Table,
-    ex: str,
-    sym: str,
-    date: str,
-    bodies: dict[str, bytes],
-    report: ProcessReport,
-) -> None:
-    key = lake.part_key(ctx.lout, table, ex, sym, date, _part_stem(ref))
+def _stage_part(
+    ctx: _Ctx, ref: SegmentRef, table: str, merged: pa.Table, ex: str, sym: str, date: str
+) -> lake.Staged:
     # book_deltas row groups break at snapshot windows so book_at prunes to one window
     window = int(ctx.cfg.refinery.snapshot_interval_s * 1e9) if table == "book_deltas" else None
-    bodies[key] = lake.encode_parquet(
-        merged, lake.SCHEMAS[table], ctx.cfg.refinery.row_group_size, window
+    return ctx.lake.stage(
+        table, merged, ex, sym, date, _part_stem(ref), ctx.cfg.refinery.row_group_size, window
     )
-    report.rows[table] += merged.num_rows
-    report.bytes[table] += len(bodies[key])
 
 
 def _part_stem(ref: SegmentRef) -> str:
@@ -489,13 +544,6 @@ def _max_ts(dem: DemuxResult) -> int:
 
 def _manifest_key(ctx: _Ctx, ref: SegmentRef) -> str:
     return ctx.lout.state("segments", ref.source, f"{ref.stem}.json")
-
-
-def _read_manifest(ctx: _Ctx, ref: SegmentRef) -> list[str]:
-    key = _manifest_key(ctx, ref)
-    if not ctx.out.exists(key):
-        return []
-    return list(orjson.loads(ctx.out.read_bytes(key)).get("files", []))
 
 
 def _coverage_rows(parts: dict[str, list[tuple[pa.Table, str, str, str]]]) -> list[list[Any]]:
@@ -531,29 +579,106 @@ def _coverage_rows(parts: dict[str, list[tuple[pa.Table, str, str, str]]]) -> li
     return [[d, ex, sym, ch, h * 3600, *v] for (d, ex, sym, ch, h), v in sorted(rows.items())]
 
 
-def _write_parts(
-    ctx: _Ctx, ref: SegmentRef, bodies: dict[str, bytes], coverage: list[list[Any]]
+def app_id(source: str) -> str:
+    """The Delta app transaction id of a source's segments (its version: the last seq)."""
+    return f"fluxforge/{source}"
+
+
+class AlreadyPublished(RuntimeError):
+    """The segment's content (its seq range) is already in the lake: a retry of a published
+    segment is fine, but a second file with published seqs is refused (exactly-once by
+    content, whatever the file name)."""
+
+
+def segment_seq_range(data: bytes) -> tuple[int, int] | None:
+    """(first, last) daemon seq of a segment's readable envelopes; None when it has none."""
+    from fluxforge.segments import iter_lines, parse_envelope
+
+    def first_seq(lines: Iterable[tuple[int, bytes]]) -> int | None:
+        for _, line in lines:
+            try:
+                return int(parse_envelope(line).seq)
+            except (ValueError, TypeError):
+                continue
+        return None
+
+    lo = first_seq(iter_lines(data))
+    if lo is None:
+        return None
+    tail = data[-(1 << 16) :] if len(data) > (1 << 16) else data
+    lines = list(iter_lines(tail))
+    if len(data) > len(tail):
+        lines = lines[1:]  # the first line of the tail is cut
+    hi = first_seq(reversed(lines))
+    return lo, max(lo, hi if hi is not None else lo)
+
+
+def _published(ctx: _Ctx, ref: SegmentRef, seq_range: tuple[int, int] | None) -> dict[str, int]:
+    """Tables that already hold this segment (a retry after a crash mid-publication); raises
+    AlreadyPublished when the lake holds some of its seqs under another segment."""
+    if seq_range is None:
+        return {}
+    lo, hi = seq_range
+    done: dict[str, int] = {}
+    for table in REFINERY_TABLES:
+        version = ctx.lake.transaction_version(table, app_id(ref.source))
+        if version is None or version < lo:
+            continue
+        if version != hi:
+            raise AlreadyPublished(
+                f"{ref}: seqs {lo}..{hi} overlap what the lake already published for source "
+                f"{ref.source} (up to seq {version} in {table}): a copy of a published segment "
+                "or a daemon that reused seq numbers; not published again"
+            )
+        done[table] = version
+    return done
+
+
+def _publish(
+    ctx: _Ctx,
+    ref: SegmentRef,
+    staged: dict[str, list[lake.Staged]],
+    seq_range: tuple[int, int] | None,
+    published: dict[str, int],
 ) -> None:
-    """Replace the segment's parts: record intent (old + new keys) first, so a crash mid-way
-    leaves a manifest that names every file a retry must overwrite or remove."""
-    old = _read_manifest(ctx, ref)
-    key = _manifest_key(ctx, ref)
-    pending = sorted(set(old) | set(bodies))
-    ctx.out.write_bytes(
-        key, orjson.dumps({"segment": str(ref), "state": "writing", "files": pending})
-    )
-    for path, body in sorted(bodies.items()):
-        ctx.out.write_bytes(path, body)
-    for path in sorted(set(old) - set(bodies)):
-        ctx.out.delete(path)
-    done = {"segment": str(ref), "state": "done", "files": sorted(bodies), "coverage": coverage}
-    ctx.out.write_bytes(key, orjson.dumps(done))
+    """One commit per refinery table, each carrying (source, last seq): a table gets the
+    segment's files in one commit or not at all, and a retry skips what an earlier attempt
+    committed. Every table gets the commit, with or without rows, so each one knows which
+    segments it holds."""
+    if seq_range is None:
+        return
+    exchanges = {f.exchange for files in staged.values() for f in files}
+    meta = {
+        **versions.commit_metadata(exchanges),
+        "fluxforge.segment": str(ref),
+        "fluxforge.seq": f"{seq_range[0]}-{seq_range[1]}",
+    }
+    for table in REFINERY_TABLES:
+        if table in published:
+            continue
+        ctx.lake.commit(
+            table, staged.get(table, []), app=(app_id(ref.source), seq_range[1]), metadata=meta
+        )
 
 
-def _remove_parts(ctx: _Ctx, ref: SegmentRef) -> None:
-    for path in _read_manifest(ctx, ref):
-        ctx.out.delete(path)
-    ctx.out.delete(_manifest_key(ctx, ref))
+def _check_line_accounting(ref: SegmentRef, dem: DemuxResult) -> None:
+    """Lines in = data + control + quarantined: a line counted nowhere is a defect of ours and
+    blocks publication."""
+    if dem.lines_in != dem.data + dem.control + dem.quarantined:
+        raise schemas.SchemaViolation(
+            f"{ref}: line accounting: {dem.lines_in} lines in != {dem.data} data + "
+            f"{dem.control} control + {dem.quarantined} quarantined"
+        )
+
+
+def _write_manifest(
+    ctx: _Ctx, ref: SegmentRef, staged: dict[str, list[lake.Staged]], coverage: list[list[Any]]
+) -> None:
+    """The segment's coverage summary (read by quality.partition_coverage) and the files it
+    published."""
+    files = sorted(f.key for items in staged.values() for f in items)
+    done = {"segment": str(ref), "state": "done", "files": files, "coverage": coverage}
+    ctx.out.write_bytes(_manifest_key(ctx, ref), orjson.dumps(done))
 
 
 # ---------------------------------------------------------------- books

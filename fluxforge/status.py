@@ -73,15 +73,10 @@ def _runs(cfg: Config, limit: int) -> list[dict[str, Any]]:
 def _gaps(cfg: Config, days: int) -> list[dict[str, Any]]:
     store = open_storage(cfg.storage.etl_output)
     layout = Layout.of(cfg.storage.etl_output)
-    dates = sorted(
-        {
-            k.split("date=")[1].split("/")[0]
-            for k in store.list(layout.lake_table("gap_ledger"), "*.parquet", recursive=True)
-        }
-    )[-days:]
+    dates = sorted({p.date for p in lake.partitions(store, "gap_ledger", layout)})[-days:]
     rows: list[dict[str, Any]] = []
     for date in dates:
-        tbl = lake.read_table(store, "gap_ledger", date=date)
+        tbl = lake.read_table(store, "gap_ledger", date=date, layout=layout)
         for row in tbl.to_pylist():
             rows.append(
                 {

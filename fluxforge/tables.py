@@ -122,3 +122,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "gap_ledger": GAP_LEDGER,
     "ohlcv": OHLCV,
 }
+
+# Tables the refinery publishes for every segment (one commit each, with or without rows);
+# ``ohlcv`` is written by ``fluxforge.history`` only.
+REFINERY_TABLES: tuple[str, ...] = tuple(t for t in SCHEMAS if t != "ohlcv")

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fluxforge.config import Config
+from fluxforge.lake import Lake
 from fluxforge.sqlmodels.project import (
     PARTITION_COLUMNS,
     DataTest,
@@ -177,6 +178,13 @@ class _Context:
                 )
 
     def _keys(self, prefix: str, hive: tuple[str, ...]) -> list[str]:
+        table = prefix.rsplit("/", 1)[-1]
+        if table in SCHEMAS and prefix == self.layout.lake_table(table):
+            # lake tables: the committed files, from the table's log
+            files = Lake(self.storage, self.layout).files(table)
+            if self.read_dates is not None:
+                files = [f for f in files if f.date in self.read_dates]
+            return [f.key for f in files]
         keys = self.storage.list(prefix, "*.parquet", True)
         if self.read_dates is not None and "date" in hive:
             keys = [k for k in keys if _key_date(k) in self.read_dates]

@@ -33,22 +33,66 @@ def _trades(n: int, price: str = "1.25") -> pa.Table:
     )
 
 
-def test_lake_write_part_is_zstd_and_deterministic(tmp_path: Path) -> None:
+def test_lake_stage_is_zstd_deterministic_and_invisible_until_committed(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
-    key, size = lake.write_part(
-        storage, LAYOUT, "trades", "coinbase", "BTC-USD", "2024-01-02", "s-seg_1", _trades(5), 2
+    lk = lake.Lake(storage, LAYOUT)
+    staged = lk.stage("trades", _trades(5), "coinbase", "BTC-USD", "2024-01-02", "s-seg_1", 2)
+    assert staged.key.startswith(
+        "processed/trades/exchange=coinbase/symbol=BTC-USD/date=2024-01-02/part-s-seg_1-v"
     )
-    assert key == (
-        "processed/trades/exchange=coinbase/symbol=BTC-USD/date=2024-01-02/part-s-seg_1.parquet"
-    )
-    meta = pq.ParquetFile(tmp_path / key).metadata
+    meta = pq.ParquetFile(tmp_path / staged.key).metadata
     assert meta.num_row_groups == 3
     assert meta.row_group(0).column(0).compression == "ZSTD"
-    first = (tmp_path / key).read_bytes()
-    lake.write_part(
-        storage, LAYOUT, "trades", "coinbase", "BTC-USD", "2024-01-02", "s-seg_1", _trades(5), 2
+    again = lk.stage("trades", _trades(5), "coinbase", "BTC-USD", "2024-01-02", "s-seg_1", 2)
+    assert again.key == staged.key and (tmp_path / staged.key).stat().st_size == staged.size
+    # written but not committed: no reader sees it
+    assert lake.read_table(storage, "trades").num_rows == 0
+    assert lk.commit("trades", [staged])
+    assert lake.read_table(storage, "trades").num_rows == 5
+    assert (tmp_path / "processed/trades/_delta_log").is_dir()
+
+
+def test_lake_app_transaction_publishes_a_segment_once(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    lk = lake.Lake(storage, LAYOUT)
+    first = lk.stage("trades", _trades(3), "coinbase", "BTC-USD", "2024-01-02", "src-a", 1000)
+    assert lk.commit("trades", [first], app=("fluxforge/src", 10))
+    # a retry of the same segment (same app version) or of an older one commits nothing
+    assert not lk.commit("trades", [first], app=("fluxforge/src", 10))
+    assert not lk.commit("trades", [first], app=("fluxforge/src", 7))
+    assert lake.read_table(storage, "trades").num_rows == 3
+    assert lk.transaction_version("trades", "fluxforge/src") == 10
+    # another source has its own app id
+    other = lk.stage("trades", _trades(2), "coinbase", "BTC-USD", "2024-01-02", "src-b", 1000)
+    assert lk.commit("trades", [other], app=("fluxforge/other", 1))
+    assert lake.read_table(storage, "trades").num_rows == 5
+
+
+def test_lake_replacing_commit_and_time_travel(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    key, _ = lake.write_part(
+        storage, LAYOUT, "trades", "coinbase", "BTC-USD", "2024-01-02", "s", _trades(4), 1000
     )
-    assert (tmp_path / key).read_bytes() == first and len(first) == size
+    version_before = lake.Lake(storage, LAYOUT).table("trades").version()
+    key2, _ = lake.write_part(
+        storage,
+        LAYOUT,
+        "trades",
+        "coinbase",
+        "BTC-USD",
+        "2024-01-02",
+        "s",
+        _trades(2, price="2"),
+        1000,
+    )
+    assert key2 != key  # committed files are never rewritten in place
+    now = lake.read_table(storage, "trades")
+    assert now.num_rows == 2 and now.column("price")[0].as_py() == Decimal("2")
+    old = lake.read_table(storage, "trades", as_of=version_before)
+    assert old.num_rows == 4 and old.column("price")[0].as_py() == Decimal("1.25")
+    assert lake.list_parts(storage, "trades") == [key2]
+    with pytest.raises(lake.LakeError, match="as-of"):
+        lake.parse_as_of("yesterday-ish")
 
 
 def test_lake_read_table_adds_hive_columns_and_filters(tmp_path: Path) -> None:
@@ -70,6 +114,17 @@ def test_lake_read_table_adds_hive_columns_and_filters(tmp_path: Path) -> None:
         "kraken",
     ]
     assert btc.column("price")[0].as_py() == Decimal("1.25")
+    ranged = lake.read_table(storage, "trades", dates=("2024-01-03", "2024-01-09"))
+    assert ranged.num_rows == 2
+    parts = {
+        (p.exchange, p.symbol, p.date): (p.files, p.rows)
+        for p in lake.partitions(storage, "trades")
+    }
+    assert parts == {
+        ("coinbase", "BTC-USD", "2024-01-02"): (2, 4),
+        ("coinbase", "ETH-USD", "2024-01-02"): (1, 2),
+        ("kraken", "BTC-USD", "2024-01-03"): (1, 2),
+    }
 
 
 def test_lake_read_table_empty_has_schema(tmp_path: Path) -> None:
