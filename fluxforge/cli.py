@@ -93,14 +93,30 @@ def query() -> None:
     """Query any instant or range, whichever tier holds it."""
 
 
+def _remember_as_of(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta["fluxforge.as_of"] = value
+
+
+as_of_option = click.option(
+    "--as-of",
+    expose_value=False,
+    callback=_remember_as_of,
+    help="Read the lake as of a table version (integer) or a time (ISO-8601): Delta time "
+    "travel, for reproducible research (the hot store is not read then).",
+)
+
+
 def _reader(config_path: str | None):
     from fluxforge.query import Reader
 
-    return Reader(load_config(config_path))
+    as_of = click.get_current_context().meta.get("fluxforge.as_of")
+    return Reader(load_config(config_path), as_of=as_of)
 
 
 @query.command("book")
 @config_option
+@as_of_option
 @click.option("--exchange", required=True)
 @click.option("--symbol", required=True)
 @click.option(
@@ -156,6 +172,7 @@ def query_book(
 def _range_command(table: str):
     @query.command(table, help=f"{table.capitalize()} for a range, routed across hot and cold.")
     @config_option
+    @as_of_option
     @click.option("--exchange", required=True)
     @click.option("--symbol", required=True)
     @click.option("--start", required=True, help="ISO-8601 or integer ns, inclusive.")
@@ -188,6 +205,7 @@ for _table in ("trades", "quotes"):
 
 @query.command("bars")
 @config_option
+@as_of_option
 @click.option("--exchange", required=True)
 @click.option("--symbol", required=True)
 @click.option("--start", required=True, help="ISO-8601 or integer ns (bar start, inclusive).")
@@ -527,6 +545,16 @@ def history(
         click.echo(f"  {key}")
     for table, rows in out["hot_rows"].items():
         click.echo(f"  hot {table}: {rows} rows")
+
+
+def _register_lake_commands() -> None:
+    from fluxforge.cli_lake import lake_group, rebuild
+
+    main.add_command(lake_group)
+    main.add_command(rebuild)
+
+
+_register_lake_commands()
 
 
 if __name__ == "__main__":

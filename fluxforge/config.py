@@ -181,6 +181,18 @@ class RefineryConfig(_Model):
     presync_window_s: float = Field(default=60.0, ge=0)
 
 
+class LakeConfig(_Model):
+    # a (source, date) partition closes for compaction once a later date is published or this
+    # long after the UTC day ended (late segments after that are compacted again next time)
+    compact_after_s: float = Field(default=3600.0, ge=0)
+    # compacted files are split only past this size
+    compact_target_mb: int = Field(default=512, ge=1)
+    # files no longer in the table (replaced by compaction or a rebuild) stay readable by time
+    # travel for this long, then `lake vacuum` deletes them
+    vacuum_retention_days: float = Field(default=7.0, ge=0)
+    compact_schedule: str = "30 2 * * *"
+
+
 class DagsterConfig(_Model):
     sensor_interval_s: int = Field(default=30, ge=1)
     max_segments_per_run: int = Field(default=20, ge=1)
@@ -221,6 +233,7 @@ class Config(_Model):
     sources: list[SourceConfig] = []
     ingestion: IngestionConfig = IngestionConfig()
     refinery: RefineryConfig = RefineryConfig()
+    lake: LakeConfig = LakeConfig()
     dagster: DagsterConfig = DagsterConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     hot_store: HotStoreConfig = HotStoreConfig()

@@ -276,6 +276,7 @@ class Lake:
         stem: str,
         row_group_size: int = 128_000,
         window_ns: int | None = None,
+        tag: str | None = None,
     ) -> Staged:
         """Write `data` as one file of partition (exchange, symbol, date), not yet visible.
 
@@ -285,7 +286,8 @@ class Lake:
         schema = _schema(table)
         body = encode_parquet(data, schema, row_group_size, window_ns)
         digest = hashlib.sha256(body).hexdigest()[:12]
-        name = f"part-{sanitize_part(stem)}-{versions.tag(exchange)}-{digest}.parquet"
+        tag = tag or versions.tag(exchange)
+        name = f"part-{sanitize_part(stem)}-{tag}-{digest}.parquet"
         key = f"{self.layout.lake_partition(table, exchange, symbol, date)}/{name}"
         self.storage.write_bytes(key, body)
         prefix = self.layout.lake_table(table) + "/"

@@ -133,7 +133,10 @@ class Reader:
         self.lake = Lake(self.storage, self.layout)
         self.as_of = as_of
         if as_of is not None:
-            parse_as_of(as_of)  # a bad value fails here, before any read
+            try:
+                parse_as_of(as_of)  # a bad value fails here, before any read
+            except ValueError as exc:
+                raise QueryError(str(exc)) from None
             hot = False
         if hot is None:
             from fluxforge.pgserver import running_hot_dsn

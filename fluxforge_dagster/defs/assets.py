@@ -37,6 +37,31 @@ def _table_metadata(report: dict[str, Any], table: str) -> dict[str, Any]:
     }
 
 
+def column_schema(table: str) -> dg.TableSchema:
+    """The lake table's columns (file columns, then the hive partition columns)."""
+    from fluxforge.lake import table_schema
+
+    return dg.TableSchema(
+        columns=[dg.TableColumn(f.name, str(f.type)) for f in table_schema(table)]
+    )
+
+
+def delta_metadata(ff: Config, table: str, date: str) -> dict[str, Any]:
+    """Table version, the date's committed rows, URI and schema, from the table's log."""
+    from fluxforge.lake import Lake
+
+    lake = Lake.of(ff)
+    handle = lake.table(table)
+    files = lake.files(table, date=date)
+    return {
+        "delta_version": -1 if handle is None else handle.version(),
+        "dagster/row_count": sum(max(f.rows, 0) for f in files),
+        "files_in_date": len(files),
+        "dagster/uri": lake.uri(table),
+        "dagster/column_schema": column_schema(table),
+    }
+
+
 def _run_refinery(cfg: Config, source: str, date: str, segments: list[str]):
     """(report, part files to check, segments archived by an earlier attempt of this run).
 
@@ -76,8 +101,9 @@ def build_assets(cfg: Config) -> list[Any]:
                 t,
                 partitions_def=parts,
                 group_name="lake",
-                kinds={"parquet"},
-                description=f"Lake table `{t}` (hive: exchange/symbol/date, part per segment)",
+                kinds={"delta", "parquet"},
+                description=f"Lake table `{t}`: a Delta table (hive: exchange/symbol/date), "
+                "one commit per segment",
             )
             for t in TABLES
         ],
@@ -97,6 +123,7 @@ def build_assets(cfg: Config) -> list[Any]:
         for table in TABLES:
             meta = _table_metadata(report, table)
             meta["segments_already_processed"] = len(earlier)
+            meta.update(delta_metadata(ff, table, date))
             yield dg.MaterializeResult(asset_key=table, metadata=meta)
         yield from evaluate(ff, open_storage(ff.storage.etl_output), files, report)
         if report.get("failed"):

@@ -1,18 +1,16 @@
-"""Resources chosen by the FluxForge config: the config itself, and the Parquet IO manager for
-the ETL output storage (local directory or S3 bucket, picked once here)."""
+"""Resources chosen by the FluxForge config: the config itself, and the Delta IO manager for
+Dagster-managed table outputs on the ETL output storage (local directory or S3, picked by the
+config's storage layer)."""
 
 from __future__ import annotations
 
-import io
-import posixpath
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from fluxforge.config import Config, LayerStorage, PathNames, S3Settings, load_config
-from fluxforge.storage import Storage, open_storage, sanitize_part
+from fluxforge.config import Config, load_config
+from fluxforge.storage import sanitize_part
 
 
 class FluxForgeResource(dg.ConfigurableResource):
@@ -24,77 +22,76 @@ class FluxForgeResource(dg.ConfigurableResource):
         return load_config(self.config_path)
 
 
-class _LakeParquetIOManager(dg.ConfigurableIOManager):
-    """Arrow tables <-> zstd Parquet at ``{processed_dir}/{asset}/source=S/date=D/{asset}.parquet``
-    on one storage layer. Partition dimensions become hive directories (sorted by name)."""
+class LakeDeltaIOManager(dg.ConfigurableIOManager):
+    """Dagster-managed table outputs (Arrow tables) <-> Delta tables at
+    ``{processed_dir}/{asset}/`` on the ETL output layer (local directory or S3, from the
+    FluxForge config). Partition dimensions become partition columns (hive directories, sorted
+    by name); a partition's rows are replaced in one commit (``overwrite`` with a predicate),
+    so a re-materialization never duplicates them and readers never see half of it."""
 
-    processed_dir: str = "processed"
+    config_path: str | None = None
 
-    def _storage(self) -> Storage:
-        raise NotImplementedError
+    def _lake(self) -> Any:
+        from fluxforge.lake import Lake
 
-    def _key(self, context: dg.InputContext | dg.OutputContext) -> str:
+        return Lake.of(load_config(self.config_path))
+
+    @staticmethod
+    def _dims(context: dg.InputContext | dg.OutputContext) -> dict[str, str]:
+        if not context.has_asset_partitions:
+            return {}
+        pk = context.asset_partition_key
+        dims = pk.keys_by_dimension if isinstance(pk, dg.MultiPartitionKey) else {"part": pk}
+        return {k: sanitize_part(v) for k, v in sorted(dims.items())}
+
+    def _uri(self, lake: Any, context: dg.InputContext | dg.OutputContext) -> str:
         asset = "/".join(sanitize_part(p) for p in context.asset_key.path)
-        parts = [self.processed_dir, asset]
-        if context.has_asset_partitions:
-            pk = context.asset_partition_key
-            dims = pk.keys_by_dimension if isinstance(pk, dg.MultiPartitionKey) else {"part": pk}
-            parts += [f"{k}={sanitize_part(v)}" for k, v in sorted(dims.items())]
-        name = sanitize_part(context.asset_key.path[-1])
-        return posixpath.join(*parts, f"{name}.parquet")
+        return lake.storage.uri(f"{lake.layout.names.processed_dir}/{asset}")
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table | None) -> None:
+        from deltalake import write_deltalake
+
         if obj is None:
             return
-        buf = io.BytesIO()
-        pq.write_table(obj, buf, compression="zstd")
-        key = self._key(context)
-        self._storage().write_bytes(key, buf.getvalue())
+        lake = self._lake()
+        dims = self._dims(context)
+        data = obj
+        for name, value in dims.items():
+            data = data.append_column(name, pa.array([value] * data.num_rows, pa.string()))
+        # partition values are sanitized path parts ([A-Za-z0-9._+=-]): safe inside quotes
+        predicate = " AND ".join(f"{k} = '{v}'" for k, v in dims.items()) or None
+        uri = self._uri(lake, context)
+        write_deltalake(
+            uri,
+            data,
+            partition_by=list(dims) or None,
+            mode="overwrite",
+            predicate=predicate,
+            schema_mode="merge" if predicate is None else None,
+            storage_options=lake.options or None,
+        )
+        from deltalake import DeltaTable
+
+        version = DeltaTable(uri, storage_options=lake.options or None).version()
         context.add_output_metadata(
-            {"path": self._storage().uri(key), "rows": obj.num_rows, "bytes": buf.tell()}
+            {
+                "dagster/uri": uri,
+                "dagster/row_count": obj.num_rows,
+                "delta_version": version,
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(f.name, str(f.type)) for f in obj.schema]
+                ),
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> pa.Table:
-        return pq.read_table(pa.BufferReader(self._storage().read_bytes(self._key(context))))
+        from deltalake import DeltaTable
 
-
-class LocalParquetIOManager(_LakeParquetIOManager):
-    base_dir: str
-
-    def _storage(self) -> Storage:
-        return open_storage(LayerStorage(backend="local", base_dir=self.base_dir))
-
-
-class S3ParquetIOManager(_LakeParquetIOManager):
-    """Credentials come from the environment / IAM / AWS config (boto3's chain), never here."""
-
-    bucket: str
-    prefix: str = ""
-    region: str | None = None
-    endpoint_url: str | None = None
-
-    def _storage(self) -> Storage:
-        settings = S3Settings(
-            bucket=self.bucket,
-            prefix=self.prefix,
-            region=self.region,
-            endpoint_url=self.endpoint_url,
-        )
-        return open_storage(LayerStorage(backend="s3", base_dir=self.bucket, s3=settings))
-
-
-def lake_io_manager(layer: LayerStorage) -> _LakeParquetIOManager:
-    """The one backend switch for Dagster-managed Parquet outputs."""
-    names: PathNames = layer.paths
-    if layer.backend == "s3":
-        return S3ParquetIOManager(
-            bucket=layer.bucket,
-            prefix=layer.s3.prefix,
-            region=layer.s3.region,
-            endpoint_url=layer.s3.endpoint_url,
-            processed_dir=names.processed_dir,
-        )
-    return LocalParquetIOManager(base_dir=layer.base_dir, processed_dir=names.processed_dir)
+        lake = self._lake()
+        dims = self._dims(context)
+        table = DeltaTable(self._uri(lake, context), storage_options=lake.options or None)
+        filters = [(k, "=", v) for k, v in dims.items()] or None
+        return table.to_pyarrow_table(partitions=filters).drop_columns(list(dims))
 
 
 def build_resources(cfg: Config) -> dict[str, Any]:
@@ -102,7 +99,7 @@ def build_resources(cfg: Config) -> dict[str, Any]:
     plugs in here, next to these, from `cfg.hot_store`."""
     return {
         "fluxforge": FluxForgeResource(config_path=cfg.source_path),
-        "lake_io_manager": lake_io_manager(cfg.storage.etl_output),
+        "lake_io_manager": LakeDeltaIOManager(config_path=cfg.source_path),
     }
 
 

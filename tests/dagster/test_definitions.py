@@ -10,8 +10,7 @@ from dagster_helpers import write_config
 
 from fluxforge.config import load_config
 from fluxforge_dagster.defs.resources import (
-    LocalParquetIOManager,
-    S3ParquetIOManager,
+    LakeDeltaIOManager,
     build_resources,
 )
 
@@ -53,7 +52,8 @@ def test_definitions_partitions_daily_by_configured_source(loaded):
 
 def test_build_resources_backend_from_config_local_or_s3(tmp_path: Path, clean_env: None):
     cfg = load_config(write_config(tmp_path, "x"), environ={})
-    assert isinstance(build_resources(cfg)["lake_io_manager"], LocalParquetIOManager)
+    local = build_resources(cfg)["lake_io_manager"]
+    assert isinstance(local, LakeDeltaIOManager) and local.config_path == cfg.source_path
     s3 = load_config(
         write_config(
             tmp_path,
@@ -63,4 +63,7 @@ def test_build_resources_backend_from_config_local_or_s3(tmp_path: Path, clean_e
         environ={},
     )
     io = build_resources(s3)["lake_io_manager"]
-    assert isinstance(io, S3ParquetIOManager) and io.bucket == "lake-bucket"
+    assert isinstance(io, LakeDeltaIOManager) and io.config_path == s3.source_path
+    from fluxforge.lake import Lake
+
+    assert Lake.of(s3).uri("coverage").startswith("s3://lake-bucket/")

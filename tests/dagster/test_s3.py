@@ -3,18 +3,16 @@ picks the S3 storage and the S3 Parquet IO manager; parts and coverage land in t
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.parquet as pq
 import pytest
 from dagster_helpers import SMALL_CAPTURES, link_captures, replay, write_config
 
 from fluxforge import refinery
 from fluxforge.config import load_config
 from fluxforge_dagster.defs.assets import build_assets
-from fluxforge_dagster.defs.resources import S3ParquetIOManager, build_resources
+from fluxforge_dagster.defs.resources import LakeDeltaIOManager, build_resources
 
 pytestmark = [pytest.mark.services]
 
@@ -38,7 +36,7 @@ def test_materialize_lake_on_s3_parts_and_coverage_in_bucket(
     refs = [r for r in refinery.list_segments(cfg, "ready") if r.date == "2022-04-07"][:2]
     assert all(refinery.claim(cfg, r) for r in refs)
     resources = build_resources(cfg)
-    assert isinstance(resources["lake_io_manager"], S3ParquetIOManager)
+    assert isinstance(resources["lake_io_manager"], LakeDeltaIOManager)
     result = dg.materialize(
         build_assets(cfg),
         resources=resources,
@@ -50,9 +48,15 @@ def test_materialize_lake_on_s3_parts_and_coverage_in_bucket(
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
     parts = [k for k in keys if k.startswith("processed/book_deltas/") and "/part-" in k]
     assert parts
-    body = client.get_object(
-        Bucket=bucket, Key="processed/coverage/date=2022-04-07/source=replay/coverage.parquet"
-    )["Body"].read()
-    coverage = pq.read_table(io.BytesIO(body))
+    assert any(k.startswith("processed/book_deltas/_delta_log/") for k in keys)
+    from deltalake import DeltaTable
+
+    from fluxforge.lake import Lake
+
+    lake = Lake.of(cfg)
+    coverage = DeltaTable(lake.storage.uri("processed/coverage"), storage_options=lake.options)
+    coverage = coverage.to_pyarrow_table(
+        partitions=[("date", "=", "2022-04-07"), ("source", "=", "replay")]
+    )
     assert coverage.num_rows > 0
     assert all(e.passed for e in result.get_asset_check_evaluations() if "schema" in e.check_name)
