@@ -190,6 +190,10 @@ def storage_options(storage: Storage) -> dict[str, str]:
     opts = dict(storage.storage_options())
     if opts:
         opts["aws_conditional_put"] = "etag"
+        if "aws_endpoint_url" in opts:
+            # delta-rs lets an AWS_ENDPOINT_URL_S3 environment variable win over the plain
+            # endpoint option: name the configured endpoint under that key too
+            opts["aws_endpoint_url_s3"] = opts["aws_endpoint_url"]
     return opts
 
 

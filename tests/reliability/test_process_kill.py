@@ -1,11 +1,13 @@
-"""`fluxforge process` SIGKILLed at random moments of a multi-segment run, then re-run: the lake
-is byte-identical to a clean run, every segment ends in archive/, none is processed twice into
-duplicate rows."""
+"""`fluxforge process` SIGKILLed at random moments of a multi-segment run, then re-run: every
+lake table commits exactly the files of a clean run (same names, same bytes: names carry a
+content hash), after EACH kill no table holds part of a segment (a segment's files of a table
+are all committed or none), every segment ends in archive/, none is published twice."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from fluxforge import lake
 from fluxforge.refinery import process_ready
 from fluxforge.storage import LocalStorage
+from fluxforge.tables import REFINERY_TABLES
 from tests.reliability.conftest import (
     fluxforge_cmd,
     load,
@@ -32,15 +36,49 @@ pytestmark = pytest.mark.slow
 KILLS = 4
 
 
-def _lake(root: Path) -> dict[str, bytes]:
-    """Parquet parts plus the refinery's per-segment state (book checkpoints, manifests).
+_SEGMENT = re.compile(r"(segment_\d{8}T\d{2}_\d+)")
 
-    Hidden ``.tmp-*`` files (an atomic write cut by the kill before its rename) are left out:
-    storage listings and Parquet readers ignore them; they are counted separately."""
-    out = {f"processed/{k}": v for k, v in tree_bytes(root / "processed").items()}
+
+def _committed(root: Path) -> dict[str, dict[str, set[str]]]:
+    """table -> segment -> the names of its committed files (read from the Delta logs)."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for table in REFINERY_TABLES:
+        by_segment: dict[str, set[str]] = {}
+        for key in lake.list_parts(LocalStorage(root), table):
+            name = key.rsplit("/", 1)[-1]
+            match = _SEGMENT.search(name)
+            assert match, name
+            by_segment.setdefault(match.group(1), set()).add(key)
+        out[table] = by_segment
+    return out
+
+
+def _lake(root: Path) -> dict[str, bytes]:
+    """The committed data files plus the refinery's per-segment state (book checkpoints,
+    manifests). Files staged by a killed attempt but never committed are invisible to readers
+    (not in any table's log) and are left out, as are hidden ``.tmp-*`` files."""
+    storage = LocalStorage(root)
+    out = {
+        key: (root / key).read_bytes()
+        for table in REFINERY_TABLES
+        for key in lake.list_parts(storage, table)
+    }
     for sub in ("books", "segments"):
         out.update({f"state/{sub}/{k}": v for k, v in tree_bytes(root / "state" / sub).items()})
     return {k: v for k, v in out.items() if not k.rsplit("/", 1)[-1].startswith(".tmp-")}
+
+
+def _torn_segments(state: dict[str, dict[str, set[str]]], clean: dict) -> list[str]:
+    """(table, segment) pairs whose committed files are neither none nor all of the clean
+    run's: a table holding part of a segment."""
+    torn = []
+    for table, segments in state.items():
+        for segment, files in segments.items():
+            if files != clean[table].get(segment, set()):
+                torn.append(
+                    f"{table}:{segment}: {len(files)} of {len(clean[table].get(segment, ()))}"
+                )
+    return torn
 
 
 def _wait_archived(root: Path, proc: subprocess.Popen, count: int, timeout: float = 90) -> bool:
@@ -62,6 +100,8 @@ def test_process_killed_mid_run_then_rerun_gives_clean_run_lake(tmp_path: Path) 
         shutil.copytree(tmp_path / "input" / "raw", root / "raw")
     assert process_ready(load({"storage": {"base_dir": str(clean_root)}})).failed == []
     clean = _lake(clean_root)
+    clean_committed = _committed(clean_root)
+    torn_after_kills: list[str] = []
 
     config = write_config(tmp_path / "killed.yaml", {"storage": {"base_dir": str(killed_root)}})
     rng = random.Random(20261125)
@@ -81,6 +121,8 @@ def test_process_killed_mid_run_then_rerun_gives_clean_run_lake(tmp_path: Path) 
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.communicate(timeout=60)
+        # the committed state right after the kill, before any repair
+        torn_after_kills += _torn_segments(_committed(killed_root), clean_committed)
         stranded.append(len(ready_files(killed_root, "syn", "processing")))
         archived_after.append(len(ready_files(killed_root, "syn", "archive")))
     final = popen([*fluxforge_cmd("process", "--recover", "--json", "--config", str(config))])
@@ -91,9 +133,15 @@ def test_process_killed_mid_run_then_rerun_gives_clean_run_lake(tmp_path: Path) 
     archived = [p.name for p in ready_files(killed_root, "syn", "archive")]
     assert archived == names  # every segment ends in archive/
     assert not ready_files(killed_root, "syn") and not ready_files(killed_root, "syn", "processing")
+    assert torn_after_kills == []
     killed = _lake(killed_root)
     assert killed.keys() == clean.keys()
-    assert killed == clean  # byte-identical parts: nothing lost, no duplicate rows
+    assert killed == clean  # byte-identical committed files: nothing lost, no duplicate rows
+    for table in REFINERY_TABLES:
+        assert (
+            lake.read_table(LocalStorage(killed_root), table).num_rows
+            == lake.read_table(LocalStorage(clean_root), table).num_rows
+        ), table
     leftovers = list(killed_root.rglob(".tmp-*"))
     storage = LocalStorage(killed_root)
     assert not [k for k in storage.list("", recursive=True) if "/.tmp-" in k]
@@ -107,6 +155,7 @@ def test_process_killed_mid_run_then_rerun_gives_clean_run_lake(tmp_path: Path) 
             "left_in_processing_after_each_kill": stranded,
             "archived_after_each_kill": archived_after,
             "lake_files_compared": len(clean),
+            "torn_segments_seen_after_kills": len(torn_after_kills),
             "tmp_files_left_by_kills": len(leftovers),
         },
     )

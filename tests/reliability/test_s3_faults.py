@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from fluxforge import refinery
+from fluxforge import lake, refinery
 from fluxforge.config import Config
 from fluxforge.segments import iter_lines, parse_envelope
+from fluxforge.tables import REFINERY_TABLES
 from ingestion_daemon.service import Daemon, select_sources
 from tests.reliability.conftest import load, record_figures
 from tests.reliability.faultproxy import FaultProxy
@@ -156,23 +157,33 @@ def test_s3_faults_processing_and_lake_writes_identical_to_clean_run(
         cfg = _process_cfg(buckets["faulty"], proxy.url, reg)
         t0 = time.monotonic()
         report = refinery.process_ready(cfg)
+        # a Delta commit whose answer was lost can fail a segment after it was published: the
+        # segment goes back to ready/ and the next run (the sensor's retry) finds it published
+        rounds = 1
+        while refinery.list_segments(cfg, "ready") and rounds < 6:
+            report.merge(refinery.process_ready(cfg))
+            rounds += 1
         seconds = time.monotonic() - t0
     stats = proxy.stats
-    assert report.failed == [] and report.deferred == []
-    assert report.segments == clean_report.segments
+    assert sorted(set(report.segments)) == sorted(clean_report.segments)
     clean = _objects(client, buckets["clean"])
     faulty = _objects(client, buckets["faulty"])
 
-    def without_run_records(objs: dict[str, bytes]) -> dict[str, bytes]:
-        return {k: v for k, v in objs.items() if not k.startswith("state/runs/")}
+    def committed(bucket: str) -> dict[str, bytes]:
+        """The committed data files of every table (from the Delta logs), plus the state."""
+        store = refinery._Ctx(_process_cfg(bucket, s3_server.endpoint_url, reg)).out
+        objs = clean if bucket == buckets["clean"] else faulty
+        keys = [k for t in REFINERY_TABLES for k in lake.list_parts(store, t)]
+        state = [k for k in objs if k.startswith(("state/books/", "state/segments/"))]
+        return {k: objs[k] for k in [*keys, *state]}
 
-    lake = sorted(k for k in faulty if k.startswith("processed/"))
-    assert any("/trades/" in k for k in lake) and any("/book_deltas/" in k for k in lake)
-    assert without_run_records(faulty) == without_run_records(clean)
+    lake_keys = sorted(k for k in faulty if k.startswith("processed/"))
+    assert any("/trades/" in k for k in lake_keys) and any("/_delta_log/" in k for k in lake_keys)
+    # the same committed files (names carry a content hash), rows and state as the clean run
+    assert committed(buckets["faulty"]) == committed(buckets["clean"])
     assert not [k for k in faulty if k.startswith(("raw/ready/", "raw/processing/"))]
     archived = [k for k in faulty if k.startswith("raw/archive/")]
-    assert len(archived) == len(report.segments)
-    assert not [k for k in faulty if k.startswith("state/failures/")]
+    assert len(archived) == len(clean_report.segments)
     assert stats.total_faults / stats.requests >= 0.10
     assert stats.faults_by_area["processed"] >= 1  # lake writes were hit too
     assert stats.retries >= stats.total_faults
@@ -180,8 +191,9 @@ def test_s3_faults_processing_and_lake_writes_identical_to_clean_run(
         "s3_faults_processing",
         {
             **stats.summary(),
-            "segments": len(report.segments),
-            "lake_parts": len(lake),
+            "segments": len(clean_report.segments),
+            "runs": rounds,
+            "lake_objects": len(lake_keys),
             "seconds": round(seconds, 1),
             "rows": report.rows,
         },

@@ -1,0 +1,177 @@
+"""lake_upkeep: compaction in one commit, vacuum, stale partitions, in-place migration; the
+tables are read without FluxForge (Polars, pandas through deltalake, DuckDB over Arrow)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fluxforge import lake, lake_upkeep, versions
+from fluxforge.config import PathNames, config_from_dict
+from fluxforge.storage import Layout, LocalStorage
+from fluxforge.tables import BOOK_DELTAS, DECIMAL
+
+LAYOUT = Layout(PathNames())
+DAY = "2024-01-02"
+DAY_NS = 1_704_153_600 * 10**9  # 2024-01-02T00:00:00Z
+NOW = dt.datetime(2024, 1, 5, tzinfo=dt.UTC)
+
+
+def _cfg(root: Path, **lake_cfg):
+    return config_from_dict(
+        {
+            "storage": {"backend": "local", "base_dir": str(root)},
+            "refinery": {"snapshot_interval_s": 60},
+            "lake": lake_cfg,
+        }
+    )
+
+
+def _deltas(start_s: int, n: int, seq0: int) -> pa.Table:
+    ts = [DAY_NS + (start_s + i) * 10**9 for i in range(n)]
+    return pa.table(
+        {
+            "ts_event": pa.array(ts, pa.int64()),
+            "ts_recv": pa.array(ts, pa.int64()),
+            "venue_symbol": ["BTC-USD"] * n,
+            "side": ["bid"] * n,
+            "price": pa.array([str(100 + i) for i in range(n)]).cast(DECIMAL),
+            "size": pa.array(["1"] * n).cast(DECIMAL),
+            "update_id": pa.array([-1] * n, pa.int64()),
+            "is_snapshot": [False] * n,
+            "book_epoch": pa.array([1] * n, pa.int32()),
+            "seq": pa.array(range(seq0, seq0 + n), pa.int64()),
+        },
+        schema=BOOK_DELTAS,
+    )
+
+
+def _segments(root: Path, count: int = 6, rows: int = 50) -> lake.Lake:
+    """`count` per-segment commits of book deltas, each spanning 50 s of one partition."""
+    lk = lake.Lake(LocalStorage(root), LAYOUT)
+    for i in range(count):
+        staged = lk.stage(
+            "book_deltas", _deltas(i * rows, rows, i * rows), "coinbase", "BTC-USD", DAY,
+            f"src-segment_20240102T00_{i:05d}", 1000, 60 * 10**9,
+        )  # fmt: skip
+        assert lk.commit("book_deltas", [staged], app=("fluxforge/src", (i + 1) * rows))
+    return lk
+
+
+def test_compact_closed_day_one_sorted_file_in_one_commit(tmp_path: Path) -> None:
+    lk = _segments(tmp_path)
+    before = lake.read_table(lk.storage, "book_deltas")
+    version = lk.table("book_deltas").version()
+    report = lake_upkeep.compact(_cfg(tmp_path), now=NOW, lake=lk).to_dict()
+    assert report["partitions_compacted"] == 1
+    assert (report["files_in"], report["files_out"]) == (6, 1)
+    assert lk.table("book_deltas").version() == version + 1  # one commit replaced all six
+    files = lk.files("book_deltas")
+    assert len(files) == 1 and files[0].name.startswith("part-compact-v")
+    after = lake.read_table(lk.storage, "book_deltas")
+    assert after.equals(before)  # same rows, same (receive) order
+    # row groups still break at the 60 s snapshot windows: 300 s of rows -> 5 groups
+    meta = pq.ParquetFile(tmp_path / files[0].key).metadata
+    assert meta.num_row_groups == 5
+    # time travel still sees the parts until vacuum
+    assert lake.read_table(lk.storage, "book_deltas", as_of=version).equals(before)
+    # compacting again changes nothing
+    assert lake_upkeep.compact(_cfg(tmp_path), now=NOW, lake=lk).to_dict()["files_in"] == 0
+
+
+def test_compact_leaves_open_days_and_dry_run_changes_nothing(tmp_path: Path) -> None:
+    lk = _segments(tmp_path, count=3)
+    open_day = dt.datetime(2024, 1, 3, 0, 30, tzinfo=dt.UTC)  # 30 min after the day ended
+    cfg = _cfg(tmp_path, compact_after_s=3600)
+    assert lake_upkeep.compact(cfg, now=open_day, lake=lk).compacted == []
+    dry = lake_upkeep.compact(cfg, now=NOW, dry_run=True, lake=lk).to_dict()
+    assert dry["partitions_compacted"] == 1 and len(lk.files("book_deltas")) == 3
+
+
+def test_vacuum_deletes_replaced_files_after_retention(tmp_path: Path) -> None:
+    lk = _segments(tmp_path, count=3)
+    lake_upkeep.compact(_cfg(tmp_path), now=NOW, lake=lk)
+    parts = list((tmp_path / "processed/book_deltas").rglob("part-src-*.parquet"))
+    assert len(parts) == 3
+    dry = lake_upkeep.vacuum(_cfg(tmp_path), dry_run=True, retention_days=0, lake=lk)
+    assert dry.vacuumed["book_deltas"] == 3 and all(p.exists() for p in parts)
+    kept = lake_upkeep.vacuum(_cfg(tmp_path), lake=lk)  # default retention: 7 days
+    assert kept.vacuumed["book_deltas"] == 0
+    done = lake_upkeep.vacuum(_cfg(tmp_path), retention_days=0, lake=lk)
+    assert done.vacuumed["book_deltas"] == 3 and not any(p.exists() for p in parts)
+    assert lake.read_table(lk.storage, "book_deltas").num_rows == 150
+
+
+def test_stale_partitions_after_a_normalizer_version_bump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lk = _segments(tmp_path, count=2)
+    cfg = _cfg(tmp_path)
+    assert lake_upkeep.stale(cfg, lk) == []
+    monkeypatch.setitem(versions.NORMALIZERS, "coinbase", versions.NORMALIZERS["coinbase"] + 1)
+    found = lake_upkeep.stale(cfg, lk)
+    assert [(p.table, p.exchange, p.date, p.files) for p in found] == [
+        ("book_deltas", "coinbase", DAY, 2)
+    ]
+    assert found[0].built_with == "v1.1" and found[0].current == "v2.1"
+    # compaction keeps the oldest tag: a compacted stale partition is still stale
+    lake_upkeep.compact(cfg, now=NOW, lake=lk)
+    assert [p.files for p in lake_upkeep.stale(cfg, lk)] == [1]
+
+
+def test_migrate_part_file_lake_in_place_idempotent(tmp_path: Path) -> None:
+    part = tmp_path / "processed/book_deltas/exchange=coinbase/symbol=BTC-USD/date=2024-01-02"
+    part.mkdir(parents=True)
+    for i in range(2):
+        pq.write_table(
+            _deltas(i * 10, 10, i * 10), part / f"part-src-segment_20240102T00_{i}.parquet"
+        )
+    cfg = _cfg(tmp_path)
+    dry = lake_upkeep.migrate(cfg, dry_run=True).to_dict()
+    assert dry["tables"]["book_deltas"] == "2 files would be committed"
+    assert not (tmp_path / "processed/book_deltas/_delta_log").exists()
+    assert lake_upkeep.migrate(cfg).to_dict()["tables"]["book_deltas"] == "2 files committed"
+    storage = LocalStorage(tmp_path)
+    data = lake.read_table(storage, "book_deltas", exchange="coinbase")
+    assert data.num_rows == 20 and set(data["date"].to_pylist()) == {DAY}
+    assert lake_upkeep.migrate(cfg).tables["book_deltas"] == "already a Delta table"
+    # migrated parts carry no version tag: they are reported stale (rebuild to refresh)
+    assert [p.built_with for p in lake_upkeep.stale(cfg)] == ["untagged"]
+    # and new commits go on top of the migrated table
+    lk = lake.Lake(storage, LAYOUT)
+    lk.commit(
+        "book_deltas",
+        [lk.stage("book_deltas", _deltas(100, 5, 100), "coinbase", "BTC-USD", DAY, "x")],
+    )
+    assert lake.read_table(storage, "book_deltas").num_rows == 25
+
+
+def test_lake_tables_read_without_fluxforge(tmp_path: Path) -> None:
+    """Polars scan_delta, pandas through deltalake, DuckDB over the Arrow dataset: each prunes
+    partitions and sees the committed rows only (a staged, uncommitted file is invisible)."""
+    import duckdb
+    import polars as pl
+    from deltalake import DeltaTable
+
+    lk = _segments(tmp_path, count=2)
+    lk.stage("book_deltas", _deltas(900, 7, 900), "coinbase", "BTC-USD", DAY, "never-committed")
+    lk.commit(
+        "book_deltas",
+        [lk.stage("book_deltas", _deltas(0, 3, 0), "kraken", "BTC-USD", "2024-01-03", "k")],
+    )
+    uri = lake.table_uri(lk.storage, LAYOUT, "book_deltas")
+    frame = pl.scan_delta(uri).filter(pl.col("exchange") == "coinbase").collect()
+    assert frame.height == 100 and frame["date"].unique().to_list() == [DAY]
+    pdf = DeltaTable(uri).to_pandas(partitions=[("date", "=", "2024-01-03")])
+    assert len(pdf) == 3 and set(pdf["exchange"]) == {"kraken"}
+    dataset = DeltaTable(uri).to_pyarrow_dataset(partitions=[("exchange", "=", "coinbase")])
+    con = duckdb.connect()
+    con.register("book_deltas", dataset)
+    (count, notional) = con.sql(
+        "select count(*), sum(price * size) from book_deltas where date = '2024-01-02'"
+    ).fetchall()[0]
+    assert count == 100 and float(notional) == pytest.approx(sum(100 + i for i in range(50)) * 2)
