@@ -281,19 +281,22 @@ class Lake:
         row_group_size: int = 128_000,
         window_ns: int | None = None,
         tag: str | None = None,
+        write: bool = True,
     ) -> Staged:
         """Write `data` as one file of partition (exchange, symbol, date), not yet visible.
 
         The name is ``part-{stem}-{version tag}-{content hash}.parquet``: a retry writes the same
         bytes under the same name, and a rebuild that changes rows gets a new name (committed
-        files are never rewritten in place, so time travel keeps working)."""
+        files are never rewritten in place, so time travel keeps working). With
+        ``write=False`` only the name and statistics are computed (a file already committed)."""
         schema = _schema(table)
         body = encode_parquet(data, schema, row_group_size, window_ns)
         digest = hashlib.sha256(body).hexdigest()[:12]
         tag = tag or versions.tag(exchange)
         name = f"part-{sanitize_part(stem)}-{tag}-{digest}.parquet"
         key = f"{self.layout.lake_partition(table, exchange, symbol, date)}/{name}"
-        self.storage.write_bytes(key, body)
+        if write:
+            self.storage.write_bytes(key, body)
         prefix = self.layout.lake_table(table) + "/"
         return Staged(
             table,
@@ -315,12 +318,14 @@ class Lake:
         app: tuple[str, int] | None = None,
         remove: Sequence[LakeFile] = (),
         metadata: dict[str, str] | None = None,
+        rewind: bool = False,
     ) -> bool:
         """Make `staged` visible and drop `remove` in ONE commit. With ``app=(app_id,
         version)`` the commit carries that app transaction and is skipped (returns False) when
-        the table already holds a transaction of `app_id` at `version` or later."""
+        the table already holds a transaction of `app_id` at `version` or later; `rewind`
+        commits it anyway (withdrawing a segment moves its source's transaction back)."""
         handle = self.ensure(table)
-        if app is not None:
+        if app is not None and not rewind:
             done = handle.transaction_version(app[0])
             if done is not None and done >= app[1]:
                 return False

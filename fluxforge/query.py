@@ -188,14 +188,14 @@ class Reader:
         column: str,
         read: Any,
     ) -> Any:
-        """Walk `files` from the newest `column` maximum back; `read(batch)` returns a found
-        value ordered by `column` (or None). Stops once no older file can beat the best found:
-        files may overlap in time (several sources, compacted days)."""
+        """Walk `files` from the newest `column` maximum back; `read(batch)` returns (order key
+        whose first item is a `column` value, found value), or None. Stops once no older file
+        can beat the best found: files may overlap in time (several sources, compacted days)."""
         order = sorted(files, key=lambda f: f.bounds(column)[1] or 0, reverse=True)
         best = None
         for f in order:
             hi = f.bounds(column)[1]
-            if best is not None and hi is not None and hi < best[0]:
+            if best is not None and hi is not None and hi < best[0][0]:
                 break
             found = read([f])
             if found is not None and (best is None or found[0] > best[0]):
@@ -242,7 +242,7 @@ class Reader:
             if f.overlaps("ts_event", None, t)
         ]
 
-        def read(batch: list[LakeFile]) -> tuple[int, int] | None:
+        def read(batch: list[LakeFile]) -> tuple[tuple[int], int] | None:
             rows = self._read(
                 "book_deltas",
                 exchange,
@@ -255,7 +255,7 @@ class Reader:
             if not rows.num_rows:
                 return None
             best = int(pc.max(rows["ts_recv"]).as_py())
-            return best, best
+            return (best,), best
 
         return self._latest(files, "ts_recv", read)
 

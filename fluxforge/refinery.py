@@ -389,6 +389,8 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
         except (orjson.JSONDecodeError, ValueError, AttributeError):
             count = 0
     count += 1
+    if isinstance(exc, AlreadyPublished):
+        count = max(count, MAX_FAILURES)  # retrying cannot help: held in failed/ at once
     error = f"{type(exc).__name__}: {exc}"
     try:
         ctx.out.write_bytes(
@@ -398,6 +400,12 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
         # the output storage may be what failed (full disk): still put the segment back
         log.error("segment %s: could not record the failure: %s", ref, write_exc)
     if count >= MAX_FAILURES:
+        if not isinstance(exc, AlreadyPublished):
+            # nothing of a given-up segment stays visible in the lake
+            try:
+                _withdraw(ctx, ref)
+            except Exception as withdraw_exc:  # the lake may be what keeps failing
+                log.error("segment %s: could not withdraw its rows: %s", ref, withdraw_exc)
         ctx.inp.write_bytes(
             ctx.raw("failed", ref) + ".reason.txt",
             f"{ref}: failed {count} times; last error: {error}\n".encode(),
@@ -479,18 +487,19 @@ def _process_segment(
     for table, items in sorted(merged_parts.items()):
         for merged, ex, sym, date in items:
             report.rows[table] += merged.num_rows
-            if table in published:
-                continue  # committed by an earlier attempt: nothing to write again
-            one = _stage_part(ctx, ref, table, merged, ex, sym, date)
+            # a table an earlier attempt committed: the same name, nothing written again
+            one = _stage_part(ctx, ref, table, merged, ex, sym, date, write=table not in published)
             staged[table].append(one)
             report.bytes[table] += one.size
+    # the checkpoint first: a retry after a crash below recomputes the same state from the
+    # previous checkpoint, so writing it early costs nothing and a failed write publishes nothing
+    save_book_state(ctx.out, ctx.lout, ref, new_states)
     if rebuild_into is not None:
         for table, files in staged.items():
             rebuild_into[table].extend(files)
     else:
         _publish(ctx, ref, staged, seq_range, published)
-    _write_manifest(ctx, ref, staged, _coverage_rows(merged_parts))
-    save_book_state(ctx.out, ctx.lout, ref, new_states)
+    _write_manifest(ctx, ref, staged, _coverage_rows(merged_parts), seq_range)
     day = parse_segment_name(ref.name).date
     if checkpoint is None or not checkpoint.startswith(_day_prefix(ctx.lout, ref.source, day)):
         # the source's first segment of a day: older days keep only what a rebuild needs
@@ -516,12 +525,27 @@ def _process_segment(
 
 
 def _stage_part(
-    ctx: _Ctx, ref: SegmentRef, table: str, merged: pa.Table, ex: str, sym: str, date: str
+    ctx: _Ctx,
+    ref: SegmentRef,
+    table: str,
+    merged: pa.Table,
+    ex: str,
+    sym: str,
+    date: str,
+    write: bool = True,
 ) -> lake.Staged:
     # book_deltas row groups break at snapshot windows so book_at prunes to one window
     window = int(ctx.cfg.refinery.snapshot_interval_s * 1e9) if table == "book_deltas" else None
     return ctx.lake.stage(
-        table, merged, ex, sym, date, _part_stem(ref), ctx.cfg.refinery.row_group_size, window
+        table,
+        merged,
+        ex,
+        sym,
+        date,
+        _part_stem(ref),
+        ctx.cfg.refinery.row_group_size,
+        window,
+        write=write,
     )
 
 
@@ -614,24 +638,44 @@ def segment_seq_range(data: bytes) -> tuple[int, int] | None:
 
 
 def _published(ctx: _Ctx, ref: SegmentRef, seq_range: tuple[int, int] | None) -> dict[str, int]:
-    """Tables that already hold this segment (a retry after a crash mid-publication); raises
-    AlreadyPublished when the lake holds some of its seqs under another segment."""
+    """Tables that already hold this segment (a re-run of a published segment, or a retry
+    after a crash mid-publication); raises AlreadyPublished when the lake holds some of its
+    seqs under another segment (a copy with another name, or reused seq numbers)."""
     if seq_range is None:
         return {}
     lo, hi = seq_range
     done: dict[str, int] = {}
+    mine: bool | None = None
     for table in REFINERY_TABLES:
         version = ctx.lake.transaction_version(table, app_id(ref.source))
         if version is None or version < lo:
             continue
-        if version != hi:
+        if mine is None:
+            mine = _published_as(ctx, ref, table, seq_range)
+        if not mine:
             raise AlreadyPublished(
                 f"{ref}: seqs {lo}..{hi} overlap what the lake already published for source "
-                f"{ref.source} (up to seq {version} in {table}): a copy of a published segment "
-                "or a daemon that reused seq numbers; not published again"
+                f"{ref.source} (up to seq {version} in {table}) under another segment: a copy of "
+                "a published segment or a daemon that reused seq numbers; not published again"
             )
         done[table] = version
     return done
+
+
+def _published_as(ctx: _Ctx, ref: SegmentRef, table: str, seq_range: tuple[int, int]) -> bool:
+    """Whether THIS segment published `seq_range`: its manifest says so, or (a crash before
+    the manifest was written) the table's newest commit carrying that seq range names it."""
+    key = _manifest_key(ctx, ref)
+    if ctx.out.exists(key):
+        manifest = orjson.loads(ctx.out.read_bytes(key))
+        if manifest.get("seq") == list(seq_range):
+            return True
+    wanted = f"{seq_range[0]}-{seq_range[1]}"
+    handle = ctx.lake.table(table)
+    for commit in handle.history(limit=200) if handle is not None else []:
+        if commit.get("fluxforge.seq") == wanted:
+            return commit.get("fluxforge.segment") == str(ref)
+    return False
 
 
 def _publish(
@@ -661,6 +705,28 @@ def _publish(
         )
 
 
+def _withdraw(ctx: _Ctx, ref: SegmentRef) -> None:
+    """Remove a given-up segment's rows from every table that committed them (one commit per
+    table) and move its source's app transaction back before its first seq, so that once the
+    cause is fixed, the segment (put back in ready/) is published again."""
+    rng = segment_seq_range(ctx.inp.read_bytes(ctx.raw("processing", ref)))
+    prefix = f"part-{sanitize_part(_part_stem(ref))}-v"
+    for table in REFINERY_TABLES:
+        version = ctx.lake.transaction_version(table, app_id(ref.source))
+        mine = [f for f in ctx.lake.files(table) if f.name.startswith(prefix)]
+        holds = rng is not None and version is not None and version >= rng[0]
+        if mine or holds:
+            app = (app_id(ref.source), rng[0] - 1) if holds and rng is not None else None
+            ctx.lake.commit(
+                table,
+                [],
+                remove=mine,
+                app=app,
+                rewind=True,
+                metadata={"fluxforge.operation": "withdraw", "fluxforge.segment": str(ref)},
+            )
+
+
 def _check_line_accounting(ref: SegmentRef, dem: DemuxResult) -> None:
     """Lines in = data + control + quarantined: a line counted nowhere is a defect of ours and
     blocks publication."""
@@ -672,12 +738,22 @@ def _check_line_accounting(ref: SegmentRef, dem: DemuxResult) -> None:
 
 
 def _write_manifest(
-    ctx: _Ctx, ref: SegmentRef, staged: dict[str, list[lake.Staged]], coverage: list[list[Any]]
+    ctx: _Ctx,
+    ref: SegmentRef,
+    staged: dict[str, list[lake.Staged]],
+    coverage: list[list[Any]],
+    seq_range: tuple[int, int] | None,
 ) -> None:
-    """The segment's coverage summary (read by quality.partition_coverage) and the files it
-    published."""
+    """The segment's coverage summary (read by quality.partition_coverage), the files it
+    published and its seq range (what tells a re-run of it from a copy under another name)."""
     files = sorted(f.key for items in staged.values() for f in items)
-    done = {"segment": str(ref), "state": "done", "files": files, "coverage": coverage}
+    done = {
+        "segment": str(ref),
+        "state": "done",
+        "files": files,
+        "coverage": coverage,
+        "seq": list(seq_range) if seq_range else None,
+    }
     ctx.out.write_bytes(_manifest_key(ctx, ref), orjson.dumps(done))
 
 

@@ -43,9 +43,16 @@ def ready_names(root: Path, source: str = "replay", state: str = "ready") -> lis
 
 
 def lake_bytes(root: Path) -> dict[str, bytes]:
-    base = root / "data" / "processed"
+    """The committed files of every lake table (from the Delta logs) and their bytes."""
+    from fluxforge import lake
+    from fluxforge.storage import LocalStorage
+    from fluxforge.tables import REFINERY_TABLES
+
+    storage = LocalStorage(root / "data")
     return {
-        p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("part-*.parquet"))
+        key: (root / "data" / key).read_bytes()
+        for table in REFINERY_TABLES
+        for key in lake.list_parts(storage, table)
     }
 
 

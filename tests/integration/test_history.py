@@ -171,8 +171,15 @@ def storage_of(cfg: Config) -> LocalStorage:
 
 
 def part(cfg: Config, table: str, day: str, stem: str) -> Path:
-    key = Layout.of(cfg.storage.etl_output).lake_part(table, "binance", "BTC-USDT", day, stem)
-    return Path(cfg.storage.etl_output.base_dir) / key
+    """The committed history file of a partition (a path that does not exist when none is)."""
+    root = Path(cfg.storage.etl_output.base_dir)
+    keys = [
+        k
+        for k in lake.list_parts(storage_of(cfg), table, "binance", "BTC-USDT", day)
+        if k.rsplit("/", 1)[-1].startswith(f"part-{stem}-v")
+    ]
+    assert len(keys) <= 1, keys
+    return root / keys[0] if keys else root / f"no-{table}-{day}-{stem}.parquet"
 
 
 def trade_ids(cfg: Config, day: str | None = None) -> list[str]:
@@ -181,8 +188,11 @@ def trade_ids(cfg: Config, day: str | None = None) -> list[str]:
 
 
 def lake_bytes(cfg: Config) -> dict[str, bytes]:
+    """The committed files of every lake table (from the Delta logs) and their bytes."""
     root = Path(cfg.storage.etl_output.base_dir)
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+    return {
+        k: (root / k).read_bytes() for t in lake.TABLES for k in lake.list_parts(storage_of(cfg), t)
+    }
 
 
 def test_history_backfill_over_midnight_writes_trades_and_ohlcv_with_exact_values(

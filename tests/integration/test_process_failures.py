@@ -10,9 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fluxforge import refinery
+from fluxforge import lake, refinery
 from fluxforge.config import config_from_dict
 from fluxforge.refinery import list_segments, process_ready
+from fluxforge.storage import LocalStorage
+from fluxforge.tables import REFINERY_TABLES
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "malformed"
 SEGMENT = "segment_20240102T03_00001.ndjson"
@@ -28,17 +30,23 @@ def _setup(root: Path, *names: str):
 
 
 def _parts(root: Path) -> dict[str, bytes]:
-    base = root / "processed"
-    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*.parquet"))}
+    """The committed files of every lake table (from the Delta logs) and their bytes."""
+    storage = LocalStorage(root)
+    return {
+        key: (root / key).read_bytes()
+        for table in REFINERY_TABLES
+        for key in lake.list_parts(storage, table)
+    }
 
 
 def _fail_after_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail after the parts are written (the checkpoint write), the worst moment."""
+    """Fail after the segment was committed to every table (its manifest write), the worst
+    moment: the rows are visible although the segment is not settled."""
 
     def boom(*args, **kwargs):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(refinery, "save_book_state", boom)
+    monkeypatch.setattr(refinery, "_write_manifest", boom)
 
 
 def test_process_failing_segment_retried_then_failed_with_reason(
@@ -58,6 +66,11 @@ def test_process_failing_segment_retried_then_failed_with_reason(
     assert "failed 3 times" in reason and "disk on fire" in reason
     assert list_segments(cfg, "ready") == [] and list_segments(cfg, "processing") == []
     assert _parts(tmp_path) == {}  # nothing of the given-up segment stays visible
+    # once the cause is gone, the operator puts it back and it is published again
+    shutil.move(failed / SEGMENT, tmp_path / "raw" / "ready" / "fuzz" / SEGMENT)
+    monkeypatch.undo()
+    assert process_ready(cfg).failed == []
+    assert _parts(tmp_path)
 
 
 def test_process_retry_after_failure_gives_clean_run_bytes(

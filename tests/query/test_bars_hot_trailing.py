@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -84,6 +85,13 @@ def _build_day(captures: Path, tmp_path: Path, repeat: bool) -> tuple[Config, in
     return cfg, hour_ns
 
 
+def _segment_counter(key: str) -> int:
+    """The raw segment counter a lake file was published from (``..._{NNNNN}-v...``)."""
+    match = re.search(r"segment_\d{8}T\d{2}_(\d+)", key.rsplit("/", 1)[-1])
+    assert match, key
+    return int(match.group(1))
+
+
 def _hot(cfg: Config, dsn: str, segments: int) -> HotStore:
     """A hot store holding the parts of the first `segments` raw segments, as when the loader
     is behind the refinery."""
@@ -94,7 +102,7 @@ def _hot(cfg: Config, dsn: str, segments: int) -> HotStore:
         key
         for table in ("trades", "quotes", "book_snapshots")
         for key in lake.list_parts(storage, table)
-        if int(key.rsplit("_", 1)[1].split(".")[0]) <= segments
+        if _segment_counter(key) <= segments
     ]
     assert keys
     load_keys(hot, storage, keys)
@@ -224,7 +232,7 @@ def test_hot_bars_loaded_segment_by_segment_equal_one_full_load(repeated_day, pg
     load_keys(whole, storage, keys)
     by_segment: dict[int, list[str]] = {}
     for key in keys:
-        by_segment.setdefault(int(key.rsplit("_", 1)[1].split(".")[0]), []).append(key)
+        by_segment.setdefault(_segment_counter(key), []).append(key)
     assert len(by_segment) == COPIES + 1
     for segment in sorted(by_segment):
         load_keys(stepwise, storage, by_segment[segment])

@@ -10,8 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from fluxforge import lake
 from fluxforge.config import Config, config_from_dict
 from fluxforge.storage import Layout, LocalStorage
 from fluxforge.tables import SCHEMAS
@@ -71,10 +71,7 @@ def _write(
     storage: LocalStorage, layout: Layout, table: str, rows: list[dict], ex, sym, date, part
 ):
     tbl = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
-    key = layout.lake_part(table, ex, sym, date, part)
-    path = storage.local_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(tbl, path, compression="zstd")
+    lake.write_part(storage, layout, table, ex, sym, date, part, tbl, 128_000)
 
 
 def build_lake(root: Path) -> Config:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sql_lake import DAY1, DAY2, DUPLICATES, NS, TRADES, build_lake
 
+from fluxforge import lake as lakemod
 from fluxforge import sqlmodels
 from fluxforge.config import Config
 from fluxforge.storage import Layout, LocalStorage
@@ -236,12 +236,11 @@ def test_test_clean_lake_every_test_passes(built: Config) -> None:
 
 def _add_rows(cfg: Config, table: str, rows: list[dict], part: str) -> None:
     storage = LocalStorage(cfg.storage.etl_output.base_dir)
-    key = Layout.of(cfg.storage.etl_output).lake_part(
-        table, "coinbase", "BTC-USD", "2024-01-01", part
+    data = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
+    layout = Layout.of(cfg.storage.etl_output)
+    lakemod.write_part(
+        storage, layout, table, "coinbase", "BTC-USD", "2024-01-01", part, data, 1000
     )
-    path = storage.local_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), path)
 
 
 def test_test_bad_side_and_crossed_book_fail_their_tests(tmp_path: Path) -> None:
@@ -306,9 +305,10 @@ def test_run_rerun_after_lake_shrinks_drops_stale_partitions(tmp_path: Path) -> 
     cfg = build_lake(tmp_path / "lake")
     assert sqlmodels.run(cfg, select="+bars_1m").ok
     assert {str(r["date"]) for r in read_model(cfg, "bars_1m")} == {"2024-01-01", "2024-01-02"}
-    lake = Path(cfg.storage.etl_output.base_dir) / "processed" / "trades"
-    for part in lake.glob("exchange=coinbase/symbol=BTC-USD/date=2024-01-02/*.parquet"):
-        part.unlink()
+    storage = LocalStorage(cfg.storage.etl_output.base_dir)
+    gone = lakemod.Lake(storage).files("trades", "coinbase", "BTC-USD", "2024-01-02")
+    assert gone
+    lakemod.Lake(storage).commit("trades", [], remove=gone)
     assert sqlmodels.run(cfg, select="+bars_1m").ok
     assert {str(r["date"]) for r in read_model(cfg, "bars_1m")} == {"2024-01-01"}
 
@@ -349,9 +349,9 @@ def test_run_s3_lake_builds_same_bars_as_local(s3_env, built: Config, tmp_path: 
     bucket = s3_env.bucket("sqlmodels")
     local = Path(built.storage.etl_output.base_dir)
     client = s3_env.client()
-    for path in (local / "processed").rglob("*.parquet"):
+    for path in (local / "processed").rglob("*"):  # data files and the Delta logs
         rel = path.relative_to(local).as_posix()
-        if "/models/" not in f"/{rel}":
+        if path.is_file() and "/models/" not in f"/{rel}":
             client.upload_file(str(path), bucket, rel)
     cfg = config_from_dict(
         {
@@ -384,27 +384,25 @@ def test_run_dated_rebuilds_only_those_days_and_reads_neighbour_days(tmp_path: P
     before = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
     late = DAY2 - NS // 10  # event 23:59:59.9 on day 1, received (and filed) on day 2
     storage = LocalStorage(cfg.storage.etl_output.base_dir)
-    key = Layout.of(cfg.storage.etl_output).lake_part(
-        "trades", "coinbase", "BTC-USD", "2024-01-02", "late"
+    late_trade = pa.Table.from_pylist(
+        [
+            {
+                "ts_event": late,
+                "ts_recv": DAY2 + NS,
+                "venue_symbol": "x",
+                "trade_id": "late",
+                "price": Decimal("105"),
+                "size": Decimal("2"),
+                "side": "buy",
+                "seq": 50,
+            }
+        ],
+        schema=SCHEMAS["trades"],
     )
-    pq.write_table(
-        pa.Table.from_pylist(
-            [
-                {
-                    "ts_event": late,
-                    "ts_recv": DAY2 + NS,
-                    "venue_symbol": "x",
-                    "trade_id": "late",
-                    "price": Decimal("105"),
-                    "size": Decimal("2"),
-                    "side": "buy",
-                    "seq": 50,
-                }
-            ],
-            schema=SCHEMAS["trades"],
-        ),
-        storage.local_path(key),
-    )
+    lakemod.write_part(
+        storage, Layout.of(cfg.storage.etl_output), "trades", "coinbase", "BTC-USD",
+        "2024-01-02", "late", late_trade, 1000,
+    )  # fmt: skip
     result = sqlmodels.run(cfg, select="bars_1m+", dates=["2024-01-02"])
     assert result.ok, result.to_dict()
     after = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}

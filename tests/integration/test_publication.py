@@ -1,0 +1,86 @@
+"""Publication to the Delta lake: a crash between table commits is finished by the next run
+without doubling anything, a copy of a published segment under another name is refused (held
+in failed/ with the reason), and a blocking check publishes nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fluxforge import lake, refinery, schemas
+from fluxforge.refinery import process_ready
+from fluxforge.storage import LocalStorage
+from fluxforge.tables import REFINERY_TABLES
+from tests.reliability.conftest import load, make_synthetic_segments, ready_files
+
+
+def _counts(root: Path) -> dict[str, int]:
+    storage = LocalStorage(root)
+    return {t: lake.read_table(storage, t).num_rows for t in REFINERY_TABLES}
+
+
+@pytest.fixture
+def two_lakes(tmp_path: Path):
+    make_synthetic_segments(tmp_path / "input", messages=1500, max_bytes=60_000)
+    roots = []
+    for name in ("clean", "test"):
+        shutil.copytree(tmp_path / "input" / "raw", tmp_path / name / "raw")
+        roots.append(tmp_path / name)
+    clean, test = roots
+    assert process_ready(load({"storage": {"base_dir": str(clean)}})).failed == []
+    return clean, test, load({"storage": {"base_dir": str(test)}})
+
+
+def test_crash_between_table_commits_next_run_completes_once(two_lakes, monkeypatch) -> None:
+    clean, test, cfg = two_lakes
+    real_commit = lake.Lake.commit
+    calls = {"n": 0}
+
+    def crash_on_third(self, table, staged, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("simulated crash after two tables were committed")
+        return real_commit(self, table, staged, **kw)
+
+    monkeypatch.setattr(lake.Lake, "commit", crash_on_third)
+    first = process_ready(cfg)
+    assert first.failed and "simulated crash" in first.failed[0]["error"]
+    monkeypatch.setattr(lake.Lake, "commit", real_commit)
+    # some tables hold the first segment, the rest not yet; the next run finishes the job
+    again = process_ready(cfg)
+    assert again.failed == []
+    assert _counts(test) == _counts(clean)
+    clean_keys = {t: lake.list_parts(LocalStorage(clean), t) for t in REFINERY_TABLES}
+    assert {t: lake.list_parts(LocalStorage(test), t) for t in REFINERY_TABLES} == clean_keys
+
+
+def test_copy_of_published_segment_under_new_name_is_refused(two_lakes) -> None:
+    clean, _test, _cfg = two_lakes
+    cfg = load({"storage": {"base_dir": str(clean)}})
+    before = _counts(clean)
+    archived = ready_files(clean, "syn", "archive")
+    copy = archived[0].name.rsplit("_", 1)[0] + "_99999.ndjson"
+    (clean / "raw/ready/syn").mkdir(parents=True, exist_ok=True)
+    shutil.copy(archived[0], clean / "raw/ready/syn" / copy)
+    report = process_ready(cfg)
+    assert [f["segment"] for f in report.failed] == [f"syn/{copy}"]
+    assert "already published" in report.failed[0]["error"]
+    assert report.failed[0]["moved_to"] == "failed"  # held at once, with the reason
+    reason = (clean / "raw/failed/syn" / f"{copy}.reason.txt").read_text()
+    assert "seqs" in reason and "overlap" in reason
+    assert _counts(clean) == before  # nothing published twice
+
+
+def test_blocking_check_publishes_nothing(two_lakes, monkeypatch) -> None:
+    _clean, test, cfg = two_lakes
+
+    def bad_accounting(ref, dem) -> None:
+        raise schemas.SchemaViolation(f"{ref}: line accounting: simulated defect")
+
+    monkeypatch.setattr(refinery, "_check_line_accounting", bad_accounting)
+    report = process_ready(cfg)
+    assert report.failed and "line accounting" in report.failed[0]["error"]
+    assert all(n == 0 for n in _counts(test).values())
+    assert ready_files(test, "syn")  # back in ready/ for a retry, nothing lost
