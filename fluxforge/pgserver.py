@@ -21,8 +21,8 @@ import contextlib
 import logging
 import os
 import pwd
-import shutil
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -376,8 +376,8 @@ class LocalPostgres:
                     sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), role)
                 )
                 tables = conn.execute(
-                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'S')",
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'S')",
                     (schema,),
                 ).fetchall()
                 for (table,) in tables:
