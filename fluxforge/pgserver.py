@@ -377,7 +377,8 @@ class LocalPostgres:
                 )
                 tables = conn.execute(
                     "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
-                    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'S')",
+                    "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                    "AND c.relkind IN ('r', 'p', 'v', 'S')",
                     (schema,),
                 ).fetchall()
                 for (table,) in tables:
