@@ -59,8 +59,10 @@ from fluxforge.segments import (
     segment_name,
 )
 from fluxforge.storage import Layout, LocalStorage, Storage, open_storage, sanitize_part
+from fluxforge.wire.envelope import DATA, EX, HEAD, KIND, SEQ, SRC
 
 log = logging.getLogger("ingestion_daemon.writer")
+_LINE = HEAD + b"%d%b%d%b%b}\n"  # ts, src..seq, seq, kind..data, payload
 
 HOUR_NS = 3_600_000_000_000
 # The writer's own bookkeeping records: not source lines, not counted in `pos`.
@@ -352,9 +354,10 @@ class SegmentWriter:
     # ------------------------------------------------------------------ append path
 
     def _heads_for(self, ex: str, kind: str) -> tuple[bytes, bytes]:
+        # the envelope layout of fluxforge.wire.envelope: HEAD ts SRC "src" EX "ex" SEQ seq ...
         head = (
-            b'"src":' + orjson.dumps(self.source) + b',"ex":' + orjson.dumps(ex) + b',"seq":',
-            b',"kind":"' + kind.encode() + b'","data":',
+            SRC + orjson.dumps(self.source) + EX + orjson.dumps(ex) + SEQ,
+            KIND + b'"' + kind.encode() + b'"' + DATA,
         )
         self._heads[(ex, kind)] = head
         return head
@@ -367,7 +370,7 @@ class SegmentWriter:
         ex = ex or self.default_ex
         head = self._heads.get((ex, kind)) or self._heads_for(ex, kind)
         seq = self._seq
-        line = b'{"ts":%d,%b%d%b%b}\n' % (ts, head[0], seq, head[1], payload)
+        line = _LINE % (ts, head[0], seq, head[1], payload)
         self._seq = seq + 1
         self._pos += 1
         self._last_ts = ts

@@ -1,6 +1,6 @@
 """Fast paths of the demux give exactly what the per-line exact checks give.
 
-``fluxforge.demux_levels.fast_levels`` may only accept level lists the exact per-level checks
+``fluxforge.wire.decimal.fast_levels`` may only accept level lists the exact per-level checks
 (``common.positive``/``common.dec``) accept, and must then return the very same list; anything
 else it hands back (None). Checked on hand-made tricky rows and, end to end through
 ``demux_segment``, on every capture file and on tricky lines of every venue."""
@@ -14,12 +14,12 @@ import numpy as np
 import orjson
 import pytest
 
-from fluxforge import demux_levels
 from fluxforge.captures import exchange_from_filename, merge_captures
 from fluxforge.demux import demux_segment
 from fluxforge.events import NormalizeError
 from fluxforge.segments import encode_envelope, frame_payload
 from fluxforge.venues import common
+from fluxforge.wire import decimal as demux_levels
 
 SEG = "segment_20231114T22_00001.ndjson"
 BASE_TS = 1_699_999_200_000_000_000
@@ -552,7 +552,7 @@ TICKER_TRICKY = [
 def test_demux_binance_book_ticker_quick_path_equals_exact_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fluxforge.demux_binance import quick_book_tickers
+    from fluxforge.demux.binance import quick_book_tickers
 
     lines = [_env(i, "binanceusdm", _BT) for i in range(3)]
     lines += [_env(10 + i, "binance", _BT) for i in range(2)]

@@ -36,52 +36,59 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from fluxforge.demux import (
-    _LC,
-    _RC,
-    _SIDE_WORDS,
+from fluxforge.demux.bytescan import (
+    LBRACE,
+    NO_SIDES,
+    NO_WORDS,
+    RBRACE,
+    envelope,
+    eq,
+    grow,
+    key_at,
+    levels_scan,
+    lit,
+    next_key,
+    read_int,
+    spans,
+    str_end,
+    ws,
+)
+from fluxforge.demux.fastbook import (
     FastBook,
-    _decimal,
-    _envelope,
-    _eq,
-    _grow,
-    _int,
-    _key,
-    _levels_scan,
-    _lit,
-    _next,
-    _safe_symbol,
-    _spans,
-    _str,
-    _ws,
+    LevelColumns,
+    checked_symbols,
+    one_code_per_symbol,
 )
-from fluxforge.events import (
-    CHAIN_BINANCE_FUTURES,
-    CHAIN_BINANCE_SPOT,
-    NormalizeError,
-    TopOfBook,
+from fluxforge.demux.registry import Scanner, ScanResult, register
+from fluxforge.events import NormalizeError, TopOfBook
+from fluxforge.venues import binance
+from fluxforge.venues.binance import FUTURES
+from fluxforge.wire.decimal import plain_decimal
+from fluxforge.wire.envelope import (
+    SCAN_DATA,
+    SCAN_HEAD,
+    SCAN_MSG,
+    SCAN_REST,
+    SCAN_SRC,
+    as_bytes,
+    scan_ex,
 )
+from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS
 
-_HEAD = np.frombuffer(b'{"ts":', np.uint8).copy()
-_SRC = np.frombuffer(b',"src":"', np.uint8).copy()
-_KIND = np.frombuffer(b',"kind":"msg","data":', np.uint8).copy()
-FUTURES = ("binanceusdm", "binancecoinm")
-SPOT = ("binance", "binanceus")
-_EX = {ex: np.frombuffer(f',"ex":"{ex}","seq":'.encode(), np.uint8).copy() for ex in FUTURES + SPOT}
+_HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
+_EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
 _WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy()
+    as_bytes(w)
     for w in (
         b"stream", b"data", b"e", b"E", b"T", b"s", b"U", b"u", b"pu", b"ps", b"b", b"a",
         b"depthUpdate",
     )
 )  # fmt: skip
-_MS_MIN = 1_000_000_000_000
-_MS_MAX = 4_102_444_800_000
 # msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e
 _M_COLS = 11
 
 
-_EX_ORDER = FUTURES + SPOT
+_EX_ORDER = binance.EXCHANGES
 
 
 @njit(cache=True)
@@ -94,20 +101,20 @@ def _venue_of(buf, starts, ends, todo, head, src, exks):
         if not todo[i]:
             continue
         end = ends[i]
-        p = _lit(buf, starts[i], end, head)
+        p = lit(buf, starts[i], end, head)
         if p < 0:
             continue
-        _ts, p = _int(buf, p, end)
+        _ts, p = read_int(buf, p, end)
         if p < 0:
             continue
-        p = _lit(buf, p, end, src)
+        p = lit(buf, p, end, src)
         if p < 0:
             continue
-        q = _str(buf, p - 1, end)
+        q = str_end(buf, p - 1, end)
         if q < 0:
             continue
         for k in range(len(exks)):
-            if _lit(buf, q + 1, end, exks[k]) >= 0:
+            if lit(buf, q + 1, end, exks[k]) >= 0:
                 out[i] = k
                 break
     return out
@@ -132,59 +139,59 @@ def _event(buf, p, end, row, lv, n_lv, words, futures, out):
     k_e, k_E, k_T, k_s = words[2], words[3], words[4], words[5]
     k_U, k_u, k_pu, k_ps, k_b, k_a = words[6], words[7], words[8], words[9], words[10], words[11]
     v_depth = words[12]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen = 0
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1, lv, n_lv
-        if _eq(buf, ks, ke, k_e) and not seen & 1:
+        if eq(buf, ks, ke, k_e) and not seen & 1:
             seen |= 1
-            q = _str(buf, p, end)
-            if q < 0 or not _eq(buf, p + 1, q, v_depth):
+            q = str_end(buf, p, end)
+            if q < 0 or not eq(buf, p + 1, q, v_depth):
                 return -1, lv, n_lv
             p = q + 1
-        elif _eq(buf, ks, ke, k_E) and not seen & 2:
+        elif eq(buf, ks, ke, k_E) and not seen & 2:
             seen |= 2
-            v, p = _int(buf, p, end)
-            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+            v, p = read_int(buf, p, end)
+            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
                 return -1, lv, n_lv
             out[3] = v * 1_000_000
-        elif _eq(buf, ks, ke, k_T) and not seen & 4:
+        elif eq(buf, ks, ke, k_T) and not seen & 4:
             seen |= 4
-            _v, p = _int(buf, p, end)  # ignored by the normalizer
-        elif _eq(buf, ks, ke, k_s) and not seen & 8:
+            _v, p = read_int(buf, p, end)  # ignored by the normalizer
+        elif eq(buf, ks, ke, k_s) and not seen & 8:
             seen |= 8
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1, lv, n_lv
             out[9], out[10] = p + 1, q
             p = q + 1
-        elif _eq(buf, ks, ke, k_U) and not seen & 16:
+        elif eq(buf, ks, ke, k_U) and not seen & 16:
             seen |= 16
-            out[4], p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_u) and not seen & 32:
+            out[4], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_u) and not seen & 32:
             seen |= 32
-            out[5], p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_pu) and not seen & 64:
+            out[5], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_pu) and not seen & 64:
             seen |= 64
-            v, p = _int(buf, p, end)
+            v, p = read_int(buf, p, end)
             out[6] = v if futures else -1
-        elif _eq(buf, ks, ke, k_ps) and not seen & 128:
+        elif eq(buf, ks, ke, k_ps) and not seen & 128:
             seen |= 128
-            q = _str(buf, p, end)  # COIN-M pair: ignored by the normalizer
+            q = str_end(buf, p, end)  # COIN-M pair: ignored by the normalizer
             p = -1 if q < 0 else q + 1
-        elif _eq(buf, ks, ke, k_b) and not seen & 256:
+        elif eq(buf, ks, ke, k_b) and not seen & 256:
             seen |= 256
-            p, n_lv, lv = _levels_scan(buf, p, end, row, 0, lv, n_lv, 2, _SIDE_WORDS)
-        elif _eq(buf, ks, ke, k_a) and not seen & 512:
+            p, n_lv, lv = levels_scan(buf, p, end, row, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+        elif eq(buf, ks, ke, k_a) and not seen & 512:
             seen |= 512
-            p, n_lv, lv = _levels_scan(buf, p, end, row, 1, lv, n_lv, 2, _SIDE_WORDS)
+            p, n_lv, lv = levels_scan(buf, p, end, row, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
         else:
             return -1, lv, n_lv
         if p < 0:
             return -1, lv, n_lv
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1, lv, n_lv
         if done:
@@ -211,7 +218,7 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
+        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
         if p < 0:
             continue
         mark = n_lv
@@ -220,21 +227,21 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
         out[:] = -1
         out[3] = ts  # no "E": the receive time
         while True:
-            ks, ke, p = _key(buf, p, end)
+            ks, ke, p = key_at(buf, p, end)
             if p < 0:
                 bad = True
                 break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+            if eq(buf, ks, ke, k_stream) and not seen & 1:
                 seen |= 1
-                q = _str(buf, p, end)
+                q = str_end(buf, p, end)
                 if q < 0:
                     bad = True
                     break
                 out[7], out[8] = p + 1, q
                 p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+            elif eq(buf, ks, ke, k_data) and not seen & 2:
                 seen |= 2
-                if p >= end or buf[p] != _LC:
+                if p >= end or buf[p] != LBRACE:
                     bad = True
                     break
                 p, lv, n_lv = _event(buf, p, end, n_msg, lv, n_lv, words, futures, out)
@@ -244,19 +251,19 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
             else:
                 bad = True
                 break
-            p, done = _next(buf, p, end)
+            p, done = next_key(buf, p, end)
             if p < 0:
                 bad = True
                 break
             if done:
                 break
         if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+            p = ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
         if bad:
             n_lv = mark
             continue
-        msg = _grow(msg, n_msg)
+        msg = grow(msg, n_msg)
         msg[n_msg, 0] = i
         msg[n_msg, 1] = ts
         msg[n_msg, 2] = seq
@@ -266,8 +273,8 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-_KIND_REST = np.frombuffer(b',"kind":"rest","url":', np.uint8).copy()
-_DATA = np.frombuffer(b',"data":', np.uint8).copy()
+_KIND_REST = SCAN_REST
+_DATA = SCAN_DATA
 _REST_WORDS = tuple(
     np.frombuffer(w, np.uint8).copy() for w in (b"lastUpdateId", b"E", b"T", b"bids", b"asks")
 )
@@ -288,74 +295,74 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, c
         if not todo[i]:
             continue
         end = ends[i]
-        p = _lit(buf, starts[i], end, head)
+        p = lit(buf, starts[i], end, head)
         if p < 0:
             continue
-        ts, p = _int(buf, p, end)
+        ts, p = read_int(buf, p, end)
         if p < 0:
             continue
-        p = _lit(buf, p, end, src)
+        p = lit(buf, p, end, src)
         if p < 0:
             continue
-        q = _str(buf, p - 1, end)
+        q = str_end(buf, p - 1, end)
         if q < 0:
             continue
-        p = _lit(buf, q + 1, end, exk)
+        p = lit(buf, q + 1, end, exk)
         if p < 0:
             continue
-        seq, p = _int(buf, p, end)
+        seq, p = read_int(buf, p, end)
         if p < 0:
             continue
-        p = _lit(buf, p, end, kind)
+        p = lit(buf, p, end, kind)
         if p < 0:
             continue
-        q = _str(buf, p, end)
+        q = str_end(buf, p, end)
         if q < 0:
             continue
         url_s, url_e = p + 1, q
-        p = _lit(buf, q + 1, end, data_key)
-        if p < 0 or p >= end or buf[p] != _LC:
+        p = lit(buf, q + 1, end, data_key)
+        if p < 0 or p >= end or buf[p] != LBRACE:
             continue
-        p = _ws(buf, p + 1, end)
+        p = ws(buf, p + 1, end)
         mark = n_lv
         seen = 0
         final = -1
         ts_event = ts  # no "E": the receive time
         while True:
-            ks, ke, p = _key(buf, p, end)
+            ks, ke, p = key_at(buf, p, end)
             if p < 0:
                 break
-            if _eq(buf, ks, ke, k_id) and not seen & 1:
+            if eq(buf, ks, ke, k_id) and not seen & 1:
                 seen |= 1
-                final, p = _int(buf, p, end)
-            elif _eq(buf, ks, ke, k_E) and not seen & 2:
+                final, p = read_int(buf, p, end)
+            elif eq(buf, ks, ke, k_E) and not seen & 2:
                 seen |= 2
-                v, p = _int(buf, p, end)
-                if p >= 0 and (v < _MS_MIN or v > _MS_MAX):
+                v, p = read_int(buf, p, end)
+                if p >= 0 and (v < TS_MIN_MS or v > TS_MAX_MS):
                     p = -1
                 ts_event = v * 1_000_000
-            elif _eq(buf, ks, ke, k_T) and not seen & 4:
+            elif eq(buf, ks, ke, k_T) and not seen & 4:
                 seen |= 4
-                _v, p = _int(buf, p, end)  # ignored by the normalizer
-            elif _eq(buf, ks, ke, k_bids) and not seen & 8:
+                _v, p = read_int(buf, p, end)  # ignored by the normalizer
+            elif eq(buf, ks, ke, k_bids) and not seen & 8:
                 seen |= 8
-                p, n_lv, lv = _levels_scan(buf, p, end, n_msg, 0, lv, n_lv, 2, _SIDE_WORDS)
-            elif _eq(buf, ks, ke, k_asks) and not seen & 16:
+                p, n_lv, lv = levels_scan(buf, p, end, n_msg, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+            elif eq(buf, ks, ke, k_asks) and not seen & 16:
                 seen |= 16
-                p, n_lv, lv = _levels_scan(buf, p, end, n_msg, 1, lv, n_lv, 2, _SIDE_WORDS)
+                p, n_lv, lv = levels_scan(buf, p, end, n_msg, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
             else:
                 p = -1
             if p < 0:
                 break
-            p, done = _next(buf, p, end)
+            p, done = next_key(buf, p, end)
             if p < 0 or done:
                 break
         if p >= 0:
-            p = _ws(buf, p, end)
-        if p < 0 or seen | 2 | 4 != 31 or p >= end or buf[p] != _RC or p + 1 != end:
+            p = ws(buf, p, end)
+        if p < 0 or seen | 2 | 4 != 31 or p >= end or buf[p] != RBRACE or p + 1 != end:
             n_lv = mark
             continue
-        msg = _grow(msg, n_msg)
+        msg = grow(msg, n_msg)
         msg[n_msg, 0] = i
         msg[n_msg, 1] = ts
         msg[n_msg, 2] = seq
@@ -376,8 +383,6 @@ def _rest_raw_symbol(url: str) -> str | None:
     url is not a depth snapshot it accepts (then the per-line path judges the line)."""
     from urllib.parse import parse_qs, urlsplit
 
-    from fluxforge.venues import binance
-
     try:
         parts = urlsplit(url)
         if not parts.path.endswith("/depth"):
@@ -386,7 +391,7 @@ def _rest_raw_symbol(url: str) -> str | None:
         if not symbols:
             return None
         raw = symbols[0]
-        binance._symbol_of(raw)
+        binance.symbol_of(raw)
     except (NormalizeError, TypeError, ValueError):
         return None
     return raw
@@ -394,14 +399,14 @@ def _rest_raw_symbol(url: str) -> str | None:
 
 def fast_binance_depth(
     exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> tuple[dict[tuple[str, str], FastBook], np.ndarray]:
+) -> ScanResult:
     """Binance depthUpdate lines of `exchange` among the `todo` lines -> FastBooks per
     instrument and the mask of the lines taken; every other line is left to the per-line
     path."""
     n = len(starts)
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
-        return {}, none
+        return ScanResult(none)
     futures = exchange in FUTURES
     capacity = 4096 + len(buf) // 256
     ok, msg, lv = _scan(
@@ -412,25 +417,23 @@ def fast_binance_depth(
         capacity,
     )  # fmt: skip
     if not ok.any() and not len(rest_msg):
-        return {}, none
-    from fluxforge.venues import binance
-
+        return ScanResult(none)
     # a partial-depth stream name makes the line a top-N snapshot: not this path
-    streams = _spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
+    streams = spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
     stream_ok = np.array(
-        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()]
+        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()]
         + [False],
         dtype=bool,
     )
     msg_ok = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    sym_arr = _spans(buf, msg[:, 9], msg[:, 10]).dictionary_encode()
+    sym_arr = spans(buf, msg[:, 9], msg[:, 10]).dictionary_encode()
     codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     raws = sym_arr.dictionary.to_pylist()
     is_rest = np.zeros(len(msg), dtype=bool)
     if len(rest_msg):
         # REST depth snapshots join the updates of their instrument, in line order
         code_of = {raw: c for c, raw in enumerate(raws)}
-        urls = _spans(buf, rest_msg[:, 7], rest_msg[:, 8]).dictionary_encode()
+        urls = spans(buf, rest_msg[:, 7], rest_msg[:, 8]).dictionary_encode()
         url_code = []
         for url in urls.dictionary.to_pylist():
             raw = _rest_raw_symbol(url)
@@ -459,65 +462,38 @@ def fast_binance_depth(
         msg, codes, msg_ok, is_rest = msg[perm], codes[perm], msg_ok[perm], is_rest[perm]
         lv[:, 0] = inverse[lv[:, 0]]
     msg_line = msg[:, 0]
-    symbols: list[str | None] = []
-    for raw in raws:
-        try:
-            sym: str | None = binance._symbol_of(raw)
-        except (NormalizeError, TypeError):
-            sym = None
-        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
+    symbols = checked_symbols(raws, binance.symbol_of, (NormalizeError, TypeError))
     msg_ok &= np.array([s is not None for s in symbols] + [False], dtype=bool)[
         np.minimum(codes, len(raws))
     ]
-    by_symbol: dict[str, list[int]] = {}
-    for c in np.unique(codes[msg_ok]).tolist():
-        by_symbol.setdefault(symbols[c], []).append(c)  # type: ignore[arg-type]
-    for cs in by_symbol.values():
-        if len(cs) > 1:
-            msg_ok &= ~np.isin(codes, cs)
+    msg_ok = one_code_per_symbol(codes, msg_ok, symbols)
     ok[msg_line[~msg_ok]] = False
     if not ok.any():
-        return {}, none
-
-    row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
-    order = np.lexsort((np.arange(len(row_of)), side, row_of))
-    order = order[msg_ok[row_of[order]]]
-    row_sorted = row_of[order]
-    side_sorted = side[order]
-    price_sorted = _spans(buf, lv[order, 2], lv[order, 3], large=True)
-    size_sorted = _spans(buf, lv[order, 4], lv[order, 5], large=True)
-    counts = np.bincount(row_sorted, minlength=len(msg))
-    starts_lv = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        return ScanResult(none)
+    levels = LevelColumns(buf, lv, msg_ok, len(msg))
     out: dict[tuple[str, str], FastBook] = {}
     for c in sorted(np.unique(codes[msg_ok]).tolist()):
         sym = symbols[c]
         assert sym is not None
         sel = np.flatnonzero(msg_ok & (codes == c))
-        lens = counts[sel]
-        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-        lvl_idx = np.repeat(starts_lv[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
-        take = pa.array(lvl_idx, pa.int64())
         out[(exchange, sym)] = FastBook(
             exchange=exchange,
             symbol=sym,
             venue_symbol=raws[c],
-            channel="depth",
+            channel=binance.DEPTH_CHANNEL,
             line=msg_line[sel] + 1,
             ts_event=msg[sel, 3],
             ts_recv=msg[sel, 1],
             seq=msg[sel, 2],
             is_snapshot=is_rest[sel],
-            level_offsets=offsets,
-            side=side_sorted[lvl_idx],
-            price=price_sorted.take(take),
-            size=size_sorted.take(take),
             final_id=msg[sel, 5],
             first_id=msg[sel, 4],
             prev_id=msg[sel, 6],
             from_rest=is_rest[sel] if is_rest[sel].any() else None,
-            chain=CHAIN_BINANCE_FUTURES if futures else CHAIN_BINANCE_SPOT,
+            chain=binance.chain_of(exchange),
+            **levels.of(sel),
         )
-    return out, ok
+    return ScanResult(ok, books=out)
 
 
 # ---------------------------------------------------------------- bookTicker
@@ -539,56 +515,56 @@ def _ticker_event(buf, p, end, words, out):
         words[2], words[3], words[4], words[5], words[6], words[7], words[8], words[9], words[10]
     )  # fmt: skip
     v_ticker = words[11]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen = 0
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
-        if _eq(buf, ks, ke, k_e) and not seen & 1:
+        if eq(buf, ks, ke, k_e) and not seen & 1:
             seen |= 1
-            q = _str(buf, p, end)
-            if q < 0 or not _eq(buf, p + 1, q, v_ticker):
+            q = str_end(buf, p, end)
+            if q < 0 or not eq(buf, p + 1, q, v_ticker):
                 return -1
             p = q + 1
-        elif _eq(buf, ks, ke, k_u) and not seen & 2:
+        elif eq(buf, ks, ke, k_u) and not seen & 2:
             seen |= 2
-            out[0], p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_E) and not seen & 4:
+            out[0], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_E) and not seen & 4:
             seen |= 4
-            v, p = _int(buf, p, end)
-            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+            v, p = read_int(buf, p, end)
+            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
                 return -1
             out[1] = v * 1_000_000
-        elif _eq(buf, ks, ke, k_T) and not seen & 8:
+        elif eq(buf, ks, ke, k_T) and not seen & 8:
             seen |= 8
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
         else:
             col = -1
             bit = 0
-            if _eq(buf, ks, ke, k_s):
+            if eq(buf, ks, ke, k_s):
                 col, bit = 2, 16
-            elif _eq(buf, ks, ke, k_b):
+            elif eq(buf, ks, ke, k_b):
                 col, bit = 4, 32
-            elif _eq(buf, ks, ke, k_B):
+            elif eq(buf, ks, ke, k_B):
                 col, bit = 6, 64
-            elif _eq(buf, ks, ke, k_a):
+            elif eq(buf, ks, ke, k_a):
                 col, bit = 8, 128
-            elif _eq(buf, ks, ke, k_A):
+            elif eq(buf, ks, ke, k_A):
                 col, bit = 10, 256
             if col < 0 or seen & bit:
                 return -1
             seen |= bit
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
-            if col > 2 and not _decimal(buf, p + 1, q, False):
+            if col > 2 and not plain_decimal(buf, p + 1, q, False):
                 return -1
             out[col], out[col + 1] = p + 1, q
             p = q + 1
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
@@ -609,7 +585,7 @@ def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
+        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
         if p < 0:
             continue
         out[:] = -1
@@ -619,21 +595,21 @@ def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
         seen = 0
         bad = False
         while True:
-            ks, ke, p = _key(buf, p, end)
+            ks, ke, p = key_at(buf, p, end)
             if p < 0:
                 bad = True
                 break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+            if eq(buf, ks, ke, k_stream) and not seen & 1:
                 seen |= 1
-                q = _str(buf, p, end)
+                q = str_end(buf, p, end)
                 if q < 0:
                     bad = True
                     break
                 out[12], out[13] = p + 1, q
                 p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+            elif eq(buf, ks, ke, k_data) and not seen & 2:
                 seen |= 2
-                if p >= end or buf[p] != _LC:
+                if p >= end or buf[p] != LBRACE:
                     bad = True
                     break
                 p = _ticker_event(buf, p, end, words, out)
@@ -643,15 +619,15 @@ def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
             else:
                 bad = True
                 break
-            p, done = _next(buf, p, end)
+            p, done = next_key(buf, p, end)
             if p < 0:
                 bad = True
                 break
             if done:
                 break
         if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+            p = ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
         if bad:
             continue
         info[i] = out
@@ -665,24 +641,18 @@ def _streams_symbols(
     """Rows given by their stream and venue-symbol spans (n x 2: start, end) -> (rows the
     normalizer takes as this event: stream not a partial-depth one and a symbol it accepts,
     venue-symbol code of each row, symbol of each code or None, venue symbols encoded)."""
-    from fluxforge.venues import binance
-
     # a partial-depth stream name makes the line a top-N book snapshot: not these paths
-    streams = _spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
+    streams = spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
     stream_ok = np.array(
-        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
         dtype=bool,
     )
     keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    sym_arr = _spans(buf, raw[:, 0], raw[:, 1]).dictionary_encode()
+    sym_arr = spans(buf, raw[:, 0], raw[:, 1]).dictionary_encode()
     codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    symbols: list[str | None] = []
-    for name in sym_arr.dictionary.to_pylist():
-        try:
-            sym: str | None = binance._symbol_of(name)
-        except (NormalizeError, TypeError):
-            sym = None
-        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
+    symbols = checked_symbols(
+        sym_arr.dictionary.to_pylist(), binance.symbol_of, (NormalizeError, TypeError)
+    )
     keep &= np.array([s is not None for s in symbols], dtype=bool)[codes]
     return keep, codes, symbols, sym_arr
 
@@ -709,7 +679,7 @@ class FastTickers:
         return len(self.line)
 
     def quotes(self) -> pa.Table:
-        """The rows in the layout of ``demux._columns(sink.quotes, QUOTES)``."""
+        """The rows in the layout of the per-line quotes (``pipeline`` columns of QUOTES)."""
         n = len(self.line)
         return pa.table(
             {
@@ -774,10 +744,10 @@ def fast_book_tickers(
         symbol=pa.array(symbols, pa.string()).take(take),
         venue_symbol=sym_arr.dictionary.take(take),
         update_id=info[:, 0].copy(),
-        bid_px=_spans(buf, info[:, 4], info[:, 5]),
-        bid_sz=_spans(buf, info[:, 6], info[:, 7]),
-        ask_px=_spans(buf, info[:, 8], info[:, 9]),
-        ask_sz=_spans(buf, info[:, 10], info[:, 11]),
+        bid_px=spans(buf, info[:, 4], info[:, 5]),
+        bid_sz=spans(buf, info[:, 6], info[:, 7]),
+        ask_px=spans(buf, info[:, 8], info[:, 9]),
+        ask_sz=spans(buf, info[:, 10], info[:, 11]),
         ts_event=info[:, 1].copy(),
         ts_recv=info[:, 14].copy(),
         seq=info[:, 15].copy(),
@@ -824,9 +794,9 @@ _R_COLS = 18
 @njit(cache=True)
 def _bool(buf, p, end, v_true, v_false):
     """(0/1, position after) of a JSON true/false at p, or (-1, -1)."""
-    if p + 4 <= end and _eq(buf, p, p + 4, v_true):
+    if p + 4 <= end and eq(buf, p, p + 4, v_true):
         return 1, p + 4
-    if p + 5 <= end and _eq(buf, p, p + 5, v_false):
+    if p + 5 <= end and eq(buf, p, p + 5, v_false):
         return 0, p + 5
     return -1, -1
 
@@ -840,81 +810,81 @@ def _trade_event(buf, p, end, words, out):
         words[8], words[9], words[10], words[11], words[12], words[13], words[14]
     )  # fmt: skip
     v_agg, v_trade, v_true, v_false = words[15], words[16], words[17], words[18]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen = 0
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
-        if _eq(buf, ks, ke, k_e) and not seen & 1:
+        if eq(buf, ks, ke, k_e) and not seen & 1:
             seen |= 1
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
-            if _eq(buf, p + 1, q, v_agg):
+            if eq(buf, p + 1, q, v_agg):
                 out[17] = 1
-            elif _eq(buf, p + 1, q, v_trade):
+            elif eq(buf, p + 1, q, v_trade):
                 out[17] = 2
             else:
                 return -1
             p = q + 1
-        elif _eq(buf, ks, ke, k_T) and not seen & 2:
+        elif eq(buf, ks, ke, k_T) and not seen & 2:
             seen |= 2
-            v, p = _int(buf, p, end)
-            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+            v, p = read_int(buf, p, end)
+            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
                 return -1
             out[4] = v * 1_000_000
-        elif _eq(buf, ks, ke, k_m) and not seen & 4:
+        elif eq(buf, ks, ke, k_m) and not seen & 4:
             seen |= 4
             out[11], p = _bool(buf, p, end, v_true, v_false)
-        elif _eq(buf, ks, ke, k_M) and not seen & 8:
+        elif eq(buf, ks, ke, k_M) and not seen & 8:
             seen |= 8
             _v, p = _bool(buf, p, end, v_true, v_false)  # ignored by the normalizer
-        elif _eq(buf, ks, ke, k_a) and not seen & 16:
+        elif eq(buf, ks, ke, k_a) and not seen & 16:
             seen |= 16
             s = p
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
             out[0], out[1] = s, p
-        elif _eq(buf, ks, ke, k_t) and not seen & 32:
+        elif eq(buf, ks, ke, k_t) and not seen & 32:
             seen |= 32
             s = p
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
             out[2], out[3] = s, p
         # E, f, l, b: ignored by the normalizer, accepted here as plain integers only
-        elif _eq(buf, ks, ke, k_E) and not seen & 64:
+        elif eq(buf, ks, ke, k_E) and not seen & 64:
             seen |= 64
-            _v, p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_f) and not seen & 128:
+            _v, p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_f) and not seen & 128:
             seen |= 128
-            _v, p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_l) and not seen & 256:
+            _v, p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_l) and not seen & 256:
             seen |= 256
-            _v, p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_b) and not seen & 512:
+            _v, p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_b) and not seen & 512:
             seen |= 512
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
         else:
             col = -1
             bit = 0
-            if _eq(buf, ks, ke, k_s):
+            if eq(buf, ks, ke, k_s):
                 col, bit = 5, 1024
-            elif _eq(buf, ks, ke, k_p):
+            elif eq(buf, ks, ke, k_p):
                 col, bit = 7, 2048
-            elif _eq(buf, ks, ke, k_q):
+            elif eq(buf, ks, ke, k_q):
                 col, bit = 9, 4096
             if col < 0 or seen & bit:
                 return -1
             seen |= bit
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
-            if col > 5 and not _decimal(buf, p + 1, q, True):
+            if col > 5 and not plain_decimal(buf, p + 1, q, True):
                 return -1
             out[col], out[col + 1] = p + 1, q
             p = q + 1
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
@@ -936,7 +906,7 @@ def _scan_trades(buf, starts, ends, todo, head, src, exk, kind, words):
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
+        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
         if p < 0:
             continue
         out[:] = -1
@@ -945,21 +915,21 @@ def _scan_trades(buf, starts, ends, todo, head, src, exk, kind, words):
         seen = 0
         bad = False
         while True:
-            ks, ke, p = _key(buf, p, end)
+            ks, ke, p = key_at(buf, p, end)
             if p < 0:
                 bad = True
                 break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+            if eq(buf, ks, ke, k_stream) and not seen & 1:
                 seen |= 1
-                q = _str(buf, p, end)
+                q = str_end(buf, p, end)
                 if q < 0:
                     bad = True
                     break
                 out[13], out[14] = p + 1, q
                 p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+            elif eq(buf, ks, ke, k_data) and not seen & 2:
                 seen |= 2
-                if p >= end or buf[p] != _LC:
+                if p >= end or buf[p] != LBRACE:
                     bad = True
                     break
                 p = _trade_event(buf, p, end, words, out)
@@ -969,18 +939,18 @@ def _scan_trades(buf, starts, ends, todo, head, src, exk, kind, words):
             else:
                 bad = True
                 break
-            p, done = _next(buf, p, end)
+            p, done = next_key(buf, p, end)
             if p < 0:
                 bad = True
                 break
             if done:
                 break
         if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+            p = ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
         if bad:
             continue
-        info = _grow(info, n_ok)
+        info = grow(info, n_ok)
         info[n_ok] = out
         info[n_ok, 12] = i
         n_ok += 1
@@ -992,7 +962,7 @@ class FastTrades:
     """aggTrade/trade rows of one exchange from the columnar path, in line order."""
 
     line: np.ndarray  # int64[n] line index in the segment (0-based)
-    table: pa.Table  # the layout of ``demux._columns(sink.trades, TRADES)``
+    table: pa.Table  # the layout of per-line trades (``pipeline`` columns of TRADES)
 
     def __len__(self) -> int:
         return len(self.line)
@@ -1030,9 +1000,9 @@ def fast_trades_of(
             "ts_event": pa.array(info[:, 4], pa.int64()),
             "ts_recv": pa.array(info[:, 15], pa.int64()),
             "venue_symbol": sym_arr.dictionary.take(take),
-            "trade_id": _spans(buf, id_s, id_e),
-            "price": _spans(buf, info[:, 7], info[:, 8]),
-            "size": _spans(buf, info[:, 9], info[:, 10]),
+            "trade_id": spans(buf, id_s, id_e),
+            "price": spans(buf, info[:, 7], info[:, 8]),
+            "size": spans(buf, info[:, 9], info[:, 10]),
             "side": pa.array(["buy", "sell"], pa.string()).take(pa.array(info[:, 11])),
             "seq": pa.array(info[:, 16], pa.int64()),
         }
@@ -1041,7 +1011,7 @@ def fast_trades_of(
 
 
 # ---------------------------------------------------------------- control events
-# kline, markPriceUpdate, ... (``venues.binance._CONTROL_EVENTS``): the normalizer only reads
+# kline, markPriceUpdate, ... (``venues.binance.CONTROL_EVENTS``): the normalizer only reads
 # "e" and counts the line as control, but the per-line path still parses the whole line, so a
 # line is taken here only when it is surely valid JSON: an object of scalars (ASCII strings
 # without escapes, integers without fraction or exponent, true/false/null) and objects of
@@ -1053,9 +1023,7 @@ _CONTROL_WORDS = tuple(
 
 
 def _control_events() -> tuple[np.ndarray, ...]:
-    from fluxforge.venues import binance
-
-    names = sorted(binance._CONTROL_EVENTS - binance._HANDLERS.keys())
+    names = sorted(binance.CONTROL_EVENTS - binance.HANDLERS.keys())
     return tuple(np.frombuffer(e.encode(), np.uint8).copy() for e in names)
 
 
@@ -1069,18 +1037,18 @@ def _scalar(buf, p, end, words):
         return -1
     c = buf[p]
     if c == 34:  # "
-        q = _str(buf, p, end)
+        q = str_end(buf, p, end)
         return -1 if q < 0 else q + 1
     if c == 45 or 48 <= c <= 57:  # - or digit
         k = p + 1 if c == 45 else p
-        _v, q = _int(buf, k, end)
+        _v, q = read_int(buf, k, end)
         if q < 0 or q - k > 18:
             return -1
         if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):  # . e E
             return -1
         return q
     for w in (words[3], words[4], words[5]):
-        if p + len(w) <= end and _eq(buf, p, p + len(w), w):
+        if p + len(w) <= end and eq(buf, p, p + len(w), w):
             return p + len(w)
     return -1
 
@@ -1088,15 +1056,15 @@ def _scalar(buf, p, end, words):
 @njit(cache=True)
 def _flat_object(buf, p, end, words):
     """p at '{' of a non-empty object of scalars -> position after its '}', or -1."""
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     while True:
-        _ks, _ke, p = _key(buf, p, end)
+        _ks, _ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
         p = _scalar(buf, p, end, words)
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
@@ -1108,34 +1076,34 @@ def _control_event(buf, p, end, words, events):
     """The inner event object at p ('{'): position after it when "e" (once) names a control
     event and every value is a scalar or a flat object, else -1."""
     k_e = words[2]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen_e = False
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
-        if _eq(buf, ks, ke, k_e):
+        if eq(buf, ks, ke, k_e):
             if seen_e:
                 return -1
             seen_e = True
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
             known = False
             for w in events:
-                if _eq(buf, p + 1, q, w):
+                if eq(buf, p + 1, q, w):
                     known = True
                     break
             if not known:
                 return -1
             p = q + 1
-        elif p < end and buf[p] == _LC:
+        elif p < end and buf[p] == LBRACE:
             p = _flat_object(buf, p, end, words)
         else:
             p = _scalar(buf, p, end, words)
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
@@ -1153,28 +1121,28 @@ def _scan_control(buf, starts, ends, todo, head, src, exk, kind, words, events):
         if not todo[i]:
             continue
         end = ends[i]
-        p, _ts, _seq = _envelope(buf, starts[i], end, head, src, exk, kind, _LC)
+        p, _ts, _seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACE)
         if p < 0:
             continue
         s_s = s_e = -1
         seen = 0
         bad = False
         while True:
-            ks, ke, p = _key(buf, p, end)
+            ks, ke, p = key_at(buf, p, end)
             if p < 0:
                 bad = True
                 break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
+            if eq(buf, ks, ke, k_stream) and not seen & 1:
                 seen |= 1
-                q = _str(buf, p, end)
+                q = str_end(buf, p, end)
                 if q < 0:
                     bad = True
                     break
                 s_s, s_e = p + 1, q
                 p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
+            elif eq(buf, ks, ke, k_data) and not seen & 2:
                 seen |= 2
-                if p >= end or buf[p] != _LC:
+                if p >= end or buf[p] != LBRACE:
                     bad = True
                     break
                 p = _control_event(buf, p, end, words, events)
@@ -1184,18 +1152,18 @@ def _scan_control(buf, starts, ends, todo, head, src, exk, kind, words, events):
             else:
                 bad = True
                 break
-            p, done = _next(buf, p, end)
+            p, done = next_key(buf, p, end)
             if p < 0:
                 bad = True
                 break
             if done:
                 break
         if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
+            p = ws(buf, p, end)
+            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
         if bad:
             continue
-        info = _grow(info, n_ok)
+        info = grow(info, n_ok)
         info[n_ok, 0] = i
         info[n_ok, 1] = s_s
         info[n_ok, 2] = s_e
@@ -1216,14 +1184,43 @@ def control_lines(
     )
     if not len(info):
         return taken
-    from fluxforge.venues import binance
-
     # a partial-depth stream name makes the line a top-N book snapshot: not this path
-    streams = _spans(buf, info[:, 1], info[:, 2]).dictionary_encode()
+    streams = spans(buf, info[:, 1], info[:, 2]).dictionary_encode()
     stream_ok = np.array(
-        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
         dtype=bool,
     )
     keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
     taken[info[keep, 0]] = True
     return taken
+
+
+def scan_binance(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> ScanResult:
+    """Every Binance exchange's lines among `todo`: depth books (with REST snapshots),
+    bookTicker and trade rows as columns, control lines counted. One envelope pass finds each
+    exchange's lines; its scanners see only those."""
+    taken = np.zeros(len(starts), dtype=bool)
+    control = np.zeros(len(starts), dtype=bool)
+    out = ScanResult(taken, control)
+    for venue, sel in venue_lines(buf, starts, ends, todo).items():
+        depth = fast_binance_depth(venue, buf, starts, ends, sel)
+        out.books.update(depth.books)
+        sel &= ~depth.taken
+        taken |= depth.taken
+        tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, sel)
+        if tickers is not None:
+            out.tickers.append(tickers)
+            sel &= ~ticker_taken
+            taken |= ticker_taken
+        trades, trade_taken = fast_trades_of(venue, buf, starts, ends, sel)
+        if trades is not None:
+            out.trades.append((trades.line, trades.table))
+            sel &= ~trade_taken
+            taken |= trade_taken
+        control |= control_lines(venue, buf, starts, ends, sel)
+    return out
+
+
+SCANNER = register(Scanner("binance", binance.EXCHANGES, scan_binance))
