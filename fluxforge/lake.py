@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -159,3 +160,35 @@ def read_table(
             empty = empty.append(pa.field(name, pa.string()))
         return empty.empty_table()
     return pa.concat_tables(parts)
+
+
+# --- partitions: a stand-in until the Delta log answers it (issue 10 replaces the body) -------
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One (exchange, symbol, date) partition of a table, from metadata only."""
+
+    exchange: str
+    symbol: str
+    date: str
+    files: int
+    rows: int
+    bytes: int
+
+
+def partitions(storage: Storage, table: str, layout: Layout | None = None) -> list[Partition]:
+    """The partitions of `table` with their file, row and byte counts, sorted; rows come from
+    the Parquet footers (no data page is read)."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    fs = None
+    for key in list_parts(storage, table, layout=layout):
+        hive = _hive(key)
+        if fs is None:
+            fs = storage.arrow_filesystem()
+        rows = pq.ParquetFile(storage.arrow_path(key), filesystem=fs).metadata.num_rows
+        acc = groups.setdefault((hive["exchange"], hive["symbol"], hive["date"]), [0, 0, 0])
+        acc[0] += 1
+        acc[1] += rows
+        acc[2] += storage.size(key)
+    return [Partition(*k, *v) for k, v in sorted(groups.items())]

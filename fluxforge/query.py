@@ -93,12 +93,22 @@ class BookAt:
     # exchange snapshot, so bids/asks are empty and `gap` is that ledger row
     valid: bool = True
     gap: dict[str, Any] | None = None
+    # receive time of the last message reflected in the book (snapshot or delta)
+    last_update_ts: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, times as int ns (``fluxforge.render.book_document`` for people)."""
         return {
             "exchange": self.exchange,
             "symbol": self.symbol,
             "ts": self.ts,
+            "valid": self.valid,
+            "snapshot_ts": self.snapshot_ts,
+            "last_update_ts": self.last_update_ts,
+            "book_epoch": self.book_epoch,
+            "deltas_applied": self.deltas_applied,
+            "exact_depth": self.exact_depth,
+            "gap": self.gap,
             "bids": [[_plain(p), _plain(s)] for p, s in self.bids],
             "asks": [[_plain(p), _plain(s)] for p, s in self.asks],
         }
@@ -241,7 +251,7 @@ class Reader:
                 snap = snaps.take(order.slice(snaps.num_rows - 1, 1)).to_pylist()[0]
         if snap is None:
             return out
-        out.snapshot_ts = snap["ts_recv"]
+        out.snapshot_ts = out.last_update_ts = snap["ts_recv"]
         out.book_epoch = snap["book_epoch"]
         ended = self._read(
             "gap_ledger",
@@ -274,6 +284,8 @@ class Reader:
         deltas = deltas.filter(pc.greater(deltas["seq"], snap["seq"]))
         deltas = deltas.take(pc.sort_indices(deltas, [("seq", "ascending")]))
         out.deltas_applied = deltas.num_rows
+        if deltas.num_rows:
+            out.last_update_ts = pc.max(deltas["ts_recv"]).as_py()
         levels: dict[str, dict[Decimal, Decimal]] = {
             "bid": dict(zip(snap["bid_px"], snap["bid_sz"], strict=True)),
             "ask": dict(zip(snap["ask_px"], snap["ask_sz"], strict=True)),
