@@ -8,6 +8,7 @@ import sys
 import click
 
 from fluxforge.config import ConfigError, load_config
+from fluxforge.redact import install_log_redaction, quiet_client_debug, redact, redact_exc
 
 log = logging.getLogger("fluxforge")
 
@@ -18,17 +19,26 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_redaction()
+    quiet_client_debug()
 
 
 class _Group(click.Group):
-    """Turns configuration errors into one clear line and exit code 2."""
+    """Turns configuration errors into one clear line and exit code 2, and any other failure
+    into one redacted line naming it and exit code 1 (the traceback, redacted, with -v)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"fluxforge: {exc}", err=True)
+            click.echo(f"fluxforge: {redact(exc)}", err=True)
             sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            log.debug("traceback", exc_info=True)
+            click.echo(f"fluxforge {ctx.invoked_subcommand or ''}: {redact_exc(exc)}", err=True)
+            sys.exit(1)
 
 
 def _group_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
+import traceback
 
 MASK = "***"
 
@@ -38,7 +40,7 @@ _PAIR = re.compile(
 )
 # scheme://user:password@ ... the password runs to the LAST '@' before whitespace or a quote,
 # so a password holding '@', ':' or '/' is masked whole (over-masking beats a leak)
-_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]*:)(?P<pw>[^\s'\"]*)@")
+_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*:/+[^\s:/@'\"]*:)(?P<pw>[^\s'\"]*)@")
 # user:password@host without a scheme (libpq echoes parts of malformed URIs like this)
 _BARE_USERINFO = re.compile(r"(?P<head>(?<![\w/])[\w.-]+:)(?P<pw>[^\s@'\"/:]+)@")
 
@@ -51,6 +53,20 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= 6:
         with _lock:
             _secrets.add(value)
+
+
+def register_dsn_secrets(dsn: str | None) -> None:
+    """Register the password of a DSN / URL, and its pieces between '@' and '/', as secrets:
+    a password holding those characters is misparsed by libpq, which then echoes a piece of
+    it as the host name ("failed to resolve host ...") where no pattern can recognise it."""
+    if not dsn:
+        return
+    for m in _URL_USERINFO.finditer(dsn):
+        register_secret(m["pw"])
+        for piece in re.split(r"[@/]", m["pw"]):
+            register_secret(piece)
+    for m in _PAIR.finditer(dsn):
+        register_secret(m["val"].strip("'\""))
 
 
 def redact(text: object) -> str:
@@ -106,14 +122,23 @@ class RedactFilter(logging.Filter):
 
 
 REDACT_FILTER = RedactFilter()
+
+
+def _redacted_excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+    """An uncaught exception's traceback, redacted (chained causes echo DSNs and URLs)."""
+    text = "".join(traceback.format_exception(kind, exc, tb))  # type: ignore[arg-type]
+    sys.stderr.write(redact(text))
+
+
 _installed = False
 
 
 def install_log_redaction() -> None:
     """Mask credentials in every log record of this process, whichever logger made it (the
     AWS libraries' DEBUG lines print signed headers, libpq errors echo DSNs): a record factory
-    redacts each record as it is created, before any handler or filter sees it, and the filter
-    guards the root handlers against records built by hand. Idempotent; the CLI, the daemon
+    redacts each record as it is created, before any handler or filter sees it, the filter
+    guards the root handlers against records built by hand, and uncaught exceptions print
+    a redacted traceback. Idempotent; the CLI, the daemon
     and the Dagster code location call it once."""
     global _installed
     with _lock:
@@ -126,7 +151,21 @@ def install_log_redaction() -> None:
                 return record
 
             logging.setLogRecordFactory(factory)
+            sys.excepthook = _redacted_excepthook
             _installed = True
     for handler in logging.getLogger().handlers:
         if REDACT_FILTER not in handler.filters:
             handler.addFilter(REDACT_FILTER)
+
+
+# client libraries whose DEBUG lines echo signed headers, endpoint URLs and request bodies
+CLIENT_LOGGERS = ("botocore", "boto3", "s3transfer", "aiobotocore", "s3fs", "urllib3")
+
+
+def quiet_client_debug() -> None:
+    """Keep the AWS / HTTP client libraries at INFO even when the application logs DEBUG
+    (``-v``): their debug lines are request dumps, credentials included (also masked above)."""
+    for name in CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)

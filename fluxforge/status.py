@@ -12,6 +12,7 @@ import orjson
 
 from fluxforge import lake
 from fluxforge.config import Config
+from fluxforge.redact import redact_exc
 from fluxforge.refinery import list_segments
 from fluxforge.storage import Layout, open_storage
 
@@ -102,7 +103,7 @@ def _hot(cfg: Config) -> dict[str, Any] | None:
             return None
         return table_sizes(dsn, cfg.lifecycle.hot_intervals)
     except Exception as exc:  # an unreachable server is a status, not a crash
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"error": redact_exc(exc)}
 
 
 def collect(cfg: Config, runs: int = 5, gap_days: int = 2) -> dict[str, Any]:
