@@ -49,6 +49,7 @@ from fluxforge.demux.bytescan import (
     lit,
     next_key,
     read_int,
+    skip_container,
     spans,
     str_end,
     ws,
@@ -132,6 +133,94 @@ def venue_lines(
     return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 
 
+# frame columns: ts, seq, stream start/end (-1: a bare frame), event object start/end
+_F_TS, _F_SEQ, _F_S0, _F_S1, _F_D0, _F_D1 = range(6)
+
+
+@njit(cache=True)
+def _frames(buf, starts, ends, todo, head, src, exk, kind, k_stream, k_data):
+    """Per `todo` line of one exchange: the envelope and the event object's span, either
+    inside a combined-stream frame ``{"stream":"..","data":{..}}`` (any key order) or as the
+    whole payload (a bare frame of a single-stream connection). Rows of other lines: -1. The
+    event parsers below then judge the span [start, end) of the event object only."""
+    n = len(starts)
+    fr = np.full((n, 6), -1, np.int64)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        s, end = starts[i], ends[i]
+        p0, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
+        if p0 < 0:
+            continue
+        ss = se = -1
+        ds = de = -1
+        ks, ke, v = key_at(buf, p0, end)
+        if v >= 0 and (eq(buf, ks, ke, k_stream) or eq(buf, ks, ke, k_data)):
+            p = p0
+            seen = 0
+            while True:
+                ks, ke, p = key_at(buf, p, end)
+                if p < 0:
+                    break
+                if eq(buf, ks, ke, k_stream) and not seen & 1:
+                    seen |= 1
+                    q = str_end(buf, p, end)
+                    if q < 0:
+                        p = -1
+                        break
+                    ss, se = p + 1, q
+                    p = q + 1
+                elif eq(buf, ks, ke, k_data) and not seen & 2:
+                    seen |= 2
+                    if p >= end or buf[p] != LBRACE:
+                        p = -1
+                        break
+                    ds = p
+                    p = skip_container(buf, p, end)
+                    de = p
+                    if p < 0:
+                        break
+                else:
+                    p = -1
+                    break
+                p, done = next_key(buf, p, end)
+                if p < 0 or done:
+                    break
+            if p < 0 or seen != 3:
+                continue
+        else:
+            ds = p0 - 1
+            while buf[ds] != LBRACE:  # back over the blanks to the payload's '{'
+                ds -= 1
+            de = skip_container(buf, ds, end)
+            if de < 0:
+                continue
+            p = de
+        p = ws(buf, p, end)
+        if p >= end or buf[p] != RBRACE or p + 1 != end:
+            continue
+        fr[i, _F_TS] = ts
+        fr[i, _F_SEQ] = seq
+        fr[i, _F_S0] = ss
+        fr[i, _F_S1] = se
+        fr[i, _F_D0] = ds
+        fr[i, _F_D1] = de
+    return fr
+
+
+def frames_of(
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> np.ndarray:
+    """``_frames`` of `exchange` (one pass that every event scanner below reuses)."""
+    return _frames(
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _STREAM_KEYS[0],
+        _STREAM_KEYS[1],
+    )  # fmt: skip
+
+
+_STREAM_KEYS = (as_bytes(b"stream"), as_bytes(b"data"))
+
+
 @njit(cache=True)
 def _event(buf, p, end, row, lv, n_lv, words, futures, out):
     """The inner depthUpdate object at p ('{'); fills out[3:7], out[9:11]. Returns
@@ -205,9 +294,8 @@ def _event(buf, p, end, row, lv, n_lv, words, futures, out):
 
 
 @njit(cache=True)
-def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacity):
-    k_stream, k_data = words[0], words[1]
-    n = len(starts)
+def _scan(fr, buf, todo, words, futures, capacity):
+    n = len(fr)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
@@ -215,58 +303,21 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
-            continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
-        if p < 0:
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
         mark = n_lv
-        seen = 0
-        bad = False
         out[:] = -1
-        out[3] = ts  # no "E": the receive time
-        while True:
-            ks, ke, p = key_at(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = str_end(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                out[7], out[8] = p + 1, q
-                p = q + 1
-            elif eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != LBRACE:
-                    bad = True
-                    break
-                p, lv, n_lv = _event(buf, p, end, n_msg, lv, n_lv, words, futures, out)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = next_key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
-        if bad:
+        out[3] = fr[i, _F_TS]  # no "E": the receive time
+        out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
+        end = fr[i, _F_D1]
+        p, lv, n_lv = _event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, words, futures, out)
+        if p != end:
             n_lv = mark
             continue
         msg = grow(msg, n_msg)
         msg[n_msg, 0] = i
-        msg[n_msg, 1] = ts
-        msg[n_msg, 2] = seq
+        msg[n_msg, 1] = fr[i, _F_TS]
+        msg[n_msg, 2] = fr[i, _F_SEQ]
         msg[n_msg, 3:] = out[3:]
         n_msg += 1
         ok[i] = True
@@ -398,7 +449,12 @@ def _rest_raw_symbol(url: str) -> str | None:
 
 
 def fast_binance_depth(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
 ) -> ScanResult:
     """Binance depthUpdate lines of `exchange` among the `todo` lines -> FastBooks per
     instrument and the mask of the lines taken; every other line is left to the per-line
@@ -409,9 +465,9 @@ def fast_binance_depth(
         return ScanResult(none)
     futures = exchange in FUTURES
     capacity = 4096 + len(buf) // 256
-    ok, msg, lv = _scan(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _WORDS, futures, capacity
-    )  # fmt: skip
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    ok, msg, lv = _scan(frames, buf, todo, _WORDS, futures, capacity)
     rest_msg, rest_lv = _scan_rest(
         buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _REST_WORDS,
         capacity,
@@ -569,66 +625,26 @@ def _ticker_event(buf, p, end, words, out):
             return -1
         if done:
             break
-    if seen | 4 | 8 != 511:  # E and T optional, the rest required
+    if seen | 1 | 4 | 8 != 511:  # e (spot has none), E and T optional, the rest required
         return -1
     return p
 
 
 @njit(cache=True)
-def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
-    k_stream, k_data = words[0], words[1]
-    n = len(starts)
+def _scan_tickers(fr, buf, todo, words):
+    n = len(fr)
     ok = np.zeros(n, np.bool_)
     info = np.zeros((n, _T_COLS), np.int64)
     out = np.zeros(_T_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
-            continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
-        if p < 0:
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
         out[:] = -1
-        out[14] = ts
-        out[15] = seq
-        out[1] = ts  # no "E": the receive time
-        seen = 0
-        bad = False
-        while True:
-            ks, ke, p = key_at(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = str_end(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                out[12], out[13] = p + 1, q
-                p = q + 1
-            elif eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != LBRACE:
-                    bad = True
-                    break
-                p = _ticker_event(buf, p, end, words, out)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = next_key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
-        if bad:
+        out[14] = fr[i, _F_TS]
+        out[15] = fr[i, _F_SEQ]
+        out[1] = fr[i, _F_TS]  # no "E": the receive time
+        out[12], out[13] = fr[i, _F_S0], fr[i, _F_S1]
+        if _ticker_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, out) != fr[i, _F_D1]:
             continue
         info[i] = out
         ok[i] = True
@@ -715,7 +731,12 @@ class FastTickers:
 
 
 def fast_book_tickers(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
 ) -> tuple[FastTickers | None, np.ndarray]:
     """The bookTicker lines of `exchange` among the `todo` lines that the normalizer surely
     accepts -> their rows as columns (the very values it would produce) and the mask of the
@@ -724,9 +745,9 @@ def fast_book_tickers(
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return None, none
-    ok, info = _scan_tickers(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TICKER_WORDS
-    )
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    ok, info = _scan_tickers(frames, buf, todo, _TICKER_WORDS)
     if not ok.any():
         return None, none
     rows = np.flatnonzero(ok)
@@ -787,6 +808,7 @@ _TRADE_WORDS = tuple(
     for w in (b"stream", b"data", b"e", b"E", b"a", b"s", b"p", b"q", b"f", b"l", b"T", b"m",
               b"t", b"b", b"M", b"aggTrade", b"trade", b"true", b"false")
 )  # fmt: skip
+_TAKER_SIDES = pa.array([binance.TAKER_SIDE[False], binance.TAKER_SIDE[True]], pa.string())
 # cols: aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, stream s/e, ts, seq, e
 _R_COLS = 18
 
@@ -896,59 +918,19 @@ def _trade_event(buf, p, end, words, out):
 
 
 @njit(cache=True)
-def _scan_trades(buf, starts, ends, todo, head, src, exk, kind, words):
-    k_stream, k_data = words[0], words[1]
-    n = len(starts)
+def _scan_trades(fr, buf, todo, words):
+    n = len(fr)
     info = np.empty((1024, _R_COLS), np.int64)
     n_ok = 0
     out = np.zeros(_R_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
-            continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
-        if p < 0:
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
         out[:] = -1
-        out[15] = ts
-        out[16] = seq
-        seen = 0
-        bad = False
-        while True:
-            ks, ke, p = key_at(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = str_end(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                out[13], out[14] = p + 1, q
-                p = q + 1
-            elif eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != LBRACE:
-                    bad = True
-                    break
-                p = _trade_event(buf, p, end, words, out)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = next_key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
-        if bad:
+        out[15] = fr[i, _F_TS]
+        out[16] = fr[i, _F_SEQ]
+        out[13], out[14] = fr[i, _F_S0], fr[i, _F_S1]
+        if _trade_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, out) != fr[i, _F_D1]:
             continue
         info = grow(info, n_ok)
         info[n_ok] = out
@@ -969,7 +951,12 @@ class FastTrades:
 
 
 def fast_trades_of(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
 ) -> tuple[FastTrades | None, np.ndarray]:
     """The aggTrade/trade lines of `exchange` among the `todo` lines that the normalizer
     surely accepts -> their trade rows as columns (the very values it would produce) and the
@@ -978,7 +965,9 @@ def fast_trades_of(
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return None, none
-    info = _scan_trades(buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TRADE_WORDS)
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    info = _scan_trades(frames, buf, todo, _TRADE_WORDS)
     if not len(info):
         return None, none
     keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 13:15], info[:, 5:7])
@@ -1003,7 +992,7 @@ def fast_trades_of(
             "trade_id": spans(buf, id_s, id_e),
             "price": spans(buf, info[:, 7], info[:, 8]),
             "size": spans(buf, info[:, 9], info[:, 10]),
-            "side": pa.array(["buy", "sell"], pa.string()).take(pa.array(info[:, 11])),
+            "side": _TAKER_SIDES.take(pa.array(info[:, 11])),
             "seq": pa.array(info[:, 16], pa.int64()),
         }
     )
@@ -1112,76 +1101,39 @@ def _control_event(buf, p, end, words, events):
 
 
 @njit(cache=True)
-def _scan_control(buf, starts, ends, todo, head, src, exk, kind, words, events):
+def _scan_control(fr, buf, todo, words, events):
     """Lines of control events -> (line index, stream start, stream end) per line taken."""
-    k_stream, k_data = words[0], words[1]
     info = np.empty((1024, 3), np.int64)
     n_ok = 0
-    for i in range(len(starts)):
-        if not todo[i]:
+    for i in range(len(fr)):
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
-        end = ends[i]
-        p, _ts, _seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACE)
-        if p < 0:
-            continue
-        s_s = s_e = -1
-        seen = 0
-        bad = False
-        while True:
-            ks, ke, p = key_at(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = str_end(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                s_s, s_e = p + 1, q
-                p = q + 1
-            elif eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != LBRACE:
-                    bad = True
-                    break
-                p = _control_event(buf, p, end, words, events)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = next_key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != RBRACE or p + 1 != end
-        if bad:
+        if _control_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, events) != fr[i, _F_D1]:
             continue
         info = grow(info, n_ok)
         info[n_ok, 0] = i
-        info[n_ok, 1] = s_s
-        info[n_ok, 2] = s_e
+        info[n_ok, 1] = fr[i, _F_S0]
+        info[n_ok, 2] = fr[i, _F_S1]
         n_ok += 1
     return info[:n_ok]
 
 
 def control_lines(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mask of the `todo` lines of `exchange` that the normalizer surely counts as control
     (kline, markPriceUpdate, ... in a combined-stream frame, valid JSON as checked above)."""
     taken = np.zeros(len(starts), dtype=bool)
     if not len(starts) or not todo.any():
         return taken
-    info = _scan_control(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _CONTROL_WORDS, _CONTROL_EVENTS
-    )
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    info = _scan_control(frames, buf, todo, _CONTROL_WORDS, _CONTROL_EVENTS)
     if not len(info):
         return taken
     # a partial-depth stream name makes the line a top-N book snapshot: not this path
@@ -1205,21 +1157,22 @@ def scan_binance(
     control = np.zeros(len(starts), dtype=bool)
     out = ScanResult(taken, control)
     for venue, sel in venue_lines(buf, starts, ends, todo).items():
-        depth = fast_binance_depth(venue, buf, starts, ends, sel)
+        frames = frames_of(venue, buf, starts, ends, sel)
+        depth = fast_binance_depth(venue, buf, starts, ends, sel, frames)
         out.books.update(depth.books)
         sel &= ~depth.taken
         taken |= depth.taken
-        tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, sel)
+        tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, sel, frames)
         if tickers is not None:
             out.tickers.append(tickers)
             sel &= ~ticker_taken
             taken |= ticker_taken
-        trades, trade_taken = fast_trades_of(venue, buf, starts, ends, sel)
+        trades, trade_taken = fast_trades_of(venue, buf, starts, ends, sel, frames)
         if trades is not None:
             out.trades.append((trades.line, trades.table))
             sel &= ~trade_taken
             taken |= trade_taken
-        control |= control_lines(venue, buf, starts, ends, sel)
+        control |= control_lines(venue, buf, starts, ends, sel, frames)
     return out
 
 

@@ -253,6 +253,30 @@ def iso_ns(buf, s, e):
 
 
 @njit(cache=True)
+def skip_container(buf, p, end):
+    """p at '{' or '[' -> position after its matching close, or -1. Only finds the span: the
+    values inside are judged by whoever parses it (strings must pass ``str_end``)."""
+    depth = 0
+    k = p
+    while k < end:
+        c = buf[k]
+        if c == QUOTE:
+            q = str_end(buf, k, end)
+            if q < 0:
+                return -1
+            k = q + 1
+            continue
+        if c == LBRACE or c == LBRACKET:  # noqa: SIM109 (numba)
+            depth += 1
+        elif c == RBRACE or c == RBRACKET:  # noqa: SIM109 (numba)
+            depth -= 1
+            if depth == 0:
+                return k + 1
+        k += 1
+    return -1
+
+
+@njit(cache=True)
 def grow(a, n):
     if n < a.shape[0]:
         return a

@@ -68,6 +68,8 @@ PARTIAL_DEPTH_RE = re.compile(r"([a-z0-9_]+)@depth(5|10|20)(?:@\d+ms)?")
 SPOT = ("binance", "binanceus")
 FUTURES = ("binanceusdm", "binancecoinm")
 EXCHANGES = SPOT + FUTURES
+# trade side is the taker's: "m" (buyer is the maker) true means a seller took the bid
+TAKER_SIDE = {False: "buy", True: "sell"}
 DEPTH_CHANNEL = "depth"  # channel of every diff-depth and REST depth book message
 
 CONTROL_EVENTS = frozenset(
@@ -258,7 +260,7 @@ def _trade(env: Envelope, d: dict, sink: EventSink) -> str:
         str(trade_id),
         positive(field(d, "p", e), f"{e}.p"),
         positive(field(d, "q", e), f"{e}.q"),
-        "sell" if maker else "buy",
+        TAKER_SIDE[maker],
         env.seq,
     )
     return "data"
