@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
@@ -85,8 +86,10 @@ _WORDS = tuple(
         b"depthUpdate",
     )
 )  # fmt: skip
-# msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e
-_M_COLS = 11
+# msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (0 a
+# depthUpdate object, 1 a snapshot object {lastUpdateId, bids, asks})
+_M_FORM = 11
+_M_COLS = 12
 
 
 _EX_ORDER = binance.EXCHANGES
@@ -294,7 +297,7 @@ def _event(buf, p, end, row, lv, n_lv, words, futures, out):
 
 
 @njit(cache=True)
-def _scan(fr, buf, todo, words, futures, capacity):
+def _scan(fr, buf, todo, words, snap_words, futures, capacity):
     n = len(fr)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
@@ -310,7 +313,15 @@ def _scan(fr, buf, todo, words, futures, capacity):
         out[3] = fr[i, _F_TS]  # no "E": the receive time
         out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
         end = fr[i, _F_D1]
+        out[_M_FORM] = 0
         p, lv, n_lv = _event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, words, futures, out)
+        if p != end and fr[i, _F_S0] >= 0:  # a spot partial-depth push (combined stream)
+            n_lv = mark
+            out[:] = -1
+            out[3] = fr[i, _F_TS]
+            out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
+            out[_M_FORM] = 1
+            p, lv, n_lv = _snapshot_event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, snap_words, out)
         if p != end:
             n_lv = mark
             continue
@@ -327,21 +338,75 @@ def _scan(fr, buf, todo, words, futures, capacity):
 _KIND_REST = SCAN_REST
 _DATA = SCAN_DATA
 _REST_WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy() for w in (b"lastUpdateId", b"E", b"T", b"bids", b"asks")
+    as_bytes(w) for w in (b"lastUpdateId", b"E", b"T", b"bids", b"asks", b"symbol", b"pair")
 )
 
 
 @njit(cache=True)
-def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, capacity):
-    """REST depth snapshots ``{"lastUpdateId","E"?,"T"?,"bids","asks"}`` (any key order) of
-    one exchange: msg rows in the layout of ``_scan`` (first/prev -1, columns 7/8 the url span
-    instead of the stream, 9/10 unused) and their levels."""
+def _snapshot_event(buf, p, end, row, lv, n_lv, words, out):
+    """A depth snapshot object ``{"lastUpdateId","E"?,"T"?,"bids","asks"}`` at p ('{'), any key
+    order; COIN-M REST adds ``"symbol"``/``"pair"`` strings (ignored by the normalizer).
+    Fills out[3] (E ns, when present) and out[5] (lastUpdateId). Returns (position after,
+    lv, n_lv); position -1 when not the plain shape."""
     k_id, k_E, k_T, k_bids, k_asks = words[0], words[1], words[2], words[3], words[4]
+    k_symbol, k_pair = words[5], words[6]
+    p = ws(buf, p + 1, end)
+    seen = 0
+    while True:
+        ks, ke, p = key_at(buf, p, end)
+        if p < 0:
+            return -1, lv, n_lv
+        if eq(buf, ks, ke, k_id) and not seen & 1:
+            seen |= 1
+            out[5], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_E) and not seen & 2:
+            seen |= 2
+            v, p = read_int(buf, p, end)
+            if p >= 0 and (v < TS_MIN_MS or v > TS_MAX_MS):
+                p = -1
+            out[3] = v * 1_000_000
+        elif eq(buf, ks, ke, k_T) and not seen & 4:
+            seen |= 4
+            _v, p = read_int(buf, p, end)  # ignored by the normalizer
+        elif eq(buf, ks, ke, k_bids) and not seen & 8:
+            seen |= 8
+            p, n_lv, lv = levels_scan(buf, p, end, row, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+        elif eq(buf, ks, ke, k_asks) and not seen & 16:
+            seen |= 16
+            p, n_lv, lv = levels_scan(buf, p, end, row, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+        elif eq(buf, ks, ke, k_symbol) and not seen & 32:
+            seen |= 32
+            q = str_end(buf, p, end)
+            p = -1 if q < 0 else q + 1
+        elif eq(buf, ks, ke, k_pair) and not seen & 64:
+            seen |= 64
+            q = str_end(buf, p, end)
+            p = -1 if q < 0 else q + 1
+        else:
+            return -1, lv, n_lv
+        if p < 0:
+            return -1, lv, n_lv
+        p, done = next_key(buf, p, end)
+        if p < 0:
+            return -1, lv, n_lv
+        if done:
+            break
+    if seen & 25 != 25:  # lastUpdateId, bids, asks
+        return -1, lv, n_lv
+    return p, lv, n_lv
+
+
+@njit(cache=True)
+def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, capacity):
+    """REST depth snapshots (``_snapshot_event``) of one exchange: msg rows in the layout of
+    ``_scan`` (first/prev -1, columns 7/8 the url span instead of the stream, 9/10 unused)
+    and their levels."""
     n = len(starts)
     msg = np.empty((16, _M_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
+    out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
         if not todo[i]:
             continue
@@ -374,57 +439,23 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, c
         p = lit(buf, q + 1, end, data_key)
         if p < 0 or p >= end or buf[p] != LBRACE:
             continue
-        p = ws(buf, p + 1, end)
         mark = n_lv
-        seen = 0
-        final = -1
-        ts_event = ts  # no "E": the receive time
-        while True:
-            ks, ke, p = key_at(buf, p, end)
-            if p < 0:
-                break
-            if eq(buf, ks, ke, k_id) and not seen & 1:
-                seen |= 1
-                final, p = read_int(buf, p, end)
-            elif eq(buf, ks, ke, k_E) and not seen & 2:
-                seen |= 2
-                v, p = read_int(buf, p, end)
-                if p >= 0 and (v < TS_MIN_MS or v > TS_MAX_MS):
-                    p = -1
-                ts_event = v * 1_000_000
-            elif eq(buf, ks, ke, k_T) and not seen & 4:
-                seen |= 4
-                _v, p = read_int(buf, p, end)  # ignored by the normalizer
-            elif eq(buf, ks, ke, k_bids) and not seen & 8:
-                seen |= 8
-                p, n_lv, lv = levels_scan(buf, p, end, n_msg, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-            elif eq(buf, ks, ke, k_asks) and not seen & 16:
-                seen |= 16
-                p, n_lv, lv = levels_scan(buf, p, end, n_msg, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-            else:
-                p = -1
-            if p < 0:
-                break
-            p, done = next_key(buf, p, end)
-            if p < 0 or done:
-                break
+        out[:] = -1
+        out[3] = ts  # no "E": the receive time
+        p, lv, n_lv = _snapshot_event(buf, p, end, n_msg, lv, n_lv, words, out)
         if p >= 0:
             p = ws(buf, p, end)
-        if p < 0 or seen | 2 | 4 != 31 or p >= end or buf[p] != RBRACE or p + 1 != end:
+        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
             n_lv = mark
             continue
         msg = grow(msg, n_msg)
+        msg[n_msg, :] = out
         msg[n_msg, 0] = i
         msg[n_msg, 1] = ts
         msg[n_msg, 2] = seq
-        msg[n_msg, 3] = ts_event
-        msg[n_msg, 4] = -1
-        msg[n_msg, 5] = final
-        msg[n_msg, 6] = -1
         msg[n_msg, 7] = url_s
         msg[n_msg, 8] = url_e
-        msg[n_msg, 9] = -1
-        msg[n_msg, 10] = -1
+        msg[n_msg, _M_FORM] = 1
         n_msg += 1
     return msg[:n_msg], lv[:n_lv]
 
@@ -467,39 +498,48 @@ def fast_binance_depth(
     capacity = 4096 + len(buf) // 256
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    ok, msg, lv = _scan(frames, buf, todo, _WORDS, futures, capacity)
+    ok, msg, lv = _scan(frames, buf, todo, _WORDS, _REST_WORDS, futures, capacity)
     rest_msg, rest_lv = _scan_rest(
         buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _REST_WORDS,
         capacity,
     )  # fmt: skip
     if not ok.any() and not len(rest_msg):
         return ScanResult(none)
-    # a partial-depth stream name makes the line a top-N snapshot: not this path
+    # instrument = (venue name, channel): "depth" for diff depth (and REST snapshots), "depthN"
+    # for a partial-depth stream's whole-top-N pushes (the venue's rule: PARTIAL_DEPTH_RE)
     streams = spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
-    stream_ok = np.array(
-        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()]
-        + [False],
-        dtype=bool,
+    s_codes = streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    partial = [binance.PARTIAL_DEPTH_RE.fullmatch(x) for x in streams.dictionary.to_pylist()]
+    s_depth = np.array([int(m.group(2)) if m else 0 for m in partial] + [0], np.int64)
+    s_name = pa.array([m.group(1).upper() if m else "" for m in partial], pa.string())
+    s_channel = pa.array(
+        [f"depth{m.group(2)}" if m else binance.DEPTH_CHANNEL for m in partial], pa.string()
     )
-    msg_ok = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    sym_arr = spans(buf, msg[:, 9], msg[:, 10]).dictionary_encode()
-    codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    raws = sym_arr.dictionary.to_pylist()
+    form = msg[:, _M_FORM]
+    # a snapshot object belongs only to a partial-depth stream (elsewhere the normalizer
+    # refuses it); its venue name is the stream's, a depthUpdate's is its "s"
+    msg_ok = (form == 0) | (s_depth[s_codes] > 0)
+    take = pa.array(s_codes, pa.int64())
+    raw = pc.if_else(pa.array(form == 0), spans(buf, msg[:, 9], msg[:, 10]), s_name.take(take))
+    key = pc.binary_join_element_wise(raw, s_channel.take(take), "\x00").dictionary_encode()
+    codes = key.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    labels = [text.split("\x00") for text in key.dictionary.to_pylist()]
     is_rest = np.zeros(len(msg), dtype=bool)
     if len(rest_msg):
         # REST depth snapshots join the updates of their instrument, in line order
-        code_of = {raw: c for c, raw in enumerate(raws)}
+        code_of = {(r, ch): c for c, (r, ch) in enumerate(labels)}
         urls = spans(buf, rest_msg[:, 7], rest_msg[:, 8]).dictionary_encode()
         url_code = []
         for url in urls.dictionary.to_pylist():
-            raw = _rest_raw_symbol(url)
-            if raw is None:
+            rest_raw = _rest_raw_symbol(url)
+            if rest_raw is None:
                 url_code.append(-1)
                 continue
-            if raw not in code_of:
-                code_of[raw] = len(raws)
-                raws.append(raw)
-            url_code.append(code_of[raw])
+            label = (rest_raw, binance.DEPTH_CHANNEL)
+            if label not in code_of:
+                code_of[label] = len(labels)
+                labels.append(list(label))
+            url_code.append(code_of[label])
         rest_codes = np.array(url_code, dtype=np.int64)[
             urls.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         ]
@@ -518,10 +558,14 @@ def fast_binance_depth(
         msg, codes, msg_ok, is_rest = msg[perm], codes[perm], msg_ok[perm], is_rest[perm]
         lv[:, 0] = inverse[lv[:, 0]]
     msg_line = msg[:, 0]
-    symbols = checked_symbols(raws, binance.symbol_of, (NormalizeError, TypeError))
+    symbols = checked_symbols(
+        [r for r, _ch in labels], binance.symbol_of, (NormalizeError, TypeError)
+    )
     msg_ok &= np.array([s is not None for s in symbols] + [False], dtype=bool)[
-        np.minimum(codes, len(raws))
+        np.minimum(codes, len(labels))
     ]
+    # one book per symbol: a symbol with diff and partial depth (or two venue names) is left
+    # to the per-line path
     msg_ok = one_code_per_symbol(codes, msg_ok, symbols)
     ok[msg_line[~msg_ok]] = False
     if not ok.any():
@@ -530,23 +574,27 @@ def fast_binance_depth(
     out: dict[tuple[str, str], FastBook] = {}
     for c in sorted(np.unique(codes[msg_ok]).tolist()):
         sym = symbols[c]
+        venue_name, channel = labels[c]
         assert sym is not None
         sel = np.flatnonzero(msg_ok & (codes == c))
+        diff = channel == binance.DEPTH_CHANNEL
+        none_ids = np.full(len(sel), -1, np.int64)
         out[(exchange, sym)] = FastBook(
             exchange=exchange,
             symbol=sym,
-            venue_symbol=raws[c],
-            channel=binance.DEPTH_CHANNEL,
+            venue_symbol=venue_name,
+            channel=channel,
             line=msg_line[sel] + 1,
             ts_event=msg[sel, 3],
             ts_recv=msg[sel, 1],
             seq=msg[sel, 2],
-            is_snapshot=is_rest[sel],
+            is_snapshot=is_rest[sel] if diff else np.ones(len(sel), dtype=bool),
             final_id=msg[sel, 5],
-            first_id=msg[sel, 4],
-            prev_id=msg[sel, 6],
+            first_id=msg[sel, 4] if diff else none_ids,
+            prev_id=msg[sel, 6] if diff else none_ids,
             from_rest=is_rest[sel] if is_rest[sel].any() else None,
-            chain=binance.chain_of(exchange),
+            chain=binance.chain_of(exchange) if diff else None,
+            depth=0 if diff else int(channel[len(binance.DEPTH_CHANNEL) :]),
             **levels.of(sel),
         )
     return ScanResult(ok, books=out)

@@ -110,7 +110,7 @@ def _item(buf, p, end, m, msg, lv, n_lv, words, is_okx, line, ts, seq):
     """One data item object at p ('{') -> message row m. Returns (position after, lv, n_lv);
     position -1 when not the plain shape."""
     k_asks, k_bids, k_ts, k_ck = words[6], words[7], words[8], words[9]
-    k_seqid, k_prev, k_seq = words[10], words[11], words[12]
+    k_seqid, k_prev, k_seq, k_inst = words[10], words[11], words[12], words[4]
     p = ws(buf, p + 1, end)
     seen = 0
     ev = 0
@@ -144,6 +144,10 @@ def _item(buf, p, end, m, msg, lv, n_lv, words, is_okx, line, ts, seq):
         elif not is_okx and eq(buf, ks, ke, k_seq) and not seen & 16:
             seen |= 16
             final, p = _sint(buf, p, end)
+        elif eq(buf, ks, ke, k_inst) and not seen & 64:  # OKX books5 repeats it: ignored
+            seen |= 64
+            q = str_end(buf, p, end)
+            p = -1 if q < 0 else q + 1
         else:
             return -1, lv, n_lv
         if p < 0:
@@ -174,7 +178,7 @@ def _item(buf, p, end, m, msg, lv, n_lv, words, is_okx, line, ts, seq):
 def _scan(buf, starts, ends, todo, head, src, exk, kind, words, is_okx, capacity):
     k_arg, k_action, k_data = words[0], words[1], words[2]
     k_channel, k_inst, k_type = words[3], words[4], words[5]
-    v_snap, v_update = words[13], words[14]
+    v_snap, v_update, k_ts = words[13], words[14], words[8]
     n = len(starts)
     ok = np.zeros(n, np.bool_)
     info = np.full((n, 7), -1, np.int64)
@@ -270,6 +274,12 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, is_okx, capacity
                     if done:
                         break
                 if bad:
+                    break
+            elif not is_okx and eq(buf, ks, ke, k_ts) and not seen & 8:
+                seen |= 8  # Bitget v2's push time: ignored by the normalizer
+                _v, p = read_int(buf, p, end)
+                if p < 0:
+                    bad = True
                     break
             else:
                 bad = True

@@ -91,6 +91,7 @@ class DemuxResult:
     fast_books: dict[tuple[str, str], FastBook] = field(default_factory=dict)
     ctl: list[CtlEvent] = field(default_factory=list)
     normalizer_errors: int = 0  # unexpected exceptions in normalizers (quarantined too)
+    per_line: int = 0  # lines no scanner took (parsed one by one: the slow path)
     # Venue top-of-book reports (``tops``): the per-line path's TopOfBook objects with their
     # line numbers, and the columnar bookTicker rows, merged in line order on first read of
     # ``tops`` (the refinery never reads them: no Python object per row there).
@@ -279,6 +280,7 @@ def _demux_pass(
             n_data += n_taken
             n_control += n_ctl
             lines_in += n_taken + n_ctl
+    n_scanned = lines_in
 
     for idx in np.flatnonzero(todo).tolist():
         line = data[starts_py[idx] : ends_py[idx]]
@@ -336,6 +338,7 @@ def _demux_pass(
             quarantine.add(_safe_exchange(ex), line_no, env.seq, env.ts, reason, line)
 
     res.lines_in = lines_in
+    res.per_line = lines_in - n_scanned
     res.data = n_data
     res.control = n_control
     res.quarantined = len(quarantine.line_no)
