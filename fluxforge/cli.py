@@ -404,6 +404,107 @@ def catalog_cmd(
         _fail(["the lake holds no data" + (f" for exchange {exchange!r}" if exchange else "")])
 
 
+# --- plot: pictures of the data (drawing in fluxforge.plots, rows from fluxforge.plotdata) ----
+
+
+@main.group()
+def plot() -> None:
+    """Draw coverage, bars, a book or feed latency into a .png or .html file."""
+
+
+_plot_output = click.option(
+    "--output", required=True, type=click.Path(dir_okay=False), help="A .png or .html file."
+)
+
+
+def _save(fig_of, output: str, title: str) -> None:
+    from fluxforge.plots import PlotError, save
+
+    try:
+        path = save(fig_of(), output, title)
+    except PlotError as exc:
+        _fail([str(exc)])
+    click.echo(f"wrote {path}", err=True)
+
+
+def _days(start: str, end: str):
+    from fluxforge.query import ns_to_date
+
+    t0, t1 = _bounds(start, end)
+    return ns_to_date(t0), ns_to_date(t1)
+
+
+@plot.command("coverage")
+@config_option
+@click.option("--exchange", default=None, shell_complete=_complete_catalog("exchange"))
+@click.option("--start", required=True, help="ISO-8601 date/time, inclusive.")
+@click.option("--end", required=True, help="ISO-8601 date/time, exclusive.")
+@_plot_output
+def plot_coverage(config_path, exchange, start, end, output) -> None:
+    """Heatmap: rows per exchange·symbol × UTC hour, gaps marked."""
+    from fluxforge import plotdata, plots
+
+    first, last = _days(start, end)
+    cov = plotdata.coverage(load_config(config_path), first, last, exchange)
+    _save(lambda: plots.coverage_figure(cov, f"{first} .. {last}"), output, "coverage")
+
+
+@plot.command("bars")
+@config_option
+@exchange_option
+@symbol_option
+@click.option("--start", required=True, help="ISO-8601 or integer ns (bar start, inclusive).")
+@click.option("--end", required=True, help="ISO-8601 or integer ns (bar start, exclusive).")
+@click.option("--interval", type=click.Choice(["1m", "5m", "1h", "1d"]), default="1m")
+@_plot_output
+def plot_bars(config_path, exchange, symbol, start, end, interval, output) -> None:
+    """Candlesticks with volume."""
+    from fluxforge import plots
+
+    t0, t1 = _bounds(start, end)
+    bars = _reader(config_path).bars(exchange, symbol, t0, t1, interval)
+    title = f"{exchange} {symbol} {interval} bars"
+    _save(lambda: plots.bars_figure(bars, title), output, title)
+
+
+@plot.command("book")
+@config_option
+@exchange_option
+@symbol_option
+@click.option("--at", "at", required=True, help="ISO-8601 time or integer ns (receive time).")
+@click.option("--depth", type=click.IntRange(min=1, max=5000), default=50, show_default=True)
+@_plot_output
+def plot_book(config_path, exchange, symbol, at, depth, output) -> None:
+    """Cumulative book depth at one instant."""
+    from fluxforge import plots
+    from fluxforge.query import QueryError
+    from fluxforge.render import book_document
+
+    try:
+        book = _reader(config_path).book_at(exchange, symbol, at, depth)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
+    doc = book_document(book.to_dict())
+    _save(lambda: plots.book_figure(doc), output, f"{exchange} {symbol} book")
+
+
+@plot.command("latency")
+@config_option
+@click.option("--exchange", default=None, shell_complete=_complete_catalog("exchange"))
+@click.option("--start", required=True, help="ISO-8601 date/time, inclusive.")
+@click.option("--end", required=True, help="ISO-8601 date/time, exclusive.")
+@_plot_output
+def plot_latency(config_path, exchange, start, end, output) -> None:
+    """Receive-minus-event latency (p50, p99) from trades, quotes and book deltas."""
+    from fluxforge import plotdata, plots
+
+    first, last = _days(start, end)
+    lat = plots.latency_table(
+        plotdata.latency_rows(load_config(config_path), first, last, exchange)
+    )
+    _save(lambda: plots.latency_figure(lat, f"feed latency {first} .. {last}"), output, "latency")
+
+
 # --- sql: the dbt-like SQL models (fluxforge.sqlmodels) ----------------------------------------
 
 

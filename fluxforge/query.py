@@ -397,12 +397,14 @@ class Reader:
                     table, {"exchange": exchange, "symbol": symbol, "date": str(day)}
                 )
                 keys = self.storage.list(part.rsplit("/", 1)[0], "*.parquet")
-                tbl = BARS.empty_table()
                 if keys:
-                    raw = self._read(table, exchange, symbol, day, keys=keys)
-                    tbl = _bars_from_lake(raw)
-                    mask = pc.and_(pc.greater_equal(tbl["ts"], t0), pc.less_equal(tbl["ts"], t1))
-                    tbl = tbl.filter(mask)
+                    tbl = _bars_from_lake(self._read(table, exchange, symbol, day, keys=keys))
+                else:
+                    # no SQL-model part for the day (`fluxforge sql run` not run yet): the
+                    # same bars from the lake's trades, by the hot store's rule
+                    tbl = self._bars_from_lake_trades(exchange, symbol, day, interval)
+                mask = pc.and_(pc.greater_equal(tbl["ts"], t0), pc.less_equal(tbl["ts"], t1))
+                tbl = tbl.filter(mask)
             if tbl.num_rows:
                 parts.append(tbl)
             day += timedelta(days=1)
@@ -415,6 +417,15 @@ class Reader:
         keep = np.ones(len(ts), dtype=bool)
         keep[1:] = ts[1:] != ts[:-1]
         return merged.filter(pa.array(keep))
+
+    def _bars_from_lake_trades(
+        self, exchange: str, symbol: str, day: date, interval: str
+    ) -> pa.Table:
+        """Bars of one day's lake trades, computed as ``_complete_hot_bars`` computes them."""
+        from fluxforge.hot import interval_ns
+
+        trades = _bar_time(self._read("trades", exchange, symbol, day, columns=_BAR_INPUT))
+        return _bars_from_trades(_first_receipts(trades), interval_ns(interval))
 
     def _complete_hot_bars(
         self,

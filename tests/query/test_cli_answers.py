@@ -6,46 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from click.testing import CliRunner, Result
 
-from fluxforge.captures import merge_captures
 from fluxforge.cli import main
-from fluxforge.config import config_from_dict
-from fluxforge.refinery import process_ready
-from fluxforge.segments import encode_envelope, frame_payload, segment_name
-from fluxforge.storage import Layout, LocalStorage
 
 DAY = ("--start", "2022-05-13", "--end", "2022-05-14")
-
-
-@pytest.fixture(scope="module")
-def lake(captures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("answers")
-    recs = [r for r in merge_captures([captures / "OKX" / "OKX.ws.1.0"]) if r.kind == "recv"]
-    lines = [
-        encode_envelope(r.ts, "okx", "okx", i, "msg", frame_payload(r.payload))
-        for i, r in enumerate(recs, 1)
-    ]
-    data = {
-        "storage": {"backend": "local", "base_dir": str(base)},
-        "hot_store": {"embedded": False},
-    }
-    cfg = config_from_dict(data, environ={})
-    hour = datetime.fromtimestamp(recs[0].ts // 10**9, tz=UTC)
-    LocalStorage(base).write_bytes(
-        Layout.of(cfg.storage.ingestion).segment("ready", "okx", segment_name(hour, 1)),
-        b"".join(lines),
-    )
-    assert not process_ready(cfg).failed
-    path = base / "fluxforge.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def run(*args: str) -> Result:
@@ -216,3 +185,14 @@ def test_shell_completion_offers_exchanges_and_symbols_from_the_catalog(lake: Pa
     env |= {"COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
     res = CliRunner().invoke(main, [], env=env, prog_name="fluxforge")
     assert "plain,BTC-USDT" in res.stdout
+
+
+def test_query_bars_of_a_day_without_sql_models_come_from_the_lake_trades(lake: Path) -> None:
+    res = run(
+        "query", "bars", "--config", str(lake), "--exchange", "okx", "--symbol", "BTC-USDT",
+        *DAY, "--format", "json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    bars = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(b["ts"], b["trade_count"]) for b in bars] == [("2022-05-13T16:27:00Z", 69)]
+    assert (bars[0]["open"], bars[0]["high"], bars[0]["low"]) == ("30236", "30251.7", "30220.1")
