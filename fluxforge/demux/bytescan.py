@@ -328,8 +328,11 @@ def gather(buf, s, e):
     for i in range(len(s)):
         offsets[i + 1] = offsets[i] + lens[i]
     out = np.empty(offsets[-1], np.uint8)
-    for i in range(len(s)):
-        out[offsets[i] : offsets[i + 1]] = buf[s[i] : e[i]]
+    for i in range(len(s)):  # a byte loop: a slice copy per span costs ~10x more in numba
+        o = offsets[i]
+        a = s[i]
+        for k in range(lens[i]):
+            out[o + k] = buf[a + k]
     return out, offsets
 
 
