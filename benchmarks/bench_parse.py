@@ -19,7 +19,11 @@ materialized to Arrow, ``threads=1``.
 
 Shapes: ``mix`` all five venues; ``coinbase`` the Coinbase Exchange capture alone; ``advanced``
 the same Coinbase data re-shaped as Advanced Trade frames (the live feed and the synthetic
-default source); ``kraken``, ``okx``, ``bitget``, ``binance`` one venue's captures alone.
+default source); ``kraken``, ``okx``, ``bitget``, ``binance`` one venue's captures alone;
+``docs`` the shapes the captures lack, built from the venues' documentation
+(tests/fixtures/doc_shapes.py: Binance spot/futures/COIN-M, partial depth, bare frames, OKX
+books5/bbo-tbt/l2-tbt, Bitget books1/5/15, Kraken, Coinbase Exchange and Advanced Trade), and
+``docs-<venue>`` one venue's documented shapes. ``--shape all`` runs every shape in turn.
 
 Rates are given twice: wall clock, and CPU time of this process (``time.process_time``), the
 per-core figure that stays meaningful when the machine is shared. ``--mem`` instead runs the
@@ -45,9 +49,11 @@ sys.path.insert(0, str(REPO))
 from fluxforge.captures import exchange_from_filename, merge_captures  # noqa: E402
 from fluxforge.demux import cast_prices, demux_segment, gc_paused, split_by_partition  # noqa: E402
 from fluxforge.segments import encode_envelope, frame_payload  # noqa: E402
+from tests.fixtures import doc_shapes  # noqa: E402
 
 SEGMENT = "segment_20231114T22_00001.ndjson"
 SHAPES = ("mix", "coinbase", "advanced", "kraken", "okx", "bitget", "binance")
+DOC_SHAPES = ("docs", *(f"docs-{v}" for v in doc_shapes.VENUES))
 _PREFIX = {"kraken": "KRAKEN", "okx": "OKX", "bitget": "BITGET", "binance": "BINANCE"}
 HOUR_NS = 3_600_000_000_000
 BASE_TS = 1_699_999_200_000_000_000  # 2023-11-14T22:00:00Z
@@ -100,6 +106,8 @@ def to_advanced(payload: bytes, seq: int) -> bytes | None:
 
 
 def build_segment(mb: float, shape: str) -> bytes:
+    if shape in DOC_SHAPES:
+        return doc_shapes.segment(mb, None if shape == "docs" else shape[len("docs-") :])
     files = [
         p
         for p in sorted(captures_dir().glob("*/*"))
@@ -156,6 +164,7 @@ def _columns(data: bytes, BookBatch) -> dict[str, int]:
         levels += fast.batch(0, len(fast)).n_levels
     return {
         "lines": res.lines_in,
+        "per_line": res.per_line,
         "quarantined": res.quarantined,
         "trade_quote_rows": rows,
         "book_msgs": res.book_count,
@@ -206,13 +215,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=60.0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--shape", choices=SHAPES, default="mix")
+    ap.add_argument("--shape", choices=(*SHAPES, *DOC_SHAPES, "all"), default="mix")
     ap.add_argument("--mem", action="store_true", help="peak RSS of one FluxForge run only")
     args = ap.parse_args()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
+    for shape in (*SHAPES, *DOC_SHAPES) if args.shape == "all" else (args.shape,):
+        run(args, shape)
 
-    data = build_segment(args.mb, args.shape)
+
+def run(args: argparse.Namespace, shape: str) -> None:
+    data = build_segment(args.mb, shape)
     mb = len(data) / 1e6
     if args.mem:
         import resource
@@ -221,7 +234,7 @@ def main() -> None:
         info = fluxforge_columns(data)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
         print(
-            f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={args.shape}: peak RSS"
+            f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={shape}: peak RSS"
             f" {peak:,.0f} MB (before the run, segment in memory: {base:,.0f} MB)"
         )
         return
@@ -233,12 +246,13 @@ def main() -> None:
         t_env, c_env, _ = best_of(envelope_only, data, args.repeat)
         t_db, c_db, db_rows = best_of(duckdb_read_json, path, args.repeat)
 
-    print(f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={args.shape}  (MB/s wall | CPU)")
+    print(f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={shape}  (MB/s wall | CPU)")
     print(
         f"  fluxforge demux -> columns : {mb / t_ff:7.1f} | {mb / c_ff:7.1f} MB/s"
         f"  ({info['lines'] / c_ff / 1e3:,.0f}k lines/s CPU; {info['trade_quote_rows']:,}"
         f" trade/quote rows, {info['book_msgs']:,} book msgs ({info['fast_msgs']:,} columnar),"
-        f" {info['book_levels']:,} levels, {info['quarantined']} quarantined)"
+        f" {info['book_levels']:,} levels, {info['quarantined']} quarantined,"
+        f" {info['per_line']:,} lines on the per-line path)"
     )
     print(
         f"  orjson envelope loop only  : {mb / t_env:7.1f} | {mb / c_env:7.1f} MB/s"

@@ -8,6 +8,7 @@ import sys
 import click
 
 from fluxforge.config import ConfigError, load_config
+from fluxforge.redact import install_log_redaction, quiet_client_debug, redact, redact_exc
 
 log = logging.getLogger("fluxforge")
 
@@ -18,17 +19,33 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_redaction()
+    quiet_client_debug()
 
 
 class _Group(click.Group):
-    """Turns configuration errors into one clear line and exit code 2."""
+    """Turns configuration errors into one clear line and exit code 2, and any other failure
+    into one redacted line naming it and exit code 1 (the traceback, redacted, with -v)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"fluxforge: {exc}", err=True)
+            click.echo(f"fluxforge: {redact(exc)}", err=True)
             sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            log.debug("traceback", exc_info=True)
+            click.echo(f"fluxforge {ctx.invoked_subcommand or ''}: {redact_exc(exc)}", err=True)
+            sys.exit(1)
+
+
+def _group_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A command's --config, else the one given before the command (``fluxforge --config F
+    status``)."""
+    root = ctx.find_root()
+    return value or (root.params.get("config_path") if root is not ctx else None)
 
 
 config_option = click.option(
@@ -36,14 +53,30 @@ config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
+    callback=_group_config,
     help="Config file (default: $FLUXFORGE_CONFIG, else config/fluxforge.yaml).",
 )
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fluxforge", prog_name="fluxforge")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file for every command (a command's own --config wins).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
-    """FluxForge: crypto market data from raw feed to research-ready tables."""
+def main(config_path: str | None, verbose: bool) -> None:
+    """FluxForge: crypto market data from raw feed to research-ready tables.
+
+    \b
+    Shell completion (exchanges and symbols come from the lake's catalog):
+      bash: eval "$(_FLUXFORGE_COMPLETE=bash_source fluxforge)"
+      zsh:  eval "$(_FLUXFORGE_COMPLETE=zsh_source fluxforge)"
+      fish: _FLUXFORGE_COMPLETE=fish_source fluxforge | source
+    """
     _setup_logging(verbose)
 
 
@@ -88,9 +121,14 @@ def process(config_path: str | None, as_json: bool, recover: bool) -> None:
     sys.exit(1 if report.failed else 0)
 
 
+# --- query and catalog: answers for people (formatting in fluxforge.render) -------------------
+
+
 @main.group()
 def query() -> None:
-    """Query any instant or range, whichever tier holds it."""
+    """Query any instant or range, whichever tier holds it.
+
+    Symbols: BTC-USDT or BTC/USDT. Ranges: --start inclusive, --end exclusive."""
 
 
 def _remember_as_of(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -114,16 +152,115 @@ def _reader(config_path: str | None):
     return Reader(load_config(config_path), as_of=as_of)
 
 
+def _complete_catalog(field: str):
+    """Shell completion of --exchange / --symbol from the lake's catalog."""
+
+    def complete(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+        from fluxforge import catalog
+
+        try:
+            entries = catalog.of_config(load_config(ctx.params.get("config_path")))
+        except Exception:  # completion must never print a traceback into the shell
+            return []
+        exchange = ctx.params.get("exchange")
+        names = {
+            getattr(e, field)
+            for e in entries
+            if field == "exchange" or exchange is None or e.exchange == exchange
+        }
+        return sorted(n for n in names if n.lower().startswith(incomplete.lower()))
+
+    return complete
+
+
+def _symbol(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from fluxforge.symbols import SymbolError, lake_symbol
+
+    try:
+        return None if value is None else lake_symbol(value)
+    except SymbolError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+exchange_option = click.option(
+    "--exchange", required=True, shell_complete=_complete_catalog("exchange")
+)
+symbol_option = click.option(
+    "--symbol",
+    required=True,
+    callback=_symbol,
+    shell_complete=_complete_catalog("symbol"),
+    help="BTC-USDT or BTC/USDT.",
+)
+_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+)
+_output_option = click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default=None,
+    help="Write to this file (any format; required for parquet, '-' = stdout pipe).",
+)
+_ns_option = click.option("--ns", is_flag=True, help="Times as integer ns (default: ISO-8601 UTC).")
+
+
+def _fail(lines: list[str], code: int = 1) -> None:
+    for line in lines:
+        click.echo(f"fluxforge: {line}", err=True)
+    sys.exit(code)
+
+
+def _answer(tbl, fmt: str, output: str | None, ns: bool, title: str, explain) -> None:
+    """Write a range answer; an empty one explains itself on stderr and exits 1."""
+    from fluxforge.render import RenderError, write_table
+
+    if tbl.num_rows == 0:
+        _fail(["no rows matched", *explain()])
+    try:
+        write_table(tbl, fmt, output, ns=ns, title=title)
+    except RenderError as exc:
+        _fail([str(exc)], 2)
+
+
+def _explainer(config_path, table: str, exchange: str, symbol: str, t0: int, t1: int, raw):
+    def explain() -> list[str]:
+        from fluxforge import catalog
+
+        entries = catalog.of_config(load_config(config_path), (table,))
+        return catalog.explain_empty(entries, table, exchange, symbol, t0, t1, raw)
+
+    return explain
+
+
+def _bounds(start: str, end: str) -> tuple[int, int]:
+    """[start, end) as ns with the inclusive last ns the readers take (fluxforge.symbols)."""
+    from fluxforge.query import QueryError, parse_time
+    from fluxforge.symbols import end_inclusive
+
+    try:
+        t0, t1 = parse_time(start, "start"), parse_time(end, "end")
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if t1 <= t0:
+        raise click.BadParameter(f"--end ({end}) must be after --start ({start})")
+    return t0, end_inclusive(t1)
+
+
 @query.command("book")
 @config_option
 @as_of_option
-@click.option("--exchange", required=True)
-@click.option("--symbol", required=True)
+@exchange_option
+@symbol_option
 @click.option(
     "--at", "at", required=True, help="ISO-8601 time or integer ns (receive time unless --time)."
 )
 @click.option("--depth", type=click.IntRange(min=1, max=5000), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the book as one JSON object.")
+@_ns_option
 @click.option(
     "--time",
     "time_kind",
@@ -132,6 +269,13 @@ def _reader(config_path: str | None):
     show_default=True,
     help="--at is a receive time, or the venue's event time.",
 )
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Warn when the book's last update is older than S seconds before --at "
+    "(default: dagster.stale_book_after_s).",
+)
 def query_book(
     config_path: str | None,
     exchange: str,
@@ -139,62 +283,70 @@ def query_book(
     at: str,
     depth: int,
     as_json: bool,
+    ns: bool,
     time_kind: str,
+    max_age: float | None,
 ) -> None:
     """The order book at one instant: nearest snapshot, then deltas up to --at."""
     import orjson
 
-    from fluxforge.query import QueryError
+    from fluxforge.query import QueryError, parse_time
+    from fluxforge.render import book_document, human_duration, iso, render_book
 
+    cfg = load_config(config_path)
     try:
         kind = "event" if time_kind == "event" else "recv"
         book = _reader(config_path).book_at(exchange, symbol, at, depth, kind)
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
+    if book.snapshot_ts is None:
+        t = parse_time(at, "at")
+        explain = _explainer(config_path, "book_snapshots", exchange, symbol, t, t, (at,))
+        _fail([f"no book snapshot at or before {iso(t)} on its UTC day", *explain()])
     if not book.valid and book.gap is not None:
         click.echo(
-            f"no valid book at {book.ts}: epoch {book.gap['book_epoch']} ended at "
-            f"{book.gap['ts_to']} ({book.gap['cause']}: {book.gap['detail']}); the next exchange "
-            "snapshot starts a new one",
+            f"no valid book at {iso(book.ts)}: epoch {book.gap['book_epoch']} ended at "
+            f"{iso(book.gap['ts_to'])} ({book.gap['cause']}: {book.gap['detail']}); the next "
+            "exchange snapshot starts a new one",
+            err=True,
+        )
+    limit = cfg.dagster.stale_book_after_s if max_age is None else max_age
+    doc = book_document(book.to_dict(), limit, ns=ns)
+    if book.valid and doc["stale"]:
+        click.echo(
+            f"warning: the book's last update is {human_duration(doc['age_s'])} before "
+            f"{iso(book.ts)} (more than {human_duration(limit)}): the data may end earlier "
+            "(see `fluxforge catalog`)",
             err=True,
         )
     if as_json:
-        sys.stdout.write(orjson.dumps(book.to_dict()).decode() + "\n")
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
         return
-    click.echo(
-        f"{exchange} {symbol} at {book.ts} (snapshot {book.snapshot_ts}, epoch "
-        f"{book.book_epoch}, {book.deltas_applied} deltas)"
-    )
-    for (bp, bs), (ap, az) in zip(book.bids, book.asks, strict=False):
-        click.echo(f"{bs:>24} {bp:>24} | {ap:<24} {az:<24}")
+    click.echo(render_book(book_document(book.to_dict(), limit)), nl=False)
 
 
 def _range_command(table: str):
-    @query.command(table, help=f"{table.capitalize()} for a range, routed across hot and cold.")
+    @query.command(table, help=f"{table.capitalize()} in [--start, --end), across hot and cold.")
     @config_option
     @as_of_option
-    @click.option("--exchange", required=True)
-    @click.option("--symbol", required=True)
+    @exchange_option
+    @symbol_option
     @click.option("--start", required=True, help="ISO-8601 or integer ns, inclusive.")
-    @click.option("--end", required=True, help="ISO-8601 or integer ns, inclusive.")
+    @click.option("--end", required=True, help="ISO-8601 or integer ns, exclusive.")
     @click.option("--time", "time_kind", type=click.Choice(["recv", "event"]), default="recv")
-    @click.option(
-        "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table"
-    )
-    @click.option(
-        "--output",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="File for --format parquet (default: stdout).",
-    )
-    def _cmd(config_path, exchange, symbol, start, end, time_kind, fmt, output) -> None:
-        from fluxforge.query import QueryError, write_result
+    @_format_option
+    @_output_option
+    @_ns_option
+    def _cmd(config_path, exchange, symbol, start, end, time_kind, fmt, output, ns) -> None:
+        from fluxforge.query import QueryError
 
+        t0, t1 = _bounds(start, end)
         try:
-            tbl = getattr(_reader(config_path), table)(exchange, symbol, start, end, time_kind)
+            tbl = getattr(_reader(config_path), table)(exchange, symbol, t0, t1, time_kind)
         except QueryError as exc:
             raise click.BadParameter(str(exc)) from None
-        write_result(tbl, fmt, output)
+        explain = _explainer(config_path, table, exchange, symbol, t0, t1, (start, end))
+        _answer(tbl, fmt, output, ns, f"{exchange} {symbol} {table}", explain)
 
     return _cmd
 
@@ -206,15 +358,14 @@ for _table in ("trades", "quotes"):
 @query.command("bars")
 @config_option
 @as_of_option
-@click.option("--exchange", required=True)
-@click.option("--symbol", required=True)
+@exchange_option
+@symbol_option
 @click.option("--start", required=True, help="ISO-8601 or integer ns (bar start, inclusive).")
-@click.option("--end", required=True, help="ISO-8601 or integer ns (bar start, inclusive).")
+@click.option("--end", required=True, help="ISO-8601 or integer ns (bar start, exclusive).")
 @click.option("--interval", type=click.Choice(["1m", "5m", "1h", "1d"]), default="1m")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table"
-)
-@click.option("--output", type=click.Path(dir_okay=False), default=None)
+@_format_option
+@_output_option
+@_ns_option
 def query_bars(
     config_path: str | None,
     exchange: str,
@@ -224,15 +375,152 @@ def query_bars(
     interval: str,
     fmt: str,
     output: str | None,
+    ns: bool,
 ) -> None:
     """OHLCV bars (VWAP, trade count): hot days from PostgreSQL, older from the SQL models."""
-    from fluxforge.query import QueryError, write_result
+    from fluxforge.query import QueryError
 
+    t0, t1 = _bounds(start, end)
     try:
-        tbl = _reader(config_path).bars(exchange, symbol, start, end, interval)
+        tbl = _reader(config_path).bars(exchange, symbol, t0, t1, interval)
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
-    write_result(tbl, fmt, output)
+    explain = _explainer(config_path, "trades", exchange, symbol, t0, t1, (start, end))
+
+    def why() -> list[str]:
+        return [*explain(), "bars of days outside the hot store come from `fluxforge sql run`"]
+
+    _answer(tbl, fmt, output, ns, f"{exchange} {symbol} bars {interval}", why)
+
+
+@main.command("catalog")
+@config_option
+@click.option("--table", "tables", multiple=True, help="Only these tables (repeatable).")
+@click.option("--exchange", default=None, shell_complete=_complete_catalog("exchange"))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+def catalog_cmd(
+    config_path: str | None, tables: tuple[str, ...], exchange: str | None, as_json: bool
+) -> None:
+    """What the lake holds: tables, exchanges, symbols, date ranges, rows (from metadata)."""
+    import orjson
+
+    from fluxforge import catalog
+    from fluxforge.render import render_catalog
+    from fluxforge.tables import SCHEMAS
+
+    unknown = [t for t in tables if t not in SCHEMAS]
+    if unknown:
+        raise click.BadParameter(f"{unknown}: allowed {', '.join(SCHEMAS)}", param_hint="--table")
+    entries = catalog.of_config(load_config(config_path), tables or None)
+    if exchange is not None:
+        entries = [e for e in entries if e.exchange == exchange]
+    if as_json:
+        sys.stdout.write(orjson.dumps([e.to_dict() for e in entries]).decode() + "\n")
+    else:
+        click.echo(render_catalog(entries), nl=False)
+    if not entries:
+        _fail(["the lake holds no data" + (f" for exchange {exchange!r}" if exchange else "")])
+
+
+# --- plot: pictures of the data (drawing in fluxforge.plots, rows from fluxforge.plotdata) ----
+
+
+@main.group()
+def plot() -> None:
+    """Draw coverage, bars, a book or feed latency into a .png or .html file."""
+
+
+_plot_output = click.option(
+    "--output", required=True, type=click.Path(dir_okay=False), help="A .png or .html file."
+)
+
+
+def _save(fig_of, output: str, title: str) -> None:
+    from fluxforge.plots import PlotError, save
+
+    try:
+        path = save(fig_of(), output, title)
+    except PlotError as exc:
+        _fail([str(exc)])
+    click.echo(f"wrote {path}", err=True)
+
+
+def _days(start: str, end: str):
+    from fluxforge.query import ns_to_date
+
+    t0, t1 = _bounds(start, end)
+    return ns_to_date(t0), ns_to_date(t1)
+
+
+@plot.command("coverage")
+@config_option
+@click.option("--exchange", default=None, shell_complete=_complete_catalog("exchange"))
+@click.option("--start", required=True, help="ISO-8601 date/time, inclusive.")
+@click.option("--end", required=True, help="ISO-8601 date/time, exclusive.")
+@_plot_output
+def plot_coverage(config_path, exchange, start, end, output) -> None:
+    """Heatmap: rows per exchange·symbol × UTC hour, gaps marked."""
+    from fluxforge import plotdata, plots
+
+    first, last = _days(start, end)
+    cov = plotdata.coverage(load_config(config_path), first, last, exchange)
+    _save(lambda: plots.coverage_figure(cov, f"{first} .. {last}"), output, "coverage")
+
+
+@plot.command("bars")
+@config_option
+@exchange_option
+@symbol_option
+@click.option("--start", required=True, help="ISO-8601 or integer ns (bar start, inclusive).")
+@click.option("--end", required=True, help="ISO-8601 or integer ns (bar start, exclusive).")
+@click.option("--interval", type=click.Choice(["1m", "5m", "1h", "1d"]), default="1m")
+@_plot_output
+def plot_bars(config_path, exchange, symbol, start, end, interval, output) -> None:
+    """Candlesticks with volume."""
+    from fluxforge import plots
+
+    t0, t1 = _bounds(start, end)
+    bars = _reader(config_path).bars(exchange, symbol, t0, t1, interval)
+    title = f"{exchange} {symbol} {interval} bars"
+    _save(lambda: plots.bars_figure(bars, title), output, title)
+
+
+@plot.command("book")
+@config_option
+@exchange_option
+@symbol_option
+@click.option("--at", "at", required=True, help="ISO-8601 time or integer ns (receive time).")
+@click.option("--depth", type=click.IntRange(min=1, max=5000), default=50, show_default=True)
+@_plot_output
+def plot_book(config_path, exchange, symbol, at, depth, output) -> None:
+    """Cumulative book depth at one instant."""
+    from fluxforge import plots
+    from fluxforge.query import QueryError
+    from fluxforge.render import book_document
+
+    try:
+        book = _reader(config_path).book_at(exchange, symbol, at, depth)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
+    doc = book_document(book.to_dict())
+    _save(lambda: plots.book_figure(doc), output, f"{exchange} {symbol} book")
+
+
+@plot.command("latency")
+@config_option
+@click.option("--exchange", default=None, shell_complete=_complete_catalog("exchange"))
+@click.option("--start", required=True, help="ISO-8601 date/time, inclusive.")
+@click.option("--end", required=True, help="ISO-8601 date/time, exclusive.")
+@_plot_output
+def plot_latency(config_path, exchange, start, end, output) -> None:
+    """Receive-minus-event latency (p50, p99) from trades, quotes and book deltas."""
+    from fluxforge import plotdata, plots
+
+    first, last = _days(start, end)
+    lat = plots.latency_table(
+        plotdata.latency_rows(load_config(config_path), first, last, exchange)
+    )
+    _save(lambda: plots.latency_figure(lat, f"feed latency {first} .. {last}"), output, "latency")
 
 
 # --- sql: the dbt-like SQL models (fluxforge.sqlmodels) ----------------------------------------
@@ -271,6 +559,7 @@ def sql_run(
     import json
 
     from fluxforge import sqlmodels
+    from fluxforge.render import human_bytes
 
     cfg = load_config(config_path)
     try:
@@ -282,7 +571,7 @@ def sql_run(
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
         for m in result.models:
-            detail = m.error or f"{m.rows} rows, {m.files} files, {m.bytes} bytes"
+            detail = m.error or f"{m.rows:,} rows, {m.files} files, {human_bytes(m.bytes)}"
             click.echo(f"{m.status:8} {m.name:24} {detail if m.status != 'view' else ''}")
     sys.exit(0 if result.ok else 1)
 
@@ -346,9 +635,12 @@ def tier(config_path: str | None, dry_run: bool, as_json: bool) -> None:
         click.echo(f"repaired {note}")
     for lost in report.missing:
         click.echo(f"MISSING {lost}", err=True)
+    from fluxforge.render import human_bytes
+
+    per_tier = ", ".join(f"{t} {n}" for t, n in sorted(report.segments.items())) or "none"
     click.echo(
-        f"{len(report.moves)} segments {verb} ({report.bytes_moved} bytes), "
-        f"{report.registered} registered; per tier: {report.segments}"
+        f"{len(report.moves)} segments {verb} ({human_bytes(report.bytes_moved)}), "
+        f"{report.registered} registered; segments per tier: {per_tier}"
     )
 
 
@@ -458,18 +750,35 @@ def rotate(
     if not parts:
         click.echo("nothing to rotate")
     if not dry_run:
+        from fluxforge.render import human_bytes
+
         click.echo(
-            f"{out['partitions_dropped']} partitions dropped, {out['bytes_written']} bytes written"
+            f"{out['partitions_dropped']} partitions dropped, "
+            f"{human_bytes(out['bytes_written'])} written"
         )
 
 
 # --- history: backfill trades / OHLCV from exchange REST through ccxt (fluxforge.history) -----
 
 
+def _ccxt_symbol(value: str) -> str:
+    from fluxforge.symbols import SymbolError, ccxt_symbol
+
+    try:
+        return ccxt_symbol(value)
+    except SymbolError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @config_option
 @click.option("--exchange", required=True, help="ccxt exchange id, e.g. binance.")
-@click.option("--symbol", required=True, help="ccxt symbol BASE/QUOTE, e.g. BTC/USDT.")
+@click.option(
+    "--symbol",
+    required=True,
+    callback=lambda _ctx, _param, value: _ccxt_symbol(value),
+    help="BTC/USDT or BTC-USDT (BTC/USDT:USDT or BTC-USDT-SWAP for a perpetual).",
+)
 @click.option("--start", required=True, help="ISO-8601 (naive = UTC) or integer ns, inclusive.")
 @click.option("--end", required=True, help="ISO-8601 (naive = UTC) or integer ns, exclusive.")
 @click.option(

@@ -13,6 +13,8 @@ are always fully resolved ``LayerStorage`` objects.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "fluxforge.yaml"
 ENV_PREFIX = "FLUXFORGE_"
 ENV_CONFIG = "FLUXFORGE_CONFIG"
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -264,15 +267,72 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    """Apply ``FLUXFORGE_A__B=v`` variables onto the nested mapping (returns a new dict)."""
-    out = _deep_copy(data)
-    for key, raw in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG:
+# FLUXFORGE_* variables read by scripts and tests rather than by the configuration
+OTHER_ENV_VARS = frozenset(
+    {
+        ENV_CONFIG,
+        "FLUXFORGE_CAPTURES",
+        "FLUXFORGE_WITH_BROWSER",
+        "FLUXFORGE_BIND_ADDRESS",
+        "FLUXFORGE_BUCKET",
+        "FLUXFORGE_BUCKET_WAIT_S",
+        "FLUXFORGE_RELIABILITY_JSON",
+        "FLUXFORGE_PG_BIN",
+        "FLUXFORGE_PG_SECRET_ARN",
+        "FLUXFORGE_IMAGE",
+        "FLUXFORGE_EXTRAS",
+        "FLUXFORGE_SHM_SIZE",
+    }
+)
+_LAYERS = ("ingestion_storage", "etl_storage_input", "etl_storage_output")
+
+
+def env_overrides(environ: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """Config paths set by ``FLUXFORGE_A__B`` variables -> the variable's name. Variables that
+    name no configuration section are left out with a warning (and a "did you mean")."""
+    out: dict[tuple[str, ...], str] = {}
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX) or key in OTHER_ENV_VARS:
             continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        parts = tuple(p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p)
         if not parts or parts[0] not in Config.model_fields:
+            near = difflib.get_close_matches(key, known_env_vars(), n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            log.warning("environment variable %s is not a FluxForge setting%s", key, hint)
             continue
+        out[parts] = key
+    return out
+
+
+def known_env_vars() -> list[str]:
+    """Every variable FluxForge reads: one per configuration leaf, plus OTHER_ENV_VARS."""
+    names = set(OTHER_ENV_VARS)
+
+    def walk(model: type[BaseModel], path: tuple[str, ...]) -> None:
+        for name, info in model.model_fields.items():
+            sub = info.annotation
+            args = [a for a in getattr(sub, "__args__", ()) if isinstance(a, type)]
+            inner = next(
+                (a for a in [sub, *args] if isinstance(a, type) and issubclass(a, BaseModel)), None
+            )
+            if inner is not None and name != "sources":
+                walk(inner, (*path, name))
+            else:
+                names.add(ENV_PREFIX + "__".join((*path, name)).upper())
+
+    walk(Config, ())
+    return sorted(names)
+
+
+def apply_env_overrides(
+    data: dict[str, Any],
+    environ: dict[str, str],
+    overrides: dict[tuple[str, ...], str] | None = None,
+) -> dict[str, Any]:
+    """Apply ``FLUXFORGE_A__B=v`` variables onto the nested mapping (returns a new dict);
+    `overrides`: ``env_overrides(environ)`` when the caller already has it."""
+    out = _deep_copy(data)
+    for parts, key in (env_overrides(environ) if overrides is None else overrides).items():
         node = out
         for part in parts[:-1]:
             child = node.get(part)
@@ -280,7 +340,7 @@ def apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[s
                 child = {}
                 node[part] = child
             node = child
-        node[parts[-1]] = _parse_scalar(raw)
+        node[parts[-1]] = _parse_scalar(environ[key])
     return out
 
 
@@ -292,17 +352,30 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-def _format_error(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration in {origin}:"]
-    for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+def _format_error(err: ValidationError, origin: str, env: dict[tuple[str, ...], str]) -> str:
+    """One line per distinct problem, naming where the value came from: the file and key, or
+    the environment variable. A short-form storage value copied into the three layers
+    (``StorageConfig._fill_layers``) is one problem, reported at the key the user wrote."""
+    lines = ["invalid configuration:"]
+    seen: set[tuple[tuple[str, ...], str, str]] = set()
+    items = sorted(err.errors(), key=lambda i: len(i["loc"]))
+    for item in items:
+        loc = tuple(str(p) for p in item["loc"])
+        short = tuple(p for p in loc if p not in _LAYERS) if loc[:1] == ("storage",) else loc
         value = item.get("input")
         shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+        ident = (short, item["msg"], shown)
+        if ident in seen:
+            continue
+        seen.add(ident)
         allowed = ""
         ctx = item.get("ctx") or {}
-        if "expected" in ctx:
+        if "expected" in ctx and str(ctx["expected"]) not in item["msg"]:
             allowed = f"; allowed: {ctx['expected']}"
-        lines.append(f"  {loc} = {shown}: {item['msg']}{allowed}")
+        var = next((env[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in env), None)
+        key = ".".join(loc) or "(top level)"
+        where = f"environment variable {var} ({key})" if var else f"{origin}, key {key}"
+        lines.append(f"  {where} = {shown}: {item['msg']}{allowed}")
     return "\n".join(lines)
 
 
@@ -337,10 +410,12 @@ def config_from_dict(
     environ: dict[str, str] | None = None,
     source_path: Path | None = None,
 ) -> Config:
-    merged = apply_env_overrides(data, dict(os.environ) if environ is None else environ)
+    environ = dict(os.environ) if environ is None else environ
+    overrides = env_overrides(environ)
+    merged = apply_env_overrides(data, environ, overrides)
     if source_path is not None:
         merged["source_path"] = str(source_path)
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, origin)) from None
+        raise ConfigError(_format_error(exc, origin, overrides)) from None

@@ -44,6 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from fluxforge.redact import redact, register_dsn_secrets
+
 log = logging.getLogger(__name__)
 
 DEC = pa.decimal128(38, 18)
@@ -53,6 +55,12 @@ BOOK_DEPTH = 20  # levels per side kept in the hot book_snapshots
 
 class HotStoreError(RuntimeError):
     """A hot-store operation failed; the message names the table / day / file."""
+
+
+class HotStoreUnavailable(HotStoreError, psycopg.OperationalError):
+    """The database cannot be reached or went away mid-operation: one redacted line (libpq
+    echoes DSNs, passwords included, in its errors) naming the next step. Still a
+    ``psycopg.OperationalError`` for the callers that retry on those."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,7 @@ class HotStore:
         schema: str = "public",
     ) -> None:
         self.dsn = dsn
+        register_dsn_secrets(dsn)
         self.intervals = tuple(intervals)
         for iv in self.intervals:
             interval_ns(iv)
@@ -189,8 +198,25 @@ class HotStore:
 
     @contextlib.contextmanager
     def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        with psycopg.connect(self.dsn, autocommit=autocommit) as conn:
-            yield conn
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=autocommit)
+        except psycopg.Error as exc:  # a malformed DSN too: its text would echo the DSN
+            raise HotStoreUnavailable(self._down("cannot connect", exc)) from None
+        try:
+            with conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if isinstance(exc, HotStoreUnavailable) or not conn.broken:
+                raise
+            raise HotStoreUnavailable(self._down("connection lost", exc)) from None
+
+    def _down(self, what: str, exc: BaseException) -> str:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # the next step first: masking an unterminated quoted password runs to the line's end
+        return redact(
+            f"hot store {what}: start PostgreSQL (or fix hot_store.dsn) and rerun, loads are "
+            f"idempotent; {first} (dsn {self.dsn})"
+        )
 
     def ensure_schema(self, conn: psycopg.Connection | None = None) -> None:
         """CREATE the partitioned parent tables (idempotent)."""

@@ -2,8 +2,17 @@
 
 Uses the server binaries already on the machine (Debian's /usr/lib/postgresql/N/bin, or PATH).
 initdb refuses to run as root, so as root every server command runs as an unprivileged user
-(`fluxforge` when that user exists, else `nobody`) owning the data directory. Authentication is
-`trust` on 127.0.0.1 only: it is a local development server, never exposed.
+(`fluxforge` when that user exists, else `nobody`) owning the data directory.
+
+Only FluxForge gets in: the server listens on 127.0.0.1 only (no Unix socket: the default
+socket directory may not be writable), ``pg_hba.conf`` admits nothing but scram-sha-256 password
+logins from 127.0.0.1, and the passwords are generated at ``initdb``: one for the superuser
+(used only to create the role and the databases), one for the role ``fluxforge`` (LOGIN, no
+superuser, no CREATEDB/CREATEROLE) that owns FluxForge's databases and does all its work. Both
+live in a libpq password file (``fluxforge.pgpass``, mode 0600) in the data directory, and the
+DSNs name that file (``?passfile=``) instead of carrying a password, so no DSN handed to a log,
+a child process or Dagster holds a secret. A cluster created by an older FluxForge with
+``trust`` authentication is converted on its next start.
 """
 
 from __future__ import annotations
@@ -12,19 +21,35 @@ import contextlib
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
+
+from fluxforge.redact import register_secret
 
 log = logging.getLogger(__name__)
 
 SUPERUSER = "postgres"
+APP_ROLE = "fluxforge"
+PASSFILE = "fluxforge.pgpass"
+HBA = """# fluxforge: scram-sha-256 password logins from 127.0.0.1 only (fluxforge/pgserver.py)
+host all all 127.0.0.1/32 scram-sha-256
+"""
 
 
 class PostgresServerError(RuntimeError):
     """The local server could not be initialised, started or stopped; names the command."""
+
+
+def _new_password() -> str:
+    password = secrets.token_urlsafe(32)
+    register_secret(password)
+    return password
 
 
 def find_bin_dir() -> Path | None:
@@ -82,11 +107,52 @@ class LocalPostgres:
     # -- connection strings ----------------------------------------------------------------
 
     @property
+    def passfile(self) -> Path:
+        return self.data_dir / PASSFILE
+
+    @property
     def dsn(self) -> str:
-        return self.dsn_for("postgres")
+        """The superuser's DSN (database ``postgres``): creating roles and databases only."""
+        return self._dsn(SUPERUSER, "postgres")
 
     def dsn_for(self, dbname: str) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+        """The DSN of role ``fluxforge`` (no superuser) on `dbname`: FluxForge's work."""
+        return self._dsn(APP_ROLE, dbname)
+
+    def _dsn(self, user: str, dbname: str) -> str:
+        where = quote(str(self.passfile), safe="/")
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}?passfile={where}"
+
+    def password(self, user: str = APP_ROLE) -> str:
+        """The generated password of `user` (for clients that take no passfile, like Dagster's
+        instance storage); raises when the password file does not hold it."""
+        found = self._passwords().get(user)
+        if found is None:
+            raise PostgresServerError(f"{self.passfile} holds no password for role {user!r}")
+        return found
+
+    def _passwords(self) -> dict[str, str]:
+        """user -> password from the password file (registered for redaction)."""
+        out: dict[str, str] = {}
+        with contextlib.suppress(OSError):
+            for line in self.passfile.read_text().splitlines():
+                fields = line.split(":", 4)
+                if len(fields) == 5:
+                    out[fields[3]] = fields[4]
+                    register_secret(fields[4])
+        return out
+
+    def _write_passfile(self, passwords: dict[str, str]) -> None:
+        """Write user -> password into the 0600 password file (created 0600, then renamed)."""
+        tmp = self.passfile.with_name(f".{PASSFILE}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            # any port: the port is configuration (embedded_port), the passwords the cluster's
+            fh.writelines(f"127.0.0.1:*:*:{user}:{pw}\n" for user, pw in passwords.items())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.passfile)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -126,29 +192,50 @@ class LocalPostgres:
                 path.chmod(path.stat().st_mode | 0o711)
             self._check_reachable(owner.pw_uid)
         self.data_dir.chmod(0o700)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-instructions",
-        )
+        password = self._initdb()
         conf = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             # TCP only: the default socket dir (/var/run/postgresql) may not be writable.
             "unix_socket_directories": "''",
+            "password_encryption": "'scram-sha-256'",
             **self.settings,
         }
         with (self.data_dir / "postgresql.conf").open("a") as fh:
             fh.write("\n# fluxforge local server\n")
             for key, value in conf.items():
                 fh.write(f"{key} = {value}\n")
+        (self.data_dir / "pg_hba.conf").write_text(HBA)
+        self._write_passfile({SUPERUSER: password, APP_ROLE: _new_password()})
         log.info("initialised PostgreSQL cluster in %s", self.data_dir)
+
+    def _initdb(self) -> str:
+        """initdb with scram-sha-256 and a generated superuser password; returns it. The
+        password goes through a 0600 file in a private temp dir the server's user can read
+        (initdb takes no password on the command line)."""
+        password = _new_password()
+        with tempfile.TemporaryDirectory(prefix="fluxforge-initdb-") as tmp:
+            pwfile = Path(tmp) / "pw"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(password + "\n")
+            if self.run_as:
+                owner = pwd.getpwnam(self.run_as)
+                os.chown(tmp, owner.pw_uid, owner.pw_gid)
+                os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            )
+        return password
 
     def _check_reachable(self, uid: int) -> None:
         for path in self.data_dir.parents:
@@ -185,6 +272,40 @@ class LocalPostgres:
             "start",
         )
         log.info("PostgreSQL running on 127.0.0.1:%s (data %s)", self.port, self.data_dir)
+        if self._hba() != HBA:
+            self._secure_trust_cluster()
+
+    def _hba(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.data_dir / "pg_hba.conf").read_text()
+        return ""
+
+    def _secure_trust_cluster(self) -> None:
+        """A cluster initialised with ``trust`` (older FluxForge): give the superuser a generated
+        password, then admit only scram-sha-256 from 127.0.0.1 and reload. Rerunnable: the
+        password file is written first and reused if a crash interrupts the rest."""
+        import psycopg
+        from psycopg import sql
+
+        pw = self._passwords()
+        if SUPERUSER not in pw or APP_ROLE not in pw:
+            pw = {SUPERUSER: _new_password(), APP_ROLE: _new_password()}
+            self._write_passfile(pw)
+        trusted = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(trusted, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(pw[SUPERUSER])
+                )
+            )
+            (self.data_dir / "pg_hba.conf").write_text(HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        log.warning(
+            "embedded PostgreSQL in %s used trust authentication: now scram-sha-256 with "
+            "generated passwords (%s)",
+            self.data_dir,
+            self.passfile,
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """pg_ctl stop -m smart|fast|immediate; `immediate` is a crash (recovery on next start)."""
@@ -202,17 +323,70 @@ class LocalPostgres:
             os.kill(pid, signal.SIGKILL)
 
     def ensure_database(self, name: str) -> str:
-        """Create database `name` if missing; returns its DSN."""
+        """Create role ``fluxforge`` and database `name` owned by it if missing (a database
+        of an older FluxForge, owned by the superuser, is handed over with its schemas and
+        tables); returns the role's DSN for it."""
         import psycopg
         from psycopg import sql
 
+        password = self._passwords().get(APP_ROLE)
+        if password is None:
+            raise PostgresServerError(
+                f"{self.passfile} is missing or has no password for role {APP_ROLE!r}: restore "
+                "it, or move the data directory away to let FluxForge create a new cluster"
+            )
+        role = sql.Identifier(APP_ROLE)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            has_role = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
             ).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            verb = "ALTER" if has_role else "CREATE"
+            conn.execute(
+                sql.SQL(
+                    verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+                ).format(role, sql.Literal(password))
+            )
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if owner is None:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), role)
+                )
+            elif owner[0] != APP_ROLE:
+                self._hand_over(name)
         return self.dsn_for(name)
+
+    def _hand_over(self, name: str) -> None:
+        """Database `name`, its own schemas and their tables to role ``fluxforge``."""
+        import psycopg
+        from psycopg import sql
+
+        role = sql.Identifier(APP_ROLE)
+        with psycopg.connect(self._dsn(SUPERUSER, name), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), role)
+            )
+            schemas = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%%' "
+                "AND nspname <> 'information_schema'"
+            ).fetchall()
+            for (schema,) in schemas:
+                conn.execute(
+                    sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), role)
+                )
+                tables = conn.execute(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                    "AND c.relkind IN ('r', 'p', 'v', 'S')",
+                    (schema,),
+                ).fetchall()
+                for (table,) in tables:
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                            sql.Identifier(schema, table), role
+                        )
+                    )
 
 
 def embedded_data_dir(cfg) -> Path:

@@ -99,12 +99,22 @@ class BookAt:
     # exchange snapshot, so bids/asks are empty and `gap` is that ledger row
     valid: bool = True
     gap: dict[str, Any] | None = None
+    # receive time of the last message reflected in the book (snapshot or delta)
+    last_update_ts: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, times as int ns (``fluxforge.render.book_document`` for people)."""
         return {
             "exchange": self.exchange,
             "symbol": self.symbol,
             "ts": self.ts,
+            "valid": self.valid,
+            "snapshot_ts": self.snapshot_ts,
+            "last_update_ts": self.last_update_ts,
+            "book_epoch": self.book_epoch,
+            "deltas_applied": self.deltas_applied,
+            "exact_depth": self.exact_depth,
+            "gap": self.gap,
             "bids": [[_plain(p), _plain(s)] for p, s in self.bids],
             "asks": [[_plain(p), _plain(s)] for p, s in self.asks],
         }
@@ -283,7 +293,7 @@ class Reader:
         snap = self._latest(snap_files, "ts_recv", read)
         if snap is None:
             return out
-        out.snapshot_ts = snap["ts_recv"]
+        out.snapshot_ts = out.last_update_ts = snap["ts_recv"]
         out.book_epoch = snap["book_epoch"]
         ended = self._read(
             "gap_ledger",
@@ -315,6 +325,8 @@ class Reader:
         deltas = deltas.filter(pc.greater(deltas["seq"], snap["seq"]))
         deltas = deltas.take(pc.sort_indices(deltas, [("seq", "ascending")]))
         out.deltas_applied = deltas.num_rows
+        if deltas.num_rows:
+            out.last_update_ts = pc.max(deltas["ts_recv"]).as_py()
         levels: dict[str, dict[Decimal, Decimal]] = {
             "bid": dict(zip(snap["bid_px"], snap["bid_sz"], strict=True)),
             "ask": dict(zip(snap["ask_px"], snap["ask_sz"], strict=True)),
@@ -426,14 +438,18 @@ class Reader:
                     table, {"exchange": exchange, "symbol": symbol, "date": str(day)}
                 )
                 keys = self.storage.list(part.rsplit("/", 1)[0], "*.parquet")
-                tbl = BARS.empty_table()
                 if keys:
-                    raw = self._read(
-                        table, exchange, symbol, day, keys=[file_of_key(k) for k in keys]
+                    tbl = _bars_from_lake(
+                        self._read(
+                            table, exchange, symbol, day, keys=[file_of_key(k) for k in keys]
+                        )
                     )
-                    tbl = _bars_from_lake(raw)
-                    mask = pc.and_(pc.greater_equal(tbl["ts"], t0), pc.less_equal(tbl["ts"], t1))
-                    tbl = tbl.filter(mask)
+                else:
+                    # no SQL-model part for the day (`fluxforge sql run` not run yet): the
+                    # same bars from the lake's trades, by the hot store's rule
+                    tbl = self._bars_from_lake_trades(exchange, symbol, day, interval)
+                mask = pc.and_(pc.greater_equal(tbl["ts"], t0), pc.less_equal(tbl["ts"], t1))
+                tbl = tbl.filter(mask)
             if tbl.num_rows:
                 parts.append(tbl)
             day += timedelta(days=1)
@@ -446,6 +462,15 @@ class Reader:
         keep = np.ones(len(ts), dtype=bool)
         keep[1:] = ts[1:] != ts[:-1]
         return merged.filter(pa.array(keep))
+
+    def _bars_from_lake_trades(
+        self, exchange: str, symbol: str, day: date, interval: str
+    ) -> pa.Table:
+        """Bars of one day's lake trades, computed as ``_complete_hot_bars`` computes them."""
+        from fluxforge.hot import interval_ns
+
+        trades = _bar_time(self._read("trades", exchange, symbol, day, columns=_BAR_INPUT))
+        return _bars_from_trades(_first_receipts(trades), interval_ns(interval))
 
     def _complete_hot_bars(
         self,

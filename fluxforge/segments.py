@@ -4,11 +4,12 @@ One line per received message::
 
     {"ts":<ns>,"src":"<src>","ex":"<ex>","seq":<n>,"kind":"msg|rest|ctl",["url":..,]"data":<payload>}
 
-Key order is fixed and ``data`` is always last, so the payload bytes can be sliced out of the
-line verbatim (``raw_payload``) without re-encoding. The payload of ``msg``/``rest`` is the
-exchange's JSON exactly as received (bare newlines, which JSON only allows as whitespace, are
-turned into spaces so that one frame stays one line). A frame that is not valid JSON is embedded
-as a JSON string so the line stays parseable; the refinery quarantines it.
+Key order is fixed (the literals of ``fluxforge.wire.envelope``) and ``data`` is always last,
+so the payload bytes can be sliced out of the line verbatim (``raw_payload``) without
+re-encoding. The payload of ``msg``/``rest`` is the exchange's JSON exactly as received (bare
+newlines, which JSON only allows as whitespace, are turned into spaces so that one frame stays
+one line). A frame that is not valid JSON is embedded as a JSON string so the line stays
+parseable; the refinery quarantines it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from fluxforge.wire.envelope import DATA, EX, HEAD, KIND, SEQ, SRC, URL
 
 KINDS = ("msg", "rest", "ctl")
 CTL_EVENTS = ("connect", "disconnect", "subscribe", "gap", "seal", "recover")
@@ -60,16 +63,12 @@ def encode_envelope(
 ) -> bytes:
     """One newline-terminated line. `payload` must already be valid one-line JSON
     (see ``frame_payload``); it is embedded without re-encoding."""
-    head = b'{"ts":%d,"src":%b,"ex":%b,"seq":%d,"kind":"%b"' % (
-        ts,
-        _json_str(src),
-        _json_str(ex),
-        seq,
-        kind.encode(),
-    )
+    head = b"%b%d%b%b%b%b%b%d%b\"%b\"" % (
+        HEAD, ts, SRC, _json_str(src), EX, _json_str(ex), SEQ, seq, KIND, kind.encode()
+    )  # fmt: skip
     if url is not None:
-        head += b',"url":' + _json_str(url)
-    return head + b',"data":' + payload + b"}\n"
+        head += URL + _json_str(url)
+    return head + DATA + payload + b"}\n"
 
 
 def encode_ctl(ts: int, src: str, ex: str, seq: int, event: str, **fields: Any) -> bytes:

@@ -12,6 +12,7 @@ import orjson
 
 from fluxforge import lake
 from fluxforge.config import Config
+from fluxforge.redact import redact_exc
 from fluxforge.refinery import list_segments
 from fluxforge.storage import Layout, open_storage
 
@@ -97,7 +98,7 @@ def _hot(cfg: Config) -> dict[str, Any] | None:
             return None
         return table_sizes(dsn, cfg.lifecycle.hot_intervals)
     except Exception as exc:  # an unreachable server is a status, not a crash
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"error": redact_exc(exc)}
 
 
 def collect(cfg: Config, runs: int = 5, gap_days: int = 2) -> dict[str, Any]:
@@ -113,26 +114,29 @@ def collect(cfg: Config, runs: int = 5, gap_days: int = 2) -> dict[str, Any]:
 
 
 def render(status: dict[str, Any]) -> str:
-    """A human-readable summary."""
+    """A human-readable summary (sizes, durations and times through ``fluxforge.render``)."""
+    from fluxforge.render import human_bytes, human_duration, iso
+
     lines = ["raw segments per source:"]
-    for src, row in status["sources"].items() or {}:
+    for src, row in status["sources"].items():
+        oldest = f", oldest {row['oldest_ready']}" if row["oldest_ready"] else ""
         lines.append(
-            f"  {src}: ready {row['ready']} ({row['ready_bytes'] / 1e6:.1f} MB"
-            f"{', oldest ' + row['oldest_ready'] if row['oldest_ready'] else ''}), "
+            f"  {src}: ready {row['ready']} ({human_bytes(row['ready_bytes'])}{oldest}), "
             f"processing {row['processing']}, failed {row['failed']}, archived {row['archive']}"
         )
     if not status["sources"]:
         lines.append("  (none)")
-    lines.append(f"processing lag: {status['processing_lag_s']} s")
+    lag = status["processing_lag_s"]
+    lines.append(f"processing lag: {human_duration(lag) if lag is not None else 'no run yet'}")
     lines.append("last runs:")
-    for run in status["last_runs"] or [{}]:
-        if run:
-            lines.append(
-                f"  {run['finished_at']} {run['kind']}: {run['segments']} segments, "
-                f"{run['failed']} failed, {run['lines']} lines, lag {run['lag_s']} s"
-            )
-        else:
-            lines.append("  (none)")
+    for run in status["last_runs"]:
+        lines.append(
+            f"  {run['finished_at']} {run['kind']}: {run['segments']} segments, "
+            f"{run['failed']} failed, {run['lines'] or 0:,} lines, "
+            f"lag {human_duration(run['lag_s'])}"
+        )
+    if not status["last_runs"]:
+        lines.append("  (none)")
     hot = status["hot_tables"]
     if hot is None:
         lines.append("hot tables: none (no hot_store.dsn and no embedded server running)")
@@ -141,11 +145,12 @@ def render(status: dict[str, Any]) -> str:
     else:
         lines.append("hot tables (rows per day):")
         for table, days in hot.items():
-            lines.append(f"  {table}: " + ", ".join(f"{d} {n}" for d, n in days.items()))
+            shown = ", ".join(f"{d} {n:,}" for d, n in days.items()) or "empty"
+            lines.append(f"  {table}: {shown}")
     lines.append(f"gaps (last days): {len(status['open_gaps'])}")
     for gap in status["open_gaps"][-10:]:
         lines.append(
             f"  {gap['exchange']} {gap['symbol']} {gap['channel']}: {gap['cause']} "
-            f"{gap['ts_from']} -> {gap['ts_to']}"
+            f"{iso(gap['ts_from'])} -> {iso(gap['ts_to'])}"
         )
     return "\n".join(lines)

@@ -88,7 +88,7 @@ def start_hot_store(cfg: Config) -> tuple[LocalPostgres | None, str | None]:
             exc,
         )
         return None, None
-    # trust auth on 127.0.0.1: the DSN holds no password
+    # the DSN names the 0600 password file, it holds no password (fluxforge/pgserver.py)
     log.info("hot store: embedded PostgreSQL %s (data %s)", dsn, server.data_dir)
     return (None if was_running else server), dsn
 

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from fluxforge.redact import install_log_redaction
+
+# every log record of the code location's processes (runs included) is masked before Dagster
+# stores it in its event log: DSNs and endpoint URLs in library errors carry credentials
+install_log_redaction()
+
 
 @dg.definitions
 def defs() -> dg.Definitions:

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from fluxforge.config import ConfigError, load_config
+from fluxforge.redact import install_log_redaction, quiet_client_debug, redact
 from ingestion_daemon.service import run_daemon
 
 
@@ -22,11 +23,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_redaction()
+    quiet_client_debug()
     try:
         cfg = load_config(args.config)
         return run_daemon(cfg, args.source or None, args.max_seconds)
     except ConfigError as exc:
-        logging.getLogger("ingestion_daemon").error("%s", exc)
+        logging.getLogger("ingestion_daemon").error("%s", redact(exc))
         return 2
 
 

@@ -15,6 +15,7 @@ import signal
 import time
 
 from fluxforge.config import Config, ConfigError, SourceConfig
+from fluxforge.locks import LockHeld
 from ingestion_daemon.sources import Source, SourceConfigError, build_source
 from ingestion_daemon.writer import SegmentWriter
 
@@ -100,7 +101,7 @@ class Daemon:
     async def _run(self) -> int:
         try:
             self._start_units()
-        except (SourceConfigError, ConfigError, ValueError, OSError) as exc:
+        except (SourceConfigError, ConfigError, ValueError, OSError, LockHeld) as exc:
             log.error("cannot start: %s", exc)
             for _, writer in self.units:
                 writer.close()

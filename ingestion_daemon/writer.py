@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 
 from fluxforge.config import Config
+from fluxforge.locks import daemon_lock_path, exclusive
 from fluxforge.segments import (
     CTL_EVENTS,
     EnvelopeError,
@@ -59,8 +60,11 @@ from fluxforge.segments import (
     segment_name,
 )
 from fluxforge.storage import Layout, LocalStorage, Storage, open_storage, sanitize_part
+from fluxforge.wire.envelope import DATA, EX, HEAD, KIND, SEQ, SRC
+from ingestion_daemon.highwater import high_water
 
 log = logging.getLogger("ingestion_daemon.writer")
+_LINE = HEAD + b"%d%b%d%b%b}\n"  # ts, src..seq, seq, kind..data, payload
 
 HOUR_NS = 3_600_000_000_000
 # The writer's own bookkeeping records: not source lines, not counted in `pos`.
@@ -178,6 +182,7 @@ class SegmentWriter:
         self._pos = 0
         self._durable = (0, 0)  # (next_seq, pos) of the last line known to be on storage
         self._uploader: _Uploader | None = None if self.local else _Uploader(self)
+        self._lock = contextlib.ExitStack()
 
     # ------------------------------------------------------------------ properties
 
@@ -223,19 +228,41 @@ class SegmentWriter:
             self.state_store.write_bytes(self.state_key, snapshot.to_bytes())
 
     def open(self) -> RecoveryReport:
-        """Load the source state and recover whatever a crash left behind. Call once."""
+        """Take the source's exclusive lock (one daemon per source and store), load the
+        state and recover whatever a crash left behind. Call once; ``close`` releases it."""
+        self._lock.enter_context(
+            exclusive(
+                daemon_lock_path(self.storage, self.source),
+                "ingestion daemon",
+                f"ingestion daemon, source {self.source}",
+            )
+        )
+        try:
+            return self._open_locked()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open_locked(self) -> RecoveryReport:
         self.state = self._load_state()
-        self._seq = self.state.next_seq
+        # names and seq never reused: the state may be lost or stale, so the counters are
+        # also taken from every tier that holds the source's segments
+        hw = high_water(self.cfg, self.source, self._roots())
+        if hw.seq >= self.state.next_seq and not self.state.segment:
+            log.warning(
+                "%s: no daemon state (%s) but %s holds seq %d: continuing after it",
+                self.source,
+                self.state_store.uri(self.state_key),
+                hw.places[0] if hw.places else "a raw tier",
+                hw.seq,
+            )
+        # lines after the state (active/, a ready segment sealed after the last state write)
+        # are accounted below and advance pos too; this floor covers lost or stale state
+        self._seq = max(self.state.next_seq, hw.seq + 1)
         self._pos = self.state.pos
         self._durable = (self._seq, self._pos)
         report = RecoveryReport()
-        counters = [self.state.next_counter - 1]
-        for root in self._roots():
-            for state in ("active", "ready"):
-                for key in root.list(self.layout.raw_state_dir(state, self.source), "segment_*"):
-                    with contextlib.suppress(ValueError):
-                        counters.append(parse_segment_name(key).counter)
-        self.state.next_counter = max(counters) + 1
+        self.state.next_counter = max(self.state.next_counter, hw.counter + 1)
         # A segment sealed after the last state write (S3: uploaded, state not yet written)
         # is still in ready/: count what it holds beyond the state.
         if self.state.segment:
@@ -318,7 +345,7 @@ class SegmentWriter:
                 ),
             )
             self._seq += 1
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
             try:
                 os.ftruncate(fd, kept_len)
                 os.lseek(fd, 0, os.SEEK_END)
@@ -352,9 +379,10 @@ class SegmentWriter:
     # ------------------------------------------------------------------ append path
 
     def _heads_for(self, ex: str, kind: str) -> tuple[bytes, bytes]:
+        # the envelope layout of fluxforge.wire.envelope: HEAD ts SRC "src" EX "ex" SEQ seq ...
         head = (
-            b'"src":' + orjson.dumps(self.source) + b',"ex":' + orjson.dumps(ex) + b',"seq":',
-            b',"kind":"' + kind.encode() + b'","data":',
+            SRC + orjson.dumps(self.source) + EX + orjson.dumps(ex) + SEQ,
+            KIND + b'"' + kind.encode() + b'"' + DATA,
         )
         self._heads[(ex, kind)] = head
         return head
@@ -367,7 +395,7 @@ class SegmentWriter:
         ex = ex or self.default_ex
         head = self._heads.get((ex, kind)) or self._heads_for(ex, kind)
         seq = self._seq
-        line = b'{"ts":%d,%b%d%b%b}\n' % (ts, head[0], seq, head[1], payload)
+        line = _LINE % (ts, head[0], seq, head[1], payload)
         self._seq = seq + 1
         self._pos += 1
         self._last_ts = ts
@@ -501,7 +529,9 @@ class SegmentWriter:
             path = root.local_path(self.layout.segment("active", self.source, name))
             assert path is not None
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # a new name: never an existing file, never through a symlink planted in active/
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
+            self._fd = os.open(path, flags, 0o644)
         log.debug("%s: opened %s", self.source, name)
 
     def _choose_root(self, force_spill: bool) -> Storage:
@@ -654,10 +684,13 @@ class SegmentWriter:
         return name
 
     def close(self) -> None:
-        """Flush, seal the active segment, finish uploads."""
-        self.seal("shutdown")
-        if self._uploader is not None:
-            self._uploader.close()
+        """Flush, seal the active segment, finish uploads, release the source's lock."""
+        try:
+            self.seal("shutdown")
+            if self._uploader is not None:
+                self._uploader.close()
+        finally:
+            self._lock.close()
 
 
 def _move_file(src: Path, dst: Path) -> None:

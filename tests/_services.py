@@ -313,18 +313,18 @@ def pg_server() -> Iterator[object]:
 
 @pytest.fixture
 def pg_db(pg_server) -> Iterator[str]:
-    """A fresh, empty database on the session server; yields its DSN, dropped afterwards."""
+    """A fresh, empty database on the session server; yields its DSN (role fluxforge, no
+    superuser), dropped afterwards."""
     import psycopg
     from psycopg import sql
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     pg_server.start()  # a fault test may have left it stopped
-    with psycopg.connect(pg_server.dsn_for("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield pg_server.dsn_for(name)
+    # created by the superuser, owned by role fluxforge (no superuser), which does the work
+    yield pg_server.ensure_database(name)
     with contextlib.suppress(Exception):
         pg_server.start()
-        with psycopg.connect(pg_server.dsn_for("postgres"), autocommit=True) as conn:
+        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )

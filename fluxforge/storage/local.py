@@ -1,7 +1,13 @@
-"""Local filesystem storage: atomic writes via temp file + fsync + rename."""
+"""Local filesystem storage: atomic writes via temp file + fsync + rename.
+
+Nothing is read or written outside the root, symlinks included: every path is resolved and
+must stay inside the root (a symlink leading out is refused with ``StorageError``), and
+listings skip symlinks altogether (logged), so discovery never picks up a file planted as a
+link, wherever it points."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -9,6 +15,8 @@ from pathlib import Path
 
 from fluxforge.storage.base import Storage, StorageError
 from fluxforge.storage.paths import safe_key
+
+log = logging.getLogger(__name__)
 
 
 class LocalStorage(Storage):
@@ -18,7 +26,14 @@ class LocalStorage(Storage):
         self.root = Path(root).expanduser().resolve()
 
     def _p(self, path: str) -> Path:
-        return self.root / safe_key(path) if path else self.root
+        target = self.root / safe_key(path) if path else self.root
+        real = Path(os.path.realpath(target))
+        if real != self.root and self.root not in real.parents:
+            raise StorageError(
+                f"{target} leads outside the storage root {self.root} (to {real}) through a "
+                "symlink: refused"
+            )
+        return target
 
     def local_path(self, path: str) -> Path:
         return self._p(path)
@@ -66,17 +81,25 @@ class LocalStorage(Storage):
 
     def list(self, prefix: str, pattern: str = "*", recursive: bool = False) -> list[str]:
         base = self._p(prefix)
-        if not base.is_dir():
+        if base.is_symlink() or not base.is_dir():
             return []
-        found = base.rglob("*") if recursive else base.iterdir()
         out = []
-        for entry in found:
-            if (
-                entry.is_file()
-                and not entry.name.startswith(".tmp-")
-                and self.match(entry.name, pattern)
-            ):
-                out.append(entry.relative_to(self.root).as_posix())
+        todo = [base]
+        while todo:
+            folder = todo.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        log.warning("%s is a symlink: skipped (not read, not listed)", entry.path)
+                    elif entry.is_dir(follow_symlinks=False):
+                        if recursive:
+                            todo.append(Path(entry.path))
+                    elif (
+                        entry.is_file(follow_symlinks=False)
+                        and not entry.name.startswith(".tmp-")
+                        and self.match(entry.name, pattern)
+                    ):
+                        out.append(Path(entry.path).relative_to(self.root).as_posix())
         return sorted(out)
 
     def delete(self, path: str) -> None:

@@ -40,6 +40,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fluxforge.config import S3Settings
+from fluxforge.redact import install_log_redaction, redact, register_secret
 from fluxforge.storage.base import Storage, StorageError
 from fluxforge.storage.paths import safe_key
 
@@ -68,42 +69,15 @@ def _precondition(exc: ClientError) -> bool:
 
 
 # botocore's DEBUG logs print the signed request headers ("Credential=<access key id>/...") and
-# S3 error bodies may echo the key id: the credential values are masked in every record of the
-# AWS libraries' loggers, whatever level an application turns on (`fluxforge -v`).
-_AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
-
-
-class _RedactCredentials(logging.Filter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.values:
-            text = masked = record.getMessage()
-            for value in self.values:
-                masked = masked.replace(value, "***")
-            if masked != text:
-                record.msg, record.args = masked, None
-        return True
-
-
-_REDACT = _RedactCredentials()
-
-
+# S3 error bodies may echo the key id: the credential values are registered with the one
+# redaction rule (fluxforge/redact.py), which masks them in every log record and message.
 def _redact_credentials_in_logs(session: boto3.session.Session) -> None:
     creds = session.get_credentials()
     if creds is not None:
         frozen = creds.get_frozen_credentials()
-        found = (frozen.access_key, frozen.secret_key, frozen.token)
-        _REDACT.values.update(v for v in found if v and len(v) >= 8)
-    for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if (
-            isinstance(logger, logging.Logger)
-            and name.split(".")[0] in _AWS_LOGGERS
-            and _REDACT not in logger.filters
-        ):
-            logger.addFilter(_REDACT)
+        for value in (frozen.access_key, frozen.secret_key, frozen.token):
+            register_secret(value)
+    install_log_redaction()
 
 
 class S3Storage(Storage):
@@ -159,7 +133,7 @@ class S3Storage(Storage):
         return f"s3://{self.bucket}/{self._k(path)}"
 
     def _fail(self, op: str, path: str, exc: Exception) -> StorageError:
-        return StorageError(f"s3 {op} s3://{self.bucket}/{self._k(path)}: {exc}")
+        return StorageError(redact(f"s3 {op} s3://{self.bucket}/{self._k(path)}: {exc}"))
 
     # -- the Storage interface -----------------------------------------------------------------
 

@@ -8,8 +8,8 @@ it cannot use) and ``venue_symbol_to_symbol(s) -> "BASE-QUOTE"``. See CONTRACTS.
 Dispatch: ``ctl`` envelopes are "control"; otherwise by ``env.ex``: a native module, or
 ``ccxt_unified`` for any other id the installed ccxt knows. The ccxt source keeps the real
 ccxt id in ``env.ex`` and writes ``{"method": "watch_*"|"fetch_*", "symbol", "result"}``;
-when that id has a native module (``kraken``...), the native module recognises the payload
-shape and hands it to ``ccxt_unified`` (see ``common.atomic``).
+when that id has a native module (``kraken``...), ``normalize`` recognises the payload shape
+and hands it to ``ccxt_unified`` instead.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from types import ModuleType
 from fluxforge.events import EventSink, NormalizeError
 from fluxforge.segments import Envelope
 from fluxforge.venues import binance, bitget, ccxt_unified, coinbase, kraken, okx
+from fluxforge.venues.common import is_ccxt_payload
 
 MODULES: tuple[ModuleType, ...] = (coinbase, binance, kraken, okx, bitget, ccxt_unified)
 _BY_EXCHANGE: dict[str, ModuleType] = {ex: m for m in MODULES for ex in m.EXCHANGES}
@@ -29,8 +30,8 @@ EXCHANGES: tuple[str, ...] = tuple(sorted(_BY_EXCHANGE))
 @functools.lru_cache(maxsize=256)
 def normalizer_for(exchange: str) -> ModuleType:
     """The module for an exchange id: a native module, else ``ccxt_unified`` for any other
-    exchange id the installed ccxt knows (only the ccxt source writes those). Native modules
-    hand ccxt-shaped payloads to ``ccxt_unified`` themselves. KeyError lists the known ids."""
+    exchange id the installed ccxt knows (only the ccxt source writes those). ``normalize``
+    hands ccxt-shaped payloads of native ids to ``ccxt_unified``. KeyError lists the known ids."""
     module = _BY_EXCHANGE.get(exchange)
     if module is not None:
         return module
@@ -50,6 +51,8 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         module = normalizer_for(env.ex)
     except (KeyError, TypeError) as exc:
         raise NormalizeError(str(exc.args[0] if exc.args else exc)) from None
+    if module is not ccxt_unified and is_ccxt_payload(env.data):
+        return ccxt_unified.normalize(env, sink)
     return module.normalize(env, sink)
 
 

@@ -63,13 +63,16 @@ from fluxforge.venues.common import (
     venue_symbol,
 )
 
-_PARTIAL_DEPTH_RE = re.compile(r"([a-z0-9_]+)@depth(5|10|20)(?:@\d+ms)?")
+PARTIAL_DEPTH_RE = re.compile(r"([a-z0-9_]+)@depth(5|10|20)(?:@\d+ms)?")
 
 SPOT = ("binance", "binanceus")
 FUTURES = ("binanceusdm", "binancecoinm")
 EXCHANGES = SPOT + FUTURES
+# trade side is the taker's: "m" (buyer is the maker) true means a seller took the bid
+TAKER_SIDE = {False: "buy", True: "sell"}
+DEPTH_CHANNEL = "depth"  # channel of every diff-depth and REST depth book message
 
-_CONTROL_EVENTS = frozenset(
+CONTROL_EVENTS = frozenset(
     {
         "kline",
         "continuous_kline",
@@ -99,7 +102,8 @@ def venue_symbol_to_symbol(s: str) -> str:
     return checked_symbol(join_symbol(*parts), s)
 
 
-def _chain(ex: str) -> str:
+def chain_of(ex: str) -> str:
+    """The update-id chain rule of an exchange id: futures link by ``pu``, spot by ``U``."""
     return CHAIN_BINANCE_FUTURES if ex in FUTURES else CHAIN_BINANCE_SPOT
 
 
@@ -111,7 +115,7 @@ def _int(d: dict, key: str, where: str) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _symbol_of(raw: str) -> str:
+def symbol_of(raw: str) -> str:
     return venue_symbol_to_symbol(venue_symbol(raw, "symbol"))
 
 
@@ -119,7 +123,7 @@ def _symbol(d: dict, where: str) -> tuple[str, str]:
     raw = field(d, "s", where)
     if type(raw) is not str:
         raise NormalizeError(f"{where}.s={raw!r:.40}: expected a string")
-    return _symbol_of(raw), raw
+    return symbol_of(raw), raw
 
 
 def _event_ts(env: Envelope, d: dict, key: str, where: str) -> int:
@@ -136,7 +140,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     if isinstance(d, dict) and "stream" in d and "data" in d:
         stream = d["stream"]
         d = d["data"]
-        partial = _PARTIAL_DEPTH_RE.fullmatch(stream) if type(stream) is str else None
+        partial = PARTIAL_DEPTH_RE.fullmatch(stream) if type(stream) is str else None
         if partial is not None:
             return _partial_depth(env, partial, as_dict(d, stream), sink)
     if isinstance(d, list):
@@ -162,10 +166,10 @@ def _event(env: Envelope, d: dict, sink: EventSink) -> str:
                 "binance: partial depth frame outside a combined stream: no symbol"
             )
         raise NormalizeError(f"binance: unknown message without event type: keys {sorted(d)[:8]}")
-    handler = _HANDLERS.get(e)
+    handler = HANDLERS.get(e)
     if handler is not None:
         return handler(env, d, sink)
-    if e in _CONTROL_EVENTS:
+    if e in CONTROL_EVENTS:
         return "control"
     raise NormalizeError(f"binance: unknown event type {str(e)[:40]!r}")
 
@@ -181,7 +185,7 @@ def _depth_update(env: Envelope, d: dict, sink: EventSink) -> str:
         env.ex,
         symbol,
         raw,
-        "depth",
+        DEPTH_CHANNEL,
         _event_ts(env, d, "E", "depthUpdate"),
         env.ts,
         env.seq,
@@ -191,7 +195,7 @@ def _depth_update(env: Envelope, d: dict, sink: EventSink) -> str:
         first_id=first,
         final_id=final,
         prev_id=prev,
-        chain=_chain(env.ex),
+        chain=chain_of(env.ex),
     )
     sink.book(msg)
     return "data"
@@ -256,7 +260,7 @@ def _trade(env: Envelope, d: dict, sink: EventSink) -> str:
         str(trade_id),
         positive(field(d, "p", e), f"{e}.p"),
         positive(field(d, "q", e), f"{e}.q"),
-        "sell" if maker else "buy",
+        TAKER_SIDE[maker],
         env.seq,
     )
     return "data"
@@ -280,7 +284,7 @@ def _ticker_24h(env: Envelope, d: dict, sink: EventSink) -> str:
     return "data"
 
 
-_HANDLERS = {
+HANDLERS = {
     "depthUpdate": _depth_update,
     "bookTicker": _book_ticker,
     "aggTrade": _trade,
@@ -306,7 +310,7 @@ def _rest(env: Envelope, sink: EventSink) -> str:
         env.ex,
         venue_symbol_to_symbol(raw),
         raw,
-        "depth",
+        DEPTH_CHANNEL,
         _event_ts(env, d, "E", "REST depth"),
         env.ts,
         env.seq,
@@ -314,7 +318,7 @@ def _rest(env: Envelope, sink: EventSink) -> str:
         levels(field(d, "bids", "REST depth"), "REST depth.bids"),
         levels(field(d, "asks", "REST depth"), "REST depth.asks"),
         final_id=_int(d, "lastUpdateId", "REST depth"),
-        chain=_chain(env.ex),
+        chain=chain_of(env.ex),
         from_rest=True,
     )
     sink.book(msg)

@@ -48,11 +48,12 @@ from fluxforge.venues.common import (
     split_concat,
     venue_symbol,
 )
+from fluxforge.venues.okx import book_checksum
 
 EXCHANGES = ("bitget",)
 
 _SPOT_TYPES = frozenset({"sp", "spbl", "spot"})
-_BOOK_DEPTH = {"books": 0, "books1": 1, "books5": 5, "books15": 15}
+BOOK_DEPTH = {"books": 0, "books1": 1, "books5": 5, "books15": 15}
 _SIDES = ("buy", "sell")
 
 
@@ -92,7 +93,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     if action not in ("snapshot", "update"):
         raise NormalizeError(f"bitget {channel}: action {str(action)[:20]!r} not snapshot/update")
     data = as_list(field(d, "data", f"bitget {channel}"), f"bitget {channel}.data")
-    if channel in _BOOK_DEPTH:
+    if channel in BOOK_DEPTH:
         return _books(env, channel, symbol, raw, action, data, sink)
     if channel == "trade":
         if action == "snapshot":
@@ -118,14 +119,10 @@ def _books(
     for i, item in enumerate(data):
         where = f"bitget {channel}.data[{i}]"
         item = as_dict(item, where)
-        checksum = item.get("checksum")
-        if checksum is not None and (type(checksum) is not int or not -(2**31) <= checksum < 2**31):
-            raise NormalizeError(f"{where}.checksum={checksum!r}: not a signed 32-bit integer")
+        checksum = book_checksum(item, "seq", where)
         seq = item.get("seq", -1)
         if type(seq) is not int:
             raise NormalizeError(f"{where}.seq={seq!r}: expected an integer")
-        if checksum == 0 and "seq" in item:
-            checksum = None
         msgs.append(
             BookMessage(
                 env.ex,
@@ -141,7 +138,7 @@ def _books(
                 final_id=seq,
                 checksum=checksum,
                 checksum_kind=CHECKSUM_OKX if checksum is not None else None,
-                depth=_BOOK_DEPTH[channel],
+                depth=BOOK_DEPTH[channel],
             )
         )
     for msg in msgs:

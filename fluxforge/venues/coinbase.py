@@ -72,10 +72,13 @@ from fluxforge.venues.common import (
 EXCHANGES = ("coinbase", "coinbaseexchange", "coinbasepro", "coinbaseadvanced", "synthetic")
 
 AT_TRADE_SIDE_IS_MAKER = False
+BOOK_CHANNEL = "level2"  # channel of every book message (both feeds)
 
 _EXCHANGE_CONTROL = frozenset({"subscriptions", "heartbeat", "status", "error"})
 _AT_CONTROL = frozenset({"heartbeats", "subscriptions", "status", "candles"})
-_L2_SIDES = {"buy": "bid", "bid": "bid", "sell": "ask", "offer": "ask", "ask": "ask"}
+# level2 side words: the per-line path and the byte scanner (fluxforge.demux.coinbase) both
+# read this table
+L2_SIDES = {"buy": "bid", "bid": "bid", "sell": "ask", "offer": "ask", "ask": "ask"}
 _FLIP = {"buy": "sell", "sell": "buy"}
 
 
@@ -89,7 +92,7 @@ def venue_symbol_to_symbol(s: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _symbol_of(raw: str) -> str:
+def symbol_of(raw: str) -> str:
     return venue_symbol_to_symbol(venue_symbol(raw, "product_id"))
 
 
@@ -97,7 +100,7 @@ def _product(obj: dict, where: str) -> tuple[str, str]:
     raw = field(obj, "product_id", where)
     if type(raw) is not str:
         raise NormalizeError(f"{where}.product_id={raw!r:.40}: expected a string")
-    return _symbol_of(raw), raw
+    return symbol_of(raw), raw
 
 
 @atomic("coinbase")
@@ -126,7 +129,9 @@ def _snapshot(env: Envelope, d: dict, sink: EventSink) -> str:
     symbol, raw = _product(d, "snapshot")
     bids = levels(field(d, "bids", "snapshot"), "snapshot.bids")
     asks = levels(field(d, "asks", "snapshot"), "snapshot.asks")
-    sink.book(BookMessage(env.ex, symbol, raw, "level2", env.ts, env.ts, env.seq, True, bids, asks))
+    sink.book(
+        BookMessage(env.ex, symbol, raw, BOOK_CHANNEL, env.ts, env.ts, env.seq, True, bids, asks)
+    )
     return "data"
 
 
@@ -139,13 +144,13 @@ def _l2update(env: Envelope, d: dict, sink: EventSink) -> str:
         where = f"l2update.changes[{i}]"
         if not isinstance(ch, list) or len(ch) < 3:
             raise NormalizeError(f"{where}: expected [side, price, size], got {ch!r:.60}")
-        side = _L2_SIDES.get(ch[0])
+        side = L2_SIDES.get(ch[0])
         if side is None:
             raise NormalizeError(f"{where}: side {str(ch[0])[:20]!r} is not buy/sell")
         level = (positive(ch[1], f"{where}.price"), dec(ch[2], f"{where}.size"))
         (bids if side == "bid" else asks).append(level)
     sink.book(
-        BookMessage(env.ex, symbol, raw, "level2", ts_event, env.ts, env.seq, False, bids, asks)
+        BookMessage(env.ex, symbol, raw, BOOK_CHANNEL, ts_event, env.ts, env.seq, False, bids, asks)
     )
     return "data"
 
@@ -237,7 +242,7 @@ def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -
         for j, up in enumerate(as_list(field(ev, "updates", where), f"{where}.updates")):
             w = f"{where}.updates[{j}]"
             up = as_dict(up, w)
-            side = _L2_SIDES.get(field(up, "side", w))
+            side = L2_SIDES.get(field(up, "side", w))
             if side is None:
                 raise NormalizeError(f"{w}.side={str(up['side'])[:20]!r}: not bid/offer")
             level = (
@@ -256,7 +261,7 @@ def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -
                 env.ex,
                 symbol,
                 raw,
-                "level2",
+                BOOK_CHANNEL,
                 ts_event if ts_event > 0 else ts_msg,
                 env.ts,
                 env.seq,

@@ -19,18 +19,13 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fluxforge.demux_levels import fast_levels
 from fluxforge.events import EventSink, NormalizeError
 from fluxforge.segments import Envelope
+from fluxforge.wire.decimal import DEC_RE, FAST_DEC_RE, MAX_DECIMALS, MAX_INT_DIGITS, fast_levels
+from fluxforge.wire.times import TS_MAX_NS, TS_MIN_NS, days_from_civil
 
-MAX_VALUE = Decimal(10) ** 20
-MAX_DECIMALS = 18
-# plausible event times: 2001-09-09 .. 2100-01-01 (catches ms/s/us unit mix-ups)
-TS_MIN_NS = 1_000_000_000 * 1_000_000_000
-TS_MAX_NS = 4_102_444_800 * 1_000_000_000
+MAX_VALUE = Decimal(10) ** MAX_INT_DIGITS
 
-_DEC_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_FAST_DEC_RE = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,18})?")
 _VENUE_SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 _SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,63}")
 _ISO_RE = re.compile(
@@ -94,7 +89,7 @@ def _bad_decimal(value: str, what: str) -> NormalizeError:
         why = "negative"
     elif text.lstrip("+") in ("nan", "inf", "infinity", "snan"):
         why = "not finite"
-    elif _DEC_RE.fullmatch(text) and len(text) - text.find(".") - 1 > MAX_DECIMALS:
+    elif DEC_RE.fullmatch(text) and len(text) - text.find(".") - 1 > MAX_DECIMALS:
         why = f"more than {MAX_DECIMALS} decimals"
     else:
         why = "not a plain decimal number"
@@ -103,7 +98,7 @@ def _bad_decimal(value: str, what: str) -> NormalizeError:
 
 def dec(value: Any, what: str) -> str:
     """The exact decimal string for a price/size field, validated (see module doc)."""
-    if type(value) is str and _FAST_DEC_RE.fullmatch(value):
+    if type(value) is str and FAST_DEC_RE.fullmatch(value):
         return value  # <= 20 integer digits and <= 18 decimals: always within bounds
     return _dec_slow(value, what)
 
@@ -119,13 +114,13 @@ def _dec_slow(value: Any, what: str) -> str:
         raise NormalizeError(f"{what}={value!r}: JSON float, an exact decimal string is expected")
     else:
         raise NormalizeError(f"{what}={value!r}: expected a decimal string")
-    if not _DEC_RE.fullmatch(text):
+    if not DEC_RE.fullmatch(text):
         raise _bad_decimal(text, what)
     dot = text.find(".")
     int_len = len(text) if dot < 0 else dot
     if dot >= 0 and len(text) - dot - 1 > MAX_DECIMALS:
         raise _bad_decimal(text, what)
-    if int_len > 20 and Decimal(text) >= MAX_VALUE:
+    if int_len > MAX_INT_DIGITS and Decimal(text) >= MAX_VALUE:
         # decimal128(38, 18) holds at most 20 integer digits: 1e20 itself does not fit
         raise NormalizeError(f"{what}={text[:40]!r}: 1e20 or larger")
     return text
@@ -197,7 +192,7 @@ def ms_to_ns(value: Any, what: str) -> int:
 
 def seconds_to_ns(value: Any, what: str) -> int:
     """Epoch seconds as a decimal string (Kraken "1618678133.136361") -> ns, exactly."""
-    if type(value) is not str or not _DEC_RE.fullmatch(value):
+    if type(value) is not str or not DEC_RE.fullmatch(value):
         raise NormalizeError(f"{what}={value!r}: expected epoch seconds as a decimal string")
     whole, _, frac = value.partition(".")
     return check_ts(int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]), what)
@@ -205,13 +200,7 @@ def seconds_to_ns(value: Any, what: str) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _epoch_day(year: int, month: int, day: int) -> int:
-    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
-    year -= month <= 2
-    era = year // 400
-    yoe = year - era * 400
-    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+    return days_from_civil(year, month, day)
 
 
 def iso_to_ns(value: Any, what: str, check: bool = True) -> int:
@@ -338,16 +327,12 @@ def atomic(venue: str) -> Callable:
     If the normalizer raises after emitting part of a multi-row message, the rows already in
     the sink are removed again, so a quarantined line never leaves half of itself in the
     tables. Unexpected Python errors from malformed shapes become NormalizeError too.
-    A ccxt-source payload reaching a native module (the ccxt source keeps the real exchange
-    id, e.g. ``kraken``) is handed to ``ccxt_unified``."""
+    (A ccxt-source payload with a native exchange id never reaches a native module:
+    ``fluxforge.venues.normalize`` hands it to ``ccxt_unified``.)"""
 
     def wrap(fn: Callable[[Envelope, EventSink], str]) -> Callable[[Envelope, EventSink], str]:
         @functools.wraps(fn)
         def normalize(env: Envelope, sink: EventSink) -> str:
-            if venue != "ccxt" and is_ccxt_payload(env.data):
-                from fluxforge.venues import ccxt_unified
-
-                return ccxt_unified.normalize(env, sink)
             n_trades = len(sink.trades["exchange"])
             n_quotes = len(sink.quotes["exchange"])
             n_books, n_tops = len(sink.books), len(sink.tops)

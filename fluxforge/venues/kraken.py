@@ -45,6 +45,7 @@ EXCHANGES = ("kraken",)
 
 _CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "subscriptionStatus", "pong", "ping"})
 _SIDES = {"b": "buy", "s": "sell"}
+BOOK_CHANNEL_PREFIX = "book-"  # book-<depth>: the per-line path and fluxforge.demux.kraken
 
 
 @functools.lru_cache(maxsize=4096)
@@ -57,7 +58,7 @@ def venue_symbol_to_symbol(s: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _symbol_of(raw: str) -> str:
+def symbol_of(raw: str) -> str:
     return venue_symbol_to_symbol(venue_symbol(raw, "kraken pair"))
 
 
@@ -84,9 +85,9 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     raw = d[-1]
     if type(raw) is not str:
         raise NormalizeError(f"kraken: pair {raw!r:.40} is not a string")
-    symbol = _symbol_of(raw)
+    symbol = symbol_of(raw)
     payloads = d[1:-2]
-    if channel.startswith("book-"):
+    if channel.startswith(BOOK_CHANNEL_PREFIX):
         return _book(env, channel, symbol, raw, payloads, sink)
     if channel == "trade":
         return _trades(env, symbol, raw, payloads, sink)
@@ -110,7 +111,7 @@ def _level_time(rows: list, where: str) -> int:
 def _book(
     env: Envelope, channel: str, symbol: str, raw: str, payloads: list, sink: EventSink
 ) -> str:
-    depth_text = channel[5:]
+    depth_text = channel[len(BOOK_CHANNEL_PREFIX) :]
     if not depth_text.isdigit():
         raise NormalizeError(f"kraken: book channel {channel[:20]!r} has no depth")
     bids: list[tuple[str, str]] = []

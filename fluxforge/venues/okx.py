@@ -45,7 +45,7 @@ from fluxforge.venues.common import (
 
 EXCHANGES = ("okx",)
 
-_BOOK_CHANNELS = {"books": 0, "books-l2-tbt": 0, "books50-l2-tbt": 0, "books5": 5, "bbo-tbt": 1}
+BOOK_CHANNELS = {"books": 0, "books-l2-tbt": 0, "books50-l2-tbt": 0, "books5": 5, "bbo-tbt": 1}
 _CONTROL_CHANNELS = frozenset(
     {
         "mark-price",
@@ -74,7 +74,7 @@ def venue_symbol_to_symbol(s: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _symbol_of(raw: str) -> str:
+def symbol_of(raw: str) -> str:
     return venue_symbol_to_symbol(venue_symbol(raw, "instId"))
 
 
@@ -82,7 +82,7 @@ def _inst(obj: dict, where: str) -> tuple[str, str]:
     raw = field(obj, "instId", where)
     if type(raw) is not str:
         raise NormalizeError(f"{where}.instId={raw!r:.40}: expected a string")
-    return _symbol_of(raw), raw
+    return symbol_of(raw), raw
 
 
 @atomic("okx")
@@ -100,7 +100,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     arg = as_dict(field(d, "arg", "okx push"), "okx push.arg")
     channel = field(arg, "channel", "okx push.arg")
     data = as_list(field(d, "data", f"okx {channel}"), f"okx {channel}.data")
-    if channel in _BOOK_CHANNELS:
+    if channel in BOOK_CHANNELS:
         return _books(env, d, arg, channel, data, sink)
     if channel in ("trades", "trades-all"):
         return _trades(env, data, sink)
@@ -114,6 +114,26 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     raise NormalizeError(f"okx: unknown channel {str(channel)[:40]!r}")
 
 
+# Checksum rule of OKX and Bitget book items: a signed 32-bit integer; 0 next to a sequence key
+# means "not computed" (OKX retired the checksum on 2026-06-23; Bitget v2 can switch it off).
+# The byte scanner (fluxforge.demux.okx) reads these constants.
+CHECKSUM_MIN = -(2**31)
+CHECKSUM_MAX = 2**31 - 1
+ZERO_CHECKSUM_WITH_SEQ_IS_NONE = True
+
+
+def book_checksum(item: dict, seq_key: str, where: str) -> int | None:
+    """The item's checksum by the rule above, None when it has none."""
+    checksum = item.get("checksum")
+    if checksum is not None and (
+        type(checksum) is not int or not CHECKSUM_MIN <= checksum <= CHECKSUM_MAX
+    ):
+        raise NormalizeError(f"{where}.checksum={checksum!r}: not a signed 32-bit integer")
+    if checksum == 0 and seq_key in item and ZERO_CHECKSUM_WITH_SEQ_IS_NONE:
+        return None
+    return checksum
+
+
 def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: EventSink) -> str:
     symbol, raw = _inst(arg, f"okx {channel}.arg")
     action = d.get("action", "snapshot")  # books5 / bbo-tbt send whole top-N, no action
@@ -123,14 +143,10 @@ def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: Ev
     for i, item in enumerate(data):
         where = f"okx {channel}.data[{i}]"
         item = as_dict(item, where)
-        checksum = item.get("checksum")
-        if checksum is not None and (type(checksum) is not int or not -(2**31) <= checksum < 2**31):
-            raise NormalizeError(f"{where}.checksum={checksum!r}: not a signed 32-bit integer")
+        checksum = book_checksum(item, "seqId", where)
         seq_id, prev_seq = item.get("seqId", -1), item.get("prevSeqId", -1)
         if type(seq_id) is not int or type(prev_seq) is not int:
             raise NormalizeError(f"{where}: seqId/prevSeqId must be integers")
-        if checksum == 0 and "seqId" in item:
-            checksum = None  # checksum retired (2026-06-23): 0 means "not computed"
         msgs.append(
             BookMessage(
                 env.ex,
@@ -147,7 +163,7 @@ def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: Ev
                 prev_id=prev_seq,
                 checksum=checksum,
                 checksum_kind=CHECKSUM_OKX if checksum is not None else None,
-                depth=_BOOK_CHANNELS[channel],
+                depth=BOOK_CHANNELS[channel],
             )
         )
     for msg in msgs:

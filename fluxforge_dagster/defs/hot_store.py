@@ -28,6 +28,7 @@ import dagster as dg
 from pydantic import Field
 
 from fluxforge.config import Config, load_config
+from fluxforge.redact import redact
 from fluxforge_dagster import lake_events
 from fluxforge_dagster.defs.partitions import partition_key, partition_of, refinery_partitions
 from fluxforge_dagster.defs.resources import FluxForgeResource
@@ -47,16 +48,8 @@ REFRESH_INTERVAL_S = 30
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN without its password (for logs)."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    try:
-        parts = conninfo_to_dict(dsn)
-    except Exception:
-        return "<unparsable dsn>"
-    if parts.pop("password", None) is None:
-        return dsn
-    return make_conninfo(**{k: str(v) for k, v in parts.items() if v is not None})
+    """The DSN without its password (for logs): fluxforge.redact's one rule."""
+    return redact(dsn)
 
 
 def hot_dsn(cfg: Config) -> str | None:

@@ -465,7 +465,7 @@ def test_up_hot_store_embedded_server_under_data_dir_gives_dsn_and_stops():
     try:
         server, dsn = start_hot_store(cfg)
         assert server is not None and server.data_dir == root / "data" / "postgres"
-        assert dsn == f"postgresql://postgres@127.0.0.1:{port}/fluxforge"
+        assert dsn == server.dsn_for("fluxforge")  # role fluxforge; the password in a passfile
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT current_database()").fetchone()[0] == "fluxforge"
         stop_hot_store(server)

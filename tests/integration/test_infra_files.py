@@ -532,7 +532,9 @@ def test_docker_entrypoint_when_given_a_command_executes_it() -> None:
 # Against real servers
 
 
-def _dagster_home(tmp_path: Path, source: Path, dsn: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _dagster_home(
+    tmp_path: Path, source: Path, dsn: str, monkeypatch: pytest.MonkeyPatch, password: str
+) -> Path:
     from urllib.parse import urlparse
 
     url = urlparse(dsn)
@@ -542,8 +544,8 @@ def _dagster_home(tmp_path: Path, source: Path, dsn: str, monkeypatch: pytest.Mo
     monkeypatch.setenv("DAGSTER_PG_HOST", url.hostname or "127.0.0.1")
     monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port))
     monkeypatch.setenv("DAGSTER_PG_USER", url.username or "postgres")
-    # test-only dummy value: the test server uses trust authentication on 127.0.0.1.
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "test-only-not-a-secret")
+    # the test server's generated password (scram-sha-256), from its 0600 password file
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", password)
     monkeypatch.setenv("DAGSTER_PG_DB", url.path.lstrip("/"))
     monkeypatch.delenv("PGSSLMODE", raising=False)
     return home
@@ -552,7 +554,7 @@ def _dagster_home(tmp_path: Path, source: Path, dsn: str, monkeypatch: pytest.Mo
 @pytest.mark.services
 @pytest.mark.slow
 def test_dagster_yaml_when_loaded_on_real_postgres_stores_runs_that_survive_restart(
-    pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_server, pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
     from dagster import DagsterInstance
@@ -563,7 +565,7 @@ def test_dagster_yaml_when_loaded_on_real_postgres_stores_runs_that_survive_rest
         PostgresScheduleStorage,
     )
 
-    home = _dagster_home(tmp_path, INFRA / "dagster.yaml", pg_db, monkeypatch)
+    home = _dagster_home(tmp_path, INFRA / "dagster.yaml", pg_db, monkeypatch, pg_server.password())
 
     @dg.asset
     def infra_probe() -> int:
@@ -598,12 +600,14 @@ def test_dagster_yaml_when_loaded_on_real_postgres_stores_runs_that_survive_rest
 @pytest.mark.services
 @pytest.mark.slow
 def test_ecs_dagster_yaml_when_loaded_on_real_postgres_uses_the_ecs_run_launcher(
-    pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_server, pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dagster import DagsterInstance
     from dagster_aws.ecs import EcsRunLauncher
 
-    home = _dagster_home(tmp_path, INFRA / "ecs" / "dagster.yaml", pg_db, monkeypatch)
+    home = _dagster_home(
+        tmp_path, INFRA / "ecs" / "dagster.yaml", pg_db, monkeypatch, pg_server.password()
+    )
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # boto3 clients need a region only
     with DagsterInstance.from_config(str(home)) as instance:
         launcher = instance.run_launcher

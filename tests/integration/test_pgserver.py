@@ -53,7 +53,7 @@ def test_hot_dsn_embedded_starts_creates_database_and_stops(reachable_dir: Path,
         environ={},
     )
     with hot_dsn(cfg) as dsn:
-        assert dsn.endswith("/ffhot")
+        assert "/ffhot?passfile=" in dsn
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("ffhot",)
         assert embedded_server(cfg).running()
@@ -62,6 +62,34 @@ def test_hot_dsn_embedded_starts_creates_database_and_stops(reachable_dir: Path,
     with hot_dsn(cfg) as dsn, psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert (tmp_path / "pg" / "PG_VERSION").exists()
+
+
+def test_local_postgres_trust_cluster_of_older_version_is_secured_on_start(
+    reachable_dir: Path, pg_bin
+) -> None:
+    server = embedded_server(
+        config_from_dict(
+            {
+                "hot_store": {
+                    "embedded_dir": str(reachable_dir / "old"),
+                    "embedded_port": free_port(),
+                }
+            },
+            environ={},
+        )
+    )
+    server.init()
+    # what older versions left: trust for everyone, no password file
+    (server.data_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    server.passfile.unlink()
+    try:
+        server.start()
+        with psycopg.connect(server.ensure_database("ffhot")) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("fluxforge",)
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres").close()
+    finally:
+        server.stop("immediate")
 
 
 def test_hot_dsn_configured_dsn_is_used_as_is(tmp_path: Path) -> None:

@@ -125,3 +125,33 @@ def test_duplicate_source_names_rejected() -> None:
     src = {"name": "a", "type": "synthetic"}
     with pytest.raises(ConfigError, match="duplicate"):
         config_from_dict({"sources": [src, src]}, environ={})
+
+
+def test_bad_short_form_backend_is_reported_once_with_file_and_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"storage": {"backend": "ftp"}}, origin="site.yaml", environ={})
+    problems = str(err.value).splitlines()[1:]
+    assert problems == ["  site.yaml, key storage.backend = 'ftp': Input should be 'local' or 's3'"]
+
+
+def test_bad_environment_value_is_blamed_on_the_variable_not_the_file() -> None:
+    env = {"FLUXFORGE_STORAGE__ETL_STORAGE_OUTPUT__BACKEND": "ftp"}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({}, origin="site.yaml", environ=env)
+    text = str(err.value)
+    assert "environment variable FLUXFORGE_STORAGE__ETL_STORAGE_OUTPUT__BACKEND" in text
+    assert "site.yaml" not in text and text.count("'ftp'") == 1
+
+
+def test_unknown_fluxforge_variable_warns_with_did_you_mean(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {"FLUXFORGE_HOTSTORE__DSN": "postgresql://x", "FLUXFORGE_CAPTURES": "/data"}
+    with caplog.at_level("WARNING", logger="fluxforge.config"):
+        cfg = config_from_dict({}, environ=env)
+    assert cfg.hot_store.dsn is None
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        "environment variable FLUXFORGE_HOTSTORE__DSN is not a FluxForge setting; "
+        "did you mean FLUXFORGE_HOT_STORE__DSN?"
+    ]

@@ -1,6 +1,6 @@
-"""The columnar Binance bookTicker and aggTrade/trade rows (``demux_binance.fast_book_tickers``
-/ ``fast_trades_of``) merged with the per-line path's rows: same tables, same order, same
-quarantine as the per-line path alone."""
+"""The columnar Binance bookTicker and aggTrade/trade rows
+(``fluxforge.demux.binance.fast_book_tickers`` / ``fast_trades_of``) merged with the per-line
+path's rows: same tables, same order, same quarantine as the per-line path alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from fluxforge.book import BookBatch
 from fluxforge.demux import demux_segment, merge_columns
-from fluxforge.demux_binance import control_lines, fast_book_tickers, fast_trades_of
+from fluxforge.demux.binance import control_lines, fast_book_tickers, fast_trades_of
 from fluxforge.segments import encode_envelope
 
 SEG = "segment_20231114T22_00001.ndjson"

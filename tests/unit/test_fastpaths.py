@@ -1,6 +1,6 @@
 """Fast paths of the demux give exactly what the per-line exact checks give.
 
-``fluxforge.demux_levels.fast_levels`` may only accept level lists the exact per-level checks
+``fluxforge.wire.decimal.fast_levels`` may only accept level lists the exact per-level checks
 (``common.positive``/``common.dec``) accept, and must then return the very same list; anything
 else it hands back (None). Checked on hand-made tricky rows and, end to end through
 ``demux_segment``, on every capture file and on tricky lines of every venue."""
@@ -14,12 +14,13 @@ import numpy as np
 import orjson
 import pytest
 
-from fluxforge import demux_levels
 from fluxforge.captures import exchange_from_filename, merge_captures
 from fluxforge.demux import demux_segment
 from fluxforge.events import NormalizeError
 from fluxforge.segments import encode_envelope, frame_payload
 from fluxforge.venues import common
+from fluxforge.wire import decimal as demux_levels
+from tests.unit import demux_compare
 
 SEG = "segment_20231114T22_00001.ndjson"
 BASE_TS = 1_699_999_200_000_000_000
@@ -133,46 +134,8 @@ def _segment(files: list[Path]) -> bytes:
     return b"".join(out)
 
 
-def _both(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    fast = demux_segment(data, SEG, fast=True)
-    with monkeypatch.context() as m:
-        m.setattr(common, "fast_levels", lambda rows: None)
-        slow = demux_segment(data, SEG, fast=False)
-    return fast, slow
-
-
-def _assert_same(fast: Any, slow: Any) -> None:
-    assert (fast.lines_in, fast.data, fast.control, fast.quarantined) == (
-        slow.lines_in,
-        slow.data,
-        slow.control,
-        slow.quarantined,
-    )
-    assert fast.trades.equals(slow.trades)
-    assert fast.quotes.equals(slow.quotes)
-    assert fast.quarantine.to_pylist() == slow.quarantine.to_pylist()
-    assert fast.tops == slow.tops
-    assert [(ln, m) for ln, m in fast.books_by_instrument_all()] == [
-        (ln, m) for ln, m in slow.books_by_instrument_all()
-    ]
-    assert fast.ctl == slow.ctl
-    # what the refinery feeds the book kernel: the columns merged with the per-line messages
-    from fluxforge.book import BookBatch
-    from fluxforge.demux import merge_columns
-
-    want = slow.books_by_instrument()
-    per_line = fast.books_by_instrument()
-    for key, book in fast.fast_books.items():
-        merged = merge_columns(book, per_line.get(key, []))
-        if merged is not None:
-            assert merged.to_messages() == want[key]
-            got, exact = (
-                merged.batch(0, len(merged)),
-                BookBatch.from_messages([m for _, m in want[key]]),
-            )
-            for name, value in vars(exact).items():
-                if isinstance(value, np.ndarray):
-                    assert np.array_equal(value, getattr(got, name)), (key, name)
+both_paths = demux_compare.both_paths
+assert_same = demux_compare.assert_same
 
 
 def test_demux_fast_paths_every_capture_equal_exact_path(
@@ -182,9 +145,9 @@ def test_demux_fast_paths_every_capture_equal_exact_path(
     assert files
     for path in files:
         data = _segment([path])
-        fast, slow = _both(data, monkeypatch)
+        fast, slow = both_paths(data, monkeypatch)
         assert fast.lines_in > 0, path.name
-        _assert_same(fast, slow)
+        assert_same(fast, slow)
 
 
 def _env(seq: int, ex: str, payload: bytes, kind: str = "msg", url: str | None = None) -> bytes:
@@ -241,8 +204,8 @@ def test_demux_fast_paths_tricky_venue_lines_equal_exact_path(
     url = "https://fapi.binance.com/fapi/v1/depth?symbol=SUSHIUSDT&limit=1000"
     lines.append(_env(seq, "binanceusdm", rest, "rest", url))
     data = b"".join(lines)
-    fast, slow = _both(data, monkeypatch)
-    _assert_same(fast, slow)
+    fast, slow = both_paths(data, monkeypatch)
+    assert_same(fast, slow)
     assert slow.quarantined >= 20
     assert fast.book_count >= 20
 
@@ -300,10 +263,10 @@ def test_demux_kraken_fast_path_tricky_lines_equal_exact_path(
     lines.append(_env(302, "kraken", _KRAKEN_OK, "rest"))
     lines.append(_env(303, "kraken", _KRAKEN_OK))
     data = b"".join(lines)
-    fast, slow = _both(data, monkeypatch)
+    fast, slow = both_paths(data, monkeypatch)
     assert sum(len(f) for f in fast.fast_books.values()) >= 15  # the columnar path engaged
     assert slow.fast_books == {}
-    _assert_same(fast, slow)
+    assert_same(fast, slow)
     assert slow.quarantined >= 15
 
 
@@ -449,11 +412,11 @@ def test_demux_okx_bitget_fast_path_tricky_lines_equal_exact_path(
     lines.append(_env(302, "okx", upd_okx, url="wss://x"))
     lines.append(_env(303, "bitget", upd_bg).replace(b'"ex":"bitget"', b'"ex":"okx"'))
     data = b"".join(lines)
-    fast, slow = _both(data, monkeypatch)
+    fast, slow = both_paths(data, monkeypatch)
     taken = {key: len(f) for key, f in fast.fast_books.items()}
     assert taken.get(("okx", "BTC-USDT"), 0) >= 15, taken
     assert taken.get(("bitget", "DASH-USDT-SWAP"), 0) >= 5, taken
-    _assert_same(fast, slow)
+    assert_same(fast, slow)
     assert slow.quarantined >= 15
 
 
@@ -501,11 +464,11 @@ def test_demux_binance_fast_path_tricky_lines_equal_exact_path(
     lines.insert(2, _env(50, "binanceusdm", rest, "rest", url))
     lines.insert(5, _env(51, "binance", rest, "rest", url))
     data = b"".join(lines)
-    fast, slow = _both(data, monkeypatch)
+    fast, slow = both_paths(data, monkeypatch)
     taken = {key: len(f) for key, f in fast.fast_books.items()}
     assert taken.get(("binanceusdm", "SUSHI-USDT"), 0) >= 5, taken
     assert taken.get(("binance", "SUSHI-USDT"), 0) >= 5, taken
-    _assert_same(fast, slow)
+    assert_same(fast, slow)
     assert slow.quarantined >= 10
     # per-line REST snapshots merge into the columns of their instrument
     from fluxforge.demux import merge_columns
@@ -552,7 +515,7 @@ TICKER_TRICKY = [
 def test_demux_binance_book_ticker_quick_path_equals_exact_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fluxforge.demux_binance import quick_book_tickers
+    from fluxforge.demux.binance import quick_book_tickers
 
     lines = [_env(i, "binanceusdm", _BT) for i in range(3)]
     lines += [_env(10 + i, "binance", _BT) for i in range(2)]
@@ -565,7 +528,7 @@ def test_demux_binance_book_ticker_quick_path_equals_exact_path(
     todo = np.ones(len(starts), dtype=bool)
     assert len(quick_book_tickers("binanceusdm", data, buf, starts, ends, todo)) >= 8
     assert len(quick_book_tickers("binance", data, buf, starts, ends, todo)) == 2
-    fast, slow = _both(data, monkeypatch)
-    _assert_same(fast, slow)
+    fast, slow = both_paths(data, monkeypatch)
+    assert_same(fast, slow)
     assert fast.quotes.num_rows >= 25
     assert slow.quarantined >= 6

@@ -20,39 +20,36 @@ with no levels must be a snapshot; depth from the channel name.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from fluxforge.demux import (
-    _COMMA,
-    _LB,
-    _LC,
-    _RB,
-    _RC,
-    FastBook,
-    _decimal,
-    _envelope,
-    _grow,
-    _int,
-    _key,
-    _lit,
-    _next,
-    _next_item,
-    _safe_symbol,
-    _spans,
-    _str,
-    _ws,
+from fluxforge.demux.bytescan import (
+    COMMA,
+    LBRACE,
+    LBRACKET,
+    RBRACE,
+    RBRACKET,
+    envelope,
+    grow,
+    key_at,
+    lit,
+    next_item,
+    next_key,
+    read_int,
+    spans,
+    str_end,
+    ws,
 )
+from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
+from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.events import CHECKSUM_KRAKEN, NormalizeError
+from fluxforge.venues import kraken
+from fluxforge.wire.decimal import plain_decimal
+from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
+from fluxforge.wire.times import TS_MAX_S, plausible_ns
 
-_HEAD = np.frombuffer(b'{"ts":', np.uint8).copy()
-_SRC = np.frombuffer(b',"src":"', np.uint8).copy()
-_EX = np.frombuffer(b',"ex":"kraken","seq":', np.uint8).copy()
-_KIND = np.frombuffer(b',"kind":"msg","data":', np.uint8).copy()
-_BOOK = np.frombuffer(b"book-", np.uint8).copy()
-_TS_MIN_S = 1_000_000_000  # common.TS_MIN_NS / 1e9
-_TS_MAX_S = 4_102_444_800  # common.TS_MAX_NS / 1e9
+_EX = scan_ex("kraken")
+_BOOK = as_bytes(kraken.BOOK_CHANNEL_PREFIX.encode())
 _MSG_COLS = 11  # line, ts, seq, snapshot, ts_event, pair s/e, channel s/e, checksum, depth
 
 
@@ -87,12 +84,10 @@ def _seconds_ns(buf, s, e):
             k += 1
     for _ in range(9 - n_frac):
         frac *= 10
-    if whole < _TS_MIN_S or whole > _TS_MAX_S:
+    if whole > TS_MAX_S:  # (and no int64 overflow below)
         return -1
     ns = whole * 1_000_000_000 + frac
-    if ns > _TS_MAX_S * 1_000_000_000:
-        return -1
-    return ns
+    return ns if plausible_ns(ns) else -1
 
 
 @njit(cache=True)
@@ -100,19 +95,19 @@ def _levels(buf, p, end, row, side, lv, n_lv):
     """[[px, sz(, time(, str...))], ...] at p -> (position after, n_lv, lv, latest time ns);
     position -1 when anything is not the plain shape."""
     latest = 0
-    if p >= end or buf[p] != _LB:
+    if p >= end or buf[p] != LBRACKET:
         return -1, n_lv, lv, 0
-    p = _ws(buf, p + 1, end)
-    if p < end and buf[p] == _RB:
+    p = ws(buf, p + 1, end)
+    if p < end and buf[p] == RBRACKET:
         return p + 1, n_lv, lv, 0
     while True:
-        if p >= end or buf[p] != _LB:
+        if p >= end or buf[p] != LBRACKET:
             return -1, n_lv, lv, 0
-        p = _ws(buf, p + 1, end)
+        p = ws(buf, p + 1, end)
         k = 0
         px0 = px1 = sz0 = sz1 = 0
         while True:
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1, n_lv, lv, 0
             if k == 0:
@@ -126,16 +121,16 @@ def _levels(buf, p, end, row, side, lv, n_lv):
                 if t > latest:
                     latest = t
             k += 1
-            p, done = _next_item(buf, q + 1, end)
+            p, done = next_item(buf, q + 1, end)
             if p < 0:
                 return -1, n_lv, lv, 0
             if done:
                 break
         if k < 2:
             return -1, n_lv, lv, 0
-        if not _decimal(buf, px0, px1, True) or not _decimal(buf, sz0, sz1, False):
+        if not plain_decimal(buf, px0, px1, True) or not plain_decimal(buf, sz0, sz1, False):
             return -1, n_lv, lv, 0
-        lv = _grow(lv, n_lv)
+        lv = grow(lv, n_lv)
         lv[n_lv, 0] = row
         lv[n_lv, 1] = side
         lv[n_lv, 2] = px0
@@ -143,7 +138,7 @@ def _levels(buf, p, end, row, side, lv, n_lv):
         lv[n_lv, 4] = sz0
         lv[n_lv, 5] = sz1
         n_lv += 1
-        p, done = _next_item(buf, p, end)
+        p, done = next_item(buf, p, end)
         if p < 0:
             return -1, n_lv, lv, 0
         if done:
@@ -154,15 +149,15 @@ def _levels(buf, p, end, row, side, lv, n_lv):
 def _payload(buf, p, end, row, lv, n_lv):
     """One payload object at p ('{'). Returns (position after, n_lv, lv, snapshot, checksum
     (-1 none), latest time); position -1 when not the plain shape."""
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     snap = False
     ck = -1
     latest = 0
-    if p < end and buf[p] == _RC:
+    if p < end and buf[p] == RBRACE:
         return p + 1, n_lv, lv, snap, ck, latest
     seen = 0
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1, n_lv, lv, snap, ck, latest
         klen = ke - ks
@@ -183,7 +178,7 @@ def _payload(buf, p, end, row, lv, n_lv):
             return -1, n_lv, lv, snap, ck, latest
         seen |= bit
         if bit == 16:
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0 or q == p + 1 or q - p - 1 > 10:
                 return -1, n_lv, lv, snap, ck, latest
             v = 0
@@ -204,7 +199,7 @@ def _payload(buf, p, end, row, lv, n_lv):
                 latest = t
             if bit >= 4:
                 snap = True
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1, n_lv, lv, snap, ck, latest
         if done:
@@ -226,23 +221,23 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, book, capacity):
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LB)
+        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACKET)
         if p < 0:
             continue
-        _cid, p = _int(buf, p, end)  # channel id: ignored by the normalizer
+        _cid, p = read_int(buf, p, end)  # channel id: ignored by the normalizer
         if p < 0:
             continue
-        p = _ws(buf, p, end)
-        if p >= end or buf[p] != _COMMA:
+        p = ws(buf, p, end)
+        if p >= end or buf[p] != COMMA:
             continue
-        p = _ws(buf, p + 1, end)
+        p = ws(buf, p + 1, end)
         mark = n_lv
         snap = False
         ck = -1
         latest = 0
         n_pay = 0
         bad = False
-        while p < end and buf[p] == _LC:
+        while p < end and buf[p] == LBRACE:
             n_pay += 1
             p, n_lv, lv, sn, c, t = _payload(buf, p, end, n_msg, lv, n_lv)
             if p < 0:
@@ -253,17 +248,17 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, book, capacity):
                 ck = c
             if t > latest:
                 latest = t
-            p = _ws(buf, p, end)
-            if p >= end or buf[p] != _COMMA:
+            p = ws(buf, p, end)
+            if p >= end or buf[p] != COMMA:
                 bad = True
                 break
-            p = _ws(buf, p + 1, end)
+            p = ws(buf, p + 1, end)
         if bad or n_pay == 0:
             n_lv = mark
             continue
         # "book-D", "PAIR"]}
-        q = _str(buf, p, end)
-        if q < 0 or _lit(buf, p + 1, q, book) < 0:
+        q = str_end(buf, p, end)
+        if q < 0 or lit(buf, p + 1, q, book) < 0:
             n_lv = mark
             continue
         d0 = p + 1 + len(book)
@@ -281,28 +276,28 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, book, capacity):
             n_lv = mark
             continue
         ch_s, ch_e = p + 1, q
-        p = _ws(buf, q + 1, end)
-        if p >= end or buf[p] != _COMMA:
+        p = ws(buf, q + 1, end)
+        if p >= end or buf[p] != COMMA:
             n_lv = mark
             continue
-        p = _ws(buf, p + 1, end)
-        q = _str(buf, p, end)
+        p = ws(buf, p + 1, end)
+        q = str_end(buf, p, end)
         if q < 0:
             n_lv = mark
             continue
         pair_s, pair_e = p + 1, q
-        p = _ws(buf, q + 1, end)
-        if p >= end or buf[p] != _RB:
+        p = ws(buf, q + 1, end)
+        if p >= end or buf[p] != RBRACKET:
             n_lv = mark
             continue
-        p = _ws(buf, p + 1, end)
-        if p >= end or buf[p] != _RC or p + 1 != end:
+        p = ws(buf, p + 1, end)
+        if p >= end or buf[p] != RBRACE or p + 1 != end:
             n_lv = mark
             continue
         if (not snap and ck < 0) or (n_lv == mark and not snap):
             n_lv = mark  # the normalizer refuses these: it gives the reason
             continue
-        msg = _grow(msg, n_msg)
+        msg = grow(msg, n_msg)
         msg[n_msg, 0] = i
         msg[n_msg, 1] = ts
         msg[n_msg, 2] = seq
@@ -321,68 +316,40 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, book, capacity):
 
 def fast_kraken_books(
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> tuple[dict[tuple[str, str], FastBook], np.ndarray]:
+) -> ScanResult:
     """Kraken book lines among the `todo` lines -> FastBooks per instrument and the mask of
     the lines taken; every other line is left to the per-line path."""
     n = len(starts)
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
-        return {}, none
+        return ScanResult(none)
     ok, msg, lv = _scan(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX, _KIND, _BOOK, 4096 + len(buf) // 512
+        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, _BOOK, 4096 + len(buf) // 512
     )
     if not ok.any():
-        return {}, none
-    from fluxforge.venues import kraken
-
+        return ScanResult(none)
     msg_line = msg[:, 0]
     # instrument = one (pair, channel): one batch carries one venue symbol and one channel
-    pair = _spans(buf, msg[:, 5], msg[:, 6])
-    chan = _spans(buf, msg[:, 7], msg[:, 8])
+    pair = spans(buf, msg[:, 5], msg[:, 6])
+    chan = spans(buf, msg[:, 7], msg[:, 8])
     key = pc.binary_join_element_wise(pair, chan, "\x00").dictionary_encode()
     codes = key.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    labels: list[tuple[str, str, str | None]] = []
-    for text in key.dictionary.to_pylist():
-        raw, channel = text.split("\x00", 1)
-        try:
-            sym: str | None = kraken._symbol_of(raw)
-        except (NormalizeError, TypeError):
-            sym = None
-        if sym is not None and not _safe_symbol(sym):
-            sym = None
-        labels.append((raw, channel, sym))
-    by_symbol: dict[str, list[int]] = {}
-    for c, (_, _, sym) in enumerate(labels):
-        if sym is not None:
-            by_symbol.setdefault(sym, []).append(c)
-    good = np.array([lab[2] is not None for lab in labels] + [False], dtype=bool)
-    for cs in by_symbol.values():
-        if len(cs) > 1:  # two pairs or channels for one symbol: leave them to the objects
-            good[cs] = False
-    msg_ok = good[codes]
+    labels = [text.split("\x00", 1) for text in key.dictionary.to_pylist()]
+    symbols = checked_symbols(
+        [raw for raw, _ in labels], kraken.symbol_of, (NormalizeError, TypeError)
+    )
+    msg_ok = np.array([s is not None for s in symbols] + [False], dtype=bool)[codes]
+    # two pairs or channels for one symbol: leave them to the per-line path
+    msg_ok = one_code_per_symbol(codes, msg_ok, symbols)
     ok[msg_line[~msg_ok]] = False
     if not ok.any():
-        return {}, none
-
-    row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
-    # per message: bids then asks, each side in wire order (the normalizer's order)
-    order = np.lexsort((np.arange(len(row_of)), side, row_of))
-    order = order[msg_ok[row_of[order]]]
-    row_sorted = row_of[order]
-    side_sorted = side[order]
-    price_sorted = _spans(buf, lv[order, 2], lv[order, 3], large=True)
-    size_sorted = _spans(buf, lv[order, 4], lv[order, 5], large=True)
-    counts = np.bincount(row_sorted, minlength=len(msg))
-    starts_lv = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        return ScanResult(none)
+    levels = LevelColumns(buf, lv, msg_ok, len(msg))
     out: dict[tuple[str, str], FastBook] = {}
     for c in sorted(np.unique(codes[msg_ok]).tolist()):
-        raw, channel, sym = labels[c]
+        (raw, channel), sym = labels[c], symbols[c]
         assert sym is not None
         sel = np.flatnonzero(msg_ok & (codes == c))
-        lens = counts[sel]
-        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-        lvl_idx = np.repeat(starts_lv[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
-        take = pa.array(lvl_idx, pa.int64())
         ck = msg[sel, 9]
         has_ck = ck >= 0
         out[("kraken", sym)] = FastBook(
@@ -395,14 +362,14 @@ def fast_kraken_books(
             ts_recv=msg[sel, 1],
             seq=msg[sel, 2],
             is_snapshot=msg[sel, 3] == 1,
-            level_offsets=offsets,
-            side=side_sorted[lvl_idx],
-            price=price_sorted.take(take),
-            size=size_sorted.take(take),
             final_id=np.full(len(sel), -1, np.int64),
             checksum=np.where(has_ck, ck, 0),
             has_checksum=has_ck,
             checksum_kind=CHECKSUM_KRAKEN,
             depth=int(msg[sel[0], 10]),
+            **levels.of(sel),
         )
-    return out, ok
+    return ScanResult(ok, books=out)
+
+
+SCANNER = register(Scanner("kraken", ("kraken",), fast_kraken_books))

@@ -34,54 +34,65 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numba import njit
 
-from fluxforge.demux import (
-    _LC,
-    _RC,
-    _SIDE_WORDS,
+from fluxforge.demux.bytescan import (
+    LBRACE,
+    NO_SIDES,
+    NO_WORDS,
+    RBRACE,
+    envelope,
+    eq,
+    grow,
+    key_at,
+    levels_scan,
+    lit,
+    next_key,
+    read_int,
+    skip_container,
+    spans,
+    str_end,
+    ws,
+)
+from fluxforge.demux.fastbook import (
     FastBook,
-    _decimal,
-    _envelope,
-    _eq,
-    _grow,
-    _int,
-    _key,
-    _levels_scan,
-    _lit,
-    _next,
-    _safe_symbol,
-    _spans,
-    _str,
-    _ws,
+    LevelColumns,
+    checked_symbols,
+    one_code_per_symbol,
 )
-from fluxforge.events import (
-    CHAIN_BINANCE_FUTURES,
-    CHAIN_BINANCE_SPOT,
-    NormalizeError,
-    TopOfBook,
+from fluxforge.demux.registry import Scanner, ScanResult, register
+from fluxforge.events import NormalizeError, TopOfBook
+from fluxforge.venues import binance
+from fluxforge.venues.binance import FUTURES
+from fluxforge.wire.decimal import plain_decimal
+from fluxforge.wire.envelope import (
+    SCAN_DATA,
+    SCAN_HEAD,
+    SCAN_MSG,
+    SCAN_REST,
+    SCAN_SRC,
+    as_bytes,
+    scan_ex,
 )
+from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS
 
-_HEAD = np.frombuffer(b'{"ts":', np.uint8).copy()
-_SRC = np.frombuffer(b',"src":"', np.uint8).copy()
-_KIND = np.frombuffer(b',"kind":"msg","data":', np.uint8).copy()
-FUTURES = ("binanceusdm", "binancecoinm")
-SPOT = ("binance", "binanceus")
-_EX = {ex: np.frombuffer(f',"ex":"{ex}","seq":'.encode(), np.uint8).copy() for ex in FUTURES + SPOT}
+_HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
+_EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
 _WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy()
+    as_bytes(w)
     for w in (
         b"stream", b"data", b"e", b"E", b"T", b"s", b"U", b"u", b"pu", b"ps", b"b", b"a",
         b"depthUpdate",
     )
 )  # fmt: skip
-_MS_MIN = 1_000_000_000_000
-_MS_MAX = 4_102_444_800_000
-# msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e
-_M_COLS = 11
+# msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (0 a
+# depthUpdate object, 1 a snapshot object {lastUpdateId, bids, asks})
+_M_FORM = 11
+_M_COLS = 12
 
 
-_EX_ORDER = FUTURES + SPOT
+_EX_ORDER = binance.EXCHANGES
 
 
 @njit(cache=True)
@@ -94,20 +105,20 @@ def _venue_of(buf, starts, ends, todo, head, src, exks):
         if not todo[i]:
             continue
         end = ends[i]
-        p = _lit(buf, starts[i], end, head)
+        p = lit(buf, starts[i], end, head)
         if p < 0:
             continue
-        _ts, p = _int(buf, p, end)
+        _ts, p = read_int(buf, p, end)
         if p < 0:
             continue
-        p = _lit(buf, p, end, src)
+        p = lit(buf, p, end, src)
         if p < 0:
             continue
-        q = _str(buf, p - 1, end)
+        q = str_end(buf, p - 1, end)
         if q < 0:
             continue
         for k in range(len(exks)):
-            if _lit(buf, q + 1, end, exks[k]) >= 0:
+            if lit(buf, q + 1, end, exks[k]) >= 0:
                 out[i] = k
                 break
     return out
@@ -125,6 +136,94 @@ def venue_lines(
     return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 
 
+# frame columns: ts, seq, stream start/end (-1: a bare frame), event object start/end
+_F_TS, _F_SEQ, _F_S0, _F_S1, _F_D0, _F_D1 = range(6)
+
+
+@njit(cache=True)
+def _frames(buf, starts, ends, todo, head, src, exk, kind, k_stream, k_data):
+    """Per `todo` line of one exchange: the envelope and the event object's span, either
+    inside a combined-stream frame ``{"stream":"..","data":{..}}`` (any key order) or as the
+    whole payload (a bare frame of a single-stream connection). Rows of other lines: -1. The
+    event parsers below then judge the span [start, end) of the event object only."""
+    n = len(starts)
+    fr = np.full((n, 6), -1, np.int64)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        s, end = starts[i], ends[i]
+        p0, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
+        if p0 < 0:
+            continue
+        ss = se = -1
+        ds = de = -1
+        ks, ke, v = key_at(buf, p0, end)
+        if v >= 0 and (eq(buf, ks, ke, k_stream) or eq(buf, ks, ke, k_data)):
+            p = p0
+            seen = 0
+            while True:
+                ks, ke, p = key_at(buf, p, end)
+                if p < 0:
+                    break
+                if eq(buf, ks, ke, k_stream) and not seen & 1:
+                    seen |= 1
+                    q = str_end(buf, p, end)
+                    if q < 0:
+                        p = -1
+                        break
+                    ss, se = p + 1, q
+                    p = q + 1
+                elif eq(buf, ks, ke, k_data) and not seen & 2:
+                    seen |= 2
+                    if p >= end or buf[p] != LBRACE:
+                        p = -1
+                        break
+                    ds = p
+                    p = skip_container(buf, p, end)
+                    de = p
+                    if p < 0:
+                        break
+                else:
+                    p = -1
+                    break
+                p, done = next_key(buf, p, end)
+                if p < 0 or done:
+                    break
+            if p < 0 or seen != 3:
+                continue
+        else:
+            ds = p0 - 1
+            while buf[ds] != LBRACE:  # back over the blanks to the payload's '{'
+                ds -= 1
+            de = skip_container(buf, ds, end)
+            if de < 0:
+                continue
+            p = de
+        p = ws(buf, p, end)
+        if p >= end or buf[p] != RBRACE or p + 1 != end:
+            continue
+        fr[i, _F_TS] = ts
+        fr[i, _F_SEQ] = seq
+        fr[i, _F_S0] = ss
+        fr[i, _F_S1] = se
+        fr[i, _F_D0] = ds
+        fr[i, _F_D1] = de
+    return fr
+
+
+def frames_of(
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> np.ndarray:
+    """``_frames`` of `exchange` (one pass that every event scanner below reuses)."""
+    return _frames(
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _STREAM_KEYS[0],
+        _STREAM_KEYS[1],
+    )  # fmt: skip
+
+
+_STREAM_KEYS = (as_bytes(b"stream"), as_bytes(b"data"))
+
+
 @njit(cache=True)
 def _event(buf, p, end, row, lv, n_lv, words, futures, out):
     """The inner depthUpdate object at p ('{'); fills out[3:7], out[9:11]. Returns
@@ -132,59 +231,59 @@ def _event(buf, p, end, row, lv, n_lv, words, futures, out):
     k_e, k_E, k_T, k_s = words[2], words[3], words[4], words[5]
     k_U, k_u, k_pu, k_ps, k_b, k_a = words[6], words[7], words[8], words[9], words[10], words[11]
     v_depth = words[12]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen = 0
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1, lv, n_lv
-        if _eq(buf, ks, ke, k_e) and not seen & 1:
+        if eq(buf, ks, ke, k_e) and not seen & 1:
             seen |= 1
-            q = _str(buf, p, end)
-            if q < 0 or not _eq(buf, p + 1, q, v_depth):
+            q = str_end(buf, p, end)
+            if q < 0 or not eq(buf, p + 1, q, v_depth):
                 return -1, lv, n_lv
             p = q + 1
-        elif _eq(buf, ks, ke, k_E) and not seen & 2:
+        elif eq(buf, ks, ke, k_E) and not seen & 2:
             seen |= 2
-            v, p = _int(buf, p, end)
-            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+            v, p = read_int(buf, p, end)
+            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
                 return -1, lv, n_lv
             out[3] = v * 1_000_000
-        elif _eq(buf, ks, ke, k_T) and not seen & 4:
+        elif eq(buf, ks, ke, k_T) and not seen & 4:
             seen |= 4
-            _v, p = _int(buf, p, end)  # ignored by the normalizer
-        elif _eq(buf, ks, ke, k_s) and not seen & 8:
+            _v, p = read_int(buf, p, end)  # ignored by the normalizer
+        elif eq(buf, ks, ke, k_s) and not seen & 8:
             seen |= 8
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1, lv, n_lv
             out[9], out[10] = p + 1, q
             p = q + 1
-        elif _eq(buf, ks, ke, k_U) and not seen & 16:
+        elif eq(buf, ks, ke, k_U) and not seen & 16:
             seen |= 16
-            out[4], p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_u) and not seen & 32:
+            out[4], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_u) and not seen & 32:
             seen |= 32
-            out[5], p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_pu) and not seen & 64:
+            out[5], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_pu) and not seen & 64:
             seen |= 64
-            v, p = _int(buf, p, end)
+            v, p = read_int(buf, p, end)
             out[6] = v if futures else -1
-        elif _eq(buf, ks, ke, k_ps) and not seen & 128:
+        elif eq(buf, ks, ke, k_ps) and not seen & 128:
             seen |= 128
-            q = _str(buf, p, end)  # COIN-M pair: ignored by the normalizer
+            q = str_end(buf, p, end)  # COIN-M pair: ignored by the normalizer
             p = -1 if q < 0 else q + 1
-        elif _eq(buf, ks, ke, k_b) and not seen & 256:
+        elif eq(buf, ks, ke, k_b) and not seen & 256:
             seen |= 256
-            p, n_lv, lv = _levels_scan(buf, p, end, row, 0, lv, n_lv, 2, _SIDE_WORDS)
-        elif _eq(buf, ks, ke, k_a) and not seen & 512:
+            p, n_lv, lv = levels_scan(buf, p, end, row, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+        elif eq(buf, ks, ke, k_a) and not seen & 512:
             seen |= 512
-            p, n_lv, lv = _levels_scan(buf, p, end, row, 1, lv, n_lv, 2, _SIDE_WORDS)
+            p, n_lv, lv = levels_scan(buf, p, end, row, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
         else:
             return -1, lv, n_lv
         if p < 0:
             return -1, lv, n_lv
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1, lv, n_lv
         if done:
@@ -198,9 +297,8 @@ def _event(buf, p, end, row, lv, n_lv, words, futures, out):
 
 
 @njit(cache=True)
-def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacity):
-    k_stream, k_data = words[0], words[1]
-    n = len(starts)
+def _scan(fr, buf, todo, words, snap_words, futures, capacity):
+    n = len(fr)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
@@ -208,165 +306,156 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, futures, capacit
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
-            continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
-        if p < 0:
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
         mark = n_lv
-        seen = 0
-        bad = False
         out[:] = -1
-        out[3] = ts  # no "E": the receive time
-        while True:
-            ks, ke, p = _key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = _str(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                out[7], out[8] = p + 1, q
-                p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != _LC:
-                    bad = True
-                    break
-                p, lv, n_lv = _event(buf, p, end, n_msg, lv, n_lv, words, futures, out)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = _next(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
-        if bad:
+        out[3] = fr[i, _F_TS]  # no "E": the receive time
+        out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
+        end = fr[i, _F_D1]
+        out[_M_FORM] = 0
+        p, lv, n_lv = _event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, words, futures, out)
+        if p != end and fr[i, _F_S0] >= 0:  # a spot partial-depth push (combined stream)
+            n_lv = mark
+            out[:] = -1
+            out[3] = fr[i, _F_TS]
+            out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
+            out[_M_FORM] = 1
+            p, lv, n_lv = _snapshot_event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, snap_words, out)
+        if p != end:
             n_lv = mark
             continue
-        msg = _grow(msg, n_msg)
+        msg = grow(msg, n_msg)
         msg[n_msg, 0] = i
-        msg[n_msg, 1] = ts
-        msg[n_msg, 2] = seq
+        msg[n_msg, 1] = fr[i, _F_TS]
+        msg[n_msg, 2] = fr[i, _F_SEQ]
         msg[n_msg, 3:] = out[3:]
         n_msg += 1
         ok[i] = True
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-_KIND_REST = np.frombuffer(b',"kind":"rest","url":', np.uint8).copy()
-_DATA = np.frombuffer(b',"data":', np.uint8).copy()
+_KIND_REST = SCAN_REST
+_DATA = SCAN_DATA
 _REST_WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy() for w in (b"lastUpdateId", b"E", b"T", b"bids", b"asks")
+    as_bytes(w) for w in (b"lastUpdateId", b"E", b"T", b"bids", b"asks", b"symbol", b"pair")
 )
 
 
 @njit(cache=True)
-def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, capacity):
-    """REST depth snapshots ``{"lastUpdateId","E"?,"T"?,"bids","asks"}`` (any key order) of
-    one exchange: msg rows in the layout of ``_scan`` (first/prev -1, columns 7/8 the url span
-    instead of the stream, 9/10 unused) and their levels."""
+def _snapshot_event(buf, p, end, row, lv, n_lv, words, out):
+    """A depth snapshot object ``{"lastUpdateId","E"?,"T"?,"bids","asks"}`` at p ('{'), any key
+    order; COIN-M REST adds ``"symbol"``/``"pair"`` strings (ignored by the normalizer).
+    Fills out[3] (E ns, when present) and out[5] (lastUpdateId). Returns (position after,
+    lv, n_lv); position -1 when not the plain shape."""
     k_id, k_E, k_T, k_bids, k_asks = words[0], words[1], words[2], words[3], words[4]
+    k_symbol, k_pair = words[5], words[6]
+    p = ws(buf, p + 1, end)
+    seen = 0
+    while True:
+        ks, ke, p = key_at(buf, p, end)
+        if p < 0:
+            return -1, lv, n_lv
+        if eq(buf, ks, ke, k_id) and not seen & 1:
+            seen |= 1
+            out[5], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_E) and not seen & 2:
+            seen |= 2
+            v, p = read_int(buf, p, end)
+            if p >= 0 and (v < TS_MIN_MS or v > TS_MAX_MS):
+                p = -1
+            out[3] = v * 1_000_000
+        elif eq(buf, ks, ke, k_T) and not seen & 4:
+            seen |= 4
+            _v, p = read_int(buf, p, end)  # ignored by the normalizer
+        elif eq(buf, ks, ke, k_bids) and not seen & 8:
+            seen |= 8
+            p, n_lv, lv = levels_scan(buf, p, end, row, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+        elif eq(buf, ks, ke, k_asks) and not seen & 16:
+            seen |= 16
+            p, n_lv, lv = levels_scan(buf, p, end, row, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+        elif eq(buf, ks, ke, k_symbol) and not seen & 32:
+            seen |= 32
+            q = str_end(buf, p, end)
+            p = -1 if q < 0 else q + 1
+        elif eq(buf, ks, ke, k_pair) and not seen & 64:
+            seen |= 64
+            q = str_end(buf, p, end)
+            p = -1 if q < 0 else q + 1
+        else:
+            return -1, lv, n_lv
+        if p < 0:
+            return -1, lv, n_lv
+        p, done = next_key(buf, p, end)
+        if p < 0:
+            return -1, lv, n_lv
+        if done:
+            break
+    if seen & 25 != 25:  # lastUpdateId, bids, asks
+        return -1, lv, n_lv
+    return p, lv, n_lv
+
+
+@njit(cache=True)
+def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, capacity):
+    """REST depth snapshots (``_snapshot_event``) of one exchange: msg rows in the layout of
+    ``_scan`` (first/prev -1, columns 7/8 the url span instead of the stream, 9/10 unused)
+    and their levels."""
     n = len(starts)
     msg = np.empty((16, _M_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
+    out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
         if not todo[i]:
             continue
         end = ends[i]
-        p = _lit(buf, starts[i], end, head)
+        p = lit(buf, starts[i], end, head)
         if p < 0:
             continue
-        ts, p = _int(buf, p, end)
+        ts, p = read_int(buf, p, end)
         if p < 0:
             continue
-        p = _lit(buf, p, end, src)
+        p = lit(buf, p, end, src)
         if p < 0:
             continue
-        q = _str(buf, p - 1, end)
+        q = str_end(buf, p - 1, end)
         if q < 0:
             continue
-        p = _lit(buf, q + 1, end, exk)
+        p = lit(buf, q + 1, end, exk)
         if p < 0:
             continue
-        seq, p = _int(buf, p, end)
+        seq, p = read_int(buf, p, end)
         if p < 0:
             continue
-        p = _lit(buf, p, end, kind)
+        p = lit(buf, p, end, kind)
         if p < 0:
             continue
-        q = _str(buf, p, end)
+        q = str_end(buf, p, end)
         if q < 0:
             continue
         url_s, url_e = p + 1, q
-        p = _lit(buf, q + 1, end, data_key)
-        if p < 0 or p >= end or buf[p] != _LC:
+        p = lit(buf, q + 1, end, data_key)
+        if p < 0 or p >= end or buf[p] != LBRACE:
             continue
-        p = _ws(buf, p + 1, end)
         mark = n_lv
-        seen = 0
-        final = -1
-        ts_event = ts  # no "E": the receive time
-        while True:
-            ks, ke, p = _key(buf, p, end)
-            if p < 0:
-                break
-            if _eq(buf, ks, ke, k_id) and not seen & 1:
-                seen |= 1
-                final, p = _int(buf, p, end)
-            elif _eq(buf, ks, ke, k_E) and not seen & 2:
-                seen |= 2
-                v, p = _int(buf, p, end)
-                if p >= 0 and (v < _MS_MIN or v > _MS_MAX):
-                    p = -1
-                ts_event = v * 1_000_000
-            elif _eq(buf, ks, ke, k_T) and not seen & 4:
-                seen |= 4
-                _v, p = _int(buf, p, end)  # ignored by the normalizer
-            elif _eq(buf, ks, ke, k_bids) and not seen & 8:
-                seen |= 8
-                p, n_lv, lv = _levels_scan(buf, p, end, n_msg, 0, lv, n_lv, 2, _SIDE_WORDS)
-            elif _eq(buf, ks, ke, k_asks) and not seen & 16:
-                seen |= 16
-                p, n_lv, lv = _levels_scan(buf, p, end, n_msg, 1, lv, n_lv, 2, _SIDE_WORDS)
-            else:
-                p = -1
-            if p < 0:
-                break
-            p, done = _next(buf, p, end)
-            if p < 0 or done:
-                break
+        out[:] = -1
+        out[3] = ts  # no "E": the receive time
+        p, lv, n_lv = _snapshot_event(buf, p, end, n_msg, lv, n_lv, words, out)
         if p >= 0:
-            p = _ws(buf, p, end)
-        if p < 0 or seen | 2 | 4 != 31 or p >= end or buf[p] != _RC or p + 1 != end:
+            p = ws(buf, p, end)
+        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
             n_lv = mark
             continue
-        msg = _grow(msg, n_msg)
+        msg = grow(msg, n_msg)
+        msg[n_msg, :] = out
         msg[n_msg, 0] = i
         msg[n_msg, 1] = ts
         msg[n_msg, 2] = seq
-        msg[n_msg, 3] = ts_event
-        msg[n_msg, 4] = -1
-        msg[n_msg, 5] = final
-        msg[n_msg, 6] = -1
         msg[n_msg, 7] = url_s
         msg[n_msg, 8] = url_e
-        msg[n_msg, 9] = -1
-        msg[n_msg, 10] = -1
+        msg[n_msg, _M_FORM] = 1
         n_msg += 1
     return msg[:n_msg], lv[:n_lv]
 
@@ -376,8 +465,6 @@ def _rest_raw_symbol(url: str) -> str | None:
     url is not a depth snapshot it accepts (then the per-line path judges the line)."""
     from urllib.parse import parse_qs, urlsplit
 
-    from fluxforge.venues import binance
-
     try:
         parts = urlsplit(url)
         if not parts.path.endswith("/depth"):
@@ -386,61 +473,73 @@ def _rest_raw_symbol(url: str) -> str | None:
         if not symbols:
             return None
         raw = symbols[0]
-        binance._symbol_of(raw)
+        binance.symbol_of(raw)
     except (NormalizeError, TypeError, ValueError):
         return None
     return raw
 
 
 def fast_binance_depth(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> tuple[dict[tuple[str, str], FastBook], np.ndarray]:
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
+) -> ScanResult:
     """Binance depthUpdate lines of `exchange` among the `todo` lines -> FastBooks per
     instrument and the mask of the lines taken; every other line is left to the per-line
     path."""
     n = len(starts)
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
-        return {}, none
+        return ScanResult(none)
     futures = exchange in FUTURES
     capacity = 4096 + len(buf) // 256
-    ok, msg, lv = _scan(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _WORDS, futures, capacity
-    )  # fmt: skip
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    ok, msg, lv = _scan(frames, buf, todo, _WORDS, _REST_WORDS, futures, capacity)
     rest_msg, rest_lv = _scan_rest(
         buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _REST_WORDS,
         capacity,
     )  # fmt: skip
     if not ok.any() and not len(rest_msg):
-        return {}, none
-    from fluxforge.venues import binance
-
-    # a partial-depth stream name makes the line a top-N snapshot: not this path
-    streams = _spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
-    stream_ok = np.array(
-        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()]
-        + [False],
-        dtype=bool,
+        return ScanResult(none)
+    # instrument = (venue name, channel): "depth" for diff depth (and REST snapshots), "depthN"
+    # for a partial-depth stream's whole-top-N pushes (the venue's rule: PARTIAL_DEPTH_RE)
+    streams = spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
+    s_codes = streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    partial = [binance.PARTIAL_DEPTH_RE.fullmatch(x) for x in streams.dictionary.to_pylist()]
+    s_depth = np.array([int(m.group(2)) if m else 0 for m in partial] + [0], np.int64)
+    s_name = pa.array([m.group(1).upper() if m else "" for m in partial], pa.string())
+    s_channel = pa.array(
+        [f"depth{m.group(2)}" if m else binance.DEPTH_CHANNEL for m in partial], pa.string()
     )
-    msg_ok = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    sym_arr = _spans(buf, msg[:, 9], msg[:, 10]).dictionary_encode()
-    codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    raws = sym_arr.dictionary.to_pylist()
+    form = msg[:, _M_FORM]
+    # a snapshot object belongs only to a partial-depth stream (elsewhere the normalizer
+    # refuses it); its venue name is the stream's, a depthUpdate's is its "s"
+    msg_ok = (form == 0) | (s_depth[s_codes] > 0)
+    take = pa.array(s_codes, pa.int64())
+    raw = pc.if_else(pa.array(form == 0), spans(buf, msg[:, 9], msg[:, 10]), s_name.take(take))
+    key = pc.binary_join_element_wise(raw, s_channel.take(take), "\x00").dictionary_encode()
+    codes = key.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    labels = [text.split("\x00") for text in key.dictionary.to_pylist()]
     is_rest = np.zeros(len(msg), dtype=bool)
     if len(rest_msg):
         # REST depth snapshots join the updates of their instrument, in line order
-        code_of = {raw: c for c, raw in enumerate(raws)}
-        urls = _spans(buf, rest_msg[:, 7], rest_msg[:, 8]).dictionary_encode()
+        code_of = {(r, ch): c for c, (r, ch) in enumerate(labels)}
+        urls = spans(buf, rest_msg[:, 7], rest_msg[:, 8]).dictionary_encode()
         url_code = []
         for url in urls.dictionary.to_pylist():
-            raw = _rest_raw_symbol(url)
-            if raw is None:
+            rest_raw = _rest_raw_symbol(url)
+            if rest_raw is None:
                 url_code.append(-1)
                 continue
-            if raw not in code_of:
-                code_of[raw] = len(raws)
-                raws.append(raw)
-            url_code.append(code_of[raw])
+            label = (rest_raw, binance.DEPTH_CHANNEL)
+            if label not in code_of:
+                code_of[label] = len(labels)
+                labels.append(list(label))
+            url_code.append(code_of[label])
         rest_codes = np.array(url_code, dtype=np.int64)[
             urls.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         ]
@@ -459,65 +558,46 @@ def fast_binance_depth(
         msg, codes, msg_ok, is_rest = msg[perm], codes[perm], msg_ok[perm], is_rest[perm]
         lv[:, 0] = inverse[lv[:, 0]]
     msg_line = msg[:, 0]
-    symbols: list[str | None] = []
-    for raw in raws:
-        try:
-            sym: str | None = binance._symbol_of(raw)
-        except (NormalizeError, TypeError):
-            sym = None
-        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
+    symbols = checked_symbols(
+        [r for r, _ch in labels], binance.symbol_of, (NormalizeError, TypeError)
+    )
     msg_ok &= np.array([s is not None for s in symbols] + [False], dtype=bool)[
-        np.minimum(codes, len(raws))
+        np.minimum(codes, len(labels))
     ]
-    by_symbol: dict[str, list[int]] = {}
-    for c in np.unique(codes[msg_ok]).tolist():
-        by_symbol.setdefault(symbols[c], []).append(c)  # type: ignore[arg-type]
-    for cs in by_symbol.values():
-        if len(cs) > 1:
-            msg_ok &= ~np.isin(codes, cs)
+    # one book per symbol: a symbol with diff and partial depth (or two venue names) is left
+    # to the per-line path
+    msg_ok = one_code_per_symbol(codes, msg_ok, symbols)
     ok[msg_line[~msg_ok]] = False
     if not ok.any():
-        return {}, none
-
-    row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
-    order = np.lexsort((np.arange(len(row_of)), side, row_of))
-    order = order[msg_ok[row_of[order]]]
-    row_sorted = row_of[order]
-    side_sorted = side[order]
-    price_sorted = _spans(buf, lv[order, 2], lv[order, 3], large=True)
-    size_sorted = _spans(buf, lv[order, 4], lv[order, 5], large=True)
-    counts = np.bincount(row_sorted, minlength=len(msg))
-    starts_lv = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        return ScanResult(none)
+    levels = LevelColumns(buf, lv, msg_ok, len(msg))
     out: dict[tuple[str, str], FastBook] = {}
     for c in sorted(np.unique(codes[msg_ok]).tolist()):
         sym = symbols[c]
+        venue_name, channel = labels[c]
         assert sym is not None
         sel = np.flatnonzero(msg_ok & (codes == c))
-        lens = counts[sel]
-        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-        lvl_idx = np.repeat(starts_lv[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
-        take = pa.array(lvl_idx, pa.int64())
+        diff = channel == binance.DEPTH_CHANNEL
+        none_ids = np.full(len(sel), -1, np.int64)
         out[(exchange, sym)] = FastBook(
             exchange=exchange,
             symbol=sym,
-            venue_symbol=raws[c],
-            channel="depth",
+            venue_symbol=venue_name,
+            channel=channel,
             line=msg_line[sel] + 1,
             ts_event=msg[sel, 3],
             ts_recv=msg[sel, 1],
             seq=msg[sel, 2],
-            is_snapshot=is_rest[sel],
-            level_offsets=offsets,
-            side=side_sorted[lvl_idx],
-            price=price_sorted.take(take),
-            size=size_sorted.take(take),
+            is_snapshot=is_rest[sel] if diff else np.ones(len(sel), dtype=bool),
             final_id=msg[sel, 5],
-            first_id=msg[sel, 4],
-            prev_id=msg[sel, 6],
+            first_id=msg[sel, 4] if diff else none_ids,
+            prev_id=msg[sel, 6] if diff else none_ids,
             from_rest=is_rest[sel] if is_rest[sel].any() else None,
-            chain=CHAIN_BINANCE_FUTURES if futures else CHAIN_BINANCE_SPOT,
+            chain=binance.chain_of(exchange) if diff else None,
+            depth=0 if diff else int(channel[len(binance.DEPTH_CHANNEL) :]),
+            **levels.of(sel),
         )
-    return out, ok
+    return ScanResult(ok, books=out)
 
 
 # ---------------------------------------------------------------- bookTicker
@@ -539,120 +619,80 @@ def _ticker_event(buf, p, end, words, out):
         words[2], words[3], words[4], words[5], words[6], words[7], words[8], words[9], words[10]
     )  # fmt: skip
     v_ticker = words[11]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen = 0
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
-        if _eq(buf, ks, ke, k_e) and not seen & 1:
+        if eq(buf, ks, ke, k_e) and not seen & 1:
             seen |= 1
-            q = _str(buf, p, end)
-            if q < 0 or not _eq(buf, p + 1, q, v_ticker):
+            q = str_end(buf, p, end)
+            if q < 0 or not eq(buf, p + 1, q, v_ticker):
                 return -1
             p = q + 1
-        elif _eq(buf, ks, ke, k_u) and not seen & 2:
+        elif eq(buf, ks, ke, k_u) and not seen & 2:
             seen |= 2
-            out[0], p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_E) and not seen & 4:
+            out[0], p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_E) and not seen & 4:
             seen |= 4
-            v, p = _int(buf, p, end)
-            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+            v, p = read_int(buf, p, end)
+            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
                 return -1
             out[1] = v * 1_000_000
-        elif _eq(buf, ks, ke, k_T) and not seen & 8:
+        elif eq(buf, ks, ke, k_T) and not seen & 8:
             seen |= 8
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
         else:
             col = -1
             bit = 0
-            if _eq(buf, ks, ke, k_s):
+            if eq(buf, ks, ke, k_s):
                 col, bit = 2, 16
-            elif _eq(buf, ks, ke, k_b):
+            elif eq(buf, ks, ke, k_b):
                 col, bit = 4, 32
-            elif _eq(buf, ks, ke, k_B):
+            elif eq(buf, ks, ke, k_B):
                 col, bit = 6, 64
-            elif _eq(buf, ks, ke, k_a):
+            elif eq(buf, ks, ke, k_a):
                 col, bit = 8, 128
-            elif _eq(buf, ks, ke, k_A):
+            elif eq(buf, ks, ke, k_A):
                 col, bit = 10, 256
             if col < 0 or seen & bit:
                 return -1
             seen |= bit
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
-            if col > 2 and not _decimal(buf, p + 1, q, False):
+            if col > 2 and not plain_decimal(buf, p + 1, q, False):
                 return -1
             out[col], out[col + 1] = p + 1, q
             p = q + 1
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
             break
-    if seen | 4 | 8 != 511:  # E and T optional, the rest required
+    if seen | 1 | 4 | 8 != 511:  # e (spot has none), E and T optional, the rest required
         return -1
     return p
 
 
 @njit(cache=True)
-def _scan_tickers(buf, starts, ends, todo, head, src, exk, kind, words):
-    k_stream, k_data = words[0], words[1]
-    n = len(starts)
+def _scan_tickers(fr, buf, todo, words):
+    n = len(fr)
     ok = np.zeros(n, np.bool_)
     info = np.zeros((n, _T_COLS), np.int64)
     out = np.zeros(_T_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
-            continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
-        if p < 0:
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
         out[:] = -1
-        out[14] = ts
-        out[15] = seq
-        out[1] = ts  # no "E": the receive time
-        seen = 0
-        bad = False
-        while True:
-            ks, ke, p = _key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = _str(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                out[12], out[13] = p + 1, q
-                p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != _LC:
-                    bad = True
-                    break
-                p = _ticker_event(buf, p, end, words, out)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = _next(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
-        if bad:
+        out[14] = fr[i, _F_TS]
+        out[15] = fr[i, _F_SEQ]
+        out[1] = fr[i, _F_TS]  # no "E": the receive time
+        out[12], out[13] = fr[i, _F_S0], fr[i, _F_S1]
+        if _ticker_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, out) != fr[i, _F_D1]:
             continue
         info[i] = out
         ok[i] = True
@@ -665,24 +705,18 @@ def _streams_symbols(
     """Rows given by their stream and venue-symbol spans (n x 2: start, end) -> (rows the
     normalizer takes as this event: stream not a partial-depth one and a symbol it accepts,
     venue-symbol code of each row, symbol of each code or None, venue symbols encoded)."""
-    from fluxforge.venues import binance
-
     # a partial-depth stream name makes the line a top-N book snapshot: not these paths
-    streams = _spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
+    streams = spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
     stream_ok = np.array(
-        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
         dtype=bool,
     )
     keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    sym_arr = _spans(buf, raw[:, 0], raw[:, 1]).dictionary_encode()
+    sym_arr = spans(buf, raw[:, 0], raw[:, 1]).dictionary_encode()
     codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    symbols: list[str | None] = []
-    for name in sym_arr.dictionary.to_pylist():
-        try:
-            sym: str | None = binance._symbol_of(name)
-        except (NormalizeError, TypeError):
-            sym = None
-        symbols.append(sym if sym is not None and _safe_symbol(sym) else None)
+    symbols = checked_symbols(
+        sym_arr.dictionary.to_pylist(), binance.symbol_of, (NormalizeError, TypeError)
+    )
     keep &= np.array([s is not None for s in symbols], dtype=bool)[codes]
     return keep, codes, symbols, sym_arr
 
@@ -709,7 +743,7 @@ class FastTickers:
         return len(self.line)
 
     def quotes(self) -> pa.Table:
-        """The rows in the layout of ``demux._columns(sink.quotes, QUOTES)``."""
+        """The rows in the layout of the per-line quotes (``pipeline`` columns of QUOTES)."""
         n = len(self.line)
         return pa.table(
             {
@@ -745,7 +779,12 @@ class FastTickers:
 
 
 def fast_book_tickers(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
 ) -> tuple[FastTickers | None, np.ndarray]:
     """The bookTicker lines of `exchange` among the `todo` lines that the normalizer surely
     accepts -> their rows as columns (the very values it would produce) and the mask of the
@@ -754,9 +793,9 @@ def fast_book_tickers(
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return None, none
-    ok, info = _scan_tickers(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TICKER_WORDS
-    )
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    ok, info = _scan_tickers(frames, buf, todo, _TICKER_WORDS)
     if not ok.any():
         return None, none
     rows = np.flatnonzero(ok)
@@ -774,10 +813,10 @@ def fast_book_tickers(
         symbol=pa.array(symbols, pa.string()).take(take),
         venue_symbol=sym_arr.dictionary.take(take),
         update_id=info[:, 0].copy(),
-        bid_px=_spans(buf, info[:, 4], info[:, 5]),
-        bid_sz=_spans(buf, info[:, 6], info[:, 7]),
-        ask_px=_spans(buf, info[:, 8], info[:, 9]),
-        ask_sz=_spans(buf, info[:, 10], info[:, 11]),
+        bid_px=spans(buf, info[:, 4], info[:, 5]),
+        bid_sz=spans(buf, info[:, 6], info[:, 7]),
+        ask_px=spans(buf, info[:, 8], info[:, 9]),
+        ask_sz=spans(buf, info[:, 10], info[:, 11]),
         ts_event=info[:, 1].copy(),
         ts_recv=info[:, 14].copy(),
         seq=info[:, 15].copy(),
@@ -817,6 +856,7 @@ _TRADE_WORDS = tuple(
     for w in (b"stream", b"data", b"e", b"E", b"a", b"s", b"p", b"q", b"f", b"l", b"T", b"m",
               b"t", b"b", b"M", b"aggTrade", b"trade", b"true", b"false")
 )  # fmt: skip
+_TAKER_SIDES = pa.array([binance.TAKER_SIDE[False], binance.TAKER_SIDE[True]], pa.string())
 # cols: aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, stream s/e, ts, seq, e
 _R_COLS = 18
 
@@ -824,9 +864,9 @@ _R_COLS = 18
 @njit(cache=True)
 def _bool(buf, p, end, v_true, v_false):
     """(0/1, position after) of a JSON true/false at p, or (-1, -1)."""
-    if p + 4 <= end and _eq(buf, p, p + 4, v_true):
+    if p + 4 <= end and eq(buf, p, p + 4, v_true):
         return 1, p + 4
-    if p + 5 <= end and _eq(buf, p, p + 5, v_false):
+    if p + 5 <= end and eq(buf, p, p + 5, v_false):
         return 0, p + 5
     return -1, -1
 
@@ -840,81 +880,81 @@ def _trade_event(buf, p, end, words, out):
         words[8], words[9], words[10], words[11], words[12], words[13], words[14]
     )  # fmt: skip
     v_agg, v_trade, v_true, v_false = words[15], words[16], words[17], words[18]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen = 0
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
-        if _eq(buf, ks, ke, k_e) and not seen & 1:
+        if eq(buf, ks, ke, k_e) and not seen & 1:
             seen |= 1
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
-            if _eq(buf, p + 1, q, v_agg):
+            if eq(buf, p + 1, q, v_agg):
                 out[17] = 1
-            elif _eq(buf, p + 1, q, v_trade):
+            elif eq(buf, p + 1, q, v_trade):
                 out[17] = 2
             else:
                 return -1
             p = q + 1
-        elif _eq(buf, ks, ke, k_T) and not seen & 2:
+        elif eq(buf, ks, ke, k_T) and not seen & 2:
             seen |= 2
-            v, p = _int(buf, p, end)
-            if p < 0 or v < _MS_MIN or v > _MS_MAX:
+            v, p = read_int(buf, p, end)
+            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
                 return -1
             out[4] = v * 1_000_000
-        elif _eq(buf, ks, ke, k_m) and not seen & 4:
+        elif eq(buf, ks, ke, k_m) and not seen & 4:
             seen |= 4
             out[11], p = _bool(buf, p, end, v_true, v_false)
-        elif _eq(buf, ks, ke, k_M) and not seen & 8:
+        elif eq(buf, ks, ke, k_M) and not seen & 8:
             seen |= 8
             _v, p = _bool(buf, p, end, v_true, v_false)  # ignored by the normalizer
-        elif _eq(buf, ks, ke, k_a) and not seen & 16:
+        elif eq(buf, ks, ke, k_a) and not seen & 16:
             seen |= 16
             s = p
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
             out[0], out[1] = s, p
-        elif _eq(buf, ks, ke, k_t) and not seen & 32:
+        elif eq(buf, ks, ke, k_t) and not seen & 32:
             seen |= 32
             s = p
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
             out[2], out[3] = s, p
         # E, f, l, b: ignored by the normalizer, accepted here as plain integers only
-        elif _eq(buf, ks, ke, k_E) and not seen & 64:
+        elif eq(buf, ks, ke, k_E) and not seen & 64:
             seen |= 64
-            _v, p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_f) and not seen & 128:
+            _v, p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_f) and not seen & 128:
             seen |= 128
-            _v, p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_l) and not seen & 256:
+            _v, p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_l) and not seen & 256:
             seen |= 256
-            _v, p = _int(buf, p, end)
-        elif _eq(buf, ks, ke, k_b) and not seen & 512:
+            _v, p = read_int(buf, p, end)
+        elif eq(buf, ks, ke, k_b) and not seen & 512:
             seen |= 512
-            _v, p = _int(buf, p, end)
+            _v, p = read_int(buf, p, end)
         else:
             col = -1
             bit = 0
-            if _eq(buf, ks, ke, k_s):
+            if eq(buf, ks, ke, k_s):
                 col, bit = 5, 1024
-            elif _eq(buf, ks, ke, k_p):
+            elif eq(buf, ks, ke, k_p):
                 col, bit = 7, 2048
-            elif _eq(buf, ks, ke, k_q):
+            elif eq(buf, ks, ke, k_q):
                 col, bit = 9, 4096
             if col < 0 or seen & bit:
                 return -1
             seen |= bit
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
-            if col > 5 and not _decimal(buf, p + 1, q, True):
+            if col > 5 and not plain_decimal(buf, p + 1, q, True):
                 return -1
             out[col], out[col + 1] = p + 1, q
             p = q + 1
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
@@ -926,61 +966,21 @@ def _trade_event(buf, p, end, words, out):
 
 
 @njit(cache=True)
-def _scan_trades(buf, starts, ends, todo, head, src, exk, kind, words):
-    k_stream, k_data = words[0], words[1]
-    n = len(starts)
+def _scan_trades(fr, buf, todo, words):
+    n = len(fr)
     info = np.empty((1024, _R_COLS), np.int64)
     n_ok = 0
     out = np.zeros(_R_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
-            continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = _envelope(buf, s, end, head, src, exk, kind, _LC)
-        if p < 0:
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
         out[:] = -1
-        out[15] = ts
-        out[16] = seq
-        seen = 0
-        bad = False
-        while True:
-            ks, ke, p = _key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = _str(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                out[13], out[14] = p + 1, q
-                p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != _LC:
-                    bad = True
-                    break
-                p = _trade_event(buf, p, end, words, out)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = _next(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
-        if bad:
+        out[15] = fr[i, _F_TS]
+        out[16] = fr[i, _F_SEQ]
+        out[13], out[14] = fr[i, _F_S0], fr[i, _F_S1]
+        if _trade_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, out) != fr[i, _F_D1]:
             continue
-        info = _grow(info, n_ok)
+        info = grow(info, n_ok)
         info[n_ok] = out
         info[n_ok, 12] = i
         n_ok += 1
@@ -992,14 +992,19 @@ class FastTrades:
     """aggTrade/trade rows of one exchange from the columnar path, in line order."""
 
     line: np.ndarray  # int64[n] line index in the segment (0-based)
-    table: pa.Table  # the layout of ``demux._columns(sink.trades, TRADES)``
+    table: pa.Table  # the layout of per-line trades (``pipeline`` columns of TRADES)
 
     def __len__(self) -> int:
         return len(self.line)
 
 
 def fast_trades_of(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
 ) -> tuple[FastTrades | None, np.ndarray]:
     """The aggTrade/trade lines of `exchange` among the `todo` lines that the normalizer
     surely accepts -> their trade rows as columns (the very values it would produce) and the
@@ -1008,7 +1013,9 @@ def fast_trades_of(
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return None, none
-    info = _scan_trades(buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _TRADE_WORDS)
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    info = _scan_trades(frames, buf, todo, _TRADE_WORDS)
     if not len(info):
         return None, none
     keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 13:15], info[:, 5:7])
@@ -1030,10 +1037,10 @@ def fast_trades_of(
             "ts_event": pa.array(info[:, 4], pa.int64()),
             "ts_recv": pa.array(info[:, 15], pa.int64()),
             "venue_symbol": sym_arr.dictionary.take(take),
-            "trade_id": _spans(buf, id_s, id_e),
-            "price": _spans(buf, info[:, 7], info[:, 8]),
-            "size": _spans(buf, info[:, 9], info[:, 10]),
-            "side": pa.array(["buy", "sell"], pa.string()).take(pa.array(info[:, 11])),
+            "trade_id": spans(buf, id_s, id_e),
+            "price": spans(buf, info[:, 7], info[:, 8]),
+            "size": spans(buf, info[:, 9], info[:, 10]),
+            "side": _TAKER_SIDES.take(pa.array(info[:, 11])),
             "seq": pa.array(info[:, 16], pa.int64()),
         }
     )
@@ -1041,7 +1048,7 @@ def fast_trades_of(
 
 
 # ---------------------------------------------------------------- control events
-# kline, markPriceUpdate, ... (``venues.binance._CONTROL_EVENTS``): the normalizer only reads
+# kline, markPriceUpdate, ... (``venues.binance.CONTROL_EVENTS``): the normalizer only reads
 # "e" and counts the line as control, but the per-line path still parses the whole line, so a
 # line is taken here only when it is surely valid JSON: an object of scalars (ASCII strings
 # without escapes, integers without fraction or exponent, true/false/null) and objects of
@@ -1053,9 +1060,7 @@ _CONTROL_WORDS = tuple(
 
 
 def _control_events() -> tuple[np.ndarray, ...]:
-    from fluxforge.venues import binance
-
-    names = sorted(binance._CONTROL_EVENTS - binance._HANDLERS.keys())
+    names = sorted(binance.CONTROL_EVENTS - binance.HANDLERS.keys())
     return tuple(np.frombuffer(e.encode(), np.uint8).copy() for e in names)
 
 
@@ -1069,18 +1074,18 @@ def _scalar(buf, p, end, words):
         return -1
     c = buf[p]
     if c == 34:  # "
-        q = _str(buf, p, end)
+        q = str_end(buf, p, end)
         return -1 if q < 0 else q + 1
     if c == 45 or 48 <= c <= 57:  # - or digit
         k = p + 1 if c == 45 else p
-        _v, q = _int(buf, k, end)
+        _v, q = read_int(buf, k, end)
         if q < 0 or q - k > 18:
             return -1
         if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):  # . e E
             return -1
         return q
     for w in (words[3], words[4], words[5]):
-        if p + len(w) <= end and _eq(buf, p, p + len(w), w):
+        if p + len(w) <= end and eq(buf, p, p + len(w), w):
             return p + len(w)
     return -1
 
@@ -1088,15 +1093,15 @@ def _scalar(buf, p, end, words):
 @njit(cache=True)
 def _flat_object(buf, p, end, words):
     """p at '{' of a non-empty object of scalars -> position after its '}', or -1."""
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     while True:
-        _ks, _ke, p = _key(buf, p, end)
+        _ks, _ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
         p = _scalar(buf, p, end, words)
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
@@ -1108,34 +1113,34 @@ def _control_event(buf, p, end, words, events):
     """The inner event object at p ('{'): position after it when "e" (once) names a control
     event and every value is a scalar or a flat object, else -1."""
     k_e = words[2]
-    p = _ws(buf, p + 1, end)
+    p = ws(buf, p + 1, end)
     seen_e = False
     while True:
-        ks, ke, p = _key(buf, p, end)
+        ks, ke, p = key_at(buf, p, end)
         if p < 0:
             return -1
-        if _eq(buf, ks, ke, k_e):
+        if eq(buf, ks, ke, k_e):
             if seen_e:
                 return -1
             seen_e = True
-            q = _str(buf, p, end)
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1
             known = False
             for w in events:
-                if _eq(buf, p + 1, q, w):
+                if eq(buf, p + 1, q, w):
                     known = True
                     break
             if not known:
                 return -1
             p = q + 1
-        elif p < end and buf[p] == _LC:
+        elif p < end and buf[p] == LBRACE:
             p = _flat_object(buf, p, end, words)
         else:
             p = _scalar(buf, p, end, words)
         if p < 0:
             return -1
-        p, done = _next(buf, p, end)
+        p, done = next_key(buf, p, end)
         if p < 0:
             return -1
         if done:
@@ -1144,86 +1149,79 @@ def _control_event(buf, p, end, words, events):
 
 
 @njit(cache=True)
-def _scan_control(buf, starts, ends, todo, head, src, exk, kind, words, events):
+def _scan_control(fr, buf, todo, words, events):
     """Lines of control events -> (line index, stream start, stream end) per line taken."""
-    k_stream, k_data = words[0], words[1]
     info = np.empty((1024, 3), np.int64)
     n_ok = 0
-    for i in range(len(starts)):
-        if not todo[i]:
+    for i in range(len(fr)):
+        if not todo[i] or fr[i, _F_D0] < 0:
             continue
-        end = ends[i]
-        p, _ts, _seq = _envelope(buf, starts[i], end, head, src, exk, kind, _LC)
-        if p < 0:
+        if _control_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, events) != fr[i, _F_D1]:
             continue
-        s_s = s_e = -1
-        seen = 0
-        bad = False
-        while True:
-            ks, ke, p = _key(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if _eq(buf, ks, ke, k_stream) and not seen & 1:
-                seen |= 1
-                q = _str(buf, p, end)
-                if q < 0:
-                    bad = True
-                    break
-                s_s, s_e = p + 1, q
-                p = q + 1
-            elif _eq(buf, ks, ke, k_data) and not seen & 2:
-                seen |= 2
-                if p >= end or buf[p] != _LC:
-                    bad = True
-                    break
-                p = _control_event(buf, p, end, words, events)
-                if p < 0:
-                    bad = True
-                    break
-            else:
-                bad = True
-                break
-            p, done = _next(buf, p, end)
-            if p < 0:
-                bad = True
-                break
-            if done:
-                break
-        if not bad:
-            p = _ws(buf, p, end)
-            bad = seen != 3 or p >= end or buf[p] != _RC or p + 1 != end
-        if bad:
-            continue
-        info = _grow(info, n_ok)
+        info = grow(info, n_ok)
         info[n_ok, 0] = i
-        info[n_ok, 1] = s_s
-        info[n_ok, 2] = s_e
+        info[n_ok, 1] = fr[i, _F_S0]
+        info[n_ok, 2] = fr[i, _F_S1]
         n_ok += 1
     return info[:n_ok]
 
 
 def control_lines(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mask of the `todo` lines of `exchange` that the normalizer surely counts as control
     (kline, markPriceUpdate, ... in a combined-stream frame, valid JSON as checked above)."""
     taken = np.zeros(len(starts), dtype=bool)
     if not len(starts) or not todo.any():
         return taken
-    info = _scan_control(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _CONTROL_WORDS, _CONTROL_EVENTS
-    )
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    info = _scan_control(frames, buf, todo, _CONTROL_WORDS, _CONTROL_EVENTS)
     if not len(info):
         return taken
-    from fluxforge.venues import binance
-
     # a partial-depth stream name makes the line a top-N book snapshot: not this path
-    streams = _spans(buf, info[:, 1], info[:, 2]).dictionary_encode()
+    streams = spans(buf, info[:, 1], info[:, 2]).dictionary_encode()
     stream_ok = np.array(
-        [binance._PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
         dtype=bool,
     )
     keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
     taken[info[keep, 0]] = True
     return taken
+
+
+def scan_binance(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> ScanResult:
+    """Every Binance exchange's lines among `todo`: depth books (with REST snapshots),
+    bookTicker and trade rows as columns, control lines counted. One envelope pass finds each
+    exchange's lines; its scanners see only those."""
+    taken = np.zeros(len(starts), dtype=bool)
+    control = np.zeros(len(starts), dtype=bool)
+    out = ScanResult(taken, control)
+    for venue, sel in venue_lines(buf, starts, ends, todo).items():
+        frames = frames_of(venue, buf, starts, ends, sel)
+        depth = fast_binance_depth(venue, buf, starts, ends, sel, frames)
+        out.books.update(depth.books)
+        sel &= ~depth.taken
+        taken |= depth.taken
+        tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, sel, frames)
+        if tickers is not None:
+            out.tickers.append(tickers)
+            sel &= ~ticker_taken
+            taken |= ticker_taken
+        trades, trade_taken = fast_trades_of(venue, buf, starts, ends, sel, frames)
+        if trades is not None:
+            out.trades.append((trades.line, trades.table))
+            sel &= ~trade_taken
+            taken |= trade_taken
+        control |= control_lines(venue, buf, starts, ends, sel, frames)
+    return out
+
+
+SCANNER = register(Scanner("binance", binance.EXCHANGES, scan_binance))

@@ -1,0 +1,170 @@
+"""Whole-refinery benchmark: one raw segment -> the lake (demux, books, snapshots, checks,
+Parquet written), per venue and mixed, next to DuckDB ``read_json`` -> Parquet (one thread) on
+the same bytes, with the ratio and the peak memory of each side.
+
+FluxForge side: ``fluxforge.refinery.process_ready`` on a temporary local configuration with
+the segment in ``raw/ready/``: everything ``fluxforge process`` does for a segment (demux, book
+rebuild and snapshot injection, checksum and chain checks, schema checks, Parquet parts, the
+lake commit, archiving). Start-up (imports, numba JIT) is excluded: each run first processes a
+small warm-up segment of the same shape in the same process.
+
+DuckDB side: ``COPY (SELECT * FROM read_json(..., format='newline_delimited')) TO ... (FORMAT
+parquet)`` with ``threads=1``: the cost of merely copying the NDJSON into Parquet.
+
+Every measurement runs in a fresh child process, so its peak RSS (``ru_maxrss``) is its own.
+Rates are per core: MB of raw input per CPU second of the child (wall seconds too).
+
+    uv run python benchmarks/bench_process.py [--mb 20] [--shape mix|binance|...|docs|all]
+
+Shapes are those of benchmarks/bench_parse.py (captures replayed, or ``docs``: the shapes
+built from the venues' documentation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SHAPES = ("mix", "binance", "coinbase", "advanced", "kraken", "okx", "bitget", "docs")
+SOURCE = "bench"
+
+
+def warm_up_segment(data: bytes, mb: float = 0.4) -> bytes:
+    """Every k-th line of `data` (in order), about `mb` megabytes: every shape of the segment
+    meets the numba functions once before the timed run."""
+    lines = data.splitlines(keepends=True)
+    step = max(1, int(len(data) / (mb * 1e6)))
+    return b"".join(lines[::step])
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def _refine(root: Path, data: bytes, name: str) -> dict[str, float]:
+    """Process one segment with the refinery under `root`; (cpu s, wall s, segments)."""
+    import yaml
+
+    from fluxforge.config import load_config
+    from fluxforge.refinery import process_ready
+    from fluxforge.storage import Layout, open_storage
+
+    root.mkdir(parents=True)
+    cfg_path = root / "fluxforge.yaml"
+    cfg_path.write_text(
+        yaml.safe_dump({"storage": {"backend": "local", "base_dir": str(root / "data")}})
+    )
+    cfg = load_config(cfg_path, environ={})
+    storage = open_storage(cfg.storage.etl_input)
+    storage.write_bytes(Layout.of(cfg.storage.etl_input).segment("ready", SOURCE, name), data)
+    del data
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = process_ready(cfg)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    if report.failed or not report.segments:
+        raise SystemExit(f"refinery failed: {report.failed}")
+    return {"cpu": cpu, "wall": wall}
+
+
+def child_fluxforge(seg: Path, warm: Path) -> dict[str, float]:
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        _refine(Path(tmp) / "warm", warm.read_bytes(), warm.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = _refine(Path(tmp) / "run", seg.read_bytes(), seg.name)
+    return {**out, "peak_mb": _peak_mb()}
+
+
+def child_duckdb(seg: Path) -> dict[str, float]:
+    import duckdb
+
+    with tempfile.TemporaryDirectory() as tmp:
+        con = duckdb.connect()
+        con.execute("SET threads = 1")
+        target = Path(tmp) / "out.parquet"
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            con.execute(
+                f"COPY (SELECT * FROM read_json('{seg}', format = 'newline_delimited')) "
+                f"TO '{target}' (FORMAT parquet)"
+            )
+        except duckdb.Error:
+            # Binance frames carry keys that differ only in case ("b"/"B"): DuckDB's detected
+            # struct refuses them; the payload stays JSON below the envelope level then
+            con.execute(
+                f"COPY (SELECT * FROM read_json('{seg}', format = 'newline_delimited', "
+                f"maximum_depth = 2)) TO '{target}' (FORMAT parquet)"
+            )
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    return {"cpu": cpu, "wall": wall, "peak_mb": _peak_mb()}
+
+
+def _child(*args: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(shape: str, mb: float) -> None:
+    from benchmarks.bench_parse import SEGMENT, build_segment
+
+    data = build_segment(mb, shape)
+    warm = warm_up_segment(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        seg = Path(tmp) / SEGMENT
+        seg.write_bytes(data)
+        warm_seg = Path(tmp) / "warm" / SEGMENT.replace("_00001", "_00000")
+        warm_seg.parent.mkdir()
+        warm_seg.write_bytes(warm)
+        ff = _child("fluxforge", str(seg), str(warm_seg))
+        db = _child("duckdb", str(seg))
+    size = len(data) / 1e6
+    print(f"segment: {size:.1f} MB, shape={shape}  (MB/s of raw input: wall | CPU; peak RSS)")
+    print(
+        f"  fluxforge refinery          : {size / ff['wall']:7.1f} | {size / ff['cpu']:7.1f} MB/s"
+        f"  peak {ff['peak_mb']:,.0f} MB"
+    )
+    print(
+        f"  duckdb read_json -> parquet : {size / db['wall']:7.1f} | {size / db['cpu']:7.1f} MB/s"
+        f"  peak {db['peak_mb']:,.0f} MB"
+    )
+    print(
+        f"  ratio fluxforge / duckdb    : {db['wall'] / ff['wall']:7.2f} |"
+        f" {db['cpu'] / ff['cpu']:7.2f} x"
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, *paths = sys.argv[2:]
+        if kind == "fluxforge":
+            out = child_fluxforge(Path(paths[0]), Path(paths[1]))
+        else:
+            out = child_duckdb(Path(paths[0]))
+        print(json.dumps(out))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mb", type=float, default=20.0)
+    ap.add_argument("--shape", choices=(*SHAPES, "all"), default="mix")
+    args = ap.parse_args()
+    for shape in SHAPES if args.shape == "all" else (args.shape,):
+        run(shape, args.mb)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Numba primitives of the byte scanners: one JSON value at a time over the segment bytes.
+
+Every function takes the segment as a uint8 array and positions in it; a position of -1 means
+"not the shape this scanner accepts" and the line goes to the per-line path. Strings with
+escapes, control or non-ASCII bytes are never accepted here (``str_end``), so a byte span of an
+accepted string is its exact text.
+
+numba's on-disk cache (cache=True) is keyed on each function's own file only: after changing a
+primitive here, delete fluxforge/demux/__pycache__/*.nbi/.nbc so the scanners recompile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+from fluxforge.wire.decimal import plain_decimal
+from fluxforge.wire.times import days_from_civil, plausible_ns
+
+QUOTE = 34  # "
+BACKSLASH = 92  # backslash
+LBRACKET = 91  # [
+RBRACKET = 93  # ]
+LBRACE = 123  # {
+RBRACE = 125  # }
+COMMA = 44
+COLON = 58
+DOT = 46
+
+
+NO_WORDS = (np.zeros(0, np.uint8),)  # for levels_scan with a fixed side
+NO_SIDES = np.zeros(1, np.int64)
+
+
+def side_words(sides: dict[str, str]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """A venue's side words ({"buy": "bid", "sell": "ask", ...}) as the scanners' arguments:
+    (the words as byte arrays, the side of each: 0 bid, 1 ask)."""
+    words = tuple(np.frombuffer(w.encode(), np.uint8).copy() for w in sides)
+    return words, np.array([0 if s == "bid" else 1 for s in sides.values()], np.int64)
+
+
+@njit(cache=True)
+def eq(buf, s, e, word):
+    if e - s != len(word):
+        return False
+    for k in range(len(word)):  # noqa: SIM110 (numba: no generators)
+        if buf[s + k] != word[k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def lit(buf, p, end, word):
+    """position after `word` at p, or -1."""
+    if p + len(word) > end:
+        return -1
+    for k in range(len(word)):
+        if buf[p + k] != word[k]:
+            return -1
+    return p + len(word)
+
+
+@njit(cache=True)
+def ws(buf, p, end):
+    while p < end and (buf[p] == 32 or buf[p] == 9):
+        p += 1
+    return p
+
+
+@njit(cache=True)
+def read_int(buf, p, end):
+    """(value, position after) of a non-negative JSON integer that fits int64, or (-1, -1)."""
+    v = 0
+    k = p
+    while k < end and 48 <= buf[k] <= 57:
+        v = v * 10 + (buf[k] - 48)
+        k += 1
+    if k == p or k - p > 19 or (buf[p] == 48 and k - p > 1):
+        return -1, -1
+    if k - p == 19 and buf[p] > 56:  # could pass int64: the per-line path judges it
+        return -1, -1
+    return v, k
+
+
+@njit(cache=True)
+def str_end(buf, p, end):
+    """p at the opening quote -> position of the closing quote, or -1 (escapes, control or
+    non-ASCII bytes are left to the per-line path)."""
+    if p >= end or buf[p] != QUOTE:
+        return -1
+    k = p + 1
+    while k < end:
+        c = buf[k]
+        if c == QUOTE:
+            return k
+        if c == BACKSLASH or c < 32 or c >= 128:
+            return -1
+        k += 1
+    return -1
+
+
+@njit(cache=True)
+def envelope(buf, s, end, head, src, exk, kind, opener):
+    """The envelope of the line at [s, end) up to its payload, in the writer's fixed key order
+    (`head` ts `src` "..." `exk` seq `kind`, the last literal ending in ``"data":``), then the
+    payload's first byte `opener`. Returns (position after the opener and blanks, ts, seq);
+    the position is -1 when the line does not fit (the per-line path takes it)."""
+    p = lit(buf, s, end, head)
+    if p < 0:
+        return -1, 0, 0
+    ts, p = read_int(buf, p, end)
+    if p < 0:
+        return -1, 0, 0
+    p = lit(buf, p, end, src)
+    if p < 0:
+        return -1, 0, 0
+    q = str_end(buf, p - 1, end)
+    if q < 0:
+        return -1, 0, 0
+    p = lit(buf, q + 1, end, exk)
+    if p < 0:
+        return -1, 0, 0
+    seq, p = read_int(buf, p, end)
+    if p < 0:
+        return -1, 0, 0
+    p = lit(buf, p, end, kind)
+    if p < 0 or p >= end or buf[p] != opener:
+        return -1, 0, 0
+    return ws(buf, p + 1, end), ts, seq
+
+
+@njit(cache=True)
+def digits(buf, s, n):
+    v = 0
+    for k in range(s, s + n):
+        c = buf[k]
+        if c < 48 or c > 57:
+            return -1
+        v = v * 10 + (c - 48)
+    return v
+
+
+@njit(cache=True)
+def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sides):
+    """Parse [[str, str, ...], ...] at p; append (row, side, px_s, px_e, sz_s, sz_e) rows to
+    lv. A row is [price, size, ...] when `side_fixed` is 0 (bid) or 1 (ask), else
+    [side word, price, size, ...] with the side of `words[w]` in `word_sides[w]`. Returns
+    (position after, n_lv, lv) or (-1, ...)."""
+    if p >= end or buf[p] != LBRACKET:
+        return -1, n_lv, lv
+    p = ws(buf, p + 1, end)
+    if p < end and buf[p] == RBRACKET:
+        return p + 1, n_lv, lv
+    while True:
+        if p >= end or buf[p] != LBRACKET:
+            return -1, n_lv, lv
+        p = ws(buf, p + 1, end)
+        k = 0
+        a0 = a1 = b0 = b1 = c0 = c1 = 0
+        while True:
+            q = str_end(buf, p, end)
+            if q < 0:
+                return -1, n_lv, lv
+            if k == 0:
+                a0, a1 = p + 1, q
+            elif k == 1:
+                b0, b1 = p + 1, q
+            elif k == 2:
+                c0, c1 = p + 1, q
+            k += 1
+            p, done = next_item(buf, q + 1, end)
+            if p < 0:
+                return -1, n_lv, lv
+            if done:
+                break
+        if k < min_len:
+            return -1, n_lv, lv
+        if n_lv == lv.shape[0]:
+            grown = np.empty((lv.shape[0] * 2, 6), np.int64)
+            grown[:n_lv] = lv[:n_lv]
+            lv = grown
+        if side_fixed >= 0:
+            side = side_fixed
+            px0, px1, sz0, sz1 = a0, a1, b0, b1
+        else:
+            side = -1
+            for w in range(len(words)):
+                if eq(buf, a0, a1, words[w]):
+                    side = word_sides[w]
+            if side < 0:
+                return -1, n_lv, lv
+            px0, px1, sz0, sz1 = b0, b1, c0, c1
+        if not plain_decimal(buf, px0, px1, True) or not plain_decimal(buf, sz0, sz1, False):
+            return -1, n_lv, lv
+        lv[n_lv, 0] = row
+        lv[n_lv, 1] = side
+        lv[n_lv, 2] = px0
+        lv[n_lv, 3] = px1
+        lv[n_lv, 4] = sz0
+        lv[n_lv, 5] = sz1
+        n_lv += 1
+        p, done = next_item(buf, p, end)
+        if p < 0:
+            return -1, n_lv, lv
+        if done:
+            return p, n_lv, lv
+
+
+@njit(cache=True)
+def iso_raw(buf, s, e):
+    """(ok, ns) of YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z without the plausibility range."""
+    if e - s < 20 or buf[e - 1] != 90:  # Z
+        return False, 0
+    if buf[s + 4] != 45 or buf[s + 7] != 45 or buf[s + 10] != 84:
+        return False, 0
+    if buf[s + 13] != COLON or buf[s + 16] != COLON:
+        return False, 0
+    y = digits(buf, s, 4)
+    mo = digits(buf, s + 5, 2)
+    d = digits(buf, s + 8, 2)
+    hh = digits(buf, s + 11, 2)
+    mi = digits(buf, s + 14, 2)
+    ss = digits(buf, s + 17, 2)
+    if y < 0 or mo < 0 or d < 0 or hh < 0 or mi < 0 or ss < 0:
+        return False, 0
+    frac = 0
+    p = s + 19
+    if p < e - 1:
+        if buf[p] != DOT:
+            return False, 0
+        nf = e - 1 - (p + 1)
+        if nf < 1 or nf > 9:
+            return False, 0
+        frac = digits(buf, p + 1, nf)
+        if frac < 0:
+            return False, 0
+        for _ in range(9 - nf):
+            frac *= 10
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60 and ss < 61):
+        return False, 0
+    days = days_from_civil(y, mo, d)
+    return True, (days * 86400 + hh * 3600 + mi * 60 + ss) * 1_000_000_000 + frac
+
+
+@njit(cache=True)
+def iso_ns(buf, s, e):
+    """As venues.common.iso_to_ns (with the plausibility check), or -1."""
+    good, ns = iso_raw(buf, s, e)
+    if not good or not plausible_ns(ns):
+        return -1
+    return ns
+
+
+@njit(cache=True)
+def skip_container(buf, p, end):
+    """p at '{' or '[' -> position after its matching close, or -1. Only finds the span: the
+    values inside are judged by whoever parses it (strings must pass ``str_end``)."""
+    depth = 0
+    k = p
+    while k < end:
+        c = buf[k]
+        if c == QUOTE:
+            q = str_end(buf, k, end)
+            if q < 0:
+                return -1
+            k = q + 1
+            continue
+        if c == LBRACE or c == LBRACKET:  # noqa: SIM109 (numba)
+            depth += 1
+        elif c == RBRACE or c == RBRACKET:  # noqa: SIM109 (numba)
+            depth -= 1
+            if depth == 0:
+                return k + 1
+        k += 1
+    return -1
+
+
+@njit(cache=True)
+def grow(a, n):
+    if n < a.shape[0]:
+        return a
+    grown = np.empty((a.shape[0] * 2, a.shape[1]), np.int64)
+    grown[:n] = a[:n]
+    return grown
+
+
+@njit(cache=True)
+def key_at(buf, p, end):
+    """At a key's opening quote: (key start, key end, position of its value) or (-1, -1, -1)."""
+    q = str_end(buf, p, end)
+    if q < 0:
+        return -1, -1, -1
+    v = ws(buf, q + 1, end)
+    if v >= end or buf[v] != COLON:
+        return -1, -1, -1
+    return p + 1, q, ws(buf, v + 1, end)
+
+
+@njit(cache=True)
+def next_key(buf, p, end):
+    """After a value: (position of the next key, 0) after ',', (position after '}', 1) at the
+    end of the object, or (-1, -1)."""
+    p = ws(buf, p, end)
+    if p < end and buf[p] == COMMA:
+        return ws(buf, p + 1, end), 0
+    if p < end and buf[p] == RBRACE:
+        return p + 1, 1
+    return -1, -1
+
+
+@njit(cache=True)
+def next_item(buf, p, end):
+    """After an array element: (position of the next element, 0) after ',', (position after
+    ']', 1) at the end of the array, or (-1, -1). The array twin of ``next_key``."""
+    p = ws(buf, p, end)
+    if p < end and buf[p] == COMMA:
+        return ws(buf, p + 1, end), 0
+    if p < end and buf[p] == RBRACKET:
+        return p + 1, 1
+    return -1, -1
+
+
+@njit(cache=True)
+def gather(buf, s, e):
+    lens = e - s
+    offsets = np.zeros(len(s) + 1, np.int64)
+    for i in range(len(s)):
+        offsets[i + 1] = offsets[i] + lens[i]
+    out = np.empty(offsets[-1], np.uint8)
+    for i in range(len(s)):  # a byte loop: a slice copy per span costs ~10x more in numba
+        o = offsets[i]
+        a = s[i]
+        for k in range(lens[i]):
+            out[o + k] = buf[a + k]
+    return out, offsets
+
+
+def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) -> pa.Array:
+    """Arrow strings from (start, end) byte spans of `buf` (ASCII, checked by the scanner)."""
+    data, offsets = gather(buf, np.ascontiguousarray(s), np.ascontiguousarray(e))
+    if large:
+        return pa.LargeStringArray.from_buffers(len(s), pa.py_buffer(offsets), pa.py_buffer(data))
+    return pa.StringArray.from_buffers(
+        len(s), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)
+    )

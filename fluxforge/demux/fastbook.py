@@ -1,0 +1,262 @@
+"""One columnar container for book messages (``FastBook``), built by the byte scanners and
+merged with the per-line path's messages by line number (``merge_columns``).
+
+A scanner records, per accepted message, a row of integers and, per level, (message row, side,
+price span, size span); ``LevelColumns`` turns those into per-instrument level columns
+(bids then asks of each message, each side in wire order: the normalizers' order) and
+``one_code_per_symbol`` keeps one venue name per normalized symbol (one batch carries one
+venue symbol and one channel; anything else is left to the per-line path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from fluxforge.demux.bytescan import spans
+from fluxforge.events import BookMessage
+from fluxforge.storage.paths import sanitize_part
+
+_SAFE_CACHE: dict[str, bool] = {}
+
+
+def safe_symbol(sym: str) -> bool:
+    """A symbol must be its own path part (no '/', '..', NUL, ...): BASE-QUOTE[-...]."""
+    ok = _SAFE_CACHE.get(sym)
+    if ok is None:
+        ok = isinstance(sym, str) and sanitize_part(sym) == sym
+        if len(_SAFE_CACHE) < 100_000:
+            _SAFE_CACHE[sym] = ok
+    return ok
+
+
+def checked_symbols(
+    raws: list[str], symbol_of: Any, errors: tuple[type[Exception], ...]
+) -> list[str | None]:
+    """`symbol_of(raw)` per distinct venue name; None where it raises one of `errors` or gives
+    an unsafe symbol (the per-line path then judges those lines)."""
+    out: list[str | None] = []
+    for raw in raws:
+        try:
+            sym = symbol_of(raw)
+        except errors:
+            sym = None
+        out.append(sym if sym is not None and safe_symbol(sym) else None)
+    return out
+
+
+def one_code_per_symbol(
+    codes: np.ndarray, msg_ok: np.ndarray, symbols: list[str | None]
+) -> np.ndarray:
+    """`msg_ok` without the messages of codes that share their symbol with another code."""
+    by_symbol: dict[str, list[int]] = {}
+    for c in np.unique(codes[msg_ok]).tolist():
+        by_symbol.setdefault(symbols[c], []).append(c)  # type: ignore[arg-type]
+    for cs in by_symbol.values():
+        if len(cs) > 1:
+            msg_ok = msg_ok & ~np.isin(codes, cs)
+    return msg_ok
+
+
+class LevelColumns:
+    """The level rows `lv` (message row, side, price start/end, size start/end) of the
+    messages where `msg_ok`, sorted per message: bids then asks, each side in wire order."""
+
+    def __init__(self, buf: np.ndarray, lv: np.ndarray, msg_ok: np.ndarray, n_msg: int) -> None:
+        row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
+        order = np.lexsort((np.arange(len(row_of)), side, row_of))
+        order = order[msg_ok[row_of[order]]]
+        self.side = side[order]
+        self.price = spans(buf, lv[order, 2], lv[order, 3], large=True)
+        self.size = spans(buf, lv[order, 4], lv[order, 5], large=True)
+        self.counts = np.bincount(row_of[order], minlength=n_msg)
+        self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+
+    def of(self, sel: np.ndarray) -> dict[str, Any]:
+        """level_offsets, side, price, size of the messages `sel` (ascending rows)."""
+        lens = self.counts[sel]
+        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+        lvl_idx = np.repeat(self.starts[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
+        take = pa.array(lvl_idx, pa.int64())
+        return {
+            "level_offsets": offsets,
+            "side": self.side[lvl_idx],
+            "price": self.price.take(take),
+            "size": self.size.take(take),
+        }
+
+
+@dataclass
+class FastBook:
+    """Book messages of one instrument from the columnar path, in line order."""
+
+    exchange: str
+    symbol: str
+    venue_symbol: str
+    channel: str
+    line: np.ndarray  # int64[n] line numbers (receive order)
+    ts_event: np.ndarray
+    ts_recv: np.ndarray
+    seq: np.ndarray
+    is_snapshot: np.ndarray  # bool[n]
+    level_offsets: np.ndarray  # int64[n+1]
+    side: np.ndarray  # uint8[L] 0 bid 1 ask; per message bids first, then asks
+    price: pa.Array  # large_string[L] exact wire text
+    size: pa.Array
+    final_id: np.ndarray  # int64[n] venue update id (Advanced Trade sequence_num), -1 = none
+    # integrity fields of the other venues' shapes (None: the default of every message)
+    first_id: np.ndarray | None = None  # int64[n], -1 = none
+    prev_id: np.ndarray | None = None  # int64[n], -1 = none
+    from_rest: np.ndarray | None = None  # bool[n]: an exchange REST snapshot
+    checksum: np.ndarray | None = None  # int64[n] venue checksum, 0 where has_checksum is False
+    has_checksum: np.ndarray | None = None  # bool[n]
+    checksum_kind: str | None = None  # of every message with a checksum
+    chain: str | None = None
+    depth: int = 0  # venue depth (BookMessage.depth) of every message
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+    def batch(self, start: int, end: int) -> Any:
+        """Messages [start, end) as the book kernel's columnar batch."""
+        from fluxforge.book import BookBatch
+
+        lo, hi = int(self.level_offsets[start]), int(self.level_offsets[end])
+        has_ck = None
+        if self.has_checksum is not None and self.has_checksum[start:end].any():
+            has_ck = self.has_checksum[start:end]
+        batch = BookBatch.from_columns(
+            ts_event=self.ts_event[start:end],
+            ts_recv=self.ts_recv[start:end],
+            level_offsets=self.level_offsets[start : end + 1] - lo,
+            side=self.side[lo:hi],
+            price_strings=self.price.slice(lo, hi - lo),
+            size_strings=self.size.slice(lo, hi - lo),
+            venue_symbol=self.venue_symbol,
+            channel=self.channel,
+            seq=self.seq[start:end],
+            is_snapshot=self.is_snapshot[start:end],
+            final_id=self.final_id[start:end],
+            first_id=_part(self.first_id, start, end),
+            prev_id=_part(self.prev_id, start, end),
+            from_rest=_part(self.from_rest, start, end),
+            checksum=None if has_ck is None else _part(self.checksum, start, end),
+            checksum_kind=None if has_ck is None else self.checksum_kind,
+            chain=self.chain,
+            venue_depth=self.depth,
+        )
+        if has_ck is not None and not has_ck.all():
+            batch.checksum_kind[~has_ck] = 0  # as from_messages: no checksum, no kind
+        return batch
+
+    def to_messages(self) -> list[tuple[int, BookMessage]]:
+        """The same messages as objects (for mixing with per-line messages of other shapes)."""
+        px, sz = self.price.to_pylist(), self.size.to_pylist()
+        out = []
+        for i in range(len(self)):
+            lo, hi = int(self.level_offsets[i]), int(self.level_offsets[i + 1])
+            bids = [(px[j], sz[j]) for j in range(lo, hi) if self.side[j] == 0]
+            asks = [(px[j], sz[j]) for j in range(lo, hi) if self.side[j] == 1]
+            has_ck = self.has_checksum is not None and bool(self.has_checksum[i])
+            msg = BookMessage(
+                self.exchange, self.symbol, self.venue_symbol, self.channel,
+                int(self.ts_event[i]), int(self.ts_recv[i]), int(self.seq[i]),
+                bool(self.is_snapshot[i]), bids, asks, final_id=int(self.final_id[i]),
+                first_id=-1 if self.first_id is None else int(self.first_id[i]),
+                prev_id=-1 if self.prev_id is None else int(self.prev_id[i]),
+                checksum=int(self.checksum[i]) if has_ck else None,  # type: ignore[index]
+                checksum_kind=self.checksum_kind if has_ck else None,
+                chain=self.chain, depth=self.depth,
+                from_rest=self.from_rest is not None and bool(self.from_rest[i]),
+            )  # fmt: skip
+            out.append((int(self.line[i]), msg))
+        return out
+
+
+def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBook | None:
+    """`fast` plus per-line messages of the same instrument, in line order, as columns; None
+    when a per-line message carries what the columns cannot (other channel/product, chain or
+    venue depth, a checksum of another kind or where the columns carry none)."""
+    if not msgs:
+        return fast
+    for _, m in msgs:
+        if (
+            m.channel != fast.channel
+            or m.venue_symbol != fast.venue_symbol
+            or m.chain != fast.chain
+            or m.depth != fast.depth
+            or (m.checksum is not None and (fast.has_checksum is None or m.checksum_kind is None))
+            or (m.checksum is not None and m.checksum_kind != fast.checksum_kind)
+        ):
+            return None
+    lines = np.concatenate([fast.line, [ln for ln, _ in msgs]]).astype(np.int64)
+    order = np.argsort(lines, kind="stable")
+    n_fast = len(fast)
+    side: list[int] = []
+    price: list[str] = []
+    size: list[str] = []
+    lens = []
+    for _, m in msgs:
+        for px, sz in m.bids:
+            price.append(px)
+            size.append(sz)
+        for px, sz in m.asks:
+            price.append(px)
+            size.append(sz)
+        side.extend([0] * len(m.bids) + [1] * len(m.asks))
+        lens.append(len(m.bids) + len(m.asks))
+    all_lens = np.concatenate([np.diff(fast.level_offsets), lens]).astype(np.int64)
+    all_starts = np.concatenate(
+        [fast.level_offsets[:-1], fast.level_offsets[-1] + np.cumsum([0, *lens[:-1]])]
+    ).astype(np.int64)
+    o_lens = all_lens[order]
+    offsets = np.concatenate(([0], np.cumsum(o_lens))).astype(np.int64)
+    lvl_idx = np.repeat(all_starts[order] - offsets[:-1], o_lens) + np.arange(offsets[-1])
+    take = pa.array(lvl_idx, pa.int64())
+    all_side = np.concatenate([fast.side, np.asarray(side, np.uint8)])
+    all_px = pa.concat_arrays([fast.price, pa.array(price, pa.large_string())])
+    all_sz = pa.concat_arrays([fast.size, pa.array(size, pa.large_string())])
+
+    def cat(a: np.ndarray, attr: str) -> np.ndarray:
+        return np.concatenate([a, [getattr(m, attr) for _, m in msgs]]).astype(a.dtype)[order]
+
+    def opt(
+        a: np.ndarray | None, values: list[Any], fill: int | bool = -1, dtype: Any = np.int64
+    ) -> np.ndarray | None:
+        if a is None:
+            if all(v == fill for v in values):
+                return None
+            a = np.full(n_fast, fill, dtype)  # the default of every fast message
+        return np.concatenate([a, values]).astype(a.dtype)[order]
+
+    return FastBook(
+        exchange=fast.exchange,
+        symbol=fast.symbol,
+        venue_symbol=fast.venue_symbol,
+        channel=fast.channel,
+        line=lines[order],
+        ts_event=cat(fast.ts_event, "ts_event"),
+        ts_recv=cat(fast.ts_recv, "ts_recv"),
+        seq=cat(fast.seq, "seq"),
+        is_snapshot=cat(fast.is_snapshot, "is_snapshot"),
+        final_id=cat(fast.final_id, "final_id"),
+        level_offsets=offsets,
+        side=all_side[lvl_idx],
+        price=all_px.take(take),
+        size=all_sz.take(take),
+        first_id=opt(fast.first_id, [m.first_id for _, m in msgs]),
+        prev_id=opt(fast.prev_id, [m.prev_id for _, m in msgs]),
+        from_rest=opt(fast.from_rest, [m.from_rest for _, m in msgs], False, bool),
+        checksum=opt(fast.checksum, [m.checksum or 0 for _, m in msgs], 0),
+        has_checksum=opt(fast.has_checksum, [m.checksum is not None for _, m in msgs], False, bool),
+        checksum_kind=fast.checksum_kind,
+        chain=fast.chain,
+        depth=fast.depth,
+    )
+
+
+def _part(a: np.ndarray | None, start: int, end: int) -> np.ndarray | None:
+    return None if a is None else a[start:end]

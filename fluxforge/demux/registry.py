@@ -1,0 +1,59 @@
+"""The registry of venue scanners: each scanner module registers itself for the exchange ids
+whose lines it reads, and the demux runs every registered scanner over the lines still to do.
+
+Scanners read disjoint sets of lines (each checks the envelope's exchange id), so their order
+does not change the result; a line a scanner does not take stays for the per-line path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from fluxforge.demux.fastbook import FastBook
+
+
+@dataclass
+class ScanResult:
+    """What one scanner took from a segment. `taken` marks data lines, `control` control
+    lines (counted, not parsed); `tickers` are columnar top-of-book rows (objects with
+    ``line``, ``quotes()`` and ``tops()``) and `trades` (line index of each row, rows)."""
+
+    taken: np.ndarray
+    control: np.ndarray | None = None
+    books: dict[tuple[str, str], FastBook] = field(default_factory=dict)
+    tickers: list[Any] = field(default_factory=list)
+    trades: list[tuple[np.ndarray, pa.Table]] = field(default_factory=list)
+
+
+# (buf, starts, ends, todo) -> ScanResult; `todo` marks the lines no one has taken yet
+ScanFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ScanResult]
+
+
+@dataclass(frozen=True)
+class Scanner:
+    name: str
+    exchanges: tuple[str, ...]
+    scan: ScanFn
+
+
+_REGISTRY: dict[str, Scanner] = {}
+
+
+def register(scanner: Scanner) -> Scanner:
+    """Add a scanner; an exchange id can have only one."""
+    for other in _REGISTRY.values():
+        shared = set(other.exchanges) & set(scanner.exchanges)
+        if other.name != scanner.name and shared:
+            raise ValueError(f"scanners {other.name} and {scanner.name} both claim {shared}")
+    _REGISTRY[scanner.name] = scanner
+    return scanner
+
+
+def scanners() -> tuple[Scanner, ...]:
+    """Every registered scanner, by name (a stable order for reproducible timings)."""
+    return tuple(_REGISTRY[name] for name in sorted(_REGISTRY))

@@ -1,0 +1,93 @@
+"""The decimal format of prices and sizes on the wire, written once.
+
+A price or size travels as its exact wire string. The plain form ``[0-9]{1,20}(.[0-9]{1,18})?``
+always fits the lake's decimal128(38, 18) (at most 20 integer digits, at most 18 decimals), so
+it is accepted without further checks: by ``FAST_DEC_RE`` in Python, by ``plain_decimal`` in the
+numba scanners and by ``fast_levels`` for whole level lists. Anything else goes to the exact
+checks of ``fluxforge.venues.common.dec`` (which also accepts longer forms within bounds, and
+gives the reason of a refusal).
+
+``fast_levels`` answers ``common.levels`` for the common case in one pass: the wire strings are
+joined and checked by one numba loop. JSON numbers, non-list rows, short rows, escapes,
+non-ASCII, more digits, a zero price... return None and the caller runs the exact per-level
+checks. So accepted input yields the very list ``levels`` would have built, and rejected input
+is never judged here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+MAX_INT_DIGITS = 20  # decimal128(38, 18): 38 - 18 integer digits
+MAX_DECIMALS = 18
+DEC_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+FAST_DEC_RE = re.compile(rf"[0-9]{{1,{MAX_INT_DIGITS}}}(?:\.[0-9]{{1,{MAX_DECIMALS}}})?")
+_SEP = "\x00"
+_DOT = 46
+
+
+@njit(cache=True)
+def plain_decimal(buf, s, e, positive):
+    """buf[s:e] matches FAST_DEC_RE, and has a non-zero digit when `positive`."""
+    n_int = 0
+    n_frac = -1
+    nonzero = False
+    for k in range(s, e):
+        c = buf[k]
+        if c == _DOT:
+            if n_frac >= 0:
+                return False
+            n_frac = 0
+        elif 48 <= c <= 57:
+            if c != 48:
+                nonzero = True
+            if n_frac >= 0:
+                n_frac += 1
+            else:
+                n_int += 1
+        else:
+            return False
+    if n_int < 1 or n_int > MAX_INT_DIGITS or n_frac == 0 or n_frac > MAX_DECIMALS:
+        return False
+    return nonzero or not positive
+
+
+@njit(cache=True)
+def _check_pairs(buf: np.ndarray, n_expected: int) -> bool:
+    """`buf` = price0 NUL size0 NUL price1 ...: every even element a positive plain decimal,
+    every odd one a plain decimal, and exactly `n_expected` elements."""
+    n = len(buf)
+    k = 0  # element index
+    s = 0
+    for p in range(n + 1):
+        if p == n or buf[p] == 0:
+            if not plain_decimal(buf, s, p, k % 2 == 0):
+                return False
+            k += 1
+            s = p + 1
+    return k == n_expected
+
+
+def fast_levels(rows: Any) -> list[tuple[str, str]] | None:
+    """``common.levels(rows, ...)`` for input it surely accepts, else None (then run it)."""
+    if type(rows) is not list:
+        return None
+    if not rows:
+        return []
+    try:
+        pairs = [(r[0], r[1]) for r in rows if type(r) is list]
+    except IndexError:
+        return None
+    if len(pairs) != len(rows):
+        return None
+    try:
+        text = _SEP.join([x for pair in pairs for x in pair]).encode("ascii")
+    except (TypeError, UnicodeEncodeError):
+        return None
+    if not _check_pairs(np.frombuffer(text, np.uint8), 2 * len(pairs)):
+        return None
+    return pairs
