@@ -482,6 +482,7 @@ def _process_segment(
     for table, items in merged_parts.items():
         schemas.validate_parts(table, items)
     _check_line_accounting(ref, dem)
+    _check_no_duplicated_trades(ref, merged_parts.get("trades", []))
     staged: dict[str, list[lake.Staged]] = defaultdict(list)
     published = _published(ctx, ref, seq_range) if rebuild_into is None else {}
     for table, items in sorted(merged_parts.items()):
@@ -735,6 +736,27 @@ def _check_line_accounting(ref: SegmentRef, dem: DemuxResult) -> None:
             f"{ref}: line accounting: {dem.lines_in} lines in != {dem.data} data + "
             f"{dem.control} control + {dem.quarantined} quarantined"
         )
+
+
+def _check_no_duplicated_trades(
+    ref: SegmentRef, items: list[tuple[pa.Table, str, str, str]]
+) -> None:
+    """One raw line never yields the same trade twice: a repeated (seq, trade_id) is a row we
+    duplicated, and blocks publication. (The same trade id on two lines is the venue's repeat:
+    published, and flagged by the trade_ids_unique asset check.)"""
+    for data, ex, sym, date in items:
+        ids = data.select(["seq", "trade_id"])
+        ids = ids.filter(pc.and_(pc.is_valid(ids["trade_id"]), pc.not_equal(ids["trade_id"], "")))
+        if ids.num_rows < 2:
+            continue  # venues without trade ids (some Kraken shapes) cannot be checked here
+        counts = ids.group_by(["seq", "trade_id"]).aggregate([([], "count_all")])
+        dupes = counts.filter(pc.greater(counts["count_all"], 1))
+        if dupes.num_rows:
+            first = dupes.slice(0, 1).to_pylist()[0]
+            raise schemas.SchemaViolation(
+                f"{ref}: trades {ex}/{sym}/{date}: {dupes.num_rows} (seq, trade_id) pairs written "
+                f"more than once, e.g. seq {first['seq']} trade {first['trade_id']!r}"
+            )
 
 
 def _write_manifest(

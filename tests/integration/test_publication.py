@@ -84,3 +84,17 @@ def test_blocking_check_publishes_nothing(two_lakes, monkeypatch) -> None:
     assert report.failed and "line accounting" in report.failed[0]["error"]
     assert all(n == 0 for n in _counts(test).values())
     assert ready_files(test, "syn")  # back in ready/ for a retry, nothing lost
+
+
+def test_duplicated_trade_rows_block_publication_empty_ids_do_not() -> None:
+    import pyarrow as pa
+
+    from fluxforge.refinery import SegmentRef, _check_no_duplicated_trades
+
+    ref = SegmentRef("s", "segment_20240102T03_00001.ndjson")
+    twice = pa.table({"seq": [5, 5, 6], "trade_id": ["a", "a", "b"]})
+    with pytest.raises(schemas.SchemaViolation, match="seq 5 trade 'a'"):
+        _check_no_duplicated_trades(ref, [(twice, "coinbase", "BTC-USD", "2024-01-02")])
+    # Kraken v1 trades carry no id: several on one line are not duplicates
+    no_ids = pa.table({"seq": [7, 7, 7], "trade_id": ["", "", ""]})
+    _check_no_duplicated_trades(ref, [(no_ids, "kraken", "BTC-USD", "2024-01-02")])
