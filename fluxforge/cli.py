@@ -92,6 +92,11 @@ def ingest(config_path: str | None, sources: tuple[str, ...], max_seconds: float
     sys.exit(run_daemon(cfg, list(sources) or None, max_seconds))
 
 
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bar (it is shown only on a terminal)."
+)
+
+
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
@@ -101,14 +106,19 @@ def ingest(config_path: str | None, sources: tuple[str, ...], max_seconds: float
     help="First move segments a killed run left in processing/ back to ready/ "
     "(only when no other refinery runs).",
 )
-def process(config_path: str | None, as_json: bool, recover: bool) -> None:
+@quiet_option
+def process(config_path: str | None, as_json: bool, recover: bool, quiet: bool) -> None:
     """Process every ready segment once, without Dagster (ready -> lake -> archive)."""
     import orjson
 
-    from fluxforge.refinery import process_ready
+    from fluxforge import progress
+    from fluxforge.refinery import list_segments, process_ready
 
     cfg = load_config(config_path)
-    report = process_ready(cfg, progress=log.info, recover=recover)
+    show = progress.enabled(quiet)
+    total = len(list_segments(cfg, "ready")) if show else None
+    with progress.bar("process", total, "segments", show) as step:
+        report = process_ready(cfg, progress=step, recover=recover)
     out = report.to_dict()
     log.info(
         "processed %d segment(s): %d lines, %d trades, %d quotes, %d quarantined, %d failed",
@@ -231,7 +241,7 @@ def _bounds(start: str, end: str) -> tuple[int, int]:
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
     if t1 <= t0:
-        raise click.BadParameter(f"--end ({end}) must be after --start ({start})")
+        raise click.BadParameter(f"end ({end}) must be after start ({start})")
     return t0, end_inclusive(t1)
 
 
@@ -784,6 +794,10 @@ def _ccxt_symbol(value: str) -> str:
     show_default=True,
     help="Also load trades of days inside the hot window into the PostgreSQL hot tables.",
 )
+@click.option(
+    "--resume", is_flag=True, help="Skip the days a previous run of the same backfill finished."
+)
+@quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
 def history(
     config_path: str | None,
@@ -796,6 +810,8 @@ def history(
     limit: int,
     ccxt_options_path: str | None,
     hot: bool,
+    resume: bool,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Backfill trades and/or OHLCV of [--start, --end) from the exchange's REST API into the
@@ -816,11 +832,18 @@ def history(
         if not isinstance(options, dict):
             raise click.BadParameter(f"{ccxt_options_path}: expected a JSON object")
         markets = options.pop("markets", None)
+    from fluxforge import progress
+    from fluxforge.history import day_slices
+
+    show = progress.enabled(quiet)
+    t0, t1 = _bounds(start, end)
     try:
-        report = backfill_and_load(
-            cfg, exchange, symbol, start, end, what, timeframe,  # type: ignore[arg-type]
-            hot=hot, ccxt_options=options, markets=markets, limit=limit,
-        )  # fmt: skip
+        with progress.bar("history", len(day_slices(t0, t1 + 1)), "days", show) as step:
+            report = backfill_and_load(
+                cfg, exchange, symbol, start, end, what, timeframe,  # type: ignore[arg-type]
+                hot=hot, ccxt_options=options, markets=markets, limit=limit, resume=resume,
+                progress=step,
+            )  # fmt: skip
     except HistoryError as exc:
         raise click.ClickException(str(exc)) from None
     out = report.to_dict()
@@ -830,7 +853,8 @@ def history(
     click.echo(
         f"{out['exchange']} {out['symbol']} [{out['start']}, {out['end']}): "
         f"{out['trades_written']} trades ({out['trades_already_streamed']} already streamed), "
-        f"{out['bars_written']} {timeframe} bars, {out['requests']} requests"
+        f"{out['bars_written']} {timeframe} bars, {out['requests']} requests, "
+        f"{out['days']} days" + (f" ({out['days_skipped']} already done)" if resume else "")
     )
     for key in out["files"]:
         click.echo(f"  {key}")
