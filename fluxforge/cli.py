@@ -639,17 +639,52 @@ def tier(config_path: str | None, dry_run: bool, as_json: bool) -> None:
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def status(config_path: str | None, as_json: bool) -> None:
+@click.option(
+    "--feeds", is_flag=True, help="Feed statistics per hour (latency, clock offset, gaps)."
+)
+@click.option("--date", default=None, help="With --feeds: one UTC date (YYYY-MM-DD).")
+@click.option("--exchange", default=None, help="With --feeds: one exchange.")
+def status(
+    config_path: str | None, as_json: bool, feeds: bool, date: str | None, exchange: str | None
+) -> None:
     """Ready backlog, processing lag, hot-table sizes per day, last runs, open gaps."""
     import orjson
 
     from fluxforge.status import collect, render
 
+    if feeds:
+        _status_feeds(config_path, as_json, date, exchange)
+        return
     info = collect(load_config(config_path))
     if as_json:
         sys.stdout.write(orjson.dumps(info).decode() + "\n")
     else:
         click.echo(render(info))
+
+
+def _status_feeds(
+    config_path: str | None, as_json: bool, date: str | None, exchange: str | None
+) -> None:
+    import datetime
+
+    import orjson
+
+    from fluxforge import feed_stats
+    from fluxforge.storage import Layout, open_storage
+
+    if date is not None:
+        try:
+            datetime.date.fromisoformat(date)
+        except ValueError:
+            msg = f"{date!r} is not a YYYY-MM-DD date"
+            raise click.BadParameter(msg, param_hint="--date") from None
+    layer = load_config(config_path).storage.etl_output
+    table = feed_stats.read(open_storage(layer), exchange, None, date, Layout.of(layer))
+    if as_json:
+        rows = [{**r, "hour": r["hour"].isoformat()} for r in table.to_pylist()]
+        sys.stdout.write(orjson.dumps({"feeds": rows}).decode() + "\n")
+    else:
+        click.echo(feed_stats.render(table))
 
 
 @main.command()

@@ -37,7 +37,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fluxforge import lake, schemas
+from fluxforge import feed_stats, lake, schemas
 from fluxforge.config import Config
 from fluxforge.demux import (
     ALL_SYMBOLS,
@@ -409,6 +409,8 @@ def _process_segment(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> ProcessRepor
         mask = pc.equal(quarantine.column("exchange"), ex)
         rows = quarantine.filter(mask).drop_columns(["exchange"])
         parts[("quarantine", sanitize_part(ex), ALL_SYMBOLS, dem.date)].append(rows)
+    for (ex, sym, date), rows in feed_stats.segment_parts(parts, dem.ctl, str(ref)).items():
+        parts[("feed_stats", ex, sym, date)].append(rows)
 
     # validate and encode everything before the first write: a bad table writes nothing
     bodies: dict[str, bytes] = {}

@@ -162,6 +162,40 @@ OHLCV = _schema(
     },
 )
 
+
+def _count() -> pa.Column:
+    return pa.Column(pl.Int64, pa.Check.ge(0))
+
+
+def _latency() -> pa.Column:
+    return pa.Column(pl.Int64, nullable=True)  # negative when the venue clock runs ahead
+
+
+FEED_STATS = _schema(
+    "feed_stats",
+    {
+        "hour": _ns(),
+        "channel": pa.Column(pl.Utf8, pa.Check.isin(["trades", "quotes", "book"])),
+        "segment": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
+        "messages": _count(),
+        "rows": _count(),
+        "first_ts_recv": _ns(nullable=True),
+        "last_ts_recv": _ns(nullable=True),
+        "latency_messages": _count(),
+        "latency_p50_ns": _latency(),
+        "latency_p90_ns": _latency(),
+        "latency_p99_ns": _latency(),
+        "latency_max_ns": _latency(),
+        "clock_offset_ns": _latency(),
+        "negative_latency": _count(),
+        "latency_bins": pa.Column(pl.List(pl.Int32)),
+        "latency_counts": pa.Column(pl.List(pl.Int64)),
+        "gaps": _count(),
+        "reconnects": _count(),
+        "active_minutes": pa.Column(pl.Int64, [pa.Check.ge(0), pa.Check.lt(1 << 60)]),
+    },
+)
+
 SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "trades": TRADES,
     "book_deltas": BOOK_DELTAS,
@@ -170,6 +204,7 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "quarantine": QUARANTINE,
     "gap_ledger": GAP_LEDGER,
     "ohlcv": OHLCV,
+    "feed_stats": FEED_STATS,
 }
 
 

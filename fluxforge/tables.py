@@ -113,6 +113,33 @@ OHLCV = pa.schema(
     ]
 )
 
+# Per segment · channel · UTC hour of an instrument: message counts, receive-minus-event latency,
+# venue clock offset, gaps, reconnects, active minutes (``fluxforge.feed_stats`` defines every
+# column and how ``feed_stats.hourly`` merges the rows of one hour). Partition date = the hour's.
+FEED_STATS = pa.schema(
+    [
+        ("hour", NS),  # hour start
+        ("channel", pa.string()),  # trades | quotes | book
+        ("segment", pa.string()),  # source/segment file that produced the row
+        ("messages", pa.int64()),
+        ("rows", pa.int64()),
+        ("first_ts_recv", NS),  # null when the row only carries gaps
+        ("last_ts_recv", NS),
+        ("latency_messages", pa.int64()),  # messages with a venue event time
+        ("latency_p50_ns", pa.int64()),  # null when latency_messages = 0
+        ("latency_p90_ns", pa.int64()),
+        ("latency_p99_ns", pa.int64()),
+        ("latency_max_ns", pa.int64()),
+        ("clock_offset_ns", pa.int64()),  # min latency: daemon - venue clock + min delay
+        ("negative_latency", pa.int64()),
+        ("latency_bins", pa.list_(pa.int32())),  # sparse log histogram (feed_stats.latency_bins)
+        ("latency_counts", pa.list_(pa.int64())),
+        ("gaps", pa.int64()),
+        ("reconnects", pa.int64()),
+        ("active_minutes", pa.int64()),  # bit m = a row arrived in minute m of the hour
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "trades": TRADES,
     "book_deltas": BOOK_DELTAS,
@@ -121,4 +148,5 @@ SCHEMAS: dict[str, pa.Schema] = {
     "quarantine": QUARANTINE,
     "gap_ledger": GAP_LEDGER,
     "ohlcv": OHLCV,
+    "feed_stats": FEED_STATS,
 }

@@ -224,6 +224,8 @@ def test_process_captures_segment_boundaries_do_not_change_tables(whole, tmp_pat
     assert process_ready(cfg).failed == []
     small, big = all_tables(cfg_path), all_tables(whole_cfg)
     for table in lake.TABLES:
+        if table == "feed_stats":  # rows per segment by design; hours merged in
+            continue  # test_feed_stats_captures.py
         assert small[table].num_rows == big[table].num_rows, table
         assert small[table].equals(big[table]), table
     assert big["book_deltas"].num_rows > 50_000 and big["book_snapshots"].num_rows > 20
