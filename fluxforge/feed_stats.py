@@ -23,6 +23,9 @@ Definitions (one place for all of them):
 * ``gaps``: gap-ledger rows of the instrument in the hour (they belong to the ``book`` channel:
   chain breaks, checksum mismatches, reconnects, drift); ``reconnects``: the daemon's
   ``connect`` control records for the exchange in the hour (every connection it opened);
+* channel ``control`` (symbol ``_all``): the daemon's connection records of the exchange in the
+  hour (``messages``), of which ``connect`` (``reconnects``) and ``disconnect``/``gap``
+  (``gaps``), so readers can tell a silent venue from a stopped daemon;
 * ``active_minutes``: bit m set when a row arrived in minute m of the hour; silent minutes =
   60 - minutes with a bit set, over the hour merged from all its segments.
 
@@ -38,6 +41,7 @@ element; where the latencies are sparse it can differ more from the interpolated
 
 from __future__ import annotations
 
+import datetime
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -46,6 +50,7 @@ import numpy as np
 import pyarrow as pa
 
 from fluxforge import lake
+from fluxforge.demux import ALL_SYMBOLS
 from fluxforge.storage import Layout, Storage, sanitize_part
 from fluxforge.tables import FEED_STATS
 
@@ -57,6 +62,10 @@ BIN_FLOOR_NS = 1_000  # |latency| below 1 us falls in bin 0
 # lake table -> channel (the names of ``quality.COVERAGE_CHANNELS``)
 CHANNELS = {"trades": "trades", "quotes": "quotes", "book_deltas": "book"}
 GAP_CHANNEL = "book"
+# the daemon's connection records of an exchange (connect / disconnect / gap), per hour, under
+# the symbol the lake uses for exchange-wide partitions
+CONTROL_CHANNEL = "control"
+CONTROL_SYMBOL = ALL_SYMBOLS
 
 HOURLY_SCHEMA = pa.schema(
     [
@@ -197,9 +206,12 @@ def segment_parts(
     date) -> tables, as the refinery collects them) and its control events (objects with
     ``exchange``, ``event``, ``ts_recv``): {(exchange, symbol, date): rows}."""
     connects: dict[tuple[str, int], int] = defaultdict(int)
+    control: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for ev in ctl:
+        key = (sanitize_part(ev.exchange), ev.ts_recv // HOUR_NS)
+        control[key].append(ev)
         if ev.event == "connect":
-            connects[(sanitize_part(ev.exchange), ev.ts_recv // HOUR_NS)] += 1
+            connects[key] += 1
     by_inst: dict[tuple[str, str, str], dict[str, list[pa.Table]]] = defaultdict(dict)
     for (table, ex, sym, date), tables in parts.items():
         if table in CHANNELS or table == "gap_ledger":
@@ -224,6 +236,32 @@ def segment_parts(
                 rows.append(row)
         if rows:
             out[(ex, sym, date)] = pa.Table.from_pylist(rows, schema=FEED_STATS)
+    for (ex, date), rows in sorted(_control_rows(control, segment).items()):
+        out[(ex, CONTROL_SYMBOL, date)] = pa.Table.from_pylist(rows, schema=FEED_STATS)
+    return out
+
+
+def _control_rows(
+    control: Mapping[tuple[str, int], list[Any]], segment: str
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """One ``control`` row per exchange and hour with connection records: the records
+    (``messages``/``rows``), ``connect`` ones (``reconnects``), ``disconnect`` and daemon
+    ``gap`` ones (``gaps``); coverage reads them to tell a silent venue from a stopped daemon."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (ex, h), events in sorted(control.items()):
+        ts = np.array([ev.ts_recv for ev in events], dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        row = _hour_stats(ts, empty, empty, h)
+        row.update(
+            messages=len(events),
+            hour=h * HOUR_NS,
+            channel=CONTROL_CHANNEL,
+            segment=segment,
+            gaps=sum(ev.event != "connect" for ev in events),
+            reconnects=sum(ev.event == "connect" for ev in events),
+        )
+        date = datetime.datetime.fromtimestamp(h * 3600, datetime.UTC).date().isoformat()
+        out[(ex, date)].append(row)
     return out
 
 
@@ -330,3 +368,33 @@ def render(table: pa.Table) -> str:
         )
     lines.append("  (~ = quantile from the merged histogram of several segments, within ~2.2 %)")
     return "\n".join(lines)
+
+
+def summary(rows: pa.Table | None) -> dict[str, Any]:
+    """A few figures of per-segment ``feed_stats`` rows for asset metadata: feeds and hours,
+    messages, the worst p99 and the range of clock offsets (ms), the largest share of negative
+    latencies, gaps and reconnects."""
+    merged = hourly(rows) if rows is not None else HOURLY_SCHEMA.empty_table()
+    out: dict[str, Any] = {"feed_hours": merged.num_rows}
+    if not merged.num_rows:
+        return out
+    data = merged.to_pydict()
+
+    def present(name: str) -> list[Any]:
+        return [v for v in data[name] if v is not None]
+
+    p99, offsets, negative = (
+        present("latency_p99_ns"),
+        present("clock_offset_ns"),
+        present("negative_share"),
+    )
+    out["feeds"] = len(set(zip(data["exchange"], data["symbol"], data["channel"], strict=True)))
+    out["messages"] = sum(data["messages"])
+    out["gaps"] = sum(data["gaps"])
+    out["reconnects"] = sum(data["reconnects"])
+    if p99:
+        out["worst_latency_p99_ms"] = round(max(p99) / 1e6, 3)
+        out["clock_offset_min_ms"] = round(min(offsets) / 1e6, 3)
+        out["clock_offset_max_ms"] = round(max(offsets) / 1e6, 3)
+        out["max_negative_share"] = round(max(negative), 4)
+    return out

@@ -650,6 +650,7 @@ def _feed(
         out["book_deltas"].append(split_by_partition(result.deltas, "ts_recv", ex, sym))
         out["book_snapshots"].append(split_by_partition(result.snapshots, "ts_recv", ex, sym))
         out["gap_ledger"].append(split_by_partition(result.gaps, "ts_to", ex, sym))
+        out["book_drift"].append(split_by_partition(result.drift, "ts_recv", ex, sym))
 
     for end, ev in bounds:
         if end > start:

@@ -175,7 +175,7 @@ FEED_STATS = _schema(
     "feed_stats",
     {
         "hour": _ns(),
-        "channel": pa.Column(pl.Utf8, pa.Check.isin(["trades", "quotes", "book"])),
+        "channel": pa.Column(pl.Utf8, pa.Check.isin(["trades", "quotes", "book", "control"])),
         "segment": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
         "messages": _count(),
         "rows": _count(),
@@ -196,6 +196,23 @@ FEED_STATS = _schema(
     },
 )
 
+BOOK_DRIFT = _schema(
+    "book_drift",
+    {
+        "ts_event": _ns(),
+        "ts_recv": _ns(),
+        "venue_symbol": pa.Column(pl.Utf8),
+        "book_epoch": pa.Column(pl.Int32, pa.Check.ge(0)),
+        "update_id": pa.Column(pl.Int64, pa.Check.ge(-1)),
+        "seq": pa.Column(pl.Int64, pa.Check.ge(0)),
+        "from_rest": pa.Column(pl.Boolean),
+        "integrity": pa.Column(pl.Utf8, pa.Check.isin(["checksum", "chain", "none"])),
+        "levels_compared": _count(),
+        "levels_differing": pa.Column(pl.Int64, pa.Check.ge(1)),
+        "max_size_diff": _dec(),
+    },
+)
+
 SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "trades": TRADES,
     "book_deltas": BOOK_DELTAS,
@@ -205,6 +222,7 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "gap_ledger": GAP_LEDGER,
     "ohlcv": OHLCV,
     "feed_stats": FEED_STATS,
+    "book_drift": BOOK_DRIFT,
 }
 
 

@@ -113,13 +113,31 @@ OHLCV = pa.schema(
     ]
 )
 
+# A venue snapshot that disagreed with the replayed book of a still-valid epoch
+# (``fluxforge.book.drift`` has the comparison rules). Partition date = date of ts_recv.
+BOOK_DRIFT = pa.schema(
+    [
+        ("ts_event", NS),  # of the venue snapshot
+        ("ts_recv", NS),
+        ("venue_symbol", pa.string()),
+        ("book_epoch", pa.int32()),  # the epoch the snapshot ended
+        ("update_id", pa.int64()),  # the snapshot's update id, -1 when none
+        ("seq", pa.int64()),  # daemon seq of the snapshot's raw line
+        ("from_rest", pa.bool_()),  # a REST snapshot (Binance) rather than a stream one
+        ("integrity", pa.string()),  # checksum | chain | none: how the venue verifies the book
+        ("levels_compared", pa.int64()),
+        ("levels_differing", pa.int64()),
+        ("max_size_diff", DECIMAL),  # largest absolute size difference of a level
+    ]
+)
+
 # Per segment · channel · UTC hour of an instrument: message counts, receive-minus-event latency,
 # venue clock offset, gaps, reconnects, active minutes (``fluxforge.feed_stats`` defines every
 # column and how ``feed_stats.hourly`` merges the rows of one hour). Partition date = the hour's.
 FEED_STATS = pa.schema(
     [
         ("hour", NS),  # hour start
-        ("channel", pa.string()),  # trades | quotes | book
+        ("channel", pa.string()),  # trades | quotes | book | control (symbol _all)
         ("segment", pa.string()),  # source/segment file that produced the row
         ("messages", pa.int64()),
         ("rows", pa.int64()),
@@ -149,4 +167,5 @@ SCHEMAS: dict[str, pa.Schema] = {
     "gap_ledger": GAP_LEDGER,
     "ohlcv": OHLCV,
     "feed_stats": FEED_STATS,
+    "book_drift": BOOK_DRIFT,
 }

@@ -5,16 +5,13 @@ segments merges to the same counts and to quantiles within the histogram's resol
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
-import yaml
+from replayed import config, replay
 
 from fluxforge import feed_stats
 from fluxforge.config import load_config
@@ -24,31 +21,6 @@ from fluxforge.storage import LocalStorage
 pytestmark = pytest.mark.slow
 
 HOUR_NS = 3_600_000_000_000
-
-
-def _config(root: Path, inputs: str) -> Path:
-    cfg = {
-        "storage": {"backend": "local", "base_dir": str(root / "data")},
-        "sources": [{"name": "replay", "type": "replay", "path": inputs, "speed": 0}],
-    }
-    path = root / "fluxforge.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _replay(root: Path, inputs: str) -> Path:
-    path = _config(root, inputs)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXFORGE_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "fluxforge.cli", "ingest", "--config", str(path)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return path
 
 
 def _iso_ns(text: str) -> int:
@@ -103,7 +75,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory, captures: Path) -> tuple
         (inputs / name).mkdir(parents=True)
         for f in (captures / name).iterdir():
             (inputs / name / f.name).write_bytes(f.read_bytes())
-    cfg_path = _replay(root, str(inputs / "*" / "*"))
+    cfg_path = replay(root, str(inputs / "*" / "*"))
     segments = sorted((root / "data/raw/ready/replay").glob("segment_*.ndjson"))
     copies = root / "segments"
     copies.mkdir()
@@ -119,7 +91,14 @@ def test_feed_stats_latency_quantiles_equal_recomputed_from_raw_envelopes(proces
     got = {
         (r["exchange"], r["symbol"], r["channel"], int(r["hour"].timestamp())): r
         for r in table.to_pylist()
+        if r["channel"] != "control"
     }
+    control = [r for r in table.to_pylist() if r["channel"] == "control"]
+    # the replayed connection opened once per venue (Coinbase, OKX): one connect record each
+    assert sorted((r["exchange"], r["symbol"], r["reconnects"]) for r in control) == [
+        ("coinbase", "_all", 1),
+        ("okx", "_all", 1),
+    ]
     expected = _expected(sorted(segments.glob("*.ndjson")), {"coinbase", "okx"})
     assert set(got) == set(expected)
     assert len(expected) >= 30 + 3  # 10 Coinbase products x 3 channels, OKX BTC-USDT x 3
@@ -152,7 +131,7 @@ def test_feed_stats_hour_split_into_many_segments_merges_to_the_same_figures(
         (r["exchange"], r["symbol"], r["channel"], r["hour"]): r
         for r in feed_stats.read(LocalStorage(root / "data")).to_pylist()
     }
-    cfg_path = _config(tmp_path, "unused")
+    cfg_path = config(tmp_path, "unused")
     ready = tmp_path / "data/raw/ready/replay"
     ready.mkdir(parents=True)
     counter = 0
