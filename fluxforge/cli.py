@@ -753,7 +753,8 @@ def rotate(
     hot_days: int | None,
     as_json: bool,
 ) -> None:
-    """Move hot days older than hot_days to cold Parquet, then drop them (SPEC §6)."""
+    """Move hot days older than hot_days to cold Parquet, then drop them (the rotation of
+    docs/architecture.md)."""
     import orjson
 
     from fluxforge.lifecycle import rotate as run_rotation

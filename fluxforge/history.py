@@ -1,4 +1,4 @@
-"""History backfill through ccxt REST (SPEC §5 "Backfills"): OHLCV and trades of one
+"""History backfill through ccxt REST (docs/architecture.md, "Backfills"): OHLCV and trades of one
 (exchange, symbol, [start, end)) fetched with ccxt's ``fetch_ohlcv`` / ``fetch_trades``, paged
 by ``since``/``limit`` under ccxt's own rate limiter, and written into the lake (and into the
 PostgreSQL hot tables for days inside the hot window).

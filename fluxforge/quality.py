@@ -261,7 +261,8 @@ def book_drift(drift: pa.Table | None) -> tuple[Finding, bool]:
 
 
 def reconcile(report: Mapping[str, Any]) -> Finding:
-    """Lines in = lines that produced rows + quarantined + control (SPEC §4)."""
+    """Lines in = lines that produced rows + quarantined + control (docs/table-schemas.md,
+    "Line accounting")."""
     lines = int(report.get("lines", 0))
     quarantined = int(report.get("quarantined", 0))
     control = int(report.get("control", 0))

@@ -1,4 +1,5 @@
-"""The unified reader (SPEC §8): "BTC book at 10:00:00", "trades for March", on any tier.
+"""The unified reader (docs/architecture.md, "Tiering and the reader"): "BTC book at 10:00:00",
+"trades for March", on any tier.
 
 ``book_at`` = the nearest injected snapshot at or before T in T's daily partition, then the
 deltas after it (by daemon ``seq``) up to T. Deltas carry absolute level sizes, so the state of

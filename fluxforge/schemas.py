@@ -15,7 +15,7 @@ import pyarrow as pyarrow
 from fluxforge.tables import SCHEMAS as ARROW_SCHEMAS
 
 DEC = pl.Decimal(38, 18)
-_MAX_PRICE = 10**20  # venues reject anything larger (CONTRACTS: <= 1e20)
+_MAX_PRICE = 10**20  # venues reject anything larger (docs/table-schemas.md: <= 1e20)
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 _PART_RE = r"^[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,127}$"  # what Layout.sanitize_part can produce
 

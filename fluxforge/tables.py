@@ -1,5 +1,6 @@
-"""Arrow schemas of the lake tables (SPEC §4). Files hold these columns; the hive directories
-add ``exchange``, ``symbol`` and ``date`` (UTC date of ``ts_recv``, i.e. of the raw segment).
+"""Arrow schemas of the lake tables (docs/table-schemas.md). Files hold these columns; the hive
+directories add ``exchange``, ``symbol`` and ``date`` (UTC date of ``ts_recv``, i.e. of the raw
+segment).
 
 Prices and sizes are exact decimals (decimal128(38, 18)) cast from the wire strings.
 Timestamps are int64 ns since the epoch, UTC.

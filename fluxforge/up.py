@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # Demo settings: a segment is sealed every 10 s (about one run's wall time, so runs of a source
 # do not queue behind each other) and the sensor looks every second, so a
-# sealed segment is visible Parquet within ~10 s (SPEC §10). Explicit env overrides win.
+# sealed segment is visible Parquet within ~10 s (docs/architecture.md, "Quality targets").
+# Explicit env overrides win.
 DEMO_ENV = {
     "FLUXFORGE_DAGSTER__SENSOR_INTERVAL_S": "1",
     "FLUXFORGE_INGESTION__SEGMENT_MAX_AGE_S": "10",

@@ -1,5 +1,5 @@
 """``BookEngine``: one (exchange, symbol) order book fed batch by batch, with integrity checks,
-epochs, snapshot injection and a checkpointable state (see CONTRACTS.md "Book engine").
+epochs, snapshot injection and a checkpointable state (see docs/integrity.md).
 
 Rules, all applied inside the numba kernel (``kernel.apply_kernel``):
 
