@@ -5,6 +5,9 @@ segments merges to the same counts and to quantiles within the histogram's resol
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -184,3 +187,28 @@ def test_feed_stats_histogram_quantile_is_within_half_a_bin() -> None:
         exact = np.sort(lat)[round(q * (len(lat) - 1))]
         approx = feed_stats.histogram_quantile(hist, q, int(lat.min()), int(lat.max()))
         assert abs(approx - exact) <= 0.023 * abs(exact) + 1_000, q
+
+
+def test_feed_stats_status_feeds_prints_the_hourly_rows(processed) -> None:
+    root, _ = processed
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXFORGE_")}
+    cfg = str(root / "fluxforge.yaml")
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fluxforge.cli", "status", "--config", cfg, "--feeds", *args],
+            cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    done = status("--json", "--exchange", "okx")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = orjson.loads(done.stdout)["feeds"]
+    want = feed_stats.read(LocalStorage(root / "data"), "okx").to_pylist()
+    assert [(r["symbol"], r["channel"], r["latency_p99_ns"]) for r in rows] == [
+        (r["symbol"], r["channel"], r["latency_p99_ns"]) for r in want
+    ]
+    assert {r["channel"] for r in rows} == {"book", "trades", "quotes", "control"}
+    text = status("--exchange", "okx")
+    assert text.returncode == 0 and "BTC-USDT" in text.stdout and "p99" in text.stdout
+    bad = status("--date", "2022-13-45")
+    assert bad.returncode != 0 and "YYYY-MM-DD" in bad.stderr
