@@ -32,7 +32,7 @@ def _iso_ns(text: str) -> int:
 
 def _event(ex: str, msg: object) -> tuple[str, str, int | None] | None:
     """(symbol, channel, venue event time or None) of one received payload, None when the
-    line makes no rows; from the venues' documented fields (../shared/data/README.md)."""
+    line makes no rows; from the venues' documented fields (docs/integrity.md)."""
     if ex == "coinbase" and isinstance(msg, dict):
         kind = msg.get("type")
         channel = {
