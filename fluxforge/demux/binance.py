@@ -52,6 +52,8 @@ from fluxforge.demux.bytescan import (
     V_STR,
     ObjectShape,
     envelope,
+    envelope_kind,
+    envelope_source,
     eq,
     flat_object,
     grow,
@@ -105,20 +107,11 @@ def _venue_of(buf, starts, ends, todo, head, src, exks):
         if not todo[i]:
             continue
         end = ends[i]
-        p = lit(buf, starts[i], end, head)
+        p, _ts = envelope_source(buf, starts[i], end, head, src)
         if p < 0:
-            continue
-        _ts, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = str_end(buf, p - 1, end)
-        if q < 0:
             continue
         for k in range(len(exks)):
-            if lit(buf, q + 1, end, exks[k]) >= 0:
+            if lit(buf, p, end, exks[k]) >= 0:
                 out[i] = k
                 break
     return out
@@ -334,25 +327,7 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, n
         if not todo[i]:
             continue
         end = ends[i]
-        p = lit(buf, starts[i], end, head)
-        if p < 0:
-            continue
-        ts, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = str_end(buf, p - 1, end)
-        if q < 0:
-            continue
-        p = lit(buf, q + 1, end, exk)
-        if p < 0:
-            continue
-        seq, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = lit(buf, p, end, kind)
+        p, ts, seq = envelope_kind(buf, starts[i], end, head, src, exk, kind)
         if p < 0:
             continue
         q = str_end(buf, p, end)

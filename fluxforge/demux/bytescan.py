@@ -101,30 +101,50 @@ def str_end(buf, p, end):
 
 
 @njit(cache=True)
-def envelope(buf, s, end, head, src, exk, kind, opener):
-    """The envelope of the line at [s, end) up to its payload, in the writer's fixed key order
-    (`head` ts `src` "..." `exk` seq `kind`, the last literal ending in ``"data":``), then the
-    payload's first byte `opener`. Returns (position after the opener and blanks, ts, seq);
-    the position is -1 when the line does not fit (the per-line path takes it)."""
+def envelope_source(buf, s, end, head, src):
+    """The envelope of the line at [s, end) up to its source string (`head` ts `src` "..."):
+    (position after the source string, ts), or (-1, 0) when the line does not fit."""
     p = lit(buf, s, end, head)
     if p < 0:
-        return -1, 0, 0
+        return -1, 0
     ts, p = read_int(buf, p, end)
     if p < 0:
-        return -1, 0, 0
+        return -1, 0
     p = lit(buf, p, end, src)
     if p < 0:
-        return -1, 0, 0
+        return -1, 0
     q = str_end(buf, p - 1, end)
     if q < 0:
+        return -1, 0
+    return q + 1, ts
+
+
+@njit(cache=True)
+def envelope_kind(buf, s, end, head, src, exk, kind):
+    """The envelope in the writer's fixed key order (fluxforge.wire.envelope) up to the end of
+    the `kind` literal: (position after it, ts, seq), or (-1, 0, 0)."""
+    p, ts = envelope_source(buf, s, end, head, src)
+    if p < 0:
         return -1, 0, 0
-    p = lit(buf, q + 1, end, exk)
+    p = lit(buf, p, end, exk)
     if p < 0:
         return -1, 0, 0
     seq, p = read_int(buf, p, end)
     if p < 0:
         return -1, 0, 0
     p = lit(buf, p, end, kind)
+    if p < 0:
+        return -1, 0, 0
+    return p, ts, seq
+
+
+@njit(cache=True)
+def envelope(buf, s, end, head, src, exk, kind, opener):
+    """The envelope of the line at [s, end) up to its payload (`head` ts `src` "..." `exk` seq
+    `kind`, the last literal ending in ``"data":``), then the payload's first byte `opener`.
+    Returns (position after the opener and blanks, ts, seq); the position is -1 when the line
+    does not fit (the per-line path takes it)."""
+    p, ts, seq = envelope_kind(buf, s, end, head, src, exk, kind)
     if p < 0 or p >= end or buf[p] != opener:
         return -1, 0, 0
     return ws(buf, p + 1, end), ts, seq
@@ -346,6 +366,46 @@ def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) ->
     )
 
 
+@njit(cache=True)
+def signed_int(buf, p, end):
+    """(value, position after) of a JSON integer (optional '-', <= 18 digits), or (0, -1)."""
+    neg = p < end and buf[p] == 45
+    if neg:
+        p += 1
+    k = p
+    v = 0
+    while k < end and 48 <= buf[k] <= 57:
+        v = v * 10 + (buf[k] - 48)
+        k += 1
+    if k == p or k - p > 18 or (buf[p] == 48 and k - p > 1) or (neg and v == 0):
+        return 0, -1
+    return (-v if neg else v), k
+
+
+@njit(cache=True)
+def ms_any(buf, p, end):
+    """venues.common.ms_to_ns of a JSON integer or a digit string at p: (ns, position after)
+    or (0, -1)."""
+    if p < end and buf[p] == QUOTE:
+        q = str_end(buf, p, end)
+        if q < 0 or q == p + 1 or q - p - 1 > 13:
+            return 0, -1
+        v = 0
+        for k in range(p + 1, q):
+            c = buf[k]
+            if c < 48 or c > 57:
+                return 0, -1
+            v = v * 10 + (c - 48)
+        after = q + 1
+    else:
+        v, after = read_int(buf, p, end)
+        if after < 0:
+            return 0, -1
+    if v < TS_MIN_MS or v > TS_MAX_MS:
+        return 0, -1
+    return v * 1_000_000, after
+
+
 # ---------------------------------------------------------------- declared flat objects
 # A venue event that is one JSON object of scalar fields (and level lists) is declared as an
 # ``ObjectShape``: per key, what its value must be and which output column receives it. One
@@ -361,6 +421,8 @@ V_BOOL = 6  # true / false -> 1 / 0 in out[col]
 V_ENUM = 7  # one of the field's words: 1 + its index -> out[col]
 V_BIDS = 8  # level list [[price, size, ...], ...] -> bid rows of lv
 V_ASKS = 9  # level list -> ask rows of lv
+V_SINT = 10  # integer with optional '-' (at most 18 digits) -> out[col]
+V_MS_ANY = 11  # epoch ms as an integer or a digit string, in the plausible range: ns
 _TRUE = np.frombuffer(b"true", np.uint8).copy()
 _FALSE = np.frombuffer(b"false", np.uint8).copy()
 
@@ -425,6 +487,18 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             elif col >= 0:
                 out[col] = v
             p = q
+        elif kind == V_SINT:
+            v, p = signed_int(buf, p, end)
+            if p < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
+        elif kind == V_MS_ANY:
+            v, p = ms_any(buf, p, end)
+            if p < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
         elif kind == V_STR or kind == V_DEC or kind == V_POS:  # noqa: SIM109 (numba)
             q = str_end(buf, p, end)
             if q < 0:
