@@ -125,10 +125,71 @@ def process(config_path: str | None, as_json: bool, recover: bool, quiet: bool) 
         len(report.segments), report.lines, report.trades, report.quotes,
         report.quarantined, len(report.failed),
     )  # fmt: skip
+    _say_held(report.held, report.stray)
     if as_json:
         sys.stdout.write(orjson.dumps(out).decode() + "\n")
         sys.stdout.flush()
-    sys.exit(1 if report.failed else 0)
+    # work not done (a failure, or a source held behind an unsettled segment): non-zero
+    sys.exit(1 if report.failed or report.held else 0)
+
+
+# --- per-source order: recover, writeoff (fluxforge.refinery discovery/claim path) ------------
+
+
+def _say_held(held: list[dict[str, str]], stray: list[str]) -> None:
+    for hold in held:
+        click.echo(
+            f"fluxforge: HELD {hold['source']} at {hold['segment']} ({hold['state']}/): "
+            f"{hold['reason']}",
+            err=True,
+        )
+    for key in stray:
+        click.echo(
+            f"fluxforge: stray file {key}: not a segment (segment_YYYYMMDDTHH_NNNNN.ndjson in "
+            "a source folder), never processed: move it away",
+            err=True,
+        )
+
+
+@main.command()
+@config_option
+def recover(config_path: str | None) -> None:
+    """Release segments a killed run left in processing/ back to ready/ (safe at any time:
+    never beside a running `process`, never a live Dagster run's claims)."""
+    from fluxforge.refinery import holds, release_processing
+
+    cfg = load_config(config_path)
+    moved = release_processing(cfg)
+    for ref in moved:
+        click.echo(f"released {ref} -> ready/")
+    left = holds(cfg)
+    for hold in left.values():
+        click.echo(f"still held: {hold.line()}", err=True)
+    click.echo(f"{len(moved)} segment(s) released; next: fluxforge process")
+    sys.exit(1 if left else 0)
+
+
+@main.command()
+@config_option
+@click.argument("segment")
+@click.option("--reason", required=True, help="Why it is given up (kept with the segment).")
+def writeoff(config_path: str | None, segment: str, reason: str) -> None:
+    """Give SEGMENT (SOURCE/segment_....ndjson) up: to failed/ with the reason; its source goes
+    on after it, its books start afresh from the next snapshot."""
+    from fluxforge.refinery import SegmentRef
+    from fluxforge.refinery import writeoff as write_off
+    from fluxforge.segments import parse_segment_name
+
+    source, _, name = segment.rstrip("/").rpartition("/")
+    source = source.rsplit("/", 1)[-1]
+    try:
+        parse_segment_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; expected SOURCE/segment_....ndjson") from None
+    if not source:
+        raise click.BadParameter("expected SOURCE/segment_....ndjson (the source folder too)")
+    record = write_off(load_config(config_path), SegmentRef(source, name), reason)
+    click.echo(f"written off {record['segment']} (was in {record['was_in']}/): {reason}")
 
 
 # --- query and catalog: answers for people (formatting in fluxforge.render) -------------------
@@ -728,7 +789,7 @@ def hot_load(config_path: str | None, hot_days: int | None, as_json: bool) -> No
     from fluxforge.pgserver import hot_dsn
 
     cfg = load_config(config_path)
-    with hot_dsn(cfg) as dsn:
+    with hot_dsn(cfg, "fluxforge hot load") as dsn:
         report = load_lake(cfg, dsn, hot_days=hot_days).to_dict()
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
@@ -761,7 +822,7 @@ def rotate(
     from fluxforge.pgserver import hot_dsn
 
     cfg = load_config(config_path)
-    with hot_dsn(cfg) as dsn:
+    with hot_dsn(cfg, "fluxforge rotate") as dsn:
         out = run_rotation(
             cfg, dsn, dry_run=dry_run, analyze_only=analyze_only, force=force, hot_days=hot_days
         )
