@@ -8,8 +8,8 @@ Stream: per symbol a 500-level-per-side exchange snapshot, then messages of 1-4 
 the default 60 s interval injects top-50 snapshots all along. "updates" = price levels applied.
 
 Measured:
-* engine hot path: ``apply_batch(tables=False)`` on pre-built columnar batches (what SPEC §10
-  targets), snapshot injection included;
+* engine hot path: ``apply_batch(tables=False)`` on pre-built columnar batches (what the
+  "Quality targets" of docs/architecture.md target), snapshot injection included;
 * engine with output tables: the same plus the Arrow deltas/snapshots tables (decimal casts);
 * ``order-book``: one Python dict-style set/delete per level (the way it is fed), plus a
   top-50 ``to_list`` every 60 s of event time;

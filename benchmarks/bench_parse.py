@@ -187,17 +187,17 @@ def envelope_only(data: bytes) -> int:
 def duckdb_read_json(path: Path) -> int:
     con = duckdb.connect()
     con.execute("SET threads = 1")
-    try:
-        table = con.sql(
-            f"SELECT * FROM read_json('{path}', format = 'newline_delimited')"
-        ).to_arrow_table()
-    except duckdb.Error:
-        # Binance frames carry keys that differ only in case ("b"/"B"): DuckDB's detected
-        # struct refuses them; the payload stays JSON below the envelope level then
-        table = con.sql(
-            f"SELECT * FROM read_json('{path}', format = 'newline_delimited', maximum_depth = 2)"
-        ).to_arrow_table()
-    return table.num_rows
+    # Binance frames carry keys that differ only in case ("b"/"B", "e"/"E"): DuckDB's detected
+    # struct refuses them; the payload then stays JSON below the envelope (or the data) level
+    for depth in ("", ", maximum_depth = 2", ", maximum_depth = 1"):
+        try:
+            table = con.sql(
+                f"SELECT * FROM read_json('{path}', format = 'newline_delimited'{depth})"
+            ).to_arrow_table()
+        except duckdb.Error:
+            continue
+        return table.num_rows
+    raise SystemExit(f"duckdb cannot read {path}")
 
 
 def best_of(fn, arg, repeat: int) -> tuple[float, float, object]:

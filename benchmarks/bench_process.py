@@ -95,18 +95,20 @@ def child_duckdb(seg: Path) -> dict[str, float]:
         con.execute("SET threads = 1")
         target = Path(tmp) / "out.parquet"
         t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            con.execute(
-                f"COPY (SELECT * FROM read_json('{seg}', format = 'newline_delimited')) "
-                f"TO '{target}' (FORMAT parquet)"
-            )
-        except duckdb.Error:
-            # Binance frames carry keys that differ only in case ("b"/"B"): DuckDB's detected
-            # struct refuses them; the payload stays JSON below the envelope level then
-            con.execute(
-                f"COPY (SELECT * FROM read_json('{seg}', format = 'newline_delimited', "
-                f"maximum_depth = 2)) TO '{target}' (FORMAT parquet)"
-            )
+        # Binance frames carry keys that differ only in case ("b"/"B", "e"/"E"): DuckDB's
+        # detected struct refuses them; the payload then stays JSON below the envelope (or
+        # the data) level
+        for depth in ("", ", maximum_depth = 2", ", maximum_depth = 1"):
+            try:
+                con.execute(
+                    f"COPY (SELECT * FROM read_json('{seg}', format = 'newline_delimited'"
+                    f"{depth})) TO '{target}' (FORMAT parquet)"
+                )
+                break
+            except duckdb.Error:
+                continue
+        else:
+            raise SystemExit(f"duckdb cannot read {seg}")
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     return {"cpu": cpu, "wall": wall, "peak_mb": _peak_mb()}
 

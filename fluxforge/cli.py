@@ -92,6 +92,11 @@ def ingest(config_path: str | None, sources: tuple[str, ...], max_seconds: float
     sys.exit(run_daemon(cfg, list(sources) or None, max_seconds))
 
 
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bar (it is shown only on a terminal)."
+)
+
+
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
@@ -101,24 +106,90 @@ def ingest(config_path: str | None, sources: tuple[str, ...], max_seconds: float
     help="First move segments a killed run left in processing/ back to ready/ "
     "(only when no other refinery runs).",
 )
-def process(config_path: str | None, as_json: bool, recover: bool) -> None:
+@quiet_option
+def process(config_path: str | None, as_json: bool, recover: bool, quiet: bool) -> None:
     """Process every ready segment once, without Dagster (ready -> lake -> archive)."""
     import orjson
 
-    from fluxforge.refinery import process_ready
+    from fluxforge import progress
+    from fluxforge.refinery import list_segments, process_ready
 
     cfg = load_config(config_path)
-    report = process_ready(cfg, progress=log.info, recover=recover)
+    show = progress.enabled(quiet)
+    total = len(list_segments(cfg, "ready")) if show else None
+    with progress.bar("process", total, "segments", show) as step:
+        report = process_ready(cfg, progress=step, recover=recover)
     out = report.to_dict()
     log.info(
         "processed %d segment(s): %d lines, %d trades, %d quotes, %d quarantined, %d failed",
         len(report.segments), report.lines, report.trades, report.quotes,
         report.quarantined, len(report.failed),
     )  # fmt: skip
+    _say_held(report.held, report.stray)
     if as_json:
         sys.stdout.write(orjson.dumps(out).decode() + "\n")
         sys.stdout.flush()
-    sys.exit(1 if report.failed else 0)
+    # work not done (a failure, or a source held behind an unsettled segment): non-zero
+    sys.exit(1 if report.failed or report.held else 0)
+
+
+# --- per-source order: recover, writeoff (fluxforge.refinery discovery/claim path) ------------
+
+
+def _say_held(held: list[dict[str, str]], stray: list[str]) -> None:
+    for hold in held:
+        click.echo(
+            f"fluxforge: HELD {hold['source']} at {hold['segment']} ({hold['state']}/): "
+            f"{hold['reason']}",
+            err=True,
+        )
+    for key in stray:
+        click.echo(
+            f"fluxforge: stray file {key}: not a segment (segment_YYYYMMDDTHH_NNNNN.ndjson in "
+            "a source folder), never processed: move it away",
+            err=True,
+        )
+
+
+@main.command()
+@config_option
+def recover(config_path: str | None) -> None:
+    """Release segments a killed run left in processing/ back to ready/ (safe at any time:
+    never beside a running `process`, never a live Dagster run's claims)."""
+    from fluxforge.refinery import holds, release_processing
+
+    cfg = load_config(config_path)
+    moved = release_processing(cfg)
+    for ref in moved:
+        click.echo(f"released {ref} -> ready/")
+    left = holds(cfg)
+    for hold in left.values():
+        click.echo(f"still held: {hold.line()}", err=True)
+    click.echo(f"{len(moved)} segment(s) released; next: fluxforge process")
+    sys.exit(1 if left else 0)
+
+
+@main.command()
+@config_option
+@click.argument("segment")
+@click.option("--reason", required=True, help="Why it is given up (kept with the segment).")
+def writeoff(config_path: str | None, segment: str, reason: str) -> None:
+    """Give SEGMENT (SOURCE/segment_....ndjson) up: to failed/ with the reason; its source goes
+    on after it, its books start afresh from the next snapshot."""
+    from fluxforge.refinery import SegmentRef
+    from fluxforge.refinery import writeoff as write_off
+    from fluxforge.segments import parse_segment_name
+
+    source, _, name = segment.rstrip("/").rpartition("/")
+    source = source.rsplit("/", 1)[-1]
+    try:
+        parse_segment_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; expected SOURCE/segment_....ndjson") from None
+    if not source:
+        raise click.BadParameter("expected SOURCE/segment_....ndjson (the source folder too)")
+    record = write_off(load_config(config_path), SegmentRef(source, name), reason)
+    click.echo(f"written off {record['segment']} (was in {record['was_in']}/): {reason}")
 
 
 # --- query and catalog: answers for people (formatting in fluxforge.render) -------------------
@@ -246,7 +317,7 @@ def _bounds(start: str, end: str) -> tuple[int, int]:
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
     if t1 <= t0:
-        raise click.BadParameter(f"--end ({end}) must be after --start ({start})")
+        raise click.BadParameter(f"end ({end}) must be after start ({start})")
     return t0, end_inclusive(t1)
 
 
@@ -647,17 +718,52 @@ def tier(config_path: str | None, dry_run: bool, as_json: bool) -> None:
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def status(config_path: str | None, as_json: bool) -> None:
+@click.option(
+    "--feeds", is_flag=True, help="Feed statistics per hour (latency, clock offset, gaps)."
+)
+@click.option("--date", default=None, help="With --feeds: one UTC date (YYYY-MM-DD).")
+@click.option("--exchange", default=None, help="With --feeds: one exchange.")
+def status(
+    config_path: str | None, as_json: bool, feeds: bool, date: str | None, exchange: str | None
+) -> None:
     """Ready backlog, processing lag, hot-table sizes per day, last runs, open gaps."""
     import orjson
 
     from fluxforge.status import collect, render
 
+    if feeds:
+        _status_feeds(config_path, as_json, date, exchange)
+        return
     info = collect(load_config(config_path))
     if as_json:
         sys.stdout.write(orjson.dumps(info).decode() + "\n")
     else:
         click.echo(render(info))
+
+
+def _status_feeds(
+    config_path: str | None, as_json: bool, date: str | None, exchange: str | None
+) -> None:
+    import datetime
+
+    import orjson
+
+    from fluxforge import feed_stats
+    from fluxforge.storage import Layout, open_storage
+
+    if date is not None:
+        try:
+            datetime.date.fromisoformat(date)
+        except ValueError:
+            msg = f"{date!r} is not a YYYY-MM-DD date"
+            raise click.BadParameter(msg, param_hint="--date") from None
+    layer = load_config(config_path).storage.etl_output
+    table = feed_stats.read(open_storage(layer), exchange, None, date, Layout.of(layer))
+    if as_json:
+        rows = [{**r, "hour": r["hour"].isoformat()} for r in table.to_pylist()]
+        sys.stdout.write(orjson.dumps({"feeds": rows}).decode() + "\n")
+    else:
+        click.echo(feed_stats.render(table))
 
 
 @main.command()
@@ -701,7 +807,7 @@ def hot_load(config_path: str | None, hot_days: int | None, as_json: bool) -> No
     from fluxforge.pgserver import hot_dsn
 
     cfg = load_config(config_path)
-    with hot_dsn(cfg) as dsn:
+    with hot_dsn(cfg, "fluxforge hot load") as dsn:
         report = load_lake(cfg, dsn, hot_days=hot_days).to_dict()
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
@@ -726,14 +832,15 @@ def rotate(
     hot_days: int | None,
     as_json: bool,
 ) -> None:
-    """Move hot days older than hot_days to cold Parquet, then drop them (SPEC §6)."""
+    """Move hot days older than hot_days to cold Parquet, then drop them (the rotation of
+    docs/architecture.md)."""
     import orjson
 
     from fluxforge.lifecycle import rotate as run_rotation
     from fluxforge.pgserver import hot_dsn
 
     cfg = load_config(config_path)
-    with hot_dsn(cfg) as dsn:
+    with hot_dsn(cfg, "fluxforge rotate") as dsn:
         out = run_rotation(
             cfg, dsn, dry_run=dry_run, analyze_only=analyze_only, force=force, hot_days=hot_days
         )
@@ -802,6 +909,10 @@ def _ccxt_symbol(value: str) -> str:
     show_default=True,
     help="Also load trades of days inside the hot window into the PostgreSQL hot tables.",
 )
+@click.option(
+    "--resume", is_flag=True, help="Skip the days a previous run of the same backfill finished."
+)
+@quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
 def history(
     config_path: str | None,
@@ -814,6 +925,8 @@ def history(
     limit: int,
     ccxt_options_path: str | None,
     hot: bool,
+    resume: bool,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Backfill trades and/or OHLCV of [--start, --end) from the exchange's REST API into the
@@ -834,11 +947,18 @@ def history(
         if not isinstance(options, dict):
             raise click.BadParameter(f"{ccxt_options_path}: expected a JSON object")
         markets = options.pop("markets", None)
+    from fluxforge import progress
+    from fluxforge.history import day_slices
+
+    show = progress.enabled(quiet)
+    t0, t1 = _bounds(start, end)
     try:
-        report = backfill_and_load(
-            cfg, exchange, symbol, start, end, what, timeframe,  # type: ignore[arg-type]
-            hot=hot, ccxt_options=options, markets=markets, limit=limit,
-        )  # fmt: skip
+        with progress.bar("history", len(day_slices(t0, t1 + 1)), "days", show) as step:
+            report = backfill_and_load(
+                cfg, exchange, symbol, start, end, what, timeframe,  # type: ignore[arg-type]
+                hot=hot, ccxt_options=options, markets=markets, limit=limit, resume=resume,
+                progress=step,
+            )  # fmt: skip
     except HistoryError as exc:
         raise click.ClickException(str(exc)) from None
     out = report.to_dict()
@@ -848,7 +968,8 @@ def history(
     click.echo(
         f"{out['exchange']} {out['symbol']} [{out['start']}, {out['end']}): "
         f"{out['trades_written']} trades ({out['trades_already_streamed']} already streamed), "
-        f"{out['bars_written']} {timeframe} bars, {out['requests']} requests"
+        f"{out['bars_written']} {timeframe} bars, {out['requests']} requests, "
+        f"{out['days']} days" + (f" ({out['days_skipped']} already done)" if resume else "")
     )
     for key in out["files"]:
         click.echo(f"  {key}")

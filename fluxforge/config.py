@@ -95,6 +95,44 @@ class LayerStorage(_Model):
 
 
 _LAYER_KEYS = ("backend", "base_dir", "s3", "paths")
+_LAYER_NAMES = ("ingestion_storage", "etl_storage_input", "etl_storage_output")
+_SHM_WARNED: set[str] = set()
+
+
+def shm_fallback(storage: dict[str, Any]) -> dict[str, Any]:
+    """`storage` with every local ``base_dir`` inside a missing ``shm_dir`` moved to
+    ``{temp dir}/fluxforge-shm/...`` (same relative path, so the daemon and the refinery still
+    agree), warning once per directory."""
+    shm = str(storage.get("shm_dir") or "/dev/shm")
+    if os.path.isdir(shm):
+        return storage
+    import tempfile
+
+    out = dict(storage)
+    root = Path(tempfile.gettempdir()) / "fluxforge-shm"
+    for name in (None, *_LAYER_NAMES):
+        block = out if name is None else out.get(name)
+        if (
+            not isinstance(block, dict)
+            or block.get("backend", out.get("backend", "local")) != "local"
+        ):
+            continue
+        base = block.get("base_dir")
+        if not isinstance(base, str) or not (base == shm or base.startswith(shm.rstrip("/") + "/")):
+            continue
+        moved = str(root / base[len(shm) :].lstrip("/"))
+        if base not in _SHM_WARNED:
+            _SHM_WARNED.add(base)
+            log.warning(
+                "%s does not exist (no shared memory here): %s is placed at %s instead",
+                shm, base, moved,
+            )  # fmt: skip
+        block = dict(block, base_dir=moved)
+        if name is None:
+            out = block
+        else:
+            out[name] = block
+    return out
 
 
 class StorageConfig(_Model):
@@ -109,12 +147,16 @@ class StorageConfig(_Model):
     etl_storage_output: LayerStorage | None = None
     spill_dir: str | None = None
     shm_fill_threshold: float = Field(default=0.80, gt=0, le=1)
+    # shared memory (RAM) directory; where it does not exist (macOS) local layers placed in it
+    # move to the temp dir with a warning (``shm_fallback``)
+    shm_dir: str = "/dev/shm"
 
     @model_validator(mode="before")
     @classmethod
     def _fill_layers(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        data = shm_fallback(data)
         short = {k: data[k] for k in _LAYER_KEYS if k in data}
         out = dict(data)
         for layer in ("ingestion_storage", "etl_storage_input", "etl_storage_output"):
@@ -284,7 +326,7 @@ OTHER_ENV_VARS = frozenset(
         "FLUXFORGE_SHM_SIZE",
     }
 )
-_LAYERS = ("ingestion_storage", "etl_storage_input", "etl_storage_output")
+_LAYERS = _LAYER_NAMES
 
 
 def env_overrides(environ: dict[str, str]) -> dict[tuple[str, ...], str]:

@@ -1,4 +1,4 @@
-"""History backfill through ccxt REST (SPEC §5 "Backfills"): OHLCV and trades of one
+"""History backfill through ccxt REST (docs/architecture.md, "Backfills"): OHLCV and trades of one
 (exchange, symbol, [start, end)) fetched with ccxt's ``fetch_ohlcv`` / ``fetch_trades``, paged
 by ``since``/``limit`` under ccxt's own rate limiter, and written into the lake (and into the
 PostgreSQL hot tables for days inside the hot window).
@@ -68,6 +68,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -128,6 +129,8 @@ class HistoryReport:
     bytes: int = 0
     hot_rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    days: int = 0  # UTC days fetched and written
+    days_skipped: int = 0  # days a previous run finished (resume)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +151,8 @@ class HistoryReport:
             "bytes": self.bytes,
             "hot_rows": dict(self.hot_rows),
             "seconds": round(self.seconds, 3),
+            "days": self.days,
+            "days_skipped": self.days_skipped,
         }
 
 
@@ -160,6 +165,29 @@ def _iso(ns: int) -> str:
 
 def _day(ns: int) -> date:
     return date(1970, 1, 1) + timedelta(days=ns // DAY_NS)
+
+
+def day_slices(start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+    """[start, end) cut at UTC midnights: one half-open slice per day touched."""
+    out = []
+    t0 = start_ns
+    while t0 < end_ns:
+        t1 = min(end_ns, (t0 // DAY_NS + 1) * DAY_NS)
+        out.append((t0, t1))
+        t0 = t1
+    return out
+
+
+def _done_days(storage: Storage, key: str) -> list[str]:
+    """Day slices a previous run recorded as finished (none when the record is unreadable)."""
+    if not storage.exists(key):
+        return []
+    try:
+        days = orjson.loads(storage.read_bytes(key))
+    except orjson.JSONDecodeError:
+        log.warning("%s: unreadable history progress record; fetching every day", key)
+        return []
+    return [d for d in days if isinstance(d, str)] if isinstance(days, list) else []
 
 
 # ------------------------------------------------------------------------------ the exchange
@@ -187,26 +215,50 @@ def open_exchange(
     return ex
 
 
-def _retrying(ex: Any, attempts: int = 4) -> Callable[..., Any]:
-    """Call a ccxt method, retrying transient network/throttling errors with backoff (ccxt's
-    limiter spaces requests; this covers the 429/5xx the venue still sends)."""
+# Backoff of a throttled / failing request: full-jitter exponential from RETRY_FIRST_S (or the
+# venue's rateLimit when larger), each wait capped at RETRY_CAP_S, RETRY_ATTEMPTS tries in all
+# (about a minute of retrying at worst before the command gives up, the cause in its message).
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_S = 0.5
+RETRY_CAP_S = 30.0
+
+
+def _log_retry(exchange: str, method: str, attempts: int, state: Any) -> None:
+    cause = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning(
+        "%s %s: %s; retry %d/%d in %.2f s",
+        exchange, method, cause, state.attempt_number, attempts - 1, wait,
+    )  # fmt: skip
+
+
+def _retrying(ex: Any, attempts: int = RETRY_ATTEMPTS) -> Callable[..., Any]:
+    """Call a ccxt method, retrying transient network/throttling errors (tenacity: exponential
+    backoff with jitter and a cap); ccxt's limiter spaces requests, this covers the 429/5xx the
+    venue still sends. The final error names the attempts, the time spent and the cause."""
     import ccxt
+    import tenacity
+
+    first = max(RETRY_FIRST_S, (ex.rateLimit or 0) / 1000)
 
     def call(method: str, *args: Any, **kwargs: Any) -> Any:
-        for attempt in range(attempts):
-            try:
-                return getattr(ex, method)(*args, **kwargs)
-            except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
-                if attempt == attempts - 1:
-                    raise HistoryError(
-                        f"{ex.id} {method}: giving up after {attempts} attempts: {exc}"
-                    ) from exc
-                delay = max(ex.rateLimit, 1) / 1000 * 2**attempt
-                log.warning("%s %s: %s; retry in %.2f s", ex.id, method, exc, delay)
-                time.sleep(delay)
-            except ccxt.BaseError as exc:
-                raise HistoryError(f"{ex.id} {method}: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
+        began = time.monotonic()
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type((ccxt.NetworkError, ccxt.ExchangeNotAvailable)),
+            wait=tenacity.wait_random_exponential(multiplier=first, max=RETRY_CAP_S),
+            stop=tenacity.stop_after_attempt(attempts),
+            before_sleep=lambda state: _log_retry(ex.id, method, attempts, state),
+            reraise=True,
+        )
+        try:
+            return retrying(getattr(ex, method), *args, **kwargs)
+        except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+            raise HistoryError(
+                f"{ex.id} {method}: giving up after {attempts} attempts in "
+                f"{time.monotonic() - began:.1f} s; last error: {type(exc).__name__}: {exc}"
+            ) from exc
+        except ccxt.BaseError as exc:
+            raise HistoryError(f"{ex.id} {method}: {type(exc).__name__}: {exc}") from exc
 
     return call
 
@@ -658,8 +710,12 @@ def backfill(
     storage: Storage | None = None,
     hot_dsn: str | None = None,
     today: date | None = None,
+    resume: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> HistoryReport:
-    """Fetch and write the history of one (exchange, symbol, [start, end)).
+    """Fetch and write the history of one (exchange, symbol, [start, end)), one UTC day at a
+    time (``progress`` is called after each); with ``resume``, days a previous run of the same
+    (exchange, symbol, what, timeframe) finished are skipped.
 
     ``start``/``end``: ISO-8601 (naive = UTC) or int ns. ``hot_dsn``: the hot store; the
     written trades parts of days inside the hot window are loaded into it (``load_hot``)."""
@@ -689,22 +745,43 @@ def backfill(
     storage = storage or open_storage(layer)
     layout = Layout.of(layer)
     rgs = cfg.refinery.row_group_size
-    if what in ("ohlcv", "both"):
-        candles, n = fetch_ohlcv(ex, symbol, timeframe, start_ns, end_ns, limit)
-        report.requests += n
-        report.bars_fetched = len(candles)
-        write_ohlcv(
-            storage, layout, exchange, norm, ohlcv_table(candles, timeframe), timeframe,
-            start_ns, end_ns, rgs, report,
-        )  # fmt: skip
-    if what in ("trades", "both"):
-        trades, n = fetch_trades(ex, symbol, start_ns, end_ns, limit)
-        report.requests += n
-        report.trades_fetched = len(trades)
-        write_trades(
-            storage, layout, exchange, norm, trades_table(trades, market["id"]),
-            start_ns, end_ns, rgs, report,
-        )  # fmt: skip
+    # one UTC day at a time: memory holds one day of rows, and every finished day is recorded
+    # (state/history/...) so `resume` skips it after an interruption
+    done_key = layout.state("history", exchange, norm, f"{what}-{timeframe}.json")
+    done = set(_done_days(storage, done_key))
+    slices = day_slices(start_ns, end_ns)
+    for t0, t1 in slices:
+        tag = f"{_iso(t0)}/{_iso(t1)}"
+        if resume and tag in done:
+            report.days_skipped += 1
+            if progress:
+                progress(f"{_day(t0)} already done")
+            continue
+        trades_before, bars_before = report.trades_written, report.bars_written
+        if what in ("ohlcv", "both"):
+            candles, n = fetch_ohlcv(ex, symbol, timeframe, t0, t1, limit)
+            report.requests += n
+            report.bars_fetched += len(candles)
+            write_ohlcv(
+                storage, layout, exchange, norm, ohlcv_table(candles, timeframe), timeframe,
+                t0, t1, rgs, report,
+            )  # fmt: skip
+        if what in ("trades", "both"):
+            trades, n = fetch_trades(ex, symbol, t0, t1, limit)
+            report.requests += n
+            report.trades_fetched += len(trades)
+            write_trades(
+                storage, layout, exchange, norm, trades_table(trades, market["id"]),
+                t0, t1, rgs, report,
+            )  # fmt: skip
+        done.add(tag)
+        storage.write_bytes(done_key, orjson.dumps(sorted(done)))
+        report.days += 1
+        if progress:
+            progress(
+                f"{_day(t0)}: {report.trades_written - trades_before} trades, "
+                f"{report.bars_written - bars_before} bars"
+            )
     if hot_dsn is not None:
         load_hot(cfg, hot_dsn, report, today=today)
     report.seconds = time.monotonic() - began

@@ -1,5 +1,6 @@
-"""PostgreSQL hot tables (SPEC §6): the last `hot_days` of trades, quotes, top-N book snapshots
-and bars, partitioned by day, loaded with COPY, idempotent on natural keys.
+"""PostgreSQL hot tables (docs/architecture.md, "Hot store and rotation"): the last `hot_days` of
+trades, quotes, top-N book snapshots and bars, partitioned by day, loaded with COPY, idempotent on
+natural keys.
 
 Tables (schema ``public`` unless given): ``trades``, ``quotes``, ``book_snapshots`` and
 ``bars_{interval}`` for every interval of ``lifecycle.hot_intervals``. Every table is

@@ -1,4 +1,5 @@
-"""Lifecycle rotation (SPEC §6): hot days older than `hot_days` move to cold Parquet.
+"""Lifecycle rotation (docs/architecture.md, "Hot store and rotation"): hot days older than
+`hot_days` move to cold Parquet.
 
 ``plan()`` is pure: from the hot inventory (rows per table per day partition), today and
 `hot_days` it lists the (table, day) partitions to rotate: every day before the hot window

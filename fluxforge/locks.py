@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from fluxforge.storage.paths import sanitize_part
+
 LOCAL_LOCK_DIR_ENV = "FLUXFORGE_LOCK_DIR"
 
 
@@ -144,8 +146,11 @@ def daemon_lock_path(storage: Any, source: str) -> Path:
     return _store_dir(storage) / f"daemon-{source}.lock"
 
 
-def refinery_lock_path(storage: Any) -> Path:
-    return _store_dir(storage) / "refinery.lock"
+def refinery_lock_path(storage: Any, source: str | None = None) -> Path:
+    """The store's refinery lock (``process``, ``recover``, ``writeoff``), or one source's
+    (whoever refines that source now, Dagster runs included)."""
+    name = f"refinery-{sanitize_part(source)}.lock" if source else "refinery.lock"
+    return _store_dir(storage) / name
 
 
 def up_lock_path(data_dir: Path) -> Path:

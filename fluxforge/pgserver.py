@@ -408,27 +408,34 @@ def embedded_server(cfg) -> LocalPostgres:
 
 
 @contextlib.contextmanager
-def hot_dsn(cfg) -> Iterator[str]:
+def hot_dsn(cfg, role: str = "hot store writer") -> Iterator[str]:
     """The hot store DSN: ``hot_store.dsn``, else the embedded server (started here, and
-    stopped again on exit if it was not already running), database ``hot_store.database``."""
-    if cfg.hot_store.dsn:
-        yield cfg.hot_store.dsn
-        return
-    if not cfg.hot_store.embedded:
-        from fluxforge.config import ConfigError
+    stopped again on exit if it was not already running), database ``hot_store.database``.
+    Holds the hot store's exclusive lock meanwhile (fluxforge/locks.py): a second writer
+    (``hot load``, ``rotate``) fails at once naming the holder, and never has the embedded
+    server it uses stopped under it by the first."""
+    from fluxforge.locks import exclusive, hot_lock_path
 
-        raise ConfigError(
-            "hot_store.dsn is null and hot_store.embedded is false: set hot_store.dsn "
-            "(postgresql://user@host:port/db) or enable the embedded server"
-        )
-    server = embedded_server(cfg)
-    was_running = server.running()
-    server.start()
-    try:
-        yield server.ensure_database(cfg.hot_store.database)
-    finally:
-        if not was_running:
-            server.stop("fast")
+    embedded = None if cfg.hot_store.dsn else embedded_data_dir(cfg)
+    with exclusive(hot_lock_path(embedded, cfg.hot_store.dsn), "hot store writer", role):
+        if cfg.hot_store.dsn:
+            yield cfg.hot_store.dsn
+            return
+        if not cfg.hot_store.embedded:
+            from fluxforge.config import ConfigError
+
+            raise ConfigError(
+                "hot_store.dsn is null and hot_store.embedded is false: set hot_store.dsn "
+                "(postgresql://user@host:port/db) or enable the embedded server"
+            )
+        server = embedded_server(cfg)
+        was_running = server.running()
+        server.start()
+        try:
+            yield server.ensure_database(cfg.hot_store.database)
+        finally:
+            if not was_running:
+                server.stop("fast")
 
 
 def running_hot_dsn(cfg) -> str | None:

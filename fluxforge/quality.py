@@ -6,6 +6,7 @@ Tables are read with ``fluxforge.lake`` so they carry the hive columns exchange/
 
 from __future__ import annotations
 
+import datetime
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,8 +33,12 @@ COVERAGE_SCHEMA = pa.schema(
         ("first_ts_recv", pa.int64()),
         ("last_ts_recv", pa.int64()),
         ("gaps", pa.int64()),
+        # null where the hour has rows; for an expected hour without rows (``missing_hours``):
+        # daemon_down | venue_silent | no_data
+        ("reason", pa.string()),
     ]
 )
+MISSING_REASONS = ("daemon_down", "venue_silent", "no_data")
 
 
 @dataclass
@@ -237,8 +242,27 @@ def stale_books(deltas: pa.Table | None, max_silence_s: float = 120.0) -> Findin
     return Finding(gaps.height == 0, gaps.height, ex, detail=f"threshold {max_silence_s:.0f} s")
 
 
+def book_drift(drift: pa.Table | None) -> tuple[Finding, bool]:
+    """Venue snapshots that disagreed with the replayed book (``book_drift`` rows), and whether
+    any of them is on a book the venue verifies (checksum or update-id chain): there, drift is
+    a bug of ours; elsewhere the venue's word against ours."""
+    if drift is None or not drift.num_rows:
+        return Finding(True, detail="no venue snapshot disagreed with the replayed book"), False
+    rows = drift.to_pylist()
+    verified = [r for r in rows if r["integrity"] != "none"]
+    examples = [
+        f"{r.get('exchange', '')} {r['venue_symbol']} epoch {r['book_epoch']} ({r['integrity']}): "
+        f"{r['levels_differing']} of {r['levels_compared']} levels, max size diff "
+        f"{r['max_size_diff']}"
+        for r in (verified or rows)[:5]
+    ]
+    detail = f"{len(verified)} on verified books, {len(rows) - len(verified)} elsewhere"
+    return Finding(False, len(rows), examples, detail), bool(verified)
+
+
 def reconcile(report: Mapping[str, Any]) -> Finding:
-    """Lines in = lines that produced rows + quarantined + control (SPEC §4)."""
+    """Lines in = lines that produced rows + quarantined + control (docs/table-schemas.md,
+    "Line accounting")."""
     lines = int(report.get("lines", 0))
     quarantined = int(report.get("quarantined", 0))
     control = int(report.get("control", 0))
@@ -289,6 +313,7 @@ def coverage(tables: Mapping[str, pa.Table | None], gaps: pa.Table | None) -> pa
             pl.from_epoch(pl.col("h") * 3600, time_unit="s")
             .dt.replace_time_zone("UTC")
             .alias("hour"),
+            pl.lit(None, pl.Utf8).alias("reason"),
         )
         .sort(["exchange", "symbol", "channel", "h"])
         .select(COVERAGE_SCHEMA.names)
@@ -317,6 +342,7 @@ def merge_coverage(summaries: Iterable[list[Any]], tables: Iterable[pa.Table]) -
                     "first_ts_recv": pa.array(cols[5], pa.int64()),
                     "last_ts_recv": pa.array(cols[6], pa.int64()),
                     "gaps": pa.array(cols[7], pa.int64()),
+                    "reason": pa.nulls(len(rows), pa.string()),
                 }
             )
         )
@@ -331,11 +357,72 @@ def merge_coverage(summaries: Iterable[list[Any]], tables: Iterable[pa.Table]) -
             pl.col("first_ts_recv").min(),
             pl.col("last_ts_recv").max(),
             pl.col("gaps").sum(),
+            pl.col("reason").first(),
         )
         .sort(keys)
         .select(COVERAGE_SCHEMA.names)
     )
     return agg.to_arrow().cast(COVERAGE_SCHEMA)
+
+
+def missing_hours(
+    cov: pa.Table, recorded: Iterable[int], control: Iterable[tuple[str, int]]
+) -> pa.Table:
+    """Coverage with a zero-row line for every expected hour of an active feed that has none.
+
+    A feed (exchange · symbol · channel with rows in `cov`) is expected every hour from its
+    first hour with rows to the last hour the source recorded (`recorded`: hour numbers,
+    epoch s // 3600, of the source's segments). The reason of a missing hour:
+    ``daemon_down`` when the source wrote no segment for it (no data, no control record);
+    ``venue_silent`` when the exchange was connected: another of its feeds has rows in the
+    hour or the daemon wrote connection records for it (`control`: (exchange, hour number));
+    ``no_data`` when the source recorded other exchanges only."""
+    recorded = set(recorded)
+    if not cov.num_rows:
+        return cov
+    data = cov.to_pydict()
+    hours = [int(h.timestamp()) // 3600 for h in data["hour"]]
+    feeds: dict[tuple[str, str, str], set[int]] = {}
+    alive: set[tuple[str, int]] = set(control)
+    for ex, sym, ch, h, n in zip(
+        data["exchange"], data["symbol"], data["channel"], hours, data["rows"], strict=True
+    ):
+        feeds.setdefault((ex, sym, ch), set()).add(h)
+        if n:
+            alive.add((ex, h))
+    last = max(recorded | set(hours))
+    extra: dict[str, list[Any]] = {name: [] for name in COVERAGE_SCHEMA.names}
+    for (ex, sym, ch), seen in sorted(feeds.items()):
+        for h in range(min(seen), last + 1):
+            if h in seen:
+                continue
+            if h not in recorded:
+                reason = "daemon_down"
+            elif (ex, h) in alive:
+                reason = "venue_silent"
+            else:
+                reason = "no_data"
+            for name, value in (
+                ("exchange", ex), ("symbol", sym), ("channel", ch), ("hour", h * 3600),
+                ("rows", 0), ("first_ts_recv", None), ("last_ts_recv", None), ("gaps", 0),
+                ("reason", reason),
+            ):  # fmt: skip
+                extra[name].append(value)
+    if not extra["exchange"]:
+        return cov
+    added = pa.table(
+        {
+            **{
+                k: pa.array(v, COVERAGE_SCHEMA.field(k).type)
+                for k, v in extra.items()
+                if k != "hour"
+            },
+            "hour": pa.array(extra["hour"], pa.int64()).cast(COVERAGE_SCHEMA.field("hour").type),
+        }
+    ).select(COVERAGE_SCHEMA.names)
+    out = pa.concat_tables([cov.cast(COVERAGE_SCHEMA), added])
+    keys = [(k, "ascending") for k in ("exchange", "symbol", "channel", "hour")]
+    return out.take(pc.sort_indices(out, keys))
 
 
 def archived_segments(cfg: Any, source: str, date: str) -> list[str]:
@@ -374,6 +461,31 @@ def partition_coverage(cfg: Any, source: str, date: str) -> pa.Table:
     if unsummarized:
         read.append(parts_coverage(storage, layout, source, date, unsummarized))
     return merge_coverage(summaries, read)
+
+
+def partition_coverage_with_missing(cfg: Any, source: str, date: str) -> pa.Table:
+    """``partition_coverage`` plus a zero-row line, with its reason, for every expected hour
+    of an active feed that has none (``missing_hours``); the source's recorded hours come from
+    its archived segment names, the exchanges' connection records from ``feed_stats``."""
+    from fluxforge import feed_stats
+    from fluxforge.segments import parse_segment_name
+
+    cov = partition_coverage(cfg, source, date)
+    recorded = set()
+    for name in archived_segments(cfg, source, date):
+        hour = parse_segment_name(name).hour  # YYYYMMDDTHH
+        stamp = datetime.datetime.strptime(hour, "%Y%m%dT%H").replace(tzinfo=datetime.UTC)
+        recorded.add(int(stamp.timestamp()) // 3600)
+    layer = cfg.storage.etl_output
+    rows = lake.read_table(
+        _open(layer), "feed_stats", None, feed_stats.CONTROL_SYMBOL, date, Layout.of(layer)
+    )
+    rows = rows.filter(pc.equal(rows["channel"], feed_stats.CONTROL_CHANNEL))
+    control = {
+        (ex, h // feed_stats.HOUR_NS)
+        for ex, h in zip(rows["exchange"].to_pylist(), rows["hour"].to_pylist(), strict=True)
+    }
+    return missing_hours(cov, recorded, control)
 
 
 def parts_coverage(

@@ -1,4 +1,5 @@
-"""The unified reader (SPEC §8): "BTC book at 10:00:00", "trades for March", on any tier.
+"""The unified reader (docs/architecture.md, "Tiering and the reader"): "BTC book at 10:00:00",
+"trades for March", on any tier.
 
 ``book_at`` = the nearest injected snapshot at or before T in T's daily partition, then the
 deltas after it (by daemon ``seq``) up to T. Deltas carry absolute level sizes, so the state of
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fluxforge import lake
 from fluxforge.config import Config
 from fluxforge.lake import Lake, LakeFile, file_of_key, parse_as_of
 from fluxforge.storage import Layout, Storage, open_storage
@@ -417,7 +419,10 @@ class Reader:
         """OHLCV bars whose start lies in [start, end]: hot days from PostgreSQL, the others
         from the SQL models' Parquet (``fluxforge sql run``). A hot day the hot store has not
         fully loaded yet is completed from the lake's later trades (``_complete_hot_bars``). A
-        bar present in two days (a bucket near midnight) is taken once, from the earlier day."""
+        bar present in two days (a bucket near midnight) is taken once, from the earlier day.
+        Bar starts without a trade-derived bar take the exchange's own candle of the interval
+        from the ``ohlcv`` table (``fluxforge history``), when it has one; the ``source``
+        column says which: ``trades`` or ``exchange``."""
         if interval not in BAR_INTERVALS:
             raise QueryError(f"interval={interval!r}: allowed {', '.join(BAR_INTERVALS)}")
         t0, t1 = parse_time(start, "start"), parse_time(end, "end")
@@ -454,14 +459,52 @@ class Reader:
                 parts.append(tbl)
             day += timedelta(days=1)
         if not parts:
-            return BARS.empty_table()
+            return self._with_exchange_bars(BARS.empty_table(), exchange, symbol, interval, t0, t1)
         merged = pa.concat_tables(parts)
         # the sort is stable and parts are in day order: keep the first row of each bar start
         merged = merged.take(pc.sort_indices(merged, [("ts", "ascending")]))
         ts = merged["ts"].to_numpy()
         keep = np.ones(len(ts), dtype=bool)
         keep[1:] = ts[1:] != ts[:-1]
-        return merged.filter(pa.array(keep))
+        merged = merged.filter(pa.array(keep))
+        return self._with_exchange_bars(merged, exchange, symbol, interval, t0, t1)
+
+    def _with_exchange_bars(
+        self, bars: pa.Table, exchange: str, symbol: str, interval: str, t0: int, t1: int
+    ) -> pa.Table:
+        """Trade-derived `bars` (``source = trades``) plus, at the bar starts in [t0, t1] they
+        do not have, the exchange's candles of `interval` from the ``ohlcv`` table
+        (``source = exchange``; no VWAP, trade count when the venue gives one)."""
+        candles = []
+        day = ns_to_date(t0)
+        while day <= ns_to_date(t1):
+            rows = lake.read_table(self.storage, "ohlcv", exchange, symbol, str(day), self.layout)
+            if rows.num_rows:
+                candles.append(rows)
+            day += timedelta(days=1)
+        out = bars.append_column("source", pa.repeat("trades", bars.num_rows))
+        if not candles:
+            return out
+        rows = pa.concat_tables(candles)
+        traded = pc.is_in(rows["ts"], value_set=bars["ts"].combine_chunks())
+        wanted = pc.and_(
+            pc.and_(pc.equal(rows["interval"], interval), pc.invert(traded)),
+            pc.and_(pc.greater_equal(rows["ts"], t0), pc.less_equal(rows["ts"], t1)),
+        )
+        rows = rows.filter(wanted)
+        if not rows.num_rows:
+            return out
+        exchange_bars = pa.table(
+            {
+                "ts": rows["ts"],
+                **{c: rows[c] for c in ("open", "high", "low", "close", "volume")},
+                "vwap": pa.nulls(rows.num_rows, pa.float64()),
+                "trade_count": rows["trade_count"],
+            }
+        ).cast(BARS)
+        exchange_bars = exchange_bars.append_column("source", pa.repeat("exchange", rows.num_rows))
+        merged = pa.concat_tables([out, exchange_bars])
+        return merged.take(pc.sort_indices(merged, [("ts", "ascending")]))
 
     def _bars_from_lake_trades(
         self, exchange: str, symbol: str, day: date, interval: str

@@ -4,8 +4,16 @@ Lifecycle of a raw segment on the ETL input storage::
 
     raw/ready/{src}/X  --claim (atomic rename | S3 copy+delete)-->  raw/processing/{src}/X
         --demux, books, validate, write parts-->  raw/archive/{src}/X   (kept for rebuilds)
-    on failure: back to raw/ready/ with a failure count; the 3rd failure moves it to
-    raw/failed/{src}/X next to X.reason.txt (reported, never lost).
+    on failure: retried in the run with backoff, then back to raw/ready/ with a failure
+    count; the source stops there (its later segments wait) until it succeeds. Only an
+    operator's ``fluxforge writeoff`` moves a segment to raw/failed/{src}/X, next to
+    X.writeoff.json (reason, who, when), and lets the source go on after it.
+
+Per-source order is a hard invariant: a segment is refined only when no earlier segment of its
+source is still in ready/, processing/ (claimed by another run, or orphaned by a kill -9) or
+failed/ without a write-off. Such a source is *held*: ``ProcessReport.held`` and ``fluxforge
+status`` say by what, ``fluxforge process`` exits non-zero, and ``fluxforge recover`` (which
+takes the refinery locks, so it never steals a live run's claims) releases orphans.
 
 State on the ETL output storage (``Layout.state``):
 
@@ -37,7 +45,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fluxforge import lake, schemas, versions
+from fluxforge import feed_stats, lake, schemas, versions
 from fluxforge.config import Config
 from fluxforge.demux import (
     ALL_SYMBOLS,
@@ -50,13 +58,17 @@ from fluxforge.demux import (
     merge_columns,
     split_by_partition,
 )
+from fluxforge.locks import LockHeld, exclusive, refinery_lock_path
+from fluxforge.redact import redact_exc
 from fluxforge.segments import SegmentId, parse_segment_name
 from fluxforge.storage import Layout, Storage, open_storage, sanitize_part
 from fluxforge.tables import REFINERY_TABLES
 
 log = logging.getLogger(__name__)
 
-MAX_FAILURES = 3
+# waits between the attempts of one segment inside a run (then it goes back to ready/)
+RETRY_WAITS_S = (1.0, 4.0)
+WRITEOFF_SUFFIX = ".writeoff.json"
 STAT_FIELDS = (
     "book_updates",
     "checksums_verified",
@@ -104,6 +116,8 @@ class ProcessReport:
     segments: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
+    held: list[dict[str, str]] = field(default_factory=list)  # Hold.to_dict() per held source
+    stray: list[str] = field(default_factory=list)  # files in ready/ or processing/ never taken
     bytes_in: int = 0
     lines: int = 0
     data: int = 0
@@ -123,6 +137,8 @@ class ProcessReport:
         self.segments += other.segments
         self.failed += other.failed
         self.deferred += other.deferred
+        self.held += [h for h in other.held if h not in self.held]
+        self.stray += [k for k in other.stray if k not in self.stray]
         for name in (
             "bytes_in", "lines", "data", "control", "quarantined", "trades", "quotes",
             "normalizer_errors",
@@ -140,6 +156,10 @@ class ProcessReport:
         self.seconds += other.seconds
 
     @property
+    def held_sources(self) -> set[str]:
+        return {h["source"] for h in self.held}
+
+    @property
     def lag_s(self) -> float | None:
         if self.max_ts_recv < 0:
             return None
@@ -151,6 +171,8 @@ class ProcessReport:
             "segments_processed": len(self.segments),
             "failed": list(self.failed),
             "deferred": list(self.deferred),
+            "held": list(self.held),
+            "stray": list(self.stray),
             "bytes_in": self.bytes_in,
             "lines": self.lines,
             "data": self.data,
@@ -191,21 +213,105 @@ class _Ctx:
 
 
 def list_segments(cfg: Config, state: str = "ready", source: str | None = None) -> list[SegmentRef]:
-    """Segments in a raw state directory, in processing order (source, hour, counter)."""
+    """Segments in a raw state directory, in processing order (source, hour, counter). Files
+    that are not segments (misnamed, or directly in the state directory) are not returned:
+    ``stray_files`` reports them."""
     ctx = _Ctx(cfg)
     if source is not None:
         prefix = ctx.lin.raw_state_dir(state, source)
     else:
         prefix = ctx.lin.raw_sources(state)
+    depth = prefix.count("/") + (1 if source is not None else 2)
     refs = []
     for key in ctx.inp.list(prefix, "segment_*.ndjson", recursive=source is None):
         parts = key.split("/")
+        if key.count("/") != depth:
+            continue  # a file directly in the state directory (no source folder) or deeper
         try:
             parse_segment_name(parts[-1])
         except ValueError:
             continue
         refs.append(SegmentRef(parts[-2], parts[-1]))
     return sorted(refs, key=lambda r: r.order_key)
+
+
+def stray_files(cfg: Config, state: str = "ready") -> list[str]:
+    """Keys in a raw state directory that no refinery will ever take: not named like a
+    segment, or not in a source folder. Reported (status, process), never read."""
+    ctx = _Ctx(cfg)
+    prefix = ctx.lin.raw_sources(state)
+    depth = prefix.count("/") + 2
+    out = []
+    for key in ctx.inp.list(prefix, "*", recursive=True):
+        name = key.rsplit("/", 1)[-1]
+        if state == "failed" and name.endswith((WRITEOFF_SUFFIX, ".reason.txt")):
+            continue
+        try:
+            parse_segment_name(name)
+            ok = key.count("/") == depth and name.endswith(".ndjson")
+        except ValueError:
+            ok = False
+        if not ok:
+            out.append(key)
+    return out
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a source's later segments wait: the earliest unsettled segment before them."""
+
+    source: str
+    segment: str
+    state: str  # processing | failed | ready
+    reason: str
+
+    @property
+    def order_key(self) -> tuple[str, str, int]:
+        return SegmentRef(self.source, self.segment).order_key
+
+    def line(self) -> str:
+        return f"{self.source}: held at {self.segment} ({self.state}/): {self.reason}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "source": self.source,
+            "segment": self.segment,
+            "state": self.state,
+            "reason": self.reason,
+        }
+
+
+def written_off(cfg: Config, source: str | None = None) -> set[SegmentRef]:
+    """Segments an operator wrote off (``fluxforge writeoff``): their source goes on."""
+    ctx = _Ctx(cfg)
+    prefix = ctx.lin.raw_state_dir("failed", source) if source else ctx.lin.raw_sources("failed")
+    out = set()
+    for key in ctx.inp.list(prefix, f"*{WRITEOFF_SUFFIX}", recursive=source is None):
+        parts = key.split("/")
+        out.add(SegmentRef(parts[-2], parts[-1].removesuffix(WRITEOFF_SUFFIX)))
+    return out
+
+
+def holds(cfg: Config, ignore: Iterable[SegmentRef] = ()) -> dict[str, Hold]:
+    """source -> the earliest segment in processing/ or failed/ (not written off) that holds
+    back the source's later segments. `ignore`: claims of the caller itself."""
+    skip = set(ignore) | written_off(cfg)
+    found: dict[str, tuple[tuple[str, str, int], Hold]] = {}
+    reasons = {
+        "processing": "claimed by a run that is still going, queued, or was killed; if no "
+        "refinery run is active, `fluxforge recover` releases it",
+        "failed": "given up and not written off: `fluxforge writeoff SOURCE/SEGMENT --reason "
+        "...` to go on without it, or move it back to ready/ to retry",
+    }
+    for state in ("processing", "failed"):
+        for ref in list_segments(cfg, state):
+            if ref in skip:
+                continue
+            best = found.get(ref.source)
+            if best is None or ref.order_key < best[0]:
+                hold = Hold(ref.source, ref.name, state, reasons[state])
+                found[ref.source] = (ref.order_key, hold)
+    return {src: hold for src, (_, hold) in found.items()}
 
 
 def claim(cfg: Config, ref: SegmentRef) -> bool:
@@ -215,41 +321,100 @@ def claim(cfg: Config, ref: SegmentRef) -> bool:
 
 
 def release_processing(cfg: Config) -> list[SegmentRef]:
-    """Move every segment left in processing/ (by a run that was killed) back to ready/.
-
-    Only safe when no other refinery is running: the caller asserts that (``process
-    --recover``); a live run's claims are indistinguishable from orphans on S3."""
+    """Move every segment left in processing/ by a killed run back to ready/: ``fluxforge
+    recover``. Safe at any time: it takes the refinery lock of the store (no ``process`` run
+    beside it) and each source's lock, and leaves the claims of a source whose lock a live run
+    holds (a Dagster run) alone."""
     ctx = _Ctx(cfg)
     moved = []
-    for ref in list_segments(cfg, "processing"):
-        if ctx.inp.move(ctx.raw("processing", ref), ctx.raw("ready", ref)):
-            log.warning("segment %s: released from processing/ back to ready/", ref)
-            moved.append(ref)
+    with exclusive(refinery_lock_path(ctx.inp), "refinery", "fluxforge recover"):
+        for ref in list_segments(cfg, "processing"):
+            try:
+                with exclusive(
+                    refinery_lock_path(ctx.inp, ref.source), "refinery", "fluxforge recover"
+                ):
+                    if ctx.inp.move(ctx.raw("processing", ref), ctx.raw("ready", ref)):
+                        log.warning("segment %s: released from processing/ back to ready/", ref)
+                        moved.append(ref)
+            except LockHeld as exc:
+                log.warning("segment %s: left in processing/, its run is live: %s", ref, exc)
     return moved
+
+
+def writeoff(cfg: Config, ref: SegmentRef, reason: str) -> dict[str, Any]:
+    """An operator gives a segment up: it moves to failed/ (from ready/, processing/ or
+    failed/) with ``X.writeoff.json`` (reason, who, when), its lake parts are removed, and an
+    empty book checkpoint is written for it, so the next segment's books start afresh (the
+    book epochs end there: the next exchange snapshot starts new ones) instead of from the
+    state before the gap. Its source then goes on after it."""
+    import getpass
+    import socket
+
+    if not reason.strip():
+        raise ValueError("a write-off needs a reason (--reason)")
+    ctx = _Ctx(cfg)
+    store_lock = exclusive(refinery_lock_path(ctx.inp), "refinery", "fluxforge writeoff")
+    source_lock = exclusive(
+        refinery_lock_path(ctx.inp, ref.source), "refinery", "fluxforge writeoff"
+    )
+    with store_lock, source_lock:
+        where = next(
+            (st for st in ("failed", "processing", "ready") if ctx.inp.exists(ctx.raw(st, ref))),
+            None,
+        )
+        if where is None:
+            raise FileNotFoundError(
+                f"{ref}: not in ready/, processing/ or failed/ (archived or unknown): "
+                "nothing to write off"
+            )
+        if where != "failed" and not ctx.inp.move(ctx.raw(where, ref), ctx.raw("failed", ref)):
+            raise FileNotFoundError(f"{ref}: vanished from {where}/ while writing it off")
+        _withdraw(ctx, ref, "failed")
+        save_book_state(ctx.out, ctx.lout, ref, {})
+        record = {
+            "segment": str(ref),
+            "reason": reason,
+            "was_in": where,
+            "by": f"{getpass.getuser()}@{socket.gethostname()}",
+            "at": time.time(),
+        }
+        ctx.inp.write_bytes(ctx.raw("failed", ref) + WRITEOFF_SUFFIX, orjson.dumps(record))
+        ctx.out.write_bytes(
+            ctx.lout.state("writeoffs", ref.source, f"{ref.stem}.json"), orjson.dumps(record)
+        )
+    log.warning("segment %s written off (%s): %s", ref, where, reason)
+    return record
 
 
 def process_ready(
     cfg: Config, progress: Callable[[str], None] | None = None, recover: bool = False
 ) -> ProcessReport:
-    """Claim every ready segment and process them in order (with `recover`, first release
-    segments a killed run left in processing/)."""
-    if recover:
-        release_processing(cfg)
-    claimed: list[SegmentRef] = []
-    held: set[str] = set()
-    for ref in list_segments(cfg, "ready"):
-        if ref.source in held:
-            continue
-        if claim(cfg, ref):
-            claimed.append(ref)
-        else:
-            # another worker holds this segment: later ones of the source start from its book
-            # state, so they wait for a later run
-            log.info(
-                "%s: claimed elsewhere; holding back the later segments of %s", ref, ref.source
-            )
-            held.add(ref.source)
-    return process_claimed(cfg, claimed, progress=progress)
+    """Claim the ready segments every source may refine now, in order, and process them (with
+    `recover`, first release segments a killed run left in processing/). A source held by an
+    earlier unsettled segment is not touched: ``report.held`` says why."""
+    ctx = _Ctx(cfg)
+    with exclusive(refinery_lock_path(ctx.inp), "refinery", "fluxforge process"):
+        if recover:
+            release_processing(cfg)
+        held = holds(cfg)
+        claimed: list[SegmentRef] = []
+        for ref in list_segments(cfg, "ready"):
+            hold = held.get(ref.source)
+            if hold is not None and ref.order_key > hold.order_key:
+                continue
+            if claim(cfg, ref):
+                claimed.append(ref)
+            else:
+                # another worker took it: the later segments of the source wait for its run
+                held[ref.source] = Hold(
+                    ref.source, ref.name, "processing", "claimed by another run just now"
+                )
+        report = process_claimed(cfg, claimed, progress=progress)
+        for hold in held.values():
+            if hold.source not in report.held_sources:
+                report.held.append(hold.to_dict())
+        report.stray = stray_files(cfg, "ready") + stray_files(cfg, "processing")
+    return report
 
 
 def process_claimed(
@@ -259,38 +424,118 @@ def process_claimed(
 ) -> ProcessReport:
     """Process claimed segments (in processing/) in order, then archive them.
 
-    A failing segment goes back to ready/ (or failed/ after MAX_FAILURES); the later segments
-    of the same source in this batch go back to ready/ too, because their books start from the
-    failed segment's state."""
+    Per source, under the source's refinery lock (a source another process is refining is
+    left to it: the claims go back to ready/). A segment is refined only when no earlier
+    segment of its source is unsettled elsewhere (ready/, processing/ outside this batch,
+    failed/ without a write-off); otherwise it and the later ones go back to ready/ and the
+    source is reported held. A failing segment is retried with backoff (``RETRY_WAITS_S``),
+    then goes back to ready/ with its count; the later ones of the source go back too."""
     ctx = _Ctx(cfg)
     report = ProcessReport()
+    batch = sorted(set(refs), key=lambda r: r.order_key)
     by_source: dict[str, list[SegmentRef]] = defaultdict(list)
-    for ref in sorted(set(refs), key=lambda r: r.order_key):
+    for ref in batch:
         by_source[ref.source].append(ref)
+    if not by_source:
+        return report
+    blocking = holds(cfg, ignore=batch)
     for source in sorted(by_source):
         group = by_source[source]
-        for i, ref in enumerate(group):
-            try:
-                seg = _process_one(ctx, ref, "processing")
-                if not ctx.inp.move(ctx.raw("processing", ref), ctx.raw("archive", ref)):
-                    raise FileNotFoundError(f"{ref}: vanished from processing/ before archiving")
-                ctx.out.delete(ctx.lout.state("failures", ref.source, f"{ref.stem}.json"))
-            except Exception as exc:
-                log.exception("segment %s failed", ref)
-                report.failed.append(_handle_failure(ctx, ref, exc))
-                for later in group[i + 1 :]:
-                    ctx.inp.move(ctx.raw("processing", later), ctx.raw("ready", later))
-                    report.deferred.append(str(later))
-                break
-            report.merge(seg)
-            if progress:
-                progress(_progress_line(ref, seg))
+        try:
+            with exclusive(
+                refinery_lock_path(ctx.inp, source), "refinery", f"refinery of {source}"
+            ):
+                _process_group(ctx, cfg, group, blocking.get(source), report, progress)
+        except LockHeld as exc:
+            _defer(ctx, group, report)
+            report.held.append(Hold(source, group[0].name, "processing", str(exc)).to_dict())
     if report.segments or report.failed:
         try:
             record_run(ctx.out, ctx.lout, report, kind="process")
         except OSError as exc:  # bookkeeping only (full output disk): the segments are settled
             log.error("could not record the run under state/runs/: %s", exc)
     return report
+
+
+def _defer(ctx: _Ctx, refs: Iterable[SegmentRef], report: ProcessReport) -> None:
+    for ref in refs:
+        if ctx.inp.move(ctx.raw("processing", ref), ctx.raw("ready", ref)):
+            report.deferred.append(str(ref))
+
+
+def _process_group(
+    ctx: _Ctx,
+    cfg: Config,
+    group: list[SegmentRef],
+    hold: Hold | None,
+    report: ProcessReport,
+    progress: Callable[[str], None] | None,
+) -> None:
+    source = group[0].source
+    earlier_ready = [
+        r for r in list_segments(cfg, "ready", source) if r.order_key < group[0].order_key
+    ]
+    if earlier_ready and (hold is None or earlier_ready[0].order_key < hold.order_key):
+        hold = Hold(
+            source,
+            earlier_ready[0].name,
+            "ready",
+            "an earlier segment is waiting in ready/ (released or retried): the next run takes "
+            "it first",
+        )
+    for i, ref in enumerate(group):
+        if hold is not None and ref.order_key > hold.order_key:
+            log.error("%s and %d later segment(s): %s", ref, len(group) - i - 1, hold.line())
+            _defer(ctx, group[i:], report)
+            report.held.append(hold.to_dict())
+            return
+        if not ctx.inp.exists(ctx.raw("processing", ref)):
+            log.warning("%s: no longer in processing/ (released by recover?): skipped", ref)
+            _defer(ctx, group[i + 1 :], report)
+            return
+        try:
+            seg = _with_retries(ctx, ref)
+            if not ctx.inp.move(ctx.raw("processing", ref), ctx.raw("archive", ref)):
+                raise FileNotFoundError(f"{ref}: vanished from processing/ before archiving")
+            ctx.out.delete(ctx.lout.state("failures", ref.source, f"{ref.stem}.json"))
+        except Exception as exc:
+            log.exception("segment %s failed", ref)
+            failure = _handle_failure(ctx, ref, exc)
+            report.failed.append(failure)
+            _defer(ctx, group[i + 1 :], report)
+            report.held.append(
+                Hold(
+                    source,
+                    ref.name,
+                    "ready",
+                    f"failed {failure['failures']} time(s), retried next run: {failure['error']}",
+                ).to_dict()
+            )
+            return
+        report.merge(seg)
+        if progress:
+            progress(_progress_line(ref, seg))
+
+
+def _with_retries(ctx: _Ctx, ref: SegmentRef) -> ProcessReport:
+    """``_process_one`` retried with backoff: a transient error (disk full for a moment, a
+    storage hiccup) does not stop the source; each attempt starts from the same checkpoint
+    and replaces the parts of the one before."""
+    for attempt, wait in enumerate((*RETRY_WAITS_S, None), start=1):
+        try:
+            return _process_one(ctx, ref, "processing")
+        except Exception as exc:
+            if wait is None:
+                raise
+            log.warning(
+                "segment %s: attempt %d failed (%s); retrying in %.1f s",
+                ref,
+                attempt,
+                redact_exc(exc),
+                wait,
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def record_run(storage: Storage, layout: Layout, report: ProcessReport, kind: str) -> str:
@@ -381,6 +626,9 @@ def _progress_line(ref: SegmentRef, seg: ProcessReport) -> str:
 
 
 def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any]:
+    """Count the failure and put the segment back in ready/: never to failed/ by itself (a
+    transient error must not become a permanent hole; ``fluxforge writeoff`` is the operator's
+    way to give a segment up)."""
     key = ctx.lout.state("failures", ref.source, f"{ref.stem}.json")
     count = 0
     if ctx.out.exists(key):
@@ -389,9 +637,7 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
         except (orjson.JSONDecodeError, ValueError, AttributeError):
             count = 0
     count += 1
-    if isinstance(exc, AlreadyPublished):
-        count = max(count, MAX_FAILURES)  # retrying cannot help: held in failed/ at once
-    error = f"{type(exc).__name__}: {exc}"
+    error = redact_exc(exc)
     try:
         ctx.out.write_bytes(
             key, orjson.dumps({"segment": str(ref), "failures": count, "error": error})
@@ -399,25 +645,12 @@ def _handle_failure(ctx: _Ctx, ref: SegmentRef, exc: Exception) -> dict[str, Any
     except OSError as write_exc:
         # the output storage may be what failed (full disk): still put the segment back
         log.error("segment %s: could not record the failure: %s", ref, write_exc)
-    if count >= MAX_FAILURES:
-        if not isinstance(exc, AlreadyPublished):
-            # nothing of a given-up segment stays visible in the lake
-            try:
-                _withdraw(ctx, ref)
-            except Exception as withdraw_exc:  # the lake may be what keeps failing
-                log.error("segment %s: could not withdraw its rows: %s", ref, withdraw_exc)
-        ctx.inp.write_bytes(
-            ctx.raw("failed", ref) + ".reason.txt",
-            f"{ref}: failed {count} times; last error: {error}\n".encode(),
-        )
-        moved = ctx.inp.move(ctx.raw("processing", ref), ctx.raw("failed", ref))
-        where = "failed"
-    else:
-        moved = ctx.inp.move(ctx.raw("processing", ref), ctx.raw("ready", ref))
-        where = "ready"
+    if isinstance(exc, AlreadyPublished):
+        return _refuse_copy(ctx, ref, error, count)
+    moved = ctx.inp.move(ctx.raw("processing", ref), ctx.raw("ready", ref))
     if not moved:
         log.error("segment %s: could not move back from processing/ (gone?)", ref)
-    return {"segment": str(ref), "error": error, "failures": count, "moved_to": where}
+    return {"segment": str(ref), "error": error, "failures": count, "moved_to": "ready"}
 
 
 # ---------------------------------------------------------------- one segment
@@ -470,6 +703,8 @@ def _process_segment(
         mask = pc.equal(quarantine.column("exchange"), ex)
         rows = quarantine.filter(mask).drop_columns(["exchange"])
         parts[("quarantine", sanitize_part(ex), ALL_SYMBOLS, dem.date)].append(rows)
+    for (ex, sym, date), rows in feed_stats.segment_parts(parts, dem.ctl, str(ref)).items():
+        parts[("feed_stats", ex, sym, date)].append(rows)
 
     # validate everything before the first commit: a segment that fails a blocking check
     # publishes nothing (docs/data-guide.md, "Publication")
@@ -706,11 +941,11 @@ def _publish(
         )
 
 
-def _withdraw(ctx: _Ctx, ref: SegmentRef) -> None:
-    """Remove a given-up segment's rows from every table that committed them (one commit per
-    table) and move its source's app transaction back before its first seq, so that once the
-    cause is fixed, the segment (put back in ready/) is published again."""
-    rng = segment_seq_range(ctx.inp.read_bytes(ctx.raw("processing", ref)))
+def _withdraw(ctx: _Ctx, ref: SegmentRef, raw_state: str) -> None:
+    """Remove a written-off segment's rows from every table that committed them (one commit
+    per table) and move its source's app transaction back before its first seq, so that if the
+    segment is ever put back in ready/, it is published again."""
+    rng = segment_seq_range(ctx.inp.read_bytes(ctx.raw(raw_state, ref)))
     prefix = f"part-{sanitize_part(_part_stem(ref))}-v"
     for table in REFINERY_TABLES:
         version = ctx.lake.transaction_version(table, app_id(ref.source))
@@ -726,6 +961,21 @@ def _withdraw(ctx: _Ctx, ref: SegmentRef) -> None:
                 rewind=True,
                 metadata={"fluxforge.operation": "withdraw", "fluxforge.segment": str(ref)},
             )
+
+
+def _refuse_copy(ctx: _Ctx, ref: SegmentRef, error: str, count: int) -> dict[str, Any]:
+    """A segment whose seqs the lake already holds under another segment is held in failed/
+    at once, with the reason: retrying cannot help, and nothing of it is lost (its content is
+    published). A refusal record (like a write-off's, without removing any rows or resetting
+    the books) keeps it from holding back its source."""
+    ctx.inp.write_bytes(ctx.raw("failed", ref) + ".reason.txt", f"{error}\n".encode())
+    moved = ctx.inp.move(ctx.raw("processing", ref), ctx.raw("failed", ref))
+    record = {"segment": str(ref), "reason": error, "refused": True, "at": time.time()}
+    ctx.inp.write_bytes(ctx.raw("failed", ref) + WRITEOFF_SUFFIX, orjson.dumps(record))
+    if not moved:
+        log.error("segment %s: could not move to failed/ (gone?)", ref)
+    log.error("segment %s refused: %s", ref, error)
+    return {"segment": str(ref), "error": error, "failures": count, "moved_to": "failed"}
 
 
 def _check_line_accounting(ref: SegmentRef, dem: DemuxResult) -> None:
@@ -871,6 +1121,7 @@ def _feed(
         out["book_deltas"].append(split_by_partition(result.deltas, "ts_recv", ex, sym))
         out["book_snapshots"].append(split_by_partition(result.snapshots, "ts_recv", ex, sym))
         out["gap_ledger"].append(split_by_partition(result.gaps, "ts_to", ex, sym))
+        out["book_drift"].append(split_by_partition(result.drift, "ts_recv", ex, sym))
 
     for end, ev in bounds:
         if end > start:

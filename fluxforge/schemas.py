@@ -15,7 +15,7 @@ import pyarrow as pyarrow
 from fluxforge.tables import SCHEMAS as ARROW_SCHEMAS
 
 DEC = pl.Decimal(38, 18)
-_MAX_PRICE = 10**20  # venues reject anything larger (CONTRACTS: <= 1e20)
+_MAX_PRICE = 10**20  # venues reject anything larger (docs/table-schemas.md: <= 1e20)
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 _PART_RE = r"^[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,127}$"  # what Layout.sanitize_part can produce
 
@@ -162,6 +162,57 @@ OHLCV = _schema(
     },
 )
 
+
+def _count() -> pa.Column:
+    return pa.Column(pl.Int64, pa.Check.ge(0))
+
+
+def _latency() -> pa.Column:
+    return pa.Column(pl.Int64, nullable=True)  # negative when the venue clock runs ahead
+
+
+FEED_STATS = _schema(
+    "feed_stats",
+    {
+        "hour": _ns(),
+        "channel": pa.Column(pl.Utf8, pa.Check.isin(["trades", "quotes", "book", "control"])),
+        "segment": pa.Column(pl.Utf8, pa.Check.str_length(min_value=1)),
+        "messages": _count(),
+        "rows": _count(),
+        "first_ts_recv": _ns(nullable=True),
+        "last_ts_recv": _ns(nullable=True),
+        "latency_messages": _count(),
+        "latency_p50_ns": _latency(),
+        "latency_p90_ns": _latency(),
+        "latency_p99_ns": _latency(),
+        "latency_max_ns": _latency(),
+        "clock_offset_ns": _latency(),
+        "negative_latency": _count(),
+        "latency_bins": pa.Column(pl.List(pl.Int32)),
+        "latency_counts": pa.Column(pl.List(pl.Int64)),
+        "gaps": _count(),
+        "reconnects": _count(),
+        "active_minutes": pa.Column(pl.Int64, [pa.Check.ge(0), pa.Check.lt(1 << 60)]),
+    },
+)
+
+BOOK_DRIFT = _schema(
+    "book_drift",
+    {
+        "ts_event": _ns(),
+        "ts_recv": _ns(),
+        "venue_symbol": pa.Column(pl.Utf8),
+        "book_epoch": pa.Column(pl.Int32, pa.Check.ge(0)),
+        "update_id": pa.Column(pl.Int64, pa.Check.ge(-1)),
+        "seq": pa.Column(pl.Int64, pa.Check.ge(0)),
+        "from_rest": pa.Column(pl.Boolean),
+        "integrity": pa.Column(pl.Utf8, pa.Check.isin(["checksum", "chain", "none"])),
+        "levels_compared": _count(),
+        "levels_differing": pa.Column(pl.Int64, pa.Check.ge(1)),
+        "max_size_diff": _dec(),
+    },
+)
+
 SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "trades": TRADES,
     "book_deltas": BOOK_DELTAS,
@@ -170,6 +221,8 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "quarantine": QUARANTINE,
     "gap_ledger": GAP_LEDGER,
     "ohlcv": OHLCV,
+    "feed_stats": FEED_STATS,
+    "book_drift": BOOK_DRIFT,
 }
 
 

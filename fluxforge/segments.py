@@ -1,4 +1,4 @@
-"""Raw segment format (SPEC §2): envelope, names, reading, tailing.
+"""Raw segment format (docs/segment-format.md): envelope, names, reading, tailing.
 
 One line per received message::
 

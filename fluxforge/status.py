@@ -101,10 +101,23 @@ def _hot(cfg: Config) -> dict[str, Any] | None:
         return {"error": redact_exc(exc)}
 
 
+def _order(cfg: Config) -> dict[str, Any]:
+    """Held sources (per-source order) and stray files in the raw state directories."""
+    from fluxforge.refinery import holds, stray_files
+
+    return {
+        "held": [h.to_dict() for h in holds(cfg).values()],
+        "stray_files": [
+            k for st in ("ready", "processing", "failed") for k in stray_files(cfg, st)
+        ],
+    }
+
+
 def collect(cfg: Config, runs: int = 5, gap_days: int = 2) -> dict[str, Any]:
     """Everything `fluxforge status` shows, as one JSON-able dict."""
     last = _runs(cfg, runs)
     return {
+        **_order(cfg),
         "sources": _segments(cfg),
         "last_runs": last,
         "processing_lag_s": last[0]["lag_s"] if last else None,
@@ -127,6 +140,12 @@ def render(status: dict[str, Any]) -> str:
     if not status["sources"]:
         lines.append("  (none)")
     lag = status["processing_lag_s"]
+    for hold in status.get("held", []):
+        lines.append(
+            f"  HELD {hold['source']} at {hold['segment']} ({hold['state']}/): {hold['reason']}"
+        )
+    for key in status.get("stray_files", []):
+        lines.append(f"  stray file (not a segment, never processed): {key}")
     lines.append(f"processing lag: {human_duration(lag) if lag is not None else 'no run yet'}")
     lines.append("last runs:")
     for run in status["last_runs"]:

@@ -1,5 +1,6 @@
-"""Arrow schemas of the lake tables (SPEC §4). Files hold these columns; the hive directories
-add ``exchange``, ``symbol`` and ``date`` (UTC date of ``ts_recv``, i.e. of the raw segment).
+"""Arrow schemas of the lake tables (docs/table-schemas.md). Files hold these columns; the hive
+directories add ``exchange``, ``symbol`` and ``date`` (UTC date of ``ts_recv``, i.e. of the raw
+segment).
 
 Prices and sizes are exact decimals (decimal128(38, 18)) cast from the wire strings.
 Timestamps are int64 ns since the epoch, UTC.
@@ -113,6 +114,51 @@ OHLCV = pa.schema(
     ]
 )
 
+# A venue snapshot that disagreed with the replayed book of a still-valid epoch
+# (``fluxforge.book.drift`` has the comparison rules). Partition date = date of ts_recv.
+BOOK_DRIFT = pa.schema(
+    [
+        ("ts_event", NS),  # of the venue snapshot
+        ("ts_recv", NS),
+        ("venue_symbol", pa.string()),
+        ("book_epoch", pa.int32()),  # the epoch the snapshot ended
+        ("update_id", pa.int64()),  # the snapshot's update id, -1 when none
+        ("seq", pa.int64()),  # daemon seq of the snapshot's raw line
+        ("from_rest", pa.bool_()),  # a REST snapshot (Binance) rather than a stream one
+        ("integrity", pa.string()),  # checksum | chain | none: how the venue verifies the book
+        ("levels_compared", pa.int64()),
+        ("levels_differing", pa.int64()),
+        ("max_size_diff", DECIMAL),  # largest absolute size difference of a level
+    ]
+)
+
+# Per segment · channel · UTC hour of an instrument: message counts, receive-minus-event latency,
+# venue clock offset, gaps, reconnects, active minutes (``fluxforge.feed_stats`` defines every
+# column and how ``feed_stats.hourly`` merges the rows of one hour). Partition date = the hour's.
+FEED_STATS = pa.schema(
+    [
+        ("hour", NS),  # hour start
+        ("channel", pa.string()),  # trades | quotes | book | control (symbol _all)
+        ("segment", pa.string()),  # source/segment file that produced the row
+        ("messages", pa.int64()),
+        ("rows", pa.int64()),
+        ("first_ts_recv", NS),  # null when the row only carries gaps
+        ("last_ts_recv", NS),
+        ("latency_messages", pa.int64()),  # messages with a venue event time
+        ("latency_p50_ns", pa.int64()),  # null when latency_messages = 0
+        ("latency_p90_ns", pa.int64()),
+        ("latency_p99_ns", pa.int64()),
+        ("latency_max_ns", pa.int64()),
+        ("clock_offset_ns", pa.int64()),  # min latency: daemon - venue clock + min delay
+        ("negative_latency", pa.int64()),
+        ("latency_bins", pa.list_(pa.int32())),  # sparse log histogram (feed_stats.latency_bins)
+        ("latency_counts", pa.list_(pa.int64())),
+        ("gaps", pa.int64()),
+        ("reconnects", pa.int64()),
+        ("active_minutes", pa.int64()),  # bit m = a row arrived in minute m of the hour
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "trades": TRADES,
     "book_deltas": BOOK_DELTAS,
@@ -121,6 +167,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "quarantine": QUARANTINE,
     "gap_ledger": GAP_LEDGER,
     "ohlcv": OHLCV,
+    "feed_stats": FEED_STATS,
+    "book_drift": BOOK_DRIFT,
 }
 
 # Tables the refinery publishes for every segment (one commit each, with or without rows);

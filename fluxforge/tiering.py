@@ -1,5 +1,5 @@
-"""Raw segment tiering (SPEC §8): archived segments move hot -> warm -> cold by age, and a
-manifest says where every segment is.
+"""Raw segment tiering (docs/architecture.md, "Tiering and the reader"): archived segments move hot
+-> warm -> cold by age, and a manifest says where every segment is.
 
 Tiers, all holding the same key layout (``{raw_dir}/{archive_subdir}/{source}/segment_*.ndjson``):
 

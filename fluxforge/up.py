@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fluxforge.config import ENV_CONFIG, REPO_ROOT, Config, load_config, resolve_config_path
+from fluxforge.locks import exclusive, up_lock_path
 from fluxforge.pgserver import LocalPostgres, PostgresServerError
 
 log = logging.getLogger(__name__)
 
 # Demo settings: a segment is sealed every 10 s (about one run's wall time, so runs of a source
 # do not queue behind each other) and the sensor looks every second, so a
-# sealed segment is visible Parquet within ~10 s (SPEC §10). Explicit env overrides win.
+# sealed segment is visible Parquet within ~10 s (docs/architecture.md, "Quality targets").
+# Explicit env overrides win.
 DEMO_ENV = {
     "FLUXFORGE_DAGSTER__SENSOR_INTERVAL_S": "1",
     "FLUXFORGE_INGESTION__SEGMENT_MAX_AGE_S": "10",
@@ -176,6 +178,12 @@ def stop_all(procs: dict[str, subprocess.Popen], grace_s: float = STOP_GRACE_S) 
 def run_up(settings: UpSettings, announce: Callable[[str], None] = log.info) -> int:
     """Start both, wait for a signal, `max_seconds` or a child's exit; returns an exit code."""
     cfg = load_config(settings.config_path, environ=child_env(settings, Path(".")))
+    # one `up` per data dir: a second would start a second daemon and Dagster on one store
+    with exclusive(up_lock_path(data_dir(cfg)), "fluxforge up", "fluxforge up"):
+        return _run_up_locked(settings, cfg, announce)
+
+
+def _run_up_locked(settings: UpSettings, cfg: Config, announce: Callable[[str], None]) -> int:
     home = prepare_home(cfg)
     env = child_env(settings, home)
     pg_server, hot_dsn = start_hot_store(cfg)

@@ -2,7 +2,7 @@
 which run, the run keys, and the cursor.
 
 The cursor holds the high-water mark of claimed segment names per source and a retry counter
-per source. Segment names sort in write order and never repeat (SPEC §2), so:
+per source. Segment names sort in write order and never repeat (docs/segment-format.md), so:
 
 * every ``ready`` segment is unclaimed and is planned into a new batch (then claimed); one at
   or below the mark was put back by the refinery after a failed attempt, so its batch gets a

@@ -1,6 +1,6 @@
 """Segment writer: one per source, appends envelopes to the active segment and seals it.
 
-Durability model (SPEC §2):
+Durability model (docs/segment-format.md):
 
 - Lines are buffered in memory and written to the active file in batches (``flush_max_lines``
   or every ``flush_interval_ms`` from the service tick). A line is *acknowledged* once flushed:

@@ -1,5 +1,5 @@
 """Order-book engine: numba batch kernel, venue checksums and update-id chains, book epochs,
-snapshot injection and checkpoints (CONTRACTS.md "Book engine")."""
+snapshot injection and checkpoints (docs/integrity.md)."""
 
 from fluxforge.book.batch import BookBatch, BookInputError
 from fluxforge.book.engine import BookEngine, BookOutput, BookStateError, BookStats

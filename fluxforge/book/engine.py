@@ -1,5 +1,5 @@
 """``BookEngine``: one (exchange, symbol) order book fed batch by batch, with integrity checks,
-epochs, snapshot injection and a checkpointable state (see CONTRACTS.md "Book engine").
+epochs, snapshot injection and a checkpointable state (see docs/integrity.md).
 
 Rules, all applied inside the numba kernel (``kernel.apply_kernel``):
 
@@ -46,12 +46,20 @@ reader starting from the nearest snapshot row <= T and applying deltas with a gr
 the rows sort consistently by (``ts_recv``, ``seq``) with the snapshot row and stay in its date
 partition. Gap rows found during a replay carry the snapshot's ``ts_recv`` as ``ts_to``.
 
+Book drift: a venue snapshot that arrives while the epoch is still valid is first compared
+level by level with the replayed book (``fluxforge.book.drift``); a difference writes a
+``book_drift`` row and a gap-ledger row (cause ``book_drift``, the epoch the snapshot ends).
+A batch holding snapshots is applied piece by piece, cut before each snapshot, so the
+comparison sees the book exactly as it was before the snapshot (pieces give the same rows as
+one call, like segment boundaries do).
+
 ``BookOutput.stats`` counts what THIS call did (sum them across calls).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -60,10 +68,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from fluxforge.book import drift as D
 from fluxforge.book import kernel as K
 from fluxforge.book.batch import BookBatch, BookInputError, level_ranges
 from fluxforge.events import BookMessage
-from fluxforge.tables import BOOK_DELTAS, BOOK_SNAPSHOTS, DECIMAL, GAP_LEDGER
+from fluxforge.tables import BOOK_DELTAS, BOOK_DRIFT, BOOK_SNAPSHOTS, DECIMAL, GAP_LEDGER
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,8 @@ class BookStats:
     replayed: int = 0  # buffered updates applied after the snapshot (also in book_updates)
     buffer_evicted: int = 0  # buffered updates evicted by the limits (also in dropped_presync)
     stale_rest_snapshots: int = 0  # REST snapshots skipped: the valid chain was already past them
+    drift_checks: int = 0  # venue snapshots compared with the book of a valid epoch
+    drifts: int = 0  # of those, the ones that differed (book_drift + gap-ledger rows)
 
     def add(self, other: BookStats) -> None:
         for f in fields(self):
@@ -132,6 +143,7 @@ class BookOutput:
     # per applied message: (ts_recv, final_id, bid_px, bid_sz, ask_px, ask_sz); "" = empty
     # side. Built on first access of ``.tops`` (Python tuples cost more than the book itself).
     lazy_tops: Callable[[], list[Top]] | None = field(default=None, repr=False)
+    drift: pa.Table = field(default_factory=BOOK_DRIFT.empty_table)  # BOOK_DRIFT columns
 
     @property
     def tops(self) -> list[Top]:
@@ -141,6 +153,25 @@ class BookOutput:
 
     def __post_init__(self) -> None:
         self._tops: list[Top] | None = None
+
+
+def _concat_outputs(outs: list[BookOutput]) -> BookOutput:
+    """One output for consecutive applies of the same engine."""
+    if len(outs) == 1:
+        return outs[0]
+    stats = BookStats()
+    for o in outs:
+        stats.add(o.stats)
+    lazy = [o.lazy_tops for o in outs]
+    return BookOutput(
+        deltas=pa.concat_tables([o.deltas for o in outs]),
+        snapshots=pa.concat_tables([o.snapshots for o in outs]),
+        gaps=pa.concat_tables([o.gaps for o in outs]),
+        stats=stats,
+        lazy_tops=None
+        if all(f is None for f in lazy)
+        else lambda: [t for f in lazy if f is not None for t in f()],
+    )
 
 
 class BookStateError(ValueError):
@@ -230,6 +261,7 @@ class BookEngine:
         # a reconnect discarded (reported with the next apply())
         self._buffer: BookBatch | None = None
         self._pending_dropped = 0
+        self._integrity = "none"  # checksum | chain | none, learned from the messages
         if state is not None:
             self._load(state)
 
@@ -274,6 +306,102 @@ class BookEngine:
         """Apply a columnar batch. ``tables=False`` skips building the deltas/snapshots tables
         and tops (the benchmark's hot path); gaps, stats and state are the same either way."""
         segment = segment or self.segment
+        self._learn_integrity(batch)
+        snaps = np.flatnonzero(batch.flags & K.F_SNAPSHOT)
+        if not len(snaps):
+            return self._apply(batch, segment, tables)
+        outs: list[BookOutput] = []
+        drifts: list[dict] = []
+        checks = 0
+        for lo, hi in itertools.pairwise(sorted({0, *snaps.tolist(), len(batch)})):
+            resume_chain = False
+            if batch.flags[lo] & K.F_SNAPSHOT:
+                found = self._drift(batch, lo, segment)
+                checks += found is not None
+                if found:
+                    drifts.append(found)
+                    resume_chain = batch.chain[lo] != K.CH_NONE
+            if resume_chain:
+                # the snapshot sits exactly at the book's chain position: after it replaces
+                # the book, the chain goes on from its id (no bridge to wait for)
+                outs.append(self._apply(batch.take(np.arange(lo, lo + 1)), segment, tables))
+                self._st[K.S_NEED_BRIDGE] = 0
+                self._st[K.S_LAST_ID] = batch.final_id[lo]
+                lo += 1
+                if lo == hi:
+                    continue
+            piece = batch if (lo, hi) == (0, len(batch)) else batch.take(np.arange(lo, hi))
+            outs.append(self._apply(piece, segment, tables))
+        out = _concat_outputs(outs)
+        out.stats.drift_checks += checks
+        out.stats.drifts += len(drifts)
+        if drifts:
+            out.drift = pa.Table.from_pylist(drifts, schema=BOOK_DRIFT)
+        return out
+
+    def _learn_integrity(self, batch: BookBatch) -> None:
+        """How the venue verifies this book, from its messages (a Kraken snapshot carries no
+        checksum, its updates do): kept for the drift rows of later batches."""
+        if len(batch) and np.any(batch.checksum_kind != K.CK_NONE):
+            self._integrity = "checksum"
+        elif len(batch) and np.any(batch.chain != K.CH_NONE) and self._integrity == "none":
+            self._integrity = "chain"
+
+    def _drift(self, batch: BookBatch, m: int, segment: str) -> dict | None:
+        """Compare the book with snapshot message ``m`` of ``batch`` before it is applied; None
+        when not comparable (invalid epoch, or a chain at another update id), {} when equal,
+        else the book_drift row (the gap-ledger row is queued for the next output)."""
+        st = self._st
+        if not st[K.S_VALID]:
+            return None
+        if batch.chain[m] != K.CH_NONE and (
+            st[K.S_NEED_BRIDGE] or st[K.S_LAST_ID] != batch.final_id[m]
+        ):
+            return None
+        lo, hi = int(batch.level_offsets[m]), int(batch.level_offsets[m + 1])
+        px = batch.strings("price")[lo:hi].to_pylist()
+        sz = batch.strings("size")[lo:hi].to_pylist()
+        side = batch.side[lo:hi].tolist()
+        snap = (
+            [(p, z) for p, z, s in zip(px, sz, side, strict=True) if s == 0],
+            [(p, z) for p, z, s in zip(px, sz, side, strict=True) if s == 1],
+        )
+        found = D.compare(self.levels(), snap)
+        if not found.levels_differing:
+            return {}
+        epoch = int(st[K.S_EPOCH])
+        self._pending_gaps.append(
+            {
+                "channel": batch.channels[int(batch.channel[m])],
+                "ts_from": int(st[K.S_LAST_GOOD_TS]),
+                "ts_to": int(batch.ts_recv[m]),
+                "cause": D.CAUSE,
+                "book_epoch": epoch,
+                "detail": found.detail(),
+                "segment": segment,
+            }
+        )
+        log.warning("book %s %s: %s, epoch %d", self.exchange, self.symbol, found.detail(), epoch)
+        # the epoch ends here: the snapshot rebuilds the book (a chained REST snapshot at the
+        # book's own id would otherwise be skipped as stale) and the next snapshot row says why
+        st[K.S_VALID] = 0
+        st[K.S_NEED_BRIDGE] = 0
+        st[K.S_PENDING] = K.R_RESYNC
+        return {
+            "ts_event": int(batch.ts_event[m]),
+            "ts_recv": int(batch.ts_recv[m]),
+            "venue_symbol": batch.venue_symbols[int(batch.venue_symbol[m])],
+            "book_epoch": epoch,
+            "update_id": int(batch.final_id[m]),
+            "seq": int(batch.seq[m]),
+            "from_rest": bool(batch.flags[m] & K.F_REST),
+            "integrity": self._integrity,
+            "levels_compared": found.levels_compared,
+            "levels_differing": found.levels_differing,
+            "max_size_diff": found.max_size_diff,
+        }
+
+    def _apply(self, batch: BookBatch, segment: str, tables: bool) -> BookOutput:
         m0 = 0
         if self._buffer is not None and len(batch):
             # the buffered updates go in front, as already received: the kernel starts at m0

@@ -39,14 +39,25 @@ from numba import njit
 
 from fluxforge.demux.bytescan import (
     LBRACE,
-    NO_SIDES,
-    NO_WORDS,
     RBRACE,
+    V_ASKS,
+    V_BIDS,
+    V_BOOL,
+    V_DEC,
+    V_ENUM,
+    V_INT,
+    V_INT_SPAN,
+    V_MS,
+    V_POS,
+    V_STR,
+    ObjectShape,
     envelope,
+    envelope_kind,
+    envelope_source,
     eq,
+    flat_object,
     grow,
     key_at,
-    levels_scan,
     lit,
     next_key,
     read_int,
@@ -65,7 +76,6 @@ from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.events import NormalizeError, TopOfBook
 from fluxforge.venues import binance
 from fluxforge.venues.binance import FUTURES
-from fluxforge.wire.decimal import plain_decimal
 from fluxforge.wire.envelope import (
     SCAN_DATA,
     SCAN_HEAD,
@@ -75,17 +85,9 @@ from fluxforge.wire.envelope import (
     as_bytes,
     scan_ex,
 )
-from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS
 
 _HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
 _EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
-_WORDS = tuple(
-    as_bytes(w)
-    for w in (
-        b"stream", b"data", b"e", b"E", b"T", b"s", b"U", b"u", b"pu", b"ps", b"b", b"a",
-        b"depthUpdate",
-    )
-)  # fmt: skip
 # msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (0 a
 # depthUpdate object, 1 a snapshot object {lastUpdateId, bids, asks})
 _M_FORM = 11
@@ -105,20 +107,11 @@ def _venue_of(buf, starts, ends, todo, head, src, exks):
         if not todo[i]:
             continue
         end = ends[i]
-        p = lit(buf, starts[i], end, head)
+        p, _ts = envelope_source(buf, starts[i], end, head, src)
         if p < 0:
-            continue
-        _ts, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = str_end(buf, p - 1, end)
-        if q < 0:
             continue
         for k in range(len(exks)):
-            if lit(buf, q + 1, end, exks[k]) >= 0:
+            if lit(buf, p, end, exks[k]) >= 0:
                 out[i] = k
                 break
     return out
@@ -224,80 +217,46 @@ def frames_of(
 _STREAM_KEYS = (as_bytes(b"stream"), as_bytes(b"data"))
 
 
+# the depthUpdate object (spot has no "pu"; COIN-M adds "ps"): key, value, msg column
+DEPTH_UPDATE = ObjectShape(
+    ("e", V_ENUM, -1, ("depthUpdate",)),
+    ("E", V_MS, 3),
+    ("T", V_INT, -1),  # ignored by the normalizer
+    ("s", V_STR, 9),
+    ("U", V_INT, 4),
+    ("u", V_INT, 5),
+    ("pu", V_INT, 6),
+    ("ps", V_STR, -1),  # COIN-M pair: ignored by the normalizer
+    ("b", V_BIDS, -1),
+    ("a", V_ASKS, -1),
+)
+_DEPTH_NEED = DEPTH_UPDATE.bits("e", "E", "s", "U", "u", "b", "a")
+_DEPTH_NEED_FUTURES = _DEPTH_NEED | DEPTH_UPDATE.bits("pu")
+# a depth snapshot (REST, spot partial depth); COIN-M REST adds "symbol"/"pair"
+SNAPSHOT = ObjectShape(
+    ("lastUpdateId", V_INT, 5),
+    ("E", V_MS, 3),
+    ("T", V_INT, -1),  # ignored by the normalizer
+    ("bids", V_BIDS, -1),
+    ("asks", V_ASKS, -1),
+    ("symbol", V_STR, -1),
+    ("pair", V_STR, -1),
+)
+_SNAPSHOT_NEED = SNAPSHOT.bits("lastUpdateId", "bids", "asks")
+
+
 @njit(cache=True)
-def _event(buf, p, end, row, lv, n_lv, words, futures, out):
+def _event(buf, p, end, row, lv, n_lv, shape, need, out):
     """The inner depthUpdate object at p ('{'); fills out[3:7], out[9:11]. Returns
     (position after, lv, n_lv); position -1 when not the plain shape."""
-    k_e, k_E, k_T, k_s = words[2], words[3], words[4], words[5]
-    k_U, k_u, k_pu, k_ps, k_b, k_a = words[6], words[7], words[8], words[9], words[10], words[11]
-    v_depth = words[12]
-    p = ws(buf, p + 1, end)
-    seen = 0
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1, lv, n_lv
-        if eq(buf, ks, ke, k_e) and not seen & 1:
-            seen |= 1
-            q = str_end(buf, p, end)
-            if q < 0 or not eq(buf, p + 1, q, v_depth):
-                return -1, lv, n_lv
-            p = q + 1
-        elif eq(buf, ks, ke, k_E) and not seen & 2:
-            seen |= 2
-            v, p = read_int(buf, p, end)
-            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
-                return -1, lv, n_lv
-            out[3] = v * 1_000_000
-        elif eq(buf, ks, ke, k_T) and not seen & 4:
-            seen |= 4
-            _v, p = read_int(buf, p, end)  # ignored by the normalizer
-        elif eq(buf, ks, ke, k_s) and not seen & 8:
-            seen |= 8
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1, lv, n_lv
-            out[9], out[10] = p + 1, q
-            p = q + 1
-        elif eq(buf, ks, ke, k_U) and not seen & 16:
-            seen |= 16
-            out[4], p = read_int(buf, p, end)
-        elif eq(buf, ks, ke, k_u) and not seen & 32:
-            seen |= 32
-            out[5], p = read_int(buf, p, end)
-        elif eq(buf, ks, ke, k_pu) and not seen & 64:
-            seen |= 64
-            v, p = read_int(buf, p, end)
-            out[6] = v if futures else -1
-        elif eq(buf, ks, ke, k_ps) and not seen & 128:
-            seen |= 128
-            q = str_end(buf, p, end)  # COIN-M pair: ignored by the normalizer
-            p = -1 if q < 0 else q + 1
-        elif eq(buf, ks, ke, k_b) and not seen & 256:
-            seen |= 256
-            p, n_lv, lv = levels_scan(buf, p, end, row, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-        elif eq(buf, ks, ke, k_a) and not seen & 512:
-            seen |= 512
-            p, n_lv, lv = levels_scan(buf, p, end, row, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-        else:
-            return -1, lv, n_lv
-        if p < 0:
-            return -1, lv, n_lv
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1, lv, n_lv
-        if done:
-            break
-    need = 1 | 2 | 8 | 16 | 32 | 256 | 512 | (64 if futures else 0)
-    if (seen & need) != need or out[4] > out[5]:
+    p, seen, lv, n_lv = flat_object(buf, p, end, shape, out, row, lv, n_lv)
+    if p < 0 or (seen & need) != need or out[4] > out[5]:
         return -1, lv, n_lv
-    if not futures:
-        out[6] = -1
     return p, lv, n_lv
 
 
 @njit(cache=True)
-def _scan(fr, buf, todo, words, snap_words, futures, capacity):
+def _scan(fr, buf, todo, shape, need, snap_shape, snap_need, futures, capacity):
     n = len(fr)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
@@ -314,14 +273,18 @@ def _scan(fr, buf, todo, words, snap_words, futures, capacity):
         out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
         end = fr[i, _F_D1]
         out[_M_FORM] = 0
-        p, lv, n_lv = _event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, words, futures, out)
+        p, lv, n_lv = _event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, shape, need, out)
+        if not futures:
+            out[6] = -1  # spot: no chain to the previous update
         if p != end and fr[i, _F_S0] >= 0:  # a spot partial-depth push (combined stream)
             n_lv = mark
             out[:] = -1
             out[3] = fr[i, _F_TS]
             out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
             out[_M_FORM] = 1
-            p, lv, n_lv = _snapshot_event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, snap_words, out)
+            p, lv, n_lv = _snapshot_event(
+                buf, fr[i, _F_D0], end, n_msg, lv, n_lv, snap_shape, snap_need, out
+            )
         if p != end:
             n_lv = mark
             continue
@@ -337,67 +300,20 @@ def _scan(fr, buf, todo, words, snap_words, futures, capacity):
 
 _KIND_REST = SCAN_REST
 _DATA = SCAN_DATA
-_REST_WORDS = tuple(
-    as_bytes(w) for w in (b"lastUpdateId", b"E", b"T", b"bids", b"asks", b"symbol", b"pair")
-)
 
 
 @njit(cache=True)
-def _snapshot_event(buf, p, end, row, lv, n_lv, words, out):
-    """A depth snapshot object ``{"lastUpdateId","E"?,"T"?,"bids","asks"}`` at p ('{'), any key
-    order; COIN-M REST adds ``"symbol"``/``"pair"`` strings (ignored by the normalizer).
-    Fills out[3] (E ns, when present) and out[5] (lastUpdateId). Returns (position after,
-    lv, n_lv); position -1 when not the plain shape."""
-    k_id, k_E, k_T, k_bids, k_asks = words[0], words[1], words[2], words[3], words[4]
-    k_symbol, k_pair = words[5], words[6]
-    p = ws(buf, p + 1, end)
-    seen = 0
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1, lv, n_lv
-        if eq(buf, ks, ke, k_id) and not seen & 1:
-            seen |= 1
-            out[5], p = read_int(buf, p, end)
-        elif eq(buf, ks, ke, k_E) and not seen & 2:
-            seen |= 2
-            v, p = read_int(buf, p, end)
-            if p >= 0 and (v < TS_MIN_MS or v > TS_MAX_MS):
-                p = -1
-            out[3] = v * 1_000_000
-        elif eq(buf, ks, ke, k_T) and not seen & 4:
-            seen |= 4
-            _v, p = read_int(buf, p, end)  # ignored by the normalizer
-        elif eq(buf, ks, ke, k_bids) and not seen & 8:
-            seen |= 8
-            p, n_lv, lv = levels_scan(buf, p, end, row, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-        elif eq(buf, ks, ke, k_asks) and not seen & 16:
-            seen |= 16
-            p, n_lv, lv = levels_scan(buf, p, end, row, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-        elif eq(buf, ks, ke, k_symbol) and not seen & 32:
-            seen |= 32
-            q = str_end(buf, p, end)
-            p = -1 if q < 0 else q + 1
-        elif eq(buf, ks, ke, k_pair) and not seen & 64:
-            seen |= 64
-            q = str_end(buf, p, end)
-            p = -1 if q < 0 else q + 1
-        else:
-            return -1, lv, n_lv
-        if p < 0:
-            return -1, lv, n_lv
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1, lv, n_lv
-        if done:
-            break
-    if seen & 25 != 25:  # lastUpdateId, bids, asks
+def _snapshot_event(buf, p, end, row, lv, n_lv, shape, need, out):
+    """A depth snapshot object (``SNAPSHOT``) at p ('{'): fills out[3] (E ns, when present)
+    and out[5] (lastUpdateId). Returns (position after, lv, n_lv); -1 when not that shape."""
+    p, seen, lv, n_lv = flat_object(buf, p, end, shape, out, row, lv, n_lv)
+    if p < 0 or (seen & need) != need:
         return -1, lv, n_lv
     return p, lv, n_lv
 
 
 @njit(cache=True)
-def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, capacity):
+def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, need, capacity):
     """REST depth snapshots (``_snapshot_event``) of one exchange: msg rows in the layout of
     ``_scan`` (first/prev -1, columns 7/8 the url span instead of the stream, 9/10 unused)
     and their levels."""
@@ -411,25 +327,7 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, c
         if not todo[i]:
             continue
         end = ends[i]
-        p = lit(buf, starts[i], end, head)
-        if p < 0:
-            continue
-        ts, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = lit(buf, p, end, src)
-        if p < 0:
-            continue
-        q = str_end(buf, p - 1, end)
-        if q < 0:
-            continue
-        p = lit(buf, q + 1, end, exk)
-        if p < 0:
-            continue
-        seq, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = lit(buf, p, end, kind)
+        p, ts, seq = envelope_kind(buf, starts[i], end, head, src, exk, kind)
         if p < 0:
             continue
         q = str_end(buf, p, end)
@@ -442,7 +340,7 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, words, c
         mark = n_lv
         out[:] = -1
         out[3] = ts  # no "E": the receive time
-        p, lv, n_lv = _snapshot_event(buf, p, end, n_msg, lv, n_lv, words, out)
+        p, lv, n_lv = _snapshot_event(buf, p, end, n_msg, lv, n_lv, shape, need, out)
         if p >= 0:
             p = ws(buf, p, end)
         if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
@@ -498,10 +396,13 @@ def fast_binance_depth(
     capacity = 4096 + len(buf) // 256
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    ok, msg, lv = _scan(frames, buf, todo, _WORDS, _REST_WORDS, futures, capacity)
+    need = _DEPTH_NEED_FUTURES if futures else _DEPTH_NEED
+    ok, msg, lv = _scan(
+        frames, buf, todo, DEPTH_UPDATE.args, need, SNAPSHOT.args, _SNAPSHOT_NEED, futures, capacity
+    )
     rest_msg, rest_lv = _scan_rest(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _REST_WORDS,
-        capacity,
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, SNAPSHOT.args,
+        _SNAPSHOT_NEED, capacity,
     )  # fmt: skip
     if not ok.any() and not len(rest_msg):
         return ScanResult(none)
@@ -605,81 +506,25 @@ def fast_binance_depth(
 # records its spans; the rows become Arrow columns (``FastTickers``) that the demux merges with
 # the per-line path's quotes by line index, and TopOfBook objects are only built when
 # ``DemuxResult.tops`` is read (no orjson, no normalizer, no Python object per row).
-_TICKER_WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy()
-    for w in (b"stream", b"data", b"e", b"u", b"s", b"b", b"B", b"a", b"A", b"T", b"E",
-              b"bookTicker")
-)  # fmt: skip
+# the bookTicker object (spot has no e/E/T): key, value, info column
+BOOK_TICKER = ObjectShape(
+    ("e", V_ENUM, -1, ("bookTicker",)),
+    ("u", V_INT, 0),
+    ("E", V_MS, 1),
+    ("T", V_INT, -1),  # ignored by the normalizer
+    ("s", V_STR, 2),
+    ("b", V_DEC, 4),
+    ("B", V_DEC, 6),
+    ("a", V_DEC, 8),
+    ("A", V_DEC, 10),
+)
+_TICKER_NEED = BOOK_TICKER.bits("u", "s", "b", "B", "a", "A")
 _T_COLS = 16  # u, E ns, s s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq
 
 
 @njit(cache=True)
-def _ticker_event(buf, p, end, words, out):
-    k_e, k_u, k_s, k_b, k_B, k_a, k_A, k_T, k_E = (
-        words[2], words[3], words[4], words[5], words[6], words[7], words[8], words[9], words[10]
-    )  # fmt: skip
-    v_ticker = words[11]
-    p = ws(buf, p + 1, end)
-    seen = 0
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1
-        if eq(buf, ks, ke, k_e) and not seen & 1:
-            seen |= 1
-            q = str_end(buf, p, end)
-            if q < 0 or not eq(buf, p + 1, q, v_ticker):
-                return -1
-            p = q + 1
-        elif eq(buf, ks, ke, k_u) and not seen & 2:
-            seen |= 2
-            out[0], p = read_int(buf, p, end)
-        elif eq(buf, ks, ke, k_E) and not seen & 4:
-            seen |= 4
-            v, p = read_int(buf, p, end)
-            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
-                return -1
-            out[1] = v * 1_000_000
-        elif eq(buf, ks, ke, k_T) and not seen & 8:
-            seen |= 8
-            _v, p = read_int(buf, p, end)
-        else:
-            col = -1
-            bit = 0
-            if eq(buf, ks, ke, k_s):
-                col, bit = 2, 16
-            elif eq(buf, ks, ke, k_b):
-                col, bit = 4, 32
-            elif eq(buf, ks, ke, k_B):
-                col, bit = 6, 64
-            elif eq(buf, ks, ke, k_a):
-                col, bit = 8, 128
-            elif eq(buf, ks, ke, k_A):
-                col, bit = 10, 256
-            if col < 0 or seen & bit:
-                return -1
-            seen |= bit
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1
-            if col > 2 and not plain_decimal(buf, p + 1, q, False):
-                return -1
-            out[col], out[col + 1] = p + 1, q
-            p = q + 1
-        if p < 0:
-            return -1
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1
-        if done:
-            break
-    if seen | 1 | 4 | 8 != 511:  # e (spot has none), E and T optional, the rest required
-        return -1
-    return p
-
-
-@njit(cache=True)
-def _scan_tickers(fr, buf, todo, words):
+def _scan_tickers(fr, buf, todo, shape, need):
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists in this shape)
     n = len(fr)
     ok = np.zeros(n, np.bool_)
     info = np.zeros((n, _T_COLS), np.int64)
@@ -692,7 +537,8 @@ def _scan_tickers(fr, buf, todo, words):
         out[15] = fr[i, _F_SEQ]
         out[1] = fr[i, _F_TS]  # no "E": the receive time
         out[12], out[13] = fr[i, _F_S0], fr[i, _F_S1]
-        if _ticker_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, out) != fr[i, _F_D1]:
+        p, seen, _lv, _n = flat_object(buf, fr[i, _F_D0], fr[i, _F_D1], shape, out, 0, no_lv, 0)
+        if p != fr[i, _F_D1] or (seen & need) != need:
             continue
         info[i] = out
         ok[i] = True
@@ -795,7 +641,7 @@ def fast_book_tickers(
         return None, none
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    ok, info = _scan_tickers(frames, buf, todo, _TICKER_WORDS)
+    ok, info = _scan_tickers(frames, buf, todo, BOOK_TICKER.args, _TICKER_NEED)
     if not ok.any():
         return None, none
     rows = np.flatnonzero(ok)
@@ -851,122 +697,32 @@ def quick_book_tickers(
 # ---------------------------------------------------------------- aggTrade / trade
 # One trade row per line (``venues.binance._trade``); unlike bookTicker no other output, so the
 # rows go straight into the trades table as columns, merged by line index.
-_TRADE_WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy()
-    for w in (b"stream", b"data", b"e", b"E", b"a", b"s", b"p", b"q", b"f", b"l", b"T", b"m",
-              b"t", b"b", b"M", b"aggTrade", b"trade", b"true", b"false")
-)  # fmt: skip
+# the aggTrade / trade object: key, value, info column ("e": 1 aggTrade, 2 trade)
+TRADE = ObjectShape(
+    ("e", V_ENUM, 17, ("aggTrade", "trade")),
+    ("T", V_MS, 4),
+    ("m", V_BOOL, 11),
+    ("M", V_BOOL, -1),  # ignored by the normalizer
+    ("a", V_INT_SPAN, 0),
+    ("t", V_INT_SPAN, 2),
+    ("E", V_INT, -1),  # E, f, l, b: ignored by the normalizer
+    ("f", V_INT, -1),
+    ("l", V_INT, -1),
+    ("b", V_INT, -1),
+    ("s", V_STR, 5),
+    ("p", V_POS, 7),
+    ("q", V_POS, 9),
+)
+_TRADE_NEED = TRADE.bits("e", "T", "m", "s", "p", "q")
+_TRADE_ID = (TRADE.bits("a"), TRADE.bits("t"))  # the id key of aggTrade, of trade
 _TAKER_SIDES = pa.array([binance.TAKER_SIDE[False], binance.TAKER_SIDE[True]], pa.string())
 # cols: aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, stream s/e, ts, seq, e
 _R_COLS = 18
 
 
 @njit(cache=True)
-def _bool(buf, p, end, v_true, v_false):
-    """(0/1, position after) of a JSON true/false at p, or (-1, -1)."""
-    if p + 4 <= end and eq(buf, p, p + 4, v_true):
-        return 1, p + 4
-    if p + 5 <= end and eq(buf, p, p + 5, v_false):
-        return 0, p + 5
-    return -1, -1
-
-
-@njit(cache=True)
-def _trade_event(buf, p, end, words, out):
-    """The inner aggTrade/trade object at p ('{'); fills out[0:13] and out[17] (1 aggTrade,
-    2 trade). Returns the position after it, -1 when not the plain shape."""
-    k_e, k_E, k_a, k_s, k_p, k_q = words[2], words[3], words[4], words[5], words[6], words[7]
-    k_f, k_l, k_T, k_m, k_t, k_b, k_M = (
-        words[8], words[9], words[10], words[11], words[12], words[13], words[14]
-    )  # fmt: skip
-    v_agg, v_trade, v_true, v_false = words[15], words[16], words[17], words[18]
-    p = ws(buf, p + 1, end)
-    seen = 0
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1
-        if eq(buf, ks, ke, k_e) and not seen & 1:
-            seen |= 1
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1
-            if eq(buf, p + 1, q, v_agg):
-                out[17] = 1
-            elif eq(buf, p + 1, q, v_trade):
-                out[17] = 2
-            else:
-                return -1
-            p = q + 1
-        elif eq(buf, ks, ke, k_T) and not seen & 2:
-            seen |= 2
-            v, p = read_int(buf, p, end)
-            if p < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
-                return -1
-            out[4] = v * 1_000_000
-        elif eq(buf, ks, ke, k_m) and not seen & 4:
-            seen |= 4
-            out[11], p = _bool(buf, p, end, v_true, v_false)
-        elif eq(buf, ks, ke, k_M) and not seen & 8:
-            seen |= 8
-            _v, p = _bool(buf, p, end, v_true, v_false)  # ignored by the normalizer
-        elif eq(buf, ks, ke, k_a) and not seen & 16:
-            seen |= 16
-            s = p
-            _v, p = read_int(buf, p, end)
-            out[0], out[1] = s, p
-        elif eq(buf, ks, ke, k_t) and not seen & 32:
-            seen |= 32
-            s = p
-            _v, p = read_int(buf, p, end)
-            out[2], out[3] = s, p
-        # E, f, l, b: ignored by the normalizer, accepted here as plain integers only
-        elif eq(buf, ks, ke, k_E) and not seen & 64:
-            seen |= 64
-            _v, p = read_int(buf, p, end)
-        elif eq(buf, ks, ke, k_f) and not seen & 128:
-            seen |= 128
-            _v, p = read_int(buf, p, end)
-        elif eq(buf, ks, ke, k_l) and not seen & 256:
-            seen |= 256
-            _v, p = read_int(buf, p, end)
-        elif eq(buf, ks, ke, k_b) and not seen & 512:
-            seen |= 512
-            _v, p = read_int(buf, p, end)
-        else:
-            col = -1
-            bit = 0
-            if eq(buf, ks, ke, k_s):
-                col, bit = 5, 1024
-            elif eq(buf, ks, ke, k_p):
-                col, bit = 7, 2048
-            elif eq(buf, ks, ke, k_q):
-                col, bit = 9, 4096
-            if col < 0 or seen & bit:
-                return -1
-            seen |= bit
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1
-            if col > 5 and not plain_decimal(buf, p + 1, q, True):
-                return -1
-            out[col], out[col + 1] = p + 1, q
-            p = q + 1
-        if p < 0:
-            return -1
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1
-        if done:
-            break
-    need = 1 | 2 | 4 | 1024 | 2048 | 4096 | (16 if out[17] == 1 else 32)
-    if seen & need != need:
-        return -1
-    return p
-
-
-@njit(cache=True)
-def _scan_trades(fr, buf, todo, words):
+def _scan_trades(fr, buf, todo, shape, need, id_bits):
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists in this shape)
     n = len(fr)
     info = np.empty((1024, _R_COLS), np.int64)
     n_ok = 0
@@ -978,7 +734,8 @@ def _scan_trades(fr, buf, todo, words):
         out[15] = fr[i, _F_TS]
         out[16] = fr[i, _F_SEQ]
         out[13], out[14] = fr[i, _F_S0], fr[i, _F_S1]
-        if _trade_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, out) != fr[i, _F_D1]:
+        p, seen, _lv, _n = flat_object(buf, fr[i, _F_D0], fr[i, _F_D1], shape, out, 0, no_lv, 0)
+        if p != fr[i, _F_D1] or (seen & need) != need or not seen & id_bits[out[17] - 1]:
             continue
         info = grow(info, n_ok)
         info[n_ok] = out
@@ -1015,7 +772,7 @@ def fast_trades_of(
         return None, none
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    info = _scan_trades(frames, buf, todo, _TRADE_WORDS)
+    info = _scan_trades(frames, buf, todo, TRADE.args, _TRADE_NEED, _TRADE_ID)
     if not len(info):
         return None, none
     keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 13:15], info[:, 5:7])

@@ -16,7 +16,7 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.wire.decimal import plain_decimal
-from fluxforge.wire.times import days_from_civil, plausible_ns
+from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS, days_from_civil, plausible_ns
 
 QUOTE = 34  # "
 BACKSLASH = 92  # backslash
@@ -101,30 +101,50 @@ def str_end(buf, p, end):
 
 
 @njit(cache=True)
-def envelope(buf, s, end, head, src, exk, kind, opener):
-    """The envelope of the line at [s, end) up to its payload, in the writer's fixed key order
-    (`head` ts `src` "..." `exk` seq `kind`, the last literal ending in ``"data":``), then the
-    payload's first byte `opener`. Returns (position after the opener and blanks, ts, seq);
-    the position is -1 when the line does not fit (the per-line path takes it)."""
+def envelope_source(buf, s, end, head, src):
+    """The envelope of the line at [s, end) up to its source string (`head` ts `src` "..."):
+    (position after the source string, ts), or (-1, 0) when the line does not fit."""
     p = lit(buf, s, end, head)
     if p < 0:
-        return -1, 0, 0
+        return -1, 0
     ts, p = read_int(buf, p, end)
     if p < 0:
-        return -1, 0, 0
+        return -1, 0
     p = lit(buf, p, end, src)
     if p < 0:
-        return -1, 0, 0
+        return -1, 0
     q = str_end(buf, p - 1, end)
     if q < 0:
+        return -1, 0
+    return q + 1, ts
+
+
+@njit(cache=True)
+def envelope_kind(buf, s, end, head, src, exk, kind):
+    """The envelope in the writer's fixed key order (fluxforge.wire.envelope) up to the end of
+    the `kind` literal: (position after it, ts, seq), or (-1, 0, 0)."""
+    p, ts = envelope_source(buf, s, end, head, src)
+    if p < 0:
         return -1, 0, 0
-    p = lit(buf, q + 1, end, exk)
+    p = lit(buf, p, end, exk)
     if p < 0:
         return -1, 0, 0
     seq, p = read_int(buf, p, end)
     if p < 0:
         return -1, 0, 0
     p = lit(buf, p, end, kind)
+    if p < 0:
+        return -1, 0, 0
+    return p, ts, seq
+
+
+@njit(cache=True)
+def envelope(buf, s, end, head, src, exk, kind, opener):
+    """The envelope of the line at [s, end) up to its payload (`head` ts `src` "..." `exk` seq
+    `kind`, the last literal ending in ``"data":``), then the payload's first byte `opener`.
+    Returns (position after the opener and blanks, ts, seq); the position is -1 when the line
+    does not fit (the per-line path takes it)."""
+    p, ts, seq = envelope_kind(buf, s, end, head, src, exk, kind)
     if p < 0 or p >= end or buf[p] != opener:
         return -1, 0, 0
     return ws(buf, p + 1, end), ts, seq
@@ -344,3 +364,180 @@ def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) ->
     return pa.StringArray.from_buffers(
         len(s), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)
     )
+
+
+@njit(cache=True)
+def signed_int(buf, p, end):
+    """(value, position after) of a JSON integer (optional '-', <= 18 digits), or (0, -1)."""
+    neg = p < end and buf[p] == 45
+    if neg:
+        p += 1
+    k = p
+    v = 0
+    while k < end and 48 <= buf[k] <= 57:
+        v = v * 10 + (buf[k] - 48)
+        k += 1
+    if k == p or k - p > 18 or (buf[p] == 48 and k - p > 1) or (neg and v == 0):
+        return 0, -1
+    return (-v if neg else v), k
+
+
+@njit(cache=True)
+def ms_any(buf, p, end):
+    """venues.common.ms_to_ns of a JSON integer or a digit string at p: (ns, position after)
+    or (0, -1)."""
+    if p < end and buf[p] == QUOTE:
+        q = str_end(buf, p, end)
+        if q < 0 or q == p + 1 or q - p - 1 > 13:
+            return 0, -1
+        v = 0
+        for k in range(p + 1, q):
+            c = buf[k]
+            if c < 48 or c > 57:
+                return 0, -1
+            v = v * 10 + (c - 48)
+        after = q + 1
+    else:
+        v, after = read_int(buf, p, end)
+        if after < 0:
+            return 0, -1
+    if v < TS_MIN_MS or v > TS_MAX_MS:
+        return 0, -1
+    return v * 1_000_000, after
+
+
+# ---------------------------------------------------------------- declared flat objects
+# A venue event that is one JSON object of scalar fields (and level lists) is declared as an
+# ``ObjectShape``: per key, what its value must be and which output column receives it. One
+# numba loop (``flat_object``) then reads any such object, in any key order, instead of one
+# hand-written key loop per event type.
+V_INT = 0  # non-negative integer (int64): the value -> out[col] (col -1: only checked)
+V_INT_SPAN = 1  # non-negative integer: its digits' span -> out[col], out[col + 1]
+V_MS = 2  # epoch milliseconds in the plausible range: ns -> out[col]
+V_STR = 3  # string without escapes: span -> out[col], out[col + 1]
+V_DEC = 4  # plain decimal string (fluxforge.wire.decimal): span
+V_POS = 5  # plain decimal string > 0: span
+V_BOOL = 6  # true / false -> 1 / 0 in out[col]
+V_ENUM = 7  # one of the field's words: 1 + its index -> out[col]
+V_BIDS = 8  # level list [[price, size, ...], ...] -> bid rows of lv
+V_ASKS = 9  # level list -> ask rows of lv
+V_SINT = 10  # integer with optional '-' (at most 18 digits) -> out[col]
+V_MS_ANY = 11  # epoch ms as an integer or a digit string, in the plausible range: ns
+_TRUE = np.frombuffer(b"true", np.uint8).copy()
+_FALSE = np.frombuffer(b"false", np.uint8).copy()
+
+
+class ObjectShape:
+    """The declared fields of a flat JSON object: (key, kind, output column[, enum words])."""
+
+    def __init__(self, *fields: tuple) -> None:
+        self.names = tuple(f[0] for f in fields)
+        words: list[bytes] = []
+        lo, hi = [], []
+        for f in fields:
+            lo.append(len(words))
+            words.extend(w.encode() for w in (f[3] if len(f) > 3 else ()))
+            hi.append(len(words))
+        self.args = (
+            tuple(np.frombuffer(f[0].encode(), np.uint8).copy() for f in fields),
+            np.array([f[1] for f in fields], np.int64),
+            np.array([f[2] for f in fields], np.int64),
+            tuple(np.frombuffer(w, np.uint8).copy() for w in words) or NO_WORDS,
+            np.array(lo, np.int64),
+            np.array(hi, np.int64),
+        )
+
+    def bits(self, *names: str) -> int:
+        """The `seen` mask of these keys (for the required-fields check)."""
+        return sum(1 << self.names.index(name) for name in names)
+
+
+@njit(cache=True)
+def flat_object(buf, p, end, shape, out, row, lv, n_lv):
+    """The object at p ('{') by its declaration `shape` (``ObjectShape.args``): each key at
+    most once, no other key. Returns (position after it, mask of the keys seen, lv, n_lv);
+    position -1 when the object does not fit the declaration."""
+    keys, kinds, cols, words, w_lo, w_hi = shape
+    p = ws(buf, p + 1, end)
+    seen = 0
+    while True:
+        ks, ke, p = key_at(buf, p, end)
+        if p < 0:
+            return -1, seen, lv, n_lv
+        f = -1
+        for k in range(len(keys)):
+            if eq(buf, ks, ke, keys[k]):
+                f = k
+                break
+        if f < 0 or seen & (1 << f):
+            return -1, seen, lv, n_lv
+        seen |= 1 << f
+        kind = kinds[f]
+        col = cols[f]
+        if kind == V_INT or kind == V_INT_SPAN or kind == V_MS:  # noqa: SIM109 (numba)
+            v, q = read_int(buf, p, end)
+            if q < 0:
+                return -1, seen, lv, n_lv
+            if kind == V_MS:
+                if v < TS_MIN_MS or v > TS_MAX_MS:
+                    return -1, seen, lv, n_lv
+                v *= 1_000_000
+            if kind == V_INT_SPAN:
+                out[col], out[col + 1] = p, q
+            elif col >= 0:
+                out[col] = v
+            p = q
+        elif kind == V_SINT:
+            v, p = signed_int(buf, p, end)
+            if p < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
+        elif kind == V_MS_ANY:
+            v, p = ms_any(buf, p, end)
+            if p < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
+        elif kind == V_STR or kind == V_DEC or kind == V_POS:  # noqa: SIM109 (numba)
+            q = str_end(buf, p, end)
+            if q < 0:
+                return -1, seen, lv, n_lv
+            if kind != V_STR and not plain_decimal(buf, p + 1, q, kind == V_POS):
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col], out[col + 1] = p + 1, q
+            p = q + 1
+        elif kind == V_BOOL:
+            if lit(buf, p, end, _TRUE) >= 0:
+                v, p = 1, p + 4
+            elif lit(buf, p, end, _FALSE) >= 0:
+                v, p = 0, p + 5
+            else:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
+        elif kind == V_ENUM:
+            q = str_end(buf, p, end)
+            if q < 0:
+                return -1, seen, lv, n_lv
+            idx = -1
+            for w in range(w_lo[f], w_hi[f]):
+                if eq(buf, p + 1, q, words[w]):
+                    idx = w - w_lo[f]
+                    break
+            if idx < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = idx + 1
+            p = q + 1
+        else:  # V_BIDS / V_ASKS
+            side = 0 if kind == V_BIDS else 1
+            p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+            if p < 0:
+                return -1, seen, lv, n_lv
+        p, done = next_key(buf, p, end)
+        if p < 0:
+            return -1, seen, lv, n_lv
+        if done:
+            return p, seen, lv, n_lv

@@ -28,13 +28,17 @@ from numba import njit
 from fluxforge.demux.bytescan import (
     LBRACE,
     LBRACKET,
-    NO_SIDES,
-    NO_WORDS,
+    V_ASKS,
+    V_BIDS,
+    V_MS_ANY,
+    V_SINT,
+    V_STR,
+    ObjectShape,
     envelope,
     eq,
+    flat_object,
     grow,
     key_at,
-    levels_scan,
     next_item,
     next_key,
     read_int,
@@ -49,7 +53,6 @@ from fluxforge.venues import bitget, okx
 from fluxforge.venues.common import venue_symbol
 from fluxforge.venues.okx import CHECKSUM_MAX, CHECKSUM_MIN, ZERO_CHECKSUM_WITH_SEQ_IS_NONE
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
-from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS
 
 _EX = {ex: scan_ex(ex) for ex in ("okx", "bitget")}
 _WORDS = tuple(
@@ -66,116 +69,60 @@ _M_COLS = 9
 _L_CH0, _L_CH1, _L_ID0, _L_ID1, _L_TY0, _L_TY1, _L_ACTION = range(7)
 
 
-@njit(cache=True)
-def _sint(buf, p, end):
-    """(value, position after) of a JSON integer (optional '-', <= 18 digits), or (0, -1)."""
-    neg = p < end and buf[p] == 45
-    if neg:
-        p += 1
-    k = p
-    v = 0
-    while k < end and 48 <= buf[k] <= 57:
-        v = v * 10 + (buf[k] - 48)
-        k += 1
-    if k == p or k - p > 18 or (buf[p] == 48 and k - p > 1) or (neg and v == 0):
-        return 0, -1
-    return (-v if neg else v), k
+# a book item of each venue: key, value, msg column
+OKX_ITEM = ObjectShape(
+    ("asks", V_ASKS, -1),
+    ("bids", V_BIDS, -1),
+    ("ts", V_MS_ANY, _M_EVT),
+    ("checksum", V_SINT, _M_CK),
+    ("seqId", V_SINT, _M_FINAL),
+    ("prevSeqId", V_SINT, _M_PREV),
+    ("instId", V_STR, -1),  # books5 repeats it: ignored by the normalizer
+)
+BITGET_ITEM = ObjectShape(
+    ("asks", V_ASKS, -1),
+    ("bids", V_BIDS, -1),
+    ("ts", V_MS_ANY, _M_EVT),
+    ("checksum", V_SINT, _M_CK),
+    ("seq", V_SINT, _M_FINAL),
+    ("instId", V_STR, -1),
+)
+_ITEM_NEED = OKX_ITEM.bits("asks", "bids", "ts")
+_CHECKSUM_BIT = OKX_ITEM.bits("checksum")
+_SEQ_BIT = OKX_ITEM.bits("seqId")  # (the same position as Bitget's "seq")
+assert BITGET_ITEM.bits("asks", "bids", "ts") == _ITEM_NEED
+assert BITGET_ITEM.bits("checksum", "seq") == _CHECKSUM_BIT | _SEQ_BIT
 
 
 @njit(cache=True)
-def _ms(buf, p, end):
-    """common.ms_to_ns of a JSON int or a digit string at p: (ns, position after) or (0, -1)."""
-    if p < end and buf[p] == 34:
-        q = str_end(buf, p, end)
-        if q < 0 or q == p + 1 or q - p - 1 > 13:
-            return 0, -1
-        v = 0
-        for k in range(p + 1, q):
-            c = buf[k]
-            if c < 48 or c > 57:
-                return 0, -1
-            v = v * 10 + (c - 48)
-        after = q + 1
-    else:
-        v, after = read_int(buf, p, end)
-        if after < 0:
-            return 0, -1
-    if v < TS_MIN_MS or v > TS_MAX_MS:
-        return 0, -1
-    return v * 1_000_000, after
-
-
-@njit(cache=True)
-def _item(buf, p, end, m, msg, lv, n_lv, words, is_okx, line, ts, seq):
+def _item(buf, p, end, m, msg, lv, n_lv, shape, line, ts, seq):
     """One data item object at p ('{') -> message row m. Returns (position after, lv, n_lv);
     position -1 when not the plain shape."""
-    k_asks, k_bids, k_ts, k_ck = words[6], words[7], words[8], words[9]
-    k_seqid, k_prev, k_seq, k_inst = words[10], words[11], words[12], words[4]
-    p = ws(buf, p + 1, end)
-    seen = 0
-    ev = 0
-    ck = 0
-    final = -1
-    prev = -1
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1, lv, n_lv
-        if eq(buf, ks, ke, k_asks) and not seen & 1:
-            seen |= 1
-            p, n_lv, lv = levels_scan(buf, p, end, m, 1, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-        elif eq(buf, ks, ke, k_bids) and not seen & 2:
-            seen |= 2
-            p, n_lv, lv = levels_scan(buf, p, end, m, 0, lv, n_lv, 2, NO_WORDS, NO_SIDES)
-        elif eq(buf, ks, ke, k_ts) and not seen & 4:
-            seen |= 4
-            ev, p = _ms(buf, p, end)
-        elif eq(buf, ks, ke, k_ck) and not seen & 8:
-            seen |= 8
-            ck, p = _sint(buf, p, end)
-            if p >= 0 and not (CHECKSUM_MIN <= ck <= CHECKSUM_MAX):
-                p = -1
-        elif is_okx and eq(buf, ks, ke, k_seqid) and not seen & 16:
-            seen |= 16
-            final, p = _sint(buf, p, end)
-        elif is_okx and eq(buf, ks, ke, k_prev) and not seen & 32:
-            seen |= 32
-            prev, p = _sint(buf, p, end)
-        elif not is_okx and eq(buf, ks, ke, k_seq) and not seen & 16:
-            seen |= 16
-            final, p = _sint(buf, p, end)
-        elif eq(buf, ks, ke, k_inst) and not seen & 64:  # OKX books5 repeats it: ignored
-            seen |= 64
-            q = str_end(buf, p, end)
-            p = -1 if q < 0 else q + 1
-        else:
-            return -1, lv, n_lv
-        if p < 0:
-            return -1, lv, n_lv
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1, lv, n_lv
-        if done:
-            break
-    if (seen & 7) != 7:
+    row = msg[m]
+    row[_M_EVT] = 0
+    row[_M_CK] = 0
+    row[_M_FINAL] = -1
+    row[_M_PREV] = -1
+    p, seen, lv, n_lv = flat_object(buf, p, end, shape, row, m, lv, n_lv)
+    if p < 0 or (seen & _ITEM_NEED) != _ITEM_NEED:
         return -1, lv, n_lv
-    has_ck = (seen & 8) != 0
-    if has_ck and ck == 0 and (seen & 16) and ZERO_CHECKSUM_WITH_SEQ_IS_NONE:
+    ck = row[_M_CK]
+    has_ck = (seen & _CHECKSUM_BIT) != 0
+    if has_ck and not (CHECKSUM_MIN <= ck <= CHECKSUM_MAX):
+        return -1, lv, n_lv
+    if has_ck and ck == 0 and (seen & _SEQ_BIT) and ZERO_CHECKSUM_WITH_SEQ_IS_NONE:
         has_ck = False  # 0 with a sequence key: "checksum not computed"
-    msg[m, _M_LINE] = line
-    msg[m, _M_TS] = ts
-    msg[m, _M_SEQ] = seq
-    msg[m, _M_EVT] = ev
-    msg[m, _M_CK] = ck if has_ck else 0
-    msg[m, _M_HASCK] = 1 if has_ck else 0
-    msg[m, _M_FINAL] = final
-    msg[m, _M_PREV] = prev
-    msg[m, _M_SEQKEY] = 1 if (seen & 16) else 0
+    row[_M_LINE] = line
+    row[_M_TS] = ts
+    row[_M_SEQ] = seq
+    row[_M_CK] = ck if has_ck else 0
+    row[_M_HASCK] = 1 if has_ck else 0
+    row[_M_SEQKEY] = 1 if (seen & _SEQ_BIT) else 0
     return p, lv, n_lv
 
 
 @njit(cache=True)
-def _scan(buf, starts, ends, todo, head, src, exk, kind, words, is_okx, capacity):
+def _scan(buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, capacity):
     k_arg, k_action, k_data = words[0], words[1], words[2]
     k_channel, k_inst, k_type = words[3], words[4], words[5]
     v_snap, v_update, k_ts = words[13], words[14], words[8]
@@ -260,9 +207,7 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, is_okx, capacity
                         bad = True
                         break
                     msg = grow(msg, n_msg)
-                    p, lv, n_lv = _item(
-                        buf, p, end, n_msg, msg, lv, n_lv, words, is_okx, i, ts, seq
-                    )
+                    p, lv, n_lv = _item(buf, p, end, n_msg, msg, lv, n_lv, item, i, ts, seq)
                     if p < 0:
                         bad = True
                         break
@@ -312,8 +257,8 @@ def fast_okx_bitget_books(
         return ScanResult(none)
     is_okx = exchange == "okx"
     ok, info, msg, lv = _scan(
-        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX[exchange], SCAN_MSG, _WORDS, is_okx,
-        4096 + len(buf) // 256,
+        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX[exchange], SCAN_MSG, _WORDS,
+        (OKX_ITEM if is_okx else BITGET_ITEM).args, is_okx, 4096 + len(buf) // 256,
     )  # fmt: skip
     if not ok.any():
         return ScanResult(none)

@@ -38,7 +38,8 @@ def safe_key(path: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """Relative keys for one storage layer (see SPEC §2, §4, §6)."""
+    """Relative keys for one storage layer (docs/segment-format.md, docs/table-schemas.md,
+    docs/architecture.md)."""
 
     names: PathNames
 

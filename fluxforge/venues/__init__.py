@@ -2,8 +2,8 @@
 
 Every module exposes ``EXCHANGES`` (the envelope ``ex`` ids it handles),
 ``normalize(env, sink) -> "data" | "control"`` (raises ``NormalizeError(reason)`` for a line
-it cannot use) and ``venue_symbol_to_symbol(s) -> "BASE-QUOTE"``. See CONTRACTS.md
-"Venue normalizers" and each module's docstring for the wire shapes and the decisions taken.
+it cannot use) and ``venue_symbol_to_symbol(s) -> "BASE-QUOTE"``. See each module's docstring
+for the wire shapes and the decisions taken, and docs/integrity.md for the book rules.
 
 Dispatch: ``ctl`` envelopes are "control"; otherwise by ``env.ex``: a native module, or
 ``ccxt_unified`` for any other id the installed ccxt knows. The ccxt source keeps the real

@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from fluxforge import quality
+from fluxforge import feed_stats, quality
 from fluxforge.config import Config, load_config
 from fluxforge.storage import Layout, open_storage
 from fluxforge_dagster.defs.checks import TABLES, evaluate, table_check_specs
@@ -120,12 +120,16 @@ def build_assets(cfg: Config) -> list[Any]:
         report, files, earlier = _run_refinery(ff, source, date, list(config.segments))
         if earlier:
             context.log.info(f"{len(earlier)} segments were archived by an earlier attempt")
+        storage = open_storage(ff.storage.etl_output)
         for table in TABLES:
             meta = _table_metadata(report, table)
             meta["segments_already_processed"] = len(earlier)
             meta.update(delta_metadata(ff, table, date))
+            if table == "feed_stats":  # latency / clock offset of the run's feeds, per hour
+                keys = quality.parts_by_table(files).get(table, [])
+                meta |= feed_stats.summary(quality.read_parts(storage, table, keys))
             yield dg.MaterializeResult(asset_key=table, metadata=meta)
-        yield from evaluate(ff, open_storage(ff.storage.etl_output), files, report)
+        yield from evaluate(ff, storage, files, report)
         if report.get("failed"):
             # the refinery has put them back to ready/ (retried by the sensor) or, after
             # repeated failures, into failed/ with a reason file: never lost, reported here
@@ -149,19 +153,23 @@ def build_assets(cfg: Config) -> list[Any]:
             )
         ],
         backfill_policy=dg.BackfillPolicy.multi_run(1),
-        description="Rows per exchange · symbol · channel · UTC hour (+ gaps) of the partition",
+        description="Rows per exchange · symbol · channel · UTC hour (+ gaps) of the partition; "
+        "expected hours without rows listed with a reason",
     )
     def coverage(context: dg.AssetExecutionContext, fluxforge: FluxForgeResource):
         ff = fluxforge.load()
         source, date = partition_of(context.partition_key)
-        table = quality.partition_coverage(ff, source, date)
+        table = quality.partition_coverage_with_missing(ff, source, date)
         gaps = int(sum(table.column("gaps").to_pylist())) if table.num_rows else 0
+        reasons = [r for r in table.column("reason").to_pylist() if r is not None]
         return dg.MaterializeResult(
             value=table,
             metadata={
                 "rows": table.num_rows,
                 "hours": len(set(table.column("hour").to_pylist())),
                 "gaps": gaps,
+                "missing_hours": len(reasons),
+                **{f"missing_{r}": reasons.count(r) for r in quality.MISSING_REASONS},
             },
             check_results=[
                 dg.AssetCheckResult(

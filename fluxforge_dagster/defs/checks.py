@@ -16,7 +16,10 @@ from fluxforge import quality
 from fluxforge.config import Config
 from fluxforge.storage import Storage
 
-TABLES = ("trades", "book_deltas", "book_snapshots", "quotes", "quarantine", "gap_ledger")
+TABLES = (
+    "trades", "book_deltas", "book_snapshots", "quotes", "quarantine", "gap_ledger",
+    "feed_stats", "book_drift",
+)  # fmt: skip
 
 # (check name, asset, blocking, description)
 SANITY = (
@@ -42,6 +45,15 @@ def table_check_specs() -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=desc)
         for name, asset, blocking, desc in SANITY
     ]
+    specs.append(
+        dg.AssetCheckSpec(
+            "books_not_drifted",
+            asset="book_drift",
+            blocking=True,
+            description="no venue snapshot disagrees with the replayed book: fails on venues "
+            "with checksums or update-id chains (a bug of ours), warns elsewhere",
+        )
+    )
     return specs
 
 
@@ -75,4 +87,6 @@ def evaluate(
     found["lines_reconciled"] = quality.reconcile(report)
     results = [_result(f"{t}_schema_valid", t, found[f"{t}_schema_valid"], True) for t in TABLES]
     results += [_result(n, a, found[n], b) for n, a, b, _ in SANITY]
+    drift, verified = quality.book_drift(data["book_drift"])
+    results.append(_result("books_not_drifted", "book_drift", drift, verified))
     return results

@@ -1,6 +1,6 @@
-"""History backfill from exchange REST APIs through ccxt (SPEC §5 "Backfills"): a job launched
-from the UI launchpad (or a schedule/sensor a user adds) with the range as run config. The op
-makes one call into `fluxforge.history` and reports rows, requests and files as metadata.
+"""History backfill from exchange REST APIs through ccxt (docs/architecture.md, "Backfills"): a job
+launched from the UI launchpad (or a schedule/sensor a user adds) with the range as run config. The
+op makes one call into `fluxforge.history` and reports rows, requests and files as metadata.
 
 An op job rather than an asset: a backfill writes day parts of the existing `trades` table (whose
 asset is the refinery's, partitioned by date x source) and of `ohlcv` for an arbitrary

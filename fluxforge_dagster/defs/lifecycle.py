@@ -1,4 +1,5 @@
-"""Lifecycle rotation (SPEC §6) as a Dagster job and the schedule ``rotation_daily_0200``.
+"""Lifecycle rotation (docs/architecture.md, "Hot store and rotation") as a Dagster job and the
+schedule ``rotation_daily_0200``.
 
 The schedule fires at ``lifecycle.schedule`` (02:00 by default) in ``lifecycle.timezone`` and
 passes the local date of its tick as ``today``, so a late or re-executed run rotates exactly what

@@ -1,4 +1,5 @@
-"""Raw-segment tiering (SPEC §8) as a Dagster job on the ``tiering.schedule`` cron (UTC).
+"""Raw-segment tiering (docs/architecture.md, "Tiering and the reader") as a Dagster job on the
+``tiering.schedule`` cron (UTC).
 
 The op makes one call to ``fluxforge.tiering.tier``: archived raw segments move hot (shm) ->
 warm (disk) -> cold (S3 or another directory) by age, and the manifest records where each one

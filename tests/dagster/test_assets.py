@@ -21,6 +21,17 @@ from fluxforge_dagster.defs.resources import build_resources
 from fluxforge_dagster.defs.sensors import build_sensor
 
 
+def _drop_days_before(cfg, day: str) -> None:
+    """Per-source order: a source's segments of earlier days must not wait in ready/ while a
+    later day's are refined (they would hold the source); these tests are about one day."""
+    from fluxforge.storage import Layout, open_storage
+
+    store, layout = open_storage(cfg.storage.etl_input), Layout.of(cfg.storage.etl_input)
+    for ref in refinery.list_segments(cfg, "ready"):
+        if ref.date < day:
+            store.delete(layout.segment("ready", ref.source, ref.name))
+
+
 def _materialize(cfg, partition: str, segments: list[str] | None, instance=None):
     config = {"ops": {"refinery": {"config": {"segments": segments or []}}}}
     return dg.materialize(
@@ -34,6 +45,7 @@ def _materialize(cfg, partition: str, segments: list[str] | None, instance=None)
 
 def test_materialize_claimed_segments_writes_parquet_rows_and_coverage(small_replay, tmp_path):
     _, cfg = small_replay
+    _drop_days_before(cfg, "2022-04-07")
     refs = [r for r in refinery.list_segments(cfg, "ready") if r.date == "2022-04-07"][:3]
     assert all(refinery.claim(cfg, r) for r in refs)
     result = _materialize(cfg, "2022-04-07|replay", [r.name for r in refs])
@@ -69,6 +81,7 @@ def test_materialize_claimed_segments_writes_parquet_rows_and_coverage(small_rep
 
 def test_materialize_retry_after_archive_not_processed_twice(small_replay, tmp_path):
     _, cfg = small_replay
+    _drop_days_before(cfg, "2022-04-07")
     refs = [r for r in refinery.list_segments(cfg, "ready") if r.date == "2022-04-07"][:2]
     assert all(refinery.claim(cfg, r) for r in refs)
     names = [r.name for r in refs]

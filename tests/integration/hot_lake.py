@@ -1,4 +1,5 @@
-"""A small synthetic lake (fluxforge.tables schemas, SPEC §4 layout) for the hot-store tests."""
+"""A small synthetic lake (fluxforge.tables schemas, docs/table-schemas.md layout) for the
+hot-store tests."""
 
 from __future__ import annotations
 

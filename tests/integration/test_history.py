@@ -238,8 +238,12 @@ def test_history_trades_paging_steps_empty_windows_then_follows_trade_ids(
         str(ms("2024-03-01T21:00:00")), str(ms("2024-03-01T22:00:00")),
         str(ms("2024-03-01T23:00:00")),
     ]  # fmt: skip
-    by_id = [int(q["fromId"]) for q in queries[3:]]
-    assert by_id == [1007, 1014, 1021, 1028]  # pages of 7 by id; stops past the end
+    # pages of 7 by id; the day ends past midnight (1021..1027 is 2024-03-02); the next day
+    # starts by time at midnight, then follows the ids again and stops past the end
+    assert [(q.get("startTime"), q.get("fromId")) for q in queries[3:]] == [
+        (None, "1007"), (None, "1014"), (None, "1021"),
+        (str(ms("2024-03-02T00:00:00")), None), (None, "1028"),
+    ]  # fmt: skip
     assert all(q["limit"] == "7" for q in queries)
 
 
@@ -250,7 +254,8 @@ def test_history_ohlcv_paging_follows_open_times_across_pages(
 
     starts = [int(q["startTime"]) for p, q in binance.requests if p == "/api/v3/klines"]
     base = ms("2024-03-01T23:50:00")
-    assert starts == [base, base + 7 * 60_000, base + 14 * 60_000, base + 21 * 60_000]
+    # one UTC day at a time: 23:50, 23:57 (its page runs past midnight), then 00:00, 00:07
+    assert starts == [base, base + 7 * 60_000, base + 10 * 60_000, base + 17 * 60_000]
     bars = lake.read_table(storage_of(cfg), "ohlcv", "binance", "BTC-USDT")
     assert bars.column("ts").to_pylist() == [(base + i * 60_000) * 1_000_000 for i in range(24)]
 
@@ -358,10 +363,11 @@ def test_history_kraken_trades_page_by_time_cursor_with_exact_values(
     assert data.column("ts_event").to_pylist()[0] == ms("2024-03-01T23:58:15.500") * 1_000_000
     assert data.column("side").to_pylist()[:3] == ["buy", "buy", "sell"]
     sinces = [q["since"] for p, q in binance.requests if p == "/0/public/Trades"]
-    # seconds cursor: each page restarts at the second of the last trade seen (ids de-duplicated)
+    # seconds cursor: each page restarts at the second of the last trade seen (ids de-duplicated);
+    # one UTC day at a time, so 2024-03-02 starts at its midnight
     assert sinces == [str(ms(t) // 1000) for t in (
         "2024-03-01T23:58:10", "2024-03-01T23:58:47", "2024-03-01T23:59:15",
-        "2024-03-01T23:59:30",
+        "2024-03-01T23:59:30", "2024-03-02T00:00:00",
     )]  # fmt: skip
 
 
@@ -391,6 +397,41 @@ def test_history_throttled_request_is_retried_and_nothing_is_lost(
 
     assert trade_ids(cfg) == [str(i) for i in range(1021, 1030)]
     assert report.requests == len(binance.requests) - 2
+
+
+def test_history_gives_up_after_backoff_with_the_cause(
+    cfg: Config, binance: BinanceSpot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fluxforge.history as history
+
+    # the real schedule waits up to a minute: keep its shape, shrink its scale
+    monkeypatch.setattr(history, "RETRY_FIRST_S", 0.001)
+    monkeypatch.setattr(history, "RETRY_CAP_S", 0.01)
+    binance.fail_next = 100
+    with pytest.raises(HistoryError) as err:
+        run(cfg, binance, "2024-03-02T00:00:00Z", "2024-03-02T00:10:00Z", what="trades")
+    text = str(err.value)
+    assert f"giving up after {history.RETRY_ATTEMPTS} attempts" in text
+    assert "DDoSProtection: binance 429" in text and "Too many requests" in text
+    assert len(binance.requests) == history.RETRY_ATTEMPTS
+
+
+def test_history_resume_skips_the_days_a_previous_run_finished(
+    cfg: Config, binance: BinanceSpot
+) -> None:
+    steps: list[str] = []
+    first = run(cfg, binance, "2024-03-01T23:50:00Z", "2024-03-02T00:10:00Z", what="trades",
+                progress=steps.append)  # fmt: skip
+    assert (first.days, first.days_skipped) == (2, 0)
+    assert [s.split(":")[0] for s in steps] == ["2024-03-01", "2024-03-02"]
+    before = len(binance.requests)
+    again = run(cfg, binance, "2024-03-01T23:50:00Z", "2024-03-02T00:10:00Z", what="trades",
+                resume=True)  # fmt: skip
+    assert (again.days, again.days_skipped, again.requests) == (0, 2, 0)
+    assert len(binance.requests) == before
+    wider = run(cfg, binance, "2024-03-01T23:50:00Z", "2024-03-02T00:20:00Z", what="trades",
+                resume=True)  # fmt: skip
+    assert (wider.days, wider.days_skipped) == (1, 1)  # 2024-03-02's slice grew: fetched
 
 
 @pytest.mark.parametrize(

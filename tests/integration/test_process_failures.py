@@ -1,6 +1,7 @@
-"""Failure handling of `process`: a failing segment goes back to ready/ with a count, after the
-third failure to failed/ with a reason file; nothing of it stays half-visible; a retry rewrites
-its parts to exactly what a clean run gives; later segments of the same source wait."""
+"""Failure handling of `process`: a failing segment is retried with backoff, then goes back to
+ready/ with a count (never to failed/ by itself: only an operator's write-off does that, with
+its reason); nothing of a written-off segment stays visible; a retry rewrites its parts to
+exactly what a clean run gives; later segments of the same source wait."""
 
 from __future__ import annotations
 
@@ -49,28 +50,29 @@ def _fail_after_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(refinery, "_write_manifest", boom)
 
 
-def test_process_failing_segment_retried_then_failed_with_reason(
+def test_process_failing_segment_retried_never_failed_until_written_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = _setup(tmp_path, SEGMENT)
-    _fail_after_parts(monkeypatch)
-    moved = []
-    for _ in range(3):
-        report = process_ready(cfg)
-        assert report.segments == [] and len(report.failed) == 1
-        moved.append((report.failed[0]["failures"], report.failed[0]["moved_to"]))
-    assert moved == [(1, "ready"), (2, "ready"), (3, "failed")]
+    monkeypatch.setattr(refinery, "RETRY_WAITS_S", (0.0, 0.0))
+    with monkeypatch.context() as m:
+        _fail_after_parts(m)
+        moved = []
+        for _ in range(4):
+            report = process_ready(cfg)
+            assert report.segments == [] and len(report.failed) == 1
+            assert report.held and report.held[0]["segment"] == SEGMENT
+            moved.append((report.failed[0]["failures"], report.failed[0]["moved_to"]))
+    assert moved == [(1, "ready"), (2, "ready"), (3, "ready"), (4, "ready")]
+    assert not (tmp_path / "raw" / "failed").exists()
+    record = refinery.writeoff(cfg, refinery.SegmentRef("fuzz", SEGMENT), "disk burnt down")
+    assert record["was_in"] == "ready"
     failed = tmp_path / "raw" / "failed" / "fuzz"
     assert (failed / SEGMENT).read_bytes() == (CORPUS / SEGMENT).read_bytes()
-    reason = (failed / f"{SEGMENT}.reason.txt").read_text()
-    assert "failed 3 times" in reason and "disk on fire" in reason
+    assert "disk burnt down" in (failed / f"{SEGMENT}.writeoff.json").read_text()
     assert list_segments(cfg, "ready") == [] and list_segments(cfg, "processing") == []
     assert _parts(tmp_path) == {}  # nothing of the given-up segment stays visible
-    # once the cause is gone, the operator puts it back and it is published again
-    shutil.move(failed / SEGMENT, tmp_path / "raw" / "ready" / "fuzz" / SEGMENT)
-    monkeypatch.undo()
-    assert process_ready(cfg).failed == []
-    assert _parts(tmp_path)
+    assert refinery.holds(cfg) == {}  # written off: the source goes on
 
 
 def test_process_retry_after_failure_gives_clean_run_bytes(
@@ -79,6 +81,7 @@ def test_process_retry_after_failure_gives_clean_run_bytes(
     clean_root, retry_root = tmp_path / "clean", tmp_path / "retry"
     assert process_ready(_setup(clean_root, SEGMENT)).failed == []
     cfg = _setup(retry_root, SEGMENT)
+    monkeypatch.setattr(refinery, "RETRY_WAITS_S", (0.0,))
     with monkeypatch.context() as m:
         _fail_after_parts(m)
         assert process_ready(cfg).failed[0]["moved_to"] == "ready"
@@ -104,8 +107,9 @@ def test_process_failure_defers_later_segments_of_the_source(
         return real(ctx, ref, raw_state)
 
     monkeypatch.setattr(refinery, "_process_one", first_fails)
+    monkeypatch.setattr(refinery, "RETRY_WAITS_S", (0.0, 0.0))
     report = process_ready(cfg)
-    assert calls == [SEGMENT]  # the second never ran on a state missing the first
+    assert calls == [SEGMENT] * 3  # retried; the second never ran on a state missing the first
     assert report.deferred == [f"fuzz/{SECOND}"]
     assert [r.name for r in list_segments(cfg, "ready")] == [SEGMENT, SECOND]
     state = orjson.loads(
@@ -124,7 +128,8 @@ def test_process_recover_releases_segment_of_killed_run(tmp_path: Path) -> None:
     stuck = root / "raw" / "processing" / "fuzz"
     stuck.mkdir(parents=True)
     shutil.move(root / "raw" / "ready" / "fuzz" / SEGMENT, stuck / SEGMENT)
-    assert process_ready(cfg).segments == []  # without --recover a claim is left alone
+    held = process_ready(cfg)  # without --recover a claim is left alone, and said so
+    assert held.segments == [] and held.held[0]["state"] == "processing"
     report = process_ready(cfg, recover=True)
     assert report.segments == [f"fuzz/{SEGMENT}"] and report.failed == []
     assert _parts(root) == _parts(clean)

@@ -1,4 +1,5 @@
-"""A small hand-made lake (fluxforge.tables schemas, hive layout of SPEC §4) and a config on it.
+"""A small hand-made lake (fluxforge.tables schemas, hive layout of docs/table-schemas.md) and a
+config on it.
 
 A plain module (not conftest) so the tests can import its constants under a unique name."""
 

@@ -101,3 +101,23 @@ def test_coverage_rows_per_hour_and_gaps():
     by = {(r["channel"], r["hour"].timestamp()): r for r in cov}
     assert by[("trades", 0)]["rows"] == 2 and by[("trades", 3600)]["rows"] == 1
     assert by[("book", 3600)]["gaps"] == 1 and by[("trades", 0)]["gaps"] == 0
+
+
+def test_book_drift_on_a_verified_book_fails_and_elsewhere_only_warns() -> None:
+    from fluxforge.tables import BOOK_DRIFT
+
+    def rows(integrity: str) -> pa.Table:
+        row = {
+            "ts_event": 1, "ts_recv": 2, "venue_symbol": "X", "book_epoch": 1, "update_id": -1,
+            "seq": 3, "from_rest": False, "integrity": integrity, "levels_compared": 10,
+            "levels_differing": 1, "max_size_diff": Decimal("0.5"),
+        }  # fmt: skip
+        return pa.Table.from_pylist([row], schema=BOOK_DRIFT)
+
+    finding, verified = quality.book_drift(None)
+    assert finding.passed and not verified
+    finding, verified = quality.book_drift(rows("none"))
+    assert not finding.passed and finding.count == 1 and not verified
+    finding, verified = quality.book_drift(pa.concat_tables([rows("none"), rows("checksum")]))
+    assert not finding.passed and finding.count == 2 and verified
+    assert "checksum" in finding.examples[0]

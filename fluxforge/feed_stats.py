@@ -1,0 +1,400 @@
+"""Feed statistics: how far each feed can be trusted, per exchange · symbol · channel · UTC hour.
+
+Written by the refinery as the ``feed_stats`` lake table (one row per segment, exchange,
+symbol, channel and hour: ``segment_parts``) and merged per hour on read (``hourly``); the
+rules are documented in docs/data-guide.md ("Feed statistics").
+
+Definitions (one place for all of them):
+
+* a **message** is one raw line (one daemon ``seq``) that produced rows in the channel's table
+  (``trades`` -> ``trades``, ``quotes`` -> ``quotes``, ``book_deltas`` -> ``book``); its event
+  time is the latest ``ts_event`` of its rows and its receive time the latest ``ts_recv``;
+* **latency** = receive time - event time of a message, in ns, over the messages that carry a
+  venue time. Normalizers write ``ts_event = ts_recv`` when the venue sends no time (Coinbase
+  snapshots, Kraken tickers, ...), so messages with equal times are counted in ``messages`` but
+  not in the latency statistics (``latency_messages``);
+* quantiles p50/p90/p99 are numpy's default (linear interpolation) over those latencies,
+  rounded to the ns;
+* the **clock offset** estimate is the minimum latency of the hour: daemon clock - venue clock
+  + the smallest one-way delay (network + venue publishing) seen in the hour. It is an upper
+  bound of the true offset (daemon minus venue); a negative value means the venue's clock runs
+  ahead of the daemon's by at least that much. The minimum merges exactly across segments;
+* ``negative_latency``: messages received "before" they happened (venue clock ahead);
+* ``gaps``: gap-ledger rows of the instrument in the hour (they belong to the ``book`` channel:
+  chain breaks, checksum mismatches, reconnects, drift); ``reconnects``: the daemon's
+  ``connect`` control records for the exchange in the hour (every connection it opened);
+* channel ``control`` (symbol ``_all``): the daemon's connection records of the exchange in the
+  hour (``messages``), of which ``connect`` (``reconnects``) and ``disconnect``/``gap``
+  (``gaps``), so readers can tell a silent venue from a stopped daemon;
+* ``active_minutes``: bit m set when a row arrived in minute m of the hour; silent minutes =
+  60 - minutes with a bit set, over the hour merged from all its segments.
+
+Merging an hour split by a segment boundary: counts, gaps and reconnects add up, max and the
+offset are the extremes, minute bitmaps are OR-ed (all exact). Quantiles cannot be merged from
+quantiles, so every row also stores a latency histogram (sparse: bin ids and counts) with 16
+log-spaced bins per octave of |latency| from 1 us, signed, and one bin for |latency| < 1 us.
+An hour held by one row keeps its exact quantiles; an hour held by several rows gets them from
+the summed histogram: the midpoint of the bin holding the element of rank round(q (n - 1)),
+clamped to the hour's min/max, so within half a bin (~2.2 %, or 1 us near zero) of that
+element; where the latencies are sparse it can differ more from the interpolated quantile.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from fluxforge import lake
+from fluxforge.demux import ALL_SYMBOLS
+from fluxforge.storage import Layout, Storage, sanitize_part
+from fluxforge.tables import FEED_STATS
+
+HOUR_NS = 3_600_000_000_000
+MINUTE_NS = 60_000_000_000
+QUANTILES = (0.5, 0.9, 0.99)
+BINS_PER_OCTAVE = 16
+BIN_FLOOR_NS = 1_000  # |latency| below 1 us falls in bin 0
+# lake table -> channel (the names of ``quality.COVERAGE_CHANNELS``)
+CHANNELS = {"trades": "trades", "quotes": "quotes", "book_deltas": "book"}
+GAP_CHANNEL = "book"
+# the daemon's connection records of an exchange (connect / disconnect / gap), per hour, under
+# the symbol the lake uses for exchange-wide partitions
+CONTROL_CHANNEL = "control"
+CONTROL_SYMBOL = ALL_SYMBOLS
+
+HOURLY_SCHEMA = pa.schema(
+    [
+        ("exchange", pa.string()),
+        ("symbol", pa.string()),
+        ("channel", pa.string()),
+        ("hour", pa.timestamp("s", tz="UTC")),
+        ("segments", pa.int64()),
+        ("messages", pa.int64()),
+        ("rows", pa.int64()),
+        ("latency_messages", pa.int64()),
+        ("latency_p50_ns", pa.int64()),
+        ("latency_p90_ns", pa.int64()),
+        ("latency_p99_ns", pa.int64()),
+        ("latency_max_ns", pa.int64()),
+        ("clock_offset_ns", pa.int64()),
+        ("negative_latency", pa.int64()),
+        ("negative_share", pa.float64()),
+        ("quantiles_exact", pa.bool_()),
+        ("gaps", pa.int64()),
+        ("reconnects", pa.int64()),
+        ("silent_minutes", pa.int64()),
+        ("first_ts_recv", pa.int64()),
+        ("last_ts_recv", pa.int64()),
+    ]
+)
+
+
+def latency_bins(latency: np.ndarray) -> np.ndarray:
+    """Histogram bin of each latency (ns): 0 for |x| < 1 us, else sign * (1 + floor(16 *
+    log2(|x| / 1 us))). Bin ids grow with the value, negative bins included."""
+    lat = np.asarray(latency, dtype=np.int64)
+    mag = np.abs(lat).astype(np.float64)
+    big = mag >= BIN_FLOOR_NS
+    out = np.zeros(len(lat), dtype=np.int32)
+    out[big] = 1 + np.floor(BINS_PER_OCTAVE * np.log2(mag[big] / BIN_FLOOR_NS)).astype(np.int32)
+    return np.where(lat < 0, -out, out).astype(np.int32)
+
+
+def bin_value(b: int) -> float:
+    """The value a bin stands for: its geometric midpoint (0 for bin 0)."""
+    if b == 0:
+        return 0.0
+    mid = BIN_FLOOR_NS * 2.0 ** ((abs(b) - 0.5) / BINS_PER_OCTAVE)
+    return mid if b > 0 else -mid
+
+
+def histogram_quantile(bins: Mapping[int, int], q: float, lo: int, hi: int) -> int:
+    """Quantile q of a latency histogram {bin: count}: the bin holding the element of rank
+    round(q * (n - 1)), as its midpoint clamped to [lo, hi] (the exact min and max)."""
+    n = sum(bins.values())
+    if n == 0:
+        raise ValueError("quantile of an empty histogram")
+    rank = round(q * (n - 1))
+    seen = 0
+    for b in sorted(bins):
+        seen += bins[b]
+        if seen > rank:
+            return round(min(max(bin_value(b), lo), hi))
+    raise AssertionError("unreachable: rank beyond the histogram")
+
+
+# ---------------------------------------------------------------- per segment (refinery)
+
+
+def _concat(tables: list[pa.Table], column: str) -> np.ndarray:
+    arrays = [t.column(column).to_numpy() for t in tables if t.num_rows]
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+
+
+def _messages(seq: np.ndarray, ts_event: np.ndarray, ts_recv: np.ndarray) -> tuple:
+    """(event time, receive time) per message: rows grouped by seq, latest times."""
+    order = np.argsort(seq, kind="stable")
+    s = seq[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    return (
+        np.maximum.reduceat(ts_event[order], starts),
+        np.maximum.reduceat(ts_recv[order], starts),
+    )
+
+
+def _hour_stats(recv_rows: np.ndarray, ev: np.ndarray, rv: np.ndarray, hour: int) -> dict[str, Any]:
+    """The statistics of one channel in one hour (rows' receive times, messages' times)."""
+    has_time = ev != rv
+    lat = (rv - ev)[has_time]
+    row: dict[str, Any] = {
+        "messages": len(rv),
+        "rows": len(recv_rows),
+        "first_ts_recv": int(recv_rows.min()) if len(recv_rows) else None,
+        "last_ts_recv": int(recv_rows.max()) if len(recv_rows) else None,
+        "latency_messages": len(lat),
+        "negative_latency": int((lat < 0).sum()),
+        "latency_p50_ns": None,
+        "latency_p90_ns": None,
+        "latency_p99_ns": None,
+        "latency_max_ns": None,
+        "clock_offset_ns": None,
+        "latency_bins": [],
+        "latency_counts": [],
+    }
+    if len(lat):
+        qs = np.rint(np.quantile(lat, QUANTILES)).astype(np.int64).tolist()
+        row["latency_p50_ns"], row["latency_p90_ns"], row["latency_p99_ns"] = qs
+        row["latency_max_ns"] = int(lat.max())
+        row["clock_offset_ns"] = int(lat.min())
+        bins, counts = np.unique(latency_bins(lat), return_counts=True)
+        row["latency_bins"] = bins.tolist()
+        row["latency_counts"] = counts.tolist()
+    minutes = (recv_rows - hour * HOUR_NS) // MINUTE_NS
+    row["active_minutes"] = int(np.bitwise_or.reduce(np.left_shift(1, minutes), initial=0))
+    return row
+
+
+def _channel_rows(tables: list[pa.Table], hours_wanted: set[int]) -> dict[int, dict[str, Any]]:
+    seq = _concat(tables, "seq")
+    ts_event = _concat(tables, "ts_event")
+    ts_recv = _concat(tables, "ts_recv")
+    out: dict[int, dict[str, Any]] = {}
+    if len(seq):
+        ev, rv = _messages(seq, ts_event, ts_recv)
+        row_hours = ts_recv // HOUR_NS
+        msg_hours = rv // HOUR_NS
+        for h in np.unique(row_hours).tolist():
+            m = msg_hours == h
+            out[h] = _hour_stats(ts_recv[row_hours == h], ev[m], rv[m], h)
+    empty = np.zeros(0, dtype=np.int64)
+    for h in hours_wanted - set(out):
+        out[h] = _hour_stats(empty, empty, empty, h)
+    return out
+
+
+def segment_parts(
+    parts: Mapping[tuple[str, str, str, str], list[pa.Table]],
+    ctl: Iterable[Any],
+    segment: str,
+) -> dict[tuple[str, str, str], pa.Table]:
+    """The ``feed_stats`` rows of one segment from its lake parts ((table, exchange, symbol,
+    date) -> tables, as the refinery collects them) and its control events (objects with
+    ``exchange``, ``event``, ``ts_recv``): {(exchange, symbol, date): rows}."""
+    connects: dict[tuple[str, int], int] = defaultdict(int)
+    control: dict[tuple[str, int], list[Any]] = defaultdict(list)
+    for ev in ctl:
+        key = (sanitize_part(ev.exchange), ev.ts_recv // HOUR_NS)
+        control[key].append(ev)
+        if ev.event == "connect":
+            connects[key] += 1
+    by_inst: dict[tuple[str, str, str], dict[str, list[pa.Table]]] = defaultdict(dict)
+    for (table, ex, sym, date), tables in parts.items():
+        if table in CHANNELS or table == "gap_ledger":
+            by_inst[(ex, sym, date)][table] = tables
+    out: dict[tuple[str, str, str], pa.Table] = {}
+    for (ex, sym, date), tables in sorted(by_inst.items()):
+        gap_hours = _concat(tables.get("gap_ledger", []), "ts_to") // HOUR_NS
+        gaps = dict(zip(*np.unique(gap_hours, return_counts=True), strict=True))
+        rows: list[dict[str, Any]] = []
+        for table, channel in sorted(CHANNELS.items(), key=lambda kv: kv[1]):
+            wanted = {int(h) for h in gaps} if channel == GAP_CHANNEL else set()
+            if table not in tables and not wanted:
+                continue
+            for h, row in sorted(_channel_rows(tables.get(table, []), wanted).items()):
+                row.update(
+                    hour=h * HOUR_NS,
+                    channel=channel,
+                    segment=segment,
+                    gaps=int(gaps.get(h, 0)) if channel == GAP_CHANNEL else 0,
+                    reconnects=connects.get((ex, h), 0),
+                )
+                rows.append(row)
+        if rows:
+            out[(ex, sym, date)] = pa.Table.from_pylist(rows, schema=FEED_STATS)
+    for (ex, date), rows in sorted(_control_rows(control, segment).items()):
+        out[(ex, CONTROL_SYMBOL, date)] = pa.Table.from_pylist(rows, schema=FEED_STATS)
+    return out
+
+
+def _control_rows(
+    control: Mapping[tuple[str, int], list[Any]], segment: str
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """One ``control`` row per exchange and hour with connection records: the records
+    (``messages``/``rows``), ``connect`` ones (``reconnects``), ``disconnect`` and daemon
+    ``gap`` ones (``gaps``); coverage reads them to tell a silent venue from a stopped daemon."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (ex, h), events in sorted(control.items()):
+        ts = np.array([ev.ts_recv for ev in events], dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        row = _hour_stats(ts, empty, empty, h)
+        row.update(
+            messages=len(events),
+            hour=h * HOUR_NS,
+            channel=CONTROL_CHANNEL,
+            segment=segment,
+            gaps=sum(ev.event != "connect" for ev in events),
+            reconnects=sum(ev.event == "connect" for ev in events),
+        )
+        date = datetime.datetime.fromtimestamp(h * 3600, datetime.UTC).date().isoformat()
+        out[(ex, date)].append(row)
+    return out
+
+
+# ---------------------------------------------------------------- per hour (readers)
+
+
+def read(
+    storage: Storage,
+    exchange: str | None = None,
+    symbol: str | None = None,
+    date: str | None = None,
+    layout: Layout | None = None,
+) -> pa.Table:
+    """``feed_stats`` merged per exchange · symbol · channel · hour (``HOURLY_SCHEMA``)."""
+    return hourly(lake.read_table(storage, "feed_stats", exchange, symbol, date, layout))
+
+
+def hourly(rows: pa.Table) -> pa.Table:
+    """Merge per-segment ``feed_stats`` rows (with their hive columns) into one row per
+    exchange · symbol · channel · hour; the module docstring says how."""
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows.to_pylist():
+        groups[(r["exchange"], r["symbol"], r["channel"], r["hour"])].append(r)
+    out = []
+    for (ex, sym, channel, hour), items in sorted(groups.items()):
+        out.append(_merge(ex, sym, channel, hour, items))
+    if not out:
+        return HOURLY_SCHEMA.empty_table()
+    return pa.Table.from_pylist(out, schema=HOURLY_SCHEMA)
+
+
+def _extreme(items: list[dict[str, Any]], key: str, fn: Any) -> int | None:
+    values = [r[key] for r in items if r[key] is not None]
+    return fn(values) if values else None
+
+
+def _merge(ex: str, sym: str, channel: str, hour: int, items: list[dict[str, Any]]) -> dict:
+    n_lat = sum(r["latency_messages"] for r in items)
+    negative = sum(r["negative_latency"] for r in items)
+    bitmap = 0
+    for r in items:
+        bitmap |= r["active_minutes"]
+    row: dict[str, Any] = {
+        "exchange": ex,
+        "symbol": sym,
+        "channel": channel,
+        "hour": hour // 1_000_000_000,
+        "segments": len({r["segment"] for r in items}),
+        "messages": sum(r["messages"] for r in items),
+        "rows": sum(r["rows"] for r in items),
+        "latency_messages": n_lat,
+        "latency_max_ns": _extreme(items, "latency_max_ns", max),
+        "clock_offset_ns": _extreme(items, "clock_offset_ns", min),
+        "negative_latency": negative,
+        "negative_share": negative / n_lat if n_lat else None,
+        "gaps": sum(r["gaps"] for r in items),
+        "reconnects": sum(r["reconnects"] for r in items),
+        "silent_minutes": 60 - bin(bitmap).count("1"),
+        "first_ts_recv": _extreme(items, "first_ts_recv", min),
+        "last_ts_recv": _extreme(items, "last_ts_recv", max),
+    }
+    with_lat = [r for r in items if r["latency_messages"]]
+    row["quantiles_exact"] = len(with_lat) <= 1
+    names = ("latency_p50_ns", "latency_p90_ns", "latency_p99_ns")
+    if len(with_lat) == 1:
+        row.update({name: with_lat[0][name] for name in names})
+    elif with_lat:
+        hist: dict[int, int] = defaultdict(int)
+        for r in with_lat:
+            for b, c in zip(r["latency_bins"], r["latency_counts"], strict=True):
+                hist[b] += c
+        lo, hi = row["clock_offset_ns"], row["latency_max_ns"]
+        for name, q in zip(names, QUANTILES, strict=True):
+            row[name] = histogram_quantile(hist, q, lo, hi)
+    else:
+        row.update(dict.fromkeys(names))
+    return row
+
+
+def render(table: pa.Table) -> str:
+    """``fluxforge status --feeds``: one line per exchange · symbol · channel · hour."""
+    if not table.num_rows:
+        return "feed statistics: none (no feed_stats rows in the lake for this selection)"
+
+    def ms(ns: int | None) -> str:
+        return "-" if ns is None else f"{ns / 1e6:.1f}"
+
+    lines = [
+        "feed statistics per hour (latency = receive - event time, ms; offset = min latency):",
+        f"  {'hour (UTC)':16} {'exchange':12} {'symbol':16} {'channel':7} {'msgs':>8} "
+        f"{'p50':>8} {'p90':>8} {'p99':>8} {'max':>9} {'offset':>8} {'neg%':>5} "
+        f"{'gaps':>4} {'recon':>5} {'silent':>6}",
+    ]
+    for r in table.to_pylist():
+        neg = "-" if r["negative_share"] is None else f"{100 * r['negative_share']:.0f}"
+        approx = "" if r["quantiles_exact"] else "~"
+        lines.append(
+            f"  {r['hour'].strftime('%Y-%m-%d %H:%M'):16} {r['exchange']:12} "
+            f"{r['symbol']:16} {r['channel']:7} {r['messages']:>8} "
+            f"{approx + ms(r['latency_p50_ns']):>8} {approx + ms(r['latency_p90_ns']):>8} "
+            f"{approx + ms(r['latency_p99_ns']):>8} {ms(r['latency_max_ns']):>9} "
+            f"{ms(r['clock_offset_ns']):>8} {neg:>5} {r['gaps']:>4} {r['reconnects']:>5} "
+            f"{r['silent_minutes']:>6}"
+        )
+    lines.append("  (~ = quantile from the merged histogram of several segments, within ~2.2 %)")
+    return "\n".join(lines)
+
+
+def summary(rows: pa.Table | None) -> dict[str, Any]:
+    """A few figures of per-segment ``feed_stats`` rows for asset metadata: feeds and hours,
+    messages, the worst p99 and the range of clock offsets (ms), the largest share of negative
+    latencies, gaps and reconnects."""
+    merged = hourly(rows) if rows is not None else HOURLY_SCHEMA.empty_table()
+    out: dict[str, Any] = {"feed_hours": merged.num_rows}
+    if not merged.num_rows:
+        return out
+    data = merged.to_pydict()
+
+    def present(name: str) -> list[Any]:
+        return [v for v in data[name] if v is not None]
+
+    p99, offsets, negative = (
+        present("latency_p99_ns"),
+        present("clock_offset_ns"),
+        present("negative_share"),
+    )
+    out["feeds"] = len(set(zip(data["exchange"], data["symbol"], data["channel"], strict=True)))
+    out["messages"] = sum(data["messages"])
+    out["gaps"] = sum(data["gaps"])
+    out["reconnects"] = sum(data["reconnects"])
+    if p99:
+        out["worst_latency_p99_ms"] = round(max(p99) / 1e6, 3)
+        out["clock_offset_min_ms"] = round(min(offsets) / 1e6, 3)
+        out["clock_offset_max_ms"] = round(max(offsets) / 1e6, 3)
+        out["max_negative_share"] = round(max(negative), 4)
+    return out

@@ -1,0 +1,128 @@
+"""Book drift: a venue snapshot arriving in a valid epoch is compared with the replayed book
+before it replaces it (fluxforge/book/drift.py, BookEngine.apply_batch)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pyarrow as pa
+
+from fluxforge.book import BookEngine
+from fluxforge.book.drift import compare
+from fluxforge.events import CHAIN_BINANCE_FUTURES, BookMessage
+
+S = 1_000_000_000
+
+
+def msg(
+    seq: int,
+    snap: bool,
+    bids: list,
+    asks: list,
+    *,
+    final: int = -1,
+    prev: int = -1,
+    first: int | None = None,
+    **kw,
+) -> BookMessage:
+    return BookMessage(
+        "coinbase" if "chain" not in kw else "binanceusdm",
+        "BTC-USD",
+        "BTC-USD",
+        "level2",
+        seq * S,
+        seq * S + 5,
+        seq,
+        snap,
+        bids,
+        asks,
+        first_id=final if first is None else first,
+        final_id=final,
+        prev_id=prev,
+        **kw,
+    )
+
+
+def stream(second: list[tuple[str, str]]) -> list[BookMessage]:
+    return [
+        msg(1, True, [("100", "1"), ("99", "2"), ("98", "3")], [("101", "1"), ("102", "2")]),
+        msg(2, False, [("99", "5")], []),
+        msg(3, False, [], [("101", "0"), ("103", "4")]),
+        msg(4, True, second, [("102", "2.0"), ("103", "4")]),
+        msg(5, False, [("100", "7")], []),
+    ]
+
+
+def test_book_drift_equal_snapshot_in_valid_epoch_writes_no_row() -> None:
+    engine = BookEngine("coinbase", "BTC-USD")
+    out = engine.apply(stream([("100", "1"), ("99", "5"), ("98", "3")]))
+    assert out.drift.num_rows == 0 and out.gaps.num_rows == 0
+    assert out.stats.drift_checks == 1 and out.stats.drifts == 0
+
+
+def test_book_drift_differing_snapshot_writes_drift_and_gap_rows() -> None:
+    engine = BookEngine("coinbase", "BTC-USD")
+    out = engine.apply(stream([("100", "1"), ("99", "2"), ("97", "1")]))
+    assert out.stats.drift_checks == 1 and out.stats.drifts == 1
+    (row,) = out.drift.to_pylist()
+    # 99: 5 vs 2; 98: 3 vs missing; 97: missing vs 1 (within the snapshot's range)
+    assert row["levels_differing"] == 3 and row["max_size_diff"] == Decimal(3)
+    assert row["book_epoch"] == 1 and row["integrity"] == "none" and row["seq"] == 4
+    (gap,) = out.gaps.to_pylist()
+    assert gap["cause"] == "book_drift" and gap["book_epoch"] == 1 and gap["ts_to"] == 4 * S + 5
+    assert engine.book_epoch == 2 and engine.valid
+
+
+def test_book_drift_pieces_give_the_rows_of_message_by_message_applies() -> None:
+    msgs = stream([("100", "1"), ("99", "2")])
+    whole = BookEngine("coinbase", "BTC-USD").apply(msgs)
+    one = BookEngine("coinbase", "BTC-USD")
+    outs = [one.apply([m]) for m in msgs]
+    for name in ("deltas", "snapshots", "gaps", "drift"):
+        assert getattr(whole, name).equals(pa.concat_tables([getattr(o, name) for o in outs]))
+    assert whole.tops == [t for o in outs for t in o.tops]
+
+
+def test_book_drift_not_compared_before_the_first_snapshot_or_after_a_gap() -> None:
+    engine = BookEngine("coinbase", "BTC-USD")
+    out = engine.apply(stream([("1", "1")])[:1])
+    assert out.stats.drift_checks == 0
+    engine.reconnect(2 * S)
+    out = engine.apply([msg(3, True, [("5", "5")], [])])
+    assert out.stats.drift_checks == 0 and out.drift.num_rows == 0
+
+
+def test_book_drift_chain_compared_only_at_the_same_update_id() -> None:
+    chain = {"chain": CHAIN_BINANCE_FUTURES, "from_rest": True}
+    base = [
+        msg(1, True, [("10", "1")], [("11", "1")], final=100, **chain),
+        msg(2, False, [("10", "2")], [], first=98, final=105, prev=97, **chain),
+        msg(3, False, [("9", "1")], [], first=106, final=110, prev=105, **chain),
+    ]
+    equal = BookEngine("binanceusdm", "BTC-USD")
+    snap = msg(4, True, [("10", "2"), ("9", "1")], [("11", "1")], final=110, **chain)
+    out = equal.apply([*base, snap])
+    assert out.stats.drift_checks == 1 and out.drift.num_rows == 0
+    assert out.stats.stale_rest_snapshots == 1 and equal.book_epoch == 1  # kept, not rebuilt
+    same = BookEngine("binanceusdm", "BTC-USD")
+    snap = msg(4, True, [("10", "2"), ("9", "3")], [("11", "1")], final=110, **chain)
+    after = msg(5, False, [("8", "1")], [], first=111, final=112, prev=110, **chain)
+    out = same.apply([*base, snap, after])
+    assert out.stats.drift_checks == 1 and out.drift.num_rows == 1  # 9: 1 vs 3
+    assert out.drift.to_pylist()[0]["integrity"] == "chain"
+    # rebuilt from the snapshot, and the chain goes on from its id without a break
+    assert same.book_epoch == 2 and same.valid and out.stats.chain_breaks == 0
+    assert [g["cause"] for g in out.gaps.to_pylist()] == ["book_drift"]
+    assert same.levels() == ([("10", "2"), ("9", "3"), ("8", "1")], [("11", "1")])
+    ahead = BookEngine("binanceusdm", "BTC-USD")
+    out = ahead.apply([*base, msg(4, True, [("10", "7")], [("11", "1")], final=120, **chain)])
+    assert out.stats.drift_checks == 0 and out.drift.num_rows == 0
+
+
+def test_book_drift_compare_limits_to_the_snapshot_range_and_reads_decimals() -> None:
+    book = ([("100", "1.0"), ("99", "2"), ("50", "9")], [("101", "1"), ("150", "3")])
+    snap = ([("100", "1"), ("99.00", "2")], [("101", "1.000")])
+    found = compare(book, snap)
+    assert found.levels_differing == 0 and found.levels_compared == 3
+    found = compare(book, ([("100", "1")], []))  # empty ask side: all book asks compared
+    assert found.levels_differing == 2 and found.max_size_diff == Decimal(3)
