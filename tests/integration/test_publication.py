@@ -45,6 +45,7 @@ def test_crash_between_table_commits_next_run_completes_once(two_lakes, monkeypa
         return real_commit(self, table, staged, **kw)
 
     monkeypatch.setattr(lake.Lake, "commit", crash_on_third)
+    monkeypatch.setattr(refinery, "RETRY_WAITS_S", ())  # no retry inside the run: a crash
     first = process_ready(cfg)
     assert first.failed and "simulated crash" in first.failed[0]["error"]
     monkeypatch.setattr(lake.Lake, "commit", real_commit)
