@@ -118,3 +118,18 @@ def explain_empty(
 def first_date(catalog: list[Entry]) -> date | None:
     """The earliest date holding any data."""
     return min((date.fromisoformat(e.first_date) for e in catalog), default=None)
+
+
+def first_data_day(cfg: Config) -> date | None:
+    """The first UTC day with data: the earliest raw segment (ready, processing, archive,
+    failed: names carry their hour) or lake partition of the tables written without raw
+    segments too (history backfills: ``trades``, ``ohlcv``)."""
+    from fluxforge.refinery import list_segments
+
+    days = [
+        date.fromisoformat(min(ref.date for ref in refs))
+        for state in ("ready", "processing", "archive", "failed")
+        if (refs := list_segments(cfg, state))
+    ]
+    lake_first = first_date(of_config(cfg, ("trades", "ohlcv")))
+    return min([*days, *([lake_first] if lake_first else [])], default=None)

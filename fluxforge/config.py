@@ -241,8 +241,12 @@ class LakeConfig(_Model):
 class DagsterConfig(_Model):
     sensor_interval_s: int = Field(default=30, ge=1)
     max_segments_per_run: int = Field(default=20, ge=1)
-    # first daily partition (UTC); the recorded captures start in 2021
-    partitions_start_date: str = Field(default="2020-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    # first daily partition (UTC); null: the first day with data when the code location loads
+    # (fluxforge.catalog.first_data_day), so a new deployment shows no years of empty days. Set
+    # it before replaying older captures into a running deployment (or reload the location).
+    partitions_start_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    # asset owners shown in the Dagster UI (emails or "team:name")
+    owners: list[str] = ["team:fluxforge"]
     stale_book_after_s: float = Field(default=120.0, gt=0)
     trade_outside_book_tolerance: float = Field(default=0.05, gt=0)
 

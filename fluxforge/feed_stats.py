@@ -137,14 +137,22 @@ def _concat(tables: list[pa.Table], column: str) -> np.ndarray:
 
 
 def _messages(seq: np.ndarray, ts_event: np.ndarray, ts_recv: np.ndarray) -> tuple:
-    """(event time, receive time) per message: rows grouped by seq, latest times."""
-    order = np.argsort(seq, kind="stable")
-    s = seq[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return (
-        np.maximum.reduceat(ts_event[order], starts),
-        np.maximum.reduceat(ts_recv[order], starts),
-    )
+    """(event time, receive time) per message: rows grouped by seq, latest times. Rows come in
+    receive order, so seq rarely needs sorting (checking is linear, sorting is not)."""
+    if len(seq) > 1 and not bool(np.all(seq[1:] >= seq[:-1])):
+        order = np.argsort(seq, kind="stable")
+        seq, ts_event, ts_recv = seq[order], ts_event[order], ts_recv[order]
+    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+    return np.maximum.reduceat(ts_event, starts), np.maximum.reduceat(ts_recv, starts)
+
+
+def _histogram(lat: np.ndarray) -> tuple[list[int], list[int]]:
+    """Sparse (bins, counts) of latencies: a bincount over the (small) range of bin ids."""
+    bins = latency_bins(lat).astype(np.int64)
+    lo = int(bins.min())
+    counts = np.bincount(bins - lo)
+    present = np.flatnonzero(counts)
+    return (present + lo).tolist(), counts[present].tolist()
 
 
 def _hour_stats(recv_rows: np.ndarray, ev: np.ndarray, rv: np.ndarray, hour: int) -> dict[str, Any]:
@@ -171,12 +179,19 @@ def _hour_stats(recv_rows: np.ndarray, ev: np.ndarray, rv: np.ndarray, hour: int
         row["latency_p50_ns"], row["latency_p90_ns"], row["latency_p99_ns"] = qs
         row["latency_max_ns"] = int(lat.max())
         row["clock_offset_ns"] = int(lat.min())
-        bins, counts = np.unique(latency_bins(lat), return_counts=True)
-        row["latency_bins"] = bins.tolist()
-        row["latency_counts"] = counts.tolist()
-    minutes = (recv_rows - hour * HOUR_NS) // MINUTE_NS
-    row["active_minutes"] = int(np.bitwise_or.reduce(np.left_shift(1, minutes), initial=0))
+        row["latency_bins"], row["latency_counts"] = _histogram(lat)
+    minutes = np.bincount((recv_rows - hour * HOUR_NS) // MINUTE_NS, minlength=60)
+    row["active_minutes"] = sum(1 << int(m) for m in np.flatnonzero(minutes))
     return row
+
+
+def _by_hour(ts: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+    """(hour, selector) of the hours present in `ts` (receive order: usually one hour)."""
+    hours = ts // HOUR_NS
+    lo, hi = int(hours.min()), int(hours.max())
+    if lo == hi:
+        return [(lo, slice(None))]
+    return [(h, m) for h in range(lo, hi + 1) if (m := hours == h).any()]
 
 
 def _channel_rows(tables: list[pa.Table], hours_wanted: set[int]) -> dict[int, dict[str, Any]]:
@@ -186,14 +201,14 @@ def _channel_rows(tables: list[pa.Table], hours_wanted: set[int]) -> dict[int, d
     out: dict[int, dict[str, Any]] = {}
     if len(seq):
         ev, rv = _messages(seq, ts_event, ts_recv)
-        row_hours = ts_recv // HOUR_NS
-        msg_hours = rv // HOUR_NS
-        for h in np.unique(row_hours).tolist():
-            m = msg_hours == h
-            out[h] = _hour_stats(ts_recv[row_hours == h], ev[m], rv[m], h)
-    empty = np.zeros(0, dtype=np.int64)
+        msgs = dict(_by_hour(rv))
+        empty = np.zeros(0, dtype=bool)
+        for h, rows in _by_hour(ts_recv):
+            m = msgs.get(h, empty)
+            out[h] = _hour_stats(ts_recv[rows], ev[m], rv[m], h)
+    empty_ns = np.zeros(0, dtype=np.int64)
     for h in hours_wanted - set(out):
-        out[h] = _hour_stats(empty, empty, empty, h)
+        out[h] = _hour_stats(empty_ns, empty_ns, empty_ns, h)
     return out
 
 

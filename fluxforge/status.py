@@ -14,7 +14,7 @@ from fluxforge import lake
 from fluxforge.config import Config
 from fluxforge.redact import redact_exc
 from fluxforge.refinery import list_segments
-from fluxforge.storage import Layout, open_storage
+from fluxforge.storage import Layout, open_storage, parked_storage
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,13 @@ def _order(cfg: Config) -> dict[str, Any]:
     """Held sources (per-source order) and stray files in the raw state directories."""
     from fluxforge.refinery import holds, stray_files
 
+    parked: list[str] = []
+    if cfg.storage.ingestion.backend == "s3":  # uploads S3 refused, retried by the daemon
+        parked = parked_storage(cfg.storage).list(
+            Layout.of(cfg.storage.ingestion).raw_sources("ready"), "segment_*", recursive=True
+        )
     return {
+        "parked_uploads": parked,
         "held": [h.to_dict() for h in holds(cfg).values()],
         "stray_files": [
             k for st in ("ready", "processing", "failed") for k in stray_files(cfg, st)
@@ -144,6 +150,8 @@ def render(status: dict[str, Any]) -> str:
         lines.append(
             f"  HELD {hold['source']} at {hold['segment']} ({hold['state']}/): {hold['reason']}"
         )
+    for key in status.get("parked_uploads", []):
+        lines.append(f"  PARKED upload (S3 refused it, the daemon retries): {key}")
     for key in status.get("stray_files", []):
         lines.append(f"  stray file (not a segment, never processed): {key}")
     lines.append(f"processing lag: {human_duration(lag) if lag is not None else 'no run yet'}")

@@ -59,7 +59,14 @@ from fluxforge.segments import (
     parse_segment_name,
     segment_name,
 )
-from fluxforge.storage import Layout, LocalStorage, Storage, open_storage, sanitize_part
+from fluxforge.storage import (
+    Layout,
+    LocalStorage,
+    Storage,
+    open_storage,
+    parked_storage,
+    sanitize_part,
+)
 from fluxforge.wire.envelope import DATA, EX, HEAD, KIND, SEQ, SRC
 from ingestion_daemon.highwater import high_water
 
@@ -247,7 +254,8 @@ class SegmentWriter:
         self.state = self._load_state()
         # names and seq never reused: the state may be lost or stale, so the counters are
         # also taken from every tier that holds the source's segments
-        hw = high_water(self.cfg, self.source, self._roots())
+        roots = self._roots() + ([] if self.local else [parked_storage(self.cfg.storage)])
+        hw = high_water(self.cfg, self.source, roots)
         if hw.seq >= self.state.next_seq and not self.state.segment:
             log.warning(
                 "%s: no daemon state (%s) but %s holds seq %d: continuing after it",
@@ -594,6 +602,8 @@ class SegmentWriter:
         spilled segment back when the hot zone has room."""
         if self.spill is not None:
             self.drain_spill(limit=1)
+        if self._uploader is not None:
+            self._uploader.retry_parked_soon()
         if self._name is None:
             return
         self.flush()
@@ -721,13 +731,26 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
             done += os.write(fd, view[done:])
 
 
+PARKED_RETRY_S = 30.0  # how often parked segments are offered to S3 again
+UPLOAD_ATTEMPTS = 5  # of one upload before the segment is parked
+UPLOAD_BACKOFF_S = 1.0  # first wait between attempts, doubled up to 30 s
+_RETRY = ("", "", b"retry")  # queue item: retry the parked segments now
+
+
 class _Uploader:
-    """Background uploads of sealed S3 segments and state writes, strictly in order."""
+    """Background uploads of sealed S3 segments and state writes, strictly in order.
+
+    A segment S3 keeps refusing is parked on local disk (never lost), and is offered again on
+    start-up and every ``PARKED_RETRY_S`` until it is in S3. Nothing overtakes it: while a
+    segment is parked, later ones are parked behind it, so the refinery never sees a source's
+    later segment before an earlier one."""
 
     def __init__(self, writer: SegmentWriter) -> None:
         self.writer = writer
         self.queue: queue.Queue[tuple[str, str, bytes] | None] = queue.Queue()
         self.failed: list[str] = []
+        self.parked = parked_storage(writer.cfg.storage)
+        self.next_retry = 0.0
         self.thread = threading.Thread(
             target=self._run, name=f"upload-{sanitize_part(writer.source)}", daemon=True
         )
@@ -739,15 +762,45 @@ class _Uploader:
     def put_state(self, state: SourceState) -> None:
         self.queue.put(("", self.writer.state_key, state.to_bytes()))
 
+    def retry_parked_soon(self, now: float | None = None) -> None:
+        """Offer the parked segments to S3 again (start-up, then every PARKED_RETRY_S)."""
+        now = time.monotonic() if now is None else now
+        if now >= self.next_retry:
+            self.next_retry = now + PARKED_RETRY_S
+            self.queue.put(_RETRY)
+
+    def _parked_keys(self) -> list[str]:
+        w = self.writer
+        return self.parked.list(w.layout.raw_state_dir("ready", w.source), "segment_*")
+
+    def _retry_parked(self) -> None:
+        w = self.writer
+        for key in self._parked_keys():
+            try:
+                w.storage.write_bytes(key, self.parked.read_bytes(key))
+            except OSError as exc:
+                log.error("%s: parked %s still not uploaded: %s", w.source, key, exc)
+                return
+            self.parked.delete(key)
+            log.warning("%s: parked %s uploaded to %s", w.source, key, w.storage.uri(key))
+
     def _run(self) -> None:
         w = self.writer
         while True:
             item = self.queue.get()
             if item is None:
                 return
+            if item is _RETRY:
+                self._retry_parked()
+                continue
             name, key, data = item
-            delay = 1.0
-            for attempt in range(1, 6):
+            if name and self._parked_keys():
+                self._retry_parked()
+                if self._parked_keys():  # an earlier one still waits: stay behind it
+                    self._fallback(name, data)
+                    continue
+            delay = UPLOAD_BACKOFF_S
+            for attempt in range(1, UPLOAD_ATTEMPTS + 1):
                 try:
                     w.storage.write_bytes(key, data)
                     break
@@ -771,14 +824,21 @@ class _Uploader:
                 )
 
     def _fallback(self, name: str, data: bytes) -> None:
-        """S3 kept failing: keep the bytes on local disk rather than lose them."""
+        """S3 kept failing: keep the bytes on local disk rather than lose them; retried."""
         w = self.writer
-        local = LocalStorage(w.cfg.storage.spill_dir or ".")
         key = w.layout.segment("ready", w.source, name)
-        local.write_bytes(key, data)
+        self.parked.write_bytes(key, data)
         self.failed.append(name)
-        log.error("%s: S3 UPLOAD FAILED for %s: kept locally at %s", w.source, name, local.uri(key))
+        log.error(
+            "%s: S3 UPLOAD FAILED for %s: parked locally at %s, retried every %.0f s",
+            w.source,
+            name,
+            self.parked.uri(key),
+            PARKED_RETRY_S,
+        )
 
     def close(self) -> None:
+        """Finish the queue, offering the parked segments once more."""
+        self.queue.put(_RETRY)
         self.queue.put(None)
         self.thread.join()

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from fluxforge.wire.decimal import plain_decimal
+from fluxforge.wire.decimal import decimal_end
 from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS, days_from_civil, plausible_ns
 
 QUOTE = 34  # "
@@ -172,6 +172,7 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
     p = ws(buf, p + 1, end)
     if p < end and buf[p] == RBRACKET:
         return p + 1, n_lv, lv
+    px_k = 0 if side_fixed >= 0 else 1  # element index of the price (the size follows)
     while True:
         if p >= end or buf[p] != LBRACKET:
             return -1, n_lv, lv
@@ -179,7 +180,12 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
         k = 0
         a0 = a1 = b0 = b1 = c0 = c1 = 0
         while True:
-            q = str_end(buf, p, end)
+            if k == px_k:  # the decimal rule checked while the string is read
+                q = decimal_end(buf, p, end, True)
+            elif k == px_k + 1:
+                q = decimal_end(buf, p, end, False)
+            else:
+                q = str_end(buf, p, end)
             if q < 0:
                 return -1, n_lv, lv
             if k == 0:
@@ -211,8 +217,6 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
             if side < 0:
                 return -1, n_lv, lv
             px0, px1, sz0, sz1 = b0, b1, c0, c1
-        if not plain_decimal(buf, px0, px1, True) or not plain_decimal(buf, sz0, sz1, False):
-            return -1, n_lv, lv
         lv[n_lv, 0] = row
         lv[n_lv, 1] = side
         lv[n_lv, 2] = px0
@@ -500,10 +504,8 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if col >= 0:
                 out[col] = v
         elif kind == V_STR or kind == V_DEC or kind == V_POS:  # noqa: SIM109 (numba)
-            q = str_end(buf, p, end)
+            q = str_end(buf, p, end) if kind == V_STR else decimal_end(buf, p, end, kind == V_POS)
             if q < 0:
-                return -1, seen, lv, n_lv
-            if kind != V_STR and not plain_decimal(buf, p + 1, q, kind == V_POS):
                 return -1, seen, lv, n_lv
             if col >= 0:
                 out[col], out[col + 1] = p + 1, q

@@ -67,7 +67,9 @@ class LevelColumns:
 
     def __init__(self, buf: np.ndarray, lv: np.ndarray, msg_ok: np.ndarray, n_msg: int) -> None:
         row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
-        order = np.lexsort((np.arange(len(row_of)), side, row_of))
+        # (message, side, wire order): a stable sort of message * 2 + side, cheaper than a
+        # three-key lexsort on the nearly sorted rows
+        order = np.argsort(row_of * 2 + side, kind="stable")
         order = order[msg_ok[row_of[order]]]
         self.side = side[order]
         self.price = spans(buf, lv[order, 2], lv[order, 3], large=True)

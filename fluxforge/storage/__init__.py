@@ -14,6 +14,7 @@ __all__ = [
     "StorageError",
     "UnsafePathError",
     "open_storage",
+    "parked_storage",
     "safe_key",
     "sanitize_part",
 ]
@@ -26,3 +27,9 @@ def open_storage(layer: LayerStorage) -> Storage:
 
         return S3Storage(layer.bucket, layer.s3)
     return LocalStorage(layer.base_dir)
+
+
+def parked_storage(storage_cfg: object) -> LocalStorage:
+    """Where the daemon parks segments S3 kept refusing (``storage.spill_dir``, else the
+    working directory), in the ready/ layout; retried until uploaded, listed by status."""
+    return LocalStorage(getattr(storage_cfg, "spill_dir", None) or ".")

@@ -31,16 +31,20 @@ _DOT = 46
 
 
 @njit(cache=True)
-def plain_decimal(buf, s, e, positive):
-    """buf[s:e] matches FAST_DEC_RE, and has a non-zero digit when `positive`."""
+def decimal_run(buf, s, end, positive, stop):
+    """Read a plain decimal from s up to `end` or the first `stop` byte: (where it stopped,
+    whether buf[s:there] matches FAST_DEC_RE and, when `positive`, has a non-zero digit)."""
     n_int = 0
     n_frac = -1
     nonzero = False
-    for k in range(s, e):
+    k = s
+    while k < end:
         c = buf[k]
+        if c == stop:
+            break
         if c == _DOT:
             if n_frac >= 0:
-                return False
+                return k, False
             n_frac = 0
         elif 48 <= c <= 57:
             if c != 48:
@@ -50,10 +54,30 @@ def plain_decimal(buf, s, e, positive):
             else:
                 n_int += 1
         else:
-            return False
+            return k, False
+        k += 1
     if n_int < 1 or n_int > MAX_INT_DIGITS or n_frac == 0 or n_frac > MAX_DECIMALS:
-        return False
-    return nonzero or not positive
+        return k, False
+    return k, nonzero or not positive
+
+
+@njit(cache=True)
+def plain_decimal(buf, s, e, positive):
+    """buf[s:e] matches FAST_DEC_RE, and has a non-zero digit when `positive`."""
+    _k, ok = decimal_run(buf, s, e, positive, -1)
+    return ok
+
+
+@njit(cache=True)
+def decimal_end(buf, p, end, positive):
+    """p at a string's opening quote: the position of its closing quote when its text is a
+    plain decimal (> 0 when `positive`), else -1 (one pass over the bytes)."""
+    if p >= end or buf[p] != 34:
+        return -1
+    k, ok = decimal_run(buf, p + 1, end, positive, 34)
+    if not ok or k >= end:
+        return -1
+    return k
 
 
 @njit(cache=True)

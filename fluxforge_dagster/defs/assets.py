@@ -9,7 +9,9 @@ from pydantic import Field
 
 from fluxforge import feed_stats, quality
 from fluxforge.config import Config, load_config
+from fluxforge.render import human_bytes, human_duration
 from fluxforge.storage import Layout, open_storage
+from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
 from fluxforge_dagster.defs.checks import TABLES, evaluate, table_check_specs
 from fluxforge_dagster.defs.partitions import partition_of, refinery_partitions
 from fluxforge_dagster.defs.resources import FluxForgeResource
@@ -24,26 +26,41 @@ class SegmentBatch(dg.Config):
     )
 
 
+RAW_SEGMENTS = "raw_segments"
+
+
+def column_schema(table: str) -> dg.TableSchema | None:
+    """The table's Arrow schema as Dagster's column schema (shown in the asset's overview)."""
+    schema = SCHEMAS.get(table)
+    if schema is None:
+        return None
+    hive = [dg.TableColumn(name, "string", description="hive partition") for name in
+            PARTITION_COLUMNS]  # fmt: skip
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema] + hive)
+
+
 def _table_metadata(report: dict[str, Any], table: str) -> dict[str, Any]:
     gaps = sum(int(b.get("gaps", 0)) for b in report.get("books", []))
-    return {
-        "rows": int(report.get("rows", {}).get(table, 0)),
-        "bytes": int(report.get("bytes", {}).get(table, 0)),
+    rows = int(report.get("rows", {}).get(table, 0))
+    size = int(report.get("bytes", {}).get(table, 0))
+    lag = float(report.get("lag_s") or 0.0)
+    meta: dict[str, Any] = {
+        "dagster/row_count": rows,
+        "rows": rows,
+        "bytes": size,
+        "size": human_bytes(size),
         "segments": int(report.get("segments_processed", 0)),
         "lines": int(report.get("lines", 0)),
         "quarantined": int(report.get("quarantined", 0)),
         "gaps": gaps,
-        "lag_s": float(report.get("lag_s") or 0.0),
+        "lag_s": round(lag, 1),
+        # segment hour start -> refined: "2d 3h 4m" instead of 183840.3
+        "lag": human_duration(lag),
     }
-
-
-def column_schema(table: str) -> dg.TableSchema:
-    """The lake table's columns (file columns, then the hive partition columns)."""
-    from fluxforge.lake import table_schema
-
-    return dg.TableSchema(
-        columns=[dg.TableColumn(f.name, str(f.type)) for f in table_schema(table)]
-    )
+    schema = column_schema(table)
+    if schema is not None:
+        meta["dagster/column_schema"] = schema
+    return meta
 
 
 def delta_metadata(ff: Config, table: str, date: str) -> dict[str, Any]:
@@ -58,7 +75,6 @@ def delta_metadata(ff: Config, table: str, date: str) -> dict[str, Any]:
         "dagster/row_count": sum(max(f.rows, 0) for f in files),
         "files_in_date": len(files),
         "dagster/uri": lake.uri(table),
-        "dagster/column_schema": column_schema(table),
     }
 
 
@@ -93,17 +109,29 @@ def _run_refinery(cfg: Config, source: str, date: str, segments: list[str]):
 
 def build_assets(cfg: Config) -> list[Any]:
     parts = refinery_partitions(cfg)
+    owners = list(cfg.dagster.owners)
+    raw = dg.AssetSpec(
+        RAW_SEGMENTS,
+        group_name="raw",
+        kinds={"ndjson"},
+        owners=owners,
+        description="Raw segments sealed by the ingestion daemon (outside Dagster): one NDJSON "
+        "envelope per received message, one UTC hour per file (docs/segment-format.md). The "
+        "ready_segments_sensor claims them for the refinery.",
+    )
 
     @dg.multi_asset(
         name="refinery",
         specs=[
             dg.AssetSpec(
                 t,
+                deps=[RAW_SEGMENTS],
                 partitions_def=parts,
                 group_name="lake",
                 kinds={"delta", "parquet"},
-                description=f"Lake table `{t}`: a Delta table (hive: exchange/symbol/date), "
-                "one commit per segment",
+                owners=owners,
+                description=f"Lake table `{t}`: a Delta table (hive: exchange/symbol/date), one "
+                "commit per segment of one (date, source); columns in docs/table-schemas.md",
             )
             for t in TABLES
         ],
@@ -146,6 +174,7 @@ def build_assets(cfg: Config) -> list[Any]:
         deps=list(TABLES),
         group_name="lake",
         kinds={"parquet"},
+        owners=owners,
         io_manager_key="lake_io_manager",
         check_specs=[
             dg.AssetCheckSpec(
@@ -165,6 +194,8 @@ def build_assets(cfg: Config) -> list[Any]:
         return dg.MaterializeResult(
             value=table,
             metadata={
+                "heatmap": _heatmap(table, f"{source} {date}"),
+                "dagster/row_count": table.num_rows,
                 "rows": table.num_rows,
                 "hours": len(set(table.column("hour").to_pylist())),
                 "gaps": gaps,
@@ -181,7 +212,21 @@ def build_assets(cfg: Config) -> list[Any]:
             ],
         )
 
-    return [refinery, coverage]
+    return [refinery, coverage, raw]
+
+
+def _heatmap(table: Any, title: str) -> dg.MetadataValue:
+    """The coverage heatmap (fluxforge.plots) as an inline PNG in the asset's metadata."""
+    import base64
+
+    from fluxforge import plots
+
+    try:
+        png = plots.png_bytes(plots.coverage_figure(table, title))
+    except plots.PlotError as exc:
+        return dg.MetadataValue.text(str(exc))
+    data = base64.b64encode(png).decode()
+    return dg.MetadataValue.md(f"![coverage heatmap](data:image/png;base64,{data})")
 
 
 @dg.definitions

@@ -92,6 +92,7 @@ def build_hot_assets(cfg: Config) -> list[dg.AssetsDefinition]:
             partitions_def=parts,
             group_name="hot_store",
             kinds={"postgres"},
+            owners=list(cfg.dagster.owners),
             description=f"PostgreSQL hot table `{t}` (day partitions, last hot_days)",
         )
         for t in LAKE_TABLES
@@ -103,6 +104,7 @@ def build_hot_assets(cfg: Config) -> list[dg.AssetsDefinition]:
             partitions_def=parts,
             group_name="hot_store",
             kinds={"postgres"},
+            owners=list(cfg.dagster.owners),
             description=f"{iv} OHLCV bars computed in PostgreSQL from the hot trades",
         )
         for iv in cfg.lifecycle.hot_intervals

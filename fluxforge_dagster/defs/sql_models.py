@@ -28,6 +28,7 @@ import dagster as dg
 from fluxforge import sqlmodels
 from fluxforge.config import Config, load_config
 from fluxforge_dagster import lake_events
+from fluxforge_dagster.defs.partitions import start_date
 from fluxforge_dagster.defs.resources import FluxForgeResource
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,7 @@ REFRESH_INTERVAL_S = 60
 
 def daily_partitions(cfg: Config) -> dg.DailyPartitionsDefinition:
     """The date dimension of the refinery partitions (same start, UTC, today included)."""
-    return dg.DailyPartitionsDefinition(
-        start_date=cfg.dagster.partitions_start_date, timezone="UTC", end_offset=1
-    )
+    return dg.DailyPartitionsDefinition(start_date=start_date(cfg), timezone="UTC", end_offset=1)
 
 
 def is_dated(model: sqlmodels.Model) -> bool:
@@ -146,6 +145,7 @@ def _model_asset(
         partitions_def=daily_partitions(cfg) if dated else None,
         backfill_policy=dg.BackfillPolicy.single_run() if dated else None,
         check_specs=specs,
+        owners=list(cfg.dagster.owners),
         description=model.description or f"SQL model {model.path}",
         metadata={"sql_path": model.path, "materialized": model.materialized},
     )

@@ -22,7 +22,13 @@ def write_config(root: Path, inputs: str, **sections: dict[str, Any]) -> Path:
             {"name": "synthetic", "type": "synthetic", "enabled": False, "seed": 7},
         ],
         "ingestion": {"segment_max_bytes": 65536},
-        "dagster": {"sensor_interval_s": 1, "max_segments_per_run": 3},
+        # the captures replayed into these deployments are from 2021-2022, written after the
+        # code location loads: the first partition is set, not taken from the data at load
+        "dagster": {
+            "sensor_interval_s": 1,
+            "max_segments_per_run": 3,
+            "partitions_start_date": "2021-01-01",
+        },
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}

@@ -47,7 +47,32 @@ def test_definitions_partitions_daily_by_configured_source(loaded):
     dims = {d.name: d.partitions_def for d in parts.partitions_defs}
     assert dims["source"].get_partition_keys() == ["replay", "synthetic"]
     assert isinstance(dims["date"], dg.DailyPartitionsDefinition)
-    assert dims["date"].get_first_partition_key() == "2020-01-01"
+    assert dims["date"].get_first_partition_key() == "2021-01-01"  # as configured
+
+
+def test_partitions_start_by_default_at_the_first_day_with_data(tmp_path: Path, clean_env: None):
+    from fluxforge.segments import segment_name
+    from fluxforge.storage import Layout, LocalStorage
+    from fluxforge_dagster.defs.partitions import refinery_partitions
+
+    def first_key(root: Path) -> str:
+        cfg = load_config(write_config(root, "x", dagster={"partitions_start_date": None}))
+        dims = {d.name: d.partitions_def for d in refinery_partitions(cfg).partitions_defs}
+        return dims["date"].get_first_partition_key()
+
+    from datetime import UTC, datetime
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert first_key(empty) == datetime.now(UTC).date().isoformat()  # nothing yet: today
+    cfg = load_config(write_config(tmp_path, "x"), environ={})
+    layout = Layout.of(cfg.storage.ingestion)
+    hour = datetime(2024, 3, 1, 5, tzinfo=UTC)
+    name = segment_name(hour, 1)
+    LocalStorage(cfg.storage.ingestion.base_dir).write_bytes(
+        layout.segment("archive", "replay", name), b""
+    )
+    assert first_key(tmp_path) == "2024-03-01"
 
 
 def test_build_resources_backend_from_config_local_or_s3(tmp_path: Path, clean_env: None):

@@ -35,6 +35,7 @@ ECS_TASK_DEFS = [
 DAGSTER_YAMLS = [INFRA / "dagster.yaml", INFRA / "ecs" / "dagster.yaml"]
 BUCKET = "fluxforge-lake"
 LAKE_PREFIXES = ("raw", "processed", "state", "cold")
+CLAIMS_PREFIX = ".fluxforge-claims"  # S3 claim markers (fluxforge/storage/s3.py)
 _REQUIRED_SECRETS = ("POSTGRES_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|ACCESS_KEY", re.IGNORECASE)
 
@@ -336,15 +337,15 @@ def test_iam_policy_when_read_grants_only_the_needed_actions_without_wildcards()
     }
 
 
-def test_iam_policy_when_read_touches_only_the_bucket_and_its_four_prefixes() -> None:
-    object_arns = {f"arn:aws:s3:::{BUCKET}/{prefix}/*" for prefix in LAKE_PREFIXES}
+def test_iam_policy_when_read_touches_only_the_bucket_and_its_five_prefixes() -> None:
+    object_arns = {f"arn:aws:s3:::{BUCKET}/{p}/*" for p in (*LAKE_PREFIXES, CLAIMS_PREFIX)}
     for stmt in _policy()["Statement"]:
         resources = stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
         actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
         if actions == ["s3:ListBucket"]:
             assert resources == [f"arn:aws:s3:::{BUCKET}"]
             prefixes = stmt["Condition"]["StringLike"]["s3:prefix"]
-            assert sorted(prefixes) == sorted(f"{p}/*" for p in LAKE_PREFIXES)
+            assert sorted(prefixes) == sorted(f"{p}/*" for p in (*LAKE_PREFIXES, CLAIMS_PREFIX))
         else:
             assert set(resources) <= object_arns, resources
             assert all(a != "s3:ListBucket" for a in actions)
