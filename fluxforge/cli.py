@@ -666,15 +666,18 @@ def sql_test(
 @config_option
 @click.option("--dry-run", is_flag=True, help="Print the planned moves; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
-def tier(config_path: str | None, dry_run: bool, as_json: bool) -> None:
+@quiet_option
+def tier(config_path: str | None, dry_run: bool, as_json: bool, quiet: bool) -> None:
     """Move archived raw segments hot -> warm -> cold by age and update the manifest."""
     import json
 
-    from fluxforge import tiering
+    from fluxforge import progress, tiering
 
     cfg = load_config(config_path)
     try:
-        report = tiering.tier(cfg, dry_run=dry_run)
+        show = progress.enabled(quiet)  # off: tiering logs each move itself
+        with progress.bar("tier", None, "segments", show) as step:
+            report = tiering.tier(cfg, dry_run=dry_run, progress=step if show else None)
     except tiering.TieringError as exc:
         click.echo(f"fluxforge tier: {exc}", err=True)
         sys.exit(1)
@@ -806,6 +809,7 @@ def hot_load(config_path: str | None, hot_days: int | None, as_json: bool) -> No
 @click.option("--force", is_flag=True, help="Run even if lifecycle.enabled is false.")
 @click.option("--hot-days", type=click.IntRange(min=1), default=None, help="Window (days).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan/result as JSON.")
+@quiet_option
 def rotate(
     config_path: str | None,
     dry_run: bool,
@@ -813,19 +817,31 @@ def rotate(
     force: bool,
     hot_days: int | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Move hot days older than hot_days to cold Parquet, then drop them (the rotation of
     docs/architecture.md)."""
     import orjson
 
+    from fluxforge import progress
     from fluxforge.lifecycle import rotate as run_rotation
     from fluxforge.pgserver import hot_dsn
 
     cfg = load_config(config_path)
-    with hot_dsn(cfg, "fluxforge rotate") as dsn:
+    show = progress.enabled(quiet)
+    with (
+        hot_dsn(cfg, "fluxforge rotate") as dsn,
+        progress.bar("rotate", None, "partitions", show) as step,
+    ):
+
+        def hook(name: str, table: str, day: object) -> None:
+            if name == "commit":  # one (table, day) partition rotated
+                step(f"{table} {day}")
+
         out = run_rotation(
-            cfg, dsn, dry_run=dry_run, analyze_only=analyze_only, force=force, hot_days=hot_days
-        )
+            cfg, dsn, dry_run=dry_run, analyze_only=analyze_only, force=force,
+            hot_days=hot_days, hook=hook if show else None,  # off: rotation logs each day
+        )  # fmt: skip
     if as_json:
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return
