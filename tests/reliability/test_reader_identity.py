@@ -30,7 +30,7 @@ def test_reader_late_segment_rows_not_hidden_by_hot_day(
     captures: Path,
     tmp_path: Path,
 ) -> None:
-    cfg, (day1, day2) = two_day_lake
+    cfg, (_, day2) = two_day_lake
     today = datetime.fromtimestamp(day2 // 10**9, tz=UTC).date()
     assert load_lake(cfg, pg_db, hot_days=1, today=today).days == [today.isoformat()]
     hot_cfg = cfg.model_copy(update={"hot_store": cfg.hot_store.model_copy(update={"dsn": pg_db})})
