@@ -430,7 +430,8 @@ def query_bars(
     output: str | None,
     ns: bool,
 ) -> None:
-    """OHLCV bars (VWAP, trade count): hot days from PostgreSQL, older from the SQL models."""
+    """OHLCV bars (VWAP, trade count): hot days from PostgreSQL, older from the SQL models,
+    days without models computed from the lake's trades by the same rule."""
     from fluxforge.query import QueryError
 
     t0, t1 = _bounds(start, end)
@@ -438,12 +439,9 @@ def query_bars(
         tbl = _reader(config_path).bars(exchange, symbol, t0, t1, interval)
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
+    # bars come from the hot store, the SQL models, else the lake's trades: no trades, no bars
     explain = _explainer(config_path, "trades", exchange, symbol, t0, t1, (start, end))
-
-    def why() -> list[str]:
-        return [*explain(), "bars of days outside the hot store come from `fluxforge sql run`"]
-
-    _answer(tbl, fmt, output, ns, f"{exchange} {symbol} bars {interval}", why)
+    _answer(tbl, fmt, output, ns, f"{exchange} {symbol} bars {interval}", explain)
 
 
 @main.command("catalog")
