@@ -448,7 +448,8 @@ def query_bars(
     output: str | None,
     ns: bool,
 ) -> None:
-    """OHLCV bars (VWAP, trade count): hot days from PostgreSQL, older from the SQL models."""
+    """OHLCV bars (VWAP, trade count): hot days from PostgreSQL, older from the SQL models,
+    days without models computed from the lake's trades by the same rule."""
     from fluxforge.query import QueryError
 
     t0, t1 = _bounds(start, end)
@@ -456,12 +457,9 @@ def query_bars(
         tbl = _reader(config_path).bars(exchange, symbol, t0, t1, interval)
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
+    # bars come from the hot store, the SQL models, else the lake's trades: no trades, no bars
     explain = _explainer(config_path, "trades", exchange, symbol, t0, t1, (start, end))
-
-    def why() -> list[str]:
-        return [*explain(), "bars of days outside the hot store come from `fluxforge sql run`"]
-
-    _answer(tbl, fmt, output, ns, f"{exchange} {symbol} bars {interval}", why)
+    _answer(tbl, fmt, output, ns, f"{exchange} {symbol} bars {interval}", explain)
 
 
 @main.command("catalog")
@@ -584,13 +582,16 @@ def plot_book(config_path, exchange, symbol, at, depth, output) -> None:
 @click.option("--end", required=True, help="ISO-8601 date/time, exclusive.")
 @_plot_output
 def plot_latency(config_path, exchange, start, end, output) -> None:
-    """Receive-minus-event latency (p50, p99) from trades, quotes and book deltas."""
+    """Receive-minus-event latency (p50, p99): hourly from the feed_stats table, else from
+    trades, quotes and book deltas in buckets chosen from the span."""
     from fluxforge import plotdata, plots
 
     first, last = _days(start, end)
-    lat = plots.latency_table(
-        plotdata.latency_rows(load_config(config_path), first, last, exchange)
-    )
+    cfg = load_config(config_path)
+    # the refinery's hourly feed statistics where present, else computed from the rows
+    lat = plotdata.latency_from_feed_stats(cfg, first, last, exchange)
+    if lat is None:
+        lat = plots.latency_table(plotdata.latency_rows(cfg, first, last, exchange))
     _save(lambda: plots.latency_figure(lat, f"feed latency {first} .. {last}"), output, "latency")
 
 
@@ -684,15 +685,18 @@ def sql_test(
 @config_option
 @click.option("--dry-run", is_flag=True, help="Print the planned moves; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
-def tier(config_path: str | None, dry_run: bool, as_json: bool) -> None:
+@quiet_option
+def tier(config_path: str | None, dry_run: bool, as_json: bool, quiet: bool) -> None:
     """Move archived raw segments hot -> warm -> cold by age and update the manifest."""
     import json
 
-    from fluxforge import tiering
+    from fluxforge import progress, tiering
 
     cfg = load_config(config_path)
     try:
-        report = tiering.tier(cfg, dry_run=dry_run)
+        show = progress.enabled(quiet)  # off: tiering logs each move itself
+        with progress.bar("tier", None, "segments", show) as step:
+            report = tiering.tier(cfg, dry_run=dry_run, progress=step if show else None)
     except tiering.TieringError as exc:
         click.echo(f"fluxforge tier: {exc}", err=True)
         sys.exit(1)
@@ -824,6 +828,7 @@ def hot_load(config_path: str | None, hot_days: int | None, as_json: bool) -> No
 @click.option("--force", is_flag=True, help="Run even if lifecycle.enabled is false.")
 @click.option("--hot-days", type=click.IntRange(min=1), default=None, help="Window (days).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan/result as JSON.")
+@quiet_option
 def rotate(
     config_path: str | None,
     dry_run: bool,
@@ -831,19 +836,31 @@ def rotate(
     force: bool,
     hot_days: int | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Move hot days older than hot_days to cold Parquet, then drop them (the rotation of
     docs/architecture.md)."""
     import orjson
 
+    from fluxforge import progress
     from fluxforge.lifecycle import rotate as run_rotation
     from fluxforge.pgserver import hot_dsn
 
     cfg = load_config(config_path)
-    with hot_dsn(cfg, "fluxforge rotate") as dsn:
+    show = progress.enabled(quiet)
+    with (
+        hot_dsn(cfg, "fluxforge rotate") as dsn,
+        progress.bar("rotate", None, "partitions", show) as step,
+    ):
+
+        def hook(name: str, table: str, day: object) -> None:
+            if name == "commit":  # one (table, day) partition rotated
+                step(f"{table} {day}")
+
         out = run_rotation(
-            cfg, dsn, dry_run=dry_run, analyze_only=analyze_only, force=force, hot_days=hot_days
-        )
+            cfg, dsn, dry_run=dry_run, analyze_only=analyze_only, force=force,
+            hot_days=hot_days, hook=hook if show else None,  # off: rotation logs each day
+        )  # fmt: skip
     if as_json:
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return

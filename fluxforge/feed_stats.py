@@ -296,64 +296,67 @@ def read(
 
 def hourly(rows: pa.Table) -> pa.Table:
     """Merge per-segment ``feed_stats`` rows (with their hive columns) into one row per
-    exchange · symbol · channel · hour; the module docstring says how."""
-    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows.to_pylist():
-        groups[(r["exchange"], r["symbol"], r["channel"], r["hour"])].append(r)
-    out = []
-    for (ex, sym, channel, hour), items in sorted(groups.items()):
-        out.append(_merge(ex, sym, channel, hour, items))
-    if not out:
+    exchange · symbol · channel · hour; the module docstring says how. Columnar (polars), so
+    a long range stays fast; only hours held by several rows with latencies (a segment
+    boundary inside the hour) go through the histogram, in Python."""
+    import polars as pl
+
+    if not rows.num_rows:
         return HOURLY_SCHEMA.empty_table()
-    return pa.Table.from_pylist(out, schema=HOURLY_SCHEMA)
+    keys = ["exchange", "symbol", "channel", "hour"]
+    timed = pl.col("latency_messages") > 0
+    # one chunk per part file: polars converts chunk by chunk, costly for many small parts
+    df = pl.from_arrow(rows.combine_chunks())
+    assert isinstance(df, pl.DataFrame)
+    agg = (
+        df.group_by(keys)
+        .agg(
+            pl.col("segment").n_unique().cast(pl.Int64).alias("segments"),
+            *(pl.col(c).sum() for c in _SUMS),
+            pl.col("latency_max_ns").max(),
+            pl.col("clock_offset_ns").min(),
+            pl.col("first_ts_recv").min(),
+            pl.col("last_ts_recv").max(),
+            pl.col("active_minutes").bitwise_or().alias("active"),
+            timed.sum().alias("timed_rows"),
+            *(pl.col(c).filter(timed).first() for c in _QUANTILE_COLUMNS),
+            pl.col("latency_bins").filter(timed).alias("bins"),
+            pl.col("latency_counts").filter(timed).alias("counts"),
+        )
+        .sort(keys)
+    )
+    merged = agg.filter(pl.col("timed_rows") > 1)
+    if merged.height:  # quantiles of split hours from the summed histograms
+        fixes = {name: [] for name in _QUANTILE_COLUMNS}
+        for r in merged.select(["bins", "counts", "clock_offset_ns", "latency_max_ns"]).rows():
+            hist: dict[int, int] = defaultdict(int)
+            for bins, counts in zip(r[0], r[1], strict=True):
+                for b, c in zip(bins, counts, strict=True):
+                    hist[b] += c
+            for name, q in zip(_QUANTILE_COLUMNS, QUANTILES, strict=True):
+                fixes[name].append(histogram_quantile(hist, q, r[2], r[3]))
+        fixed = merged.select(keys).with_columns(
+            pl.Series(f"_{n}", v, pl.Int64) for n, v in fixes.items()
+        )
+        agg = agg.join(fixed, on=keys, how="left", nulls_equal=True).with_columns(
+            pl.coalesce(f"_{n}", n).alias(n) for n in _QUANTILE_COLUMNS
+        )
+    out = agg.with_columns(
+        pl.from_epoch(pl.col("hour") // 1_000_000_000, time_unit="s")
+        .dt.replace_time_zone("UTC")
+        .alias("hour"),
+        (pl.col("timed_rows") <= 1).alias("quantiles_exact"),
+        pl.when(pl.col("latency_messages") > 0)
+        .then(pl.col("negative_latency") / pl.col("latency_messages"))
+        .otherwise(None)
+        .alias("negative_share"),
+        (60 - pl.col("active").bitwise_count_ones().cast(pl.Int64)).alias("silent_minutes"),
+    )
+    return out.select(HOURLY_SCHEMA.names).to_arrow().cast(HOURLY_SCHEMA)
 
 
-def _extreme(items: list[dict[str, Any]], key: str, fn: Any) -> int | None:
-    values = [r[key] for r in items if r[key] is not None]
-    return fn(values) if values else None
-
-
-def _merge(ex: str, sym: str, channel: str, hour: int, items: list[dict[str, Any]]) -> dict:
-    n_lat = sum(r["latency_messages"] for r in items)
-    negative = sum(r["negative_latency"] for r in items)
-    bitmap = 0
-    for r in items:
-        bitmap |= r["active_minutes"]
-    row: dict[str, Any] = {
-        "exchange": ex,
-        "symbol": sym,
-        "channel": channel,
-        "hour": hour // 1_000_000_000,
-        "segments": len({r["segment"] for r in items}),
-        "messages": sum(r["messages"] for r in items),
-        "rows": sum(r["rows"] for r in items),
-        "latency_messages": n_lat,
-        "latency_max_ns": _extreme(items, "latency_max_ns", max),
-        "clock_offset_ns": _extreme(items, "clock_offset_ns", min),
-        "negative_latency": negative,
-        "negative_share": negative / n_lat if n_lat else None,
-        "gaps": sum(r["gaps"] for r in items),
-        "reconnects": sum(r["reconnects"] for r in items),
-        "silent_minutes": 60 - bin(bitmap).count("1"),
-        "first_ts_recv": _extreme(items, "first_ts_recv", min),
-        "last_ts_recv": _extreme(items, "last_ts_recv", max),
-    }
-    with_lat = [r for r in items if r["latency_messages"]]
-    row["quantiles_exact"] = len(with_lat) <= 1
-    names = ("latency_p50_ns", "latency_p90_ns", "latency_p99_ns")
-    if len(with_lat) == 1:
-        row.update({name: with_lat[0][name] for name in names})
-    elif with_lat:
-        hist: dict[int, int] = defaultdict(int)
-        for r in with_lat:
-            for b, c in zip(r["latency_bins"], r["latency_counts"], strict=True):
-                hist[b] += c
-        lo, hi = row["clock_offset_ns"], row["latency_max_ns"]
-        for name, q in zip(names, QUANTILES, strict=True):
-            row[name] = histogram_quantile(hist, q, lo, hi)
-    else:
-        row.update(dict.fromkeys(names))
-    return row
+_SUMS = ("messages", "rows", "latency_messages", "negative_latency", "gaps", "reconnects")
+_QUANTILE_COLUMNS = ("latency_p50_ns", "latency_p90_ns", "latency_p99_ns")
 
 
 def render(table: pa.Table) -> str:

@@ -383,14 +383,13 @@ class Reader:
         while day <= ns_to_date(t1):
             if day in hot_days:
                 tbl = self.hot.read(table, exchange, symbol, day, col, t0, t1)
-                # the hot store may trail the lake (segments are loaded in receive order after
-                # they are refined): the lake supplies what arrived after its last row
-                tail = [(col, ">=", t0), (col, "<=", t1)]
-                if tbl.num_rows:
-                    tail.append(("ts_recv", ">", pc.max(tbl["ts_recv"]).as_py()))
-                rest = self._read(table, exchange, symbol, day, filters=tail)
-                if rest.num_rows:
-                    tbl = pa.concat_tables([tbl, rest], promote_options="permissive")
+                # the hot store may lack rows the lake has (a segment refined but not loaded
+                # yet, a late segment, a clock step back, a second source of the venue): the
+                # day's lake rows are merged by identity, not after a time cutoff
+                lake_rows = self._read(
+                    table, exchange, symbol, day, filters=[(col, ">=", t0), (col, "<=", t1)]
+                )
+                tbl = merge_by_identity(tbl, lake_rows)
             else:
                 tbl = self._read(
                     table, exchange, symbol, day, filters=[(col, ">=", t0), (col, "<=", t1)]
@@ -693,6 +692,25 @@ def _bars_from_hot(tbl: pa.Table) -> pa.Table:
             "trade_count": tbl["trades"],
         }
     ).cast(BARS)
+
+
+# a row's identity across the hot store and the lake: the raw line it came from (its receive
+# time and the daemon's seq); the rows of one line are loaded into the hot store together
+ROW_IDENTITY = ("ts_recv", "seq")
+
+
+def merge_by_identity(hot: pa.Table, lake_rows: pa.Table) -> pa.Table:
+    """Hot rows plus the lake rows whose raw line (``ROW_IDENTITY``) the hot store does not
+    hold: nothing hidden, nothing doubled, whatever the times of the missing rows."""
+    if not lake_rows.num_rows:
+        return hot
+    if not hot.num_rows:
+        return lake_rows
+    keys = hot.select(list(ROW_IDENTITY)).group_by(list(ROW_IDENTITY)).aggregate([])
+    missing = lake_rows.join(keys, list(ROW_IDENTITY), join_type="left anti")
+    if not missing.num_rows:
+        return hot
+    return pa.concat_tables([hot, missing.select(hot.column_names)], promote_options="permissive")
 
 
 def as_format(table: pa.Table, fmt: Literal["arrow", "polars", "pandas"] = "arrow") -> Any:

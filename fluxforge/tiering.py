@@ -34,7 +34,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -452,8 +452,14 @@ def _resolve_duplicate(
     return {keep: where[keep]}
 
 
-def tier(cfg: Config, dry_run: bool = False, now: float | None = None) -> TierReport:
-    """Reconcile the manifest with the tiers, then move every segment old enough to its tier.
+def tier(
+    cfg: Config,
+    dry_run: bool = False,
+    now: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TierReport:
+    """Reconcile the manifest with the tiers, then move every segment old enough to its tier
+    (`progress` is called after each move).
 
     ``dry_run`` plans from a scan (and the manifest, read-only, when it exists) and changes
     nothing: no file moved, no manifest written."""
@@ -484,6 +490,8 @@ def tier(cfg: Config, dry_run: bool = False, now: float | None = None) -> TierRe
                 log.info(
                     "tier %s/%s: %s -> %s (%s)", loc.source, loc.name, loc.tier, target, method
                 )
+                if progress:
+                    progress(f"{loc.source}/{loc.name} -> {target}")
             for loc in current.values():
                 report.segments[loc.tier] = report.segments.get(loc.tier, 0) + 1
         finally:

@@ -519,30 +519,51 @@ BOOK_TICKER = ObjectShape(
     ("A", V_DEC, 10),
 )
 _TICKER_NEED = BOOK_TICKER.bits("u", "s", "b", "B", "a", "A")
-_T_COLS = 16  # u, E ns, s s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq
+# info columns: u, E ns, s s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq, line
+_TICKER_LAYOUT = (17, 16, 14, 15, 12, 1, -1)
+_NO_IDS = np.zeros(1, np.int64)
 
 
 @njit(cache=True)
-def _scan_tickers(fr, buf, todo, shape, need):
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists in this shape)
-    n = len(fr)
-    ok = np.zeros(n, np.bool_)
-    info = np.zeros((n, _T_COLS), np.int64)
-    out = np.zeros(_T_COLS, np.int64)
-    for i in range(n):
+def _scan_events(fr, buf, todo, shape, need, id_bits, layout):
+    """The framed events of one declared ``ObjectShape`` -> one info row per line taken, in
+    the column `layout` (n_cols, line, ts, seq, stream start (end next), event time or -1,
+    event kind or -1: then the kind k also needs the keys id_bits[k - 1])."""
+    n_cols, c_line, c_ts, c_seq, c_stream, c_evt, c_kind = layout
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists in these shapes)
+    info = np.empty((1024, n_cols), np.int64)
+    n_ok = 0
+    out = np.zeros(n_cols, np.int64)
+    for i in range(len(fr)):
         if not todo[i] or fr[i, _F_D0] < 0:
             continue
         out[:] = -1
-        out[14] = fr[i, _F_TS]
-        out[15] = fr[i, _F_SEQ]
-        out[1] = fr[i, _F_TS]  # no "E": the receive time
-        out[12], out[13] = fr[i, _F_S0], fr[i, _F_S1]
+        out[c_ts] = fr[i, _F_TS]
+        out[c_seq] = fr[i, _F_SEQ]
+        if c_evt >= 0:
+            out[c_evt] = fr[i, _F_TS]  # no event time: the receive time
+        out[c_stream], out[c_stream + 1] = fr[i, _F_S0], fr[i, _F_S1]
         p, seen, _lv, _n = flat_object(buf, fr[i, _F_D0], fr[i, _F_D1], shape, out, 0, no_lv, 0)
         if p != fr[i, _F_D1] or (seen & need) != need:
             continue
-        info[i] = out
-        ok[i] = True
-    return ok, info
+        if c_kind >= 0 and not seen & id_bits[out[c_kind] - 1]:
+            continue
+        info = grow(info, n_ok)
+        info[n_ok] = out
+        info[n_ok, c_line] = i
+        n_ok += 1
+    return info[:n_ok]
+
+
+def _not_partial_depth(buf: np.ndarray, stream: np.ndarray) -> np.ndarray:
+    """Rows whose stream (n x 2 spans; none for a bare frame) is not a partial-depth stream:
+    that name makes a line a top-N book snapshot, for the depth path only."""
+    streams = spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
+    stream_ok = np.array(
+        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
+        dtype=bool,
+    )
+    return stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
 
 
 def _streams_symbols(
@@ -551,13 +572,7 @@ def _streams_symbols(
     """Rows given by their stream and venue-symbol spans (n x 2: start, end) -> (rows the
     normalizer takes as this event: stream not a partial-depth one and a symbol it accepts,
     venue-symbol code of each row, symbol of each code or None, venue symbols encoded)."""
-    # a partial-depth stream name makes the line a top-N book snapshot: not these paths
-    streams = spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
-    stream_ok = np.array(
-        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
-        dtype=bool,
-    )
-    keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    keep = _not_partial_depth(buf, stream)
     sym_arr = spans(buf, raw[:, 0], raw[:, 1]).dictionary_encode()
     codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     symbols = checked_symbols(
@@ -641,11 +656,10 @@ def fast_book_tickers(
         return None, none
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    ok, info = _scan_tickers(frames, buf, todo, BOOK_TICKER.args, _TICKER_NEED)
-    if not ok.any():
+    info = _scan_events(frames, buf, todo, BOOK_TICKER.args, _TICKER_NEED, _NO_IDS, _TICKER_LAYOUT)
+    if not len(info):
         return None, none
-    rows = np.flatnonzero(ok)
-    info = info[rows]
+    rows = info[:, 16].copy()
     keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 12:14], info[:, 2:4])
     if not keep.any():
         return None, none
@@ -714,34 +728,11 @@ TRADE = ObjectShape(
     ("q", V_POS, 9),
 )
 _TRADE_NEED = TRADE.bits("e", "T", "m", "s", "p", "q")
-_TRADE_ID = (TRADE.bits("a"), TRADE.bits("t"))  # the id key of aggTrade, of trade
+_TRADE_ID = np.array([TRADE.bits("a"), TRADE.bits("t")], np.int64)  # id key of aggTrade, trade
 _TAKER_SIDES = pa.array([binance.TAKER_SIDE[False], binance.TAKER_SIDE[True]], pa.string())
-# cols: aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, stream s/e, ts, seq, e
-_R_COLS = 18
-
-
-@njit(cache=True)
-def _scan_trades(fr, buf, todo, shape, need, id_bits):
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists in this shape)
-    n = len(fr)
-    info = np.empty((1024, _R_COLS), np.int64)
-    n_ok = 0
-    out = np.zeros(_R_COLS, np.int64)
-    for i in range(n):
-        if not todo[i] or fr[i, _F_D0] < 0:
-            continue
-        out[:] = -1
-        out[15] = fr[i, _F_TS]
-        out[16] = fr[i, _F_SEQ]
-        out[13], out[14] = fr[i, _F_S0], fr[i, _F_S1]
-        p, seen, _lv, _n = flat_object(buf, fr[i, _F_D0], fr[i, _F_D1], shape, out, 0, no_lv, 0)
-        if p != fr[i, _F_D1] or (seen & need) != need or not seen & id_bits[out[17] - 1]:
-            continue
-        info = grow(info, n_ok)
-        info[n_ok] = out
-        info[n_ok, 12] = i
-        n_ok += 1
-    return info[:n_ok]
+# info columns: aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, line, stream s/e,
+# ts, seq, e
+_TRADE_LAYOUT = (18, 12, 15, 16, 13, -1, 17)
 
 
 @dataclass
@@ -772,7 +763,7 @@ def fast_trades_of(
         return None, none
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    info = _scan_trades(frames, buf, todo, TRADE.args, _TRADE_NEED, _TRADE_ID)
+    info = _scan_events(frames, buf, todo, TRADE.args, _TRADE_NEED, _TRADE_ID, _TRADE_LAYOUT)
     if not len(info):
         return None, none
     keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 13:15], info[:, 5:7])
@@ -941,14 +932,7 @@ def control_lines(
     info = _scan_control(frames, buf, todo, _CONTROL_WORDS, _CONTROL_EVENTS)
     if not len(info):
         return taken
-    # a partial-depth stream name makes the line a top-N book snapshot: not this path
-    streams = spans(buf, info[:, 1], info[:, 2]).dictionary_encode()
-    stream_ok = np.array(
-        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
-        dtype=bool,
-    )
-    keep = stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    taken[info[keep, 0]] = True
+    taken[info[_not_partial_depth(buf, info[:, 1:3]), 0]] = True
     return taken
 
 

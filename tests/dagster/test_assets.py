@@ -67,6 +67,14 @@ def test_materialize_claimed_segments_writes_parquet_rows_and_coverage(small_rep
     assert {c.name for c in schema.columns} >= {"ts_recv", "price", "exchange", "date"}
     assert mats["quarantine"]["lines"].value > 0
     assert {"bytes", "quarantined", "gaps", "lag_s"} <= set(mats["trades"])
+    # what the UI shows: row count and column schema, human size and lag, owners elsewhere
+    trades = mats["trades"]
+    assert trades["dagster/row_count"].value == trades["rows"].value
+    columns = [c.name for c in trades["dagster/column_schema"].value.columns]
+    assert columns[:4] == ["ts_event", "ts_recv", "venue_symbol", "trade_id"]
+    assert trades["size"].value.endswith("B") and trades["lag"].value[0].isdigit()
+    heatmap = mats["coverage"]["heatmap"].value
+    assert heatmap.startswith("![coverage heatmap](data:image/png;base64,iVBOR")  # a PNG
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["book_deltas_schema_valid"] and checks["lines_reconciled"]
     assert checks["books_not_crossed"] and checks["trade_ids_unique"]

@@ -85,3 +85,23 @@ def test_latency_buckets_follow_the_span() -> None:
     )
     lat = latency_table(rows)
     assert lat["rows"].to_pylist() == [1, 1, 1] and lat["p50_ms"].to_pylist() == [5.0, 7.0, 9.0]
+
+
+def test_latency_from_feed_stats_is_hourly_per_exchange(lake: Path) -> None:
+    from datetime import UTC, date, datetime
+
+    from fluxforge import plotdata
+    from fluxforge.config import load_config
+
+    cfg = load_config(lake, environ={})
+    day = date(2022, 5, 13)
+    lat = plotdata.latency_from_feed_stats(cfg, day, day)
+    assert lat is not None, "the refinery writes feed_stats"
+    hour = int(datetime(2022, 5, 13, 16, tzinfo=UTC).timestamp()) * 10**9
+    assert lat["exchange"].to_pylist() == ["okx"] and lat["bucket_ns"].to_pylist() == [hour]
+    rows = plotdata.latency_rows(cfg, day, day)
+    with_event = sum(1 for t in rows["ts_event"].to_pylist() if t and t > 0)
+    assert 0 < lat["rows"][0].as_py() <= with_event  # messages, not rows, carry a latency
+    p50, p99 = lat["p50_ms"][0].as_py(), lat["p99_ms"][0].as_py()
+    assert p50 <= p99
+    assert plotdata.latency_from_feed_stats(cfg, date(2023, 1, 1), date(2023, 1, 1)) is None

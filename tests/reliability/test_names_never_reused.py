@@ -158,3 +158,38 @@ def test_names_daemon_refuses_to_start_when_counters_unknowable(tmp_path: Path) 
     with pytest.raises(OSError, match="manifest"):
         writer.open()
     assert not (tmp_path / "store" / "raw" / "active").exists()
+
+
+def test_names_second_up_on_same_data_dir_exits_at_once(tmp_path: Path) -> None:
+    """`fluxforge up` per data dir: a second one (while the first holds the data dir) exits
+    non-zero naming the holder, before starting a daemon, Dagster or PostgreSQL."""
+    import sys
+
+    from fluxforge.locks import up_lock_path
+
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "up.yaml", {"storage": {"base_dir": str(data)}})
+    lock = up_lock_path(data.resolve())
+    holder = popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from fluxforge.locks import exclusive\n"
+            f"with exclusive({str(lock)!r}, 'fluxforge up', 'fluxforge up'):\n"
+            "    print('up', flush=True); time.sleep(120)",
+        ]
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"up"
+        second = subprocess.run(
+            [sys.executable, "-m", "fluxforge.cli", "up", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode != 0
+        assert f"pid {holder.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert not (data / "dagster_home").exists()  # touched nothing
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
