@@ -202,10 +202,6 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
                 break
         if k < min_len:
             return -1, n_lv, lv
-        if n_lv == lv.shape[0]:
-            grown = np.empty((lv.shape[0] * 2, 6), np.int64)
-            grown[:n_lv] = lv[:n_lv]
-            lv = grown
         if side_fixed >= 0:
             side = side_fixed
             px0, px1, sz0, sz1 = a0, a1, b0, b1
@@ -217,13 +213,7 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
             if side < 0:
                 return -1, n_lv, lv
             px0, px1, sz0, sz1 = b0, b1, c0, c1
-        lv[n_lv, 0] = row
-        lv[n_lv, 1] = side
-        lv[n_lv, 2] = px0
-        lv[n_lv, 3] = px1
-        lv[n_lv, 4] = sz0
-        lv[n_lv, 5] = sz1
-        n_lv += 1
+        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
         p, done = next_item(buf, p, end)
         if p < 0:
             return -1, n_lv, lv
@@ -298,6 +288,19 @@ def skip_container(buf, p, end):
                 return k + 1
         k += 1
     return -1
+
+
+@njit(cache=True)
+def add_level(lv, n_lv, row, side, px0, px1, sz0, sz1):
+    """Append one level row (message row, side, price span, size span): (lv, n_lv)."""
+    lv = grow(lv, n_lv)
+    lv[n_lv, 0] = row
+    lv[n_lv, 1] = side
+    lv[n_lv, 2] = px0
+    lv[n_lv, 3] = px1
+    lv[n_lv, 4] = sz0
+    lv[n_lv, 5] = sz1
+    return lv, n_lv + 1
 
 
 @njit(cache=True)

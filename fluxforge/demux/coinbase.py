@@ -25,6 +25,7 @@ from fluxforge.demux.bytescan import (
     LBRACKET,
     RBRACE,
     RBRACKET,
+    add_level,
     envelope,
     eq,
     grow,
@@ -115,14 +116,8 @@ def _at_update(buf, p, end, m, is_update, lv, n_lv, words, word_sides, keys):
         return -1, n_lv, lv, 0, False
     if not plain_decimal(buf, px0, px1, True) or not plain_decimal(buf, sz0, sz1, False):
         return -1, n_lv, lv, 0, False
-    lv = grow(lv, n_lv)
-    lv[n_lv, 0] = m
-    lv[n_lv, 1] = side
-    lv[n_lv, 2] = px0
-    lv[n_lv, 3] = px1
-    lv[n_lv, 4] = sz0
-    lv[n_lv, 5] = sz1
-    return p, n_lv + 1, lv, ev_ns, True
+    lv, n_lv = add_level(lv, n_lv, m, side, px0, px1, sz0, sz1)
+    return p, n_lv, lv, ev_ns, True
 
 
 @njit(cache=True)

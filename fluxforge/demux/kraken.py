@@ -29,6 +29,7 @@ from fluxforge.demux.bytescan import (
     LBRACKET,
     RBRACE,
     RBRACKET,
+    add_level,
     envelope,
     grow,
     key_at,
@@ -130,14 +131,7 @@ def _levels(buf, p, end, row, side, lv, n_lv):
             return -1, n_lv, lv, 0
         if not plain_decimal(buf, px0, px1, True) or not plain_decimal(buf, sz0, sz1, False):
             return -1, n_lv, lv, 0
-        lv = grow(lv, n_lv)
-        lv[n_lv, 0] = row
-        lv[n_lv, 1] = side
-        lv[n_lv, 2] = px0
-        lv[n_lv, 3] = px1
-        lv[n_lv, 4] = sz0
-        lv[n_lv, 5] = sz1
-        n_lv += 1
+        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
         p, done = next_item(buf, p, end)
         if p < 0:
             return -1, n_lv, lv, 0
