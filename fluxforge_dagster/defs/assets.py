@@ -158,9 +158,20 @@ def build_assets(cfg: Config) -> list[Any]:
                 meta |= feed_stats.summary(quality.read_parts(storage, table, keys))
             yield dg.MaterializeResult(asset_key=table, metadata=meta)
         yield from evaluate(ff, storage, files, report)
+        if report.get("held") and not report.get("failed"):
+            # per-source order: the batch went back to ready/ behind an unsettled earlier
+            # segment (its reason names the next step): the work was not done, say so
+            held = report["held"]
+            raise dg.Failure(
+                description="; ".join(
+                    f"{h['source']} held at {h['segment']} ({h['state']}/): {h['reason']}"
+                    for h in held[:3]
+                ),
+                metadata={"held": [h["segment"] for h in held], "deferred": report["deferred"]},
+            )
         if report.get("failed"):
-            # the refinery has put them back to ready/ (retried by the sensor) or, after
-            # repeated failures, into failed/ with a reason file: never lost, reported here
+            # the refinery retried them with backoff and put them back to ready/ (retried by
+            # the sensor; only an operator's writeoff gives one up): reported here
             raise dg.Failure(
                 description=f"{len(report['failed'])} segments failed: {report['failed'][:3]}",
                 metadata={
