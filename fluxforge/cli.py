@@ -595,12 +595,12 @@ def plot_latency(config_path, exchange, start, end, output) -> None:
     _save(lambda: plots.latency_figure(lat, f"feed latency {first} .. {last}"), output, "latency")
 
 
-# --- sql: the dbt-like SQL models (fluxforge.sqlmodels) ----------------------------------------
+# --- sql: the dbt project of the SQL models (fluxforge.sql_models) -----------------------------
 
 
 @main.group()
 def sql() -> None:
-    """Run / test the SQL models of dbt_like_sql/ on DuckDB over the lake."""
+    """Build / test the SQL models of dbt_like_sql/ with dbt (dbt-duckdb over the lake)."""
 
 
 _select_option = click.option(
@@ -608,74 +608,102 @@ _select_option = click.option(
     "-s",
     "select",
     multiple=True,
-    help="Model name, +name (with upstream) or name+ (with downstream); repeatable.",
+    help="dbt selector: name, +name (with upstream), name+ (with downstream), tag:...; repeatable.",
 )
 _project_option = click.option(
     "--project",
     "project_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="SQL project directory (default: the repository's dbt_like_sql/).",
+    help="dbt project directory (default: the repository's dbt_like_sql/).",
+)
+_dates_option = click.option(
+    "--date",
+    "dates",
+    multiple=True,
+    help="Refresh only this date (YYYY-MM-DD; repeatable). Default: every date.",
 )
 
 
-@sql.command("run")
-@config_option
-@_select_option
-@_project_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
-def sql_run(
-    config_path: str | None, select: tuple[str, ...], project_dir: str | None, as_json: bool
+def _sql_command(
+    command: str,
+    config_path: str | None,
+    select: tuple[str, ...],
+    project_dir: str | None,
+    dates: tuple[str, ...],
+    full_refresh: bool,
+    as_json: bool,
 ) -> None:
-    """Build the selected models (all by default) in dependency order."""
     import json
 
-    from fluxforge import sqlmodels
-    from fluxforge.render import human_bytes
+    from fluxforge import sql_models
 
     cfg = load_config(config_path)
     try:
-        result = sqlmodels.run(cfg, list(select) or None, project=project_dir)
-    except (sqlmodels.ProjectError, sqlmodels.ModelNotBuiltError) as exc:
-        click.echo(f"fluxforge sql run: {exc}", err=True)
+        result = sql_models.invoke(
+            cfg,
+            command,
+            select=list(select),
+            dates=list(dates) or None,
+            full_refresh=full_refresh,
+            project_dir=project_dir,
+        )
+    except sql_models.SqlModelsError as exc:
+        click.echo(f"fluxforge sql {command}: {exc}", err=True)
         sys.exit(2)
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
-        for m in result.models:
-            detail = m.error or f"{m.rows:,} rows, {m.files} files, {human_bytes(m.bytes)}"
-            click.echo(f"{m.status:8} {m.name:24} {detail if m.status != 'view' else ''}")
+        for n in result.nodes:
+            detail = n.message or (f"{n.failures} failing rows" if n.failures else "")
+            click.echo(f"{n.status:8} {n.kind:6} {n.name} {detail}".rstrip())
+        counts = result.counts()
+        click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing ran")
     sys.exit(0 if result.ok else 1)
 
 
-@sql.command("test")
-@config_option
-@_select_option
-@_project_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
-def sql_test(
-    config_path: str | None, select: tuple[str, ...], project_dir: str | None, as_json: bool
-) -> None:
-    """Run the YAML column tests and singular tests (of the selected models)."""
-    import json
+for _name, _doc in (
+    ("run", "dbt run: build the selected models (all by default) in dependency order."),
+    ("test", "dbt test: the YAML data tests and singular tests (of the selected models)."),
+    ("build", "dbt build: models and their tests; a failing test skips what is downstream."),
+):
 
-    from fluxforge import sqlmodels
+    def _make(command: str, doc: str) -> None:
+        @sql.command(command, help=doc)
+        @config_option
+        @_select_option
+        @_project_option
+        @_dates_option
+        @click.option("--full-refresh", is_flag=True, help="Rebuild the marts from scratch.")
+        @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+        def _cmd(
+            config_path: str | None,
+            select: tuple[str, ...],
+            project_dir: str | None,
+            dates: tuple[str, ...],
+            full_refresh: bool,
+            as_json: bool,
+        ) -> None:
+            _sql_command(command, config_path, select, project_dir, dates, full_refresh, as_json)
+
+    _make(_name, _doc)
+
+
+@sql.command("profile")
+@config_option
+@click.option(
+    "--profiles-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write profiles.yml (default: beside the DuckDB database).",
+)
+def sql_profile(config_path: str | None, profiles_dir: str | None) -> None:
+    """Write the dbt profile for the config and print its folder (for `dbt --profiles-dir`)."""
+    from fluxforge.dbt_profile import default_profiles_dir, write_profiles
 
     cfg = load_config(config_path)
-    try:
-        result = sqlmodels.test(cfg, list(select) or None, project=project_dir)
-    except sqlmodels.ProjectError as exc:
-        click.echo(f"fluxforge sql test: {exc}", err=True)
-        sys.exit(2)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), default=str))
-    else:
-        for t in result.tests:
-            detail = t.error or (f"{t.failures} failing rows" if t.failures else "")
-            click.echo(f"{t.status:5} {t.name} {detail}")
-        counts = result.to_dict()["counts"]
-        click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests")
-    sys.exit(0 if result.ok else 1)
+    path = write_profiles(cfg, profiles_dir or default_profiles_dir(cfg))
+    click.echo(str(path.parent))
 
 
 # --- tier: raw segment tiering + manifest (fluxforge.tiering) -----------------------------------

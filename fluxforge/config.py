@@ -277,6 +277,15 @@ class TieringConfig(_Model):
     schedule: str = "*/15 * * * *"
 
 
+class SqlModelsConfig(_Model):
+    """The dbt project of the SQL models (fluxforge/dbt_profile.py writes its profile)."""
+
+    # the DuckDB database of the marts (a local file); None: {state_dir}/dbt/fluxforge.duckdb
+    # of a local lake, else ./fluxforge_data/dbt/fluxforge.duckdb
+    duckdb_path: str | None = None
+    threads: int = Field(default=1, ge=1, le=64)
+
+
 class Config(_Model):
     storage: StorageConfig = StorageConfig()
     sources: list[SourceConfig] = []
@@ -287,6 +296,7 @@ class Config(_Model):
     lifecycle: LifecycleConfig = LifecycleConfig()
     hot_store: HotStoreConfig = HotStoreConfig()
     tiering: TieringConfig = TieringConfig()
+    sql_models: SqlModelsConfig = SqlModelsConfig()
     source_path: str | None = None
 
     @model_validator(mode="after")

@@ -17,11 +17,10 @@ by pyarrow) and then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: re-loadin
 or a day adds nothing.
 
 Bars are computed here, in PostgreSQL, from the hot ``trades`` of the same day (the lake has no
-bars tables; the SQL-model bars of ``dbt_like_sql`` are the lake-side equivalent, with the same
-rules): a venue trade id counts once (its first receipt: a reconnect can repeat a trade), event
-time falls back to ``ts_recv`` when the venue sent none, bucket = that time floored to the
-interval, OHLC by (time, seq, ord) order, volume, VWAP (rounded to 18 decimals) and trade count;
-a load upserts the day's bars from the bar of its earliest trade on.
+bars tables; the SQL-model bars of ``dbt_like_sql`` are the lake-side equivalent) by the one bar
+rule of ``fluxforge.bar_rule`` (trade-id de-duplication per day at the first receipt, event time
+else ``ts_recv``, the order that picks open and close), whose SQL is generated from it; VWAP is
+rounded to 18 decimals. A load upserts the day's bars from the bar of its earliest trade on.
 
 Identifiers are composed with ``psycopg.sql.Identifier``; values are always bound parameters
 (partition bounds in DDL, which cannot take parameters, are ``sql.Literal`` dates).
@@ -45,6 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from fluxforge import bar_rule
+from fluxforge.bar_rule import bar_time
 from fluxforge.redact import redact, register_dsn_secrets
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,6 @@ LAKE_TABLES = tuple(TABLE_COLUMNS)
 
 _INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-
-
-def bar_time(trades: pa.Table) -> pa.ChunkedArray:
-    """The time bars bucket trades by: ``ts_event``, or ``ts_recv`` where the venue sent none
-    (0), as the SQL models do."""
-    return pc.if_else(pc.greater(trades["ts_event"], 0), trades["ts_event"], trades["ts_recv"])
 
 
 def bar_time_min(trades: pa.Table) -> int:
@@ -384,9 +379,9 @@ class HotStore:
                     INSERT INTO {bars} AS b
                         (day, exchange, symbol, ts, open, high, low, close, volume, vwap, trades)
                     SELECT day, exchange, symbol, bucket,
-                           (array_agg(price ORDER BY te, seq, ord))[1],
+                           (array_agg(price ORDER BY {first}))[1],
                            max(price), min(price),
-                           (array_agg(price ORDER BY te DESC, seq DESC, ord DESC))[1],
+                           (array_agg(price ORDER BY {last}))[1],
                            sum(size),
                            round(sum(price * size) / nullif(sum(size), 0), 18),
                            count(*)
@@ -396,7 +391,7 @@ class HotStore:
                                            AS te,
                                        row_number() OVER (
                                            PARTITION BY exchange, symbol, trade_id
-                                           ORDER BY ts_recv, seq, ord) AS nth
+                                           ORDER BY {receipt}) AS nth
                                 FROM {trades}
                                 WHERE day = %s
                                   AND CASE WHEN ts_event > 0 THEN ts_event ELSE ts_recv END
@@ -408,7 +403,14 @@ class HotStore:
                         close = EXCLUDED.close, volume = EXCLUDED.volume,
                         vwap = EXCLUDED.vwap, trades = EXCLUDED.trades
                     """
-                ).format(bars=self._ident(table), trades=self._ident("trades")),
+                ).format(
+                    bars=self._ident(table),
+                    trades=self._ident("trades"),
+                    # the bar rule's orders (fluxforge/bar_rule.py), generated for PostgreSQL
+                    first=sql.SQL(bar_rule.sql_order(bar_rule.TRADE_ORDER, "postgres")),
+                    last=sql.SQL(bar_rule.sql_order(bar_rule.TRADE_ORDER, "postgres", True)),
+                    receipt=sql.SQL(bar_rule.sql_order(bar_rule.FIRST_RECEIPT, "postgres")),
+                ),
                 (width, day, since),
             )
         conn.commit()

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fluxforge import lake
+from fluxforge import bar_rule, lake
 from fluxforge.config import Config
 from fluxforge.lake import Lake, LakeFile, file_of_key, parse_as_of
 from fluxforge.storage import Layout, Storage, open_storage
@@ -416,7 +416,7 @@ class Reader:
         self, exchange: str, symbol: str, start: Any, end: Any, interval: str = "1m"
     ) -> pa.Table:
         """OHLCV bars whose start lies in [start, end]: hot days from PostgreSQL, the others
-        from the SQL models' Parquet (``fluxforge sql run``). A hot day the hot store has not
+        from the SQL models' Parquet (``fluxforge sql run``, dbt). A hot day the hot store has not
         fully loaded yet is completed from the lake's later trades (``_complete_hot_bars``). A
         bar present in two days (a bucket near midnight) is taken once, from the earlier day.
         Bar starts without a trade-derived bar take the exchange's own candle of the interval
@@ -438,8 +438,9 @@ class Reader:
                 tbl = _bars_from_hot(self.hot.read(table, exchange, symbol, day, "ts", t0, t1))
                 tbl = self._complete_hot_bars(tbl, exchange, symbol, day, interval, t0, t1)
             else:
+                # the marts' Parquet published by dbt (dbt_like_sql/macros/publish_dates.sql)
                 part = self.layout.model_part(
-                    table, {"exchange": exchange, "symbol": symbol, "date": str(day)}
+                    table, {"date": str(day), "exchange": exchange, "symbol": symbol}
                 )
                 keys = self.storage.list(part.rsplit("/", 1)[0], "*.parquet")
                 if keys:
@@ -450,7 +451,7 @@ class Reader:
                     )
                 else:
                     # no SQL-model part for the day (`fluxforge sql run` not run yet): the
-                    # same bars from the lake's trades, by the hot store's rule
+                    # same bars from the lake's trades, by the bar rule
                     tbl = self._bars_from_lake_trades(exchange, symbol, day, interval)
                 mask = pc.and_(pc.greater_equal(tbl["ts"], t0), pc.less_equal(tbl["ts"], t1))
                 tbl = tbl.filter(mask)
@@ -508,11 +509,11 @@ class Reader:
     def _bars_from_lake_trades(
         self, exchange: str, symbol: str, day: date, interval: str
     ) -> pa.Table:
-        """Bars of one day's lake trades, computed as ``_complete_hot_bars`` computes them."""
+        """Bars of one day's lake trades by the bar rule (``bars_from_trades``)."""
         from fluxforge.hot import interval_ns
 
-        trades = _bar_time(self._read("trades", exchange, symbol, day, columns=_BAR_INPUT))
-        return _bars_from_trades(_first_receipts(trades), interval_ns(interval))
+        trades = self._read("trades", exchange, symbol, day, columns=_BAR_INPUT)
+        return bars_from_trades(trades, interval_ns(interval))
 
     def _complete_hot_bars(
         self,
@@ -559,11 +560,9 @@ class Reader:
         in_range = pc.and_(
             pc.greater_equal(tail["ts_event"], lo), pc.less_equal(tail["ts_event"], end)
         )
-        # hot rows come ordered by (ts_recv, seq, ord) and lake rows of one raw line keep their
-        # order, so the row position is the hot store's `ord` tie-break
-        trades = _first_receipts(pa.concat_tables([hot.select(_BAR_INPUT), tail.filter(in_range)]))
+        trades = pa.concat_tables([hot.select(_BAR_INPUT), tail.filter(in_range)])
         kept = bars.filter(pc.less(bars["ts"], lo))
-        return pa.concat_tables([kept, _bars_from_trades(trades, iv)])
+        return pa.concat_tables([kept, bars_from_trades(trades, iv)])
 
 
 BAR_INTERVALS = ("1m", "5m", "1h", "1d")
@@ -596,16 +595,16 @@ _BAR_INPUT = ["ts_event", "ts_recv", "seq", "price", "size", "trade_id"]
 
 
 def _bar_time(trades: pa.Table) -> pa.Table:
-    """Trades with ``ts_event`` replaced by the bars' time (``hot.bar_time``)."""
-    from fluxforge.hot import bar_time
-
+    """Trades with ``ts_event`` replaced by the bars' time (``bar_rule.bar_time``)."""
     idx = trades.schema.get_field_index("ts_event")
-    return trades.set_column(idx, "ts_event", bar_time(trades))
+    return trades.set_column(idx, "ts_event", bar_rule.bar_time(trades))
 
 
 def _first_receipts(trades: pa.Table) -> pa.Table:
-    """Trades (in receive order) with each venue trade id kept once, at its first receipt (a
-    reconnect can repeat a trade); rows without an id are all kept."""
+    """The trades of one day with each venue trade id kept once, at its first receipt in the bar
+    rule's ``FIRST_RECEIPT`` order (a reconnect can repeat a trade); rows without an id are all
+    kept."""
+    trades = trades.take(bar_rule.sort_indices(trades, bar_rule.FIRST_RECEIPT))
     ids = trades["trade_id"]
     rows = pa.table({"trade_id": ids, "i": pa.array(np.arange(trades.num_rows, dtype=np.int64))})
     named = rows.filter(pc.and_(pc.is_valid(ids), pc.not_equal(ids, "")))
@@ -623,23 +622,19 @@ def _bucket(ts_event: pa.ChunkedArray | pa.Array, iv: int) -> pa.ChunkedArray | 
     return pc.multiply(pc.divide(ts_event, iv), iv)
 
 
-def _bars_from_trades(trades: pa.Table, iv: int) -> pa.Table:
-    """OHLCV bars of `trades` (in tie-break order) as the hot store computes them: open/close
-    = first/last by (ts_event, seq, row), high/low, volume = sum(size) and trade count exact,
-    vwap = sum(price * size) / volume in double."""
+def bars_from_trades(trades: pa.Table, iv: int) -> pa.Table:
+    """OHLCV bars of `iv` ns from the trades of one receive day (lake columns ts_event, ts_recv,
+    seq, price, size, trade_id) by the bar rule (``fluxforge.bar_rule``): a trade id counts
+    once, bar time is ``ts_event`` else ``ts_recv``, open/close = first/last in ``TRADE_ORDER``,
+    high/low, volume = sum(size) and trade count exact, vwap = sum(price * size) / volume in
+    double. The reader completes a hot day with it; the hot store and the SQL models compute
+    the same rows from the same trades."""
     if not trades.num_rows:
         return BARS.empty_table()
-    keyed = pa.table(
-        {
-            "bucket": _bucket(trades["ts_event"], iv),
-            "ts_event": trades["ts_event"],
-            "seq": trades["seq"],
-        }
-    )
-    # sort_indices is stable: rows tied on (bucket, ts_event, seq) keep their input order
-    order = pc.sort_indices(
-        keyed, [("bucket", "ascending"), ("ts_event", "ascending"), ("seq", "ascending")]
-    )
+    trades = _first_receipts(_bar_time(trades))
+    # bar time leads TRADE_ORDER, so the rows come grouped by bucket, in the rule's order
+    order = bar_rule.sort_indices(trades, bar_rule.TRADE_ORDER)
+    keyed = pa.table({"bucket": _bucket(trades["ts_event"], iv)})
     price = trades["price"].take(order)
     size = trades["size"].take(order)
     notional = pc.multiply(pc.cast(price, pa.float64()), pc.cast(size, pa.float64()))

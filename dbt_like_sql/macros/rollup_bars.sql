@@ -3,18 +3,21 @@
     of event time, labelled `interval_label` ('5m', '1h', '1d'). The width must be a whole number
     of minutes so that every 1-minute bar falls in exactly one bucket: open/close are then the
     first/last 1-minute open/close, volume, notional and trade_count add up exactly, and vwap is
-    recomputed from the summed notional (not averaged).
+    recomputed from the summed notional (not averaged). A bucket never spans two dates (the
+    width divides a day), so a refresh of some dates reads only those dates of bars_1m.
 #}
 {% macro rollup_bars(interval_label, width_ns) %}
-{%- if width_ns is not integer or width_ns <= 0 or width_ns % 60000000000 != 0 -%}
+{%- if width_ns is not integer or width_ns <= 0 or width_ns % 60000000000 != 0
+    or 86400000000000 % width_ns != 0 -%}
     {{ exceptions.raise_compiler_error(
         "rollup_bars(" ~ interval_label ~ ", " ~ width_ns ~ "): width_ns must be a positive "
-        ~ "whole number of minutes in nanoseconds (a multiple of 60000000000)"
+        ~ "whole number of minutes in nanoseconds (a multiple of 60000000000) that divides a day"
     ) }}
 {%- endif %}
 with bars_1m as (
 
     select * from {{ ref('bars_1m') }}
+    where {{ dates_predicate('date') }}
 
 ),
 

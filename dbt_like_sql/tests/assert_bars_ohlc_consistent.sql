@@ -1,4 +1,7 @@
 -- Every bar's high is its highest price and low its lowest: open and close lie inside [low, high].
+-- (a Dagster asset check of bars_1d: the last model it reads)
+{{ config(meta={'dagster': {'ref': {'name': 'bars_1d'}}}) }}
+
 with bars as (
 
     select interval, exchange, symbol, bar_start_ns, open, high, low, close

@@ -1,4 +1,8 @@
--- Rolled-up bars carry exactly the trades and volume of the trades they cover.
+-- Rolled-up bars carry exactly the trades and volume of the trades they cover (on the refreshed
+-- dates: the staging view reads only the lake dates a refresh needs).
+-- (a Dagster asset check of bars_1d: the last model it reads)
+{{ config(meta={'dagster': {'ref': {'name': 'bars_1d'}}}) }}
+
 with trades as (
 
     select
@@ -8,7 +12,9 @@ with trades as (
         count(*) as trade_count,
         sum(size) as volume
     from {{ ref('stg_trades') }}
+    where {{ lake_dates_predicate('date') }}
     group by all
+    having {{ dates_predicate('cast(make_timestamp(day_ns // 1000) as date)') }}
 
 ),
 
@@ -39,6 +45,7 @@ per_day as (
         sum(volume) as volume
     from rollups
     group by all
+    having {{ dates_predicate('cast(make_timestamp(day_ns // 1000) as date)') }}
 
 ),
 

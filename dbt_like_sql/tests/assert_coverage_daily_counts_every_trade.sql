@@ -1,14 +1,19 @@
--- The daily coverage report accounts for every staged trade of its day.
+-- The daily coverage report accounts for every staged trade of its day (refreshed dates).
+-- (a Dagster asset check of coverage_daily: the last model it reads)
+{{ config(meta={'dagster': {'ref': {'name': 'coverage_daily'}}}) }}
+
 with coverage as (
 
     select * from {{ ref('coverage_daily') }}
+    where {{ dates_predicate('date') }}
 
 ),
 
 trades as (
 
-    select exchange, symbol, date, count(*) as trade_count
+    select exchange, symbol, cast(date as date) as date, count(*) as trade_count
     from {{ ref('stg_trades') }}
+    where {{ lake_dates_predicate('date') }}
     group by all
 
 ),

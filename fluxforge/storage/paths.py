@@ -81,11 +81,11 @@ class Layout:
         return f"{self.lake_partition(table, exchange, symbol, date)}/part-{stem}.parquet"
 
     def model_dir(self, model: str) -> str:
-        """Output of a SQL model (fluxforge.sqlmodels): ``{processed_dir}/models/{model}``."""
+        """Parquet published by a SQL model (dbt_like_sql/): ``{processed_dir}/models/{model}``."""
         return f"{self.names.processed_dir}/models/{sanitize_part(model)}"
 
     def model_part(self, model: str, partition: dict[str, str], name: str = "data") -> str:
-        """One Parquet file of a SQL model, hive-partitioned like the lake tables."""
+        """One Parquet file of a SQL model, hive-partitioned (date=/exchange=/symbol=)."""
         dirs = "".join(f"/{sanitize_part(k)}={sanitize_part(v)}" for k, v in partition.items())
         return f"{self.model_dir(model)}{dirs}/{sanitize_part(name)}.parquet"
 

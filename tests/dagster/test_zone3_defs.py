@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from dagster_helpers import link_captures, ready_names, replay, write_config
+from delta_fixture import make_delta
 from psycopg import sql
 
-from fluxforge import refinery, sqlmodels
+from fluxforge import refinery, sql_models
 from fluxforge.config import Config, config_from_dict, load_config
 from fluxforge.hot import HotStore
 from fluxforge.lifecycle import cold_key
@@ -41,11 +42,8 @@ from fluxforge_dagster.defs.resources import FluxForgeResource, build_resources
 from fluxforge_dagster.defs.sql_models import (
     SQL_JOB,
     build_sql_assets,
-    check_results,
-    dated_model_names,
+    dbt_resource,
     evaluate_sql_tick,
-    lake_changed_during,
-    live_lake_tests,
 )
 from fluxforge_dagster.defs.tiering import tiering_job
 
@@ -160,97 +158,72 @@ def test_redact_dsn_drops_password():
 # -- SQL models ----------------------------------------------------------------------------------
 
 
-def test_sql_assets_deps_equal_ref_graph_and_tests_are_checks(tmp_path: Path):
+def _manifest_nodes(cfg: Config) -> dict[str, dict]:
+    import json
+
+    manifest = json.loads(sql_models.manifest(cfg).read_text())
+    return {**manifest["nodes"], **manifest["sources"]}
+
+
+def test_sql_assets_one_per_model_deps_equal_dbt_graph_and_tests_are_checks(tmp_path: Path):
     cfg = load_config(write_config(tmp_path, "x"), environ={})
-    project = sqlmodels.load_project()
-    assets = {a.key.to_user_string(): a for a in build_sql_assets(cfg, project)}
-    assert set(assets) == set(project.models)
-    for name, model in project.models.items():
-        deps = {k.to_user_string() for k in assets[name].dependency_keys}
-        assert deps == set(model.deps) | {t for s, t in model.sources if s == "lake"}, name
-        checks = {c.name for c in assets[name].check_specs}
-        assert checks == {t.name for t in project.tests_for(name)}, name
-        dated = assets[name].partitions_def is not None
-        assert dated == (name in dated_model_names(project)), name
-    bars = assets["bars_1m"]
-    assert all(s.blocking for s in bars.check_specs)
-    assert not any(s.blocking for s in assets["stg_trades"].check_specs)
+    nodes = _manifest_nodes(cfg)
+    specs = {}
+    checks: dict[str, set[str]] = {}
+    partitioned = {}
+    for a in build_sql_assets(cfg):
+        for spec in a.specs:
+            specs[spec.key.to_user_string()] = {d.asset_key.to_user_string() for d in spec.deps}
+            partitioned[spec.key.to_user_string()] = a.partitions_def is not None
+        for c in a.check_specs:
+            checks.setdefault(c.asset_key.to_user_string(), set()).add(c.name)
+    models = {n["name"]: n for n in nodes.values() if n["resource_type"] == "model"}
+    assert set(specs) == set(models)
+    assert {"stg_trades", "bars_1m", "bars_1d", "coverage_daily", "book_stats_1h"} <= set(specs)
+    for name, node in models.items():
+        # a ref() is a dependency on that model, a source('lake', t) on the refinery's asset t
+        want = {nodes[u]["name"] for u in node["depends_on"]["nodes"]}
+        assert specs[name] == want, name
+        assert partitioned[name] == (node["config"]["materialized"] == "incremental"), name
+    assert {"trades"} == specs["stg_trades"]
+    tests = [n for n in nodes.values() if n["resource_type"] == "test"]
+    attached = {}
+    for test in tests:
+        parents = test["depends_on"]["nodes"]
+        # a generic test's model, else a singular test's only model, else its meta.dagster.ref
+        owner = test.get("attached_node") or (parents[0] if len(parents) == 1 else None)
+        ref = test["config"].get("meta", {}).get("dagster", {}).get("ref", {}).get("name")
+        owner_name = ref or (nodes[owner]["name"] if owner else None)
+        attached.setdefault(owner_name, set()).add(test["name"])
+    assert None not in attached  # every test is the check of one model
+    assert checks == attached
+    assert "not_null_bars_1m_open" in checks["bars_1m"]
+    assert "assert_bars_rollups_match_trades" in checks["bars_1d"]
 
 
-def test_sql_bars_materialize_writes_partition_files_and_checks_pass(lake: Lake):
+def test_sql_marts_materialize_a_day_writes_partition_files_and_checks_pass(lake: Lake):
+    make_delta(lake.root / "data" / "processed")
     marts = [a for a in build_sql_assets(lake.cfg) if a.partitions_def is not None]
     result = dg.materialize(
-        marts, resources=build_resources(lake.cfg), partition_key=DAY, instance=lake.instance
+        marts,
+        resources={"dbt": dbt_resource(lake.cfg)},
+        partition_key=DAY,
+        instance=lake.instance,
     )
     assert result.success
-    mats = _mats(result)
+    assert {"bars_1m", "bars_5m", "bars_1h", "bars_1d", "coverage_daily"} <= set(_mats(result))
     base = lake.root / "data/processed/models"
     files = sorted((base / "bars_1m").rglob("*.parquet"))
     assert [f.relative_to(base / "bars_1m").as_posix() for f in files] == [
-        f"exchange=okx/symbol=BTC-USDT/date={DAY}/data.parquet"
+        f"date={DAY}/exchange=okx/symbol=BTC-USDT/data_0.parquet"
     ]
     bars = pq.read_table(files[0])
     assert sum(bars.column("trade_count").to_pylist()) == LAKE_TRADES
-    assert mats["bars_1m"]["rows"] == bars.num_rows and mats["bars_1m"]["files"] == 1
-    assert mats["bars_1m"]["bytes"] == files[0].stat().st_size
     daily = pq.read_table(next((base / "bars_1d").rglob("*.parquet")))
     assert daily.column("trade_count").to_pylist() == [LAKE_TRADES]
     checks = result.get_asset_check_evaluations()
     assert len(checks) >= 20 and all(c.passed for c in checks)
-
-
-def test_sql_blocking_check_failure_skips_downstream_marts(lake: Lake, tmp_path: Path):
-    project_dir = tmp_path / "sql"
-    shutil.copytree(sqlmodels.DEFAULT_PROJECT_DIR, project_dir)
-    # a singular test owned by bars_1m that always finds "bad" rows
-    (project_dir / "tests/assert_no_bars_at_all.sql").write_text(
-        "select * from {{ ref('bars_1m') }}\n"
-    )
-    project = sqlmodels.load_project(project_dir)
-    assets = {a.key.to_user_string(): a for a in build_sql_assets(lake.cfg, project)}
-    result = dg.materialize(
-        [assets["bars_1m"], assets["bars_5m"]],
-        resources=build_resources(lake.cfg),
-        partition_key=DAY,
-        raise_on_error=False,
-    )
-    failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
-    assert failed == ["assert_no_bars_at_all"]
-    assert set(_mats(result)) == {"bars_1m"}  # bars_5m not built from bars that failed
-
-
-def test_sql_live_lake_test_failure_while_lake_changes_is_a_warning():
-    project = sqlmodels.load_project()
-    live = live_lake_tests(project)
-    assert "assert_bars_rollups_match_trades" in live
-    assert "assert_bars_ohlc_consistent" not in live  # reads bars only: always conclusive
-    failed = sqlmodels.TestResult(
-        [
-            sqlmodels.TestRun(
-                "assert_bars_rollups_match_trades", "singular", None, None, "fail", 2
-            ),
-            sqlmodels.TestRun("assert_bars_ohlc_consistent", "singular", None, None, "fail", 1),
-        ]
-    )
-    changing = {c.check_name: c for c in check_results(failed, live, lambda: "refinery wrote")}
-    assert changing["assert_bars_rollups_match_trades"].severity == dg.AssetCheckSeverity.WARN
-    assert "inconclusive" in changing["assert_bars_rollups_match_trades"].metadata
-    assert changing["assert_bars_ohlc_consistent"].severity == dg.AssetCheckSeverity.ERROR
-    stable = check_results(failed, live, lambda: None)
-    assert all(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in stable)
-
-
-def test_lake_changed_during_sees_a_refinery_materialization_after_run_start():
-    instance = dg.DagsterInstance.ephemeral()
-
-    @dg.asset
-    def probe() -> None:
-        pass
-
-    run_id = dg.materialize([probe], instance=instance).run_id
-    assert lake_changed_during(instance, run_id) is None
-    instance.report_runless_asset_event(dg.AssetMaterialization("trades", partition=PARTITION))
-    assert "refinery wrote lake data" in lake_changed_during(instance, run_id)
+    assert "assert_bars_rollups_match_trades" in {c.check_name for c in checks}
 
 
 def test_sql_sensor_requests_each_new_lake_date_once(lake: Lake):

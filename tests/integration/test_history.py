@@ -574,31 +574,42 @@ def test_history_dagster_definitions_load_the_job(
 def test_history_rows_reach_the_sql_layer_source_and_trade_bars(
     cfg: Config, binance: BinanceSpot, tmp_path: Path
 ) -> None:
-    from fluxforge import sqlmodels
+    import duckdb
+    import yaml
+    from delta_fixture import make_delta
+
+    from fluxforge import sql_models
+    from fluxforge.dbt_profile import PROJECT_DIR, duckdb_path
 
     run(cfg, binance, "2024-03-02T00:00:00Z", "2024-03-02T00:10:00Z")
-    assert "ohlcv" in sqlmodels.load_project().sources["lake"]
+    sources = yaml.safe_load((PROJECT_DIR / "models/staging/_sources.yml").read_text())
+    assert "ohlcv" in {t["name"] for t in sources["sources"][0]["tables"]}
+    root = Path(cfg.storage.etl_output.base_dir)
+    make_delta(root / "processed")
 
     # the repository's trade bars pick the REST trades up like streamed ones
-    sqlmodels.run(cfg, select="bars_1m").raise_for_errors()
-    root = Path(cfg.storage.etl_output.base_dir)
+    assert sql_models.run(cfg, select=["+bars_1m"]).ok
     bars = pq.read_table(sorted((root / "processed/models/bars_1m").rglob("*.parquet"))[0])
     assert bars.column("trade_count").to_pylist() == [1, 2, 1, 1, 1, 1, 1, 1]  # 1021..1029
 
-    # and source('lake', 'ohlcv') reads the REST candles with their hive columns
+    # and source('lake', 'ohlcv') reads the REST candles with their partition columns
     project = tmp_path / "sqlproj"
     (project / "models").mkdir(parents=True)
-    (project / "project.yml").write_text("name: t\nmodels:\n  +materialized: table\n")
+    (project / "dbt_project.yml").write_text(
+        "name: t\nconfig-version: 2\nprofile: fluxforge\nmodels:\n  t:\n    +materialized: table\n"
+    )
     (project / "models" / "sources.yml").write_text(
-        "version: 2\nsources:\n  - name: lake\n    tables: [ohlcv]\n"
+        "version: 2\nsources:\n  - name: lake\n    meta: {plugin: delta}\n"
+        "    tables:\n      - name: ohlcv\n        config: {delta_table_path: ohlcv}\n"
     )
     (project / "models" / "ohlcv_span.sql").write_text(
         "select exchange, symbol, count(*) as bars, max(high) as high, min(ts) as first_ts\n"
         "from {{ source('lake', 'ohlcv') }} group by exchange, symbol\n"
     )
-    sqlmodels.run(cfg, project=project).raise_for_errors()
-    out = pq.read_table(sorted((root / "processed/models/ohlcv_span").rglob("*.parquet"))[0])
-    row = out.to_pylist()[0]
+    assert sql_models.run(cfg, project_dir=project).ok
+    with duckdb.connect(str(duckdb_path(cfg)), read_only=True) as db:
+        rel = db.sql("select * from ohlcv_span")
+        row = dict(zip(rel.columns, rel.fetchall()[0], strict=True))
     assert (row["exchange"], row["symbol"], row["bars"]) == ("binance", "BTC-USDT", 10)
     assert row["high"] == Decimal("62011.25") and row["first_ts"] == ms("2024-03-02") * 1_000_000
 

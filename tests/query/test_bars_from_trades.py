@@ -1,5 +1,5 @@
 """The reader's bar computation from trades (used to complete a trailing hot day) against a
-plain Decimal computation with the hot store's rules."""
+plain Decimal computation of the bar rule (fluxforge/bar_rule.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from fluxforge.query import BARS, _bars_from_trades
+from fluxforge.query import BARS, bars_from_trades
 from fluxforge.tables import DECIMAL
 
 MIN = 60 * 10**9
@@ -30,6 +30,8 @@ def _trades(n: int, rng: random.Random) -> pa.Table:
                     "seq": seq,
                     "price": Decimal(rng.randrange(10**6, 2 * 10**6)) / 100,
                     "size": Decimal(rng.randrange(1, 10**8)) / 10**8,
+                    # venue ids of several lengths ("99" < "100"), some trades without one
+                    "trade_id": rng.choice((None, "", str(len(rows) * 7 + 5))),
                 }
             )
     return pa.Table.from_pylist(
@@ -41,6 +43,7 @@ def _trades(n: int, rng: random.Random) -> pa.Table:
                 ("seq", pa.int64()),
                 ("price", DECIMAL),
                 ("size", DECIMAL),
+                ("trade_id", pa.string()),
             ]
         ),
     )
@@ -48,14 +51,24 @@ def _trades(n: int, rng: random.Random) -> pa.Table:
 
 def _expected(rows: list[dict], iv: int) -> list[dict]:
     buckets: dict[int, list[tuple[int, dict]]] = {}
-    for ord_, r in enumerate(rows):
-        buckets.setdefault(r["ts_event"] - r["ts_event"] % iv, []).append((ord_, r))
+    for r in rows:
+        buckets.setdefault(r["ts_event"] - r["ts_event"] % iv, []).append(r)
     out = []
     for start in sorted(buckets):
-        group = sorted(buckets[start], key=lambda t: (t[1]["ts_event"], t[1]["seq"], t[0]))
-        prices = [r["price"] for _, r in group]
-        volume = sum((r["size"] for _, r in group), Decimal(0))
-        notional = sum((r["price"] * r["size"] for _, r in group), Decimal(0))
+        group = sorted(
+            buckets[start],
+            key=lambda r: (
+                r["ts_event"],
+                r["ts_recv"],
+                r["seq"],
+                len(r["trade_id"] or ""),
+                (r["trade_id"] or "").encode(),
+                r["price"],
+            ),
+        )
+        prices = [r["price"] for r in group]
+        volume = sum((r["size"] for r in group), Decimal(0))
+        notional = sum((r["price"] * r["size"] for r in group), Decimal(0))
         out.append(
             {
                 "ts": start,
@@ -74,7 +87,7 @@ def _expected(rows: list[dict], iv: int) -> list[dict]:
 def test_bars_from_trades_with_tied_event_times_match_decimal_computation() -> None:
     trades = _trades(400, random.Random(7))
     for iv in (MIN, 5 * MIN):
-        got = _bars_from_trades(trades, iv)
+        got = bars_from_trades(trades, iv)
         assert got.schema == BARS
         want = _expected(trades.to_pylist(), iv)
         assert len(want) == got.num_rows >= 1
@@ -84,6 +97,6 @@ def test_bars_from_trades_with_tied_event_times_match_decimal_computation() -> N
 
 
 def test_bars_from_trades_of_no_trade_are_empty() -> None:
-    assert _bars_from_trades(_trades(1, random.Random(1)).slice(0, 0), MIN).equals(
+    assert bars_from_trades(_trades(1, random.Random(1)).slice(0, 0), MIN).equals(
         BARS.empty_table()
     )

@@ -1,39 +1,59 @@
-"""The SQL project on a small hand-made lake: bars, book stats, coverage, tests, selection."""
+"""The dbt project on a small hand-made Delta lake: bars, book stats, coverage, data tests,
+selection, refresh by date (a full refresh gives what the incremental path gave), the CLI."""
 
 from __future__ import annotations
 
+import shutil
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pytest
+from delta_fixture import append, make_delta
 from sql_lake import DAY1, DAY2, DUPLICATES, NS, TRADES, build_lake
 
-from fluxforge import lake as lakemod
-from fluxforge import sqlmodels
-from fluxforge.config import Config
-from fluxforge.storage import Layout, LocalStorage
-from fluxforge.tables import SCHEMAS
+from fluxforge import sql_models
+from fluxforge.config import Config, config_from_dict
+from fluxforge.storage import Layout
+
+MARTS = ("bars_1m", "bars_5m", "bars_1h", "bars_1d", "book_stats_1h", "coverage_hourly")
+
+
+def delta_lake(root: Path) -> Config:
+    cfg = build_lake(root)
+    make_delta(root / "processed")
+    return cfg
+
+
+def processed(cfg: Config) -> Path:
+    layer = cfg.storage.etl_output
+    return Path(layer.base_dir) / Layout.of(layer).names.processed_dir
 
 
 def read_model(cfg: Config, model: str) -> list[dict]:
-    """Rows of a built model, read independently of the runner (plain DuckDB over the files)."""
-    root = Path(cfg.storage.etl_output.base_dir) / Layout.of(cfg.storage.etl_output).model_dir(
-        model
-    )
+    """Rows of a mart as published (Parquet under {processed_dir}/models), read with plain
+    DuckDB, independently of dbt."""
+    layer = cfg.storage.etl_output
+    root = Path(layer.base_dir) / Layout.of(layer).model_dir(model)
     files = sorted(str(p) for p in root.rglob("*.parquet"))
-    if files == [str(root / "data.parquet")]:
-        rel = duckdb.sql("select * from read_parquet($f)", params={"f": files})
-    else:
-        rel = duckdb.sql(
-            "select * from read_parquet($f, hive_partitioning=true, "
-            "hive_types={'exchange': 'VARCHAR', 'symbol': 'VARCHAR', 'date': 'DATE'})",
-            params={"f": files},
-        )
-    cols = rel.columns
-    return [dict(zip(cols, row, strict=True)) for row in rel.fetchall()]
+    if not files:
+        return []
+    rel = duckdb.sql(
+        "select * from read_parquet($f, hive_partitioning=true, "
+        "hive_types={'exchange': 'VARCHAR', 'symbol': 'VARCHAR', 'date': 'DATE'})",
+        params={"f": files},
+    )
+    return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
+
+
+def published(cfg: Config) -> dict[str, list[tuple]]:
+    """Every mart's published rows, sorted (for comparing two builds)."""
+    out = {}
+    for model in (*MARTS, "coverage_daily"):
+        rows = read_model(cfg, model)
+        out[model] = sorted(tuple(str(v) for v in r.values()) for r in rows)
+    return out
 
 
 def expected_bars(width_s: int) -> dict[tuple[str, str, int], dict]:
@@ -69,91 +89,29 @@ def expected_bars(width_s: int) -> dict[tuple[str, str, int], dict]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    cfg = build_lake(tmp_path_factory.mktemp("built") / "lake")
-    result = sqlmodels.run(cfg)
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, sql_models.SqlResult]:
+    cfg = delta_lake(tmp_path_factory.mktemp("built") / "lake")
+    result = sql_models.build(cfg)
     assert result.ok, result.to_dict()
-    return cfg
+    return cfg, result
 
 
-def test_load_project_real_project_orders_dependencies_first() -> None:
-    project = sqlmodels.load_project()
-    order = project.order
-    assert project.models["bars_5m"].deps == ("bars_1m",)
-    assert project.models["bars_1m"].deps == ("stg_trades",)
-    assert project.models["stg_trades"].sources == (("lake", "trades"),)
-    for model in project.models.values():
-        for dep in model.deps:
-            assert order.index(dep) < order.index(model.name)
-    assert {"stg_trades", "stg_book_snapshots", "stg_gap_ledger", "bars_1m", "bars_5m"} <= set(
-        order
-    )
-    assert {"bars_1h", "bars_1d", "book_stats_1h", "coverage_daily", "coverage_hourly"} <= set(
-        order
-    )
-    assert project.models["stg_trades"].materialized == "view"
-    assert (project.models["stg_trades"].group, project.models["bars_1d"].group) == (
-        "staging",
-        "marts",
-    )
-    assert project.models["bars_1m"].partition_by == ("exchange", "symbol", "date")
-    names = [t.name for t in project.tests_for("bars_1m")]
-    assert "not_null_bars_1m_open" in names
+def test_build_every_model_and_data_test_passes(built) -> None:
+    _, result = built
+    models = {n.name for n in result.nodes if n.kind == "model"}
+    assert {"stg_trades", "stg_book_snapshots", "stg_book_deltas", "stg_gap_ledger"} <= models
+    assert {*MARTS, "coverage_daily"} <= models
+    tests = {n.name: n for n in result.nodes if n.kind == "test"}
+    assert {n.status for n in tests.values()} == {"pass"}
+    assert "not_null_bars_1m_open" in tests
+    assert "assert_bars_rollups_match_trades" in tests
+    assert any(name.startswith("accepted_range_") for name in tests)
+    assert any(name.startswith("unique_combination_of_columns_") for name in tests)
 
 
-def _project(tmp_path: Path, models: dict[str, str], tests: dict[str, str] | None = None) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "project.yml").write_text("name: t\nmodels:\n  +materialized: table\n")
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "sources.yml").write_text(
-        "version: 2\nsources:\n  - name: lake\n    tables: [trades]\n"
-    )
-    for name, sql in models.items():
-        (tmp_path / "models" / f"{name}.sql").write_text(sql)
-    (tmp_path / "tests").mkdir()
-    for name, sql in (tests or {}).items():
-        (tmp_path / "tests" / f"{name}.sql").write_text(sql)
-    return tmp_path
-
-
-def test_load_project_cycle_raises_error_naming_the_cycle(tmp_path: Path) -> None:
-    root = _project(
-        tmp_path,
-        {
-            "a": "select * from {{ ref('c') }}",
-            "b": "select * from {{ ref('a') }}",
-            "c": "select * from {{ ref('b') }}",
-            "d": "select 1 as x",
-        },
-    )
-    with pytest.raises(sqlmodels.CycleError) as err:
-        sqlmodels.load_project(root)
-    assert err.value.cycle == ["a", "c", "b", "a"]
-    assert "a -> c -> b -> a" in str(err.value)
-
-
-def test_load_project_unknown_ref_raises_error_naming_file(tmp_path: Path) -> None:
-    root = _project(tmp_path, {"a": "select * from {{ ref('nope') }}"})
-    with pytest.raises(sqlmodels.ProjectError, match=r"models/a\.sql: ref\('nope'\)"):
-        sqlmodels.load_project(root)
-
-
-def test_load_project_unsupported_jinja_raises_error_with_line(tmp_path: Path) -> None:
-    root = _project(tmp_path, {"a": "select 1\n{% if x %}\nselect 2"})
-    with pytest.raises(sqlmodels.ProjectError, match=r"models/a\.sql:2"):
-        sqlmodels.load_project(root)
-
-
-def test_load_project_undeclared_source_raises_error(tmp_path: Path) -> None:
-    root = _project(tmp_path, {"a": "select * from {{ source('lake', 'nope') }}"})
-    with pytest.raises(sqlmodels.ProjectError, match=r"source\('lake', 'nope'\)"):
-        sqlmodels.load_project(root)
-
-
-def test_run_bars_1m_hand_computed_values_match(built: Config) -> None:
-    rows = {
-        (r["exchange"], r["symbol"], r["bar_start_ns"]): r for r in read_model(built, "bars_1m")
-    }
+def test_build_bars_1m_hand_computed_values_match(built) -> None:
+    cfg, _ = built
+    rows = {(r["exchange"], r["symbol"], r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
     first = rows[("coinbase", "BTC-USD", DAY1)]
     # minute 0: 100.5 x 1, 101.25 x 2 (its duplicate ignored), 99.75 x 0.5
     assert first["open"] == Decimal("100.5")
@@ -174,8 +132,9 @@ def test_run_bars_1m_hand_computed_values_match(built: Config) -> None:
 @pytest.mark.parametrize(
     ("model", "width_s"), [("bars_1m", 60), ("bars_5m", 300), ("bars_1h", 3600), ("bars_1d", 86400)]
 )
-def test_run_bars_every_interval_matches_python_rollup(built: Config, model: str, width_s: int):
-    got = {(r["exchange"], r["symbol"], r["bar_start_ns"]): r for r in read_model(built, model)}
+def test_build_bars_every_interval_matches_python_rollup(built, model: str, width_s: int) -> None:
+    cfg, _ = built
+    got = {(r["exchange"], r["symbol"], r["bar_start_ns"]): r for r in read_model(cfg, model)}
     want = expected_bars(width_s)
     assert set(got) == set(want)
     for key, exp in want.items():
@@ -186,8 +145,9 @@ def test_run_bars_every_interval_matches_python_rollup(built: Config, model: str
         assert row["bar_end_ns"] - row["bar_start_ns"] == width_s * NS
 
 
-def test_run_book_stats_spread_and_depth_match_snapshots(built: Config) -> None:
-    rows = {r["hour_start_ns"]: r for r in read_model(built, "book_stats_1h")}
+def test_build_book_stats_spread_and_depth_match_snapshots(built) -> None:
+    cfg, _ = built
+    rows = {r["hour_start_ns"]: r for r in read_model(cfg, "book_stats_1h")}
     hour0 = rows[DAY1]
     # snapshots 99/101 (mid 100, 200 bps) and 100/100.5 (mid 100.25, 0.5 / 100.25 * 1e4 bps)
     assert hour0["snapshot_count"] == 2
@@ -199,9 +159,10 @@ def test_run_book_stats_spread_and_depth_match_snapshots(built: Config) -> None:
     assert rows[DAY1 + 3600 * NS]["snapshot_count"] == 1
 
 
-def test_run_coverage_reports_presence_and_gaps_per_day(built: Config) -> None:
+def test_build_coverage_reports_presence_and_gaps_per_day(built) -> None:
+    cfg, _ = built
     daily = {
-        (r["exchange"], r["symbol"], str(r["date"])): r for r in read_model(built, "coverage_daily")
+        (r["exchange"], r["symbol"], str(r["date"])): r for r in read_model(cfg, "coverage_daily")
     }
     day = daily[("coinbase", "BTC-USD", "2024-01-01")]
     assert day["trade_count"] == 6
@@ -213,55 +174,33 @@ def test_run_coverage_reports_presence_and_gaps_per_day(built: Config) -> None:
     assert day["chain_break_count"] == 1
     assert day["gap_seconds"] == pytest.approx(2.0)
     assert daily[("coinbase", "BTC-USD", "2024-01-02")]["hours_with_book"] == 0
-    hourly = [r for r in read_model(built, "coverage_hourly") if r["symbol"] == "BTC-USD"]
+    hourly = [r for r in read_model(cfg, "coverage_hourly") if r["symbol"] == "BTC-USD"]
     assert len(hourly) == 48
     hour1 = next(r for r in hourly if str(r["date"]) == "2024-01-01" and r["hour"] == 1)
     assert hour1["has_trades"] and hour1["has_book"] and hour1["gap_count"] == 1
 
 
-def test_test_clean_lake_every_test_passes(built: Config) -> None:
-    result = sqlmodels.test(built)
-    bad = [(t.name, t.status, t.failures, t.error) for t in result.tests if t.status != "pass"]
-    assert bad == []
-    assert result.ok
-    kinds = {t.kind for t in result.tests}
-    assert kinds == {
-        "not_null",
-        "accepted_values",
-        "accepted_range",
-        "unique_combination_of_columns",
-        "singular",
+def test_run_select_one_model_rebuilds_only_it(built) -> None:
+    cfg, _ = built
+    result = sql_models.run(cfg, select=["bars_1h"])
+    assert result.ok and [n.name for n in result.nodes] == ["bars_1h"]
+    assert len(read_model(cfg, "bars_1h")) == len(expected_bars(3600))
+
+
+def test_build_bad_side_and_crossed_book_fail_their_tests(tmp_path: Path) -> None:
+    cfg = delta_lake(tmp_path / "lake")
+    part = {"exchange": "coinbase", "symbol": "BTC-USD", "date": "2024-01-01"}
+    bad_trade = {
+        "ts_event": DAY1 + NS,
+        "ts_recv": DAY1 + NS,
+        "venue_symbol": "x",
+        "trade_id": "zz",
+        "price": Decimal(1),
+        "size": Decimal(1),
+        "side": "o'BUY",
+        "seq": 99,
     }
-
-
-def _add_rows(cfg: Config, table: str, rows: list[dict], part: str) -> None:
-    storage = LocalStorage(cfg.storage.etl_output.base_dir)
-    data = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
-    layout = Layout.of(cfg.storage.etl_output)
-    lakemod.write_part(
-        storage, layout, table, "coinbase", "BTC-USD", "2024-01-01", part, data, 1000
-    )
-
-
-def test_test_bad_side_and_crossed_book_fail_their_tests(tmp_path: Path) -> None:
-    cfg = build_lake(tmp_path / "lake")
-    _add_rows(
-        cfg,
-        "trades",
-        [
-            {
-                "ts_event": DAY1 + NS,
-                "ts_recv": DAY1 + NS,
-                "venue_symbol": "x",
-                "trade_id": "zz",
-                "price": Decimal(1),
-                "size": Decimal(1),
-                "side": "o'BUY",
-                "seq": 99,
-            }
-        ],
-        "bad",
-    )
+    append(processed(cfg), "trades", [bad_trade], part)
     crossed = {
         "ts_event": DAY1 + 7 * NS,
         "ts_recv": DAY1 + 7 * NS,
@@ -275,176 +214,79 @@ def test_test_bad_side_and_crossed_book_fail_their_tests(tmp_path: Path) -> None
         "book_epoch": 1,
         "update_id": -1,
     }
-    _add_rows(cfg, "book_snapshots", [crossed], "bad")
-    assert sqlmodels.run(cfg).ok
-    result = sqlmodels.test(cfg)
+    append(processed(cfg), "book_snapshots", [crossed], part)
+    result = sql_models.build(cfg)
     assert not result.ok
-    assert result.test("accepted_values_stg_trades_side").failures == 1
-    assert result.test("accepted_values_stg_book_snapshots_reason").failures == 1
-    assert result.test("assert_book_snapshots_not_crossed").status == "fail"
-    assert result.test("accepted_range_book_stats_1h_spread_bps_min").status == "fail"
-    assert result.test("not_null_bars_1m_open").status == "pass"
+    assert result.node("accepted_values_stg_trades_side__buy__sell__unknown").failures == 1
+    reason = next(n for n in result.nodes if n.name.startswith("accepted_values_stg_book_snap"))
+    assert reason.status == "fail" and reason.failures == 1
+    assert result.node("assert_book_snapshots_not_crossed").status == "fail"
+    # a view's failing test skips the marts built on it (dbt build), not the unrelated ones
+    assert result.node("book_stats_1h").status == "skipped"
+    assert result.node("bars_1m").status == "skipped"
 
 
-def test_run_select_one_model_reads_upstream_outputs(built: Config) -> None:
-    result = sqlmodels.run(built, select=["bars_1h"])
-    assert [m.name for m in result.models] == ["bars_1h"]
-    assert result.ok and result.model("bars_1h").rows == len(expected_bars(3600))
-    checks = sqlmodels.test(built, select="bars_1h")
-    assert {t.model for t in checks.tests if t.kind != "singular"} == {"bars_1h"}
-    assert checks.ok
-
-
-def test_run_select_without_built_upstream_raises_clear_error(tmp_path: Path) -> None:
-    cfg = build_lake(tmp_path / "lake")
-    with pytest.raises(sqlmodels.ModelNotBuiltError, match="bars_1m"):
-        sqlmodels.run(cfg, select=["bars_5m"])
-
-
-def test_run_rerun_after_lake_shrinks_drops_stale_partitions(tmp_path: Path) -> None:
-    cfg = build_lake(tmp_path / "lake")
-    assert sqlmodels.run(cfg, select="+bars_1m").ok
-    assert {str(r["date"]) for r in read_model(cfg, "bars_1m")} == {"2024-01-01", "2024-01-02"}
-    storage = LocalStorage(cfg.storage.etl_output.base_dir)
-    gone = lakemod.Lake(storage).files("trades", "coinbase", "BTC-USD", "2024-01-02")
-    assert gone
-    lakemod.Lake(storage).commit("trades", [], remove=gone)
-    assert sqlmodels.run(cfg, select="+bars_1m").ok
-    assert {str(r["date"]) for r in read_model(cfg, "bars_1m")} == {"2024-01-01"}
-
-
-def test_run_empty_lake_builds_empty_models_and_tests_pass(tmp_path: Path) -> None:
-    from fluxforge.config import config_from_dict
-
-    cfg = config_from_dict({"storage": {"base_dir": str(tmp_path / "empty")}}, environ={})
-    result = sqlmodels.run(cfg)
-    assert result.ok
-    assert result.model("bars_1m").rows == 0
-    assert read_model(cfg, "bars_1d") == []
-    assert sqlmodels.test(cfg).ok
-
-
-def test_run_broken_model_skips_downstream_and_reports_file(tmp_path: Path) -> None:
-    root = _project(
-        tmp_path / "proj",
-        {
-            "a": "select * from {{ source('lake', 'trades') }} where no_such_column > 0",
-            "b": "select * from {{ ref('a') }}",
-            "c": "select count(*) as n from {{ source('lake', 'trades') }}",
-        },
-    )
-    cfg = build_lake(tmp_path / "lake")
-    result = sqlmodels.run(cfg, project=root)
-    assert result.model("a").status == "error" and "models/a.sql" in result.model("a").error
-    assert result.model("b").status == "skipped"
-    assert result.model("c").status == "success" and result.model("c").rows == 1
-    assert not result.ok
-
-
-@pytest.mark.services
-def test_run_s3_lake_builds_same_bars_as_local(s3_env, built: Config, tmp_path: Path) -> None:
-    from fluxforge.config import config_from_dict
-    from fluxforge.storage import open_storage
-
-    bucket = s3_env.bucket("sqlmodels")
-    local = Path(built.storage.etl_output.base_dir)
-    client = s3_env.client()
-    for path in (local / "processed").rglob("*"):  # data files and the Delta logs
-        rel = path.relative_to(local).as_posix()
-        if path.is_file() and "/models/" not in f"/{rel}":
-            client.upload_file(str(path), bucket, rel)
-    cfg = config_from_dict(
-        {
-            "storage": {
-                "backend": "s3",
-                "base_dir": bucket,
-                "s3": {"endpoint_url": s3_env.endpoint_url, "region": s3_env.region},
-            }
-        },
-        environ={},
-    )
-    result = sqlmodels.run(cfg)
-    assert result.ok, result.to_dict()
-    assert result.model("bars_1m").uri.startswith(f"s3://{bucket}/processed/models/bars_1m")
-    assert sqlmodels.test(cfg).ok
-    storage = open_storage(cfg.storage.etl_output)
-    for key in storage.list("processed/models/bars_1m", "*.parquet", recursive=True):
-        target = tmp_path / "dl" / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        storage.download_file(key, target)
-    dl_cfg = config_from_dict({"storage": {"base_dir": str(tmp_path / "dl")}}, environ={})
-    got = sorted((r["symbol"], r["bar_start_ns"], r["vwap"]) for r in read_model(dl_cfg, "bars_1m"))
-    want = sorted((r["symbol"], r["bar_start_ns"], r["vwap"]) for r in read_model(built, "bars_1m"))
-    assert got == want and len(got) == len(expected_bars(60))
-
-
-def test_run_dated_rebuilds_only_those_days_and_reads_neighbour_days(tmp_path: Path) -> None:
-    cfg = build_lake(tmp_path / "lake")
-    assert sqlmodels.run(cfg).ok
+def test_run_dates_refresh_only_those_dates_and_equal_a_full_refresh(tmp_path: Path) -> None:
+    cfg = delta_lake(tmp_path / "lake")
+    assert sql_models.run(cfg).ok
     before = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
     late = DAY2 - NS // 10  # event 23:59:59.9 on day 1, received (and filed) on day 2
-    storage = LocalStorage(cfg.storage.etl_output.base_dir)
-    late_trade = pa.Table.from_pylist(
-        [
-            {
-                "ts_event": late,
-                "ts_recv": DAY2 + NS,
-                "venue_symbol": "x",
-                "trade_id": "late",
-                "price": Decimal("105"),
-                "size": Decimal("2"),
-                "side": "buy",
-                "seq": 50,
-            }
-        ],
-        schema=SCHEMAS["trades"],
+    row = {
+        "ts_event": late,
+        "ts_recv": DAY2 + NS,
+        "venue_symbol": "x",
+        "trade_id": "late",
+        "price": Decimal("105"),
+        "size": Decimal("2"),
+        "side": "buy",
+        "seq": 50,
+    }
+    append(
+        processed(cfg),
+        "trades",
+        [row],
+        {"exchange": "coinbase", "symbol": "BTC-USD", "date": "2024-01-02"},
     )
-    lakemod.write_part(
-        storage, Layout.of(cfg.storage.etl_output), "trades", "coinbase", "BTC-USD",
-        "2024-01-02", "late", late_trade, 1000,
-    )  # fmt: skip
-    result = sqlmodels.run(cfg, select="bars_1m+", dates=["2024-01-02"])
-    assert result.ok, result.to_dict()
+    # a run of day 2 reads day 1's neighbour partition but rewrites only day 2
+    assert sql_models.run(cfg, dates=["2024-01-02"]).ok
     after = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
-    assert after == before  # day 1 was not rewritten by the day-2 run
-    result = sqlmodels.run(cfg, select="bars_1m+", dates="2024-01-01")
-    assert result.ok
+    assert after == before
+    # the new segment touched day 1's bars: refreshing day 1 picks the late trade up
+    assert sql_models.run(cfg, dates=["2024-01-01"]).ok
     after = {(str(r["date"]), r["bar_start_ns"]): r for r in read_model(cfg, "bars_1m")}
     bar = after[("2024-01-01", DAY2 - 60 * NS)]
     assert (bar["open"], bar["volume"], bar["trade_count"]) == (Decimal(105), Decimal(2), 1)
     assert after[("2024-01-02", DAY2)] == before[("2024-01-02", DAY2)]
     day = {r["bar_start_ns"]: r for r in read_model(cfg, "bars_1d")}[DAY1]
     assert day["trade_count"] == 6 + 1
-    with pytest.raises(ValueError, match="2024-13-01"):
-        sqlmodels.run(cfg, dates=["2024-13-01"])
+    incremental = published(cfg)
 
-
-def test_test_unique_and_warn_severity_custom_project(tmp_path: Path) -> None:
-    root = _project(
-        tmp_path / "proj",
-        {
-            "sides": "select side, count(*) as n from {{ source('lake', 'trades') }} group by side",
-            "dup": "select symbol from {{ source('lake', 'trades') }}",
-        },
-        {"assert_no_sell": "select * from {{ ref('sides') }} where side = 'sell'"},
+    full = tmp_path / "full"
+    shutil.copytree(tmp_path / "lake", full)
+    shutil.rmtree(full / "processed" / "models")
+    shutil.rmtree(full / "state")
+    full_cfg = config_from_dict(
+        {"storage": {"backend": "local", "base_dir": str(full)}}, environ={}
     )
-    (root / "models" / "schema.yml").write_text(
-        "version: 2\nmodels:\n"
-        "  - name: sides\n    columns:\n      - name: side\n        tests: [unique, not_null]\n"
-        "  - name: dup\n    columns:\n      - name: symbol\n        tests:\n"
-        "          - unique:\n              config: {severity: warn}\n"
-    )
-    cfg = build_lake(tmp_path / "lake")
-    assert sqlmodels.run(cfg, project=root).ok
-    result = sqlmodels.test(cfg, project=root)
-    assert result.test("unique_sides_side").status == "pass"
-    assert result.test("unique_dup_symbol").status == "warn"
-    assert result.test("unique_dup_symbol").failures == 1  # BTC-USD repeats, ETH-USDT does not
-    assert result.test("assert_no_sell").status == "fail"
-    assert not result.ok
+    assert sql_models.run(full_cfg, full_refresh=True).ok
+    assert published(full_cfg) == incremental
+    assert all(incremental[m] for m in MARTS)
 
 
-def test_sql_cli_run_test_json_and_exit_codes(tmp_path: Path) -> None:
+def test_run_bad_date_is_refused_before_dbt_runs(tmp_path: Path) -> None:
+    cfg = config_from_dict({"storage": {"base_dir": str(tmp_path)}}, environ={})
+    with pytest.raises(sql_models.SqlModelsError, match="2024-13-01"):
+        sql_models.run(cfg, dates=["2024-13-01"])
+
+
+def test_build_empty_lake_builds_empty_models_and_tests_pass(tmp_path: Path) -> None:
+    cfg = config_from_dict({"storage": {"base_dir": str(tmp_path / "empty")}}, environ={})
+    result = sql_models.build(cfg)
+    assert result.ok, result.to_dict()
+    assert read_model(cfg, "bars_1d") == []
+
+
+def test_sql_cli_run_json_and_exit_codes(built, tmp_path: Path) -> None:
     import json
 
     import yaml
@@ -452,15 +294,17 @@ def test_sql_cli_run_test_json_and_exit_codes(tmp_path: Path) -> None:
 
     from fluxforge.cli import main
 
-    cfg = build_lake(tmp_path / "lake")
+    cfg, _ = built
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump({"storage": {"base_dir": cfg.storage.etl_output.base_dir}}))
     runner = CliRunner()
-    done = runner.invoke(main, ["sql", "run", "--config", str(conf), "--json"])
+    done = runner.invoke(main, ["sql", "test", "--config", str(conf), "-s", "bars_1d", "--json"])
     assert done.exit_code == 0, done.output
     out = json.loads(done.stdout)
-    assert out["ok"] and {m["name"] for m in out["models"]} >= {"bars_1m", "coverage_daily"}
-    done = runner.invoke(main, ["sql", "test", "--config", str(conf), "-s", "bars_1m", "--json"])
-    assert done.exit_code == 0 and json.loads(done.stdout)["counts"]["pass"] > 0
+    assert out["ok"] and out["counts"]["pass"] >= 5
+    assert {n["kind"] for n in out["nodes"]} == {"test"}
     done = runner.invoke(main, ["sql", "run", "--config", str(conf), "-s", "nope"])
-    assert done.exit_code == 2 and "no model 'nope'" in done.stderr
+    assert done.exit_code == 2 and "nope" in done.stderr
+    done = runner.invoke(main, ["sql", "profile", "--config", str(conf)])
+    assert done.exit_code == 0
+    assert (Path(done.stdout.strip()) / "profiles.yml").is_file()

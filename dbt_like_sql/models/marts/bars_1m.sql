@@ -1,8 +1,10 @@
--- 1-minute OHLCV bars from trades, in UTC-aligned buckets of event time. open/close are the first
--- and last trade by (ts_event, ts_recv, seq); vwap = sum(price * size) / sum(size) in double.
+-- 1-minute OHLCV bars from trades, in UTC-aligned buckets of bar time (the bar rule of
+-- fluxforge/bar_rule.py: open/close are the first and last trade in trade_order()); vwap =
+-- sum(price * size) / sum(size) in double. Only the refreshed dates (var 'dates') are selected.
 with trades as (
 
     select * from {{ ref('stg_trades') }}
+    where {{ lake_dates_predicate('date') }}
 
 ),
 
@@ -21,13 +23,13 @@ bars as (
         exchange,
         symbol,
         bucket_ns,
-        first(price order by ts_event, ts_recv, seq) as open,
+        first(price order by {{ trade_order() }}) as open,
         max(price) as high,
         min(price) as low,
-        last(price order by ts_event, ts_recv, seq) as close,
+        last(price order by {{ trade_order() }}) as close,
         sum(size) as volume,
         -- an ordered sum: the same lake gives the same double, whatever DuckDB's threading
-        sum(notional order by ts_event, ts_recv, seq) as notional,
+        sum(notional order by {{ trade_order() }}) as notional,
         count(*) as trade_count
     from bucketed
     group by exchange, symbol, bucket_ns
@@ -57,3 +59,4 @@ final as (
 )
 
 select * from final
+where {{ dates_predicate('date') }}

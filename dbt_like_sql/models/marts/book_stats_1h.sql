@@ -3,6 +3,7 @@
 with snapshots as (
 
     select * from {{ ref('stg_book_snapshots') }}
+    where {{ lake_dates_predicate('date') }}
 
 ),
 
@@ -63,3 +64,4 @@ final as (
 )
 
 select * from final
+where {{ dates_predicate('date') }}

@@ -9,6 +9,7 @@ with hourly as (
 gaps as (
 
     select * from {{ ref('stg_gap_ledger') }}
+    where {{ lake_dates_predicate('date') }}
 
 ),
 
@@ -34,7 +35,7 @@ gap_causes as (
     select
         exchange,
         symbol,
-        date,
+        cast(date as date) as date,
         count(*) as gap_count,
         sum(gap_ns) / 1e9 as gap_seconds,
         count(*) filter (where cause = 'chain_break') as chain_break_count,
@@ -44,7 +45,7 @@ gap_causes as (
             where cause not in ('chain_break', 'checksum_mismatch', 'reconnect')
         ) as other_gap_count
     from gaps
-    group by exchange, symbol, date
+    group by all
 
 ),
 
@@ -73,3 +74,4 @@ final as (
 )
 
 select * from final
+where {{ dates_predicate('date') }}

@@ -4,24 +4,28 @@
 with trades as (
 
     select * from {{ ref('stg_trades') }}
+    where {{ lake_dates_predicate('date') }}
 
 ),
 
 book_deltas as (
 
     select * from {{ ref('stg_book_deltas') }}
+    where {{ lake_dates_predicate('date') }}
 
 ),
 
 book_snapshots as (
 
     select * from {{ ref('stg_book_snapshots') }}
+    where {{ lake_dates_predicate('date') }}
 
 ),
 
 gaps as (
 
     select * from {{ ref('stg_gap_ledger') }}
+    where {{ lake_dates_predicate('date') }}
 
 ),
 
@@ -88,7 +92,7 @@ final as (
     select
         spine.exchange,
         spine.symbol,
-        spine.date,
+        cast(spine.date as date) as date,
         spine.hour,
         cast(spine.date as timestamp) + to_hours(spine.hour) as hour_start,
         coalesce(trade_hours.n, 0) as trade_count,
@@ -107,3 +111,4 @@ final as (
 )
 
 select * from final
+where {{ dates_predicate('date') }}

@@ -1,12 +1,22 @@
--- One row per trade, de-duplicated on the venue trade id (a replayed or overlapping capture must
--- not count a trade twice). ts_event falls back to ts_recv when the venue sends no event time.
+-- One row per trade. A venue trade id counts once per exchange, symbol and receive date (a
+-- replayed or overlapping capture must not count a trade twice), and ts_event falls back to
+-- ts_recv when the venue sends no event time: the bar rule of fluxforge/bar_rule.py
+-- (macros/bar_rule.sql).
 with source as (
 
     select * from {{ source('lake', 'trades') }}
 
 ),
 
-renamed as (
+deduplicated as (
+
+    select *
+    from source
+    qualify {{ is_first_receipt() }}
+
+),
+
+final as (
 
     select
         exchange,
@@ -14,34 +24,14 @@ renamed as (
         date,
         venue_symbol,
         trade_id,
-        case when ts_event > 0 then ts_event else ts_recv end as ts_event,
+        {{ bar_time() }} as ts_event,
         ts_recv,
         price,
         size,
         cast(price as double) * cast(size as double) as notional,
         side,
         seq
-    from source
-
-),
-
-deduplicated as (
-
-    select *
-    from renamed
-    qualify
-        trade_id is null
-        or trade_id = ''
-        or row_number() over (
-            partition by exchange, symbol, trade_id
-            order by ts_recv, seq
-        ) = 1
-
-),
-
-final as (
-
-    select * from deduplicated
+    from deduplicated
 
 )
 
