@@ -88,6 +88,25 @@ def test_webserver_graphql_asset_nodes_lists_all_assets(webserver: int):
     assert names >= ASSETS
 
 
+def test_webserver_graphql_each_sql_model_is_an_asset_with_its_dbt_tests_as_checks(webserver: int):
+    query = """{ assetNodes { assetKey { path } groupName
+        assetChecksOrError { ... on AssetChecks { checks { name } } } } }"""
+    nodes = {
+        "/".join(n["assetKey"]["path"]): n for n in _graphql(webserver, query)["data"]["assetNodes"]
+    }
+    models = sorted(p.stem for p in (REPO_ROOT / "dbt_like_sql" / "models").rglob("*.sql"))
+    assert {"stg_trades", "bars_1m", "bars_1d", "book_stats_1h", "coverage_daily"} <= set(models)
+    checks = {}
+    for model in models:
+        assert model in nodes, model
+        assert nodes[model]["groupName"] in ("sql_staging", "sql_marts"), model
+        checks[model] = {c["name"] for c in nodes[model]["assetChecksOrError"]["checks"]}
+        assert checks[model], f"{model} has no asset check"
+    assert "not_null_bars_1m_open" in checks["bars_1m"]
+    assert "assert_bars_rollups_match_trades" in checks["bars_1d"]
+    assert "assert_book_snapshots_not_crossed" in checks["stg_book_snapshots"]
+
+
 def test_browser_asset_graph_page_renders_asset_names(webserver: int, tmp_path: Path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
