@@ -9,9 +9,14 @@ from pathlib import Path
 import deltalake
 from deltalake.schema import Field, PrimitiveType, Schema
 
-PARTITIONS = Schema(
-    [Field(c, PrimitiveType("string"), nullable=True) for c in ("exchange", "symbol", "date")]
-)
+
+def _partition_schema(table: Path) -> Schema | None:
+    """The hive partition columns of a table folder (exchange/symbol/date for most tables),
+    read from the directories above its first part file, as strings."""
+    first = next(table.rglob("*.parquet"))
+    names = [p.split("=", 1)[0] for p in first.relative_to(table).parts[:-1] if "=" in p]
+    fields = [Field(c, PrimitiveType("string"), nullable=True) for c in names]
+    return Schema(fields) if fields else None
 
 
 def make_delta(processed: str | Path) -> list[str]:
@@ -24,7 +29,7 @@ def make_delta(processed: str | Path) -> list[str]:
         if (table / "_delta_log").exists() or not any(table.rglob("*.parquet")):
             continue
         deltalake.convert_to_deltalake(
-            str(table), partition_by=PARTITIONS, partition_strategy="hive"
+            str(table), partition_by=_partition_schema(table), partition_strategy="hive"
         )
         done.append(table.name)
     return done

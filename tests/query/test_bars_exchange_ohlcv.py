@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+from delta_fixture import make_delta
 
-from fluxforge import history, sqlmodels
+from fluxforge import history, sql_models
 from fluxforge.captures import merge_captures
 from fluxforge.config import Config, config_from_dict
 from fluxforge.query import Reader
@@ -35,7 +36,8 @@ def okx_lake(captures: Path, tmp_path: Path) -> tuple[Config, int]:
     storage.write_bytes(layout.segment("ready", "okx", segment_name(hour, 1)), b"".join(lines))
     cfg = config_from_dict({"storage": {"backend": "local", "base_dir": str(tmp_path)}}, environ={})
     assert not process_ready(cfg).failed
-    assert sqlmodels.run(cfg).ok
+    make_delta(tmp_path / "processed")
+    assert sql_models.run(cfg).ok
     return cfg, recs[0].ts - recs[0].ts % MIN
 
 
