@@ -67,7 +67,9 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 180
+        # the code location parses the dbt project at load (dbt parse: tens of seconds on a
+        # busy machine) before the webserver answers
+        deadline = time.monotonic() + 300
         while True:
             assert proc.poll() is None, (root / "webserver.log").read_text()[-3000:]
             try:
