@@ -20,8 +20,11 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
 from dbt.adapters.duckdb.plugins import delta
 from dbt.adapters.duckdb.utils import SourceConfig
 from deltalake import DeltaTable
@@ -70,4 +73,32 @@ class Plugin(delta.Plugin):
         version = source_config.get("as_of_version")
         if version is not None:
             table.load_as_version(int(version))
-        return table.to_pyarrow_dataset()
+        return partition_only_dataset(table)
+
+
+def partition_only_dataset(table: DeltaTable) -> pds.FileSystemDataset:
+    """The table's files as a pyarrow dataset whose fragments carry only their partition
+    values. deltalake's own ``to_pyarrow_dataset`` also turns the log's per-file statistics
+    into fragment guarantees, and for a column without statistics it writes ``col >= null``,
+    which makes pyarrow (and DuckDB's pushed-down filters) drop or keep rows wrongly: on the
+    lake's book_deltas, ``side not in ('bid', 'ask')`` matched every row. Partition pruning
+    (exchange / symbol / date) is kept."""
+    dataset = table.to_pyarrow_dataset()
+    fragments = []
+    for fragment in dataset.get_fragments():
+        expr = None
+        for part in posixpath.dirname(fragment.path).split("/"):
+            if "=" not in part:
+                continue
+            name, value = part.split("=", 1)
+            if name not in dataset.schema.names:
+                continue
+            typ = dataset.schema.field(name).type
+            term = pc.field(name) == pa.scalar(unquote(value)).cast(typ)
+            expr = term if expr is None else expr & term
+        fragments.append(
+            dataset.format.make_fragment(
+                fragment.path, fragment.filesystem, partition_expression=expr
+            )
+        )
+    return pds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
