@@ -53,8 +53,8 @@ from fluxforge.demux.bytescan import (
     ObjectShape,
     envelope,
     envelope_kind,
-    envelope_source,
     eq,
+    exchange_of,
     flat_object,
     grow,
     key_at,
@@ -97,26 +97,6 @@ _M_COLS = 12
 _EX_ORDER = binance.EXCHANGES
 
 
-@njit(cache=True)
-def _venue_of(buf, starts, ends, todo, head, src, exks):
-    """Per line: the index in `exks` of the envelope's exchange literal, -1 for any other line
-    (one envelope pass instead of one per venue and scanner)."""
-    n = len(starts)
-    out = np.full(n, -1, np.int8)
-    for i in range(n):
-        if not todo[i]:
-            continue
-        end = ends[i]
-        p, _ts = envelope_source(buf, starts[i], end, head, src)
-        if p < 0:
-            continue
-        for k in range(len(exks)):
-            if lit(buf, p, end, exks[k]) >= 0:
-                out[i] = k
-                break
-    return out
-
-
 def venue_lines(
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -124,7 +104,7 @@ def venue_lines(
     exchanges present (the scanners below only look at those lines)."""
     if not len(starts) or not todo.any():
         return {}
-    codes = _venue_of(buf, starts, ends, todo, _HEAD, _SRC, tuple(_EX[v] for v in _EX_ORDER))
+    codes = exchange_of(buf, starts, ends, todo, _HEAD, _SRC, tuple(_EX[v] for v in _EX_ORDER))
     present = np.flatnonzero(np.bincount(codes + 1, minlength=len(_EX_ORDER) + 1)[1:])
     return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 

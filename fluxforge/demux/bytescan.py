@@ -120,6 +120,27 @@ def envelope_source(buf, s, end, head, src):
 
 
 @njit(cache=True)
+def exchange_of(buf, starts, ends, todo, head, src, exks):
+    """Per `todo` line: the index in `exks` (``fluxforge.wire.envelope.scan_ex`` literals) of
+    the envelope's exchange, -1 for any other line (one envelope pass, so that each scanner
+    only visits the lines of its own exchanges)."""
+    n = len(starts)
+    out = np.full(n, -1, np.int16)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p, _ts = envelope_source(buf, starts[i], end, head, src)
+        if p < 0:
+            continue
+        for k in range(len(exks)):
+            if lit(buf, p, end, exks[k]) >= 0:
+                out[i] = k
+                break
+    return out
+
+
+@njit(cache=True)
 def envelope_kind(buf, s, end, head, src, exk, kind):
     """The envelope in the writer's fixed key order (fluxforge.wire.envelope) up to the end of
     the `kind` literal: (position after it, ts, seq), or (-1, 0, 0)."""

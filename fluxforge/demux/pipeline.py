@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fluxforge import venues
+from fluxforge.demux.bytescan import exchange_of
 from fluxforge.demux.fastbook import FastBook, safe_symbol
 from fluxforge.demux.registry import scanners
 from fluxforge.events import BookMessage, EventSink, NormalizeError, TopOfBook
@@ -46,6 +47,7 @@ from fluxforge.segments import (
     parse_segment_name,
 )
 from fluxforge.tables import DECIMAL, QUOTES, TRADES
+from fluxforge.wire.envelope import SCAN_HEAD, SCAN_SRC, scan_ex
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +269,20 @@ def _demux_pass(
     t_lines: list[int] = []  # line index of each per-line trade row
     top_lines: list[int] = []  # line index of each per-line TopOfBook
     if fast and not poison:
-        for scanner in scanners():
-            got = scanner.scan(buf, starts, ends, todo)
+        registered = scanners()
+        names = [ex for scanner in registered for ex in scanner.exchanges]
+        # one envelope pass: each scanner then visits only the lines of its exchanges
+        line_ex = exchange_of(
+            buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, tuple(scan_ex(ex) for ex in names)
+        )
+        first = 0
+        for scanner in registered:
+            codes = range(first, first + len(scanner.exchanges))
+            first += len(scanner.exchanges)
+            mine = todo & (line_ex >= codes.start) & (line_ex < codes.stop)
+            if not mine.any():
+                continue
+            got = scanner.scan(buf, starts, ends, mine)
             n_taken = int(got.taken.sum())
             n_ctl = 0 if got.control is None else int(got.control.sum())
             todo &= ~got.taken
