@@ -95,7 +95,15 @@ def add_history(root: Path, days: int, files_per_day: int) -> dict[str, int]:
             olds = lk.files(table, ex, sym, day)
             name = f"part-compact-v1.1-{day}.parquet"
             os.link(sample, part / name)
-            lk.commit(table, [_staged(table, prefix, part / name, root, ex, sym, day)], remove=olds)
+            # replaced on that day, as a live lake's compaction would have: the log keeps
+            # tombstones only for the vacuum retention, so old days' do not weigh on it
+            when = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+            lk.commit(
+                table,
+                [_staged(table, prefix, part / name, root, ex, sym, day)],
+                remove=olds,
+                removed_at_ms=when + 86_400_000,
+            )
             stats["commits"] += 2
             stats["files_added"] += files_per_day + 1
         os.unlink(sample)
@@ -212,6 +220,7 @@ def main() -> None:
         base = Path(tmp)
         day_root, year_root = base / "day", base / "year"
         build_day(_cfg(day_root), SYMBOLS, args.rate)
+        new_segment(day_root, 80_001, 10**8)  # the day's trades
         t0 = time.perf_counter()
         assert not process_ready(_cfg(day_root)).failed
         print(f"one day processed in {time.perf_counter() - t0:.1f} s")
@@ -224,8 +233,15 @@ def main() -> None:
             f"{hist['commits']:,} commits ({time.perf_counter() - t0:.0f} s); trades table at "
             f"version {trades.version()}"
         )
-        small = measure(day_root, args.queries, 90_001, 10**9)
-        big = measure(year_root, args.queries, 90_001, 10**9)
+        # alternate the two lakes and keep each figure's best of two rounds: a busy machine
+        # then slows both sides alike instead of one
+        rounds = [
+            (measure(day_root, args.queries, 90_001 + r, 10**9 + r * 10**6),
+             measure(year_root, args.queries, 90_001 + r, 10**9 + r * 10**6))
+            for r in range(2)
+        ]  # fmt: skip
+        small = {k: min(r[0][k] for r in rounds) for k in rounds[0][0]}
+        big = {k: min(r[1][k] for r in rounds) for k in rounds[0][1]}
         print(f"\n{'operation':<24}{'one-day lake':>14}{'year lake':>12}{'ratio':>8}  target")
         for key in small:
             ratio = big[key] / small[key] if small[key] else float("nan")

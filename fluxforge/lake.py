@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import io
 import itertools
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -147,17 +148,35 @@ def _window_slices(data: pa.Table, window_ns: int | None) -> list[tuple[int, int
 
 
 def file_stats(data: pa.Table) -> str:
-    """Delta ``stats`` JSON of a file: row count and min/max/null count of its time/seq
-    columns (what a reader's file pruning uses)."""
-    mins, maxs, nulls = {}, {}, {}
-    for name in STAT_COLUMNS:
-        if name not in data.column_names or data.num_rows == 0:
+    """Delta ``stats`` JSON of a file: row count and min/max/null count of every column a
+    Delta reader can prune on (numbers, strings, decimals, booleans; not binary or lists).
+
+    Every such column must be present: delta-rs turns a missing min/max into a ``col >= null``
+    fragment guard, and pyarrow then drops every row of the file for any filter on that
+    column (a silent wrong answer for pandas/DuckDB readers of the Arrow dataset)."""
+    mins: dict[str, object] = {}
+    maxs: dict[str, object] = {}
+    nulls: dict[str, int] = {}
+    for field in data.schema:
+        kind = field.type
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_string(kind)
+            or pa.types.is_decimal(kind)
+            or pa.types.is_boolean(kind)
+        ):
             continue
-        col = data[name]
+        col = data[field.name]
+        nulls[field.name] = col.null_count
+        if data.num_rows == col.null_count:
+            continue
         bounds = pc.min_max(col)
-        mins[name] = bounds["min"].as_py()
-        maxs[name] = bounds["max"].as_py()
-        nulls[name] = col.null_count
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if pa.types.is_decimal(kind):
+            # JSON numbers: widen by one ulp so the float bounds still contain every value
+            lo, hi = math.nextafter(float(lo), -math.inf), math.nextafter(float(hi), math.inf)
+        mins[field.name], maxs[field.name] = lo, hi
     return orjson.dumps(
         {"numRecords": data.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
     ).decode()
@@ -319,6 +338,7 @@ class Lake:
         remove: Sequence[LakeFile] = (),
         metadata: dict[str, str] | None = None,
         rewind: bool = False,
+        removed_at_ms: int | None = None,
     ) -> bool:
         """Make `staged` visible and drop `remove` in ONE commit. With ``app=(app_id,
         version)`` the commit carries that app transaction and is skipped (returns False) when
@@ -329,7 +349,7 @@ class Lake:
             done = handle.transaction_version(app[0])
             if done is not None and done >= app[1]:
                 return False
-        now = int(time.time() * 1000)
+        now = removed_at_ms if removed_at_ms is not None else int(time.time() * 1000)
         actions: list[AddAction | RemoveAction] = [s.add_action() for s in staged]
         prefix = self.layout.lake_table(table) + "/"
         for f in remove:

@@ -370,11 +370,13 @@ def writeoff(cfg: Config, ref: SegmentRef, reason: str) -> dict[str, Any]:
         if where != "failed" and not ctx.inp.move(ctx.raw(where, ref), ctx.raw("failed", ref)):
             raise FileNotFoundError(f"{ref}: vanished from {where}/ while writing it off")
         _withdraw(ctx, ref, "failed")
+        gaps = _record_writeoff_gaps(ctx, ref, reason)
         save_book_state(ctx.out, ctx.lout, ref, {})
         record = {
             "segment": str(ref),
             "reason": reason,
             "was_in": where,
+            "gap_rows": gaps,
             "by": f"{getpass.getuser()}@{socket.gethostname()}",
             "at": time.time(),
         }
@@ -850,27 +852,63 @@ class AlreadyPublished(RuntimeError):
     content, whatever the file name)."""
 
 
-def segment_seq_range(data: bytes) -> tuple[int, int] | None:
-    """(first, last) daemon seq of a segment's readable envelopes; None when it has none."""
+def segment_bounds(data: bytes) -> tuple[Any, Any] | None:
+    """The first and last readable envelopes of a segment; None when it has none."""
     from fluxforge.segments import iter_lines, parse_envelope
 
-    def first_seq(lines: Iterable[tuple[int, bytes]]) -> int | None:
+    def first(lines: Iterable[tuple[int, bytes]]) -> Any:
         for _, line in lines:
             try:
-                return int(parse_envelope(line).seq)
+                return parse_envelope(line)
             except (ValueError, TypeError):
                 continue
         return None
 
-    lo = first_seq(iter_lines(data))
-    if lo is None:
+    head = first(iter_lines(data))
+    if head is None:
         return None
     tail = data[-(1 << 16) :] if len(data) > (1 << 16) else data
     lines = list(iter_lines(tail))
     if len(data) > len(tail):
         lines = lines[1:]  # the first line of the tail is cut
-    hi = first_seq(reversed(lines))
-    return lo, max(lo, hi if hi is not None else lo)
+    last = first(reversed(lines))
+    return head, last if last is not None and last.seq >= head.seq else head
+
+
+def segment_seq_range(data: bytes) -> tuple[int, int] | None:
+    """(first, last) daemon seq of a segment's readable envelopes; None when it has none."""
+    bounds = segment_bounds(data)
+    return None if bounds is None else (int(bounds[0].seq), int(bounds[1].seq))
+
+
+def _record_writeoff_gaps(ctx: _Ctx, ref: SegmentRef, reason: str) -> int:
+    """One gap_ledger row per book the source had before the written-off segment (cause
+    ``writeoff``, spanning the segment's receive times): the book epochs end there, and a
+    reader asking for a book inside that span is told why it has none."""
+    bounds = segment_bounds(ctx.inp.read_bytes(ctx.raw("failed", ref)))
+    books = read_book_state(ctx.out, find_book_checkpoint(ctx.out, ctx.lout, ref))
+    if bounds is None or not books:
+        return 0
+    head, last = bounds
+    day = parse_segment_name(ref.name).date
+    rows = 0
+    for ex, sym in sorted(books):
+        gap = pa.table(
+            {
+                "channel": ["book"],
+                "ts_from": pa.array([head.ts], pa.int64()),
+                "ts_to": pa.array([last.ts], pa.int64()),
+                "cause": ["writeoff"],
+                "book_epoch": pa.array([-1], pa.int32()),
+                "detail": [f"segment written off: {reason}"],
+                "segment": [ref.name],
+            }
+        )
+        lake.publish(
+            ctx.out, ctx.lout, "gap_ledger", [(gap, ex, sym, day)], f"writeoff-{_part_stem(ref)}"
+        )
+        rows += 1
+    return rows
 
 
 def _published(ctx: _Ctx, ref: SegmentRef, seq_range: tuple[int, int] | None) -> dict[str, int]:

@@ -174,7 +174,15 @@ def test_order_transient_failure_retried_never_skipped(
     assert [p.name for p in ready_files(root2, "syn", "archive")] == [synthetic_input[0].name]
     assert not (root2 / "raw" / "failed").exists()
     # the operator gives it up: the source goes on after it
-    refinery.writeoff(cfg2, SegmentRef("syn", bad), "disk lost for good")
+    record = refinery.writeoff(cfg2, SegmentRef("syn", bad), "disk lost for good")
+    # the books the source had end there: one writeoff gap row per book, spanning the segment
+    from fluxforge import lake
+    from fluxforge.storage import LocalStorage
+
+    gaps = lake.read_table(LocalStorage(root2), "gap_ledger").to_pylist()
+    writeoffs = [g for g in gaps if g["cause"] == "writeoff"]
+    assert record["gap_rows"] == len(writeoffs) > 0
+    assert all(g["segment"] == bad and "disk lost for good" in g["detail"] for g in writeoffs)
     monkeypatch.setattr(refinery, "_process_one", real)
     after = process_ready(cfg2)
     assert not after.held and len(after.segments) == len(synthetic_input) - 2
