@@ -1,38 +1,11 @@
-"""Test helper until the refinery writes Delta tables itself (issue 10): turn each hive
-part-file folder of a processed dir into a Delta table in place. Tables that already have a
-``_delta_log`` are left alone, so the helper is a no-op on a lake written as Delta."""
+"""Test helper: rows appended to a Delta lake table in one commit (a new segment's arrival),
+with deltalake directly, so a test controls exactly which rows reach which partition."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import deltalake
-from deltalake.schema import Field, PrimitiveType, Schema
-
-
-def _partition_schema(table: Path) -> Schema | None:
-    """The hive partition columns of a table folder (exchange/symbol/date for most tables),
-    read from the directories above its first part file, as strings."""
-    first = next(table.rglob("*.parquet"))
-    names = [p.split("=", 1)[0] for p in first.relative_to(table).parts[:-1] if "=" in p]
-    fields = [Field(c, PrimitiveType("string"), nullable=True) for c in names]
-    return Schema(fields) if fields else None
-
-
-def make_delta(processed: str | Path) -> list[str]:
-    """Convert every table folder under `processed` (``models/`` excluded); returns their names."""
-    done = []
-    root = Path(processed)
-    if not root.is_dir():
-        return done
-    for table in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "models"):
-        if (table / "_delta_log").exists() or not any(table.rglob("*.parquet")):
-            continue
-        deltalake.convert_to_deltalake(
-            str(table), partition_by=_partition_schema(table), partition_strategy="hive"
-        )
-        done.append(table.name)
-    return done
 
 
 def append(processed: str | Path, table: str, rows: list[dict], partition: dict[str, str]) -> None:

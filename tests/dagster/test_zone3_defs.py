@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from dagster_helpers import link_captures, ready_names, replay, write_config
-from delta_fixture import make_delta
 from psycopg import sql
 
 from fluxforge import refinery, sql_models
@@ -202,7 +201,6 @@ def test_sql_assets_one_per_model_deps_equal_dbt_graph_and_tests_are_checks(tmp_
 
 
 def test_sql_marts_materialize_a_day_writes_partition_files_and_checks_pass(lake: Lake):
-    make_delta(lake.root / "data" / "processed")
     marts = [a for a in build_sql_assets(lake.cfg) if a.partitions_def is not None]
     result = dg.materialize(
         marts,

@@ -576,7 +576,6 @@ def test_history_rows_reach_the_sql_layer_source_and_trade_bars(
 ) -> None:
     import duckdb
     import yaml
-    from delta_fixture import make_delta
 
     from fluxforge import sql_models
     from fluxforge.dbt_profile import PROJECT_DIR, duckdb_path
@@ -585,7 +584,6 @@ def test_history_rows_reach_the_sql_layer_source_and_trade_bars(
     sources = yaml.safe_load((PROJECT_DIR / "models/staging/_sources.yml").read_text())
     assert "ohlcv" in {t["name"] for t in sources["sources"][0]["tables"]}
     root = Path(cfg.storage.etl_output.base_dir)
-    make_delta(root / "processed")
 
     # the repository's trade bars pick the REST trades up like streamed ones
     assert sql_models.run(cfg, select=["+bars_1m"]).ok

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from delta_fixture import make_delta
 
 from fluxforge import history, sql_models
 from fluxforge.captures import merge_captures
@@ -36,7 +35,6 @@ def okx_lake(captures: Path, tmp_path: Path) -> tuple[Config, int]:
     storage.write_bytes(layout.segment("ready", "okx", segment_name(hour, 1)), b"".join(lines))
     cfg = config_from_dict({"storage": {"backend": "local", "base_dir": str(tmp_path)}}, environ={})
     assert not process_ready(cfg).failed
-    make_delta(tmp_path / "processed")
     assert sql_models.run(cfg).ok
     return cfg, recs[0].ts - recs[0].ts % MIN
 

@@ -11,7 +11,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from delta_fixture import make_delta
 
 from fluxforge import lake, sql_models
 from fluxforge.captures import merge_captures
@@ -82,7 +81,6 @@ def _build_day(captures: Path, tmp_path: Path, repeat: bool) -> tuple[Config, in
         )
     cfg = config_from_dict({"storage": {"backend": "local", "base_dir": str(tmp_path)}}, environ={})
     assert not process_ready(cfg).failed
-    make_delta(tmp_path / "processed")
     assert sql_models.run(cfg).ok
     return cfg, hour_ns
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import orjson
 import pyarrow.compute as pc
 import pytest
-from delta_fixture import make_delta
 
 from fluxforge import sql_models
 from fluxforge.captures import merge_captures
@@ -55,7 +54,6 @@ def two_day_lake(captures: Path, tmp_path: Path) -> tuple[Config, list[int]]:
         bounds.append(recs[0].ts + day * DAY_NS)
     cfg = config_from_dict({"storage": {"backend": "local", "base_dir": str(tmp_path)}}, environ={})
     assert not process_ready(cfg).failed
-    make_delta(tmp_path / "processed")
     assert sql_models.run(cfg).ok
     return cfg, bounds
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from delta_fixture import append, make_delta
+from delta_fixture import append
 from sql_lake import DAY1, DAY2, DUPLICATES, NS, TRADES, build_lake
 
 from fluxforge import sql_models
@@ -22,7 +22,6 @@ MARTS = ("bars_1m", "bars_5m", "bars_1h", "bars_1d", "book_stats_1h", "coverage_
 
 def delta_lake(root: Path) -> Config:
     cfg = build_lake(root)
-    make_delta(root / "processed")
     return cfg
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from delta_fixture import make_delta
 
 from fluxforge import sql_models, tiering
 from fluxforge.config import Config, load_config
@@ -84,7 +83,6 @@ def processed(tmp_path_factory: pytest.TempPathFactory, captures: Path) -> tuple
 
 def test_sql_models_on_pipeline_output_bars_match_lake_trades(processed) -> None:
     cfg, _ = processed
-    make_delta(Path(cfg.storage.etl_output.base_dir) / "processed")
     result = sql_models.build(cfg)
     failing = [(n.name, n.status, n.failures, n.message) for n in result.nodes if not _ok(n)]
     assert failing == []
@@ -201,7 +199,6 @@ def test_sql_models_rerun_on_the_same_lake_give_identical_values(processed) -> N
     cfg, _ = processed
     import duckdb
 
-    make_delta(Path(cfg.storage.etl_output.base_dir) / "processed")
     models = Path(cfg.storage.etl_output.base_dir) / "processed/models"
 
     def snapshot() -> dict[str, list[tuple]]:
