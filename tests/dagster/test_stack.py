@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +28,10 @@ from dagster_helpers import (
 )
 
 from fluxforge.config import REPO_ROOT, load_config
+from fluxforge_dagster.defs.checks import TABLES  # every asset of the refinery multi-asset
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
-TABLES = ["trades", "book_deltas", "book_snapshots", "quotes", "quarantine", "gap_ledger"]
+
 BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -57,12 +59,21 @@ def _free_port() -> int:
 
 
 def _gql(port: int, query: str, variables: dict | None = None) -> dict:
+    """One GraphQL call; a 5xx answer (the webserver briefly busy while the code location
+    reloads, seen on a loaded 2-core machine) is retried for up to a minute."""
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or time.monotonic() > deadline:
+                raise AssertionError(f"GraphQL {exc.code}: {exc.read()[:3000]!r}") from exc
+            time.sleep(2)
 
 
 def _wait(what: str, ok, timeout_s: float = 300.0, log: Path | None = None) -> None:
