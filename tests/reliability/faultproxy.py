@@ -85,6 +85,7 @@ class FaultProxy:
         kinds: tuple[str, ...] = FAULTS,
         min_rate: float = 0.12,
         rule: Callable[[str, str], str | None] | None = None,
+        spare: Callable[[str, str], bool] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -94,6 +95,8 @@ class FaultProxy:
         self.min_rate = min_rate
         # rule(method, target) -> a fault kind for that request, or None: targeted faults
         self.rule = rule
+        # spare(method, target) -> True: that request is always forwarded untouched
+        self.spare = spare
         self.hold_s = hold_s
         self.kinds = kinds
         self.enabled = True
@@ -147,6 +150,9 @@ class FaultProxy:
             self.stats.requests_by_area[area] += 1
             if attempt > 1:
                 self.stats.retries += 1
+            if self.spare is not None and self.spare(method, target):
+                self.stats.forwarded += 1
+                return None
             if self.rule is not None:
                 kind = self.rule(method, target)
                 if kind is not None:
