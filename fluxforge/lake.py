@@ -590,13 +590,6 @@ def read_file(storage: Storage, key: str, table: str) -> pa.Table:
     return data.cast(schema)
 
 
-def with_hive(data: pa.Table, exchange: str, symbol: str, date: str) -> pa.Table:
-    n = data.num_rows
-    for name, value in (("exchange", exchange), ("symbol", symbol), ("date", date)):
-        data = data.append_column(name, pa.array([value] * n, pa.string()))
-    return data
-
-
 def file_of_key(key: str) -> LakeFile:
     """The LakeFile a data file's key names (partition values from its hive directories)."""
     hive = {}
@@ -649,6 +642,3 @@ def write_part(
         row_group_size=row_group_size,
     )  # fmt: skip
     return staged[0].key, staged[0].size
-
-
-read_part = read_file

@@ -99,16 +99,14 @@ def closed_dates(files: list[LakeFile], now: dt.datetime, compact_after_s: float
 
 def _min_tag(exchange: str, group: list[LakeFile]) -> str:
     """The oldest version tag among the inputs: a compacted file of stale parts stays stale."""
-    current = versions.parse_tag(f"-{versions.tag(exchange)}-")
-    assert current is not None
+    current = versions.current(exchange)
     found = []
     for f in group:
         tag = versions.parse_tag(f.name)
         if tag is None:
             tag = (0, 0) if versions.is_stale(exchange, f.name) else current
         found.append(tag)
-    low = min(found, default=current)
-    return f"v{low[0]}.{low[1]}"
+    return versions.format_tag(min(found, default=current))
 
 
 def compact(
@@ -225,7 +223,7 @@ def stale(cfg: Config, lake: Lake | None = None) -> list[StalePartition]:
         for f in lake.files(table):
             if versions.is_stale(f.exchange, f.name):
                 tag = versions.parse_tag(f.name)
-                label = "untagged" if tag is None else f"v{tag[0]}.{tag[1]}"
+                label = "untagged" if tag is None else versions.format_tag(tag)
                 found[(table, f.exchange, f.symbol, f.date)].append(label)
     return [
         StalePartition(t, ex, sym, day, len(tags), min(tags), versions.tag(ex))

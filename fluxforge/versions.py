@@ -37,9 +37,18 @@ def normalizer_version(exchange: str) -> int:
     return NORMALIZERS.get(module, 0)
 
 
+def current(exchange: str) -> tuple[int, int]:
+    """(normalizer, book) versions today's code builds `exchange`'s partitions with."""
+    return normalizer_version(exchange), BOOK_ENGINE
+
+
+def format_tag(versions: tuple[int, int]) -> str:
+    return f"v{versions[0]}.{versions[1]}"
+
+
 def tag(exchange: str) -> str:
     """``v{normalizer}.{book}`` for a file of `exchange`'s partitions."""
-    return f"v{normalizer_version(exchange)}.{BOOK_ENGINE}"
+    return format_tag(current(exchange))
 
 
 def parse_tag(file_name: str) -> tuple[int, int] | None:
@@ -55,7 +64,7 @@ def is_stale(exchange: str, file_name: str) -> bool:
     found = parse_tag(file_name)
     if found is None:
         return "-segment_" in file_name
-    return found < (normalizer_version(exchange), BOOK_ENGINE)
+    return found < current(exchange)
 
 
 def commit_metadata(exchanges: set[str]) -> dict[str, str]:

@@ -99,7 +99,7 @@ def build_lake(root: Path, days: list[date], segments: int = 2, lines: int = 20)
 def lake_rows(storage: LocalStorage, table: str, days: list[date]) -> int:
     wanted = {f"date={d.isoformat()}" for d in days}
     return sum(
-        lake.read_part(storage, key, table).num_rows
+        lake.read_file(storage, key, table).num_rows
         for key in lake.list_parts(storage, table)
         if any(w in key for w in wanted)
     )

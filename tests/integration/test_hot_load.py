@@ -63,7 +63,7 @@ def test_hot_load_values_roundtrip_exactly(tmp_path: Path, pg_db: str) -> None:
     for table in ("trades", "quotes"):
         got = hot.read(table, "coinbase", "BTC-USD", TODAY)
         (key,) = lake.list_parts(storage, table, "coinbase", "BTC-USD", TODAY.isoformat())
-        want = lake.read_part(storage, key, table)
+        want = lake.read_file(storage, key, table)
         assert got.schema == SCHEMAS[table]
         assert sorted(got.to_pylist(), key=str) == sorted(want.to_pylist(), key=str)
     snaps = hot.read("book_snapshots", "kraken", "ETH-USD", TODAY)

@@ -110,7 +110,7 @@ def test_trades_when_hot_store_trails_the_lake_come_from_both_without_hole(
     # only the first half of day 2's trades reached the hot store so far
     part = [k for k in lake.list_parts(store, "trades") if f"date={today}" in k]
     assert len(part) == 1
-    rows = lake.read_part(store, part[0], "trades")
+    rows = lake.read_file(store, part[0], "trades")
     half = rows.slice(0, rows.num_rows // 2)
     hot.load("trades", today, hot.prepare(half, "trades", "okx", "BTC-USDT"))
     assert 0 < hot.count("trades", today) < rows.num_rows
