@@ -24,3 +24,19 @@ def append(processed: str | Path, table: str, rows: list[dict], partition: dict[
         mode="append",
         partition_by=["exchange", "symbol", "date"],
     )
+
+
+def committed_files(root: Path, tables: tuple[str, ...] | None = None) -> dict[str, bytes]:
+    """The committed data files of the lake tables under storage root `root` (found through
+    each table's Delta log, so files a failed attempt staged are left out), with their bytes.
+    Default: the tables the refinery publishes."""
+    from fluxforge import lake
+    from fluxforge.storage import LocalStorage
+    from fluxforge.tables import REFINERY_TABLES
+
+    storage = LocalStorage(root)
+    return {
+        key: (Path(root) / key).read_bytes()
+        for table in (tables or REFINERY_TABLES)
+        for key in lake.list_parts(storage, table)
+    }

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from delta_fixture import committed_files
 
 from fluxforge.config import Config
 
@@ -50,16 +51,7 @@ def ready_names(root: Path, source: str = "replay", state: str = "ready") -> lis
 
 def lake_bytes(root: Path) -> dict[str, bytes]:
     """The committed files of every lake table (from the Delta logs) and their bytes."""
-    from fluxforge import lake
-    from fluxforge.storage import LocalStorage
-    from fluxforge.tables import REFINERY_TABLES
-
-    storage = LocalStorage(root / "data")
-    return {
-        key: (root / "data" / key).read_bytes()
-        for table in REFINERY_TABLES
-        for key in lake.list_parts(storage, table)
-    }
+    return committed_files(root / "data")
 
 
 def link_captures(root: Path, captures: Path, names: tuple[str, ...] | None) -> str:

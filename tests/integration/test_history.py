@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from delta_fixture import committed_files
 
 from fluxforge import lake
 from fluxforge.config import Config, config_from_dict
@@ -189,10 +190,7 @@ def trade_ids(cfg: Config, day: str | None = None) -> list[str]:
 
 def lake_bytes(cfg: Config) -> dict[str, bytes]:
     """The committed files of every lake table (from the Delta logs) and their bytes."""
-    root = Path(cfg.storage.etl_output.base_dir)
-    return {
-        k: (root / k).read_bytes() for t in lake.TABLES for k in lake.list_parts(storage_of(cfg), t)
-    }
+    return committed_files(Path(cfg.storage.etl_output.base_dir), lake.TABLES)
 
 
 def test_history_backfill_over_midnight_writes_trades_and_ohlcv_with_exact_values(

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from delta_fixture import committed_files
 
-from fluxforge import lake, refinery
+from fluxforge import refinery
 from fluxforge.config import config_from_dict
 from fluxforge.refinery import list_segments, process_ready
 from fluxforge.storage import LocalStorage
-from fluxforge.tables import REFINERY_TABLES
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "malformed"
 SEGMENT = "segment_20240102T03_00001.ndjson"
@@ -31,13 +31,7 @@ def _setup(root: Path, *names: str):
 
 
 def _parts(root: Path) -> dict[str, bytes]:
-    """The committed files of every lake table (from the Delta logs) and their bytes."""
-    storage = LocalStorage(root)
-    return {
-        key: (root / key).read_bytes()
-        for table in REFINERY_TABLES
-        for key in lake.list_parts(storage, table)
-    }
+    return committed_files(root)
 
 
 def _fail_after_parts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +136,7 @@ def test_process_ready_segment_claimed_elsewhere_holds_back_later_segments_of_it
     from fluxforge import refinery
     from fluxforge.config import config_from_dict
     from fluxforge.segments import encode_envelope
-    from fluxforge.storage import Layout, LocalStorage
+    from fluxforge.storage import Layout
 
     cfg = config_from_dict({"storage": {"backend": "local", "base_dir": str(tmp_path)}}, environ={})
     layout, store = Layout.of(cfg.storage.etl_input), LocalStorage(tmp_path)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from delta_fixture import committed_files
 
 from fluxforge.refinery import list_segments, process_ready
 from fluxforge.segments import iter_lines, parse_envelope, raw_payload
@@ -162,27 +163,13 @@ def test_disk_full_hot_and_spill_full_clear_error_then_restart_loses_nothing(
         )
 
 
-def _committed(root: Path) -> dict[str, bytes]:
-    """The committed data files of every lake table (from the Delta logs) and their bytes."""
-    from fluxforge import lake
-    from fluxforge.storage import LocalStorage
-    from fluxforge.tables import REFINERY_TABLES
-
-    storage = LocalStorage(root)
-    return {
-        key: (root / key).read_bytes()
-        for table in REFINERY_TABLES
-        for key in lake.list_parts(storage, table)
-    }
-
-
 def test_disk_full_refinery_output_segment_back_to_ready_and_retry_is_clean(
     tmp_path: Path, synthetic_input: list[Path]
 ) -> None:
     clean_root = tmp_path / "clean"
     shutil.copytree(synthetic_input[0].parents[3] / "raw", clean_root / "raw")
     assert process_ready(load({"storage": {"base_dir": str(clean_root)}})).failed == []
-    clean = _committed(clean_root)
+    clean = committed_files(clean_root)
 
     inp = tmp_path / "in"
     shutil.copytree(synthetic_input[0].parents[3] / "raw", inp / "raw")
@@ -204,11 +191,11 @@ def test_disk_full_refinery_output_segment_back_to_ready_and_retry_is_clean(
         assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
         failed_segment = report.failed[0]["segment"].split("/")[-1].removesuffix(".ndjson")
         # a table holds all of the failed segment's files or none (one commit per table)
-        half = [k for k in _committed(out) if failed_segment in k]
+        half = [k for k in committed_files(out) if failed_segment in k]
         _resize(out, "16m")
         retry = process_ready(cfg)
         assert retry.failed == []
-        assert _committed(out) == clean  # the committed files (names carry a content hash)
+        assert committed_files(out) == clean  # the committed files (names carry a content hash)
         assert len(list_segments(cfg, "archive")) == len(synthetic_input)
         record_figures(
             "disk_full_refinery_output",

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from delta_fixture import committed_files
 
 from fluxforge import lake
 from fluxforge.refinery import process_ready
@@ -34,7 +35,6 @@ from tests.reliability.conftest import (
 pytestmark = pytest.mark.slow
 
 KILLS = 4
-
 
 _SEGMENT = re.compile(r"(segment_\d{8}T\d{2}_\d+)")
 
@@ -57,12 +57,7 @@ def _lake(root: Path) -> dict[str, bytes]:
     """The committed data files plus the refinery's per-segment state (book checkpoints,
     manifests). Files staged by a killed attempt but never committed are invisible to readers
     (not in any table's log) and are left out, as are hidden ``.tmp-*`` files."""
-    storage = LocalStorage(root)
-    out = {
-        key: (root / key).read_bytes()
-        for table in REFINERY_TABLES
-        for key in lake.list_parts(storage, table)
-    }
+    out = committed_files(root)
     for sub in ("books", "segments"):
         out.update({f"state/{sub}/{k}": v for k, v in tree_bytes(root / "state" / sub).items()})
     return {k: v for k, v in out.items() if not k.rsplit("/", 1)[-1].startswith(".tmp-")}
