@@ -722,13 +722,18 @@ def _process_segment(
     _check_no_duplicated_trades(ref, merged_parts.get("trades", []))
     staged: dict[str, list[lake.Staged]] = defaultdict(list)
     published = _published(ctx, ref, seq_range) if rebuild_into is None else {}
-    for table, items in sorted(merged_parts.items()):
-        for merged, ex, sym, date in items:
-            report.rows[table] += merged.num_rows
-            # a table an earlier attempt committed: the same name, nothing written again
-            one = _stage_part(ctx, ref, table, merged, ex, sym, date, write=table not in published)
-            staged[table].append(one)
-            report.bytes[table] += one.size
+    # the parts' fsyncs overlap each other and the encoding of the next parts; the block ends
+    # when all of them are on disk, before the checkpoint and the commits that reference them
+    with ctx.out.durable_batch():
+        for table, items in sorted(merged_parts.items()):
+            for merged, ex, sym, date in items:
+                report.rows[table] += merged.num_rows
+                # a table an earlier attempt committed: the same name, nothing written again
+                one = _stage_part(
+                    ctx, ref, table, merged, ex, sym, date, write=table not in published
+                )
+                staged[table].append(one)
+                report.bytes[table] += one.size
     # the checkpoint first: a retry after a crash below recomputes the same state from the
     # previous checkpoint, so writing it early costs nothing and a failed write publishes nothing
     save_book_state(ctx.out, ctx.lout, ref, new_states)

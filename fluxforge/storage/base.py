@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import posixpath
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,17 @@ class Storage(ABC):
         import fsspec
 
         return fsspec.filesystem("file")
+
+    @contextlib.contextmanager
+    def durable_batch(self) -> Iterator[None]:
+        """A block of writes whose durability is settled together at its end: inside it,
+        ``write_bytes`` may return before the bytes are on stable storage, and leaving the
+        block (without an exception) returns only once every file written in it is. Write in
+        such a block only files that nothing references until after it (staged lake files,
+        committed later): a crash inside it may leave them torn, never referenced.
+
+        Here (S3) a write is durable when it returns: nothing to settle."""
+        yield
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix, recursive=True)

@@ -1,4 +1,6 @@
-"""Local filesystem storage: atomic writes via temp file + fsync + rename.
+"""Local filesystem storage: atomic writes via temp file + fsync + rename (in a
+``durable_batch``: temp file + rename, the fsyncs in background threads, all settled at the
+end of the block).
 
 Nothing is read or written outside the root, symlinks included: every path is resolved and
 must stay inside the root (a symlink leading out is refused with ``StorageError``), and
@@ -7,16 +9,21 @@ link, wherever it points."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from fluxforge.storage.base import Storage, StorageError
 from fluxforge.storage.paths import safe_key
 
 log = logging.getLogger(__name__)
+# fsyncs in flight in a durable_batch: enough for the journal to commit many files at once
+SYNC_THREADS = 8
 
 
 class LocalStorage(Storage):
@@ -24,6 +31,30 @@ class LocalStorage(Storage):
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
+        self._syncs: list[Future[Path]] | None = None  # fsyncs in flight (durable_batch)
+        self._pool: ThreadPoolExecutor | None = None
+
+    @contextlib.contextmanager
+    def durable_batch(self) -> Iterator[None]:
+        """Inside the block, ``write_bytes`` renames each file into place at once and hands
+        its fsync to a few threads, so the disk's flushes overlap each other (the journal
+        commits them together) and the caller's work; the end of the block fsyncs the
+        directories that got files and waits for all of it, raising the first failure."""
+        if self._syncs is not None:  # nested: the outer block settles everything
+            yield
+            return
+        self._syncs = []
+        self._pool = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="fsync")
+        dirs: dict[Path, None] = {}
+        try:
+            yield
+            for future in self._syncs:
+                dirs[future.result().parent] = None
+            for future in [self._pool.submit(_fsync_dir, d) for d in dirs]:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._syncs, self._pool = None, None
 
     def _p(self, path: str) -> Path:
         target = self.root / safe_key(path) if path else self.root
@@ -49,17 +80,24 @@ class LocalStorage(Storage):
 
     def write_bytes(self, path: str, data: bytes) -> None:
         target = self._p(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        except FileNotFoundError:  # a new directory (an existing one costs no mkdir calls)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        deferred = self._syncs is not None and self._pool is not None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if not deferred:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StorageError(f"write {target}: {exc.strerror or exc}") from exc
+        if deferred:
+            self._syncs.append(self._pool.submit(_fsync_file, target))  # type: ignore[union-attr]
 
     def move(self, src: str, dst: str) -> bool:
         source, target = self._p(src), self._p(dst)
@@ -125,3 +163,27 @@ class LocalStorage(Storage):
 
     def download_file(self, src: str, local_path: str | Path) -> None:
         shutil.copyfile(self._p(src), local_path)
+
+
+def _fsync_file(path: Path) -> Path:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"write {path}: fsync: {exc.strerror or exc}") from exc
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    """The directory entries of files renamed into `path` reach the disk too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"fsync directory {path}: {exc.strerror or exc}") from exc

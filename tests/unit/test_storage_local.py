@@ -41,3 +41,40 @@ def test_layout_builds_hive_part_paths_from_hostile_values() -> None:
     assert key == (
         "processed/trades/exchange=___evil/symbol=BTC_USD/date=2024-01-01/part-segment_x.parquet"
     )
+
+
+def test_durable_batch_writes_are_in_place_at_once_and_synced_by_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    store = LocalStorage(tmp_path)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    with store.durable_batch():
+        for i in range(20):
+            store.write_bytes(f"a/p{i % 3}/f{i}.bin", bytes([i]) * 100)
+            assert store.read_bytes(f"a/p{i % 3}/f{i}.bin") == bytes([i]) * 100
+        with store.durable_batch():  # nested: settled by the outer block
+            store.write_bytes("a/p0/nested.bin", b"n")
+    assert len(synced) == 21 + 3  # every file, then each of the three directories once
+    assert sorted(p.name for p in tmp_path.rglob(".tmp-*")) == []
+    assert store.read_bytes("a/p0/nested.bin") == b"n"
+
+
+def test_durable_batch_raises_when_a_file_cannot_be_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from fluxforge.storage.base import StorageError
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    store = LocalStorage(tmp_path)
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(StorageError, match="fsync"), store.durable_batch():
+        store.write_bytes("x/f.bin", b"data")
