@@ -203,6 +203,28 @@ def _batch_decimals(batch: BookBatch) -> pa.Array:
         raise BookInputError(f"book level price/size does not fit decimal(38, 18): {exc}") from None
 
 
+def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLevels]:
+    """Message `m` of `batch` (a snapshot) as drift.SideLevels (bids, asks)."""
+    lo, hi = int(batch.level_offsets[m]), int(batch.level_offsets[m + 1])
+    nl = batch.n_levels
+    empty = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64))
+    ids = np.r_[np.arange(lo, hi), np.arange(nl + lo, nl + hi)].astype(np.int64)
+    flat, ok = K.decimals(ids, *empty, batch.arena, batch.arena_offsets)
+    if not ok:  # not reachable: _batch_decimals refused the batch before
+        raise BookInputError("book snapshot level price/size does not fit decimal(38, 18)")
+    values = flat.reshape(-1, 2)
+    px, sz = values[: hi - lo], values[hi - lo :]
+    side = batch.side[lo:hi]
+    sizes = batch.strings("size")
+    out = []
+    for s in (0, 1):
+        pick = np.flatnonzero(side == s)
+        out.append(
+            D.SideLevels(px[pick], sz[pick], lambda i, p=pick: sizes[lo + int(p[i])].as_py())
+        )
+    return out[0], out[1]
+
+
 def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
     """Columns in schema order; a column the engine does not know (added to the schema later)
     is all null rather than a crash."""
@@ -290,6 +312,28 @@ class BookEngine:
         pairs = list(zip(strs[0::2], strs[1::2], strict=True))
         return pairs[:nb], pairs[nb:]
 
+    def _drift_levels(self) -> tuple[D.SideLevels, D.SideLevels]:
+        """The whole current book as drift.SideLevels (bids, asks), read from the arena."""
+        nb = int(self._st[K.S_HI0] - self._st[K.S_LO0])
+        arena, offs = self._arena, self._arena_off
+        n = len(offs) - 1  # price then size strings, bids then asks (see levels())
+        empty = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        ids = np.arange(n, dtype=np.int64)
+        flat, ok = K.decimals(ids, n, arena, offs, *empty)
+        if not ok:  # not reachable: every level came through _batch_decimals
+            raise BookStateError(f"book {self.exchange} {self.symbol}: a level is not decimal")
+        values = flat.reshape(-1, 2)
+
+        def size_text(base: int) -> Callable[[int], str]:
+            return lambda i: (
+                arena[offs[2 * (base + i) + 1] : offs[2 * (base + i) + 2]].tobytes().decode()
+            )
+
+        return (
+            D.SideLevels(values[0 : 2 * nb : 2], values[1 : 2 * nb : 2], size_text(0)),
+            D.SideLevels(values[2 * nb :: 2], values[2 * nb + 1 :: 2], size_text(nb)),
+        )
+
     def apply(self, messages: Sequence[BookMessage], segment: str = "") -> BookOutput:
         """Messages of ONE (exchange, symbol) in receive order."""
         for i, msg in enumerate(messages):
@@ -358,15 +402,7 @@ class BookEngine:
             st[K.S_NEED_BRIDGE] or st[K.S_LAST_ID] != batch.final_id[m]
         ):
             return None
-        lo, hi = int(batch.level_offsets[m]), int(batch.level_offsets[m + 1])
-        px = batch.strings("price")[lo:hi].to_pylist()
-        sz = batch.strings("size")[lo:hi].to_pylist()
-        side = batch.side[lo:hi].tolist()
-        snap = (
-            [(p, z) for p, z, s in zip(px, sz, side, strict=True) if s == 0],
-            [(p, z) for p, z, s in zip(px, sz, side, strict=True) if s == 1],
-        )
-        found = D.compare(self.levels(), snap)
+        found = D.compare_levels(self._drift_levels(), _snapshot_levels(batch, m))
         if not found.levels_differing:
             return {}
         epoch = int(st[K.S_EPOCH])

@@ -126,3 +126,45 @@ def test_book_drift_compare_limits_to_the_snapshot_range_and_reads_decimals() ->
     assert found.levels_differing == 0 and found.levels_compared == 3
     found = compare(book, ([("100", "1")], []))  # empty ask side: all book asks compared
     assert found.levels_differing == 2 and found.max_size_diff == Decimal(3)
+
+
+def _oracle_side(book: list, snap: list, bids: bool) -> tuple[int, int, Decimal]:
+    """The drift rule written plainly with Decimals, level by level (the columnar compare
+    must give the same counts and the same largest difference)."""
+    want = {Decimal(px): Decimal(sz) for px, sz in snap if Decimal(sz) != 0}
+    have = {Decimal(px): Decimal(sz) for px, sz in book}
+    if want:
+        worst = min(want) if bids else max(want)
+        have = {px: sz for px, sz in have.items() if (px >= worst if bids else px <= worst)}
+    prices = set(want) | set(have)
+    diffs = [abs(want.get(px, Decimal(0)) - have.get(px, Decimal(0))) for px in prices]
+    differing = [d for d in diffs if d != 0]
+    return len(prices), len(differing), max(differing, default=Decimal(0))
+
+
+def test_book_drift_columnar_compare_matches_the_plain_decimal_rule_on_random_books() -> None:
+    import random
+
+    rng = random.Random(11)
+
+    def text(value: Decimal) -> str:
+        # the same value written as venues do: trailing zeros, or none
+        return rng.choice([str(value), f"{value:.8f}", f"{value:f}"])
+
+    def side(n: int, base: int, step: int) -> list[tuple[str, str]]:
+        prices = sorted({Decimal(base + step * rng.randrange(60)) / 100 for _ in range(n)})
+        return [(text(p), text(Decimal(rng.randrange(0, 5)) / 4)) for p in prices]
+
+    for _ in range(300):
+        book = (side(rng.randrange(0, 40), 10_000, -1), side(rng.randrange(0, 40), 10_001, 1))
+        book = tuple([(p, s) for p, s in lv if Decimal(s) != 0] for lv in book)  # live levels
+        snap = (side(rng.randrange(0, 30), 10_000, -1), side(rng.randrange(0, 30), 10_001, 1))
+        if rng.random() < 0.3:  # the snapshot is mostly the book itself
+            snap = (book[0][: rng.randrange(0, 40)], book[1][: rng.randrange(0, 40)])
+        if rng.random() < 0.2 and snap[0]:  # a price listed twice: its last entry counts
+            snap = ([*snap[0], (snap[0][0][0], "7")], snap[1])
+        found = compare(book, snap)  # type: ignore[arg-type]
+        nb, db, mb = _oracle_side(book[0], snap[0], True)
+        na, da, ma = _oracle_side(book[1], snap[1], False)
+        assert (found.levels_compared, found.levels_differing) == (nb + na, db + da)
+        assert found.max_size_diff == max(mb, ma)
