@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,9 @@ class Envelope:
     kind: str
     data: Any
     url: str | None = None
+    # the line it was parsed from: a venue that sends prices as JSON numbers (Kraken v2)
+    # reads their exact text from it (``fluxforge.venues.common.exact_payload``)
+    raw: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def parse_envelope(line: bytes) -> Envelope:
@@ -109,7 +112,7 @@ def parse_envelope(line: bytes) -> Envelope:
         raise EnvelopeError(f"kind={kind!r}: allowed {KINDS}")
     if not isinstance(src, str) or not isinstance(ex, str):
         raise EnvelopeError("src and ex must be strings")
-    return Envelope(ts, src, ex, seq, kind, data, obj.get("url"))
+    return Envelope(ts, src, ex, seq, kind, data, obj.get("url"), line)
 
 
 def raw_payload(line: bytes) -> bytes:

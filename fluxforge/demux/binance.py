@@ -40,17 +40,6 @@ from numba import njit
 from fluxforge.demux.bytescan import (
     LBRACE,
     RBRACE,
-    V_ASKS,
-    V_BIDS,
-    V_BOOL,
-    V_DEC,
-    V_ENUM,
-    V_INT,
-    V_INT_SPAN,
-    V_MS,
-    V_POS,
-    V_STR,
-    ObjectShape,
     envelope,
     envelope_kind,
     eq,
@@ -84,6 +73,19 @@ from fluxforge.wire.envelope import (
     SCAN_SRC,
     as_bytes,
     scan_ex,
+)
+from fluxforge.wire.shape import (
+    V_ASKS,
+    V_BIDS,
+    V_BOOL,
+    V_DEC,
+    V_ENUM,
+    V_INT,
+    V_INT_SPAN,
+    V_MS,
+    V_POS,
+    V_STR,
+    ObjectShape,
 )
 
 _HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG

@@ -16,6 +16,26 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.wire.decimal import decimal_end
+from fluxforge.wire.shape import (
+    F_ARRAY,
+    F_OPEN,
+    V_BIDS,
+    V_BOOL,
+    V_DEC,
+    V_ENUM,
+    V_ID,
+    V_INT,
+    V_INT_SPAN,
+    V_ISO,
+    V_MS,
+    V_MS_ANY,
+    V_OPT_DEC,
+    V_POS,
+    V_SCALAR,
+    V_SINT,
+    V_STR,
+    V_TEXT,
+)
 from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS, days_from_civil, plausible_ns
 
 QUOTE = 34  # "
@@ -435,73 +455,116 @@ def ms_any(buf, p, end):
 
 
 # ---------------------------------------------------------------- declared flat objects
-# A venue event that is one JSON object of scalar fields (and level lists) is declared as an
-# ``ObjectShape``: per key, what its value must be and which output column receives it. One
-# numba loop (``flat_object``) then reads any such object, in any key order, instead of one
-# hand-written key loop per event type.
-V_INT = 0  # non-negative integer (int64): the value -> out[col] (col -1: only checked)
-V_INT_SPAN = 1  # non-negative integer: its digits' span -> out[col], out[col + 1]
-V_MS = 2  # epoch milliseconds in the plausible range: ns -> out[col]
-V_STR = 3  # string without escapes: span -> out[col], out[col + 1]
-V_DEC = 4  # plain decimal string (fluxforge.wire.decimal): span
-V_POS = 5  # plain decimal string > 0: span
-V_BOOL = 6  # true / false -> 1 / 0 in out[col]
-V_ENUM = 7  # one of the field's words: 1 + its index -> out[col]
-V_BIDS = 8  # level list [[price, size, ...], ...] -> bid rows of lv
-V_ASKS = 9  # level list -> ask rows of lv
-V_SINT = 10  # integer with optional '-' (at most 18 digits) -> out[col]
-V_MS_ANY = 11  # epoch ms as an integer or a digit string, in the plausible range: ns
+# A venue event that is one JSON object of scalar fields (and level lists) is declared once as
+# an ``ObjectShape`` (fluxforge.wire.shape): per key, what its value must be and which output
+# column receives it. One numba loop (``flat_object``) then reads any such object, in any key
+# order, instead of one hand-written key loop per event type.
 _TRUE = np.frombuffer(b"true", np.uint8).copy()
 _FALSE = np.frombuffer(b"false", np.uint8).copy()
+_NULL = np.frombuffer(b"null", np.uint8).copy()
 
 
-class ObjectShape:
-    """The declared fields of a flat JSON object: (key, kind, output column[, enum words])."""
+@njit(cache=True)
+def number_end(buf, p, end):
+    """Position after a JSON number at p (RFC 8259 grammar), or -1."""
+    k = p
+    if k < end and buf[k] == 45:  # -
+        k += 1
+    if k >= end or not 48 <= buf[k] <= 57:
+        return -1
+    if buf[k] == 48:
+        k += 1
+    else:
+        while k < end and 48 <= buf[k] <= 57:
+            k += 1
+    if k < end and buf[k] == DOT:
+        k += 1
+        d = k
+        while k < end and 48 <= buf[k] <= 57:
+            k += 1
+        if k == d:
+            return -1
+    if k < end and (buf[k] == 101 or buf[k] == 69):  # e E
+        k += 1
+        if k < end and (buf[k] == 43 or buf[k] == 45):  # + -
+            k += 1
+        d = k
+        while k < end and 48 <= buf[k] <= 57:
+            k += 1
+        if k == d:
+            return -1
+    return k
 
-    def __init__(self, *fields: tuple) -> None:
-        self.names = tuple(f[0] for f in fields)
-        words: list[bytes] = []
-        lo, hi = [], []
-        for f in fields:
-            lo.append(len(words))
-            words.extend(w.encode() for w in (f[3] if len(f) > 3 else ()))
-            hi.append(len(words))
-        self.args = (
-            tuple(np.frombuffer(f[0].encode(), np.uint8).copy() for f in fields),
-            np.array([f[1] for f in fields], np.int64),
-            np.array([f[2] for f in fields], np.int64),
-            tuple(np.frombuffer(w, np.uint8).copy() for w in words) or NO_WORDS,
-            np.array(lo, np.int64),
-            np.array(hi, np.int64),
-        )
 
-    def bits(self, *names: str) -> int:
-        """The `seen` mask of these keys (for the required-fields check)."""
-        return sum(1 << self.names.index(name) for name in names)
+@njit(cache=True)
+def scalar_end(buf, p, end):
+    """Position after a JSON scalar at p (string without escapes, number, true, false,
+    null), or -1: what an open shape skips under keys it does not declare."""
+    if p >= end:
+        return -1
+    c = buf[p]
+    if c == QUOTE:
+        q = str_end(buf, p, end)
+        return -1 if q < 0 else q + 1
+    if c == 45 or 48 <= c <= 57:
+        return number_end(buf, p, end)
+    for w in (_TRUE, _FALSE, _NULL):
+        q = lit(buf, p, end, w)
+        if q >= 0:
+            return q
+    return -1
 
 
 @njit(cache=True)
 def flat_object(buf, p, end, shape, out, row, lv, n_lv):
-    """The object at p ('{') by its declaration `shape` (``ObjectShape.args``): each key at
-    most once, no other key. Returns (position after it, mask of the keys seen, lv, n_lv);
-    position -1 when the object does not fit the declaration."""
-    keys, kinds, cols, words, w_lo, w_hi = shape
+    """The object at p ('{'; '[' for an array shape) by its declaration `shape`
+    (``ObjectShape.args``): each key at most once, each column from one key, no other key
+    (open shapes: other keys with scalar values are skipped), the required keys present.
+    Returns (position after it, mask of the keys seen, lv, n_lv); position -1 when the object
+    does not fit the declaration."""
+    keys, kinds, cols, words, w_lo, w_hi, flags, need = shape
+    is_open = (flags[0] & F_OPEN) != 0
+    is_array = (flags[0] & F_ARRAY) != 0
     p = ws(buf, p + 1, end)
     seen = 0
+    cmask = 0
+    pos = 0
     while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1, seen, lv, n_lv
-        f = -1
-        for k in range(len(keys)):
-            if eq(buf, ks, ke, keys[k]):
-                f = k
-                break
-        if f < 0 or seen & (1 << f):
-            return -1, seen, lv, n_lv
+        if is_array:
+            if pos >= len(keys):
+                return -1, seen, lv, n_lv
+            f = pos
+            pos += 1
+        else:
+            ks, ke, p = key_at(buf, p, end)
+            if p < 0:
+                return -1, seen, lv, n_lv
+            f = -1
+            for k in range(len(keys)):
+                if eq(buf, ks, ke, keys[k]):
+                    f = k
+                    break
+            if f < 0:
+                if not is_open:
+                    return -1, seen, lv, n_lv
+                p = scalar_end(buf, p, end)
+                if p < 0:
+                    return -1, seen, lv, n_lv
+                p, done = next_key(buf, p, end)
+                if p < 0:
+                    return -1, seen, lv, n_lv
+                if done:
+                    break
+                continue
+            if seen & (1 << f):
+                return -1, seen, lv, n_lv
         seen |= 1 << f
         kind = kinds[f]
         col = cols[f]
+        if col >= 0:  # one key per column (alternative names: the per-line path decides)
+            if cmask & (1 << col):
+                return -1, seen, lv, n_lv
+            cmask |= 1 << col
         if kind == V_INT or kind == V_INT_SPAN or kind == V_MS:  # noqa: SIM109 (numba)
             v, q = read_int(buf, p, end)
             if q < 0:
@@ -527,13 +590,56 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
                 return -1, seen, lv, n_lv
             if col >= 0:
                 out[col] = v
-        elif kind == V_STR or kind == V_DEC or kind == V_POS:  # noqa: SIM109 (numba)
-            q = str_end(buf, p, end) if kind == V_STR else decimal_end(buf, p, end, kind == V_POS)
-            if q < 0:
+        elif kind == V_STR or kind == V_DEC or kind == V_POS or kind == V_TEXT:  # noqa: SIM109
+            if kind == V_STR or kind == V_TEXT:  # noqa: SIM109 (numba)
+                q = str_end(buf, p, end)
+            else:
+                q = decimal_end(buf, p, end, kind == V_POS)
+            if q < 0 or (kind == V_TEXT and q == p + 1):
                 return -1, seen, lv, n_lv
             if col >= 0:
                 out[col], out[col + 1] = p + 1, q
             p = q + 1
+        elif kind == V_OPT_DEC:
+            q = lit(buf, p, end, _NULL)
+            if q >= 0:
+                p = q  # null: no value
+            elif p + 1 < end and buf[p] == QUOTE and buf[p + 1] == QUOTE:
+                p += 2  # "": no value
+            else:
+                q = decimal_end(buf, p, end, False)
+                if q < 0:
+                    return -1, seen, lv, n_lv
+                if col >= 0:
+                    out[col], out[col + 1] = p + 1, q
+                p = q + 1
+        elif kind == V_ID:
+            if p < end and buf[p] == QUOTE:
+                q = str_end(buf, p, end)
+                if q < 0 or q == p + 1:
+                    return -1, seen, lv, n_lv
+                s0, s1, p = p + 1, q, q + 1
+            else:
+                _v, q = read_int(buf, p, end)
+                if q < 0:
+                    return -1, seen, lv, n_lv
+                s0, s1, p = p, q, q
+            if col >= 0:
+                out[col], out[col + 1] = s0, s1
+        elif kind == V_ISO:
+            q = str_end(buf, p, end)
+            if q < 0:
+                return -1, seen, lv, n_lv
+            v = iso_ns(buf, p + 1, q)
+            if v < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
+            p = q + 1
+        elif kind == V_SCALAR:
+            p = scalar_end(buf, p, end)
+            if p < 0:
+                return -1, seen, lv, n_lv
         elif kind == V_BOOL:
             if lit(buf, p, end, _TRUE) >= 0:
                 v, p = 1, p + 4
@@ -562,8 +668,25 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv, 2, NO_WORDS, NO_SIDES)
             if p < 0:
                 return -1, seen, lv, n_lv
-        p, done = next_key(buf, p, end)
+        if is_array:
+            p, done = next_item(buf, p, end)
+        else:
+            p, done = next_key(buf, p, end)
         if p < 0:
             return -1, seen, lv, n_lv
         if done:
-            return p, seen, lv, n_lv
+            break
+    for g in need:
+        if g != 0 and (seen & g) == 0:
+            return -1, seen, lv, n_lv
+    return p, seen, lv, n_lv
+
+
+def opt_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:
+    """``spans`` where a start of -1 gives null (a field the venue left empty)."""
+    valid = s >= 0
+    if valid.all():
+        return spans(buf, s, e)
+    arr = spans(buf, np.where(valid, s, 0), np.where(valid, e, 0))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(len(s), arr.buffers()[1], arr.buffers()[2], bitmap)

@@ -18,6 +18,7 @@ Advanced Trade: {"channel":"l2_data","client_id","timestamp","sequence_num","eve
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
@@ -43,6 +44,16 @@ from fluxforge.demux.bytescan import (
 )
 from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
 from fluxforge.demux.registry import Scanner, ScanResult, register
+from fluxforge.demux.rows import (
+    R_LINE,
+    R_SYM,
+    ROW_LAYOUT,
+    payload_rows,
+    quotes_table,
+    symbols_of,
+    text,
+    trades_table,
+)
 from fluxforge.events import NormalizeError
 from fluxforge.venues import coinbase
 from fluxforge.wire.decimal import plain_decimal
@@ -468,4 +479,58 @@ def fast_coinbase_books(
     return ScanResult(ok, books=out)
 
 
-SCANNER = register(Scanner("coinbase", ("coinbase",), fast_coinbase_books))
+_MATCH = coinbase.MATCH.args_for(ROW_LAYOUT)
+_TICKER = coinbase.TICKER.args_for(ROW_LAYOUT)
+# the table's (taker) side of each declared match side word
+_TAKER_SIDES = tuple(coinbase.TAKER_SIDE_OF_MAKER[w] for w in coinbase.MAKER_SIDES)
+
+
+def fast_coinbase_rows(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> ScanResult:
+    """Exchange feed ``match`` / ``last_match`` and ``ticker`` lines among the `todo` lines ->
+    trade and quote rows as columns (read by the declarations ``coinbase.MATCH`` /
+    ``coinbase.TICKER``); every other line is left to the per-line path."""
+    n = len(starts)
+    out = ScanResult(np.zeros(n, dtype=bool))
+    if n == 0 or not todo.any():
+        return out
+    todo = todo.copy()
+    for decl, is_trade in ((_MATCH, True), (_TICKER, False)):
+        rows = payload_rows(
+            buf, starts, ends, todo, _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND, decl, 0
+        )
+        if not len(rows):
+            continue
+        good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), coinbase.symbol_of)
+        rows, codes = rows[good], codes[good]
+        if not len(rows):
+            continue
+        line = rows[:, R_LINE].copy()
+        out.taken[line] = True
+        todo[line] = False
+        take = pa.array(codes, pa.int64())
+        if is_trade:
+            table = trades_table(
+                "coinbase", buf, rows, symbols.take(take), raws.take(take), _TAKER_SIDES
+            )
+            out.trades.append((line, table))
+        else:
+            table = quotes_table("coinbase", buf, rows, symbols.take(take), raws.take(take))
+            out.quotes.append((line, table))
+    return out
+
+
+def scan_coinbase(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> ScanResult:
+    """Book lines (``fast_coinbase_books``), then trade and ticker lines."""
+    out = fast_coinbase_books(buf, starts, ends, todo)
+    rows = fast_coinbase_rows(buf, starts, ends, todo & ~out.taken)
+    out.taken |= rows.taken
+    out.trades.extend(rows.trades)
+    out.quotes.extend(rows.quotes)
+    return out
+
+
+SCANNER = register(Scanner("coinbase", ("coinbase",), scan_coinbase))

@@ -28,12 +28,6 @@ from numba import njit
 from fluxforge.demux.bytescan import (
     LBRACE,
     LBRACKET,
-    V_ASKS,
-    V_BIDS,
-    V_MS_ANY,
-    V_SINT,
-    V_STR,
-    ObjectShape,
     envelope,
     eq,
     flat_object,
@@ -48,11 +42,33 @@ from fluxforge.demux.bytescan import (
 )
 from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
 from fluxforge.demux.registry import Scanner, ScanResult, register
+from fluxforge.demux.rows import (
+    R_COLS,
+    R_EVT,
+    R_KIND,
+    R_LINE,
+    R_SEQ,
+    R_SYM,
+    R_TS,
+    ROW_LAYOUT,
+    quotes_table,
+    symbols_of,
+    text,
+    trades_table,
+)
 from fluxforge.events import CHECKSUM_OKX, NormalizeError
 from fluxforge.venues import bitget, okx
 from fluxforge.venues.common import venue_symbol
 from fluxforge.venues.okx import CHECKSUM_MAX, CHECKSUM_MIN, ZERO_CHECKSUM_WITH_SEQ_IS_NONE
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
+from fluxforge.wire.shape import (
+    V_ASKS,
+    V_BIDS,
+    V_MS_ANY,
+    V_SINT,
+    V_STR,
+    ObjectShape,
+)
 
 _EX = {ex: scan_ex(ex) for ex in ("okx", "bitget")}
 _WORDS = tuple(
@@ -122,7 +138,14 @@ def _item(buf, p, end, m, msg, lv, n_lv, shape, line, ts, seq):
 
 
 @njit(cache=True)
-def _scan(buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, capacity):
+def _scan(
+    buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, capacity, ch_words,
+    ch_kinds, trade, trade_row, ticker,
+):  # fmt: skip
+    """Every push line of one venue: book items -> msg rows and levels (``_item``), trade and
+    ticker items -> rows in the ``rows`` layout (read by the venue's declarations `trade`,
+    `trade_row` (array items; Bitget v1) and `ticker`). The channel (``ch_words`` ->
+    ``ch_kinds``) picks the declaration, so "arg" must come before "data"."""
     k_arg, k_action, k_data = words[0], words[1], words[2]
     k_channel, k_inst, k_type = words[3], words[4], words[5]
     v_snap, v_update, k_ts = words[13], words[14], words[8]
@@ -133,6 +156,9 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, ca
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
+    rows = np.empty((1024, R_COLS), np.int64)
+    n_rows = 0
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists in trade / ticker items)
     for i in range(n):
         if not todo[i]:
             continue
@@ -140,7 +166,8 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, ca
         p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
         if p < 0:
             continue
-        mark_lv, mark_msg = n_lv, n_msg
+        mark_lv, mark_msg, mark_rows = n_lv, n_msg, n_rows
+        ch_kind = -1
         seen = 0
         action = 0  # 0 absent, 1 snapshot, 2 update
         bad = False
@@ -182,6 +209,10 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, ca
                 if p < 0 or (a_seen & 3) != 3:
                     bad = True
                     break
+                for c in range(len(ch_words)):
+                    if eq(buf, info[i, 0], info[i, 1], ch_words[c]):
+                        ch_kind = ch_kinds[c]
+                        break
             elif eq(buf, ks, ke, k_action) and not seen & 2:
                 seen |= 2
                 q = str_end(buf, p, end)
@@ -202,16 +233,39 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, ca
                     bad = True
                     break
                 p = ws(buf, p + 1, end)
-                while True:  # one item object (an empty list: the per-line path)
-                    if p >= end or buf[p] != LBRACE:
+                if ch_kind < 0:  # no "arg" before, or a channel without a declaration
+                    bad = True
+                    break
+                while True:  # one item (an empty list: the per-line path)
+                    if p >= end:
                         bad = True
                         break
-                    msg = grow(msg, n_msg)
-                    p, lv, n_lv = _item(buf, p, end, n_msg, msg, lv, n_lv, item, i, ts, seq)
+                    c = buf[p]
+                    if ch_kind == _CH_BOOK:
+                        if c != LBRACE:
+                            bad = True
+                            break
+                        msg = grow(msg, n_msg)
+                        p, lv, n_lv = _item(buf, p, end, n_msg, msg, lv, n_lv, item, i, ts, seq)
+                        n_msg += 1
+                    else:
+                        rows = grow(rows, n_rows)
+                        out = rows[n_rows]
+                        out[:] = -1
+                        out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts
+                        out[R_KIND] = ch_kind
+                        if ch_kind == _CH_TRADE and c == LBRACE:
+                            p, _s, _lv, _n = flat_object(buf, p, end, trade, out, 0, no_lv, 0)
+                        elif ch_kind == _CH_TRADE and c == LBRACKET and not is_okx:
+                            p, _s, _lv, _n = flat_object(buf, p, end, trade_row, out, 0, no_lv, 0)
+                        elif ch_kind == _CH_TICKER and c == LBRACE:
+                            p, _s, _lv, _n = flat_object(buf, p, end, ticker, out, 0, no_lv, 0)
+                        else:
+                            p = -1
+                        n_rows += 1
                     if p < 0:
                         bad = True
                         break
-                    n_msg += 1
                     p, done = next_item(buf, p, end)
                     if p < 0:
                         bad = True
@@ -239,31 +293,126 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, ca
             p = ws(buf, p, end)
             bad = (seen & 5) != 5 or p >= end or buf[p] != 125 or p + 1 != end
         if bad:
-            n_lv, n_msg = mark_lv, mark_msg
+            n_lv, n_msg, n_rows = mark_lv, mark_msg, mark_rows
             continue
         info[i, 6] = action
         ok[i] = True
-    return ok, info, msg[:n_msg], lv[:n_lv]
+    return ok, info, msg[:n_msg], lv[:n_lv], rows[:n_rows]
+
+
+_CH_BOOK, _CH_TRADE, _CH_TICKER = 0, 1, 2
+
+
+def _channel_table(book: dict, trade: tuple[str, ...], ticker: str) -> tuple:
+    names = [*book, *trade, ticker]
+    kinds = [_CH_BOOK] * len(book) + [_CH_TRADE] * len(trade) + [_CH_TICKER]
+    return tuple(as_bytes(c.encode()) for c in names), np.array(kinds, np.int64)
+
+
+# per venue: channel words and kinds, then the declarations of trade, trade row, ticker items
+_DECLARED = {
+    "okx": (
+        *_channel_table(okx.BOOK_CHANNELS, okx.TRADE_CHANNELS, okx.TICKER_CHANNEL),
+        okx.TRADE.args_for(ROW_LAYOUT),
+        bitget.TRADE_ROW.args_for(ROW_LAYOUT),  # (no array items on OKX: never read)
+        okx.TICKER.args_for(ROW_LAYOUT),
+    ),
+    "bitget": (
+        *_channel_table(bitget.BOOK_DEPTH, (bitget.TRADE_CHANNEL,), bitget.TICKER_CHANNEL),
+        bitget.TRADE.args_for(ROW_LAYOUT),
+        bitget.TRADE_ROW.args_for(ROW_LAYOUT),
+        bitget.TICKER.args_for(ROW_LAYOUT),
+    ),
+}
 
 
 def fast_okx_bitget_books(
     exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
-    """OKX or Bitget book pushes among the `todo` lines -> FastBooks per instrument and the
-    mask of the lines taken; every other line is left to the per-line path."""
+    """OKX or Bitget pushes among the `todo` lines: books -> FastBooks per instrument, trades
+    and tickers -> rows as columns (Bitget trade snapshots: control lines), and the masks of
+    the lines taken; every other line is left to the per-line path."""
     n = len(starts)
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return ScanResult(none)
     is_okx = exchange == "okx"
-    ok, info, msg, lv = _scan(
+    ok, info, msg, lv, rows = _scan(
         buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX[exchange], SCAN_MSG, _WORDS,
         (OKX_ITEM if is_okx else BITGET_ITEM).args, is_okx, 4096 + len(buf) // 256,
+        *_DECLARED[exchange],
     )  # fmt: skip
     if not ok.any():
         return ScanResult(none)
+    out = _books(exchange, buf, n, info, msg, lv)
+    if len(rows):
+        _rows(exchange, buf, info, rows, out)
+    return out
+
+
+def _rows(
+    exchange: str, buf: np.ndarray, info: np.ndarray, rows: np.ndarray, out: ScanResult
+) -> None:
+    """Trade and ticker rows of the lines whose symbols the venue's rules accept -> `out`."""
+    is_okx = exchange == "okx"
+    line = rows[:, R_LINE]
+    if is_okx:  # the item's instId
+        good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), okx.symbol_of)
+    else:  # the push's instId and instType
+        inst = text(buf, info[line], 2)
+        ty = text(buf, info[line], 4)
+        good, codes, symbols, labels = symbols_of(
+            pc.binary_join_element_wise(inst, ty, "\x00"), _bitget_symbol
+        )
+        raws = pa.array([label.split("\x00")[0] for label in labels.to_pylist()], pa.string())
+    taken = np.zeros(len(out.taken), dtype=bool)
+    taken[line] = True
+    taken[line[~good]] = False  # a line is taken whole or not at all
+    keep = taken[line]
+    if not is_okx:  # trade snapshots: the history before the subscription, control lines
+        snap = (rows[:, R_KIND] == _CH_TRADE) & (info[line, 6] != 2) & keep
+        if snap.any():
+            control = np.zeros(len(out.taken), dtype=bool)
+            control[line[snap]] = True
+            out.control = control if out.control is None else out.control | control
+            taken[line[snap]] = False
+            keep &= ~snap
+    out.taken |= taken
+    sides = okx.TRADE_SIDES if is_okx else bitget.TRADE_SIDES
+    for kind in (_CH_TRADE, _CH_TICKER):
+        sel = np.flatnonzero(keep & (rows[:, R_KIND] == kind))
+        if not len(sel):
+            continue
+        r = rows[sel]
+        take = pa.array(codes[sel], pa.int64())
+        if kind == _CH_TRADE:
+            table = trades_table(exchange, buf, r, symbols.take(take), raws.take(take), sides)
+            out.trades.append((r[:, R_LINE].copy(), table))
+        else:
+            table = quotes_table(exchange, buf, r, symbols.take(take), raws.take(take))
+            out.quotes.append((r[:, R_LINE].copy(), table))
+
+
+def _bitget_symbol(label: str) -> str:
+    raw, _, inst_type = label.partition("\x00")
+    return bitget.venue_symbol_to_symbol(venue_symbol(raw, "bitget instId"), inst_type or "sp")
+
+
+def _books(
+    exchange: str,
+    buf: np.ndarray,
+    n: int,
+    info: np.ndarray,
+    msg: np.ndarray,
+    lv: np.ndarray,
+) -> ScanResult:
+    """The book lines among the `ok` lines -> FastBooks per instrument."""
+    none = np.zeros(n, dtype=bool)
+    is_okx = exchange == "okx"
+    if not len(msg):
+        return ScanResult(none)
     channels = okx.BOOK_CHANNELS if is_okx else bitget.BOOK_DEPTH
-    lines = np.flatnonzero(ok)
+    lines = np.unique(msg[:, _M_LINE])
     # label of a line: channel NUL instId NUL instType (absent instType: no third part)
     ch = spans(buf, info[lines, 0], info[lines, 1])
     inst = spans(buf, info[lines, 2], info[lines, 3])
@@ -274,7 +423,7 @@ def fast_okx_bitget_books(
     key = pc.binary_join_element_wise(key, ty, "").dictionary_encode()
     codes_line = np.full(n, -1, np.int64)
     codes_line[lines] = key.indices.to_numpy(zero_copy_only=False)
-    labels = [text.split("\x00") for text in key.dictionary.to_pylist()]
+    labels = [label.split("\x00") for label in key.dictionary.to_pylist()]
 
     def symbol_of(parts: list[str]) -> str | None:
         if parts[0] not in channels:

@@ -265,6 +265,7 @@ def _demux_pass(
     # path's quotes/tops/trades
     fast_tickers: list[Any] = []
     fast_trades: list[tuple[np.ndarray, pa.Table]] = []
+    fast_quotes: list[tuple[np.ndarray, pa.Table]] = []
     q_lines: list[int] = []  # line index of each per-line quote row
     t_lines: list[int] = []  # line index of each per-line trade row
     top_lines: list[int] = []  # line index of each per-line TopOfBook
@@ -291,6 +292,7 @@ def _demux_pass(
             res.fast_books.update(got.books)
             fast_tickers.extend(got.tickers)
             fast_trades.extend(got.trades)
+            fast_quotes.extend(got.quotes)
             n_data += n_taken
             n_control += n_ctl
             lines_in += n_taken + n_ctl
@@ -358,7 +360,9 @@ def _demux_pass(
     res.quarantined = len(quarantine.line_no)
     res.trades = _merge_rows(_columns(sink.trades, TRADES), t_lines, fast_trades)
     res.quotes = _merge_rows(
-        _columns(sink.quotes, QUOTES), q_lines, [(t.line, t.quotes()) for t in fast_tickers]
+        _columns(sink.quotes, QUOTES),
+        q_lines,
+        [(t.line, t.quotes()) for t in fast_tickers] + fast_quotes,
     )
     res.quarantine = quarantine.table(segment)
     res.book_messages = books

@@ -21,13 +21,15 @@ from fluxforge.demux.fastbook import FastBook
 class ScanResult:
     """What one scanner took from a segment. `taken` marks data lines, `control` control
     lines (counted, not parsed); `tickers` are columnar top-of-book rows (objects with
-    ``line``, ``quotes()`` and ``tops()``) and `trades` (line index of each row, rows)."""
+    ``line``, ``quotes()`` and ``tops()``), `trades` and `quotes` (line index of each row,
+    rows)."""
 
     taken: np.ndarray
     control: np.ndarray | None = None
     books: dict[tuple[str, str], FastBook] = field(default_factory=dict)
     tickers: list[Any] = field(default_factory=list)
     trades: list[tuple[np.ndarray, pa.Table]] = field(default_factory=list)
+    quotes: list[tuple[np.ndarray, pa.Table]] = field(default_factory=list)
 
 
 # (buf, starts, ends, todo) -> ScanResult; `todo` marks the lines no one has taken yet

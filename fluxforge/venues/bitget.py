@@ -43,18 +43,18 @@ from fluxforge.venues.common import (
     join_symbol,
     levels,
     ms_to_ns,
-    opt_dec,
-    positive,
+    read_fields,
     split_concat,
     venue_symbol,
 )
 from fluxforge.venues.okx import book_checksum
+from fluxforge.wire.shape import V_ENUM, V_MS_ANY, V_OPT_DEC, V_POS, V_STR, ObjectShape
 
 EXCHANGES = ("bitget",)
 
 _SPOT_TYPES = frozenset({"sp", "spbl", "spot"})
 BOOK_DEPTH = {"books": 0, "books1": 1, "books5": 5, "books15": 15}
-_SIDES = ("buy", "sell")
+TRADE_SIDES = ("buy", "sell")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,11 +95,11 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     data = as_list(field(d, "data", f"bitget {channel}"), f"bitget {channel}.data")
     if channel in BOOK_DEPTH:
         return _books(env, channel, symbol, raw, action, data, sink)
-    if channel == "trade":
+    if channel == TRADE_CHANNEL:
         if action == "snapshot":
             return "control"  # pre-subscription history: see module doc
         return _trades(env, symbol, raw, data, sink)
-    if channel == "ticker":
+    if channel == TICKER_CHANNEL:
         return _tickers(env, symbol, raw, data, sink)
     if type(channel) is str and channel.startswith("candle"):
         return "control"
@@ -146,52 +146,63 @@ def _books(
     return "data"
 
 
+# One trade row (v1: an array, v2: an object) and one ticker item (v1 and v2 names of the same
+# fields), declared once: the per-line path reads them with ``read_fields``, the byte scanner
+# (fluxforge.demux.okx) with the same declarations. Output columns are those of the tables.
+TRADE_ROW = ObjectShape(
+    ("ts", V_MS_ANY, "ts_event"),
+    ("price", V_POS, "price"),
+    ("size", V_POS, "size"),
+    ("side", V_ENUM, "side", TRADE_SIDES),  # the taker side
+    required=("ts", "price", "size", "side"),
+    array=True,
+)
+TRADE = ObjectShape(
+    ("ts", V_MS_ANY, "ts_event"),
+    ("price", V_POS, "price"),
+    ("size", V_POS, "size"),
+    ("side", V_ENUM, "side", TRADE_SIDES),
+    ("tradeId", V_STR, "trade_id"),  # v2 only: v1 trades have no id ("")
+    required=("ts", "price", "size", "side"),
+    open=True,
+)
+TICKER = ObjectShape(
+    ("systemTime", V_MS_ANY, "ts_event"),  # v1
+    ("ts", V_MS_ANY, "ts_event"),  # v2; neither: the receive time
+    ("bestBid", V_OPT_DEC, "bid_px"),
+    ("bidPr", V_OPT_DEC, "bid_px"),
+    ("bidSz", V_OPT_DEC, "bid_sz"),
+    ("bestAsk", V_OPT_DEC, "ask_px"),
+    ("askPr", V_OPT_DEC, "ask_px"),
+    ("askSz", V_OPT_DEC, "ask_sz"),
+    ("last", V_OPT_DEC, "last"),
+    ("lastPr", V_OPT_DEC, "last"),
+    open=True,  # instId (the arg's counts), high24h, baseVolume, ...: not read
+)
+TRADE_CHANNEL = "trade"
+TICKER_CHANNEL = "ticker"
+
+
 def _trades(env: Envelope, symbol: str, raw: str, data: list, sink: EventSink) -> str:
     rows = []
     for i, t in enumerate(data):
         w = f"bitget trade.data[{i}]"
-        if isinstance(t, list):
-            if len(t) < 4:
-                raise NormalizeError(f"{w}: expected [ts, price, size, side], got {t!r:.60}")
-            ts, px, sz, side, trade_id = t[0], t[1], t[2], t[3], ""
-        else:
-            t = as_dict(t, w)
-            ts, px, sz = field(t, "ts", w), field(t, "price", w), field(t, "size", w)
-            side, trade_id = field(t, "side", w), t.get("tradeId", "")
-            if type(trade_id) is not str:
-                raise NormalizeError(f"{w}.tradeId={trade_id!r}: expected a string")
-        if side not in _SIDES:
-            raise NormalizeError(f"{w}.side={str(side)[:20]!r}: not buy/sell")
-        rows.append(
-            (
-                ms_to_ns(ts, f"{w}.ts"),
-                trade_id,
-                positive(px, f"{w}.price"),
-                positive(sz, f"{w}.size"),
-                side,
-            )
-        )
-    for ts_event, trade_id, px, sz, side in rows:
-        sink.trade(env.ex, symbol, raw, ts_event, env.ts, trade_id, px, sz, side, env.seq)
+        rows.append(read_fields(TRADE_ROW if isinstance(t, list) else TRADE, t, w))
+    for f in rows:
+        sink.trade(
+            env.ex, symbol, raw, f["ts_event"], env.ts, f.get("trade_id", ""), f["price"],
+            f["size"], f["side"], env.seq,
+        )  # fmt: skip
     return "data"
 
 
 def _tickers(env: Envelope, symbol: str, raw: str, data: list, sink: EventSink) -> str:
     rows = []
     for i, t in enumerate(data):
-        w = f"bitget ticker.data[{i}]"
-        t = as_dict(t, w)
-        ts = t.get("systemTime", t.get("ts"))
-        rows.append(
-            (
-                env.ts if ts is None else ms_to_ns(ts, f"{w}.ts"),
-                opt_dec(t.get("bestBid", t.get("bidPr")), f"{w}.bestBid"),
-                opt_dec(t.get("bidSz"), f"{w}.bidSz"),
-                opt_dec(t.get("bestAsk", t.get("askPr")), f"{w}.bestAsk"),
-                opt_dec(t.get("askSz"), f"{w}.askSz"),
-                opt_dec(t.get("last", t.get("lastPr")), f"{w}.last"),
-            )
-        )
-    for ts_event, bp, bs, ap, az, last in rows:
-        sink.quote(env.ex, symbol, raw, ts_event, env.ts, bp, bs, ap, az, last, env.seq)
+        rows.append(read_fields(TICKER, t, f"bitget ticker.data[{i}]"))
+    for f in rows:
+        sink.quote(
+            env.ex, symbol, raw, f.get("ts_event", env.ts), env.ts, f.get("bid_px"),
+            f.get("bid_sz"), f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+        )  # fmt: skip
     return "data"

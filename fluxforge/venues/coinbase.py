@@ -66,8 +66,10 @@ from fluxforge.venues.common import (
     levels,
     opt_dec,
     positive,
+    read_fields,
     venue_symbol,
 )
+from fluxforge.wire.shape import V_ENUM, V_ID, V_ISO, V_OPT_DEC, V_POS, V_STR, ObjectShape
 
 EXCHANGES = ("coinbase", "coinbaseexchange", "coinbasepro", "coinbaseadvanced", "synthetic")
 
@@ -79,7 +81,8 @@ _AT_CONTROL = frozenset({"heartbeats", "subscriptions", "status", "candles"})
 # level2 side words: the per-line path and the byte scanner (fluxforge.demux.coinbase) both
 # read this table
 L2_SIDES = {"buy": "bid", "bid": "bid", "sell": "ask", "offer": "ask", "ask": "ask"}
-_FLIP = {"buy": "sell", "sell": "buy"}
+MAKER_SIDES = ("buy", "sell")
+TAKER_SIDE_OF_MAKER = {"buy": "sell", "sell": "buy"}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -155,48 +158,51 @@ def _l2update(env: Envelope, d: dict, sink: EventSink) -> str:
     return "data"
 
 
+# The Exchange feed's ticker and match / last_match messages, declared once: the per-line path
+# reads them with ``read_fields``, the byte scanner (fluxforge.demux.coinbase) with the same
+# declarations. Output columns are those of the quotes / trades tables.
+TICKER = ObjectShape(
+    ("type", V_ENUM, "type", ("ticker",)),
+    ("product_id", V_STR, "venue_symbol"),
+    ("time", V_ISO, "ts_event"),  # the very first ticker of a product may lack it: ts_recv
+    ("best_bid", V_OPT_DEC, "bid_px"),
+    ("best_bid_size", V_OPT_DEC, "bid_sz"),
+    ("best_ask", V_OPT_DEC, "ask_px"),
+    ("best_ask_size", V_OPT_DEC, "ask_sz"),
+    ("price", V_OPT_DEC, "last"),
+    required=("type", "product_id", "price"),
+    open=True,  # sequence, open_24h, volume_24h, side, trade_id, last_size...: not read
+)
+MATCH = ObjectShape(
+    ("type", V_ENUM, "type", ("match", "last_match")),
+    ("trade_id", V_ID, "trade_id"),
+    ("side", V_ENUM, "side", MAKER_SIDES),  # the MAKER's side: flipped (module doc)
+    ("size", V_POS, "size"),
+    ("price", V_POS, "price"),
+    ("product_id", V_STR, "venue_symbol"),
+    ("time", V_ISO, "ts_event"),
+    required=("type", "trade_id", "side", "size", "price", "product_id", "time"),
+    open=True,  # maker/taker order ids, sequence...: not read
+)
+
+
 def _ticker(env: Envelope, d: dict, sink: EventSink) -> str:
-    symbol, raw = _product(d, "ticker")
-    # the very first ticker of a product may lack time on the Exchange feed
-    t = d.get("time")
-    ts_event = iso_to_ns(t, "ticker.time") if t is not None else env.ts
+    f = read_fields(TICKER, d, "ticker")
+    raw = f["venue_symbol"]
     sink.quote(
-        env.ex,
-        symbol,
-        raw,
-        ts_event,
-        env.ts,
-        opt_dec(d.get("best_bid"), "ticker.best_bid"),
-        opt_dec(d.get("best_bid_size"), "ticker.best_bid_size"),
-        opt_dec(d.get("best_ask"), "ticker.best_ask"),
-        opt_dec(d.get("best_ask_size"), "ticker.best_ask_size"),
-        opt_dec(field(d, "price", "ticker"), "ticker.price"),
-        env.seq,
-    )
+        env.ex, symbol_of(raw), raw, f.get("ts_event", env.ts), env.ts, f.get("bid_px"),
+        f.get("bid_sz"), f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+    )  # fmt: skip
     return "data"
 
 
 def _match(env: Envelope, d: dict, sink: EventSink) -> str:
-    where = str(d.get("type"))
-    symbol, raw = _product(d, where)
-    maker_side = field(d, "side", where)
-    if maker_side not in _FLIP:
-        raise NormalizeError(f"{where}.side={str(maker_side)[:20]!r}: not buy/sell")
-    trade_id = field(d, "trade_id", where)
-    if type(trade_id) is not int and type(trade_id) is not str:
-        raise NormalizeError(f"{where}.trade_id={trade_id!r}: expected an integer id")
+    f = read_fields(MATCH, d, str(d.get("type")))
+    raw = f["venue_symbol"]
     sink.trade(
-        env.ex,
-        symbol,
-        raw,
-        iso_to_ns(field(d, "time", where), f"{where}.time"),
-        env.ts,
-        str(trade_id),
-        positive(field(d, "price", where), f"{where}.price"),
-        positive(field(d, "size", where), f"{where}.size"),
-        _FLIP[maker_side],
-        env.seq,
-    )
+        env.ex, symbol_of(raw), raw, f["ts_event"], env.ts, f["trade_id"], f["price"],
+        f["size"], TAKER_SIDE_OF_MAKER[f["side"]], env.seq,
+    )  # fmt: skip
     return "data"
 
 
@@ -285,10 +291,10 @@ def _at_trades(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSin
             tr = as_dict(tr, w)
             symbol, raw = _product(tr, w)
             side = str(field(tr, "side", w)).lower()
-            if side not in _FLIP:
+            if side not in TAKER_SIDE_OF_MAKER:
                 raise NormalizeError(f"{w}.side={str(tr['side'])[:20]!r}: not BUY/SELL")
             if AT_TRADE_SIDE_IS_MAKER:
-                side = _FLIP[side]
+                side = TAKER_SIDE_OF_MAKER[side]
             trade_id = field(tr, "trade_id", w)
             if type(trade_id) is not str and type(trade_id) is not int:
                 raise NormalizeError(f"{w}.trade_id={trade_id!r}: expected an id")

@@ -14,13 +14,15 @@ only converted on the ccxt path (see ``float_to_decimal``).
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fluxforge.events import EventSink, NormalizeError
-from fluxforge.segments import Envelope
+from fluxforge.segments import Envelope, raw_payload
+from fluxforge.wire import shape
 from fluxforge.wire.decimal import DEC_RE, FAST_DEC_RE, MAX_DECIMALS, MAX_INT_DIGITS, fast_levels
 from fluxforge.wire.times import TS_MAX_NS, TS_MIN_NS, days_from_civil
 
@@ -360,3 +362,122 @@ def _rollback(sink: EventSink, n_trades: int, n_quotes: int, n_books: int, n_top
         del col[n_quotes:]
     del sink.books[n_books:]
     del sink.tops[n_tops:]
+
+
+# ---------------------------------------------------------------- declared shapes, per line
+
+
+def exact_payload(env: Envelope) -> Any:
+    """The payload with every JSON number that has a fraction or exponent kept as its exact
+    text (a str; integers stay int): for venues that send prices as JSON numbers, whose text
+    the checksums are computed over. orjson's floats would lose it ("0.10" -> 0.1). Read from
+    the envelope's line; without one, ``env.data`` (its floats are then refused by ``dec``)."""
+    if env.raw is None:
+        return env.data
+    return json.loads(raw_payload(env.raw), parse_float=str)
+
+
+def object_levels(rows: Any, where: str) -> list[tuple[str, str]]:
+    """[{"price": p, "qty": q}, ...] (numbers as exact text, see ``exact_payload``) ->
+    [(price, size)]: price > 0, size >= 0 (0 removes the level)."""
+    out = []
+    for i, row in enumerate(as_list(rows, where)):
+        w = f"{where}[{i}]"
+        row = as_dict(row, w)
+        out.append(
+            (positive(field(row, "price", w), f"{w}.price"), dec(field(row, "qty", w), f"{w}.qty"))
+        )
+    return out
+
+
+def _id_text(value: Any, what: str) -> str:
+    if type(value) is int or type(value) is str:
+        return str(value)
+    raise NormalizeError(f"{what}={value!r:.40}: expected an integer id or a string")
+
+
+def _int(value: Any, what: str, signed: bool = False) -> int:
+    if type(value) is not int or (value < 0 and not signed):
+        kind = "an integer" if signed else "a non-negative integer"
+        raise NormalizeError(f"{what}={value!r:.40}: expected {kind}")
+    return value
+
+
+def _value(kind: int, value: Any, words: tuple[str, ...], what: str) -> Any:
+    """One declared value of an orjson-parsed object, by the rule of its kind (see
+    fluxforge.wire.shape); raises NormalizeError with the reason."""
+    if kind in (shape.V_INT, shape.V_INT_SPAN):
+        return _int(value, what)
+    if kind == shape.V_SINT:
+        return _int(value, what, signed=True)
+    if kind in (shape.V_MS, shape.V_MS_ANY):
+        return ms_to_ns(value, what)
+    if kind == shape.V_STR:
+        if type(value) is not str:
+            raise NormalizeError(f"{what}={value!r:.40}: expected a string")
+        return value
+    if kind == shape.V_TEXT:
+        if type(value) is not str or not value:
+            raise NormalizeError(f"{what}={value!r:.40}: expected a non-empty string")
+        return value
+    if kind == shape.V_DEC:
+        return dec(value, what)
+    if kind == shape.V_POS:
+        return positive(value, what)
+    if kind == shape.V_OPT_DEC:
+        return opt_dec(value, what)
+    if kind == shape.V_BOOL:
+        if type(value) is not bool:
+            raise NormalizeError(f"{what}={value!r:.40}: expected true/false")
+        return value
+    if kind == shape.V_ENUM:
+        if type(value) is not str or value not in words:
+            raise NormalizeError(f"{what}={str(value)[:20]!r}: not {'/'.join(words)}")
+        return value
+    if kind in (shape.V_BIDS, shape.V_ASKS):
+        return levels(value, what)
+    if kind == shape.V_NUM:
+        return opt_dec(value, what)
+    if kind == shape.V_NUM_POS:
+        return positive(value, what)
+    if kind in (shape.V_BIDS_OBJ, shape.V_ASKS_OBJ):
+        return object_levels(value, what)
+    if kind == shape.V_ID:
+        return _id_text(value, what)
+    if kind == shape.V_ISO:
+        return iso_to_ns(value, what)
+    return value  # V_SCALAR: not read
+
+
+def read_fields(decl: shape.ObjectShape, obj: Any, where: str) -> dict[str, Any]:
+    """An orjson-parsed object (array for an array shape) read by its declaration: output
+    column -> value, for the fields present (a column named by several keys: the first
+    declared key present). Unknown keys are ignored here (the scanner is stricter and leaves
+    such lines to this path); a missing required field or a bad value raises NormalizeError."""
+    out: dict[str, Any] = {}
+    if decl.array:
+        items = as_list(obj, where)
+        n_need = max((decl.names.index(r) + 1 for r in decl.required), default=0)
+        if len(items) < n_need:
+            names = ", ".join(decl.names)
+            raise NormalizeError(f"{where}: expected [{names}], got {items!r:.60}")
+        present = {name: items[k] for k, name in enumerate(decl.names) if k < len(items)}
+    else:
+        present = as_dict(obj, where)
+        for name in decl.required:
+            if name not in present and not any(
+                key in present
+                for key, col in zip(decl.names, decl.columns, strict=True)
+                if col == name
+            ):
+                raise NormalizeError(f"{where}: missing field {name!r}")
+    for key, kind, col, words in zip(decl.names, decl.kinds, decl.columns, decl.words, strict=True):
+        # keys kept by no column are not read here (the scanner checks them; unknown to
+        # this path, as before); a column's later alternative names are not read either
+        if key not in present or not isinstance(col, str) or col in out:
+            continue
+        value = present[key]
+        if value is None and key not in decl.required and col not in decl.required:
+            continue  # null: as if absent (the column's next name, or no value)
+        out[col] = _value(kind, value, words, f"{where}.{key}")
+    return out

@@ -19,6 +19,25 @@ levels that fall out of that depth to the client to drop) and the update's check
 the taker side. Kraken v1 trades have no trade id: ``trade_id`` is "".
 
 Symbols: ``XBT/CHF`` -> ``BTC-CHF`` (XBT->BTC, XDG->DOGE).
+
+Websocket API v2 (``wss://ws.kraken.com/v2``) sends JSON objects instead::
+
+    {"channel":"book","type":"snapshot"|"update","data":[{"symbol":"BTC/USD",
+     "bids":[{"price":num,"qty":num}..],"asks":[..],"checksum":uint32,"timestamp":rfc3339}]}
+    {"channel":"trade","type":"snapshot"|"update","data":[{"symbol","side":"buy"|"sell",
+     "price","qty","ord_type","trade_id","timestamp"}..]}                       -> trades
+    {"channel":"ticker","type":..,"data":[{"symbol","bid","bid_qty","ask","ask_qty","last",
+     "volume","vwap","low","high","change","change_pct"(,"timestamp")}]}      -> quote
+    {"channel":"heartbeat"|"status"|"instrument"|"ohlc",..}, {"method":..} acks -> control
+
+v2 prices and sizes are JSON numbers: their exact text is read from the line
+(``common.exact_payload``), never through a float, because the checksum is computed over
+it. The v2 book checksum is the v1 rule (CRC32 of the top 10 asks then bids, ``.`` removed,
+leading zeros stripped, unsigned) and comes on snapshots too. The subscribed depth is not in
+the messages: v2 book messages carry depth 0 (no truncation; a level that left the
+subscribed depth stays until the venue sends it again, and a checksum mismatch that this
+could cause ends the epoch like any other). Trade snapshots (the last trades before the
+subscription) are rows: v2 trades carry ``trade_id``, the key to drop repeats.
 """
 
 from __future__ import annotations
@@ -33,12 +52,26 @@ from fluxforge.venues.common import (
     atomic,
     checked_symbol,
     dec,
+    exact_payload,
     join_symbol,
     levels,
     opt_dec,
     positive,
+    read_fields,
     seconds_to_ns,
     venue_symbol,
+)
+from fluxforge.wire.shape import (
+    V_ASKS_OBJ,
+    V_BIDS_OBJ,
+    V_ENUM,
+    V_ID,
+    V_INT,
+    V_ISO,
+    V_NUM,
+    V_NUM_POS,
+    V_STR,
+    ObjectShape,
 )
 
 EXCHANGES = ("kraken",)
@@ -68,6 +101,8 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     if env.kind == "rest":
         return "control"  # AssetPairs and other metadata
     d = env.data
+    if isinstance(d, dict) and ("channel" in d or "method" in d):
+        return _v2(env, d, sink)
     if isinstance(d, dict):
         event = d.get("event")
         if event in _CONTROL_EVENTS:
@@ -233,4 +268,89 @@ def _spread(env: Envelope, symbol: str, raw: str, payloads: list, sink: EventSin
         None,
         env.seq,
     )
+    return "data"
+
+
+# ---------------------------------------------------------------- websocket API v2
+# One item of each v2 channel's data list, declared once: the per-line path reads it with
+# ``read_fields`` (numbers as exact text), the byte scanner (fluxforge.demux.kraken) with the
+# same declarations. Output columns are those of the tables (and of a book message).
+V2_BOOK = ObjectShape(
+    ("symbol", V_STR, "venue_symbol"),
+    ("bids", V_BIDS_OBJ, "bids"),
+    ("asks", V_ASKS_OBJ, "asks"),
+    ("checksum", V_INT, "checksum"),  # unsigned CRC32, on snapshots and updates
+    ("timestamp", V_ISO, "ts_event"),  # (absent on a snapshot: the receive time)
+    required=("symbol", "bids", "asks", "checksum"),
+)
+V2_TRADE = ObjectShape(
+    ("symbol", V_STR, "venue_symbol"),
+    ("side", V_ENUM, "side", ("buy", "sell")),  # the taker side
+    ("price", V_NUM_POS, "price"),
+    ("qty", V_NUM_POS, "size"),
+    ("ord_type", V_STR, None),
+    ("trade_id", V_ID, "trade_id"),
+    ("timestamp", V_ISO, "ts_event"),
+    required=("symbol", "side", "price", "qty", "trade_id", "timestamp"),
+    open=True,
+)
+V2_TICKER = ObjectShape(
+    ("symbol", V_STR, "venue_symbol"),
+    ("bid", V_NUM, "bid_px"),
+    ("bid_qty", V_NUM, "bid_sz"),
+    ("ask", V_NUM, "ask_px"),
+    ("ask_qty", V_NUM, "ask_sz"),
+    ("last", V_NUM, "last"),
+    ("timestamp", V_ISO, "ts_event"),  # (absent: the receive time)
+    required=("symbol",),
+    open=True,  # volume, vwap, low, high, change, change_pct: not read
+)
+V2_BOOK_CHANNEL = "book"
+V2_TYPES = ("snapshot", "update")
+V2_CONTROL = frozenset({"heartbeat", "status", "instrument", "ohlc"})
+CHECKSUM_MAX = 2**32 - 1
+
+
+def _v2(env: Envelope, d: dict, sink: EventSink) -> str:
+    if "method" in d and "channel" not in d:
+        return "control"  # subscribe / unsubscribe acks, pong, errors
+    channel = d["channel"]
+    if channel in V2_CONTROL:
+        return "control"
+    decl = {V2_BOOK_CHANNEL: V2_BOOK, "trade": V2_TRADE, "ticker": V2_TICKER}.get(channel)
+    if decl is None:
+        raise NormalizeError(f"kraken v2: unknown channel {str(channel)[:40]!r}")
+    kind = d.get("type")
+    if kind not in V2_TYPES:
+        raise NormalizeError(f"kraken v2 {channel}: type {str(kind)[:20]!r} not snapshot/update")
+    exact = as_dict(exact_payload(env), f"kraken v2 {channel}")
+    data = as_list(exact.get("data"), f"kraken v2 {channel}.data")
+    rows = []
+    for i, item in enumerate(data):
+        w = f"kraken v2 {channel}.data[{i}]"
+        f = read_fields(decl, item, w)
+        if decl is V2_BOOK and f["checksum"] > CHECKSUM_MAX:
+            raise NormalizeError(f"{w}.checksum={f['checksum']}: not an unsigned crc32")
+        rows.append((symbol_of(f["venue_symbol"]), f))
+    for symbol, f in rows:
+        raw = f["venue_symbol"]
+        ts_event = f.get("ts_event", env.ts)
+        if decl is V2_BOOK:
+            sink.book(
+                BookMessage(
+                    env.ex, symbol, raw, V2_BOOK_CHANNEL, ts_event, env.ts, env.seq,
+                    kind == "snapshot", f["bids"], f["asks"], checksum=f["checksum"],
+                    checksum_kind=CHECKSUM_KRAKEN, depth=0,
+                )
+            )  # fmt: skip
+        elif decl is V2_TRADE:
+            sink.trade(
+                env.ex, symbol, raw, ts_event, env.ts, f["trade_id"], f["price"], f["size"],
+                f["side"], env.seq,
+            )  # fmt: skip
+        else:
+            sink.quote(
+                env.ex, symbol, raw, ts_event, env.ts, f.get("bid_px"), f.get("bid_sz"),
+                f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+            )  # fmt: skip
     return "data"

@@ -38,10 +38,10 @@ from fluxforge.venues.common import (
     join_symbol,
     levels,
     ms_to_ns,
-    opt_dec,
-    positive,
+    read_fields,
     venue_symbol,
 )
+from fluxforge.wire.shape import V_ENUM, V_MS_ANY, V_OPT_DEC, V_POS, V_STR, V_TEXT, ObjectShape
 
 EXCHANGES = ("okx",)
 
@@ -61,7 +61,7 @@ _CONTROL_CHANNELS = frozenset(
         "call-auction-details",
     }
 )
-_SIDES = ("buy", "sell")
+TRADE_SIDES = ("buy", "sell")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -102,9 +102,9 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     data = as_list(field(d, "data", f"okx {channel}"), f"okx {channel}.data")
     if channel in BOOK_CHANNELS:
         return _books(env, d, arg, channel, data, sink)
-    if channel in ("trades", "trades-all"):
+    if channel in TRADE_CHANNELS:
         return _trades(env, data, sink)
-    if channel == "tickers":
+    if channel == TICKER_CHANNEL:
         return _tickers(env, data, sink)
     if type(channel) is str and (
         channel.startswith(("candle", "mark-price-candle", "index-candle"))
@@ -171,52 +171,55 @@ def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: Ev
     return "data"
 
 
+# One trade item of ``trades`` / ``trades-all`` and one item of ``tickers``, declared once: the
+# per-line path reads them with ``read_fields``, the byte scanner (fluxforge.demux.okx) with the
+# same declaration. Output columns are those of the trades / quotes tables.
+TRADE = ObjectShape(
+    ("instId", V_STR, "venue_symbol"),
+    ("tradeId", V_TEXT, "trade_id"),
+    ("px", V_POS, "price"),
+    ("sz", V_POS, "size"),
+    ("side", V_ENUM, "side", TRADE_SIDES),  # the taker side
+    ("ts", V_MS_ANY, "ts_event"),
+    required=("instId", "tradeId", "px", "sz", "side", "ts"),
+    open=True,  # count, source, seqId...: not read
+)
+TICKER = ObjectShape(
+    ("instId", V_STR, "venue_symbol"),
+    ("ts", V_MS_ANY, "ts_event"),
+    ("bidPx", V_OPT_DEC, "bid_px"),
+    ("bidSz", V_OPT_DEC, "bid_sz"),
+    ("askPx", V_OPT_DEC, "ask_px"),
+    ("askSz", V_OPT_DEC, "ask_sz"),
+    ("last", V_OPT_DEC, "last"),
+    required=("instId", "ts"),
+    open=True,  # instType, lastSz, open24h, high24h, vol24h...: not read
+)
+TRADE_CHANNELS = ("trades", "trades-all")
+TICKER_CHANNEL = "tickers"
+
+
 def _trades(env: Envelope, data: list, sink: EventSink) -> str:
     rows = []
     for i, t in enumerate(data):
-        w = f"okx trades.data[{i}]"
-        t = as_dict(t, w)
-        symbol, raw = _inst(t, w)
-        side = field(t, "side", w)
-        if side not in _SIDES:
-            raise NormalizeError(f"{w}.side={str(side)[:20]!r}: not buy/sell")
-        trade_id = field(t, "tradeId", w)
-        if type(trade_id) is not str or not trade_id:
-            raise NormalizeError(f"{w}.tradeId={trade_id!r}: expected a non-empty string")
-        rows.append(
-            (
-                symbol,
-                raw,
-                ms_to_ns(field(t, "ts", w), f"{w}.ts"),
-                trade_id,
-                positive(field(t, "px", w), f"{w}.px"),
-                positive(field(t, "sz", w), f"{w}.sz"),
-                side,
-            )
-        )
-    for symbol, raw, ts_event, trade_id, px, sz, side in rows:
-        sink.trade(env.ex, symbol, raw, ts_event, env.ts, trade_id, px, sz, side, env.seq)
+        f = read_fields(TRADE, t, f"okx trades.data[{i}]")
+        rows.append((symbol_of(f["venue_symbol"]), f))
+    for symbol, f in rows:
+        sink.trade(
+            env.ex, symbol, f["venue_symbol"], f["ts_event"], env.ts, f["trade_id"],
+            f["price"], f["size"], f["side"], env.seq,
+        )  # fmt: skip
     return "data"
 
 
 def _tickers(env: Envelope, data: list, sink: EventSink) -> str:
     rows = []
     for i, t in enumerate(data):
-        w = f"okx tickers.data[{i}]"
-        t = as_dict(t, w)
-        symbol, raw = _inst(t, w)
-        rows.append(
-            (
-                symbol,
-                raw,
-                ms_to_ns(field(t, "ts", w), f"{w}.ts"),
-                opt_dec(t.get("bidPx"), f"{w}.bidPx"),
-                opt_dec(t.get("bidSz"), f"{w}.bidSz"),
-                opt_dec(t.get("askPx"), f"{w}.askPx"),
-                opt_dec(t.get("askSz"), f"{w}.askSz"),
-                opt_dec(t.get("last"), f"{w}.last"),
-            )
-        )
-    for symbol, raw, ts_event, bp, bs, ap, az, last in rows:
-        sink.quote(env.ex, symbol, raw, ts_event, env.ts, bp, bs, ap, az, last, env.seq)
+        f = read_fields(TICKER, t, f"okx tickers.data[{i}]")
+        rows.append((symbol_of(f["venue_symbol"]), f))
+    for symbol, f in rows:
+        sink.quote(
+            env.ex, symbol, f["venue_symbol"], f["ts_event"], env.ts, f.get("bid_px"),
+            f.get("bid_sz"), f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+        )  # fmt: skip
     return "data"

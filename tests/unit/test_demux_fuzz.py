@@ -125,7 +125,9 @@ def _corpus(captures: Path) -> list[tuple[str, str, bytes, str | None]]:
             if n >= PER_FILE:
                 break
     for ex, kind, payload, url in doc_shapes.frames():
-        out.append((ex, kind, orjson.dumps(payload), url))
+        out.append(
+            (ex, kind, payload if isinstance(payload, bytes) else orjson.dumps(payload), url)
+        )
     return out
 
 

@@ -1,0 +1,166 @@
+"""Declared wire shapes: a venue message (or one item of it) written down once as
+``ObjectShape``: per key, what its value must be and which output column receives it.
+
+Two readers run on one declaration, so a venue rule is never written twice:
+
+- the numba byte scanners (``fluxforge.demux.bytescan.flat_object``) read ``shape.args`` or
+  ``shape.args_for(layout)``: they accept only the plain form of each value and leave
+  anything else (escapes, JSON numbers for prices, unknown containers...) to
+- the per-line normalizers (``fluxforge.venues.common.read_fields``), which read an
+  orjson-parsed object by the same declaration and give the reason of any refusal.
+
+A field is ``(key, kind, column[, words])``. `column` is a scanner column number (int; -1:
+checked, not kept) or an output column name (str; None: checked, not kept) resolved by the
+scanner's layout. A null value counts as absent unless the field is required. Several keys may
+name the same column (a venue's alternative names, e.g. Bitget v1 ``bestBid`` and v2
+``bidPr``): the per-line reader takes the first declared key that is present, and the scanner
+refuses an object that carries two of them (the per-line path decides). ``required`` names
+keys or columns that must be present (a column: any of its keys). ``open``: other keys are
+allowed and ignored (the scanner still needs their values to be plain JSON scalars, so that
+the line surely parses). ``array``: the fields are the positions of a JSON array instead of
+the keys of an object (extra trailing elements: the per-line path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+V_INT = 0  # non-negative integer (int64): the value -> out[col] (col -1: only checked)
+V_INT_SPAN = 1  # non-negative integer: its digits' span -> out[col], out[col + 1]
+V_MS = 2  # epoch milliseconds (a JSON integer) in the plausible range: ns -> out[col]
+V_STR = 3  # string without escapes: span -> out[col], out[col + 1]
+V_DEC = 4  # plain decimal string (fluxforge.wire.decimal): span
+V_POS = 5  # plain decimal string > 0: span
+V_BOOL = 6  # true / false -> 1 / 0 in out[col]
+V_ENUM = 7  # one of the field's words: 1 + its index -> out[col]
+V_BIDS = 8  # level list [[price, size, ...], ...] -> bid rows of lv
+V_ASKS = 9  # level list -> ask rows of lv
+V_SINT = 10  # integer with optional '-' (at most 18 digits) -> out[col]
+V_MS_ANY = 11  # epoch ms as an integer or a digit string, in the plausible range: ns
+V_OPT_DEC = 12  # plain decimal string, or "" / null for "no value": span (none: left -1)
+V_ID = 13  # an id: non-empty string without escapes or non-negative integer: its text span
+V_ISO = 14  # RFC 3339 UTC time string in the plausible range: ns -> out[col]
+V_SCALAR = 15  # any JSON scalar (string, number, true, false, null): checked, not kept
+V_TEXT = 16  # non-empty string without escapes: span
+# decimals that a venue sends as JSON numbers (Kraken v2): the number's exact text, never a
+# float (a plain decimal string is accepted too)
+V_NUM = 17  # plain decimal number or string, or null for "no value": span
+V_NUM_POS = 18  # plain decimal number or string > 0: span
+V_BIDS_OBJ = 19  # level list [{"price": num, "qty": num}, ...] -> bid rows of lv
+V_ASKS_OBJ = 20  # the same -> ask rows of lv
+
+KIND_NAMES = {
+    V_INT: "a non-negative integer",
+    V_INT_SPAN: "a non-negative integer",
+    V_MS: "epoch milliseconds",
+    V_STR: "a string",
+    V_DEC: "a decimal string",
+    V_POS: "a decimal string > 0",
+    V_BOOL: "true/false",
+    V_ENUM: "one of its words",
+    V_BIDS: "a level list",
+    V_ASKS: "a level list",
+    V_SINT: "an integer",
+    V_MS_ANY: "epoch milliseconds",
+    V_OPT_DEC: "a decimal string",
+    V_ID: "an id",
+    V_ISO: "an RFC 3339 time",
+    V_SCALAR: "a scalar",
+    V_TEXT: "a non-empty string",
+    V_NUM: "a decimal",
+    V_NUM_POS: "a decimal > 0",
+    V_BIDS_OBJ: "a level list",
+    V_ASKS_OBJ: "a level list",
+}
+
+SPAN_KINDS = frozenset({V_INT_SPAN, V_STR, V_DEC, V_POS, V_OPT_DEC, V_ID, V_TEXT, V_NUM, V_NUM_POS})
+F_OPEN = 1  # flag bits of args[6]
+F_ARRAY = 2
+
+
+def _bytes(text: str | bytes) -> np.ndarray:
+    raw = text.encode() if isinstance(text, str) else text
+    return np.frombuffer(raw, np.uint8).copy()
+
+
+class ObjectShape:
+    """The declared fields of a flat JSON object (or array): see the module doc."""
+
+    def __init__(
+        self,
+        *fields: tuple,
+        required: tuple[str, ...] = (),
+        open: bool = False,
+        array: bool = False,
+    ) -> None:
+        self.fields = fields
+        self.names = tuple(f[0] for f in fields)
+        self.kinds = tuple(int(f[1]) for f in fields)
+        self.columns = tuple(f[2] for f in fields)
+        self.words = tuple(tuple(f[3]) if len(f) > 3 else () for f in fields)
+        self.required = required
+        self.open = open
+        self.array = array
+        for name in required:
+            if not self.bits(name):
+                raise ValueError(f"required {name!r} is neither a key nor a column of the shape")
+        self._args: dict[tuple, tuple] = {}
+
+    def bits(self, *names: str) -> int:
+        """The `seen` mask of these keys, or of every key of these columns."""
+        out = 0
+        for name in names:
+            for k, (key, col) in enumerate(zip(self.names, self.columns, strict=True)):
+                if key == name or (isinstance(col, str) and col == name):
+                    out |= 1 << k
+        return out
+
+    def groups(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(column, its keys in declaration order) for the columns named by several keys."""
+        by_col: dict[str, list[str]] = {}
+        for key, col in zip(self.names, self.columns, strict=True):
+            if isinstance(col, str):
+                by_col.setdefault(col, []).append(key)
+        return [(c, tuple(keys)) for c, keys in by_col.items() if len(keys) > 1]
+
+    @property
+    def args(self) -> tuple:
+        """The numba arguments, columns given as numbers in the declaration."""
+        return self.args_for({})
+
+    def args_for(self, layout: Mapping[str, int]) -> tuple:
+        """The numba arguments with named columns resolved by the scanner's `layout`:
+        (keys, kinds, columns, words, first word, end word, flags, required groups)."""
+        cache_key = tuple(sorted(layout.items()))
+        if cache_key in self._args:
+            return self._args[cache_key]
+        cols = []
+        for col in self.columns:
+            if col is None:
+                cols.append(-1)
+            elif isinstance(col, str):
+                cols.append(layout[col])
+            else:
+                cols.append(int(col))
+        words: list[str] = []
+        lo, hi = [], []
+        for ws in self.words:
+            lo.append(len(words))
+            words.extend(ws)
+            hi.append(len(words))
+        need = [self.bits(name) for name in self.required] or [0]
+        flags = (F_OPEN if self.open else 0) | (F_ARRAY if self.array else 0)
+        args = (
+            tuple(_bytes(name) for name in self.names),
+            np.array(self.kinds, np.int64),
+            np.array(cols, np.int64),
+            tuple(_bytes(w) for w in words) or (np.zeros(0, np.uint8),),
+            np.array(lo, np.int64),
+            np.array(hi, np.int64),
+            np.array([flags], np.int64),
+            np.array(need, np.int64),
+        )
+        self._args[cache_key] = args
+        return args
