@@ -16,6 +16,9 @@ Rates are per core: MB of raw input per CPU second of the child (wall seconds to
 
     uv run python benchmarks/bench_process.py [--mb 20] [--shape mix|binance|...|docs|all]
 
+It ends with whether the refinery's quality bars are met: >= 60 MB/s of raw input per core
+(CPU seconds) and, for a segment of 100 MB (``--mb 100``), a peak RSS <= 1 GB.
+
 Shapes are those of benchmarks/bench_parse.py (captures replayed, or ``docs``: the shapes
 built from the venues' documentation).
 """
@@ -34,6 +37,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+# the quality bars of the whole refinery (docs/performance.md)
+TARGET_MB_S = 60.0  # MB of raw input per CPU second
+TARGET_PEAK_MB = 1000.0  # peak RSS ...
+TARGET_SEGMENT_MB = 100.0  # ... while processing a segment of this size
 SHAPES = ("mix", "binance", "coinbase", "advanced", "kraken", "okx", "bitget", "docs")
 SOURCE = "bench"
 
@@ -149,6 +156,30 @@ def run(shape: str, mb: float) -> None:
         f"  ratio fluxforge / duckdb    : {db['wall'] / ff['wall']:7.2f} |"
         f" {db['cpu'] / ff['cpu']:7.2f} x"
     )
+    for line in verdicts(size, ff):
+        print(line)
+
+
+def verdicts(size_mb: float, ff: dict[str, float]) -> list[str]:
+    """The quality bars of the whole refinery (docs/performance.md): MB of raw input per CPU
+    second (per core) on the mixed captures, and the peak memory of a 100 MB segment (a
+    smaller segment's peak says nothing about that bar: it is reported as not measured)."""
+    rate = size_mb / ff["cpu"]
+    speed = "met" if rate >= TARGET_MB_S else "NOT met"
+    speed_bar = f"target >= {TARGET_MB_S:.0f} MB/s per core"
+    memory_bar = f"target peak <= {TARGET_PEAK_MB:,.0f} MB at {TARGET_SEGMENT_MB:.0f} MB"
+    lines = [f"  {speed_bar:33s}: {speed} ({rate:.1f} MB/s of raw input per CPU second)"]
+    if size_mb >= TARGET_SEGMENT_MB:
+        memory = "met" if ff["peak_mb"] <= TARGET_PEAK_MB else "NOT met"
+        lines.append(
+            f"  {memory_bar:33s}: {memory} (peak {ff['peak_mb']:,.0f} MB for {size_mb:.0f} MB)"
+        )
+    else:
+        lines.append(
+            f"  {memory_bar:33s}: not measured (a {size_mb:.0f} MB segment; "
+            f"--mb {TARGET_SEGMENT_MB:.0f} measures it)"
+        )
+    return lines
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pandera.polars as pa
 import polars as pl
@@ -320,13 +321,24 @@ def _check_expr(check: pa.Check, column: str) -> pl.Expr | None:
     return (expr | expr.is_null()) if check.ignore_na else expr.fill_null(False)
 
 
-def _column_plan(
-    schema: pa.DataFrameSchema, names: Iterable[str]
-) -> tuple[dict[str, pl.DataType], list[pl.Expr]] | None:
-    """(dtype per column, one boolean "all rows pass" expression per rule) of `names`; None
-    when a column uses a pandera feature the fast pass does not model."""
+@dataclass(frozen=True)
+class _Plan:
+    """The rules of some columns: exact dtypes, columns without nulls, and one boolean
+    "every row passes" expression per check (over the columns in ``checked``)."""
+
+    dtypes: dict[str, pl.DataType]
+    not_null: tuple[str, ...]
+    checked: tuple[str, ...]
+    rules: tuple[pl.Expr, ...]
+
+
+def _column_plan(schema: pa.DataFrameSchema, names: Iterable[str]) -> _Plan | None:
+    """The plan of `names`; None when a column uses a pandera feature the fast pass does not
+    model."""
     dtypes: dict[str, pl.DataType] = {}
-    exprs: list[pl.Expr] = []
+    not_null: list[str] = []
+    checked: list[str] = []
+    rules: list[pl.Expr] = []
     for name in names:
         col = schema.columns[name]
         if col.regex or col.unique or col.coerce or not col.required or col.parsers:
@@ -336,24 +348,20 @@ def _column_plan(
             return None  # pandera counts NaN as null there: left to it
         dtypes[name] = dtype
         if not col.nullable:
-            exprs.append(pl.col(name).is_not_null().all())
+            not_null.append(name)
         for check in col.checks:
             expr = _check_expr(check, name)
             if expr is None:
                 return None
-            exprs.append(expr.all())
-    return dtypes, exprs
+            # each rule's column is named apart (two checks of a column share its name)
+            rules.append(expr.all().alias(f"rule{len(rules)}"))
+            checked += [] if name in checked else [name]
+    return _Plan(dtypes, tuple(not_null), tuple(checked), tuple(rules))
 
 
 @functools.cache
-def _plans(
-    table: str,
-) -> (
-    tuple[
-        tuple[dict[str, pl.DataType], list[pl.Expr]], tuple[dict[str, pl.DataType], list[pl.Expr]]
-    ]
-    | None
-):
+def _plans(table: str) -> tuple[_Plan, _Plan] | None:
+    """(file columns, partition columns) of a table; None: pandera only."""
     schema = SCHEMAS[table]
     if (
         schema.checks
@@ -370,14 +378,19 @@ def _plans(
     return None if data is None or part is None else (data, part)
 
 
-def _holds(frame: pl.DataFrame, plan: tuple[dict[str, pl.DataType], list[pl.Expr]]) -> bool:
-    dtypes, exprs = plan
-    if dict(frame.schema) != dtypes:  # strict: the same columns, each of its exact dtype
+def _holds(data: pyarrow.Table, plan: _Plan) -> bool:
+    # strict: the same columns, each of its exact dtype as polars (and pandera) reads it
+    empty = pl.from_arrow(data.slice(0, 0))
+    if not isinstance(empty, pl.DataFrame) or dict(empty.schema) != plan.dtypes:
         return False
-    if not frame.height or not exprs:
+    if any(data.column(name).null_count for name in plan.not_null):
+        return False
+    if not data.num_rows or not plan.rules:
         return True
-    # one query; each rule's column is named apart (two checks of a column share its name)
-    return all(frame.select([e.alias(f"rule{i}") for i, e in enumerate(exprs)]).row(0))
+    # only the checked columns cross into polars (a string column without rules costs nothing)
+    frame = pl.from_arrow(data.select(list(plan.checked)), rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return all(frame.select(list(plan.rules)).row(0))
 
 
 def fast_verdict(table: str, parts: list[tuple[pyarrow.Table, str, str, str]]) -> bool:
@@ -387,19 +400,15 @@ def fast_verdict(table: str, parts: list[tuple[pyarrow.Table, str, str, str]]) -
     if plans is None:
         return False
     data_plan, part_plan = plans
-    frames = []
-    for data, _, _, _ in parts:
-        frame = pl.from_arrow(data, rechunk=False)
-        if not isinstance(frame, pl.DataFrame):
-            return False
-        frames.append(frame)
     try:
-        whole = pl.concat(frames, how="vertical", rechunk=False)
-    except pl.exceptions.PolarsError:
+        whole = pyarrow.concat_tables([data for data, _, _, _ in parts])
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
         return False  # parts that disagree on their columns: pandera says which
-    keys = pl.DataFrame(
-        [[ex for _, ex, _, _ in parts], [sym for _, _, sym, _ in parts], [d for *_, d in parts]],
-        schema={name: pl.Utf8 for name in PARTITION_COLUMNS},
-        orient="col",
+    keys = pyarrow.table(
+        {
+            "exchange": [ex for _, ex, _, _ in parts],
+            "symbol": [sym for _, _, sym, _ in parts],
+            "date": [d for *_, d in parts],
+        }
     )
     return _holds(whole, data_plan) and _holds(keys, part_plan)

@@ -81,6 +81,14 @@ def _sort_last(px: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return order[np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)]]
 
 
+def _ints(values: np.ndarray) -> list[int]:
+    """decimal128 words (int64 [n, 2]) -> the scaled values as Python ints."""
+    return [
+        (hi << 64) | lo
+        for lo, hi in zip(values[:, 0].view(np.uint64).tolist(), values[:, 1].tolist(), strict=True)
+    ]
+
+
 def _at_least(px: np.ndarray, bound: np.ndarray) -> np.ndarray:
     hi, lo = px[:, 1], px[:, 0].view(np.uint64)
     return (hi > bound[1]) | ((hi == bound[1]) & (lo >= bound[0:1].view(np.uint64)[0]))
@@ -122,17 +130,21 @@ def _side(book: SideLevels, snap: SideLevels, bids: bool) -> tuple[int, int, Dec
         level = int(index[k])
         return Decimal(book.size_text(level) if from_book[k] else snap.size_text(level))
 
-    diffs: list[Decimal] = []
-    for pos in first[pair_differs].tolist():
-        a, b = text(pos), text(pos + 1)
-        want_size, have_size = (b, a) if from_book[order[pos]] else (a, b)
-        diffs.append(abs(want_size - have_size))
-    for pos in lone.tolist():
-        size = text(pos)
-        diffs.append(
-            abs(size - Decimal(0)) if not from_book[order[pos]] else abs(Decimal(0) - size)
-        )
-    return prices, len(diffs), max(diffs, default=Decimal(0))
+    pairs = first[pair_differs]
+    # the largest difference found on the exact integers, then written from the wire text
+    # of its two sizes (a Decimal keeps the venue's digits: "2141.49", not 2141490...000)
+    gaps = [abs(x - y) for x, y in zip(_ints(sizes[pairs]), _ints(sizes[pairs + 1]), strict=True)]
+    gaps += _ints(sizes[lone])
+    differing = len(gaps)
+    if not differing:
+        return prices, 0, Decimal(0)
+    best = max(range(differing), key=gaps.__getitem__)
+    if best < len(pairs):
+        got = {bool(from_book[order[p]]): text(p) for p in (pairs[best], pairs[best] + 1)}
+        return prices, differing, abs(got[False] - got[True])
+    pos = lone[best - len(pairs)]
+    zero, size = Decimal(0), text(pos)
+    return prices, differing, abs(zero - size) if from_book[order[pos]] else abs(size - zero)
 
 
 def compare_levels(

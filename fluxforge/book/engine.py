@@ -230,7 +230,12 @@ def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
     is all null rather than a crash."""
     n = len(next(iter(columns.values())))
     arrays = [
-        columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema
+        pa.nulls(n, f.type)
+        if f.name not in columns
+        else columns[f.name]
+        if columns[f.name].type == f.type
+        else columns[f.name].cast(f.type)
+        for f in schema
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
