@@ -1,8 +1,9 @@
 """Feed statistics: how far each feed can be trusted, per exchange · symbol · channel · UTC hour.
 
 Written by the refinery as the ``feed_stats`` lake table (one row per segment, exchange,
-symbol, channel and hour: ``segment_parts``) and merged per hour on read (``hourly``); the
-rules are documented in docs/data-guide.md ("Feed statistics").
+symbol, channel and hour: ``segment_parts``) and merged per hour on read (``hourly``) and in
+the SQL mart ``feed_stats_hourly``, whose merge macros this module generates (``dbt_macros``);
+the rules are documented in docs/data-guide.md ("feed_stats: how far each feed can be trusted").
 
 Definitions (one place for all of them):
 
@@ -66,6 +67,16 @@ GAP_CHANNEL = "book"
 # the symbol the lake uses for exchange-wide partitions
 CONTROL_CHANNEL = "control"
 CONTROL_SYMBOL = ALL_SYMBOLS
+# How ``hourly`` merges the rows of one hour; the SQL mart ``feed_stats_hourly`` is generated
+# from the same names (``dbt_macros``): counts add up, extremes stay extremes, the minute
+# bitmaps are OR-ed, and only rows with latencies (``TIMED`` > 0) carry quantiles and bins.
+TIMED = "latency_messages"
+SUMS = ("messages", "rows", "latency_messages", "negative_latency", "gaps", "reconnects")
+MINIMA = ("clock_offset_ns", "first_ts_recv")
+MAXIMA = ("latency_max_ns", "last_ts_recv")
+QUANTILE_COLUMNS = ("latency_p50_ns", "latency_p90_ns", "latency_p99_ns")
+MINUTES = 60
+MACROS_PATH = "dbt_like_sql/macros/feed_stats_rule.sql"
 
 HOURLY_SCHEMA = pa.schema(
     [
@@ -126,6 +137,77 @@ def histogram_quantile(bins: Mapping[int, int], q: float, lo: int, hi: int) -> i
         if seen > rank:
             return round(min(max(bin_value(b), lo), hi))
     raise AssertionError("unreachable: rank beyond the histogram")
+
+
+# ---------------------------------------------------------------- the same rule in SQL (dbt)
+# The expressions below are the functions above written for DuckDB, from the same constants;
+# dbt_like_sql/macros/feed_stats_rule.sql is ``dbt_macros()`` (a test requires it up to date)
+# and a test requires the mart built with them to equal ``hourly`` row for row.
+
+
+def sql_bin_value(b: str) -> str:
+    """``bin_value`` of the integer bin expression `b`, as a DuckDB double."""
+    return (
+        f"(case when {b} = 0 then cast(0 as double) else sign({b}) * cast({BIN_FLOOR_NS} as "
+        f"double) * pow(cast(2 as double), (cast(abs({b}) as double) - cast(0.5 as double)) "
+        f"/ cast({BINS_PER_OCTAVE} as double)) end)"
+    )
+
+
+def sql_quantile_rank(q: str, n: str) -> str:
+    """The rank ``histogram_quantile`` looks for: round(q (n - 1)), half to even as Python."""
+    return f"round_even(cast({q} as double) * cast({n} - 1 as double), 0)"
+
+
+def sql_quantile_value(b: str, lo: str, hi: str) -> str:
+    """``histogram_quantile``'s answer for the bin `b` holding that rank: its midpoint clamped
+    to [lo, hi], rounded half to even to an integer ns."""
+    return (
+        f"cast(round_even(least(greatest({sql_bin_value(b)}, cast({lo} as double)), "
+        f"cast({hi} as double)), 0) as bigint)"
+    )
+
+
+def dbt_macros() -> str:
+    """The text of ``dbt_like_sql/macros/feed_stats_rule.sql``."""
+
+    def listing(name: str, values: object) -> str:
+        return f"{{% macro {name}() -%}}\n{{{{ return({values!r}) }}}}\n{{%- endmacro %}}\n"
+
+    def expression(name: str, args: tuple[str, ...], body: str) -> str:
+        return f"{{% macro {name}({', '.join(args)}) -%}}\n{body}\n{{%- endmacro %}}\n"
+
+    def arg(name: str) -> str:
+        return f"{{{{ {name} }}}}"
+
+    return "\n".join(
+        [
+            "{#- Generated from fluxforge/feed_stats.py: how per-segment feed_stats rows\n"
+            '    merge per hour (docs/data-guide.md, "feed_stats: how far each feed can be\n'
+            '    trusted"). Edit the module, then write this file with\n'
+            "    `uv run python -m fluxforge.feed_stats`. -#}\n",
+            listing("feed_stats_sums", list(SUMS)),
+            listing("feed_stats_minima", list(MINIMA)),
+            listing("feed_stats_maxima", list(MAXIMA)),
+            listing(
+                "feed_stats_quantiles",
+                [[c, q] for c, q in zip(QUANTILE_COLUMNS, QUANTILES, strict=True)],
+            ),
+            expression("feed_stats_timed", (), f"{TIMED} > 0"),
+            expression(
+                "feed_stats_silent_minutes", ("bitmap",), f"{MINUTES} - bit_count({arg('bitmap')})"
+            ),
+            expression("latency_bin_value", ("bin",), sql_bin_value(arg("bin"))),
+            expression(
+                "latency_quantile_rank", ("q", "total"), sql_quantile_rank(arg("q"), arg("total"))
+            ),
+            expression(
+                "latency_quantile_value",
+                ("bin", "lo", "hi"),
+                sql_quantile_value(arg("bin"), arg("lo"), arg("hi")),
+            ),
+        ]
+    )
 
 
 # ---------------------------------------------------------------- per segment (refinery)
@@ -304,7 +386,7 @@ def hourly(rows: pa.Table) -> pa.Table:
     if not rows.num_rows:
         return HOURLY_SCHEMA.empty_table()
     keys = ["exchange", "symbol", "channel", "hour"]
-    timed = pl.col("latency_messages") > 0
+    timed = pl.col(TIMED) > 0
     # one chunk per part file: polars converts chunk by chunk, costly for many small parts
     df = pl.from_arrow(rows.combine_chunks())
     assert isinstance(df, pl.DataFrame)
@@ -312,14 +394,12 @@ def hourly(rows: pa.Table) -> pa.Table:
         df.group_by(keys)
         .agg(
             pl.col("segment").n_unique().cast(pl.Int64).alias("segments"),
-            *(pl.col(c).sum() for c in _SUMS),
-            pl.col("latency_max_ns").max(),
-            pl.col("clock_offset_ns").min(),
-            pl.col("first_ts_recv").min(),
-            pl.col("last_ts_recv").max(),
+            *(pl.col(c).sum() for c in SUMS),
+            *(pl.col(c).min() for c in MINIMA),
+            *(pl.col(c).max() for c in MAXIMA),
             pl.col("active_minutes").bitwise_or().alias("active"),
             timed.sum().alias("timed_rows"),
-            *(pl.col(c).filter(timed).first() for c in _QUANTILE_COLUMNS),
+            *(pl.col(c).filter(timed).first() for c in QUANTILE_COLUMNS),
             pl.col("latency_bins").filter(timed).alias("bins"),
             pl.col("latency_counts").filter(timed).alias("counts"),
         )
@@ -327,19 +407,19 @@ def hourly(rows: pa.Table) -> pa.Table:
     )
     merged = agg.filter(pl.col("timed_rows") > 1)
     if merged.height:  # quantiles of split hours from the summed histograms
-        fixes = {name: [] for name in _QUANTILE_COLUMNS}
+        fixes = {name: [] for name in QUANTILE_COLUMNS}
         for r in merged.select(["bins", "counts", "clock_offset_ns", "latency_max_ns"]).rows():
             hist: dict[int, int] = defaultdict(int)
             for bins, counts in zip(r[0], r[1], strict=True):
                 for b, c in zip(bins, counts, strict=True):
                     hist[b] += c
-            for name, q in zip(_QUANTILE_COLUMNS, QUANTILES, strict=True):
+            for name, q in zip(QUANTILE_COLUMNS, QUANTILES, strict=True):
                 fixes[name].append(histogram_quantile(hist, q, r[2], r[3]))
         fixed = merged.select(keys).with_columns(
             pl.Series(f"_{n}", v, pl.Int64) for n, v in fixes.items()
         )
         agg = agg.join(fixed, on=keys, how="left", nulls_equal=True).with_columns(
-            pl.coalesce(f"_{n}", n).alias(n) for n in _QUANTILE_COLUMNS
+            pl.coalesce(f"_{n}", n).alias(n) for n in QUANTILE_COLUMNS
         )
     out = agg.with_columns(
         pl.from_epoch(pl.col("hour") // 1_000_000_000, time_unit="s")
@@ -350,13 +430,9 @@ def hourly(rows: pa.Table) -> pa.Table:
         .then(pl.col("negative_latency") / pl.col("latency_messages"))
         .otherwise(None)
         .alias("negative_share"),
-        (60 - pl.col("active").bitwise_count_ones().cast(pl.Int64)).alias("silent_minutes"),
+        (MINUTES - pl.col("active").bitwise_count_ones().cast(pl.Int64)).alias("silent_minutes"),
     )
     return out.select(HOURLY_SCHEMA.names).to_arrow().cast(HOURLY_SCHEMA)
-
-
-_SUMS = ("messages", "rows", "latency_messages", "negative_latency", "gaps", "reconnects")
-_QUANTILE_COLUMNS = ("latency_p50_ns", "latency_p90_ns", "latency_p99_ns")
 
 
 def render(table: pa.Table) -> str:
@@ -416,3 +492,11 @@ def summary(rows: pa.Table | None) -> dict[str, Any]:
         out["clock_offset_max_ms"] = round(max(offsets) / 1e6, 3)
         out["max_negative_share"] = round(max(negative), 4)
     return out
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parent.parent / MACROS_PATH
+    target.write_text(dbt_macros())
+    print(f"wrote {target}")

@@ -185,6 +185,8 @@ def test_sql_assets_one_per_model_deps_equal_dbt_graph_and_tests_are_checks(tmp_
         assert specs[name] == want, name
         assert partitioned[name] == (node["config"]["materialized"] == "incremental"), name
     assert {"trades"} == specs["stg_trades"]
+    assert {"feed_stats"} == specs["stg_feed_stats"]  # the refinery's feed_stats lake asset
+    assert {"stg_feed_stats"} == specs["feed_stats_hourly"] and partitioned["feed_stats_hourly"]
     tests = [n for n in nodes.values() if n["resource_type"] == "test"]
     attached = {}
     for test in tests:
@@ -198,6 +200,7 @@ def test_sql_assets_one_per_model_deps_equal_dbt_graph_and_tests_are_checks(tmp_
     assert checks == attached
     assert "not_null_bars_1m_open" in checks["bars_1m"]
     assert "assert_bars_rollups_match_trades" in checks["bars_1d"]
+    assert "assert_feed_stats_latency_ordered" in checks["feed_stats_hourly"]
 
 
 def test_sql_marts_materialize_a_day_writes_partition_files_and_checks_pass(lake: Lake):
@@ -209,7 +212,14 @@ def test_sql_marts_materialize_a_day_writes_partition_files_and_checks_pass(lake
         instance=lake.instance,
     )
     assert result.success
-    assert {"bars_1m", "bars_5m", "bars_1h", "bars_1d", "coverage_daily"} <= set(_mats(result))
+    assert {
+        "bars_1m",
+        "bars_5m",
+        "bars_1h",
+        "bars_1d",
+        "coverage_daily",
+        "feed_stats_hourly",
+    } <= set(_mats(result))
     base = lake.root / "data/processed/models"
     files = sorted((base / "bars_1m").rglob("*.parquet"))
     assert [f.relative_to(base / "bars_1m").as_posix() for f in files] == [
@@ -222,6 +232,8 @@ def test_sql_marts_materialize_a_day_writes_partition_files_and_checks_pass(lake
     checks = result.get_asset_check_evaluations()
     assert len(checks) >= 20 and all(c.passed for c in checks)
     assert "assert_bars_rollups_match_trades" in {c.check_name for c in checks}
+    feeds = pq.read_table(sorted((base / "feed_stats_hourly").rglob("*.parquet")))
+    assert {"trades", "quotes", "book"} <= set(feeds.column("channel").to_pylist())
 
 
 def test_sql_sensor_requests_each_new_lake_date_once(lake: Lake):
