@@ -278,6 +278,42 @@ class BookBatch:
             channels=list(self.channels),
         )
 
+    def slice(self, lo: int, hi: int) -> BookBatch:
+        """Messages ``lo..hi-1`` as a batch of their own: ``take(np.arange(lo, hi))`` for a
+        contiguous range, with the arena copied as two byte ranges (prices, then sizes)
+        instead of string by string."""
+        l0, l1 = int(self.level_offsets[lo]), int(self.level_offsets[hi])
+        n = self.n_levels
+        po = self.arena_offsets[l0 : l1 + 1]
+        so = self.arena_offsets[n + l0 : n + l1 + 1]
+        arena = np.concatenate(
+            [self.arena[int(po[0]) : int(po[-1])], self.arena[int(so[0]) : int(so[-1])]]
+        )
+        arena_offsets = np.concatenate([po - po[0], so[1:] - so[0] + (po[-1] - po[0])])
+        return BookBatch(
+            ts_event=self.ts_event[lo:hi],
+            ts_recv=self.ts_recv[lo:hi],
+            seq=self.seq[lo:hi],
+            flags=self.flags[lo:hi],
+            first_id=self.first_id[lo:hi],
+            final_id=self.final_id[lo:hi],
+            prev_id=self.prev_id[lo:hi],
+            checksum=self.checksum[lo:hi],
+            checksum_kind=self.checksum_kind[lo:hi],
+            chain=self.chain[lo:hi],
+            venue_depth=self.venue_depth[lo:hi],
+            level_offsets=self.level_offsets[lo : hi + 1] - l0,
+            side=self.side[l0:l1],
+            price=self.price[l0:l1],
+            size=self.size[l0:l1],
+            arena=arena,
+            arena_offsets=arena_offsets,
+            venue_symbol=self.venue_symbol[lo:hi],
+            channel=self.channel[lo:hi],
+            venue_symbols=list(self.venue_symbols),
+            channels=list(self.channels),
+        )
+
     @classmethod
     def concat(cls, batches: Sequence[BookBatch]) -> BookBatch:
         """The messages of ``batches`` one after the other (dictionaries merged)."""

@@ -225,6 +225,25 @@ def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLeve
     return out[0], out[1]
 
 
+def _strings_of(codes: np.ndarray, values: list[str]) -> pa.Array:
+    """``values[codes]`` as a string array. Built from bytes when every value has the same
+    length (bid/ask, one venue symbol: the usual case of a delta column of a million rows),
+    else through a dictionary."""
+    encoded = [v.encode() for v in values]
+    width = len(encoded[0]) if encoded else 0
+    if not width or any(len(e) != width for e in encoded) or len(codes) * width >= 1 << 31:
+        return pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int32)), pa.array(values, pa.string())
+        ).cast(pa.string())
+    n = len(codes)
+    table = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(encoded), width)
+    data = table[codes.astype(np.intp)].reshape(-1)
+    offsets = np.arange(0, n * width + 1, width, dtype=np.int32)
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data)), null_count=0
+    )
+
+
 def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
     """Columns in schema order; a column the engine does not know (added to the schema later)
     is all null rather than a crash."""
@@ -373,13 +392,13 @@ class BookEngine:
             if resume_chain:
                 # the snapshot sits exactly at the book's chain position: after it replaces
                 # the book, the chain goes on from its id (no bridge to wait for)
-                outs.append(self._apply(batch.take(np.arange(lo, lo + 1)), segment, tables))
+                outs.append(self._apply(batch.slice(lo, lo + 1), segment, tables))
                 self._st[K.S_NEED_BRIDGE] = 0
                 self._st[K.S_LAST_ID] = batch.final_id[lo]
                 lo += 1
                 if lo == hi:
                     continue
-            piece = batch if (lo, hi) == (0, len(batch)) else batch.take(np.arange(lo, hi))
+            piece = batch if (lo, hi) == (0, len(batch)) else batch.slice(lo, hi)
             outs.append(self._apply(piece, segment, tables))
         out = _concat_outputs(outs)
         out.stats.drift_checks += checks
@@ -663,12 +682,8 @@ class BookEngine:
         idx = level_ranges(batch.level_offsets[:-1][order], counts)
         msg = np.repeat(order, counts)
         at = clock[msg]
-        sides = pa.DictionaryArray.from_arrays(
-            pa.array(batch.side[idx].astype(np.int32)), pa.array(["bid", "ask"])
-        ).cast(pa.string())
-        vs = pa.DictionaryArray.from_arrays(
-            pa.array(batch.venue_symbol[msg]), pa.array(batch.venue_symbols, pa.string())
-        ).cast(pa.string())
+        sides = _strings_of(batch.side[idx], ["bid", "ask"])
+        vs = _strings_of(batch.venue_symbol[msg], batch.venue_symbols)
         return _table(
             BOOK_DELTAS,
             {

@@ -73,3 +73,44 @@ def test_book_decimal_parser_equals_arrow_cast() -> None:
 
 def _arena(text: str) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(text.encode(), np.uint8), np.array([0, len(text)], np.int64)
+
+
+def test_book_batch_slice_equals_take_of_the_same_range() -> None:
+    rng = np.random.default_rng(7)
+    n = 40
+    counts = rng.integers(0, 5, n)
+    offsets = np.r_[0, np.cumsum(counts)]
+    levels = int(offsets[-1])
+    batch = BookBatch.from_columns(
+        ts_event=np.arange(n) * 10,
+        ts_recv=np.arange(n) * 10 + 1,
+        seq=np.arange(n),
+        level_offsets=offsets,
+        side=rng.integers(0, 2, levels),
+        price_strings=pa.array([f"{rng.integers(1, 10**6) / 100}" for _ in range(levels)]),
+        size_strings=pa.array(
+            [f"{rng.integers(0, 999)}.{'0' * int(rng.integers(0, 4))}" for _ in range(levels)]
+        ),
+        is_snapshot=rng.random(n) < 0.2,
+        venue_symbol="AB",
+        channel="book",
+    )
+    for lo, hi in [(0, n), (0, 1), (5, 6), (3, 17), (n - 1, n), (7, 7)]:
+        a, b = batch.slice(lo, hi), batch.take(np.arange(lo, hi))
+        assert a.to_columns_dict() == b.to_columns_dict(), (lo, hi)
+        assert a.strings("price").equals(b.strings("price"))
+        assert a.strings("size").equals(b.strings("size"))
+        assert np.array_equal(a.arena_offsets, b.arena_offsets) and np.array_equal(a.arena, b.arena)
+
+
+def test_book_deltas_side_and_venue_symbol_columns_are_plain_strings_row_by_row() -> None:
+    msgs = [
+        BookMessage("x", "A-B", "AB", "book", 10, 11, 1, True, [("10", "1")], [("11", "2")]),
+        BookMessage("x", "A-B", "AB", "book", 20, 21, 2, False, [], [("12", "1"), ("11", "0")]),
+        BookMessage("x", "A-B", "AB", "book", 30, 31, 3, False, [("9", "4")], []),
+    ]
+    deltas = BookEngine("x", "A-B").apply(msgs).deltas
+    assert deltas.schema.field("side").type == pa.string()
+    assert deltas.column("side").to_pylist() == ["bid", "ask", "ask", "ask", "bid"]
+    assert deltas.column("venue_symbol").to_pylist() == ["AB"] * 5
+    deltas.validate(full=True)
