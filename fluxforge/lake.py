@@ -36,7 +36,7 @@ from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
 from fluxforge import versions
-from fluxforge.config import PathNames
+from fluxforge.config import PathNames, S3Settings
 from fluxforge.storage import Layout, Storage, sanitize_part
 from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
 
@@ -49,6 +49,11 @@ TABLE_CONFIG = {"delta.checkpointInterval": "100"}
 STAT_COLUMNS = ("ts_event", "ts_recv", "ts", "ts_from", "ts_to", "seq", "update_id", "line_no")
 HISTORY_PREFIX = "part-history"
 COMPACT_PREFIX = "part-compact"
+# object_store's own default bound on a whole S3 request (connect to last byte)
+REQUEST_TIMEOUT_S = 30.0
+# a commit that certainly did not land (the log re-read after its error says so) is tried
+# again this many times in all before the error reaches the caller
+COMMIT_ATTEMPTS = 3
 PARTITION_SCHEMA = pa.schema([(name, pa.string()) for name in PARTITION_COLUMNS])
 
 
@@ -205,7 +210,8 @@ def table_uri(storage: Storage, layout: Layout | None, table: str) -> str:
 def storage_options(storage: Storage) -> dict[str, str]:
     """delta-rs object-store options for `storage` (empty for local disk). On S3, commits use
     conditional writes (``aws_conditional_put=etag``) so concurrent writers never overwrite
-    each other's log entries."""
+    each other's log entries, and the ``s3:`` settings boto3 uses (attempts, timeouts) apply
+    to delta-rs's own client too (``_object_store_client``)."""
     opts = dict(storage.storage_options())
     if opts:
         opts["aws_conditional_put"] = "etag"
@@ -213,7 +219,27 @@ def storage_options(storage: Storage) -> dict[str, str]:
             # delta-rs lets an AWS_ENDPOINT_URL_S3 environment variable win over the plain
             # endpoint option: name the configured endpoint under that key too
             opts["aws_endpoint_url_s3"] = opts["aws_endpoint_url"]
+        settings = getattr(storage, "settings", None)
+        if isinstance(settings, S3Settings):
+            opts.update(_object_store_client(settings))
     return opts
+
+
+def _object_store_client(settings: S3Settings) -> dict[str, str]:
+    """Our S3 settings in the terms of delta-rs's client (the Rust object_store crate):
+    durations as humantime strings in milliseconds, retries without the first attempt.
+
+    botocore's read timeout bounds each wait for bytes; object_store only has ``timeout``,
+    a bound on the WHOLE request (connect to last body byte), so the read timeout cannot be
+    used as it is (a 0.5 s whole-request bound fails every list or file read that takes
+    longer): the whole-request bound is object_store's default, or the read timeout when that
+    is longer. object_store retries 5xx answers, resets and (for reads) timeouts, with
+    exponential backoff, within ``retry_timeout`` per request."""
+    return {
+        "max_retries": str(settings.max_attempts - 1),
+        "connect_timeout": f"{round(settings.connect_timeout_s * 1000)}ms",
+        "timeout": f"{round(max(REQUEST_TIMEOUT_S, settings.read_timeout_s) * 1000)}ms",
+    }
 
 
 class Lake:
@@ -366,14 +392,62 @@ class Lake:
             custom_metadata=metadata or None,
             app_transactions=[Transaction(app[0], app[1])] if app is not None else None,
         )
-        handle.create_write_transaction(
-            actions,
-            mode="append",
-            schema=table_schema(table),
-            partition_by=list(PARTITION_COLUMNS),
-            commit_properties=props,
-        )
-        return True
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                handle.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=table_schema(table),
+                    partition_by=list(PARTITION_COLUMNS),
+                    commit_properties=props,
+                )
+                return True
+            except Exception:
+                # on S3 a log PUT can be executed with its answer lost: the commit then looks
+                # failed, or (when the store re-sent the conditional PUT) as a conflict with
+                # itself. The re-read log decides: landed, or certainly not (then the commit
+                # is tried again on the fresh table state), or unknown (the error stands)
+                landed, handle = self._landed(table, staged, remove, app, rewind)
+                if landed:
+                    return True
+                if landed is None or handle is None or attempt == COMMIT_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def _landed(
+        self,
+        table: str,
+        staged: Sequence[Staged],
+        remove: Sequence[LakeFile],
+        app: tuple[str, int] | None,
+        rewind: bool,
+    ) -> tuple[bool | None, DeltaTable | None]:
+        """Whether the re-read log holds a commit that raised, with the fresh table handle.
+        True: its app transaction is there (at its version, or later as the skip above), or
+        for a commit without one its adds are present and its removes gone (a rewind needs
+        both). False: certainly not, and nothing it touches changed (a retry commits the
+        same thing). None: the log cannot be read, or another writer changed those files."""
+        self._tables.pop(table, None)
+        try:
+            handle = self.table(table)
+            if handle is None:
+                return None, None
+            done = handle.transaction_version(app[0]) if app is not None else None
+            if app is not None and not rewind and done is not None and done >= app[1]:
+                return True, handle
+            paths = set(pa.table(handle.get_add_actions(flatten=True))["path"].to_pylist())
+        except Exception:  # the log cannot be read either
+            return None, None
+        prefix = self.layout.lake_table(table) + "/"
+        added = [s.path in paths for s in staged]
+        kept = [f.key.removeprefix(prefix) in paths for f in remove]
+        txn = app is None or (rewind and done == app[1])
+        if txn and all(added) and not any(kept):
+            return True, handle
+        if not any(added) and all(kept) and (app is None or not txn):
+            return False, handle
+        return None, handle
 
     def transaction_version(self, table: str, app_id: str) -> int | None:
         handle = self.table(table)

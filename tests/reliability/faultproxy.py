@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import multiprocessing
 import random
 import socket
 import socketserver
@@ -28,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 FAULTS = ("500", "503", "reset", "timeout")
@@ -45,7 +47,11 @@ class FaultStats:
     faults: Counter = field(default_factory=Counter)
     faults_by_area: Counter = field(default_factory=Counter)
     requests_by_area: Counter = field(default_factory=Counter)
-    retries: int = 0  # requests whose amz-sdk-request header says attempt > 1
+    # "boto3" or "object_store" (delta-rs's client), from the User-Agent
+    faults_by_client: Counter = field(default_factory=Counter)
+    requests_by_client: Counter = field(default_factory=Counter)
+    faulted: list[tuple[str, str, str]] = field(default_factory=list)  # (method, target, kind)
+    retries: int = 0  # requests whose amz-sdk-request header says attempt > 1 (botocore only)
 
     @property
     def total_faults(self) -> int:
@@ -59,6 +65,8 @@ class FaultStats:
             "by_kind": dict(sorted(self.faults.items())),
             "requests_by_area": dict(sorted(self.requests_by_area.items())),
             "faults_by_area": dict(sorted(self.faults_by_area.items())),
+            "requests_by_client": dict(sorted(self.requests_by_client.items())),
+            "faults_by_client": dict(sorted(self.faults_by_client.items())),
             "client_retries": self.retries,
         }
 
@@ -74,7 +82,12 @@ def _area(target: str) -> str:
 
 
 class FaultProxy:
-    """``with FaultProxy(upstream_url, rate=0.15, seed=1) as proxy: proxy.url``."""
+    """``with FaultProxy(upstream_url, rate=0.15, seed=1) as proxy: proxy.url``.
+
+    With ``process=True`` the proxy runs in a child process (its stats come back on stop):
+    some delta-rs calls (``DeltaTable.history``) hold the GIL while they wait for S3, so an
+    in-process proxy could not answer them until their timeout (a stall no real deployment
+    has). ``rule`` and ``spare`` must then be picklable (module-level functions)."""
 
     def __init__(
         self,
@@ -86,7 +99,16 @@ class FaultProxy:
         min_rate: float = 0.12,
         rule: Callable[[str, str], str | None] | None = None,
         spare: Callable[[str, str], bool] | None = None,
+        process: bool = False,
     ) -> None:
+        self._args = {
+            "upstream": upstream, "rate": rate, "seed": seed, "hold_s": hold_s,
+            "kinds": kinds, "min_rate": min_rate, "rule": rule, "spare": spare,
+        }  # fmt: skip
+        self.process = process
+        self._child: Any = None
+        self._pipe: Any = None
+        self._address: tuple[str, int] | None = None
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rate = rate
@@ -101,6 +123,7 @@ class FaultProxy:
         self.kinds = kinds
         self.enabled = True
         self.stats = FaultStats()
+        self._eligible = 0  # requests not spared: the base of the forced fault share
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._server: socketserver.ThreadingTCPServer | None = None
@@ -110,11 +133,22 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
+        if self._address is not None:
+            host, port = self._address
+        else:
+            assert self._server is not None
+            host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> FaultProxy:
+        if self.process:
+            ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+            self._pipe, child_end = ctx.Pipe()
+            self._child = ctx.Process(target=_serve_in_child, args=(child_end, self._args))
+            self._child.daemon = True
+            self._child.start()
+            self._address = self._pipe.recv()
+            return self
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -131,6 +165,11 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        if self._child is not None:
+            self._pipe.send("stop")
+            self.stats = self._pipe.recv()
+            self._child.join(timeout=10)
+            self._child = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -144,34 +183,45 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ per connection
 
-    def _decide(self, area: str, attempt: int, method: str = "", target: str = "") -> str | None:
+    def _decide(
+        self, area: str, attempt: int, method: str = "", target: str = "", client: str = ""
+    ) -> str | None:
         with self._lock:
             self.stats.requests += 1
             self.stats.requests_by_area[area] += 1
+            self.stats.requests_by_client[client] += 1
             if attempt > 1:
                 self.stats.retries += 1
             if self.spare is not None and self.spare(method, target):
                 self.stats.forwarded += 1
                 return None
+            self._eligible += 1
             if self.rule is not None:
                 kind = self.rule(method, target)
                 if kind is not None:
-                    self.stats.faults[kind] += 1
-                    self.stats.faults_by_area[area] += 1
+                    self._count(kind, area, method, target, client)
                     return kind
                 self.stats.forwarded += 1
                 return None
-            st = self.stats
-            forced = st.requests > 10 and st.total_faults < self.min_rate * st.requests
+            # spared requests do not count here: they would force a fault onto every other
+            # request (a run of them exhausts the client's retries)
+            forced = (
+                self._eligible > 10 and self.stats.total_faults < self.min_rate * self._eligible
+            )
             if not self.enabled or (self._rng.random() >= self.rate and not forced):
                 self.stats.forwarded += 1
                 return None
             kind = self._rng.choice(self.kinds)
-            self.stats.faults[kind] += 1
-            self.stats.faults_by_area[area] += 1
+            self._count(kind, area, method, target, client)
             if kind == "timeout":
                 self.stats.forwarded += 1
             return kind
+
+    def _count(self, kind: str, area: str, method: str, target: str, client: str) -> None:
+        self.stats.faults[kind] += 1
+        self.stats.faults_by_area[area] += 1
+        self.stats.faults_by_client[client] += 1
+        self.stats.faulted.append((method, target, kind))
 
     def _serve(self, client: socket.socket) -> None:
         rfile = client.makefile("rb")
@@ -183,7 +233,7 @@ class FaultProxy:
                     return
                 method, target, headers, body = req
                 attempt = _attempt(headers)
-                fault = self._decide(_area(target), attempt, method, target)
+                fault = self._decide(_area(target), attempt, method, target, _client(headers))
                 if fault in ("500", "503"):
                     code, msg = (
                         ("InternalError", "We encountered an internal error. Please try again.")
@@ -218,6 +268,23 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 rfile.close()
                 client.close()
+
+
+def _serve_in_child(pipe: Any, args: dict[str, Any]) -> None:
+    """A child process's proxy: sends its address, serves until told to stop, sends stats."""
+    proxy = FaultProxy(**args).start()
+    pipe.send(proxy._server.server_address[:2])  # type: ignore[union-attr]
+    pipe.recv()
+    proxy.stop()
+    pipe.send(proxy.stats)
+
+
+def _client(headers: list[tuple[str, str]]) -> str:
+    """Which S3 client sent a request: delta-rs's (the Rust object_store crate) or boto3."""
+    for name, value in headers:
+        if name.lower() == "user-agent":
+            return "object_store" if value.startswith("object_store") else "boto3"
+    return "boto3"
 
 
 def _attempt(headers: list[tuple[str, str]]) -> int:

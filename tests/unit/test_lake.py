@@ -172,3 +172,23 @@ def test_schemas_cover_every_lake_table() -> None:
     assert set(PANDERA) == set(SCHEMAS)
     for name, arrow in SCHEMAS.items():
         assert set(PANDERA[name].columns) == set(arrow.names) | set(PARTITION_COLUMNS), name
+
+
+def test_lake_storage_options_map_s3_settings_onto_delta_rs_client() -> None:
+    """attempts -> retries after the first; timeouts as milliseconds; botocore's read timeout
+    (per wait for bytes) is never made the bound on a whole request, only a floor of it."""
+    from fluxforge.config import S3Settings
+    from fluxforge.storage.s3 import S3Storage
+
+    settings = S3Settings(
+        endpoint_url="http://127.0.0.1:9", region="r", max_attempts=4, connect_timeout_s=1.5,
+        read_timeout_s=0.5,
+    )  # fmt: skip
+    opts = lake.storage_options(S3Storage("b", settings))
+    assert opts["max_retries"] == "3"
+    assert opts["connect_timeout"] == "1500ms"
+    assert opts["timeout"] == f"{round(lake.REQUEST_TIMEOUT_S * 1000)}ms"
+    assert opts["aws_conditional_put"] == "etag"
+    slow = settings.model_copy(update={"read_timeout_s": 120.0})
+    assert lake.storage_options(S3Storage("b", slow))["timeout"] == "120000ms"
+    assert lake.storage_options(LocalStorage(".")) == {}
