@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
+from numba import njit
 
 CAUSE = "book_drift"
 _SCALE = 18  # decimal128(38, 18): the words hold value * 10**18
@@ -72,79 +73,91 @@ def words(values: list[str]) -> np.ndarray:
 
 def _sort_last(px: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """`idx` ordered by price (ascending), keeping the LAST level of a repeated price (a
-    snapshot listing one price twice means its last entry, as a dict built from it would)."""
+    snapshot listing one price twice means its last entry, as a dict built from it would).
+    Levels already in strictly ascending order (a book side) are returned as they are."""
     if len(idx) < 2:
+        return idx
+    keys = px[idx]
+    hi, lo = keys[:, 1], keys[:, 0].view(np.uint64)
+    if bool(np.all((hi[1:] > hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] > lo[:-1])))):
         return idx
     rev = idx[::-1]
     order = rev[np.lexsort((px[rev, 0].view(np.uint64), px[rev, 1]))]  # stable: last first
     keys = px[order]
-    return order[np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)]]
+    new = np.empty(len(order), dtype=bool)
+    new[0] = True
+    new[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+    return order[new]
 
 
-def _ints(values: np.ndarray) -> list[int]:
-    """decimal128 words (int64 [n, 2]) -> the scaled values as Python ints."""
-    return [
-        (hi << 64) | lo
-        for lo, hi in zip(values[:, 0].view(np.uint64).tolist(), values[:, 1].tolist(), strict=True)
-    ]
+@njit(cache=True)
+def _below(ahi, alo, bhi, blo):
+    return ahi < bhi or (ahi == bhi and alo < blo)
 
 
-def _at_least(px: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    hi, lo = px[:, 1], px[:, 0].view(np.uint64)
-    return (hi > bound[1]) | ((hi == bound[1]) & (lo >= bound[0:1].view(np.uint64)[0]))
-
-
-def _at_most(px: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    hi, lo = px[:, 1], px[:, 0].view(np.uint64)
-    return (hi < bound[1]) | ((hi == bound[1]) & (lo <= bound[0:1].view(np.uint64)[0]))
+@njit(cache=True)
+def _merge(w_hi, w_lo, ws_hi, ws_lo, h_hi, h_lo, hs_hi, hs_lo, bids):
+    """One side's rule on ascending, unique price columns (words split as signed high and
+    unsigned low): (prices compared, levels differing, want and have position of the largest
+    size difference, -1 where that price is absent on one side)."""
+    nw, nh = len(w_hi), len(h_hi)
+    h0, h1 = 0, nh
+    if nw:
+        # the snapshot's worst price bounds the book levels compared
+        if bids:
+            while h0 < nh and _below(h_hi[h0], h_lo[h0], w_hi[0], w_lo[0]):
+                h0 += 1
+        else:
+            while h1 > h0 and _below(w_hi[nw - 1], w_lo[nw - 1], h_hi[h1 - 1], h_lo[h1 - 1]):
+                h1 -= 1
+    i, j = 0, h0
+    prices = 0
+    differing = 0
+    best_hi, best_lo = np.int64(-1), np.uint64(0)
+    best_i, best_j = -1, -1
+    while i < nw or j < h1:
+        take_w = j >= h1 or (i < nw and not _below(h_hi[j], h_lo[j], w_hi[i], w_lo[i]))
+        take_h = i >= nw or (j < h1 and not _below(w_hi[i], w_lo[i], h_hi[j], h_lo[j]))
+        prices += 1
+        # sizes of the two sides at this price (absent: 0)
+        a_hi, a_lo = (ws_hi[i], ws_lo[i]) if take_w else (np.int64(0), np.uint64(0))
+        b_hi, b_lo = (hs_hi[j], hs_lo[j]) if take_h else (np.int64(0), np.uint64(0))
+        if a_hi != b_hi or a_lo != b_lo:
+            differing += 1
+            if _below(a_hi, a_lo, b_hi, b_lo):
+                a_hi, a_lo, b_hi, b_lo = b_hi, b_lo, a_hi, a_lo
+            d_lo = a_lo - b_lo
+            d_hi = a_hi - b_hi - (1 if a_lo < b_lo else 0)
+            if _below(best_hi, best_lo, d_hi, d_lo):
+                best_hi, best_lo = d_hi, d_lo
+                best_i = i if take_w else -1
+                best_j = j if take_h else -1
+        i += 1 if take_w else 0
+        j += 1 if take_h else 0
+    return prices, differing, best_i, best_j
 
 
 def _side(book: SideLevels, snap: SideLevels, bids: bool) -> tuple[int, int, Decimal]:
     want = _sort_last(snap.px, np.flatnonzero(snap.sz.any(axis=1)))  # size 0: no level
     have = _sort_last(book.px, np.arange(len(book.px)))
-    if len(want):
-        # levels beyond the snapshot's worst price are not the venue's to vouch for
-        worst = snap.px[want[0] if bids else want[-1]]
-        inside = _at_least(book.px[have], worst) if bids else _at_most(book.px[have], worst)
-        have = have[inside]
-    if not len(want) and not len(have):
-        return 0, 0, Decimal(0)
-    px = np.concatenate([snap.px[want], book.px[have]])
-    from_book = np.r_[np.zeros(len(want), bool), np.ones(len(have), bool)]
-    index = np.r_[want, have]
-    order = np.lexsort((px[:, 0].view(np.uint64), px[:, 1]))
-    keys = px[order]
-    same_as_next = np.r_[(keys[1:] == keys[:-1]).all(axis=1), False]
-    paired = same_as_next | np.r_[False, same_as_next[:-1]]
-    prices = len(order) - int(same_as_next.sum())
-    # a price on both sides differs when the sizes do; a price on one side, when its size is
-    # not 0 (the other side's size counts as 0)
-    sizes = np.concatenate([snap.sz[want], book.sz[have]])[order]
-    first = np.flatnonzero(same_as_next)
-    pair_differs = (sizes[first] != sizes[first + 1]).any(axis=1)
-    lone = np.flatnonzero(~paired)
-    lone = lone[sizes[lone].any(axis=1)]
 
-    def text(pos: int) -> Decimal:
-        k = order[pos]
-        level = int(index[k])
-        return Decimal(book.size_text(level) if from_book[k] else snap.size_text(level))
+    def split(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(words[:, 1]), np.ascontiguousarray(words[:, 0]).view(np.uint64)
 
-    pairs = first[pair_differs]
-    # the largest difference found on the exact integers, then written from the wire text
-    # of its two sizes (a Decimal keeps the venue's digits: "2141.49", not 2141490...000)
-    gaps = [abs(x - y) for x, y in zip(_ints(sizes[pairs]), _ints(sizes[pairs + 1]), strict=True)]
-    gaps += _ints(sizes[lone])
-    differing = len(gaps)
+    prices, differing, i, j = _merge(
+        *split(snap.px[want]),
+        *split(snap.sz[want]),
+        *split(book.px[have]),
+        *split(book.sz[have]),
+        bids,
+    )
     if not differing:
         return prices, 0, Decimal(0)
-    best = max(range(differing), key=gaps.__getitem__)
-    if best < len(pairs):
-        got = {bool(from_book[order[p]]): text(p) for p in (pairs[best], pairs[best] + 1)}
-        return prices, differing, abs(got[False] - got[True])
-    pos = lone[best - len(pairs)]
-    zero, size = Decimal(0), text(pos)
-    return prices, differing, abs(zero - size) if from_book[order[pos]] else abs(size - zero)
+    # the largest difference, written from the wire text of its sizes (a Decimal keeps the
+    # venue's digits: "2141.49"); an absent size is 0
+    want_size = Decimal(snap.size_text(int(want[i]))) if i >= 0 else Decimal(0)
+    have_size = Decimal(book.size_text(int(have[j]))) if j >= 0 else Decimal(0)
+    return prices, differing, abs(want_size - have_size)
 
 
 def compare_levels(

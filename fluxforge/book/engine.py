@@ -348,14 +348,20 @@ class BookEngine:
             raise BookStateError(f"book {self.exchange} {self.symbol}: a level is not decimal")
         values = flat.reshape(-1, 2)
 
-        def size_text(base: int) -> Callable[[int], str]:
+        def size_text(level: Callable[[int], int]) -> Callable[[int], str]:
             return lambda i: (
-                arena[offs[2 * (base + i) + 1] : offs[2 * (base + i) + 2]].tobytes().decode()
+                arena[offs[2 * level(i) + 1] : offs[2 * level(i) + 2]].tobytes().decode()
             )
 
+        # bids are stored best (highest) first: handed over ascending, as the asks are, so the
+        # comparison needs no sort
         return (
-            D.SideLevels(values[0 : 2 * nb : 2], values[1 : 2 * nb : 2], size_text(0)),
-            D.SideLevels(values[2 * nb :: 2], values[2 * nb + 1 :: 2], size_text(nb)),
+            D.SideLevels(
+                values[0 : 2 * nb : 2][::-1],
+                values[1 : 2 * nb : 2][::-1],
+                size_text(lambda i: nb - 1 - i),
+            ),
+            D.SideLevels(values[2 * nb :: 2], values[2 * nb + 1 :: 2], size_text(lambda i: nb + i)),
         )
 
     def apply(self, messages: Sequence[BookMessage], segment: str = "") -> BookOutput:

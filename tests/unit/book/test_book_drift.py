@@ -163,6 +163,9 @@ def test_book_drift_columnar_compare_matches_the_plain_decimal_rule_on_random_bo
             snap = (book[0][: rng.randrange(0, 40)], book[1][: rng.randrange(0, 40)])
         if rng.random() < 0.2 and snap[0]:  # a price listed twice: its last entry counts
             snap = ([*snap[0], (snap[0][0][0], "7")], snap[1])
+        if rng.random() < 0.3:  # levels in any order: best first, or shuffled
+            snap = tuple(rng.sample(lv, len(lv)) for lv in snap)
+            book = (book[0][::-1], book[1])
         found = compare(book, snap)  # type: ignore[arg-type]
         nb, db, mb = _oracle_side(book[0], snap[0], True)
         na, da, ma = _oracle_side(book[1], snap[1], False)
