@@ -51,8 +51,8 @@ HISTORY_PREFIX = "part-history"
 COMPACT_PREFIX = "part-compact"
 # object_store's own default bound on a whole S3 request (connect to last byte)
 REQUEST_TIMEOUT_S = 30.0
-# a commit that certainly did not land (the log re-read after its error says so) is tried
-# again this many times in all before the error reaches the caller
+# a commit that certainly did not land (the log re-read after its error says so), or a table
+# creation, is tried this many times in all before the error reaches the caller
 COMMIT_ATTEMPTS = 3
 PARTITION_SCHEMA = pa.schema([(name, pa.string()) for name in PARTITION_COLUMNS])
 
@@ -300,15 +300,24 @@ class Lake:
         handle = self.table(table)
         if handle is not None:
             return handle
-        # mode="ignore": two writers creating the table at once both end up with it
-        DeltaTable.create(
-            self.uri(table),
-            schema=table_schema(table),
-            partition_by=list(PARTITION_COLUMNS),
-            mode="ignore",
-            configuration=TABLE_CONFIG,
-            storage_options=self._options or None,
-        )
+        # mode="ignore": two writers creating the table at once both end up with it, and
+        # trying again after an error (on S3, maybe a lost answer of a create that landed) is
+        # safe: a table that exists by then is left as it is
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                DeltaTable.create(
+                    self.uri(table),
+                    schema=table_schema(table),
+                    partition_by=list(PARTITION_COLUMNS),
+                    mode="ignore",
+                    configuration=TABLE_CONFIG,
+                    storage_options=self._options or None,
+                )
+                break
+            except Exception:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
         handle = self.table(table)
         assert handle is not None
         return handle

@@ -110,3 +110,25 @@ def test_lake_s3_errors_during_commits_lose_nothing_publish_once(s3_server, s3_e
     data = lake.read_table(clean, "trades")
     assert sorted(data.column("seq").to_pylist()) == list(range(80))  # each row once
     assert lake.Lake(clean, LAYOUT).transaction_version("trades", "fluxforge/s") == 79
+
+
+def test_lake_s3_table_creation_whose_answer_was_lost_still_gives_the_table(
+    s3_server, s3_env
+) -> None:
+    """The PUT that creates the table's log is executed but its answer is lost: ensure() tries
+    again, finds the table and returns it (version 0, nothing created twice)."""
+    bucket = s3_server.bucket("delta-create-lost")
+    held: list[str] = []
+
+    def hold_first_log_put(method: str, target: str) -> str | None:
+        if method == "PUT" and "_delta_log/" in target and not held:
+            held.append(target)
+            return "timeout"
+        return None
+
+    with FaultProxy(s3_server.endpoint_url, rule=hold_first_log_put, hold_s=0.5) as proxy:
+        handle = lake.Lake(_storage(bucket, proxy.url, s3_server.region), LAYOUT).ensure("trades")
+    assert held  # the fault was injected
+    assert handle.version() == 0
+    log = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="processed/trades/_delta_log/")
+    assert [o["Key"].rsplit("/", 1)[-1] for o in log["Contents"]] == ["00000000000000000000.json"]

@@ -162,8 +162,8 @@ def test_s3_faults_processing_and_lake_writes_identical_to_clean_run(
         cfg = _process_cfg(buckets["faulty"], proxy.url, reg)
         t0 = time.monotonic()
         report = refinery.process_ready(cfg)
-        # a Delta commit whose answer was lost can fail a segment after it was published: the
-        # segment goes back to ready/ and the next run (the sensor's retry) finds it published
+        # a segment whose S3 calls keep failing beyond every retry goes back to ready/; the next
+        # run (the sensor's retry) picks it up, and skips what a commit already published
         rounds = 1
         while refinery.list_segments(cfg, "ready") and rounds < 6:
             report.merge(refinery.process_ready(cfg))
