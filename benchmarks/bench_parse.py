@@ -23,7 +23,9 @@ default source); ``kraken``, ``okx``, ``bitget``, ``binance`` one venue's captur
 ``docs`` the shapes the captures lack, built from the venues' documentation
 (tests/fixtures/doc_shapes.py: Binance spot/futures/COIN-M, partial depth, bare frames, OKX
 books5/bbo-tbt/l2-tbt, Bitget books1/5/15, Kraken, Coinbase Exchange and Advanced Trade), and
-``docs-<venue>`` one venue's documented shapes. ``--shape all`` runs every shape in turn.
+``docs-<venue>`` one venue's documented shapes. ``--shape all`` runs every shape in turn;
+``--shape each`` (or ``each-<venue>``) times every documented frame kind alone (one line per
+kind: a segment of that frame repeated), the per-shape view of the target.
 
 Rates are given twice: wall clock, and CPU time of this process (``time.process_time``), the
 per-core figure that stays meaningful when the machine is shared. ``--mem`` instead runs the
@@ -54,6 +56,7 @@ from tests.fixtures import doc_shapes  # noqa: E402
 SEGMENT = "segment_20231114T22_00001.ndjson"
 SHAPES = ("mix", "coinbase", "advanced", "kraken", "okx", "bitget", "binance")
 DOC_SHAPES = ("docs", *(f"docs-{v}" for v in doc_shapes.VENUES))
+EACH = ("each", *(f"each-{v}" for v in doc_shapes.VENUES))
 _PREFIX = {"kraken": "KRAKEN", "okx": "OKX", "bitget": "BITGET", "binance": "BINANCE"}
 HOUR_NS = 3_600_000_000_000
 BASE_TS = 1_699_999_200_000_000_000  # 2023-11-14T22:00:00Z
@@ -215,13 +218,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=60.0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--shape", choices=(*SHAPES, *DOC_SHAPES, "all"), default="mix")
+    ap.add_argument("--shape", choices=(*SHAPES, *DOC_SHAPES, *EACH, "all"), default="mix")
     ap.add_argument("--mem", action="store_true", help="peak RSS of one FluxForge run only")
     args = ap.parse_args()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
+    if args.shape in EACH:
+        venues = doc_shapes.VENUES if args.shape == "each" else (args.shape[len("each-") :],)
+        print(f"{'documented frame kind':<46} {'fluxforge':>9} {'duckdb':>8} {'ratio':>6}"
+              "  (MB/s CPU, one core; lines left to the per-line path)")  # fmt: skip
+        for venue in venues:
+            for k, name in enumerate(doc_shapes.shape_names(venue)):
+                each(args, doc_shapes.segment(args.mb, venue, only=k), name)
+        return
     for shape in (*SHAPES, *DOC_SHAPES) if args.shape == "all" else (args.shape,):
         run(args, shape)
+
+
+def each(args: argparse.Namespace, data: bytes, name: str) -> None:
+    """One line: a segment of one frame kind, FluxForge against DuckDB (CPU time)."""
+    mb = len(data) / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SEGMENT
+        path.write_bytes(data)
+        fluxforge_columns(data[:20_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
+        _t, c_ff, info = best_of(fluxforge_columns, data, args.repeat)
+        _t, c_db, _rows = best_of(duckdb_read_json, path, args.repeat)
+    print(
+        f"{name:<46} {mb / c_ff:9.1f} {mb / c_db:8.1f} {c_db / c_ff:6.2f}"
+        f"  ({info['per_line']:,} of {info['lines']:,} per line, {info['quarantined']} quarantined)"
+    )
 
 
 def run(args: argparse.Namespace, shape: str) -> None:

@@ -86,6 +86,7 @@ from fluxforge.wire.shape import (
     V_POS,
     V_STR,
     ObjectShape,
+    pack_words,
 )
 
 _HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
@@ -97,6 +98,7 @@ _M_COLS = 12
 
 
 _EX_ORDER = binance.EXCHANGES
+_EX_PACKED = pack_words([_EX[v] for v in _EX_ORDER])
 
 
 def venue_lines(
@@ -106,7 +108,7 @@ def venue_lines(
     exchanges present (the scanners below only look at those lines)."""
     if not len(starts) or not todo.any():
         return {}
-    codes = exchange_of(buf, starts, ends, todo, _HEAD, _SRC, tuple(_EX[v] for v in _EX_ORDER))
+    codes = exchange_of(buf, starts, ends, todo, _HEAD, _SRC, *_EX_PACKED)
     present = np.flatnonzero(np.bincount(codes + 1, minlength=len(_EX_ORDER) + 1)[1:])
     return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 

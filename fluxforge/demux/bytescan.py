@@ -35,6 +35,7 @@ from fluxforge.wire.shape import (
     V_SINT,
     V_STR,
     V_TEXT,
+    pack_words,
 )
 from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS, days_from_civil, plausible_ns
 
@@ -49,14 +50,14 @@ COLON = 58
 DOT = 46
 
 
-NO_WORDS = (np.zeros(0, np.uint8),)  # for levels_scan with a fixed side
+NO_WORDS = pack_words(())  # for levels_scan with a fixed side
 NO_SIDES = np.zeros(1, np.int64)
 
 
-def side_words(sides: dict[str, str]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+def side_words(sides: dict[str, str]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """A venue's side words ({"buy": "bid", "sell": "ask", ...}) as the scanners' arguments:
-    (the words as byte arrays, the side of each: 0 bid, 1 ask)."""
-    words = tuple(np.frombuffer(w.encode(), np.uint8).copy() for w in sides)
+    (the words packed by ``pack_words``, the side of each: 0 bid, 1 ask)."""
+    words = pack_words(tuple(sides))
     return words, np.array([0 if s == "bid" else 1 for s in sides.values()], np.int64)
 
 
@@ -68,6 +69,28 @@ def eq(buf, s, e, word):
         if buf[s + k] != word[k]:
             return False
     return True
+
+
+@njit(cache=True)
+def eq_word(buf, s, e, flat, off, k):
+    """buf[s:e] == word k of a packed word list (``fluxforge.wire.shape.pack_words``)."""
+    a = off[k]
+    n = off[k + 1] - a
+    if e - s != n:
+        return False
+    for j in range(n):  # noqa: SIM110 (numba: no generators)
+        if buf[s + j] != flat[a + j]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def lit_word(buf, p, end, flat, off, k):
+    """Position after word k of a packed word list at p, or -1."""
+    n = off[k + 1] - off[k]
+    if p + n > end or not eq_word(buf, p, p + n, flat, off, k):
+        return -1
+    return p + n
 
 
 @njit(cache=True)
@@ -140,10 +163,11 @@ def envelope_source(buf, s, end, head, src):
 
 
 @njit(cache=True)
-def exchange_of(buf, starts, ends, todo, head, src, exks):
-    """Per `todo` line: the index in `exks` (``fluxforge.wire.envelope.scan_ex`` literals) of
-    the envelope's exchange, -1 for any other line (one envelope pass, so that each scanner
-    only visits the lines of its own exchanges)."""
+def exchange_of(buf, starts, ends, todo, head, src, ex_flat, ex_off):
+    """Per `todo` line: the index in the packed `ex_flat`/`ex_off` words
+    (``fluxforge.wire.envelope.scan_ex`` literals) of the envelope's exchange, -1 for any
+    other line (one envelope pass, so that each scanner only visits the lines of its own
+    exchanges)."""
     n = len(starts)
     out = np.full(n, -1, np.int16)
     for i in range(n):
@@ -153,8 +177,8 @@ def exchange_of(buf, starts, ends, todo, head, src, exks):
         p, _ts = envelope_source(buf, starts[i], end, head, src)
         if p < 0:
             continue
-        for k in range(len(exks)):
-            if lit(buf, p, end, exks[k]) >= 0:
+        for k in range(len(ex_off) - 1):
+            if lit_word(buf, p, end, ex_flat, ex_off, k) >= 0:
                 out[i] = k
                 break
     return out
@@ -206,7 +230,8 @@ def digits(buf, s, n):
 def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sides):
     """Parse [[str, str, ...], ...] at p; append (row, side, px_s, px_e, sz_s, sz_e) rows to
     lv. A row is [price, size, ...] when `side_fixed` is 0 (bid) or 1 (ask), else
-    [side word, price, size, ...] with the side of `words[w]` in `word_sides[w]`. Returns
+    [side word, price, size, ...] with the side of word w of `words` (packed: flat bytes,
+    offsets) in `word_sides[w]`. Returns
     (position after, n_lv, lv) or (-1, ...)."""
     if p >= end or buf[p] != LBRACKET:
         return -1, n_lv, lv
@@ -248,8 +273,8 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
             px0, px1, sz0, sz1 = a0, a1, b0, b1
         else:
             side = -1
-            for w in range(len(words)):
-                if eq(buf, a0, a1, words[w]):
+            for w in range(len(word_sides)):
+                if eq_word(buf, a0, a1, words[0], words[1], w):
                     side = word_sides[w]
             if side < 0:
                 return -1, n_lv, lv
@@ -508,11 +533,11 @@ def scalar_end(buf, p, end):
         return -1 if q < 0 else q + 1
     if c == 45 or 48 <= c <= 57:
         return number_end(buf, p, end)
-    for w in (_TRUE, _FALSE, _NULL):
-        q = lit(buf, p, end, w)
-        if q >= 0:
-            return q
-    return -1
+    if c == 116:  # t
+        return lit(buf, p, end, _TRUE)
+    if c == 102:  # f
+        return lit(buf, p, end, _FALSE)
+    return lit(buf, p, end, _NULL)
 
 
 @njit(cache=True)
@@ -522,7 +547,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
     (open shapes: other keys with scalar values are skipped), the required keys present.
     Returns (position after it, mask of the keys seen, lv, n_lv); position -1 when the object
     does not fit the declaration."""
-    keys, kinds, cols, words, w_lo, w_hi, flags, need = shape
+    kflat, koff, kinds, cols, wflat, woff, w_lo, w_hi, flags, need = shape
     is_open = (flags[0] & F_OPEN) != 0
     is_array = (flags[0] & F_ARRAY) != 0
     p = ws(buf, p + 1, end)
@@ -531,7 +556,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
     pos = 0
     while True:
         if is_array:
-            if pos >= len(keys):
+            if pos >= len(kinds):
                 return -1, seen, lv, n_lv
             f = pos
             pos += 1
@@ -540,8 +565,8 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if p < 0:
                 return -1, seen, lv, n_lv
             f = -1
-            for k in range(len(keys)):
-                if eq(buf, ks, ke, keys[k]):
+            for k in range(len(kinds)):
+                if eq_word(buf, ks, ke, kflat, koff, k):
                     f = k
                     break
             if f < 0:
@@ -655,7 +680,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
                 return -1, seen, lv, n_lv
             idx = -1
             for w in range(w_lo[f], w_hi[f]):
-                if eq(buf, p + 1, q, words[w]):
+                if eq_word(buf, p + 1, q, wflat, woff, w):
                     idx = w - w_lo[f]
                     break
             if idx < 0:

@@ -29,6 +29,7 @@ from fluxforge.demux.bytescan import (
     add_level,
     envelope,
     eq,
+    eq_word,
     grow,
     iso_ns,
     iso_raw,
@@ -95,8 +96,8 @@ def _at_update(buf, p, end, m, is_update, lv, n_lv, words, word_sides, keys):
             return -1, n_lv, lv, 0, False
         if eq(buf, ks, ke, k_side) and not seen & 1:
             seen |= 1
-            for w in range(len(words)):
-                if eq(buf, p + 1, q, words[w]):
+            for w in range(len(word_sides)):
+                if eq_word(buf, p + 1, q, words[0], words[1], w):
                     side = word_sides[w]
             if side < 0:
                 return -1, n_lv, lv, 0, False

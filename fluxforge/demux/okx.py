@@ -30,6 +30,7 @@ from fluxforge.demux.bytescan import (
     LBRACKET,
     envelope,
     eq,
+    eq_word,
     flat_object,
     grow,
     key_at,
@@ -68,6 +69,7 @@ from fluxforge.wire.shape import (
     V_SINT,
     V_STR,
     ObjectShape,
+    pack_words,
 )
 
 _EX = {ex: scan_ex(ex) for ex in ("okx", "bitget")}
@@ -139,13 +141,13 @@ def _item(buf, p, end, m, msg, lv, n_lv, shape, line, ts, seq):
 
 @njit(cache=True)
 def _scan(
-    buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, capacity, ch_words,
-    ch_kinds, trade, trade_row, ticker,
+    buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, capacity, ch_flat,
+    ch_off, ch_kinds, trade, trade_row, ticker,
 ):  # fmt: skip
     """Every push line of one venue: book items -> msg rows and levels (``_item``), trade and
     ticker items -> rows in the ``rows`` layout (read by the venue's declarations `trade`,
-    `trade_row` (array items; Bitget v1) and `ticker`). The channel (``ch_words`` ->
-    ``ch_kinds``) picks the declaration, so "arg" must come before "data"."""
+    `trade_row` (array items; Bitget v1) and `ticker`). The channel (packed words ``ch_flat``,
+    ``ch_off`` -> ``ch_kinds``) picks the declaration, so "arg" must come before "data"."""
     k_arg, k_action, k_data = words[0], words[1], words[2]
     k_channel, k_inst, k_type = words[3], words[4], words[5]
     v_snap, v_update, k_ts = words[13], words[14], words[8]
@@ -209,8 +211,8 @@ def _scan(
                 if p < 0 or (a_seen & 3) != 3:
                     bad = True
                     break
-                for c in range(len(ch_words)):
-                    if eq(buf, info[i, 0], info[i, 1], ch_words[c]):
+                for c in range(len(ch_kinds)):
+                    if eq_word(buf, info[i, 0], info[i, 1], ch_flat, ch_off, c):
                         ch_kind = ch_kinds[c]
                         break
             elif eq(buf, ks, ke, k_action) and not seen & 2:
@@ -306,7 +308,7 @@ _CH_BOOK, _CH_TRADE, _CH_TICKER = 0, 1, 2
 def _channel_table(book: dict, trade: tuple[str, ...], ticker: str) -> tuple:
     names = [*book, *trade, ticker]
     kinds = [_CH_BOOK] * len(book) + [_CH_TRADE] * len(trade) + [_CH_TICKER]
-    return tuple(as_bytes(c.encode()) for c in names), np.array(kinds, np.int64)
+    return (*pack_words(names), np.array(kinds, np.int64))
 
 
 # per venue: channel words and kinds, then the declarations of trade, trade row, ticker items

@@ -48,6 +48,7 @@ from fluxforge.segments import (
 )
 from fluxforge.tables import DECIMAL, QUOTES, TRADES
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_SRC, scan_ex
+from fluxforge.wire.shape import pack_words
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,8 @@ def _demux_pass(
         registered = scanners()
         names = [ex for scanner in registered for ex in scanner.exchanges]
         # one envelope pass: each scanner then visits only the lines of its exchanges
-        line_ex = exchange_of(
-            buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, tuple(scan_ex(ex) for ex in names)
-        )
+        exks = pack_words([scan_ex(ex) for ex in names])
+        line_ex = exchange_of(buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, *exks)
         first = 0
         for scanner in registered:
             codes = range(first, first + len(scanner.exchanges))
@@ -418,11 +418,17 @@ def _find_poison(res: DemuxResult) -> dict[int, str]:
     for name in ("trades", "quotes"):
         table = getattr(res, name)
         seqs = table.column("seq")
+        cast = table
         for col in _PRICE_COLUMNS[name]:
             arr = table.column(col)
             try:
-                arr.cast(DECIMAL)
+                if cast is not None:
+                    idx = cast.schema.get_field_index(col)
+                    cast = cast.set_column(idx, col, arr.cast(DECIMAL))
+                else:
+                    arr.cast(DECIMAL)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                cast = None
                 for i, value in enumerate(arr.to_pylist()):
                     if value is None:
                         continue
@@ -433,8 +439,15 @@ def _find_poison(res: DemuxResult) -> dict[int, str]:
                             seqs[i].as_py(),
                             f"{name}.{col}={value[:64]!r}: not a decimal(38,18): {exc}",
                         )
-        for i, sym in enumerate(table.column("symbol").to_pylist()):
-            if not safe_symbol(sym):
+        # the casts just made are what ``cast_prices`` gives for this table: kept for it
+        _LAST_CAST[name] = (table, cast) if cast is not None else (None, None)
+        symbols = table.column("symbol")
+        # one check per distinct symbol (the columnar rows share a few), then its rows
+        for sym in pc.unique(symbols).to_pylist():
+            if safe_symbol(sym):
+                continue
+            rows = np.flatnonzero(pc.equal(symbols, sym).to_numpy(zero_copy_only=False))
+            for i in rows.tolist():
                 bad.setdefault(seqs[i].as_py(), f"{name}: unsafe symbol {sym[:64]!r}")
     for msg in res.book_messages:
         if not safe_symbol(msg.symbol):
@@ -442,8 +455,15 @@ def _find_poison(res: DemuxResult) -> dict[int, str]:
     return bad
 
 
+# name -> (table, its cast): the last demux's trades/quotes, cast while looking for poison
+_LAST_CAST: dict[str, tuple[pa.Table | None, pa.Table | None]] = {}
+
+
 def cast_prices(table: pa.Table, name: str) -> pa.Table:
     """Cast the wire-string price/size columns of trades/quotes to decimal128(38, 18)."""
+    source, cast = _LAST_CAST.get(name, (None, None))
+    if source is table and cast is not None:
+        return cast  # the demux cast this very table already
     for col in _PRICE_COLUMNS[name]:
         idx = table.schema.get_field_index(col)
         table = table.set_column(idx, col, table.column(col).cast(DECIMAL))
