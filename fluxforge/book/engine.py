@@ -143,7 +143,7 @@ class BookOutput:
     # per applied message: (ts_recv, final_id, bid_px, bid_sz, ask_px, ask_sz); "" = empty
     # side. Built on first access of ``.tops`` (Python tuples cost more than the book itself).
     lazy_tops: Callable[[], list[Top]] | None = field(default=None, repr=False)
-    drift: pa.Table = field(default_factory=BOOK_DRIFT.empty_table)  # BOOK_DRIFT columns
+    drift: pa.Table = field(default_factory=lambda: _empty(BOOK_DRIFT))  # BOOK_DRIFT columns
 
     @property
     def tops(self) -> list[Top]:
@@ -223,6 +223,18 @@ def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLeve
             D.SideLevels(px[pick], sz[pick], lambda i, p=pick: sizes[lo + int(p[i])].as_py())
         )
     return out[0], out[1]
+
+
+_EMPTY: dict[pa.Schema, pa.Table] = {}
+
+
+def _empty(schema: pa.Schema) -> pa.Table:
+    """The empty table of `schema`, built once: Arrow tables are immutable, so every output
+    without rows shares it (a partial-depth stream applies one piece per snapshot message)."""
+    table = _EMPTY.get(schema)
+    if table is None:
+        table = _EMPTY[schema] = schema.empty_table()
+    return table
 
 
 def _strings_of(codes: np.ndarray, values: list[str]) -> pa.Array:
@@ -540,8 +552,8 @@ class BookEngine:
             )
         else:
             out = BookOutput(
-                deltas=BOOK_DELTAS.empty_table(),
-                snapshots=BOOK_SNAPSHOTS.empty_table(),
+                deltas=_empty(BOOK_DELTAS),
+                snapshots=_empty(BOOK_SNAPSHOTS),
                 gaps=self._gaps(batch, gap_meta, pending, segment),
                 stats=stats,
             )
@@ -711,7 +723,7 @@ class BookEngine:
     ) -> pa.Table:
         k = meta.shape[0]
         if k == 0:
-            return BOOK_SNAPSHOTS.empty_table()
+            return _empty(BOOK_SNAPSHOTS)
         d = self.depth
         msg = meta[:, 0]
         at = meta[:, 5]  # the clock: receive time and seq the row sorts by
@@ -746,6 +758,8 @@ class BookEngine:
     def _gaps(
         self, batch: BookBatch, meta: np.ndarray, pending: list[dict], segment: str
     ) -> pa.Table:
+        if not pending and not len(meta):
+            return _empty(GAP_LEDGER)
         rows = list(pending)
         for m, cause, ep, ts_from, expected, got, ts_to, evicted in meta.tolist():
             if cause == K.G_CHAIN_BREAK:
