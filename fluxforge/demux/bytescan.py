@@ -15,11 +15,13 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from fluxforge.wire.decimal import decimal_end
+from fluxforge.wire.decimal import decimal_end, plain_decimal
 from fluxforge.wire.shape import (
     F_ARRAY,
     F_OPEN,
+    V_ASKS_OBJ,
     V_BIDS,
+    V_BIDS_OBJ,
     V_BOOL,
     V_DEC,
     V_ENUM,
@@ -29,15 +31,18 @@ from fluxforge.wire.shape import (
     V_ISO,
     V_MS,
     V_MS_ANY,
+    V_NUM,
+    V_NUM_POS,
     V_OPT_DEC,
     V_POS,
     V_SCALAR,
+    V_SECONDS,
     V_SINT,
     V_STR,
     V_TEXT,
     pack_words,
 )
-from fluxforge.wire.times import TS_MAX_MS, TS_MIN_MS, days_from_civil, plausible_ns
+from fluxforge.wire.times import TS_MAX_MS, TS_MAX_S, TS_MIN_MS, days_from_civil, plausible_ns
 
 QUOTE = 34  # "
 BACKSLASH = 92  # backslash
@@ -479,6 +484,102 @@ def ms_any(buf, p, end):
     return v * 1_000_000, after
 
 
+@njit(cache=True)
+def seconds_ns(buf, s, e):
+    """common.seconds_to_ns ("1618678133.136361" -> ns, fraction cut at 9 digits) with its
+    plausibility range, or -1."""
+    whole = 0
+    k = s
+    while k < e and 48 <= buf[k] <= 57:
+        if k - s >= 10:
+            return -1
+        whole = whole * 10 + (buf[k] - 48)
+        k += 1
+    if k == s:
+        return -1
+    frac = 0
+    n_frac = 0
+    if k < e:
+        if buf[k] != 46:
+            return -1
+        k += 1
+        if k == e:
+            return -1
+        while k < e:
+            c = buf[k]
+            if c < 48 or c > 57:
+                return -1
+            if n_frac < 9:
+                frac = frac * 10 + (c - 48)
+                n_frac += 1
+            k += 1
+    for _ in range(9 - n_frac):
+        frac *= 10
+    if whole > TS_MAX_S:  # (and no int64 overflow below)
+        return -1
+    ns = whole * 1_000_000_000 + frac
+    return ns if plausible_ns(ns) else -1
+
+
+@njit(cache=True)
+def number_dec_end(buf, p, end, positive):
+    """A decimal sent as a JSON number (Kraken v2) at p: the position after it when its text
+    is a plain decimal (> 0 when `positive`) and the whole JSON number, else -1. A string
+    holding a plain decimal is accepted too (then: the position after its closing quote)."""
+    if p < end and buf[p] == QUOTE:
+        q = decimal_end(buf, p, end, positive)
+        return -1 if q < 0 else q + 1
+    k = p
+    while k < end and (48 <= buf[k] <= 57 or buf[k] == DOT):
+        k += 1
+    if k == p or not plain_decimal(buf, p, k, positive) or number_end(buf, p, end) != k:
+        return -1
+    return k
+
+
+@njit(cache=True)
+def object_levels_scan(buf, p, end, row, side, lv, n_lv, k_px, k_qty):
+    """[{"price": num, "qty": num}, ...] at p (each key once, no other): level rows of
+    `side` -> lv. Returns (position after, n_lv, lv) or (-1, ...)."""
+    if p >= end or buf[p] != LBRACKET:
+        return -1, n_lv, lv
+    p = ws(buf, p + 1, end)
+    if p < end and buf[p] == RBRACKET:
+        return p + 1, n_lv, lv
+    while True:
+        if p >= end or buf[p] != LBRACE:
+            return -1, n_lv, lv
+        p = ws(buf, p + 1, end)
+        px0 = px1 = sz0 = sz1 = -1
+        while True:
+            ks, ke, p = key_at(buf, p, end)
+            if p < 0:
+                return -1, n_lv, lv
+            if eq(buf, ks, ke, k_px) and px0 < 0:
+                q = number_dec_end(buf, p, end, True)
+                px0, px1 = (p + 1, q - 1) if buf[p] == QUOTE else (p, q)
+            elif eq(buf, ks, ke, k_qty) and sz0 < 0:
+                q = number_dec_end(buf, p, end, False)
+                sz0, sz1 = (p + 1, q - 1) if buf[p] == QUOTE else (p, q)
+            else:
+                return -1, n_lv, lv
+            if q < 0:
+                return -1, n_lv, lv
+            p, done = next_key(buf, q, end)
+            if p < 0:
+                return -1, n_lv, lv
+            if done:
+                break
+        if px0 < 0 or sz0 < 0:
+            return -1, n_lv, lv
+        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
+        p, done = next_item(buf, p, end)
+        if p < 0:
+            return -1, n_lv, lv
+        if done:
+            return p, n_lv, lv
+
+
 # ---------------------------------------------------------------- declared flat objects
 # A venue event that is one JSON object of scalar fields (and level lists) is declared once as
 # an ``ObjectShape`` (fluxforge.wire.shape): per key, what its value must be and which output
@@ -487,6 +588,8 @@ def ms_any(buf, p, end):
 _TRUE = np.frombuffer(b"true", np.uint8).copy()
 _FALSE = np.frombuffer(b"false", np.uint8).copy()
 _NULL = np.frombuffer(b"null", np.uint8).copy()
+_PRICE = np.frombuffer(b"price", np.uint8).copy()
+_QTY = np.frombuffer(b"qty", np.uint8).copy()
 
 
 @njit(cache=True)
@@ -663,6 +766,33 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             p = q + 1
         elif kind == V_SCALAR:
             p = scalar_end(buf, p, end)
+            if p < 0:
+                return -1, seen, lv, n_lv
+        elif kind == V_NUM or kind == V_NUM_POS:  # noqa: SIM109 (numba)
+            q = lit(buf, p, end, _NULL) if kind == V_NUM else -1
+            if q >= 0:
+                p = q  # null: no value
+            else:
+                q = number_dec_end(buf, p, end, kind == V_NUM_POS)
+                if q < 0:
+                    return -1, seen, lv, n_lv
+                if col >= 0:
+                    quoted = buf[p] == QUOTE
+                    out[col], out[col + 1] = (p + 1, q - 1) if quoted else (p, q)
+                p = q
+        elif kind == V_SECONDS:
+            q = str_end(buf, p, end)
+            if q < 0:
+                return -1, seen, lv, n_lv
+            v = seconds_ns(buf, p + 1, q)
+            if v < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
+            p = q + 1
+        elif kind == V_BIDS_OBJ or kind == V_ASKS_OBJ:  # noqa: SIM109 (numba)
+            side = 0 if kind == V_BIDS_OBJ else 1
+            p, n_lv, lv = object_levels_scan(buf, p, end, row, side, lv, n_lv, _PRICE, _QTY)
             if p < 0:
                 return -1, seen, lv, n_lv
         elif kind == V_BOOL:

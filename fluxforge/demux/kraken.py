@@ -20,6 +20,7 @@ with no levels must be a snapshot; depth from the channel name.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
@@ -31,64 +32,48 @@ from fluxforge.demux.bytescan import (
     RBRACKET,
     add_level,
     envelope,
+    eq,
+    eq_word,
+    flat_object,
     grow,
     key_at,
     lit,
     next_item,
     next_key,
     read_int,
+    seconds_ns,
     spans,
     str_end,
     ws,
 )
 from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
 from fluxforge.demux.registry import Scanner, ScanResult, register
+from fluxforge.demux.rows import (
+    R_AUX,
+    R_COLS,
+    R_EVT,
+    R_ID,
+    R_KIND,
+    R_LINE,
+    R_SEQ,
+    R_SYM,
+    R_TS,
+    R_TYPE,
+    ROW_LAYOUT,
+    quotes_table,
+    symbols_of,
+    text,
+    trades_table,
+)
 from fluxforge.events import CHECKSUM_KRAKEN, NormalizeError
 from fluxforge.venues import kraken
 from fluxforge.wire.decimal import plain_decimal
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
-from fluxforge.wire.times import TS_MAX_S, plausible_ns
+from fluxforge.wire.shape import pack_words
 
 _EX = scan_ex("kraken")
 _BOOK = as_bytes(kraken.BOOK_CHANNEL_PREFIX.encode())
 _MSG_COLS = 11  # line, ts, seq, snapshot, ts_event, pair s/e, channel s/e, checksum, depth
-
-
-@njit(cache=True)
-def _seconds_ns(buf, s, e):
-    """common.seconds_to_ns ("1618678133.136361" -> ns, fraction cut at 9 digits) with its
-    plausibility range, or -1."""
-    whole = 0
-    k = s
-    while k < e and 48 <= buf[k] <= 57:
-        if k - s >= 10:
-            return -1
-        whole = whole * 10 + (buf[k] - 48)
-        k += 1
-    if k == s:
-        return -1
-    frac = 0
-    n_frac = 0
-    if k < e:
-        if buf[k] != 46:
-            return -1
-        k += 1
-        if k == e:
-            return -1
-        while k < e:
-            c = buf[k]
-            if c < 48 or c > 57:
-                return -1
-            if n_frac < 9:
-                frac = frac * 10 + (c - 48)
-                n_frac += 1
-            k += 1
-    for _ in range(9 - n_frac):
-        frac *= 10
-    if whole > TS_MAX_S:  # (and no int64 overflow below)
-        return -1
-    ns = whole * 1_000_000_000 + frac
-    return ns if plausible_ns(ns) else -1
 
 
 @njit(cache=True)
@@ -116,7 +101,7 @@ def _levels(buf, p, end, row, side, lv, n_lv):
             elif k == 1:
                 sz0, sz1 = p + 1, q
             elif k == 2:
-                t = _seconds_ns(buf, p + 1, q)
+                t = seconds_ns(buf, p + 1, q)
                 if t < 0:
                     return -1, n_lv, lv, 0
                 if t > latest:
@@ -366,4 +351,295 @@ def fast_kraken_books(
     return ScanResult(ok, books=out)
 
 
-SCANNER = register(Scanner("kraken", ("kraken",), fast_kraken_books))
+# ---------------------------------------------------------------- v1 trades, websocket v2
+_TRADE_WORD = as_bytes(kraken.TRADE_CHANNEL.encode())
+_TRADE = kraken.TRADE.args_for(ROW_LAYOUT)
+_TRADE_SIDES = tuple(kraken.TRADE_SIDES[w] for w in kraken.TRADE.words[3])
+_V2_BOOK, _V2_TRADE, _V2_TICKER = 0, 1, 2
+_V2_CHANNELS = pack_words([kraken.V2_BOOK_CHANNEL, "trade", "ticker", "heartbeat"])
+_V2_HEARTBEAT = 3
+_R_CK = R_ID  # a v2 book row keeps its checksum where a trade row has its id
+_BOOK_LAYOUT = {**ROW_LAYOUT, "bids": -1, "asks": -1, "checksum": _R_CK}
+_V2_ARGS = (
+    kraken.V2_BOOK.args_for(_BOOK_LAYOUT),
+    kraken.V2_TRADE.args_for(ROW_LAYOUT),
+    kraken.V2_TICKER.args_for(ROW_LAYOUT),
+)
+_V2_WORDS = tuple(as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot", b"update"))
+
+
+@njit(cache=True)
+def _scan_v1_trades(buf, starts, ends, todo, head, src, exk, kind, shape, channel):
+    """v1 trade lines ``[id, [[row], ...], "trade", "PAIR"]``: one row per trade (declaration
+    `shape`), the pair's span in R_AUX."""
+    rows = np.empty((256, R_COLS), np.int64)
+    n_rows = 0
+    no_lv = np.empty((1, 6), np.int64)
+    for i in range(len(starts)):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACKET)
+        if p < 0:
+            continue
+        _cid, p = read_int(buf, p, end)
+        if p < 0:
+            continue
+        p = ws(buf, p, end)
+        if p >= end or buf[p] != COMMA:
+            continue
+        p = ws(buf, p + 1, end)
+        if p >= end or buf[p] != LBRACKET:
+            continue
+        p = ws(buf, p + 1, end)
+        mark = n_rows
+        while True:  # one trade row (an empty list: the per-line path)
+            if p >= end or buf[p] != LBRACKET:
+                p = -1
+                break
+            rows = grow(rows, n_rows)
+            out = rows[n_rows]
+            out[:] = -1
+            out[R_LINE], out[R_TS], out[R_SEQ] = i, ts, seq
+            p, _s, _a, _b = flat_object(buf, p, end, shape, out, 0, no_lv, 0)
+            if p < 0:
+                break
+            n_rows += 1
+            p, done = next_item(buf, p, end)
+            if p < 0 or done:
+                break
+        if p >= 0:
+            p = ws(buf, p, end)
+            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
+        if p >= 0:
+            q = str_end(buf, p, end)
+            p = ws(buf, q + 1, end) if q >= 0 and eq(buf, p + 1, q, channel) else -1
+        if p >= 0:
+            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
+        pair_s = pair_e = -1
+        if p >= 0:
+            q = str_end(buf, p, end)
+            pair_s, pair_e = p + 1, q
+            p = ws(buf, q + 1, end) if q >= 0 else -1
+        if p >= 0:
+            p = ws(buf, p + 1, end) if p < end and buf[p] == RBRACKET else -1
+        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
+            n_rows = mark
+            continue
+        for r in range(mark, n_rows):
+            rows[r, R_AUX], rows[r, R_AUX + 1] = pair_s, pair_e
+    return rows[:n_rows]
+
+
+@njit(cache=True)
+def _scan_v2(buf, starts, ends, todo, head, src, exk, kind, words, ch_flat, ch_off, decl, cap):
+    """Websocket v2 lines ``{"channel", "type", "data": [items]}`` ("channel" before "data"):
+    book, trade and ticker items -> one row each (R_KIND: the channel; R_TYPE: 1 snapshot,
+    2 update), book levels -> lv; bare heartbeats -> `control`."""
+    book, trade, ticker = decl
+    k_channel, k_type, k_data, v_snap, v_update = words[0], words[1], words[2], words[3], words[4]
+    n = len(starts)
+    control = np.zeros(n, np.bool_)
+    rows = np.empty((256, R_COLS), np.int64)
+    n_rows = 0
+    lv = np.empty((cap, 6), np.int64)
+    n_lv = 0
+    for i in range(n):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACE)
+        if p < 0:
+            continue
+        mark_rows, mark_lv = n_rows, n_lv
+        ch = -1
+        typ = 0
+        seen = 0
+        while True:
+            ks, ke, p = key_at(buf, p, end)
+            if p < 0:
+                break
+            if eq(buf, ks, ke, k_channel) and not seen & 1:
+                seen |= 1
+                q = str_end(buf, p, end)
+                if q < 0:
+                    p = -1
+                    break
+                for c in range(len(ch_off) - 1):
+                    if eq_word(buf, p + 1, q, ch_flat, ch_off, c):
+                        ch = c
+                        break
+                if ch < 0:
+                    p = -1
+                    break
+                p = q + 1
+            elif eq(buf, ks, ke, k_type) and not seen & 2:
+                seen |= 2
+                q = str_end(buf, p, end)
+                if q >= 0 and eq(buf, p + 1, q, v_snap):
+                    typ = 1
+                elif q >= 0 and eq(buf, p + 1, q, v_update):
+                    typ = 2
+                else:
+                    p = -1
+                    break
+                p = q + 1
+            elif eq(buf, ks, ke, k_data) and not seen & 4 and seen & 1 and ch < _V2_HEARTBEAT:
+                seen |= 4
+                if p >= end or buf[p] != LBRACKET:
+                    p = -1
+                    break
+                p = ws(buf, p + 1, end)
+                while True:  # one item (an empty list: the per-line path)
+                    if p >= end or buf[p] != LBRACE:
+                        p = -1
+                        break
+                    rows = grow(rows, n_rows)
+                    out = rows[n_rows]
+                    out[:] = -1
+                    out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts
+                    out[R_KIND] = ch
+                    if ch == _V2_BOOK:
+                        p, _s, lv, n_lv = flat_object(buf, p, end, book, out, n_rows, lv, n_lv)
+                    elif ch == _V2_TRADE:
+                        p, _s, lv, n_lv = flat_object(buf, p, end, trade, out, n_rows, lv, n_lv)
+                    else:
+                        p, _s, lv, n_lv = flat_object(buf, p, end, ticker, out, n_rows, lv, n_lv)
+                    if p < 0:
+                        break
+                    n_rows += 1
+                    p, done = next_item(buf, p, end)
+                    if p < 0 or done:
+                        break
+                if p < 0:
+                    break
+            else:
+                p = -1
+                break
+            p, done = next_key(buf, p, end)
+            if p < 0 or done:
+                break
+        if p >= 0:
+            p = ws(buf, p, end)
+        good = p >= 0 and p < end and buf[p] == RBRACE and p + 1 == end
+        if good and ch == _V2_HEARTBEAT and seen == 1:
+            control[i] = True
+            continue
+        if not good or seen != 7:
+            n_rows, n_lv = mark_rows, mark_lv
+            continue
+        for r in range(mark_rows, n_rows):
+            rows[r, R_TYPE] = typ
+    return rows[:n_rows], lv[:n_lv], control
+
+
+def fast_kraken_rows(
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    v1_books: dict[tuple[str, str], FastBook],
+) -> ScanResult:
+    """v1 trade lines and websocket v2 lines among the `todo` lines -> trade and quote rows,
+    v2 books as FastBooks (symbols without a v1 book in `v1_books`), heartbeats as control;
+    every other line is left to the per-line path."""
+    n = len(starts)
+    out = ScanResult(np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+    if n == 0 or not todo.any():
+        return out
+    trades = _scan_v1_trades(
+        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, _TRADE, _TRADE_WORD
+    )
+    if len(trades):
+        good, codes, symbols, raws = symbols_of(text(buf, trades, R_AUX), kraken.symbol_of)
+        _take_rows(trades, good, out)
+        keep = out.taken[trades[:, R_LINE]]
+        trades, codes = trades[keep], codes[keep]
+        take = pa.array(codes, pa.int64())
+        table = trades_table("kraken", buf, trades, symbols.take(take), raws.take(take),
+                             _TRADE_SIDES)  # fmt: skip
+        out.trades.append((trades[:, R_LINE].copy(), table))
+    todo = todo & ~out.taken
+    rows, lv, control = _scan_v2(
+        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, _V2_WORDS, *_V2_CHANNELS,
+        _V2_ARGS, 4096 + len(buf) // 512,
+    )  # fmt: skip
+    out.control |= control
+    if not len(rows):
+        return out
+    good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), kraken.symbol_of)
+    kind = rows[:, R_KIND]
+    is_book = kind == _V2_BOOK
+    # the kernel's rule: an unsigned 32-bit checksum (the per-line path gives the reason)
+    good &= ~is_book | (rows[:, _R_CK] <= kraken.CHECKSUM_MAX)
+    sym_list = symbols.to_pylist()
+    taken_v1 = {sym for _ex, sym in v1_books}
+    book_ok = np.array([s not in taken_v1 for s in sym_list] + [False], dtype=bool)[codes]
+    good &= ~is_book | book_ok
+    good &= ~is_book | one_code_per_symbol(codes, is_book & good, sym_list)
+    v2_taken = _take_rows(rows, good, ScanResult(np.zeros(n, dtype=bool)))
+    keep = v2_taken[rows[:, R_LINE]]
+    out.taken |= v2_taken
+    for k in (_V2_TRADE, _V2_TICKER):
+        sel = np.flatnonzero(keep & (kind == k))
+        if not len(sel):
+            continue
+        r = rows[sel]
+        take = pa.array(codes[sel], pa.int64())
+        if k == _V2_TRADE:
+            sides = kraken.V2_TRADE.words[1]
+            table = trades_table("kraken", buf, r, symbols.take(take), raws.take(take), sides)
+            out.trades.append((r[:, R_LINE].copy(), table))
+        else:
+            table = quotes_table("kraken", buf, r, symbols.take(take), raws.take(take))
+            out.quotes.append((r[:, R_LINE].copy(), table))
+    book_rows = keep & is_book
+    if book_rows.any():
+        levels = LevelColumns(buf, lv, book_rows, len(rows))
+        raw_list = raws.to_pylist()
+        for c in sorted(np.unique(codes[book_rows]).tolist()):
+            sel = np.flatnonzero(book_rows & (codes == c))
+            sym = sym_list[c]
+            out.books[("kraken", sym)] = FastBook(
+                exchange="kraken",
+                symbol=sym,
+                venue_symbol=raw_list[c],
+                channel=kraken.V2_BOOK_CHANNEL,
+                line=rows[sel, R_LINE] + 1,
+                ts_event=rows[sel, R_EVT],
+                ts_recv=rows[sel, R_TS],
+                seq=rows[sel, R_SEQ],
+                is_snapshot=rows[sel, R_TYPE] == 1,
+                final_id=np.full(len(sel), -1, np.int64),
+                checksum=rows[sel, _R_CK],
+                has_checksum=np.ones(len(sel), dtype=bool),
+                checksum_kind=CHECKSUM_KRAKEN,
+                depth=0,
+                **levels.of(sel),
+            )
+    return out
+
+
+def _take_rows(rows: np.ndarray, good: np.ndarray, out: ScanResult) -> np.ndarray:
+    """Mark in `out.taken` the lines whose rows are all `good` (a line is taken whole)."""
+    line = rows[:, R_LINE]
+    out.taken[line] = True
+    out.taken[line[~good]] = False
+    return out.taken
+
+
+def scan_kraken(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> ScanResult:
+    """v1 book lines (``fast_kraken_books``), then v1 trades and the websocket v2 lines."""
+    out = fast_kraken_books(buf, starts, ends, todo)
+    rows = fast_kraken_rows(buf, starts, ends, todo & ~out.taken, out.books)
+    out.taken |= rows.taken
+    out.control = rows.control
+    out.books.update(rows.books)
+    out.trades.extend(rows.trades)
+    out.quotes.extend(rows.quotes)
+    return out
+
+
+SCANNER = register(Scanner("kraken", ("kraken",), scan_kraken))

@@ -442,6 +442,8 @@ def _value(kind: int, value: Any, words: tuple[str, ...], what: str) -> Any:
         return positive(value, what)
     if kind in (shape.V_BIDS_OBJ, shape.V_ASKS_OBJ):
         return object_levels(value, what)
+    if kind == shape.V_SECONDS:
+        return seconds_to_ns(value, what)
     if kind == shape.V_ID:
         return _id_text(value, what)
     if kind == shape.V_ISO:

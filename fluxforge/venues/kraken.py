@@ -56,7 +56,6 @@ from fluxforge.venues.common import (
     join_symbol,
     levels,
     opt_dec,
-    positive,
     read_fields,
     seconds_to_ns,
     venue_symbol,
@@ -70,6 +69,8 @@ from fluxforge.wire.shape import (
     V_ISO,
     V_NUM,
     V_NUM_POS,
+    V_POS,
+    V_SECONDS,
     V_STR,
     ObjectShape,
 )
@@ -77,7 +78,7 @@ from fluxforge.wire.shape import (
 EXCHANGES = ("kraken",)
 
 _CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "subscriptionStatus", "pong", "ping"})
-_SIDES = {"b": "buy", "s": "sell"}
+TRADE_SIDES = {"b": "buy", "s": "sell"}
 BOOK_CHANNEL_PREFIX = "book-"  # book-<depth>: the per-line path and fluxforge.demux.kraken
 
 
@@ -124,7 +125,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     payloads = d[1:-2]
     if channel.startswith(BOOK_CHANNEL_PREFIX):
         return _book(env, channel, symbol, raw, payloads, sink)
-    if channel == "trade":
+    if channel == TRADE_CHANNEL:
         return _trades(env, symbol, raw, payloads, sink)
     if channel == "ticker":
         return _ticker(env, symbol, raw, payloads, sink)
@@ -194,27 +195,32 @@ def _book(
     return "data"
 
 
+# A v1 trade row, declared once: the per-line path reads it with ``read_fields``, the byte
+# scanner (fluxforge.demux.kraken) with the same declaration.
+TRADE = ObjectShape(
+    ("price", V_POS, "price"),
+    ("volume", V_POS, "size"),
+    ("time", V_SECONDS, "ts_event"),
+    ("side", V_ENUM, "side", tuple(TRADE_SIDES)),  # the taker side: b/s
+    ("ordertype", V_STR, None),
+    ("misc", V_STR, None),
+    required=("price", "volume", "time", "side"),
+    array=True,
+)
+TRADE_CHANNEL = "trade"
+
+
 def _trades(env: Envelope, symbol: str, raw: str, payloads: list, sink: EventSink) -> str:
     if len(payloads) != 1:
         raise NormalizeError(f"kraken trade: expected one list of trades, got {len(payloads)}")
-    rows = []
-    for i, t in enumerate(as_list(payloads[0], "trade")):
-        w = f"trade[{i}]"
-        if not isinstance(t, list) or len(t) < 4:
-            raise NormalizeError(f"{w}: expected [price, volume, time, side, ...], got {t!r:.60}")
-        side = _SIDES.get(t[3])
-        if side is None:
-            raise NormalizeError(f"{w}.side={str(t[3])[:10]!r}: not b/s")
-        rows.append(
-            (
-                seconds_to_ns(t[2], f"{w}.time"),
-                positive(t[0], f"{w}.price"),
-                positive(t[1], f"{w}.volume"),
-                side,
-            )
-        )
-    for ts_event, price, size, side in rows:
-        sink.trade(env.ex, symbol, raw, ts_event, env.ts, "", price, size, side, env.seq)
+    rows = [
+        read_fields(TRADE, t, f"trade[{i}]") for i, t in enumerate(as_list(payloads[0], "trade"))
+    ]
+    for f in rows:
+        sink.trade(
+            env.ex, symbol, raw, f["ts_event"], env.ts, "", f["price"], f["size"],
+            TRADE_SIDES[f["side"]], env.seq,
+        )  # fmt: skip
     return "data"
 
 

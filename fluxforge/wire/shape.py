@@ -50,6 +50,7 @@ V_NUM = 17  # plain decimal number or string, or null for "no value": span
 V_NUM_POS = 18  # plain decimal number or string > 0: span
 V_BIDS_OBJ = 19  # level list [{"price": num, "qty": num}, ...] -> bid rows of lv
 V_ASKS_OBJ = 20  # the same -> ask rows of lv
+V_SECONDS = 21  # epoch seconds as a decimal string ("1618678133.136361"), plausible: ns
 
 KIND_NAMES = {
     V_INT: "a non-negative integer",
@@ -73,6 +74,7 @@ KIND_NAMES = {
     V_NUM_POS: "a decimal > 0",
     V_BIDS_OBJ: "a level list",
     V_ASKS_OBJ: "a level list",
+    V_SECONDS: "epoch seconds",
 }
 
 SPAN_KINDS = frozenset({V_INT_SPAN, V_STR, V_DEC, V_POS, V_OPT_DEC, V_ID, V_TEXT, V_NUM, V_NUM_POS})

@@ -181,6 +181,7 @@ def test_kraken_v2_fast_path_equals_per_line_path(v2, monkeypatch: pytest.Monkey
     data, _ = v2
     fast, slow = both_paths(data, monkeypatch, SEG)
     assert_same(fast, slow)
+    assert fast.per_line == 2  # the subscribe ack and the status line; the rest: scanners
 
 
 @pytest.mark.parametrize(
