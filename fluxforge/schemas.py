@@ -387,8 +387,9 @@ def _holds(data: pyarrow.Table, plan: _Plan) -> bool:
         return False
     if not data.num_rows or not plan.rules:
         return True
-    # only the checked columns cross into polars (a string column without rules costs nothing)
-    frame = pl.from_arrow(data.select(list(plan.checked)), rechunk=False)
+    # only the checked columns cross into polars (a string column without rules costs nothing),
+    # as one chunk each (a part per snapshot piece would make thousands)
+    frame = pl.from_arrow(data.select(list(plan.checked)).combine_chunks())
     assert isinstance(frame, pl.DataFrame)
     return all(frame.select(list(plan.rules)).row(0))
 
