@@ -30,6 +30,7 @@ from fluxforge.demux.bytescan import (
     envelope,
     eq,
     eq_word,
+    flat_object,
     grow,
     iso_ns,
     iso_raw,
@@ -46,8 +47,13 @@ from fluxforge.demux.bytescan import (
 from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
 from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.demux.rows import (
+    R_COLS,
+    R_EVT,
+    R_KIND,
     R_LINE,
+    R_SEQ,
     R_SYM,
+    R_TS,
     ROW_LAYOUT,
     payload_rows,
     quotes_table,
@@ -58,7 +64,8 @@ from fluxforge.demux.rows import (
 from fluxforge.events import NormalizeError
 from fluxforge.venues import coinbase
 from fluxforge.wire.decimal import plain_decimal
-from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, scan_ex
+from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
+from fluxforge.wire.shape import pack_words
 from fluxforge.wire.times import plausible_ns
 
 FAST_CHANNEL = coinbase.BOOK_CHANNEL
@@ -522,15 +529,193 @@ def fast_coinbase_rows(
     return out
 
 
+_AT_WORDS = tuple(
+    as_bytes(w)
+    for w in (b"channel", b"client_id", b"timestamp", b"sequence_num", b"events", b"type",
+              b"trades", b"tickers")
+)  # fmt: skip
+_AT_CHANNELS = pack_words([coinbase.AT_TRADES_CHANNEL, *coinbase.AT_TICKER_CHANNELS])
+_AT_TRADE = coinbase.AT_TRADE.args_for(ROW_LAYOUT)
+_AT_TICKER = coinbase.AT_TICKER.args_for(ROW_LAYOUT)
+_AT_SIDES = tuple(coinbase.at_trade_side(w) for w in coinbase.AT_TRADE_SIDES)
+
+
+@njit(cache=True)
+def _scan_at_rows(buf, starts, ends, todo, head, src, exk, kind, words, ch_flat, ch_off, shapes):
+    """Advanced Trade market_trades / ticker / ticker_batch lines ({"channel" first, then
+    "client_id", "timestamp", "sequence_num", "events": [{"type", "trades"|"tickers": [..]}]})
+    -> one row per trade / ticker item (R_KIND: 0 trades, 1 tickers; a ticker's time is the
+    message timestamp)."""
+    trade, ticker = shapes
+    k_channel, k_client, k_stamp, k_seqnum, k_events = (
+        words[0],
+        words[1],
+        words[2],
+        words[3],
+        words[4],
+    )
+    k_type, k_trades, k_tickers = words[5], words[6], words[7]
+    rows = np.empty((256, R_COLS), np.int64)
+    n_rows = 0
+    no_lv = np.empty((1, 6), np.int64)
+    for i in range(len(starts)):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACE)
+        if p < 0:
+            continue
+        mark = n_rows
+        ch = -1
+        ts_msg = -1
+        seen = 0
+        k_items = k_trades
+        while True:
+            ks, ke, p = key_at(buf, p, end)
+            if p < 0:
+                break
+            if eq(buf, ks, ke, k_channel) and seen == 0:
+                seen |= 1
+                q = str_end(buf, p, end)
+                for c in range(len(ch_off) - 1):
+                    if q >= 0 and eq_word(buf, p + 1, q, ch_flat, ch_off, c):
+                        ch = min(c, 1)
+                        break
+                p = q + 1 if ch >= 0 else -1
+            elif eq(buf, ks, ke, k_client) and not seen & 2:
+                seen |= 2
+                q = str_end(buf, p, end)
+                p = q + 1 if q >= 0 else -1
+            elif eq(buf, ks, ke, k_stamp) and not seen & 4:
+                seen |= 4
+                q = str_end(buf, p, end)
+                ts_msg = iso_ns(buf, p + 1, q) if q >= 0 else -1
+                p = q + 1 if ts_msg >= 0 else -1
+            elif eq(buf, ks, ke, k_seqnum) and not seen & 8:
+                seen |= 8
+                _v, p = read_int(buf, p, end)
+            elif eq(buf, ks, ke, k_events) and not seen & 16 and seen & 1:
+                seen |= 16
+                k_items = k_trades if ch == 0 else k_tickers
+                p = ws(buf, p + 1, end) if p < end and buf[p] == LBRACKET else -1
+                while p >= 0:  # one event (an empty list: the per-line path)
+                    if p >= end or buf[p] != LBRACE:
+                        p = -1
+                        break
+                    p = ws(buf, p + 1, end)
+                    ev_seen = 0
+                    while True:
+                        ks, ke, p = key_at(buf, p, end)
+                        if p < 0:
+                            break
+                        if eq(buf, ks, ke, k_type) and not ev_seen & 1:
+                            ev_seen |= 1
+                            q = str_end(buf, p, end)
+                            p = q + 1 if q >= 0 else -1
+                        elif not ev_seen & 2 and eq(buf, ks, ke, k_items):
+                            ev_seen |= 2
+                            p = ws(buf, p + 1, end) if p < end and buf[p] == LBRACKET else -1
+                            while p >= 0:  # one item (an empty list: the per-line path)
+                                if p >= end or buf[p] != LBRACE:
+                                    p = -1
+                                    break
+                                rows = grow(rows, n_rows)
+                                out = rows[n_rows]
+                                out[:] = -1
+                                out[R_LINE], out[R_TS], out[R_SEQ], out[R_KIND] = i, ts, seq, ch
+                                if ch == 0:
+                                    p, _s, _a, _b = flat_object(
+                                        buf, p, end, trade, out, 0, no_lv, 0
+                                    )
+                                else:
+                                    p, _s, _a, _b = flat_object(
+                                        buf, p, end, ticker, out, 0, no_lv, 0
+                                    )
+                                if p < 0:
+                                    break
+                                n_rows += 1
+                                p, done = next_item(buf, p, end)
+                                if p < 0 or done:
+                                    break
+                        else:
+                            p = -1
+                        if p < 0:
+                            break
+                        p, done = next_key(buf, p, end)
+                        if p < 0 or done:
+                            break
+                    if p < 0 or not ev_seen & 2:
+                        p = -1
+                        break
+                    p, done = next_item(buf, p, end)
+                    if p < 0 or done:
+                        break
+            else:
+                p = -1
+            if p < 0:
+                break
+            p, done = next_key(buf, p, end)
+            if p < 0 or done:
+                break
+        if p >= 0:
+            p = ws(buf, p, end)
+        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end or (seen & 21) != 21:
+            n_rows = mark
+            continue
+        if ch == 1:
+            for r in range(mark, n_rows):
+                rows[r, R_EVT] = ts_msg
+    return rows[:n_rows]
+
+
+def fast_coinbase_at_rows(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+) -> ScanResult:
+    """Advanced Trade market_trades and ticker lines among the `todo` lines -> trade and quote
+    rows as columns (read by ``coinbase.AT_TRADE`` / ``coinbase.AT_TICKER``)."""
+    n = len(starts)
+    out = ScanResult(np.zeros(n, dtype=bool))
+    if n == 0 or not todo.any():
+        return out
+    rows = _scan_at_rows(
+        buf, starts, ends, todo, _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND, _AT_WORDS,
+        *_AT_CHANNELS, (_AT_TRADE, _AT_TICKER),
+    )  # fmt: skip
+    if not len(rows):
+        return out
+    good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), coinbase.symbol_of)
+    line = rows[:, R_LINE]
+    out.taken[line] = True
+    out.taken[line[~good]] = False  # a line is taken whole or not at all
+    keep = out.taken[line]
+    for k in (0, 1):
+        sel = np.flatnonzero(keep & (rows[:, R_KIND] == k))
+        if not len(sel):
+            continue
+        if k == 0:  # a batch in trade-time order (stable), as the per-line path stores it
+            sel = sel[np.lexsort((rows[sel, R_EVT], rows[sel, R_LINE]))]
+        r = rows[sel]
+        take = pa.array(codes[sel], pa.int64())
+        if k == 0:
+            table = trades_table("coinbase", buf, r, symbols.take(take), raws.take(take), _AT_SIDES)
+            out.trades.append((r[:, R_LINE].copy(), table))
+        else:
+            table = quotes_table("coinbase", buf, r, symbols.take(take), raws.take(take))
+            out.quotes.append((r[:, R_LINE].copy(), table))
+    return out
+
+
 def scan_coinbase(
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
-    """Book lines (``fast_coinbase_books``), then trade and ticker lines."""
+    """Book lines (``fast_coinbase_books``), then the Exchange feed's trade and ticker lines,
+    then Advanced Trade's."""
     out = fast_coinbase_books(buf, starts, ends, todo)
-    rows = fast_coinbase_rows(buf, starts, ends, todo & ~out.taken)
-    out.taken |= rows.taken
-    out.trades.extend(rows.trades)
-    out.quotes.extend(rows.quotes)
+    for more in (fast_coinbase_rows, fast_coinbase_at_rows):
+        rows = more(buf, starts, ends, todo & ~out.taken)
+        out.taken |= rows.taken
+        out.trades.extend(rows.trades)
+        out.quotes.extend(rows.quotes)
     return out
 
 

@@ -64,7 +64,6 @@ from fluxforge.venues.common import (
     iso_to_ns,
     join_symbol,
     levels,
-    opt_dec,
     positive,
     read_fields,
     venue_symbol,
@@ -281,38 +280,53 @@ def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -
         sink.book(msg)
 
 
+# Advanced Trade market_trades trade and ticker items, declared once: the per-line path reads
+# them with ``read_fields``, the byte scanner (fluxforge.demux.coinbase) with the same
+# declarations.
+AT_TRADE_SIDES = ("BUY", "SELL", "buy", "sell")
+AT_TRADE = ObjectShape(
+    ("trade_id", V_ID, "trade_id"),
+    ("product_id", V_STR, "venue_symbol"),
+    ("price", V_POS, "price"),
+    ("size", V_POS, "size"),
+    ("side", V_ENUM, "side", AT_TRADE_SIDES),  # the taker side (AT_TRADE_SIDE_IS_MAKER)
+    ("time", V_ISO, "ts_event"),
+    required=("trade_id", "product_id", "price", "size", "side", "time"),
+    open=True,
+)
+AT_TICKER = ObjectShape(
+    ("product_id", V_STR, "venue_symbol"),
+    ("best_bid", V_OPT_DEC, "bid_px"),
+    ("best_bid_quantity", V_OPT_DEC, "bid_sz"),
+    ("best_ask", V_OPT_DEC, "ask_px"),
+    ("best_ask_quantity", V_OPT_DEC, "ask_sz"),
+    ("price", V_OPT_DEC, "last"),
+    required=("product_id",),
+    open=True,  # type, volume_24_h, low/high, price_percent_chg_24_h...: not read
+)
+
+
+def at_trade_side(word: str) -> str:
+    """The table's (taker) side of an Advanced Trade side word."""
+    side = word.lower()
+    return TAKER_SIDE_OF_MAKER[side] if AT_TRADE_SIDE_IS_MAKER else side
+
+
 def _at_trades(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
     rows = []
     for i, ev in enumerate(events):
         where = f"market_trades.events[{i}]"
         ev = as_dict(ev, where)
         for j, tr in enumerate(as_list(field(ev, "trades", where), f"{where}.trades")):
-            w = f"{where}.trades[{j}]"
-            tr = as_dict(tr, w)
-            symbol, raw = _product(tr, w)
-            side = str(field(tr, "side", w)).lower()
-            if side not in TAKER_SIDE_OF_MAKER:
-                raise NormalizeError(f"{w}.side={str(tr['side'])[:20]!r}: not BUY/SELL")
-            if AT_TRADE_SIDE_IS_MAKER:
-                side = TAKER_SIDE_OF_MAKER[side]
-            trade_id = field(tr, "trade_id", w)
-            if type(trade_id) is not str and type(trade_id) is not int:
-                raise NormalizeError(f"{w}.trade_id={trade_id!r}: expected an id")
-            rows.append(
-                (
-                    iso_to_ns(field(tr, "time", w), f"{w}.time"),
-                    symbol,
-                    raw,
-                    str(trade_id),
-                    positive(field(tr, "price", w), f"{w}.price"),
-                    positive(field(tr, "size", w), f"{w}.size"),
-                    side,
-                )
-            )
+            f = read_fields(AT_TRADE, tr, f"{where}.trades[{j}]")
+            rows.append((f["ts_event"], symbol_of(f["venue_symbol"]), f))
     # Coinbase lists a batch newest first: store it in trade-time order (stable)
     rows.sort(key=lambda r: r[0])
-    for ts_event, symbol, raw, trade_id, price, size, side in rows:
-        sink.trade(env.ex, symbol, raw, ts_event, env.ts, trade_id, price, size, side, env.seq)
+    for ts_event, symbol, f in rows:
+        sink.trade(
+            env.ex, symbol, f["venue_symbol"], ts_event, env.ts, f["trade_id"], f["price"],
+            f["size"], at_trade_side(f["side"]), env.seq,
+        )  # fmt: skip
 
 
 def _at_ticker(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
@@ -321,27 +335,20 @@ def _at_ticker(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSin
         where = f"ticker.events[{i}]"
         ev = as_dict(ev, where)
         for j, tk in enumerate(as_list(field(ev, "tickers", where), f"{where}.tickers")):
-            w = f"{where}.tickers[{j}]"
-            tk = as_dict(tk, w)
-            symbol, raw = _product(tk, w)
-            rows.append(
-                (
-                    symbol,
-                    raw,
-                    opt_dec(tk.get("best_bid"), f"{w}.best_bid"),
-                    opt_dec(tk.get("best_bid_quantity"), f"{w}.best_bid_quantity"),
-                    opt_dec(tk.get("best_ask"), f"{w}.best_ask"),
-                    opt_dec(tk.get("best_ask_quantity"), f"{w}.best_ask_quantity"),
-                    opt_dec(tk.get("price"), f"{w}.price"),
-                )
-            )
-    for symbol, raw, bp, bs, ap, az, last in rows:
-        sink.quote(env.ex, symbol, raw, ts_msg, env.ts, bp, bs, ap, az, last, env.seq)
+            f = read_fields(AT_TICKER, tk, f"{where}.tickers[{j}]")
+            rows.append((symbol_of(f["venue_symbol"]), f))
+    for symbol, f in rows:
+        sink.quote(
+            env.ex, symbol, f["venue_symbol"], ts_msg, env.ts, f.get("bid_px"), f.get("bid_sz"),
+            f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+        )  # fmt: skip
 
 
+AT_TRADES_CHANNEL = "market_trades"
+AT_TICKER_CHANNELS = ("ticker", "ticker_batch")
 _AT_HANDLERS: dict[str, Any] = {
     "l2_data": _at_l2,
-    "market_trades": _at_trades,
-    "ticker": _at_ticker,
-    "ticker_batch": _at_ticker,
+    AT_TRADES_CHANNEL: _at_trades,
+    AT_TICKER_CHANNELS[0]: _at_ticker,
+    AT_TICKER_CHANNELS[1]: _at_ticker,
 }

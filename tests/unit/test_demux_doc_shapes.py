@@ -10,10 +10,9 @@ from fluxforge.demux import demux_segment
 from tests.fixtures import doc_shapes
 from tests.unit.demux_compare import assert_same, both_paths
 
-# shapes with no scanner yet (Advanced Trade trades, Kraken v1 tickers): the per-line path
-# takes them, with the same result
+# shapes with no scanner yet (Kraken v1 tickers): the per-line path takes them, with the same
+# result
 PER_LINE_SHAPES = {
-    ("coinbase", '"channel":"market_trades"'),
     ("kraken", '"ticker","XBT/USD"'),
 }
 
