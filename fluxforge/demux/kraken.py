@@ -41,6 +41,7 @@ from fluxforge.demux.bytescan import (
     next_item,
     next_key,
     read_int,
+    scalar_end,
     seconds_ns,
     spans,
     str_end,
@@ -67,7 +68,7 @@ from fluxforge.demux.rows import (
 )
 from fluxforge.events import CHECKSUM_KRAKEN, NormalizeError
 from fluxforge.venues import kraken
-from fluxforge.wire.decimal import plain_decimal
+from fluxforge.wire.decimal import decimal_end, plain_decimal
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
 from fluxforge.wire.shape import pack_words
 
@@ -533,6 +534,120 @@ def _scan_v2(buf, starts, ends, todo, head, src, exk, kind, words, ch_flat, ch_o
     return rows[:n_rows], lv[:n_lv], control
 
 
+_TICKER_WORD = as_bytes(kraken.TICKER_CHANNEL.encode())
+_TICKER_KEYS = pack_words(kraken.TICKER_KEYS)
+
+
+def _ticker_columns() -> np.ndarray:
+    """TICKER_PARTS as a table: [key index, element] -> row column (-1: not read)."""
+    width = 1 + max(i for parts in kraken.TICKER_PARTS.values() for i in parts)
+    table = np.full((len(kraken.TICKER_KEYS), width), -1, np.int64)
+    for key, parts in kraken.TICKER_PARTS.items():
+        for idx, col in parts.items():
+            table[kraken.TICKER_KEYS.index(key), idx] = ROW_LAYOUT[col]
+    return table
+
+
+_TICKER_COLS = _ticker_columns()
+
+
+@njit(cache=True)
+def _ticker_payload(buf, p, end, k_flat, k_off, pos_col, out):
+    """The v1 ticker object at p ('{'): its documented keys, each once, each an array of
+    scalars; the elements of ``pos_col`` are plain decimal strings -> spans in `out`.
+    Returns the position after it, or -1."""
+    p = ws(buf, p + 1, end)
+    seen = 0
+    while True:
+        ks, ke, p = key_at(buf, p, end)
+        if p < 0:
+            return -1
+        f = -1
+        for k in range(len(k_off) - 1):
+            if eq_word(buf, ks, ke, k_flat, k_off, k):
+                f = k
+                break
+        if f < 0 or seen & (1 << f) or p >= end or buf[p] != LBRACKET:
+            return -1
+        seen |= 1 << f
+        need = 0  # elements this key must have
+        for j in range(pos_col.shape[1]):
+            if pos_col[f, j] >= 0:
+                need = j + 1
+        p = ws(buf, p + 1, end)
+        j = 0
+        while True:
+            col = pos_col[f, j] if j < pos_col.shape[1] else -1
+            if col >= 0:
+                q = decimal_end(buf, p, end, False)
+                if q < 0:
+                    return -1
+                out[col], out[col + 1] = p + 1, q
+                p = q + 1
+            else:
+                p = scalar_end(buf, p, end)
+                if p < 0:
+                    return -1
+            j += 1
+            p, done = next_item(buf, p, end)
+            if p < 0:
+                return -1
+            if done:
+                break
+        if j < need:
+            return -1
+        p, done = next_key(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            return p
+
+
+@njit(cache=True)
+def _scan_v1_tickers(buf, starts, ends, todo, head, src, exk, kind, k_flat, k_off, pos_col, word):
+    """v1 ticker lines ``[id, {..}, "ticker", "PAIR"]`` -> one quote row each (receive time),
+    the pair's span in R_AUX."""
+    rows = np.empty((256, R_COLS), np.int64)
+    n_rows = 0
+    for i in range(len(starts)):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACKET)
+        if p < 0:
+            continue
+        _cid, p = read_int(buf, p, end)
+        if p < 0:
+            continue
+        p = ws(buf, p, end)
+        p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
+        if p < 0 or p >= end or buf[p] != LBRACE:
+            continue
+        rows = grow(rows, n_rows)
+        out = rows[n_rows]
+        out[:] = -1
+        out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts
+        p = _ticker_payload(buf, p, end, k_flat, k_off, pos_col, out)
+        if p >= 0:
+            p = ws(buf, p, end)
+            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
+        if p >= 0:
+            q = str_end(buf, p, end)
+            p = ws(buf, q + 1, end) if q >= 0 and eq(buf, p + 1, q, word) else -1
+        if p >= 0:
+            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
+        if p >= 0:
+            q = str_end(buf, p, end)
+            out[R_AUX], out[R_AUX + 1] = p + 1, q
+            p = ws(buf, q + 1, end) if q >= 0 else -1
+        if p >= 0:
+            p = ws(buf, p + 1, end) if p < end and buf[p] == RBRACKET else -1
+        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
+            continue
+        n_rows += 1
+    return rows[:n_rows]
+
+
 def fast_kraken_rows(
     buf: np.ndarray,
     starts: np.ndarray,
@@ -540,9 +655,9 @@ def fast_kraken_rows(
     todo: np.ndarray,
     v1_books: dict[tuple[str, str], FastBook],
 ) -> ScanResult:
-    """v1 trade lines and websocket v2 lines among the `todo` lines -> trade and quote rows,
-    v2 books as FastBooks (symbols without a v1 book in `v1_books`), heartbeats as control;
-    every other line is left to the per-line path."""
+    """v1 trade and ticker lines and websocket v2 lines among the `todo` lines -> trade and
+    quote rows, v2 books as FastBooks (symbols without a v1 book in `v1_books`), heartbeats
+    as control; every other line is left to the per-line path."""
     n = len(starts)
     out = ScanResult(np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
     if n == 0 or not todo.any():
@@ -559,6 +674,18 @@ def fast_kraken_rows(
         table = trades_table("kraken", buf, trades, symbols.take(take), raws.take(take),
                              _TRADE_SIDES)  # fmt: skip
         out.trades.append((trades[:, R_LINE].copy(), table))
+    todo = todo & ~out.taken
+    tickers = _scan_v1_tickers(
+        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, *_TICKER_KEYS, _TICKER_COLS,
+        _TICKER_WORD,
+    )  # fmt: skip
+    if len(tickers):
+        good, codes, symbols, raws = symbols_of(text(buf, tickers, R_AUX), kraken.symbol_of)
+        tickers, codes = tickers[good], codes[good]
+        out.taken[tickers[:, R_LINE]] = True
+        take = pa.array(codes, pa.int64())
+        table = quotes_table("kraken", buf, tickers, symbols.take(take), raws.take(take))
+        out.quotes.append((tickers[:, R_LINE].copy(), table))
     todo = todo & ~out.taken
     rows, lv, control = _scan_v2(
         buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, _V2_WORDS, *_V2_CHANNELS,
@@ -631,7 +758,8 @@ def _take_rows(rows: np.ndarray, good: np.ndarray, out: ScanResult) -> np.ndarra
 def scan_kraken(
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
-    """v1 book lines (``fast_kraken_books``), then v1 trades and the websocket v2 lines."""
+    """v1 book lines (``fast_kraken_books``), then v1 trades and tickers and the websocket v2
+    lines."""
     out = fast_kraken_books(buf, starts, ends, todo)
     rows = fast_kraken_rows(buf, starts, ends, todo & ~out.taken, out.books)
     out.taken |= rows.taken

@@ -127,7 +127,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         return _book(env, channel, symbol, raw, payloads, sink)
     if channel == TRADE_CHANNEL:
         return _trades(env, symbol, raw, payloads, sink)
-    if channel == "ticker":
+    if channel == TICKER_CHANNEL:
         return _ticker(env, symbol, raw, payloads, sink)
     if channel == "spread":
         return _spread(env, symbol, raw, payloads, sink)
@@ -224,34 +224,33 @@ def _trades(env: Envelope, symbol: str, raw: str, payloads: list, sink: EventSin
     return "data"
 
 
+# The v1 ticker payload, declared once: its documented keys (each an array), and for the keys
+# read, which array element goes to which quotes column ("a"/"b" = [price, whole lot volume
+# (an int), lot volume (the exact string)], "c" = [price, lot volume]). The per-line path and
+# the byte scanner (fluxforge.demux.kraken) both read this table. Tickers carry no time.
+TICKER_KEYS = ("a", "b", "c", "v", "p", "t", "l", "h", "o")
+TICKER_PARTS = {"b": {0: "bid_px", 2: "bid_sz"}, "a": {0: "ask_px", 2: "ask_sz"}, "c": {0: "last"}}
+TICKER_CHANNEL = "ticker"
+
+
 def _ticker(env: Envelope, symbol: str, raw: str, payloads: list, sink: EventSink) -> str:
     if len(payloads) != 1:
         raise NormalizeError(f"kraken ticker: expected one payload object, got {len(payloads)}")
     p = as_dict(payloads[0], "ticker")
-
-    def part(key: str, idx: int) -> str | None:
+    f: dict[str, str | None] = {}
+    for key, parts in TICKER_PARTS.items():
         v = p.get(key)
         if v is None:
-            return None
+            continue
         v = as_list(v, f"ticker.{key}")
-        if len(v) <= idx:
-            raise NormalizeError(f"ticker.{key}: expected at least {idx + 1} elements")
-        return opt_dec(v[idx], f"ticker.{key}[{idx}]")
-
-    # "a"/"b" = [price, whole lot volume (int), lot volume (exact string)]
+        for idx, col in parts.items():
+            if len(v) <= idx:
+                raise NormalizeError(f"ticker.{key}: expected at least {idx + 1} elements")
+            f[col] = opt_dec(v[idx], f"ticker.{key}[{idx}]")
     sink.quote(
-        env.ex,
-        symbol,
-        raw,
-        env.ts,
-        env.ts,
-        part("b", 0),
-        part("b", 2),
-        part("a", 0),
-        part("a", 2),
-        part("c", 0),
-        env.seq,
-    )
+        env.ex, symbol, raw, env.ts, env.ts, f.get("bid_px"), f.get("bid_sz"), f.get("ask_px"),
+        f.get("ask_sz"), f.get("last"), env.seq,
+    )  # fmt: skip
     return "data"
 
 

@@ -10,11 +10,8 @@ from fluxforge.demux import demux_segment
 from tests.fixtures import doc_shapes
 from tests.unit.demux_compare import assert_same, both_paths
 
-# shapes with no scanner yet (Kraken v1 tickers): the per-line path takes them, with the same
-# result
-PER_LINE_SHAPES = {
-    ("kraken", '"ticker","XBT/USD"'),
-}
+# shapes with no scanner (none left): the per-line path would take them, with the same result
+PER_LINE_SHAPES: set[tuple[str, str]] = set()
 
 
 def _left_to_per_line(venue: str, line: bytes) -> bool:
