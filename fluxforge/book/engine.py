@@ -256,6 +256,60 @@ def _strings_of(codes: np.ndarray, values: list[str]) -> pa.Array:
     )
 
 
+def _delta_rows(
+    batch: BookBatch, order: np.ndarray, at: np.ndarray, ep: np.ndarray, dec: pa.Array
+) -> pa.Table:
+    """Rows of the applied messages `order` of `batch` in application order; receive time and
+    seq from each message's clock `at` (itself, or the snapshot a replayed update followed),
+    epoch `ep` per applied message; `dec`: the batch's prices then sizes as decimals."""
+    counts = np.diff(batch.level_offsets)[order]
+    idx = level_ranges(batch.level_offsets[:-1][order], counts)
+    msg = np.repeat(order, counts)
+    at = np.repeat(at, counts)
+    return _table(
+        BOOK_DELTAS,
+        {
+            "ts_event": pa.array(batch.ts_event[msg]),
+            "ts_recv": pa.array(batch.ts_recv[at]),
+            "venue_symbol": _strings_of(batch.venue_symbol[msg], batch.venue_symbols),
+            "side": _strings_of(batch.side[idx], ["bid", "ask"]),
+            "price": dec.take(pa.array(idx)),
+            "size": dec.take(pa.array(idx + batch.n_levels)),
+            "update_id": pa.array(batch.final_id[msg]),
+            "is_snapshot": pa.array((batch.flags[msg] & K.F_SNAPSHOT).astype(bool)),
+            "book_epoch": pa.array(np.repeat(ep, counts).astype(np.int32)),
+            "seq": pa.array(batch.seq[at]),
+        },
+    )
+
+
+class _DeferredDeltas:
+    """Delta rows of consecutive pieces of one batch, built in one go (``flush``)."""
+
+    def __init__(self, batch: BookBatch, dec: pa.Array) -> None:
+        self.batch, self.dec = batch, dec
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, order: np.ndarray, at: np.ndarray, ep: np.ndarray) -> None:
+        self._parts.append((order, at, ep))
+
+    def flush(self) -> BookOutput:
+        """An output holding only the delta rows added so far (in order)."""
+        parts, self._parts = self._parts, []
+        if not parts:
+            deltas = _empty(BOOK_DELTAS)
+        else:
+            deltas = _delta_rows(
+                self.batch, *(np.concatenate(c) for c in zip(*parts, strict=True)), self.dec
+            )
+        return BookOutput(
+            deltas=deltas,
+            snapshots=_empty(BOOK_SNAPSHOTS),
+            gaps=_empty(GAP_LEDGER),
+            stats=BookStats(),
+        )
+
+
 def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
     """Columns in schema order; a column the engine does not know (added to the schema later)
     is all null rather than a crash."""
@@ -399,6 +453,11 @@ class BookEngine:
         outs: list[BookOutput] = []
         drifts: list[dict] = []
         checks = 0
+        # one piece per snapshot (its drift is compared with the book just before it): the
+        # delta rows of pieces that are plain slices of `batch` are built once at the end, from
+        # the batch's own columns (a partial-depth stream has a snapshot in every message);
+        # every price and size is parsed up front, so a bad one raises before any piece applies
+        rows = _DeferredDeltas(batch, _batch_decimals(batch)) if tables else None
         for lo, hi in itertools.pairwise(sorted({0, *snaps.tolist(), len(batch)})):
             resume_chain = False
             if batch.flags[lo] & K.F_SNAPSHOT:
@@ -410,14 +469,16 @@ class BookEngine:
             if resume_chain:
                 # the snapshot sits exactly at the book's chain position: after it replaces
                 # the book, the chain goes on from its id (no bridge to wait for)
-                outs.append(self._apply(batch.slice(lo, lo + 1), segment, tables))
+                outs.append(self._apply(batch.slice(lo, lo + 1), segment, tables, rows, lo))
                 self._st[K.S_NEED_BRIDGE] = 0
                 self._st[K.S_LAST_ID] = batch.final_id[lo]
                 lo += 1
                 if lo == hi:
                     continue
             piece = batch if (lo, hi) == (0, len(batch)) else batch.slice(lo, hi)
-            outs.append(self._apply(piece, segment, tables))
+            outs.append(self._apply(piece, segment, tables, rows, lo))
+        if rows is not None:
+            outs.append(rows.flush())
         out = _concat_outputs(outs)
         out.stats.drift_checks += checks
         out.stats.drifts += len(drifts)
@@ -479,7 +540,16 @@ class BookEngine:
             "max_size_diff": found.max_size_diff,
         }
 
-    def _apply(self, batch: BookBatch, segment: str, tables: bool) -> BookOutput:
+    def _apply(
+        self,
+        batch: BookBatch,
+        segment: str,
+        tables: bool,
+        rows: _DeferredDeltas | None = None,
+        base: int = 0,
+    ) -> BookOutput:
+        """Apply `batch`. With `rows`, `batch` is messages ``base..`` of ``rows.batch`` (its
+        prices and sizes already parsed): its delta rows are left to ``rows``."""
         m0 = 0
         if self._buffer is not None and len(batch):
             # the buffered updates go in front, as already received: the kernel starts at m0
@@ -492,7 +562,13 @@ class BookEngine:
         tops = np.empty((n, 4), dtype=np.int64)
         counters = np.zeros(K.N_STATS, dtype=np.int64)
         n0 = len(self._arena_off) - 1
-        dec = _batch_decimals(batch) if tables else None
+        if rows is not None and self._buffer is not None and len(batch):
+            # buffered messages go in front: not a slice of rows.batch, built here (in order)
+            outs_before = rows.flush()
+            rows = None
+        else:
+            outs_before = None
+        dec = _batch_decimals(batch) if tables and rows is None else None
         key, pid, snap_meta, snap_ids, gap_meta, n_out, left = K.apply_kernel(
             self._st,
             self._key,
@@ -541,8 +617,15 @@ class BookEngine:
         stats.dropped_presync += self._pending_dropped
         self._pending_dropped = 0
         if tables:
+            if rows is not None:
+                rows.add(order + base, clock[order] + base, epoch[order])
+                deltas = _empty(BOOK_DELTAS)
+            else:
+                deltas = _delta_rows(batch, order, clock[order], epoch[order], dec)
+            if outs_before is not None and outs_before.deltas.num_rows:
+                deltas = pa.concat_tables([outs_before.deltas, deltas])
             out = BookOutput(
-                deltas=self._deltas(batch, order, clock, epoch, dec),
+                deltas=deltas,
                 snapshots=self._snapshots(batch, snap_meta, snap_ids, arenas),
                 gaps=self._gaps(batch, gap_meta, pending, segment),
                 stats=stats,
@@ -685,38 +768,6 @@ class BookEngine:
             self._pending_dropped = int(header.get("pending_dropped", 0))
         except (KeyError, ValueError, TypeError, BookInputError) as exc:
             raise BookStateError(f"book state: corrupt pre-snapshot buffer ({exc})") from None
-
-    def _deltas(
-        self,
-        batch: BookBatch,
-        order: np.ndarray,
-        clock: np.ndarray,
-        epoch: np.ndarray,
-        dec: pa.Array,
-    ) -> pa.Table:
-        """Rows of the applied messages in application order; receive time and seq from each
-        message's clock (itself, or the snapshot a replayed update followed)."""
-        counts = np.diff(batch.level_offsets)[order]
-        idx = level_ranges(batch.level_offsets[:-1][order], counts)
-        msg = np.repeat(order, counts)
-        at = clock[msg]
-        sides = _strings_of(batch.side[idx], ["bid", "ask"])
-        vs = _strings_of(batch.venue_symbol[msg], batch.venue_symbols)
-        return _table(
-            BOOK_DELTAS,
-            {
-                "ts_event": pa.array(batch.ts_event[msg]),
-                "ts_recv": pa.array(batch.ts_recv[at]),
-                "venue_symbol": vs,
-                "side": sides,
-                "price": dec.take(pa.array(idx)),
-                "size": dec.take(pa.array(idx + batch.n_levels)),
-                "update_id": pa.array(batch.final_id[msg]),
-                "is_snapshot": pa.array((batch.flags[msg] & K.F_SNAPSHOT).astype(bool)),
-                "book_epoch": pa.array(epoch[msg], pa.int32()),
-                "seq": pa.array(batch.seq[at]),
-            },
-        )
 
     def _snapshots(
         self, batch: BookBatch, meta: np.ndarray, ids: np.ndarray, arenas: tuple

@@ -171,3 +171,28 @@ def test_book_drift_columnar_compare_matches_the_plain_decimal_rule_on_random_bo
         na, da, ma = _oracle_side(book[1], snap[1], False)
         assert (found.levels_compared, found.levels_differing) == (nb + na, db + da)
         assert found.max_size_diff == max(mb, ma)
+
+
+def test_book_snapshot_heavy_batch_gives_the_rows_of_message_by_message_applies() -> None:
+    """A partial-depth stream (a snapshot every few messages): one batch, whose delta rows
+    are built once for all its pieces, equals one apply per message."""
+    import random
+
+    rng = random.Random(5)
+    msgs = []
+    for i in range(1, 120):
+        levels = [(str(100 + rng.randrange(-5, 5)), str(rng.randrange(0, 4))) for _ in range(3)]
+        bids = [(p, s) for p, s in levels if int(p) < 100]
+        asks = [(p, s) for p, s in levels if int(p) >= 100]
+        snap = i % 3 == 1
+        if snap:
+            bids = [(p, s) for p, s in dict(bids).items() if s != "0"]
+            asks = [(p, s) for p, s in dict(asks).items() if s != "0"]
+        msgs.append(msg(i, snap, bids, asks))
+    whole = BookEngine("coinbase", "BTC-USD").apply(msgs)
+    one = BookEngine("coinbase", "BTC-USD")
+    outs = [one.apply([m]) for m in msgs]
+    assert whole.deltas.num_rows > 100 and whole.stats.drift_checks > 10
+    for name in ("deltas", "snapshots", "gaps", "drift"):
+        assert getattr(whole, name).equals(pa.concat_tables([getattr(o, name) for o in outs]))
+    assert whole.tops == [t for o in outs for t in o.tops]
