@@ -63,12 +63,6 @@ from fluxforge.venues.common import venue_symbol
 from fluxforge.venues.okx import CHECKSUM_MAX, CHECKSUM_MIN, ZERO_CHECKSUM_WITH_SEQ_IS_NONE
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
 from fluxforge.wire.shape import (
-    V_ASKS,
-    V_BIDS,
-    V_MS_ANY,
-    V_SINT,
-    V_STR,
-    ObjectShape,
     pack_words,
 )
 
@@ -87,24 +81,13 @@ _M_COLS = 9
 _L_CH0, _L_CH1, _L_ID0, _L_ID1, _L_TY0, _L_TY1, _L_ACTION = range(7)
 
 
-# a book item of each venue: key, value, msg column
-OKX_ITEM = ObjectShape(
-    ("asks", V_ASKS, -1),
-    ("bids", V_BIDS, -1),
-    ("ts", V_MS_ANY, _M_EVT),
-    ("checksum", V_SINT, _M_CK),
-    ("seqId", V_SINT, _M_FINAL),
-    ("prevSeqId", V_SINT, _M_PREV),
-    ("instId", V_STR, -1),  # books5 repeats it: ignored by the normalizer
-)
-BITGET_ITEM = ObjectShape(
-    ("asks", V_ASKS, -1),
-    ("bids", V_BIDS, -1),
-    ("ts", V_MS_ANY, _M_EVT),
-    ("checksum", V_SINT, _M_CK),
-    ("seq", V_SINT, _M_FINAL),
-    ("instId", V_STR, -1),
-)
+# a book item of each venue, declared in its module; the scanner's message columns
+_BOOK_LAYOUT = {
+    "asks": -1, "bids": -1, "ts_event": _M_EVT, "checksum": _M_CK, "final_id": _M_FINAL,
+    "prev_id": _M_PREV,
+}  # fmt: skip
+OKX_ITEM = okx.BOOK_ITEM
+BITGET_ITEM = bitget.BOOK_ITEM
 _ITEM_NEED = OKX_ITEM.bits("asks", "bids", "ts")
 _CHECKSUM_BIT = OKX_ITEM.bits("checksum")
 _SEQ_BIT = OKX_ITEM.bits("seqId")  # (the same position as Bitget's "seq")
@@ -341,8 +324,8 @@ def fast_okx_bitget_books(
     is_okx = exchange == "okx"
     ok, info, msg, lv, rows = _scan(
         buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX[exchange], SCAN_MSG, _WORDS,
-        (OKX_ITEM if is_okx else BITGET_ITEM).args, is_okx, 4096 + len(buf) // 256,
-        *_DECLARED[exchange],
+        (OKX_ITEM if is_okx else BITGET_ITEM).args_for(_BOOK_LAYOUT), is_okx,
+        4096 + len(buf) // 256, *_DECLARED[exchange],
     )  # fmt: skip
     if not ok.any():
         return ScanResult(none)

@@ -41,14 +41,22 @@ from fluxforge.venues.common import (
     checked_symbol,
     field,
     join_symbol,
-    levels,
-    ms_to_ns,
     read_fields,
     split_concat,
     venue_symbol,
 )
 from fluxforge.venues.okx import book_checksum
-from fluxforge.wire.shape import V_ENUM, V_MS_ANY, V_OPT_DEC, V_POS, V_STR, ObjectShape
+from fluxforge.wire.shape import (
+    V_ASKS,
+    V_BIDS,
+    V_ENUM,
+    V_MS_ANY,
+    V_OPT_DEC,
+    V_POS,
+    V_SINT,
+    V_STR,
+    ObjectShape,
+)
 
 EXCHANGES = ("bitget",)
 
@@ -106,6 +114,18 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     raise NormalizeError(f"bitget: unknown channel {str(channel)[:40]!r}")
 
 
+# One book item, declared once (the field order of okx.BOOK_ITEM, which the scanner relies on).
+BOOK_ITEM = ObjectShape(
+    ("asks", V_ASKS, "asks"),
+    ("bids", V_BIDS, "bids"),
+    ("ts", V_MS_ANY, "ts_event"),
+    ("checksum", V_SINT, "checksum"),
+    ("seq", V_SINT, "final_id"),
+    ("instId", V_STR, None),
+    required=("asks", "bids", "ts"),
+)
+
+
 def _books(
     env: Envelope,
     channel: str,
@@ -118,29 +138,17 @@ def _books(
     msgs = []
     for i, item in enumerate(data):
         where = f"bitget {channel}.data[{i}]"
-        item = as_dict(item, where)
-        checksum = book_checksum(item, "seq", where)
-        seq = item.get("seq", -1)
-        if type(seq) is not int:
-            raise NormalizeError(f"{where}.seq={seq!r}: expected an integer")
+        f = read_fields(BOOK_ITEM, item, where)
+        checksum = book_checksum(f.get("checksum"), "final_id" in f, where)
         msgs.append(
             BookMessage(
-                env.ex,
-                symbol,
-                raw,
-                channel,
-                ms_to_ns(field(item, "ts", where), f"{where}.ts"),
-                env.ts,
-                env.seq,
-                action == "snapshot" or channel != "books",
-                levels(field(item, "bids", where), f"{where}.bids"),
-                levels(field(item, "asks", where), f"{where}.asks"),
-                final_id=seq,
-                checksum=checksum,
+                env.ex, symbol, raw, channel, f["ts_event"], env.ts, env.seq,
+                action == "snapshot" or channel != "books", f["bids"], f["asks"],
+                final_id=f.get("final_id", -1), checksum=checksum,
                 checksum_kind=CHECKSUM_OKX if checksum is not None else None,
                 depth=BOOK_DEPTH[channel],
             )
-        )
+        )  # fmt: skip
     for msg in msgs:
         sink.book(msg)
     return "data"

@@ -36,12 +36,21 @@ from fluxforge.venues.common import (
     checked_symbol,
     field,
     join_symbol,
-    levels,
-    ms_to_ns,
     read_fields,
     venue_symbol,
 )
-from fluxforge.wire.shape import V_ENUM, V_MS_ANY, V_OPT_DEC, V_POS, V_STR, V_TEXT, ObjectShape
+from fluxforge.wire.shape import (
+    V_ASKS,
+    V_BIDS,
+    V_ENUM,
+    V_MS_ANY,
+    V_OPT_DEC,
+    V_POS,
+    V_SINT,
+    V_STR,
+    V_TEXT,
+    ObjectShape,
+)
 
 EXCHANGES = ("okx",)
 
@@ -122,16 +131,29 @@ CHECKSUM_MAX = 2**31 - 1
 ZERO_CHECKSUM_WITH_SEQ_IS_NONE = True
 
 
-def book_checksum(item: dict, seq_key: str, where: str) -> int | None:
-    """The item's checksum by the rule above, None when it has none."""
-    checksum = item.get("checksum")
-    if checksum is not None and (
-        type(checksum) is not int or not CHECKSUM_MIN <= checksum <= CHECKSUM_MAX
-    ):
+def book_checksum(checksum: int | None, has_seq: bool, where: str) -> int | None:
+    """An item's checksum (read by its declaration: an integer or absent) by the rule above,
+    None when it has none."""
+    if checksum is not None and not CHECKSUM_MIN <= checksum <= CHECKSUM_MAX:
         raise NormalizeError(f"{where}.checksum={checksum!r}: not a signed 32-bit integer")
-    if checksum == 0 and seq_key in item and ZERO_CHECKSUM_WITH_SEQ_IS_NONE:
+    if checksum == 0 and has_seq and ZERO_CHECKSUM_WITH_SEQ_IS_NONE:
         return None
     return checksum
+
+
+# One book item, declared once: the per-line path reads it with ``read_fields``, the byte
+# scanner (fluxforge.demux.okx) with the same declaration (its field order gives the scanner
+# the bits of "checksum" and of the sequence key: Bitget's item keeps the same order).
+BOOK_ITEM = ObjectShape(
+    ("asks", V_ASKS, "asks"),
+    ("bids", V_BIDS, "bids"),
+    ("ts", V_MS_ANY, "ts_event"),
+    ("checksum", V_SINT, "checksum"),
+    ("seqId", V_SINT, "final_id"),
+    ("prevSeqId", V_SINT, "prev_id"),
+    ("instId", V_STR, None),  # books5 repeats it: not read
+    required=("asks", "bids", "ts"),
+)
 
 
 def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: EventSink) -> str:
@@ -142,30 +164,17 @@ def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: Ev
     msgs = []
     for i, item in enumerate(data):
         where = f"okx {channel}.data[{i}]"
-        item = as_dict(item, where)
-        checksum = book_checksum(item, "seqId", where)
-        seq_id, prev_seq = item.get("seqId", -1), item.get("prevSeqId", -1)
-        if type(seq_id) is not int or type(prev_seq) is not int:
-            raise NormalizeError(f"{where}: seqId/prevSeqId must be integers")
+        f = read_fields(BOOK_ITEM, item, where)
+        checksum = book_checksum(f.get("checksum"), "final_id" in f, where)
         msgs.append(
             BookMessage(
-                env.ex,
-                symbol,
-                raw,
-                channel,
-                ms_to_ns(field(item, "ts", where), f"{where}.ts"),
-                env.ts,
-                env.seq,
-                action == "snapshot",
-                levels(field(item, "bids", where), f"{where}.bids"),
-                levels(field(item, "asks", where), f"{where}.asks"),
-                final_id=seq_id,
-                prev_id=prev_seq,
-                checksum=checksum,
+                env.ex, symbol, raw, channel, f["ts_event"], env.ts, env.seq,
+                action == "snapshot", f["bids"], f["asks"], final_id=f.get("final_id", -1),
+                prev_id=f.get("prev_id", -1), checksum=checksum,
                 checksum_kind=CHECKSUM_OKX if checksum is not None else None,
                 depth=BOOK_CHANNELS[channel],
             )
-        )
+        )  # fmt: skip
     for msg in msgs:
         sink.book(msg)
     return "data"
