@@ -8,7 +8,7 @@ it reaches --mb megabytes, in the envelope the daemon writes.
 
 FluxForge side (``fluxforge.demux``): split lines, parse each envelope (orjson), venue
 normalizer into column lists, Arrow tables for trades/quotes with prices cast to
-decimal128(38, 18), split by (exchange, symbol, date), and the book messages turned into the
+decimal128(38, 12), split by (exchange, symbol, date), and the book messages turned into the
 book kernel's columnar batches (``BookBatch``) per instrument. Book application itself is
 benchmarks/bench_book.py.
 

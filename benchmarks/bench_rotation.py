@@ -68,8 +68,8 @@ def fill(hot: HotStore, rows: int) -> None:
                                 price, size, side, seq, ord)
             SELECT %s, 'coinbase', CASE WHEN i %% 4 = 0 THEN 'ETH-USD' ELSE 'BTC-USD' END,
                    %s + i * 1000000 - 500, %s + i * 1000000, 'BTC-USD', 't' || i,
-                   (40000 + (i %% 977) * 0.01)::numeric(38,18),
-                   ((i %% 113) * 0.0001 + 0.0001)::numeric(38,18),
+                   (40000 + (i %% 977) * 0.01)::numeric,
+                   ((i %% 113) * 0.0001 + 0.0001)::numeric,
                    CASE WHEN i %% 2 = 0 THEN 'buy' ELSE 'sell' END, i, 0
             FROM generate_series(1::bigint, %s) AS i
             """,

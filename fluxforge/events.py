@@ -5,7 +5,7 @@ Venue normalizers (``fluxforge/venues/<venue>.py``) turn one raw envelope into c
 ``BookMessage`` objects per (exchange, symbol) and fed, in receive order, to the book engine
 (``fluxforge/book``), which verifies integrity, assigns ``book_epoch`` and injects snapshots.
 
-Prices and sizes stay the exact wire strings here; the lake casts them to decimal128(38, 18).
+Prices and sizes stay the exact wire strings here; the lake casts them to decimal128(38, 12).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Where the rows go (``{processed_dir}`` of the ETL output storage, hive dirs as e
   (Binance), else a stable 63-bit hash of the id: re-loading gives the same natural keys in the
   hot store.
 * OHLCV -> the ``ohlcv`` table (``fluxforge.tables.OHLCV``: ``ts`` = bar open in ns,
-  ``interval``, open/high/low/close/volume as decimal(38,18), ``trade_count`` nullable (ccxt's
+  ``interval``, open/high/low/close/volume as decimal(38,12), ``trade_count`` nullable (ccxt's
   unified candle has none)), one part per UTC day (of ``ts``) and interval:
   ``ohlcv/exchange=E/symbol=S/date=D/part-history-{interval}.parquet``. Only this module writes
   it; the SQL bars (``bars_*``) and the hot ``bars_*`` stay derived from trades, so REST

@@ -20,7 +20,14 @@ Bars are computed here, in PostgreSQL, from the hot ``trades`` of the same day (
 bars tables; the SQL-model bars of ``dbt_like_sql`` are the lake-side equivalent) by the one bar
 rule of ``fluxforge.bar_rule`` (trade-id de-duplication per day at the first receipt, event time
 else ``ts_recv``, the order that picks open and close), whose SQL is generated from it; VWAP is
-rounded to 18 decimals. A load upserts the day's bars from the bar of its earliest trade on.
+rounded to the lake's 12 decimals. A load upserts the day's bars from the bar of its earliest
+trade on.
+
+Prices, sizes and bars are ``numeric(38,12)``, the lake's ``DECIMAL`` (``fluxforge.tables``).
+A hot store created with another precision or scale (``numeric(38,18)`` before the lake moved
+to 12 decimals) is altered to it by ``ensure_schema`` at the next load, in one transaction
+(PostgreSQL rewrites the partitions; values with digits past the 12th decimal, which no venue
+sends, would be rounded).
 
 Identifiers are composed with ``psycopg.sql.Identifier``; values are always bound parameters
 (partition bounds in DDL, which cannot take parameters, are ``sql.Literal`` dates).
@@ -47,11 +54,12 @@ from psycopg import sql
 from fluxforge import bar_rule
 from fluxforge.bar_rule import bar_time
 from fluxforge.redact import redact, register_dsn_secrets
+from fluxforge.tables import DECIMAL
 
 log = logging.getLogger(__name__)
 
-DEC = pa.decimal128(38, 18)
-NUMERIC = "numeric(38,18)"
+DEC = DECIMAL
+NUMERIC = f"numeric({DECIMAL.precision},{DECIMAL.scale})"
 BOOK_DEPTH = 20  # levels per side kept in the hot book_snapshots
 
 
@@ -215,7 +223,8 @@ class HotStore:
         )
 
     def ensure_schema(self, conn: psycopg.Connection | None = None) -> None:
-        """CREATE the partitioned parent tables (idempotent)."""
+        """CREATE the partitioned parent tables (idempotent), and ALTER numeric columns made
+        with another precision/scale to the lake's (see the module doc)."""
         with contextlib.ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(self.connect())
@@ -234,6 +243,48 @@ class HotStore:
                         " PARTITION BY RANGE (day)"
                     ).format(self._ident(table), sql.SQL(", ").join(cols), sql.SQL(", ").join(key))
                 )
+            self._alter_numerics(conn)
+
+    def _alter_numerics(self, conn: psycopg.Connection) -> None:
+        """Numeric columns whose declared type differs from ``columns()`` (an older scale)
+        get ALTERed to it: one statement per table, partitions included."""
+        found: dict[tuple[str, str], str] = {
+            (rel, att): typ
+            for rel, att, typ in conn.execute(
+                "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)"
+                " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attnum > 0"
+                " AND NOT a.attisdropped",
+                (self.schema, list(self.tables)),
+            ).fetchall()
+        }
+        for table in self.tables:
+            changes = [
+                (c, found[(table, c.name)])
+                for c in self.columns(table)
+                if c.pg.startswith("numeric") and found.get((table, c.name), c.pg) != c.pg
+            ]
+            if not changes:
+                continue
+            log.warning(
+                "hot store: altering %s.%s to %s (was %s); PostgreSQL rewrites its partitions",
+                self.schema,
+                table,
+                NUMERIC,
+                ", ".join(sorted({old for _c, old in changes})),
+            )
+            conn.execute(
+                sql.SQL("ALTER TABLE {} {}").format(
+                    self._ident(table),
+                    sql.SQL(", ").join(
+                        sql.SQL("ALTER COLUMN {} TYPE {}").format(
+                            sql.Identifier(c.name), sql.SQL(c.pg)
+                        )
+                        for c, _old in changes
+                    ),
+                )
+            )
 
     def ensure_partition(self, conn: psycopg.Connection, table: str, day: date) -> None:
         conn.execute(
@@ -383,7 +434,7 @@ class HotStore:
                            max(price), min(price),
                            (array_agg(price ORDER BY {last}))[1],
                            sum(size),
-                           round(sum(price * size) / nullif(sum(size), 0), 18),
+                           round(sum(price * size) / nullif(sum(size), 0), {scale}),
                            count(*)
                     FROM (SELECT *, te - te %% %s AS bucket
                           FROM (SELECT *,
@@ -406,6 +457,7 @@ class HotStore:
                 ).format(
                     bars=self._ident(table),
                     trades=self._ident("trades"),
+                    scale=sql.Literal(DECIMAL.scale),
                     # the bar rule's orders (fluxforge/bar_rule.py), generated for PostgreSQL
                     first=sql.SQL(bar_rule.sql_order(bar_rule.TRADE_ORDER, "postgres")),
                     last=sql.SQL(bar_rule.sql_order(bar_rule.TRADE_ORDER, "postgres", True)),

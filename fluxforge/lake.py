@@ -195,6 +195,26 @@ def table_schema(table: str) -> pa.Schema:
     return schema
 
 
+def _decimal_of(kind: pa.DataType) -> pa.DataType | None:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        kind = kind.value_type
+    return kind if pa.types.is_decimal(kind) else None
+
+
+def decimal_drift(handle: DeltaTable, table: str) -> list[str]:
+    """Decimal columns whose type in the table's log is not ``fluxforge.tables.DECIMAL`` (a
+    lake written before prices moved to decimal(38, 12)), as 'column: old -> new'."""
+    have = pa.schema(handle.schema().to_arrow())
+    out = []
+    for field in table_schema(table):
+        want = _decimal_of(field.type)
+        i = have.get_field_index(field.name)
+        old = _decimal_of(have.field(i).type) if i >= 0 else None
+        if want is not None and old is not None and old != want:
+            out.append(f"{field.name}: {old} -> {want}")
+    return out
+
+
 def _schema(table: str) -> pa.Schema:
     try:
         return SCHEMAS[table]
@@ -380,6 +400,12 @@ class Lake:
         the table already holds a transaction of `app_id` at `version` or later; `rewind`
         commits it anyway (withdrawing a segment moves its source's transaction back)."""
         handle = self.ensure(table)
+        drift = decimal_drift(handle, table)
+        if drift:
+            raise LakeError(
+                f"{table}: the table holds older column types ({'; '.join(drift)}); run "
+                '`fluxforge lake migrate` to rewrite it (docs/data-guide.md, "Migration")'
+            )
         if app is not None and not rewind:
             done = handle.transaction_version(app[0])
             if done is not None and done >= app[1]:

@@ -7,7 +7,9 @@
 - ``vacuum``: deletes files that no table version younger than the retention still uses.
 - ``stale``: partitions holding files built by older normalizer / book-engine versions
   (``fluxforge.versions``), found from file names in the log, no data read.
-- ``migrate``: turns a part-file lake (before the Delta tables) into Delta tables in place.
+- ``migrate``: turns a part-file lake (before the Delta tables) into Delta tables in place,
+  then rewrites tables whose decimal columns predate decimal(38, 12) (one overwrite commit per
+  table that changes its schema; names and version tags of the files are kept).
 
 docs/data-guide.md ("Table format", "Compaction and vacuum", "Versions", "Migration").
 """
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow.compute as pc
+from deltalake.transaction import CommitProperties
 
 from fluxforge import versions
 from fluxforge.config import Config
@@ -31,7 +34,11 @@ from fluxforge.lake import (
     TABLE_CONFIG,
     TABLES,
     Lake,
+    LakeError,
     LakeFile,
+    decimal_drift,
+    read_file,
+    table_schema,
 )
 
 # receive order: rows of one source keep their seq order, sources interleave by arrival
@@ -247,8 +254,9 @@ class MigrationReport:
 
 def migrate(cfg: Config, dry_run: bool = False, lake: Lake | None = None) -> MigrationReport:
     """Turn each part-file table folder into a Delta table in place: the log is written over
-    the existing files (no data rewritten); tables that already have a log are left as they
-    are, so running it again changes nothing."""
+    the existing files (no data rewritten); then rewrite every table whose decimal columns
+    have an older type (``upgrade_decimals``). Tables already current are left as they are,
+    so running it again changes nothing."""
     from deltalake import DeltaTable, Field, Schema, convert_to_deltalake
 
     lake = lake or Lake.of(cfg)
@@ -257,7 +265,7 @@ def migrate(cfg: Config, dry_run: bool = False, lake: Lake | None = None) -> Mig
     for table in TABLES:
         uri = lake.uri(table)
         if DeltaTable.is_deltatable(uri, storage_options=lake.options or None):
-            report.tables[table] = "already a Delta table"
+            report.tables[table] = upgrade_decimals(cfg, lake, table, dry_run)
             continue
         prefix = lake.layout.lake_table(table)
         parts = lake.storage.list(prefix, "*.parquet", recursive=True)
@@ -275,7 +283,69 @@ def migrate(cfg: Config, dry_run: bool = False, lake: Lake | None = None) -> Mig
                 configuration=TABLE_CONFIG,
                 storage_options=lake.options or None,
             )
+            upgraded = upgrade_decimals(cfg, lake, table, dry_run)
+            if upgraded != "already a Delta table":
+                report.tables[table] += "; " + upgraded
     return report
+
+
+def _stem(name: str) -> str:
+    """The ``stem`` ``Lake.stage`` was given for a file name (``part-{stem}-{tag}-{hash}``)."""
+    base = name.removesuffix(".parquet").removeprefix("part-")
+    found = versions.parse_tag(name)
+    if found is None:
+        return base
+    return base[: base.find(f"-{versions.format_tag(found)}-")]
+
+
+def upgrade_decimals(cfg: Config, lake: Lake, table: str, dry_run: bool = False) -> str:
+    """Rewrite `table` when its decimal columns are not ``fluxforge.tables.DECIMAL`` (a lake
+    written with decimal(38, 18), whose ``price * size`` overflows in DuckDB): every file is
+    read, cast exactly (a value with a non-zero digit past the 12th decimal stops the
+    migration, naming the file: nothing is committed) and staged under its stem and version
+    tag, then ONE overwrite commit replaces all files and the table's schema. Readers see the
+    old table or the new one; time travel to older versions still reads the old files."""
+    handle = lake.table(table)
+    if handle is None:
+        return "no files"
+    drift = decimal_drift(handle, table)
+    if not drift:
+        return "already a Delta table"
+    files = lake.files(table)
+    what = f"{len(files)} files " + ("would be rewritten" if dry_run else "rewritten")
+    what += f" ({'; '.join(drift)})"
+    if dry_run:
+        return what
+    window = int(cfg.refinery.snapshot_interval_s * 1e9)
+    staged = []
+    for f in files:
+        try:
+            data = read_file(lake.storage, f.key, table)
+        except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise LakeError(f"{f.key}: cannot be rewritten to the current types: {exc}") from None
+        staged.append(
+            lake.stage(
+                table,
+                data,
+                f.exchange,
+                f.symbol,
+                f.date,
+                _stem(f.name),
+                cfg.refinery.row_group_size,
+                window if table == "book_deltas" else None,
+                tag=_min_tag(f.exchange, [f]),
+            )
+        )
+    handle.create_write_transaction(
+        [s.add_action() for s in staged],
+        mode="overwrite",
+        schema=table_schema(table),
+        partition_by=list(PARTITION_COLUMNS),
+        commit_properties=CommitProperties(
+            custom_metadata={"fluxforge.operation": "migrate-types", "fluxforge.types": what}
+        ),
+    )
+    return what
 
 
 def table_summary(lake: Lake, table: str) -> dict[str, Any]:

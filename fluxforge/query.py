@@ -123,7 +123,7 @@ class BookAt:
 
 
 def _plain(value: Decimal) -> str:
-    """A decimal without the lake's 18-digit scale padding: 64999.980000... -> 64999.98."""
+    """A decimal without the lake's scale padding: 64999.980000000000 -> 64999.98."""
     return format(value.normalize(), "f")
 
 
@@ -532,8 +532,8 @@ class Reader:
         touches (b0) on is recomputed from hot trades + tail trades; the hot trades are exactly
         those received at or before the hot store's last ``ts_recv``, so none is counted twice.
         Bars are computed as the hot store computes them (``HotStore._refresh_bars``); VWAP is
-        summed in double here (the hot store rounds an exact quotient to 18 decimals), which
-        the float64 ``vwap`` column cannot tell apart beyond the last bits."""
+        summed in double here (the hot store rounds an exact quotient to the lake's 12
+        decimals), which the float64 ``vwap`` column cannot tell apart beyond the last bits."""
         from fluxforge.hot import interval_ns
 
         last = self.hot.last_recv("trades", exchange, symbol, day)

@@ -1,8 +1,8 @@
 """How answers look to a person: timestamps, decimals, sizes, durations, tables and books.
 
-Lake timestamps are int64 ns since the epoch (UTC) and prices exact decimal128(38, 18)
+Lake timestamps are int64 ns since the epoch (UTC) and prices exact decimal128(38, 12)
 (docs/table-schemas.md). People read them as ISO-8601 UTC (``2022-05-13T16:27:04.123456789Z``)
-and as plain decimals (``64999.98``, not ``64999.980000000000000000``). Every command formats
+and as plain decimals (``64999.98``, not ``64999.980000000000``). Every command formats
 through this module, so the same value reads the same everywhere.
 """
 

@@ -18,10 +18,12 @@ import pyarrow as pyarrow
 from pandera.api.polars.types import PolarsData
 from pandera.backends.polars.register import register_polars_backends
 
+from fluxforge.tables import DECIMAL
 from fluxforge.tables import SCHEMAS as ARROW_SCHEMAS
 
-DEC = pl.Decimal(38, 18)
-_MAX_PRICE = 10**20  # venues reject anything larger (docs/table-schemas.md: <= 1e20)
+DEC = pl.Decimal(DECIMAL.precision, DECIMAL.scale)
+# the normalizers refuse anything larger (docs/table-schemas.md: below 1e26)
+_MAX_PRICE = 10 ** (DECIMAL.precision - DECIMAL.scale)
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 _PART_RE = r"^[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,127}$"  # what Layout.sanitize_part can produce
 

@@ -2,7 +2,12 @@
 directories add ``exchange``, ``symbol`` and ``date`` (UTC date of ``ts_recv``, i.e. of the raw
 segment).
 
-Prices and sizes are exact decimals (decimal128(38, 18)) cast from the wire strings.
+Prices and sizes are exact decimals, ``DECIMAL`` = decimal128(38, 12), cast from the wire
+strings. Scale 12 is the finest tick or lot size any supported venue documents (OKX and Bitget
+list instruments with 1e-12 price ticks, Kraken 1e-10, Coinbase and Binance 1e-8), and it keeps
+``price * size`` inside 38 digits: DuckDB multiplies two decimal(38, 12) into decimal(38, 24)
+(14 integer digits of notional) where two decimal(38, 18) gave scale 36 and overflowed on any
+real trade; Polars keeps scale 12. docs/data-guide.md ("Types") has the full reasoning.
 Timestamps are int64 ns since the epoch, UTC.
 """
 
@@ -10,7 +15,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-DECIMAL = pa.decimal128(38, 18)
+# The one definition of the lake's decimal type: the wire rules (fluxforge/wire/decimal.py),
+# the book kernel's scaling, the hot store's numeric(p, s) and every cast derive from it.
+# Changing it: also delete the numba caches (__pycache__/*.nbi, *.nbc): numba's on-disk cache
+# does not notice a constant imported from another module.
+DECIMAL_PRECISION = 38
+DECIMAL_SCALE = 12
+DECIMAL = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 NS = pa.int64()
 PARTITION_COLUMNS = ("exchange", "symbol", "date")
 

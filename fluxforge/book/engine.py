@@ -73,6 +73,7 @@ from fluxforge.book import kernel as K
 from fluxforge.book.batch import BookBatch, BookInputError, level_ranges
 from fluxforge.events import BookMessage
 from fluxforge.tables import BOOK_DELTAS, BOOK_DRIFT, BOOK_SNAPSHOTS, DECIMAL, GAP_LEDGER
+from fluxforge.wire.decimal import to_decimal
 
 log = logging.getLogger(__name__)
 
@@ -179,28 +180,45 @@ class BookStateError(ValueError):
 
 
 def _decimal_column(ids: np.ndarray, arenas: tuple) -> pa.Array:
-    """Pooled wire strings -> decimal128(38, 18), parsed in numba; Arrow's cast (and its error
-    message) for anything the fast parser does not take."""
+    """Pooled wire strings -> the lake's ``DECIMAL``, parsed in numba; Arrow's cast for the
+    forms the fast parser does not take. A value the lake cannot hold raises BookInputError
+    naming it and the limit."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    buf, ok = K.decimals(ids, *arenas)
+    buf, ok = K.decimals(ids, *arenas, DECIMAL.scale, DECIMAL.precision - DECIMAL.scale)
     if ok:
         return pa.Array.from_buffers(DECIMAL, len(ids), [None, pa.py_buffer(buf)], null_count=0)
     data, offs = K.gather(ids, *arenas)
-    return pa.LargeStringArray.from_buffers(
+    strings = pa.LargeStringArray.from_buffers(
         len(ids), pa.py_buffer(offs), pa.py_buffer(data), null_count=0
-    ).cast(DECIMAL)
+    )
+    try:
+        return to_decimal(strings)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise BookInputError(_refusal(strings, exc)) from None
+
+
+def _refusal(strings: pa.Array, exc: Exception) -> str:
+    """The first of `strings` the lake's decimal cannot hold, named with the limit."""
+    limit = (
+        f"decimal({DECIMAL.precision}, {DECIMAL.scale}): at most "
+        f"{DECIMAL.precision - DECIMAL.scale} integer digits and {DECIMAL.scale} decimals "
+        f"(zeros past the {DECIMAL.scale}th decimal are accepted)"
+    )
+    for value in strings.to_pylist():
+        try:
+            to_decimal(pa.array([value], pa.large_string()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as one:
+            return f"book level price/size {value[:64]!r} does not fit {limit}: {one}"
+    return f"book level price/size does not fit {limit}: {exc}"  # pragma: no cover
 
 
 def _batch_decimals(batch: BookBatch) -> pa.Array:
     """Every level's price then size as decimal128, computed BEFORE the kernel runs so that a
     value the lake cannot hold raises (BookInputError) with the engine state untouched."""
     empty = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64))
-    try:
-        return _decimal_column(
-            np.arange(2 * batch.n_levels), (*empty, batch.arena, batch.arena_offsets)
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise BookInputError(f"book level price/size does not fit decimal(38, 18): {exc}") from None
+    return _decimal_column(
+        np.arange(2 * batch.n_levels), (*empty, batch.arena, batch.arena_offsets)
+    )
 
 
 def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLevels]:

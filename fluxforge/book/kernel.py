@@ -712,13 +712,18 @@ _POW10 = np.array([10**k for k in range(10)], dtype=np.int64)
 
 
 @njit(cache=True)
-def decimals(ids, n0, a0, o0, a1, o1):
-    """Pooled decimal strings -> Arrow decimal128(38, 18) values (two int64 words each).
+def decimals(ids, n0, a0, o0, a1, o1, scale, max_int):
+    """Pooled decimal strings -> Arrow decimal128(p, `scale`) values (two int64 words each).
 
-    Up to 18 digits accumulate in one int64; the value is then scaled by 10**18 in four
-    32-bit limbs (plain int64 arithmetic, multipliers <= 10**9). Returns (words, ok); ok is
-    False when a string is not a plain non-negative decimal with at most 18 decimals and 20
-    integer digits: the caller then falls back to Arrow's cast (which names the bad value)."""
+    The caller passes the lake's scale and integer-digit limit (``fluxforge.tables``;
+    arguments rather than imported constants, so numba's on-disk cache can never keep an old
+    scale). Up to 18 digits accumulate in one int64; the value is then scaled by
+    10**(scale - decimals) in four 32-bit limbs (plain int64 arithmetic, multipliers
+    <= 10**9). Digits past the `scale`-th decimal must be zeros (venue padding, the same
+    number) and are skipped, as ``fluxforge.wire.decimal.to_scale`` cuts them. Returns
+    (words, ok); ok is False when a string is not a plain non-negative decimal with at most
+    `max_int` integer digits and no non-zero digit past the scale: the caller then names the
+    bad value."""
     n = ids.shape[0]
     out = np.zeros(2 * n, dtype=np.int64)
     mask = np.int64(0xFFFFFFFF)
@@ -754,12 +759,14 @@ def decimals(ids, n0, a0, o0, a1, o1):
             if c < 0 or c > 9:
                 return out, False
             if frac >= 0:
+                if frac >= scale:  # past the scale: padding zeros only, not accumulated
+                    if c != 0:
+                        return out, False
+                    continue
                 frac += 1
-                if frac > 18:
-                    return out, False
             else:
                 int_digits += 1
-                if int_digits > 20:
+                if int_digits > max_int:
                     return out, False
             if not big:
                 if nd < 18:
@@ -776,10 +783,12 @@ def decimals(ids, n0, a0, o0, a1, o1):
             t = l2 * 10 + (t >> 32)
             l2 = t & mask
             l3 = l3 * 10 + (t >> 32)
+        if int_digits == 0 and frac <= 0:
+            return out, False  # "." alone: no digit at all
         if not big:
             l0 = acc & mask
             l1 = acc >> 32
-        e = 18 - max(frac, 0)
+        e = scale - max(frac, 0)
         while e > 0:
             k = min(e, 9)
             m = _POW10[k]

@@ -11,9 +11,9 @@ Two paths, same result:
   (``EventSink``).
 
 Everything after that is vectorized: Arrow arrays built from the lists in one go, prices and
-sizes cast from the exact wire strings to decimal128(38, 18) by Arrow's cast kernel, rows split
-by (exchange, symbol, UTC date of ts_recv) with one stable argsort. Book messages of both paths
-are ordered by line number.
+sizes cast from the exact wire strings to the lake's decimal128(38, 12) by Arrow's cast kernel,
+rows split by (exchange, symbol, UTC date of ts_recv) with one stable argsort. Book messages
+of both paths are ordered by line number.
 
 Every non-blank line lands in exactly one of three classes (``lines_in == data + quarantined +
 control``, checked): data (the normalizer used it, possibly producing zero rows), control
@@ -47,6 +47,7 @@ from fluxforge.segments import (
     parse_segment_name,
 )
 from fluxforge.tables import DECIMAL, QUOTES, TRADES
+from fluxforge.wire.decimal import to_decimal
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_SRC, scan_ex
 from fluxforge.wire.shape import pack_words
 
@@ -424,20 +425,21 @@ def _find_poison(res: DemuxResult) -> dict[int, str]:
             try:
                 if cast is not None:
                     idx = cast.schema.get_field_index(col)
-                    cast = cast.set_column(idx, col, arr.cast(DECIMAL))
+                    cast = cast.set_column(idx, col, to_decimal(arr))
                 else:
-                    arr.cast(DECIMAL)
+                    to_decimal(arr)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 cast = None
                 for i, value in enumerate(arr.to_pylist()):
                     if value is None:
                         continue
                     try:
-                        pa.array([value]).cast(DECIMAL)
+                        to_decimal(pa.array([value]))
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                         bad.setdefault(
                             seqs[i].as_py(),
-                            f"{name}.{col}={value[:64]!r}: not a decimal(38,18): {exc}",
+                            f"{name}.{col}={value[:64]!r}: does not fit the lake's "
+                            f"decimal({DECIMAL.precision},{DECIMAL.scale}): {exc}",
                         )
         # the casts just made are what ``cast_prices`` gives for this table: kept for it
         _LAST_CAST[name] = (table, cast) if cast is not None else (None, None)
@@ -460,13 +462,13 @@ _LAST_CAST: dict[str, tuple[pa.Table | None, pa.Table | None]] = {}
 
 
 def cast_prices(table: pa.Table, name: str) -> pa.Table:
-    """Cast the wire-string price/size columns of trades/quotes to decimal128(38, 18)."""
+    """Cast the wire-string price/size columns of trades/quotes to the lake's ``DECIMAL``."""
     source, cast = _LAST_CAST.get(name, (None, None))
     if source is table and cast is not None:
         return cast  # the demux cast this very table already
     for col in _PRICE_COLUMNS[name]:
         idx = table.schema.get_field_index(col)
-        table = table.set_column(idx, col, table.column(col).cast(DECIMAL))
+        table = table.set_column(idx, col, to_decimal(table.column(col)))
     return table
 
 

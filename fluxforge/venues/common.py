@@ -5,8 +5,11 @@ Every check raises ``NormalizeError`` with a reason naming the field, so a quara
 says what was wrong with it.
 
 Numbers: a price or size is passed on as the exact wire string after validation: plain
-decimal notation (``[0-9]+(.[0-9]{1,18})?``), finite, non-negative, at most 18 decimals (the
-lake's decimal128(38, 18) scale), at most 1e20. JSON integers are accepted and written with
+decimal notation (``[0-9]+(.[0-9]+)?``), finite, non-negative, below 1e26, and at most 12
+decimals (the lake's decimal128(38, 12); ``fluxforge.wire.decimal`` holds the limits). Zeros
+past the 12th decimal are venue padding (the same number): the text is kept verbatim (venue
+checksums are computed over it) and the casts to the lake's type cut them; any other digit
+there is refused, naming the value and the limit. JSON integers are accepted and written with
 ``str``; JSON floats are refused on native venues (the exact wire text is already lost) and
 only converted on the ccxt path (see ``float_to_decimal``).
 """
@@ -23,7 +26,14 @@ from typing import Any
 from fluxforge.events import EventSink, NormalizeError
 from fluxforge.segments import Envelope, raw_payload
 from fluxforge.wire import shape
-from fluxforge.wire.decimal import DEC_RE, FAST_DEC_RE, MAX_DECIMALS, MAX_INT_DIGITS, fast_levels
+from fluxforge.wire.decimal import (
+    DEC_RE,
+    FAST_DEC_RE,
+    MAX_DECIMALS,
+    MAX_INT_DIGITS,
+    fast_levels,
+    to_scale,
+)
 from fluxforge.wire.times import TS_MAX_NS, TS_MIN_NS, days_from_civil
 
 MAX_VALUE = Decimal(10) ** MAX_INT_DIGITS
@@ -92,16 +102,19 @@ def _bad_decimal(value: str, what: str) -> NormalizeError:
     elif text.lstrip("+") in ("nan", "inf", "infinity", "snan"):
         why = "not finite"
     elif DEC_RE.fullmatch(text) and len(text) - text.find(".") - 1 > MAX_DECIMALS:
-        why = f"more than {MAX_DECIMALS} decimals"
+        why = (
+            f"{len(text) - text.find('.') - 1} decimals with a non-zero digit past the "
+            f"{MAX_DECIMALS}th: the lake keeps {MAX_DECIMALS} decimals"
+        )
     else:
         why = "not a plain decimal number"
-    return NormalizeError(f"{what}={value[:40]!r}: {why}")
+    return NormalizeError(f"{what}={value[:64]!r}: {why}")
 
 
 def dec(value: Any, what: str) -> str:
     """The exact decimal string for a price/size field, validated (see module doc)."""
     if type(value) is str and FAST_DEC_RE.fullmatch(value):
-        return value  # <= 20 integer digits and <= 18 decimals: always within bounds
+        return value  # <= MAX_INT_DIGITS integer digits and <= MAX_DECIMALS: within bounds
     return _dec_slow(value, what)
 
 
@@ -118,13 +131,16 @@ def _dec_slow(value: Any, what: str) -> str:
         raise NormalizeError(f"{what}={value!r}: expected a decimal string")
     if not DEC_RE.fullmatch(text):
         raise _bad_decimal(text, what)
-    dot = text.find(".")
-    int_len = len(text) if dot < 0 else dot
-    if dot >= 0 and len(text) - dot - 1 > MAX_DECIMALS:
+    scaled = to_scale(text)
+    if scaled is None:
         raise _bad_decimal(text, what)
-    if int_len > MAX_INT_DIGITS and Decimal(text) >= MAX_VALUE:
-        # decimal128(38, 18) holds at most 20 integer digits: 1e20 itself does not fit
-        raise NormalizeError(f"{what}={text[:40]!r}: 1e20 or larger")
+    dot = scaled.find(".")
+    int_len = len(scaled) if dot < 0 else dot
+    if int_len > MAX_INT_DIGITS and Decimal(scaled) >= MAX_VALUE:
+        # the lake's decimal holds at most MAX_INT_DIGITS integer digits: 10**that does not fit
+        raise NormalizeError(
+            f"{what}={text[:40]!r}: 1e{MAX_INT_DIGITS} or larger (the lake's limit)"
+        )
     return text
 
 

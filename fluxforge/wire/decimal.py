@@ -1,11 +1,20 @@
 """The decimal format of prices and sizes on the wire, written once.
 
-A price or size travels as its exact wire string. The plain form ``[0-9]{1,20}(.[0-9]{1,18})?``
-always fits the lake's decimal128(38, 18) (at most 20 integer digits, at most 18 decimals), so
-it is accepted without further checks: by ``FAST_DEC_RE`` in Python, by ``plain_decimal`` in the
-numba scanners and by ``fast_levels`` for whole level lists. Anything else goes to the exact
-checks of ``fluxforge.venues.common.dec`` (which also accepts longer forms within bounds, and
-gives the reason of a refusal).
+A price or size travels as its exact wire string. The plain form ``[0-9]{1,26}(.[0-9]{1,12})?``
+always fits the lake's ``DECIMAL`` (``fluxforge.tables``: decimal128(38, 12), so at most
+``MAX_INT_DIGITS`` = 26 integer digits and ``MAX_DECIMALS`` = 12 decimals), so it is accepted
+without further checks: by ``FAST_DEC_RE`` in Python, by ``plain_decimal`` in the numba
+scanners and by ``fast_levels`` for whole level lists. Anything else goes to the exact checks of
+``fluxforge.venues.common.dec`` (which also accepts longer forms within bounds, and gives the
+reason of a refusal).
+
+Decimals past the scale: venues pad (``"0.10000000000000000000"`` is exactly 0.1), so digits
+past the 12th decimal are accepted when they are all zeros (``to_scale``); a value with a
+non-zero digit there cannot be stored exactly and is refused. The accepted text stays verbatim
+(venue checksums are computed over it); ``to_decimal`` casts wire strings to the lake's type,
+cutting the padding when Arrow's cast alone cannot take the string. The fast paths never take
+such a value: they leave it to ``dec``. The book kernel (``fluxforge.book.kernel.decimals``)
+applies the same rule to the strings it scales.
 
 ``fast_levels`` answers ``common.levels`` for the common case in one pass: the wire strings are
 joined and checked by one numba loop. JSON numbers, non-list rows, short rows, escapes,
@@ -20,14 +29,43 @@ import re
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from numba import njit
 
-MAX_INT_DIGITS = 20  # decimal128(38, 18): 38 - 18 integer digits
-MAX_DECIMALS = 18
+from fluxforge.tables import DECIMAL, DECIMAL_PRECISION, DECIMAL_SCALE
+
+MAX_INT_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
+MAX_DECIMALS = DECIMAL_SCALE
 DEC_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 FAST_DEC_RE = re.compile(rf"[0-9]{{1,{MAX_INT_DIGITS}}}(?:\.[0-9]{{1,{MAX_DECIMALS}}})?")
+_PADDING = rf"^([0-9]*\.[0-9]{{{MAX_DECIMALS}}})0+$"  # zeros past the scale, cut by to_decimal
 _SEP = "\x00"
 _DOT = 46
+
+
+def to_decimal(strings: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Wire strings -> the lake's ``DECIMAL``. Arrow's cast takes up to 38 digits; a longer
+    string padded with zeros past the scale is cut to the scale first (``to_scale``'s rule,
+    vectorized), so every text ``dec`` accepts casts. Anything else raises ArrowInvalid."""
+    try:
+        return strings.cast(DECIMAL)
+    except pa.ArrowInvalid:
+        cut = pc.replace_substring_regex(strings, _PADDING, r"\1")
+        return cut.cast(DECIMAL)
+
+
+def to_scale(text: str) -> str | None:
+    """A plain decimal string (``DEC_RE``) with at most ``MAX_DECIMALS`` decimals: itself, or
+    cut after the ``MAX_DECIMALS``-th decimal when every digit past it is a zero (the same
+    number); None when a digit past it is not zero (the lake cannot hold it exactly)."""
+    dot = text.find(".")
+    if dot < 0 or len(text) - dot - 1 <= MAX_DECIMALS:
+        return text
+    cut = dot + 1 + MAX_DECIMALS
+    if text[cut:].strip("0"):
+        return None
+    return text[:cut]
 
 
 @njit(cache=True)

@@ -71,7 +71,7 @@ def test_hot_load_values_roundtrip_exactly(tmp_path: Path, pg_db: str) -> None:
     row = snaps.to_pylist()[0]
     assert row["depth"] == hot.book_depth < LEVELS
     assert len(row["bid_px"]) == len(row["ask_sz"]) == hot.book_depth
-    assert row["ask_sz"][0] == Decimal("0.000000000000000001")
+    assert row["ask_sz"][0] == Decimal("0.000000000001")
 
 
 def test_hot_load_trades_without_ids_are_all_kept(tmp_path: Path, pg_db: str) -> None:
@@ -158,3 +158,38 @@ def test_hot_load_files_of_one_run_only_inside_window(tmp_path: Path, pg_db: str
     assert hot.count("trades") == lake_rows(storage, "trades", DAYS[1:])
     assert hot.days("book_snapshots") == []  # not among the files given
     assert hot.days("bars_1h") == DAYS[1:]
+
+
+def test_hot_store_with_numeric_38_18_columns_altered_to_lake_scale(
+    tmp_path: Path, pg_db: str
+) -> None:
+    """A hot store created before the lake's decimal(38, 12) (numeric(38,18) columns, rows
+    loaded) is altered in place at the next load, partitions included, values unchanged."""
+    storage = build_lake(tmp_path, [TODAY], segments=1)
+    cfg = config(tmp_path, pg_db)
+    load_lake(cfg, pg_db, hot_days=1, today=TODAY)
+    with psycopg.connect(pg_db) as conn:
+        conn.execute(
+            "ALTER TABLE trades ALTER COLUMN price TYPE numeric(38,18),"
+            " ALTER COLUMN size TYPE numeric(38,18)"
+        )
+        conn.execute("ALTER TABLE book_snapshots ALTER COLUMN ask_sz TYPE numeric(38,18)[]")
+        conn.execute("ALTER TABLE bars_1m ALTER COLUMN vwap TYPE numeric(38,18)")
+    again = load_lake(cfg, pg_db, hot_days=1, today=TODAY)
+    assert again.rows_inserted["trades"] == 0
+    with psycopg.connect(pg_db) as conn:
+        types = conn.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)"
+            " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " WHERE c.relname LIKE ANY (ARRAY['trades%', 'book_snapshots%', 'bars_1m%'])"
+            " AND a.attname IN ('price', 'size', 'ask_sz', 'vwap') AND a.attnum > 0"
+        ).fetchall()
+    assert {t for _rel, _col, t in types} == {"numeric(38,12)", "numeric(38,12)[]"}
+    assert any(rel.startswith("trades_p") for rel, _col, _t in types)  # partitions too
+    hot = HotStore(pg_db)
+    got = hot.read("trades", "coinbase", "BTC-USD", TODAY)
+    (key,) = lake.list_parts(storage, "trades", "coinbase", "BTC-USD", TODAY.isoformat())
+    want = lake.read_file(storage, key, "trades")
+    assert sorted(got.to_pylist(), key=str) == sorted(want.to_pylist(), key=str)
+    snaps = hot.read("book_snapshots", "kraken", "ETH-USD", TODAY)
+    assert snaps.to_pylist()[0]["ask_sz"][0] == Decimal("0.000000000001")

@@ -41,7 +41,7 @@ TRADES = [
     Trade("coinbase", "BTC-USD", DAY1 + 20 * NS, "101.25", "2", "2", 2, "sell"),
     Trade("coinbase", "BTC-USD", DAY1 + 50 * NS, "99.75", "0.5", "3", 3),
     Trade("coinbase", "BTC-USD", DAY1 + 61 * NS, "100", "1", "4", 4),
-    Trade("coinbase", "BTC-USD", DAY1 + 299 * NS, "100.000000000000000001", "0.25", "5", 5),
+    Trade("coinbase", "BTC-USD", DAY1 + 299 * NS, "100.000000000001", "0.25", "5", 5),
     Trade("coinbase", "BTC-USD", DAY1 + 3605 * NS, "102", "3", "6", 6),
     Trade(
         "coinbase",

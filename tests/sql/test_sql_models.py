@@ -122,9 +122,9 @@ def test_build_bars_1m_hand_computed_values_match(built) -> None:
     assert first["vwap"] == pytest.approx(352.875 / 3.5, rel=1e-12)
     assert str(first["date"]) == "2024-01-01"
     assert first["interval"] == "1m"
-    # 18-decimal prices survive exactly
+    # 12-decimal prices (the lake's scale) survive exactly
     fifth = rows[("coinbase", "BTC-USD", DAY1 + 240 * NS)]
-    assert fifth["high"] == Decimal("100.000000000000000001")
+    assert fifth["high"] == Decimal("100.000000000001")
     assert sum(r["trade_count"] for r in rows.values()) == len(TRADES) - DUPLICATES
 
 

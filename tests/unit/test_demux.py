@@ -127,7 +127,8 @@ def test_demux_uncastable_price_quarantines_whole_line() -> None:
     res = _demux(data)
     assert res.trades.column("seq").to_pylist() == [1]
     assert res.quarantined == 2 and res.data == 1
-    assert all("not a decimal(38,18)" in r for r in res.quarantine.column("reason").to_pylist())
+    reasons = res.quarantine.column("reason").to_pylist()
+    assert all("does not fit the lake's decimal(38,12)" in r for r in reasons)
 
 
 def test_demux_path_traversal_symbol_quarantined() -> None:

@@ -4,6 +4,7 @@ tables are read without FluxForge (Polars, pandas through deltalake, DuckDB over
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -178,9 +179,107 @@ def test_lake_tables_read_without_fluxforge(tmp_path: Path) -> None:
     assert dataset.to_table(filter=pc.field("side") == "ask").num_rows == 0
     con = duckdb.connect()
     con.register("book_deltas", dataset)
-    # decimal(38, 18) * decimal(38, 18) overflows in DuckDB: cast first (docs/data-guide.md)
+    # decimal(38, 12) * decimal(38, 12) is decimal(38, 24) in DuckDB: no cast needed
     (count, notional) = con.sql(
-        "select count(*), sum(price::decimal(24, 12) * size::decimal(24, 12)) from book_deltas "
-        "where date = '2024-01-02'"
+        "select count(*), sum(price * size) from book_deltas where date = '2024-01-02'"
     ).fetchall()[0]
-    assert count == 100 and float(notional) == pytest.approx(sum(100 + i for i in range(50)) * 2)
+    assert count == 100 and notional == sum(100 + i for i in range(50)) * 2
+
+
+OLD_DECIMAL = pa.decimal128(38, 18)  # the lake's decimal type before decimal(38, 12)
+
+
+def _old_types(schema: pa.Schema) -> pa.Schema:
+    def old(kind: pa.DataType) -> pa.DataType:
+        if pa.types.is_decimal(kind):
+            return OLD_DECIMAL
+        if pa.types.is_list(kind) and pa.types.is_decimal(kind.value_type):
+            return pa.list_(OLD_DECIMAL)
+        return kind
+
+    return pa.schema([pa.field(f.name, old(f.type)) for f in schema])
+
+
+def _old_lake(root: Path, prices: list[str]) -> lake.Lake:
+    """A book_deltas Delta table as the lake wrote it with decimal(38, 18): one commit per
+    segment with its app transaction, files named part-{stem}-v1.1-{hash}."""
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction, CommitProperties, Transaction
+
+    lk = lake.Lake(LocalStorage(root), LAYOUT)
+    uri = lk.uri("book_deltas")
+    DeltaTable.create(
+        uri,
+        schema=_old_types(lake.table_schema("book_deltas")),
+        partition_by=["exchange", "symbol", "date"],
+    )
+    old = _old_types(BOOK_DELTAS)
+    for i, price in enumerate(prices):
+        rows = (
+            _deltas(i * 10, 10, i * 10)
+            .set_column(4, "price", pa.array([price] * 10).cast(OLD_DECIMAL))
+            .cast(old)
+        )
+        name = f"part-src-segment_20240102T00_{i:05d}-v1.1-{i:012d}.parquet"
+        rel = f"exchange=coinbase/symbol=BTC-USD/date={DAY}/{name}"
+        (root / "processed/book_deltas" / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, root / "processed/book_deltas" / rel)
+        add = AddAction(
+            rel, (root / "processed/book_deltas" / rel).stat().st_size,
+            {"exchange": "coinbase", "symbol": "BTC-USD", "date": DAY}, 1, True,
+            lake.file_stats(rows),
+        )  # fmt: skip
+        app = CommitProperties(app_transactions=[Transaction("fluxforge/src", 10 * (i + 1))])
+        DeltaTable(uri).create_write_transaction(
+            [add], mode="append", schema=_old_types(lake.table_schema("book_deltas")),
+            partition_by=["exchange", "symbol", "date"], commit_properties=app,
+        )  # fmt: skip
+    return lk
+
+
+def test_migrate_decimal_18_table_rewritten_to_scale_12_in_one_commit(tmp_path: Path) -> None:
+    import duckdb
+    from deltalake import DeltaTable
+
+    lk = _old_lake(tmp_path, ["100.5", "0.000000000001"])
+    cfg = _cfg(tmp_path)
+    before = lk.table("book_deltas").version()
+    # a writer never appends scale-12 files under the old schema: it names the way out
+    new = lk.stage("book_deltas", _deltas(500, 3, 500), "coinbase", "BTC-USD", DAY, "x")
+    with pytest.raises(lake.LakeError, match="fluxforge lake migrate"):
+        lk.commit("book_deltas", [new])
+    dry = lake_upkeep.migrate(cfg, dry_run=True, lake=lk).tables["book_deltas"]
+    assert dry.startswith("2 files would be rewritten (price: decimal128(38, 18) -> ")
+    assert lk.table("book_deltas").version() == before
+    done = lake_upkeep.migrate(cfg, lake=lk).tables["book_deltas"]
+    assert done.startswith("2 files rewritten")
+    handle = lk.table("book_deltas")
+    assert handle.version() == before + 1  # one commit: schema and files together
+    assert pa.schema(handle.schema().to_arrow()) == lake.table_schema("book_deltas")
+    # same rows, same order, exact values; stems and version tags kept, app transaction kept
+    old_rows = lake.read_table(lk.storage, "book_deltas", as_of=before)
+    rows = lake.read_table(lk.storage, "book_deltas")
+    assert rows.schema.field("price").type == DECIMAL
+    assert rows.to_pylist() == old_rows.to_pylist()
+    assert rows["price"].to_pylist()[::10] == [Decimal("100.5"), Decimal("0.000000000001")]
+    names = [f.name for f in lk.files("book_deltas")]
+    assert [n[: len("part-src-segment_20240102T00_00000-v1.1-")] for n in names] == [
+        f"part-src-segment_20240102T00_{i:05d}-v1.1-" for i in range(2)
+    ]
+    assert lk.transaction_version("book_deltas", "fluxforge/src") == 20
+    uri = lk.uri("book_deltas")
+    con = duckdb.connect()
+    con.register("d", DeltaTable(uri).to_pyarrow_dataset())
+    notional = con.sql("select sum(price * size) from d").fetchall()[0][0]
+    assert notional == 10 * (Decimal("100.5") + Decimal("0.000000000001"))
+    # the writer commits again, and a second migration changes nothing
+    assert lk.commit("book_deltas", [new])
+    assert lake_upkeep.migrate(cfg, lake=lk).tables["book_deltas"] == "already a Delta table"
+
+
+def test_migrate_value_past_the_new_scale_stops_naming_the_file(tmp_path: Path) -> None:
+    lk = _old_lake(tmp_path, ["100.5", "0.0000000000001"])  # 13 decimals: not exact at 12
+    before = lk.table("book_deltas").version()
+    with pytest.raises(lake.LakeError, match=r"segment_20240102T00_00001-v1\.1-.*data loss"):
+        lake_upkeep.migrate(_cfg(tmp_path), lake=lk)
+    assert lk.table("book_deltas").version() == before  # nothing committed

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fluxforge.book import BookBatch, BookEngine
+from fluxforge.book import BookBatch, BookEngine, BookInputError
+from fluxforge.book import kernel as K
 from fluxforge.events import BookMessage
 
 
@@ -53,8 +54,10 @@ def test_book_decimal_parser_equals_arrow_cast() -> None:
 
     strings = [
         "0", "0.0", "1", "12.34", "0.00000100", "100", ".5", "7.", "123456789012345678",
-        "1234567890123456789", "99999999999999999999.123456789012345678",
-        "0.000000000000000001", "18446744073709551616", "4294967296.000000001",
+        "1234567890123456789", "99999999999999999999999999.123456789012",
+        "0.000000000001", "18446744073709551616", "4294967296.000000001",
+        # zeros past the 12th decimal: venue padding, the same number
+        "0.10000000000000000000", "7.123456789012000000", "1.0000000000000000000000000000000",
     ]  # fmt: skip
     arr = pa.array(strings, pa.large_string())
     _, offs, data = arr.buffers()
@@ -65,10 +68,14 @@ def test_book_decimal_parser_equals_arrow_cast() -> None:
         np.frombuffer(data, np.uint8),
         np.frombuffer(offs, np.int64)[: len(strings) + 1],
     )
+    ok = K.decimals(np.arange(len(strings)), *arenas, DECIMAL.scale, 26)[1]
+    assert ok  # all taken by the numba parser, none left to Arrow
     got = _decimal_column(np.arange(len(strings)), arenas)
     assert got.equals(arr.cast(DECIMAL))
-    with pytest.raises(pa.ArrowInvalid):  # 1e20 needs 39 digits: Arrow names the problem
-        _decimal_column(np.arange(1), (0, *arenas[1:3], *_arena("100000000000000000000")))
+    # 1e26 needs 27 integer digits; a non-zero 13th decimal cannot be kept exactly
+    for bad in ("100000000000000000000000000", "0.1000000000001"):
+        with pytest.raises(BookInputError, match=rf"{bad!r} does not fit decimal\(38, 12\)"):
+            _decimal_column(np.arange(1), (0, *arenas[1:3], *_arena(bad)))
 
 
 def _arena(text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -23,8 +23,12 @@ from fluxforge.venues.common import (
         "0.00000100",
         "30236",
         "0.5000",
-        "99999999999999999999.999999999999999999",
-        "1." + "0" * 18,
+        "99999999999999999999999999.999999999999",
+        "1." + "0" * 12,
+        # zeros past the 12th decimal: venue padding, the same number, kept verbatim (venue
+        # checksums are computed over the text)
+        "0.10000000000000000000",
+        "1." + "0" * 40,
     ],
 )
 def test_dec_valid_string_is_returned_verbatim(text):
@@ -43,10 +47,11 @@ def test_dec_valid_string_is_returned_verbatim(text):
         ("", "not a plain decimal"),
         (" 1", "not a plain decimal"),
         ("0x10", "not a plain decimal"),
-        ("1." + "0" * 19, "more than 18 decimals"),
-        ("100000000000000000000", "1e20 or larger"),
-        ("100000000000000000001", "1e20 or larger"),
-        ("9" * 40, "1e20 or larger"),
+        ("1." + "0" * 12 + "1", "13 decimals with a non-zero digit past the 12th: the lake keeps"),
+        ("0.10000000000000000001", "20 decimals with a non-zero digit past the 12th"),
+        ("1" + "0" * 26, "1e26 or larger"),
+        ("1" + "0" * 25 + "1", "1e26 or larger"),
+        ("9" * 40, "1e26 or larger"),
         (1.5, "JSON float"),
         (None, "expected a decimal string"),
         (True, "expected a decimal string"),
@@ -65,8 +70,9 @@ def test_dec_bad_value_raises_with_reason(value, reason):
         (36500.1, "36500.1"),
         (36500.0, "36500"),
         (1e-05, "0.00001"),
-        (0.1 + 0.2, "0.30000000000000004"),
+        (0.1 + 0.3, "0.4"),
         (1e19, "10000000000000000000"),
+        (1e25, "10000000000000000000000000"),
         (2, "2"),
         ("0.00000100", "0.00000100"),
     ],
@@ -75,8 +81,11 @@ def test_float_to_decimal_gives_shortest_round_trip_without_exponent(value, text
     assert float_to_decimal(value, "amount") == text
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 1e20, 1e21, 1e-19, None, True])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), -1.0, 1e26, 1e27, 1e-19, 0.1 + 0.2, None, True]
+)
 def test_float_to_decimal_rejects_non_finite_negative_and_out_of_range(value):
+    # 0.1 + 0.2 = 0.30000000000000004: 17 decimals, a non-zero digit past the 12th
     with pytest.raises(NormalizeError, match="amount"):
         float_to_decimal(value, "amount")
 
