@@ -201,7 +201,7 @@ def test_book_value_too_large_for_lake_raises_state_untouched() -> None:
     engine = BookEngine("x", "A-B")
     engine.apply([BookMessage("x", "A-B", "AB", "book", 1, 1, 1, True, [("1", "1")], [])])
     before = engine.state()
-    huge = BookMessage("x", "A-B", "AB", "book", 2, 2, 2, False, [("2", "1" + "0" * 20)], [])
+    huge = BookMessage("x", "A-B", "AB", "book", 2, 2, 2, False, [("2", "1" + "0" * 26)], [])
     with pytest.raises(BookInputError, match="decimal"):
         engine.apply([huge])
     assert engine.state() == before
