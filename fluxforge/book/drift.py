@@ -15,11 +15,11 @@ Rules (docs/data-guide.md, "`book_drift`"):
 
 ``compare_levels`` returns the ``Drift`` of one comparison; a non-zero one becomes a
 ``book_drift`` row and a gap-ledger row (cause ``book_drift``). It works on whole columns:
-prices and sizes as their exact decimal128(38, 18) values (two int64 words each, what the
-lake stores; every level the engine holds fits, it refuses others on input), so a book of
-tens of thousands of levels is compared without a Python object per level; only the levels
-that differ are read back as wire text, for the largest size difference as the venue wrote
-it. ``compare`` is the same rule on wire strings (tests, tools).
+prices and sizes as their exact values in the lake's decimal128(38, 12) (two int64 words
+each, what the lake stores; every level the engine holds fits, it refuses others on input),
+so a book of tens of thousands of levels is compared without a Python object per level; only
+the levels that differ are read back as wire text, for the largest size difference as the
+venue wrote it. ``compare`` is the same rule on wire strings (tests, tools).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from decimal import Decimal
 import numpy as np
 from numba import njit
 
+from fluxforge.tables import DECIMAL
+
 CAUSE = "book_drift"
-_SCALE = 18  # decimal128(38, 18): the words hold value * 10**18
+_SCALE = DECIMAL.scale  # the words hold value * 10**scale
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ Levels = list[tuple[str, str]]
 
 @dataclass(frozen=True)
 class SideLevels:
-    """One side of a book or a snapshot, as columns: price and size as decimal128(38, 18)
+    """One side of a book or a snapshot, as columns: price and size as the lake's decimal
     words (int64 [n, 2]: low word, high word) and the wire text of level i's size."""
 
     px: np.ndarray
@@ -62,7 +64,7 @@ class SideLevels:
 
 
 def words(values: list[str]) -> np.ndarray:
-    """Decimal strings -> decimal128(38, 18) words (int64 [n, 2]: low, high)."""
+    """Decimal strings -> the lake's decimal words (int64 [n, 2]: low, high)."""
     out = np.zeros((len(values), 2), dtype=np.int64)
     for i, text in enumerate(values):
         scaled = int(Decimal(text).scaleb(_SCALE))

@@ -179,12 +179,16 @@ class BookStateError(ValueError):
     """A checkpoint cannot be loaded; the text says why."""
 
 
+# the lake's decimal scale and integer-digit limit, as the numba parser takes them
+SCALE_LIMITS = (DECIMAL.scale, DECIMAL.precision - DECIMAL.scale)
+
+
 def _decimal_column(ids: np.ndarray, arenas: tuple) -> pa.Array:
     """Pooled wire strings -> the lake's ``DECIMAL``, parsed in numba; Arrow's cast for the
     forms the fast parser does not take. A value the lake cannot hold raises BookInputError
     naming it and the limit."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    buf, ok = K.decimals(ids, *arenas, DECIMAL.scale, DECIMAL.precision - DECIMAL.scale)
+    buf, ok = K.decimals(ids, *arenas, *SCALE_LIMITS)
     if ok:
         return pa.Array.from_buffers(DECIMAL, len(ids), [None, pa.py_buffer(buf)], null_count=0)
     data, offs = K.gather(ids, *arenas)
@@ -227,9 +231,9 @@ def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLeve
     nl = batch.n_levels
     empty = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64))
     ids = np.r_[np.arange(lo, hi), np.arange(nl + lo, nl + hi)].astype(np.int64)
-    flat, ok = K.decimals(ids, *empty, batch.arena, batch.arena_offsets)
+    flat, ok = K.decimals(ids, *empty, batch.arena, batch.arena_offsets, *SCALE_LIMITS)
     if not ok:  # not reachable: _batch_decimals refused the batch before
-        raise BookInputError("book snapshot level price/size does not fit decimal(38, 18)")
+        raise BookInputError(f"book snapshot level price/size does not fit {DECIMAL}")
     values = flat.reshape(-1, 2)
     px, sz = values[: hi - lo], values[hi - lo :]
     side = batch.side[lo:hi]
@@ -427,7 +431,7 @@ class BookEngine:
         n = len(offs) - 1  # price then size strings, bids then asks (see levels())
         empty = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
         ids = np.arange(n, dtype=np.int64)
-        flat, ok = K.decimals(ids, n, arena, offs, *empty)
+        flat, ok = K.decimals(ids, n, arena, offs, *empty, *SCALE_LIMITS)
         if not ok:  # not reachable: every level came through _batch_decimals
             raise BookStateError(f"book {self.exchange} {self.symbol}: a level is not decimal")
         values = flat.reshape(-1, 2)

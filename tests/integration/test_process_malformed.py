@@ -64,8 +64,8 @@ def test_process_malformed_corpus_valid_lines_still_land(processed) -> None:
     storage = LocalStorage(root)
     trades = lake.read_table(storage, "trades")
     assert [str(p) for p in trades.column("price").to_pylist()] == [
-        "100.500000000000000000",
-        "100.250000000000000000",
+        "100.500000000000",
+        "100.250000000000",
     ]
     books = {(b["exchange"], b["symbol"]): b for b in report.to_dict()["books"]}
     # duplicate / out-of-order Binance updates break the pu chain: recorded, never continued

@@ -33,7 +33,7 @@ CASES = [
      None, "missing field 'time'"),
     ("NaN price", "coinbase", "msg", {**_CB_MATCH, "price": "NaN"}, None, "not finite"),
     ("negative size", "coinbase", "msg", {**_CB_MATCH, "size": "-1"}, None, "negative"),
-    ("huge price", "coinbase", "msg", {**_CB_MATCH, "price": "1" + "0" * 25}, None, "1e20"),
+    ("huge price", "coinbase", "msg", {**_CB_MATCH, "price": "1" + "0" * 26}, None, "1e26"),
     ("zero trade price", "coinbase", "msg", {**_CB_MATCH, "price": "0.000"}, None, "> 0"),
     ("float price", "coinbase", "msg", {**_CB_MATCH, "price": 2.5}, None, "JSON float"),
     ("bad side", "coinbase", "msg", {**_CB_MATCH, "side": "up"}, None, "not buy/sell"),
