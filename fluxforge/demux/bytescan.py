@@ -6,7 +6,9 @@ escapes, control or non-ASCII bytes are never accepted here (``str_end``), so a 
 accepted string is its exact text.
 
 numba's on-disk cache (cache=True) is keyed on each function's own file only: after changing a
-primitive here, delete fluxforge/demux/__pycache__/*.nbi/.nbc so the scanners recompile.
+primitive here, or the decimal rule the scanners inline (fluxforge/wire/decimal.py, whose
+limits derive from the lake's ``DECIMAL`` in fluxforge/tables.py), delete
+fluxforge/demux/__pycache__/*.nbi/.nbc so the scanners recompile.
 """
 
 from __future__ import annotations
