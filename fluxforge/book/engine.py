@@ -305,19 +305,74 @@ def _delta_rows(
     )
 
 
+@dataclass
+class _SnapshotRows:
+    """Injected snapshot rows as columns; ``lists``: (counts per row, decimal values) of
+    bid_px, bid_sz, ask_px, ask_sz."""
+
+    ts_event: np.ndarray
+    ts_recv: np.ndarray
+    venue_symbol: list[str]
+    depth: np.ndarray
+    lists: list[tuple[np.ndarray, pa.Array]]
+    reason: np.ndarray
+    book_epoch: np.ndarray
+    update_id: np.ndarray
+    seq: np.ndarray
+
+
+def _snapshot_table(parts: list[_SnapshotRows | None]) -> pa.Table:
+    """One book_snapshots table of the rows of `parts`, in order."""
+    rows = [p for p in parts if p is not None]
+    if not rows:
+        return _empty(BOOK_SNAPSHOTS)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(r, name) for r in rows])
+
+    lists = []
+    for i in range(4):
+        counts = np.concatenate([r.lists[i][0] for r in rows])
+        values = pa.concat_arrays([r.lists[i][1] for r in rows])
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        lists.append(pa.ListArray.from_arrays(pa.array(offsets), values))
+    reasons = pa.DictionaryArray.from_arrays(
+        pa.array(cat("reason").astype(np.int32)), pa.array(K.REASONS, pa.string())
+    ).cast(pa.string())
+    return _table(
+        BOOK_SNAPSHOTS,
+        {
+            "ts_event": pa.array(cat("ts_event")),
+            "ts_recv": pa.array(cat("ts_recv")),
+            "venue_symbol": pa.array([v for r in rows for v in r.venue_symbol], pa.string()),
+            "depth": pa.array(cat("depth")),
+            "bid_px": lists[0],
+            "bid_sz": lists[1],
+            "ask_px": lists[2],
+            "ask_sz": lists[3],
+            "reason": reasons,
+            "book_epoch": pa.array(cat("book_epoch")),
+            "update_id": pa.array(cat("update_id")),
+            "seq": pa.array(cat("seq")),
+        },
+    )
+
+
 class _DeferredDeltas:
     """Delta rows of consecutive pieces of one batch, built in one go (``flush``)."""
 
     def __init__(self, batch: BookBatch, dec: pa.Array) -> None:
         self.batch, self.dec = batch, dec
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.snapshots: list[_SnapshotRows | None] = []
 
     def add(self, order: np.ndarray, at: np.ndarray, ep: np.ndarray) -> None:
         self._parts.append((order, at, ep))
 
     def flush(self) -> BookOutput:
-        """An output holding only the delta rows added so far (in order)."""
+        """An output holding the delta and snapshot rows added so far (in order)."""
         parts, self._parts = self._parts, []
+        snapshots, self.snapshots = _snapshot_table(self.snapshots), []
         if not parts:
             deltas = _empty(BOOK_DELTAS)
         else:
@@ -325,10 +380,7 @@ class _DeferredDeltas:
                 self.batch, *(np.concatenate(c) for c in zip(*parts, strict=True)), self.dec
             )
         return BookOutput(
-            deltas=deltas,
-            snapshots=_empty(BOOK_SNAPSHOTS),
-            gaps=_empty(GAP_LEDGER),
-            stats=BookStats(),
+            deltas=deltas, snapshots=snapshots, gaps=_empty(GAP_LEDGER), stats=BookStats()
         )
 
 
@@ -646,9 +698,17 @@ class BookEngine:
                 deltas = _delta_rows(batch, order, clock[order], epoch[order], dec)
             if outs_before is not None and outs_before.deltas.num_rows:
                 deltas = pa.concat_tables([outs_before.deltas, deltas])
+            snap_rows = self._snapshots(batch, snap_meta, snap_ids, arenas)
+            if rows is not None:
+                rows.snapshots.append(snap_rows)
+                snapshots = _empty(BOOK_SNAPSHOTS)
+            else:
+                snapshots = _snapshot_table([snap_rows])
+            if outs_before is not None and outs_before.snapshots.num_rows:
+                snapshots = pa.concat_tables([outs_before.snapshots, snapshots])
             out = BookOutput(
                 deltas=deltas,
-                snapshots=self._snapshots(batch, snap_meta, snap_ids, arenas),
+                snapshots=snapshots,
                 gaps=self._gaps(batch, gap_meta, pending, segment),
                 stats=stats,
                 lazy_tops=functools.partial(self._tops, batch, order, clock, tops, arenas)
@@ -793,10 +853,12 @@ class BookEngine:
 
     def _snapshots(
         self, batch: BookBatch, meta: np.ndarray, ids: np.ndarray, arenas: tuple
-    ) -> pa.Table:
+    ) -> _SnapshotRows | None:
+        """The injected snapshot rows of one apply, as columns (values read from the arenas
+        now: the book's arena is compacted after the apply); None when there are none."""
         k = meta.shape[0]
         if k == 0:
-            return _empty(BOOK_SNAPSHOTS)
+            return None
         d = self.depth
         msg = meta[:, 0]
         at = meta[:, 5]  # the clock: receive time and seq the row sorts by
@@ -806,26 +868,17 @@ class BookEngine:
             block = ids[:, part * d : (part + 1) * d]
             mask = np.arange(d)[None, :] < counts[:, None]
             flat = np.ascontiguousarray(block[mask])
-            values = _decimal_column(flat, arenas)
-            list_offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-            lists.append(pa.ListArray.from_arrays(pa.array(list_offs), values))
-        vs = [batch.venue_symbols[int(batch.venue_symbol[m])] for m in msg]
-        return _table(
-            BOOK_SNAPSHOTS,
-            {
-                "ts_event": pa.array(batch.ts_event[msg]),
-                "ts_recv": pa.array(batch.ts_recv[at]),
-                "venue_symbol": pa.array(vs, pa.string()),
-                "depth": pa.array(np.full(k, d, dtype=np.int32)),
-                "bid_px": lists[0],
-                "bid_sz": lists[1],
-                "ask_px": lists[2],
-                "ask_sz": lists[3],
-                "reason": pa.array([K.REASONS[int(r)] for r in meta[:, 1]], pa.string()),
-                "book_epoch": pa.array(meta[:, 2].astype(np.int32)),
-                "update_id": pa.array(batch.final_id[msg]),
-                "seq": pa.array(batch.seq[at]),
-            },
+            lists.append((counts, _decimal_column(flat, arenas)))
+        return _SnapshotRows(
+            ts_event=batch.ts_event[msg],
+            ts_recv=batch.ts_recv[at],
+            venue_symbol=[batch.venue_symbols[int(batch.venue_symbol[m])] for m in msg],
+            depth=np.full(k, d, dtype=np.int32),
+            lists=lists,
+            reason=meta[:, 1].copy(),
+            book_epoch=meta[:, 2].astype(np.int32),
+            update_id=batch.final_id[msg],
+            seq=batch.seq[at],
         )
 
     def _gaps(
