@@ -345,9 +345,14 @@ def _rows(
         good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), okx.symbol_of)
     else:  # the push's instId and instType
         inst = text(buf, info[line], 2)
-        ty = text(buf, info[line], 4)
+        # instId NUL instType; no NUL when the push has no instType (an empty one differs)
+        ty = pc.if_else(
+            pa.array(info[line, 4] >= 0),
+            pc.binary_join_element_wise("\x00", text(buf, info[line], 4), ""),
+            "",
+        )
         good, codes, symbols, labels = symbols_of(
-            pc.binary_join_element_wise(inst, ty, "\x00"), _bitget_symbol
+            pc.binary_join_element_wise(inst, ty, ""), _bitget_symbol
         )
         raws = pa.array([label.split("\x00")[0] for label in labels.to_pylist()], pa.string())
     taken = np.zeros(len(out.taken), dtype=bool)
@@ -379,8 +384,10 @@ def _rows(
 
 
 def _bitget_symbol(label: str) -> str:
-    raw, _, inst_type = label.partition("\x00")
-    return bitget.venue_symbol_to_symbol(venue_symbol(raw, "bitget instId"), inst_type or "sp")
+    raw, sep, inst_type = label.partition("\x00")
+    return bitget.venue_symbol_to_symbol(
+        venue_symbol(raw, "bitget instId"), inst_type if sep else "sp"
+    )
 
 
 def _books(

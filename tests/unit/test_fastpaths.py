@@ -404,6 +404,52 @@ BITGET_TRICKY = [
     _okx(b'"action":"update",' + _BG_ARG + b',"data":[' + _BG_ITEM + b"," + _BG_ITEM + b"]"),
 ]
 
+# trade and ticker pushes (read by the venues' TRADE / TRADE_ROW / TICKER declarations)
+_BG_TRADE = b'["1649290080580","113.49","0.43","sell"]'
+_BG_TRADE_V2 = b'{"ts":"1649290080580","price":"1","size":"2","side":"buy","tradeId":"7"}'
+_BG_TICKER = b'{"instId":"DASHUSDT","last":"113.370","bestAsk":"113.41","bestBid":"113.36","systemTime":1649290077309}'  # noqa: E501
+_OKX_TRADE = (
+    b'{"instId":"BTC-USDT","tradeId":"1","px":"1.5","sz":"2","side":"buy","ts":"1652459224818"}'
+)
+_BG_T = b'"arg":{"instType":"mc","channel":"trade","instId":"DASHUSDT"}'
+_BG_K = b'"arg":{"instType":"mc","channel":"ticker","instId":"DASHUSDT"}'
+for _arg, _items in (
+    (_BG_T, _BG_TRADE),
+    (_BG_T.replace(b'"mc"', b'""'), _BG_TRADE),
+    (_BG_T.replace(b'"instType":"mc",', b""), _BG_TRADE),
+    (_BG_T, _BG_TRADE + b"," + _BG_TRADE),
+    (_BG_T, _BG_TRADE[:-1] + b',"x"]'),
+    (_BG_T, _BG_TRADE.replace(b"sell", b"SELL")),
+    (_BG_T, _BG_TRADE.replace(b'"0.43"', b"0.43")),
+    (_BG_T, _BG_TRADE_V2),
+    (_BG_K, _BG_TICKER),
+    (_BG_K, _BG_TICKER[:-1] + b',"bidPr":"1"}'),
+    (_BG_K, _BG_TICKER.replace(b"1649290077309", b"null")),
+    (_BG_K, _BG_TICKER.replace(b'"113.36"', b'""')),
+    (_BG_K, _BG_TICKER[:-1] + b',"nested":{"a":1}}'),
+):
+    for _action in (b'"action":"update",', b'"action":"snapshot",'):
+        BITGET_TRICKY.append(_okx(_action + _arg + b',"data":[' + _items + b"]"))
+    BITGET_TRICKY.append(_okx(b'"data":[' + _items + b'],"action":"update",' + _arg))
+_OKX_T = b'"arg":{"channel":"trades","instId":"BTC-USDT"},"data":['
+for _item in (
+    _OKX_TRADE,
+    _OKX_TRADE.replace(b'"1"', b'""'),
+    _OKX_TRADE.replace(b'"1"', b"1"),
+    _OKX_TRADE.replace(b'"buy"', b'"BUY"'),
+    _OKX_TRADE[:-1] + b',"count":"3","seqId":12}',
+    _OKX_TRADE.replace(b'"BTC-USDT"', b'"../x"'),
+    _OKX_TRADE + b"," + _OKX_TRADE.replace(b'"BTC-USDT"', b'"ETH-USDT"'),
+):
+    OKX_TRICKY.append(_okx(_OKX_T + _item + b"]"))
+_OKX_K = b'"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":['
+for _item in (
+    b'{"instId":"BTC-USDT","last":"1","bidPx":"","bidSz":"","askPx":"2","ts":"1652459224818"}',
+    b'{"instId":"BTC-USDT","last":null,"ts":1652459224818}',
+    b'{"instId":"BTC-USDT","last":"1","ts":"1652459224818","bidPx":1.5}',
+):
+    OKX_TRICKY.append(_okx(_OKX_K + _item + b"]"))
+
 
 def test_demux_okx_bitget_fast_path_tricky_lines_equal_exact_path(
     monkeypatch: pytest.MonkeyPatch,
