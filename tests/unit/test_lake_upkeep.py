@@ -283,3 +283,22 @@ def test_migrate_value_past_the_new_scale_stops_naming_the_file(tmp_path: Path) 
     with pytest.raises(lake.LakeError, match=r"segment_20240102T00_00001-v1\.1-.*data loss"):
         lake_upkeep.migrate(_cfg(tmp_path), lake=lk)
     assert lk.table("book_deltas").version() == before  # nothing committed
+
+
+def test_migrate_part_file_lake_with_decimal_18_files_converted_then_rewritten(
+    tmp_path: Path,
+) -> None:
+    part = tmp_path / "processed/book_deltas/exchange=coinbase/symbol=BTC-USD/date=2024-01-02"
+    part.mkdir(parents=True)
+    for i in range(2):
+        rows = _deltas(i * 10, 10, i * 10).cast(_old_types(BOOK_DELTAS))
+        pq.write_table(rows, part / f"part-src-segment_20240102T00_{i}.parquet")
+    cfg = _cfg(tmp_path)
+    done = lake_upkeep.migrate(cfg).tables["book_deltas"]
+    assert done.startswith("2 files committed; 2 files rewritten (price: decimal128(38, 18)")
+    data = lake.read_table(LocalStorage(tmp_path), "book_deltas")
+    assert data.schema.field("size").type == DECIMAL and data.num_rows == 20
+    assert data["price"].to_pylist() == [Decimal(100 + i) for i in range(10)] * 2
+    # still untagged segment files: stale until rebuilt, as any migrated part
+    assert [p.built_with for p in lake_upkeep.stale(cfg)] == ["v0.0"]
+    assert lake_upkeep.migrate(cfg).tables["book_deltas"] == "already a Delta table"
