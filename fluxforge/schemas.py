@@ -296,6 +296,7 @@ def validate_parts(table: str, parts: list[tuple[pyarrow.Table, str, str, str]])
 # and the author of the error message.
 
 PARTITION_COLUMNS = ("exchange", "symbol", "date")
+MAX_CHUNKS = 64  # more chunks than this are joined before polars reads them
 
 
 class _Capture:
@@ -389,9 +390,13 @@ def _holds(data: pyarrow.Table, plan: _Plan) -> bool:
         return False
     if not data.num_rows or not plan.rules:
         return True
-    # only the checked columns cross into polars (a string column without rules costs nothing),
-    # as one chunk each (a part per snapshot piece would make thousands)
-    frame = pl.from_arrow(data.select(list(plan.checked)).combine_chunks())
+    # only the checked columns cross into polars (a string column without rules costs nothing);
+    # thousands of small chunks (a part per snapshot piece) are joined first, a few big ones
+    # are not (a copy of the biggest table would raise the peak memory of the segment)
+    checked = data.select(list(plan.checked))
+    if checked.num_columns and checked.column(0).num_chunks > MAX_CHUNKS:
+        checked = checked.combine_chunks()
+    frame = pl.from_arrow(checked, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
     return all(frame.select(list(plan.rules)).row(0))
 

@@ -248,6 +248,9 @@ def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLeve
 
 
 _EMPTY: dict[pa.Schema, pa.Table] = {}
+# a batch with more levels than this builds its snapshot pieces' rows in several goes (bounded
+# memory: the pieces' decimals are freed as it goes)
+PIECE_ROWS_LEVELS = 1 << 20
 
 
 def _empty(schema: pa.Schema) -> pa.Table:
@@ -278,14 +281,24 @@ def _strings_of(codes: np.ndarray, values: list[str]) -> pa.Array:
     )
 
 
+def _levels_of(batch: BookBatch, order: np.ndarray) -> np.ndarray:
+    """The level indices of messages `order` of `batch`, message after message."""
+    return level_ranges(batch.level_offsets[:-1][order], np.diff(batch.level_offsets)[order])
+
+
 def _delta_rows(
-    batch: BookBatch, order: np.ndarray, at: np.ndarray, ep: np.ndarray, dec: pa.Array
+    batch: BookBatch,
+    order: np.ndarray,
+    at: np.ndarray,
+    ep: np.ndarray,
+    prices: pa.Array,
+    sizes: pa.Array,
 ) -> pa.Table:
     """Rows of the applied messages `order` of `batch` in application order; receive time and
     seq from each message's clock `at` (itself, or the snapshot a replayed update followed),
-    epoch `ep` per applied message; `dec`: the batch's prices then sizes as decimals."""
+    epoch `ep` per applied message; `prices`, `sizes`: decimals of their levels, in order."""
     counts = np.diff(batch.level_offsets)[order]
-    idx = level_ranges(batch.level_offsets[:-1][order], counts)
+    idx = _levels_of(batch, order)
     msg = np.repeat(order, counts)
     at = np.repeat(at, counts)
     return _table(
@@ -295,8 +308,8 @@ def _delta_rows(
             "ts_recv": pa.array(batch.ts_recv[at]),
             "venue_symbol": _strings_of(batch.venue_symbol[msg], batch.venue_symbols),
             "side": _strings_of(batch.side[idx], ["bid", "ask"]),
-            "price": dec.take(pa.array(idx)),
-            "size": dec.take(pa.array(idx + batch.n_levels)),
+            "price": prices,
+            "size": sizes,
             "update_id": pa.array(batch.final_id[msg]),
             "is_snapshot": pa.array((batch.flags[msg] & K.F_SNAPSHOT).astype(bool)),
             "book_epoch": pa.array(np.repeat(ep, counts).astype(np.int32)),
@@ -359,26 +372,60 @@ def _snapshot_table(parts: list[_SnapshotRows | None]) -> pa.Table:
 
 
 class _DeferredDeltas:
-    """Delta rows of consecutive pieces of one batch, built in one go (``flush``)."""
+    """Delta and snapshot rows of consecutive pieces of one batch, built in a few goes.
 
-    def __init__(self, batch: BookBatch, dec: pa.Array) -> None:
-        self.batch, self.dec = batch, dec
-        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    A batch of up to ``PIECE_ROWS_LEVELS`` levels has its prices and sizes parsed once, up front
+    (``dec``; a bad one raises before any piece applies); a larger one keeps each piece's
+    decimals and builds rows every ``PIECE_ROWS_LEVELS`` pending levels, so they do not pile up
+    (peak memory of a 100 MB segment)."""
+
+    def __init__(self, batch: BookBatch) -> None:
+        self.batch = batch
+        small = batch.n_levels <= PIECE_ROWS_LEVELS
+        self.dec: pa.Array | None = _batch_decimals(batch) if small else None
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._decs: list[pa.Array] = []
+        self._offset = 0  # of the next piece's decimals in the pending ones
+        self._built: list[pa.Table] = []
         self.snapshots: list[_SnapshotRows | None] = []
 
-    def add(self, order: np.ndarray, at: np.ndarray, ep: np.ndarray) -> None:
-        self._parts.append((order, at, ep))
+    def add(
+        self,
+        piece: BookBatch,
+        base: int,
+        order: np.ndarray,
+        at: np.ndarray,
+        ep: np.ndarray,
+        dec: pa.Array | None,
+    ) -> None:
+        """Applied messages `order` of `piece` (messages ``base..`` of the batch), the
+        clock and epoch of each, and the piece's prices then sizes as decimals (None when
+        ``self.dec`` holds the batch's)."""
+        if self.dec is not None:
+            idx = _levels_of(piece, order) + int(self.batch.level_offsets[base])
+            self._parts.append((order + base, at + base, ep, idx, idx + self.batch.n_levels))
+            return
+        assert dec is not None
+        idx = _levels_of(piece, order) + self._offset
+        self._parts.append((order + base, at + base, ep, idx, idx + piece.n_levels))
+        self._decs.append(dec)
+        self._offset += len(dec)
+        if self._offset >= PIECE_ROWS_LEVELS:
+            self._build()
+
+    def _build(self) -> None:
+        if self._parts:
+            order, at, ep, px, sz = (np.concatenate(c) for c in zip(*self._parts, strict=True))
+            dec = self.dec if self.dec is not None else pa.concat_arrays(self._decs)
+            self._built.append(_delta_rows(self.batch, order, at, ep, dec.take(px), dec.take(sz)))
+        self._parts, self._decs, self._offset = [], [], 0
 
     def flush(self) -> BookOutput:
         """An output holding the delta and snapshot rows added so far (in order)."""
-        parts, self._parts = self._parts, []
+        self._build()
+        built, self._built = self._built, []
         snapshots, self.snapshots = _snapshot_table(self.snapshots), []
-        if not parts:
-            deltas = _empty(BOOK_DELTAS)
-        else:
-            deltas = _delta_rows(
-                self.batch, *(np.concatenate(c) for c in zip(*parts, strict=True)), self.dec
-            )
+        deltas = pa.concat_tables(built) if built else _empty(BOOK_DELTAS)
         return BookOutput(
             deltas=deltas, snapshots=snapshots, gaps=_empty(GAP_LEDGER), stats=BookStats()
         )
@@ -528,10 +575,10 @@ class BookEngine:
         drifts: list[dict] = []
         checks = 0
         # one piece per snapshot (its drift is compared with the book just before it): the
-        # delta rows of pieces that are plain slices of `batch` are built once at the end, from
-        # the batch's own columns (a partial-depth stream has a snapshot in every message);
-        # every price and size is parsed up front, so a bad one raises before any piece applies
-        rows = _DeferredDeltas(batch, _batch_decimals(batch)) if tables else None
+        # delta and snapshot rows of pieces that are plain slices of `batch` are built a few
+        # times per batch from the batch's own columns, not once per piece (a partial-depth
+        # stream has a snapshot in every message)
+        rows = _DeferredDeltas(batch) if tables else None
         for lo, hi in itertools.pairwise(sorted({0, *snaps.tolist(), len(batch)})):
             resume_chain = False
             if batch.flags[lo] & K.F_SNAPSHOT:
@@ -642,7 +689,7 @@ class BookEngine:
             rows = None
         else:
             outs_before = None
-        dec = _batch_decimals(batch) if tables and rows is None else None
+        dec = _batch_decimals(batch) if tables and (rows is None or rows.dec is None) else None
         key, pid, snap_meta, snap_ids, gap_meta, n_out, left = K.apply_kernel(
             self._st,
             self._key,
@@ -692,10 +739,18 @@ class BookEngine:
         self._pending_dropped = 0
         if tables:
             if rows is not None:
-                rows.add(order + base, clock[order] + base, epoch[order])
+                rows.add(batch, base, order, clock[order], epoch[order], dec)
                 deltas = _empty(BOOK_DELTAS)
             else:
-                deltas = _delta_rows(batch, order, clock[order], epoch[order], dec)
+                idx = _levels_of(batch, order)
+                deltas = _delta_rows(
+                    batch,
+                    order,
+                    clock[order],
+                    epoch[order],
+                    dec.take(pa.array(idx)),
+                    dec.take(pa.array(idx + batch.n_levels)),
+                )
             if outs_before is not None and outs_before.deltas.num_rows:
                 deltas = pa.concat_tables([outs_before.deltas, deltas])
             snap_rows = self._snapshots(batch, snap_meta, snap_ids, arenas)
