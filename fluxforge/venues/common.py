@@ -20,7 +20,7 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from fluxforge.events import EventSink, NormalizeError
@@ -167,8 +167,11 @@ def float_to_decimal(value: Any, what: str) -> str:
     """ccxt's unified structures hold floats: the shortest decimal that round-trips to the
     same float (Python ``repr``), written without exponent ("1e-05" -> "0.00001") and without
     a trailing ".0". That is the number the venue sent whenever the venue's string had at
-    most 15-17 significant digits, which covers every real price/size. Strings and ints pass
-    through ``dec``."""
+    most 15-17 significant digits, which covers every real price/size. A float whose shortest
+    form has more than the lake's 12 decimals carries float arithmetic noise (ccxt's amount x
+    contract size: 0.1 + 0.2 = 0.30000000000000004), not a venue's digits: it is rounded to 12
+    decimals (half even; no venue ticks finer, docs/data-guide.md "Types"). Strings and ints
+    pass through ``dec``, which refuses such digits."""
     if isinstance(value, bool) or value is None:
         raise NormalizeError(f"{what}={value!r}: expected a number")
     if isinstance(value, float):
@@ -184,6 +187,9 @@ def float_to_decimal(value: Any, what: str) -> str:
                 raise NormalizeError(f"{what}={value!r}: not a number") from None
         if text.endswith(".0"):
             text = text[:-2]
+        if to_scale(text) is None:
+            rounded = Decimal(text).quantize(Decimal(1).scaleb(-MAX_DECIMALS), ROUND_HALF_EVEN)
+            text = format(rounded.normalize(), "f") if rounded else "0"
         return dec(text, what)
     return dec(value, what)
 
