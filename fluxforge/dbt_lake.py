@@ -30,7 +30,7 @@ from dbt.adapters.duckdb.utils import SourceConfig
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from fluxforge.tables import SCHEMAS
+from fluxforge.tables import SCHEMAS, lake_schema
 
 PARTITION_COLUMNS = ("exchange", "symbol", "date")
 
@@ -45,10 +45,11 @@ def resolve(root: str | None, path: str) -> str:
 
 
 def empty_table(name: str) -> pa.Table:
-    """No rows, with the lake table's columns and its partition columns (ISO text)."""
+    """No rows, with the lake table's columns as stored and its partition columns (ISO text)."""
     schema = SCHEMAS.get(name)
     if schema is None:
         raise ValueError(f"lake table {name!r} has no Delta log and no schema in fluxforge.tables")
+    schema = lake_schema(schema)
     extra = [pa.field(c, pa.string()) for c in PARTITION_COLUMNS if c not in schema.names]
     return pa.schema([*schema, *extra]).empty_table()
 

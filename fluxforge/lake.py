@@ -38,7 +38,15 @@ from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Tra
 from fluxforge import versions
 from fluxforge.config import PathNames, S3Settings
 from fluxforge.storage import Layout, Storage, sanitize_part
-from fluxforge.tables import PARTITION_COLUMNS, SCHEMAS
+from fluxforge.tables import (
+    LAKE_TIME,
+    NS_PER_LAKE_UNIT,
+    PARTITION_COLUMNS,
+    SCHEMAS,
+    from_lake,
+    lake_schema,
+    to_lake,
+)
 
 TABLES = tuple(SCHEMAS)
 COMPRESSION = "zstd"
@@ -129,19 +137,29 @@ class Staged:
 def encode_parquet(
     table: pa.Table, schema: pa.Schema, row_group_size: int, window_ns: int | None = None
 ) -> bytes:
-    """Deterministic zstd Parquet bytes for `table` cast to `schema` (same input, same bytes).
+    """Deterministic zstd Parquet bytes of in-memory rows `table` (cast to `schema`, then to the
+    lake's form, ``tables.to_lake``): same input, same bytes.
 
     With `window_ns`, row groups also break wherever ``ts_recv // window_ns`` changes (rows in
     receive order), so a reader that needs one snapshot window of book deltas touches at most
     the row groups of that window (row-group statistics on ts_recv do the pruning)."""
+    return _encode(table, schema, row_group_size, window_ns)[0]
+
+
+def _encode(
+    table: pa.Table, schema: pa.Schema, row_group_size: int, window_ns: int | None
+) -> tuple[bytes, pa.Table]:
+    """(Parquet bytes, the rows as stored) of in-memory rows `table`."""
     data = table.select(schema.names).cast(schema)
+    slices = _window_slices(data, window_ns)
+    stored = to_lake(data, schema)
     buf = io.BytesIO()
     with pq.ParquetWriter(
-        buf, schema, compression=COMPRESSION, write_statistics=True, store_schema=True
+        buf, stored.schema, compression=COMPRESSION, write_statistics=True, store_schema=True
     ) as writer:
-        for start, end in _window_slices(data, window_ns):
-            writer.write_table(data.slice(start, end - start), row_group_size=row_group_size)
-    return buf.getvalue()
+        for start, end in slices:
+            writer.write_table(stored.slice(start, end - start), row_group_size=row_group_size)
+    return buf.getvalue(), stored
 
 
 def _window_slices(data: pa.Table, window_ns: int | None) -> list[tuple[int, int]]:
@@ -153,8 +171,9 @@ def _window_slices(data: pa.Table, window_ns: int | None) -> list[tuple[int, int
 
 
 def file_stats(data: pa.Table) -> str:
-    """Delta ``stats`` JSON of a file: row count and min/max/null count of every column a
-    Delta reader can prune on (numbers, strings, decimals, booleans; not binary or lists).
+    """Delta ``stats`` JSON of a file (rows as stored): row count and min/max/null count of
+    every column a Delta reader can prune on (numbers, strings, decimals, booleans, times; not
+    binary or lists).
 
     Every such column must be present: delta-rs turns a missing min/max into a ``col >= null``
     fragment guard, and pyarrow then drops every row of the file for any filter on that
@@ -170,6 +189,7 @@ def file_stats(data: pa.Table) -> str:
             or pa.types.is_string(kind)
             or pa.types.is_decimal(kind)
             or pa.types.is_boolean(kind)
+            or pa.types.is_timestamp(kind)
         ):
             continue
         col = data[field.name]
@@ -181,38 +201,25 @@ def file_stats(data: pa.Table) -> str:
         if pa.types.is_decimal(kind):
             # JSON numbers: widen by one ulp so the float bounds still contain every value
             lo, hi = math.nextafter(float(lo), -math.inf), math.nextafter(float(hi), math.inf)
+        elif pa.types.is_timestamp(kind):
+            lo, hi = _iso_us(lo), _iso_us(hi)
         mins[field.name], maxs[field.name] = lo, hi
     return orjson.dumps(
         {"numRecords": data.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
     ).decode()
 
 
+def _iso_us(when: dt.datetime) -> str:
+    """A time as Delta writes it in file statistics (ISO-8601, microseconds, UTC)."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def table_schema(table: str) -> pa.Schema:
-    """The Delta schema of `table`: its file columns then the partition columns."""
-    schema = _schema(table)
+    """The Delta schema of `table`: its file columns as stored then the partition columns."""
+    schema = lake_schema(_schema(table))
     for field in PARTITION_SCHEMA:
         schema = schema.append(field)
     return schema
-
-
-def _decimal_of(kind: pa.DataType) -> pa.DataType | None:
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        kind = kind.value_type
-    return kind if pa.types.is_decimal(kind) else None
-
-
-def decimal_drift(handle: DeltaTable, table: str) -> list[str]:
-    """Decimal columns whose type in the table's log is not ``fluxforge.tables.DECIMAL`` (a
-    lake written before prices moved to decimal(38, 12)), as 'column: old -> new'."""
-    have = pa.schema(handle.schema().to_arrow())
-    out = []
-    for field in table_schema(table):
-        want = _decimal_of(field.type)
-        i = have.get_field_index(field.name)
-        old = _decimal_of(have.field(i).type) if i >= 0 else None
-        if want is not None and old is not None and old != want:
-            out.append(f"{field.name}: {old} -> {want}")
-    return out
 
 
 def _schema(table: str) -> pa.Schema:
@@ -270,6 +277,7 @@ class Lake:
         self.layout = layout or Layout(PathNames())
         self._options = storage_options(storage)
         self._tables: dict[str, DeltaTable] = {}
+        self._checked: set[str] = set()
         self._cache: dict[tuple[str, int], pa.Table] = {}
 
     @classmethod
@@ -319,6 +327,7 @@ class Lake:
     def ensure(self, table: str) -> DeltaTable:
         handle = self.table(table)
         if handle is not None:
+            self._check_schema(table, handle)
             return handle
         # mode="ignore": two writers creating the table at once both end up with it, and
         # trying again after an error (on S3, maybe a lost answer of a create that landed) is
@@ -342,6 +351,34 @@ class Lake:
         assert handle is not None
         return handle
 
+    def outdated_columns(self, table: str, handle: DeltaTable | None = None) -> list[str]:
+        """Columns whose type in the table's log differs from the current schema (a table
+        written by an older FluxForge: ``fluxforge lake migrate`` rewrites it)."""
+        handle = handle or self.table(table)
+        if handle is None:
+            return []
+        have = pa.schema(handle.schema().to_arrow())
+        want = table_schema(table)
+        return [
+            f"{f.name}: {have.field(f.name).type} -> {f.type}"
+            for f in want
+            if f.name in have.names and have.field(f.name).type != f.type
+        ]
+
+    def _check_schema(self, table: str, handle: DeltaTable) -> None:
+        # Delta keeps a table's schema on append: files of the current format committed to an
+        # old table would be read in the old types (times as integers), so refuse instead
+        if table in self._checked:
+            return
+        outdated = self.outdated_columns(table, handle)
+        if outdated:
+            raise LakeError(
+                f"lake table {table} ({self.uri(table)}) holds older column types: "
+                f"{'; '.join(outdated)}; run `fluxforge lake migrate` to rewrite it "
+                '(docs/data-guide.md, "Migration")'
+            )
+        self._checked.add(table)
+
     # -- writing ---------------------------------------------------------------------------
 
     def stage(
@@ -364,7 +401,7 @@ class Lake:
         files are never rewritten in place, so time travel keeps working). With
         ``write=False`` only the name and statistics are computed (a file already committed)."""
         schema = _schema(table)
-        body = encode_parquet(data, schema, row_group_size, window_ns)
+        body, stored = _encode(data, schema, row_group_size, window_ns)
         digest = hashlib.sha256(body).hexdigest()[:12]
         tag = tag or versions.tag(exchange)
         name = f"part-{sanitize_part(stem)}-{tag}-{digest}.parquet"
@@ -381,7 +418,7 @@ class Lake:
             sanitize_part(date),
             data.num_rows,
             len(body),
-            file_stats(data.select(schema.names)),
+            file_stats(stored),
         )
 
     def commit(
@@ -400,12 +437,6 @@ class Lake:
         the table already holds a transaction of `app_id` at `version` or later; `rewind`
         commits it anyway (withdrawing a segment moves its source's transaction back)."""
         handle = self.ensure(table)
-        drift = decimal_drift(handle, table)
-        if drift:
-            raise LakeError(
-                f"{table}: the table holds older column types ({'; '.join(drift)}); run "
-                '`fluxforge lake migrate` to rewrite it (docs/data-guide.md, "Migration")'
-            )
         if app is not None and not rewind:
             done = handle.transaction_version(app[0])
             if done is not None and done >= app[1]:
@@ -484,6 +515,23 @@ class Lake:
             return False, handle
         return None, handle
 
+    def replace_all(self, table: str, staged: Sequence[Staged], metadata: dict[str, str]) -> None:
+        """One commit that makes `staged` the whole table, in the current schema (the
+        migration's upgrade of a table written by an older FluxForge)."""
+        if self.table(table) is None:
+            self.ensure(table)
+        handle = self.table(table)
+        assert handle is not None
+        handle.create_write_transaction(
+            [s.add_action() for s in staged],
+            mode="overwrite",
+            schema=table_schema(table),
+            partition_by=list(PARTITION_COLUMNS),
+            commit_properties=CommitProperties(custom_metadata=metadata),
+        )
+        self._checked.discard(table)
+        self._tables.pop(table, None)
+
     def transaction_version(self, table: str, app_id: str) -> int | None:
         handle = self.table(table)
         return None if handle is None else handle.transaction_version(app_id)
@@ -522,7 +570,7 @@ class Lake:
             for c in STAT_COLUMNS
             if f"min.{c}" in names and f"max.{c}" in names
         ]
-        stats = {k: actions[k].to_pylist() for _, lo, hi in stat_cols for k in (lo, hi)}
+        stats = {k: _stat_values(actions[k]) for _, lo, hi in stat_cols for k in (lo, hi)}
         records = actions["num_records"].to_pylist() if "num_records" in names else None
         out = []
         for i, (path, ex, sym, day, size) in enumerate(
@@ -579,17 +627,27 @@ class Lake:
         schema = table_schema(table)
         names = list(columns) if columns is not None else schema.names
         if not chosen:
-            return pa.schema([schema.field(n) for n in names]).empty_table()
+            empty = pa.schema([schema.field(n) for n in names]).empty_table()
+            return from_lake(empty, _schema(table))
+        stored = schema
+        if as_of is not None and files is None:
+            # an old version of a migrated table holds files of the older types
+            handle = self.table(table, as_of)
+            if handle is not None and self.outdated_columns(table, handle):
+                stored = pa.schema(handle.schema().to_arrow())
         dataset = pads.dataset(
             [self.storage.arrow_path(f.key) for f in chosen],
-            schema=schema,
+            schema=stored,
             format="parquet",
             filesystem=self.storage.arrow_filesystem(),
             partitioning=pads.partitioning(PARTITION_SCHEMA, flavor="hive"),
             partition_base_dir=self.storage.arrow_path(self.layout.lake_table(table)),
         )
         # to_table keeps the order of the files given (partition, then segment order)
-        return dataset.to_table(columns=names, filter=filter)
+        rows = from_lake(dataset.to_table(columns=names, filter=filter), _schema(table))
+        if stored is not schema:
+            rows = rows.cast(pa.schema([_memory_field(schema, table, n) for n in names]))
+        return rows
 
     def partitions(self, table: str, as_of: int | str | None = None) -> list[Partition]:
         """Every partition of `table` with its file, row and byte counts (log only)."""
@@ -600,6 +658,20 @@ class Lake:
             entry[1] += max(f.rows, 0)
             entry[2] += max(f.size, 0)
         return [Partition(*key, *vals) for key, vals in sorted(acc.items())]
+
+
+def _memory_field(schema: pa.Schema, table: str, name: str) -> pa.Field:
+    """The in-memory field of a column of `table` (Delta `schema` names the partitions)."""
+    memory = _schema(table)
+    return memory.field(name) if name in memory.names else schema.field(name)
+
+
+def _stat_values(column: pa.ChunkedArray) -> list:
+    """A statistics column of the log as Python values; times as int64 ns like in memory."""
+    if pa.types.is_timestamp(column.type):
+        micros = column.cast(LAKE_TIME).cast(pa.int64())
+        column = pc.multiply(micros, NS_PER_LAKE_UNIT)
+    return column.to_pylist()
 
 
 def parse_as_of(as_of: int | str) -> int | dt.datetime:
@@ -696,7 +768,8 @@ def read_file(storage: Storage, key: str, table: str) -> pa.Table:
     schema = _schema(table)
     if data.schema.names != schema.names:
         raise LakeError(f"{key}: columns {data.schema.names} != {table} columns {schema.names}")
-    return data.cast(schema)
+    # files written before times were stored as timestamps hold int64 ns already
+    return from_lake(data, schema).cast(schema)
 
 
 def file_of_key(key: str) -> LakeFile:

@@ -17,13 +17,14 @@ docs/data-guide.md ("Table format", "Compaction and vacuum", "Versions", "Migrat
 from __future__ import annotations
 
 import datetime as dt
+import io
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow.compute as pc
-from deltalake.transaction import CommitProperties
+import pyarrow.parquet as pq
 
 from fluxforge import versions
 from fluxforge.config import Config
@@ -31,15 +32,17 @@ from fluxforge.lake import (
     COMPACT_PREFIX,
     HISTORY_PREFIX,
     PARTITION_COLUMNS,
-    TABLE_CONFIG,
     TABLES,
     Lake,
     LakeError,
     LakeFile,
-    decimal_drift,
+    Staged,
+    file_of_key,
     read_file,
-    table_schema,
 )
+from fluxforge.tables import SCHEMAS, lake_schema
+
+UNTAGGED = (0, 0)  # the version tag of a migrated part whose name carried none
 
 # receive order: rows of one source keep their seq order, sources interleave by arrival
 SORT_KEYS = {
@@ -230,7 +233,7 @@ def stale(cfg: Config, lake: Lake | None = None) -> list[StalePartition]:
         for f in lake.files(table):
             if versions.is_stale(f.exchange, f.name):
                 tag = versions.parse_tag(f.name)
-                label = "untagged" if tag is None else versions.format_tag(tag)
+                label = "untagged" if tag in (None, UNTAGGED) else versions.format_tag(tag)
                 found[(table, f.exchange, f.symbol, f.date)].append(label)
     return [
         StalePartition(t, ex, sym, day, len(tags), min(tags), versions.tag(ex))
@@ -253,39 +256,38 @@ class MigrationReport:
 
 
 def migrate(cfg: Config, dry_run: bool = False, lake: Lake | None = None) -> MigrationReport:
-    """Turn each part-file table folder into a Delta table in place: the log is written over
-    the existing files (no data rewritten); then rewrite every table whose decimal columns
-    have an older type (``upgrade_decimals``). Tables already current are left as they are,
-    so running it again changes nothing."""
-    from deltalake import DeltaTable, Field, Schema, convert_to_deltalake
+    """Bring every table to the current format in place. A part-file table folder becomes a
+    Delta table; a table (or part files) of older column types (times as int64 ns, decimals as
+    decimal(38, 18), whose ``price * size`` overflows in DuckDB) is rewritten to the current
+    types. Each table changes in ONE commit (readers see the old table or the new one; time
+    travel still reads the old files). Files already current are committed as they are, and
+    a value that does not fit the current types stops the migration naming its file (nothing
+    committed). Running it again changes nothing."""
+    from deltalake import DeltaTable
 
     lake = lake or Lake.of(cfg)
     report = MigrationReport(dry_run)
-    partitions = Schema([Field(name, "string") for name in PARTITION_COLUMNS])
     for table in TABLES:
         uri = lake.uri(table)
         if DeltaTable.is_deltatable(uri, storage_options=lake.options or None):
-            report.tables[table] = upgrade_decimals(cfg, lake, table, dry_run)
-            continue
-        prefix = lake.layout.lake_table(table)
-        parts = lake.storage.list(prefix, "*.parquet", recursive=True)
-        if not parts:
-            report.tables[table] = "no files"
-            continue
-        report.tables[table] = f"{len(parts)} files " + (
-            "would be committed" if dry_run else "committed"
-        )
+            outdated = lake.outdated_columns(table)
+            if not outdated:
+                report.tables[table] = "already a Delta table"
+                continue
+            keys = [f.key for f in lake.files(table)]
+            what = f"rewritten to the current types ({'; '.join(outdated)})"
+        else:
+            keys = lake.storage.list(lake.layout.lake_table(table), "*.parquet", recursive=True)
+            if not keys:
+                report.tables[table] = "no files"
+                continue
+            what = "committed"
+        report.tables[table] = f"{len(keys)} files " + (f"would be {what}" if dry_run else what)
         if not dry_run:
-            convert_to_deltalake(
-                uri,
-                partition_by=partitions,
-                partition_strategy="hive",
-                configuration=TABLE_CONFIG,
-                storage_options=lake.options or None,
+            staged = [_current_file(cfg, lake, table, key) for key in keys]
+            lake.replace_all(
+                table, staged, {"fluxforge.operation": "migrate", "fluxforge.migrate": what}
             )
-            upgraded = upgrade_decimals(cfg, lake, table, dry_run)
-            if upgraded != "already a Delta table":
-                report.tables[table] += "; " + upgraded
     return report
 
 
@@ -298,54 +300,34 @@ def _stem(name: str) -> str:
     return base[: base.find(f"-{versions.format_tag(found)}-")]
 
 
-def upgrade_decimals(cfg: Config, lake: Lake, table: str, dry_run: bool = False) -> str:
-    """Rewrite `table` when its decimal columns are not ``fluxforge.tables.DECIMAL`` (a lake
-    written with decimal(38, 18), whose ``price * size`` overflows in DuckDB): every file is
-    read, cast exactly (a value with a non-zero digit past the 12th decimal stops the
-    migration, naming the file: nothing is committed) and staged under its stem and version
-    tag, then ONE overwrite commit replaces all files and the table's schema. Readers see the
-    old table or the new one; time travel to older versions still reads the old files."""
-    handle = lake.table(table)
-    if handle is None:
-        return "no files"
-    drift = decimal_drift(handle, table)
-    if not drift:
-        return "already a Delta table"
-    files = lake.files(table)
-    what = f"{len(files)} files " + ("would be rewritten" if dry_run else "rewritten")
-    what += f" ({'; '.join(drift)})"
-    if dry_run:
-        return what
+def _current_file(cfg: Config, lake: Lake, table: str, key: str) -> Staged:
+    """`key` as a file of the current format: committed as it is when it already is one,
+    else rewritten beside it under its stem and version tag (an untagged part comes out
+    tagged v0.0, still stale)."""
+    body = lake.storage.read_bytes(key)
+    f = file_of_key(key)
+    try:
+        data = read_file(lake.storage, key, table)
+    except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise LakeError(f"{key}: cannot be rewritten to the current types: {exc}") from None
+    stored = pq.read_schema(io.BytesIO(body)).remove_metadata()
+    if stored.equals(lake_schema(SCHEMAS[table])):
+        # statistics from the rows; name and size are the file's own
+        st = lake.stage(table, data, f.exchange, f.symbol, f.date, "x", write=False)
+        prefix = lake.layout.lake_table(table) + "/"
+        return replace(st, key=key, path=key.removeprefix(prefix), size=len(body))
     window = int(cfg.refinery.snapshot_interval_s * 1e9)
-    staged = []
-    for f in files:
-        try:
-            data = read_file(lake.storage, f.key, table)
-        except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise LakeError(f"{f.key}: cannot be rewritten to the current types: {exc}") from None
-        staged.append(
-            lake.stage(
-                table,
-                data,
-                f.exchange,
-                f.symbol,
-                f.date,
-                _stem(f.name),
-                cfg.refinery.row_group_size,
-                window if table == "book_deltas" else None,
-                tag=_min_tag(f.exchange, [f]),
-            )
-        )
-    handle.create_write_transaction(
-        [s.add_action() for s in staged],
-        mode="overwrite",
-        schema=table_schema(table),
-        partition_by=list(PARTITION_COLUMNS),
-        commit_properties=CommitProperties(
-            custom_metadata={"fluxforge.operation": "migrate-types", "fluxforge.types": what}
-        ),
+    return lake.stage(
+        table,
+        data,
+        f.exchange,
+        f.symbol,
+        f.date,
+        _stem(f.name),
+        cfg.refinery.row_group_size,
+        window if table == "book_deltas" else None,
+        tag=_min_tag(f.exchange, [f]),
     )
-    return what
 
 
 def table_summary(lake: Lake, table: str) -> dict[str, Any]:

@@ -8,12 +8,21 @@ list instruments with 1e-12 price ticks, Kraken 1e-10, Coinbase and Binance 1e-8
 ``price * size`` inside 38 digits: DuckDB multiplies two decimal(38, 12) into decimal(38, 24)
 (14 integer digits of notional) where two decimal(38, 18) gave scale 36 and overflowed on any
 real trade; Polars keeps scale 12. docs/data-guide.md ("Types") has the full reasoning.
-Timestamps are int64 ns since the epoch, UTC.
+
+Times have two forms, converted in one place (``to_lake`` / ``from_lake``). In memory (the
+refinery, the book engine, the hot store) a time is int64 ns since the epoch, UTC, and a
+negative value means "none". In the lake files it is a Delta ``timestamp``: microseconds, UTC
+(``LAKE_TIME``), null for "none", so DuckDB, Polars, pandas, Spark, Trino and Athena show times
+as times. Delta has no nanosecond type that today's readers open (the ``timestampNanos`` table
+feature is refused by delta-rs, Polars and DuckDB), and PostgreSQL's ``timestamptz`` is
+microseconds too; no venue sends finer times, and the raw segments keep the daemon's receive
+clock in ns verbatim (docs/data-guide.md, "Types").
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # The one definition of the lake's decimal type: the wire rules (fluxforge/wire/decimal.py),
 # the book kernel's scaling, the hot store's numeric(p, s) and every cast derive from it.
@@ -23,12 +32,65 @@ DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 12
 DECIMAL = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 NS = pa.int64()
+LAKE_TIME = pa.timestamp("us", tz="UTC")
+NS_PER_LAKE_UNIT = 1_000
 PARTITION_COLUMNS = ("exchange", "symbol", "date")
+_TIME_KEY = b"fluxforge.time"
+
+
+def time_column(name: str, none: int | None = -1) -> pa.Field:
+    """A time column: int64 ns in memory, ``LAKE_TIME`` in the lake. `none` is the in-memory
+    value a null lake time reads back as (None: stays null)."""
+    return pa.field(name, NS, metadata={_TIME_KEY: b"" if none is None else str(none).encode()})
+
+
+def time_columns(schema: pa.Schema) -> list[str]:
+    """Names of the time columns of an in-memory table schema."""
+    return [f.name for f in schema if f.metadata and _TIME_KEY in f.metadata]
+
+
+def lake_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of the lake files for in-memory `schema`: time columns as ``LAKE_TIME``."""
+    for name in time_columns(schema):
+        i = schema.get_field_index(name)
+        schema = schema.set(i, pa.field(name, LAKE_TIME))
+    return schema
+
+
+def to_lake(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """In-memory rows -> lake rows: ns times floored to microseconds, negative ones null."""
+    for name in time_columns(schema):
+        i = data.schema.get_field_index(name)
+        if i < 0:
+            continue
+        ns = data.column(i)
+        # values are >= 0 once negatives are null, so truncating division is a floor
+        us = pc.divide(
+            pc.if_else(pc.less(ns, 0), pa.scalar(None, pa.int64()), ns),
+            pa.scalar(NS_PER_LAKE_UNIT, pa.int64()),
+        )
+        data = data.set_column(i, pa.field(name, LAKE_TIME), us.cast(LAKE_TIME))
+    return data
+
+
+def from_lake(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Lake rows -> in-memory rows: microsecond times as int64 ns, null as the column's none."""
+    for name in time_columns(schema):
+        i = data.schema.get_field_index(name)
+        if i < 0 or not pa.types.is_timestamp(data.schema.field(i).type):
+            continue
+        ns = pc.multiply(data.column(i).cast(pa.int64()), NS_PER_LAKE_UNIT)
+        none = schema.field(name).metadata[_TIME_KEY]
+        if none and ns.null_count:
+            ns = pc.fill_null(ns, int(none))
+        data = data.set_column(i, schema.field(name), ns)
+    return data
+
 
 TRADES = pa.schema(
     [
-        ("ts_event", NS),
-        ("ts_recv", NS),
+        time_column("ts_event"),
+        time_column("ts_recv"),
         ("venue_symbol", pa.string()),
         ("trade_id", pa.string()),
         ("price", DECIMAL),
@@ -40,8 +102,8 @@ TRADES = pa.schema(
 
 BOOK_DELTAS = pa.schema(
     [
-        ("ts_event", NS),
-        ("ts_recv", NS),
+        time_column("ts_event"),
+        time_column("ts_recv"),
         ("venue_symbol", pa.string()),
         ("side", pa.string()),  # bid | ask
         ("price", DECIMAL),
@@ -55,8 +117,8 @@ BOOK_DELTAS = pa.schema(
 
 BOOK_SNAPSHOTS = pa.schema(
     [
-        ("ts_event", NS),
-        ("ts_recv", NS),
+        time_column("ts_event"),
+        time_column("ts_recv"),
         ("venue_symbol", pa.string()),
         ("depth", pa.int32()),
         ("bid_px", pa.list_(DECIMAL)),
@@ -74,8 +136,8 @@ BOOK_SNAPSHOTS = pa.schema(
 
 QUOTES = pa.schema(
     [
-        ("ts_event", NS),
-        ("ts_recv", NS),
+        time_column("ts_event"),
+        time_column("ts_recv"),
         ("venue_symbol", pa.string()),
         ("bid_px", DECIMAL),
         ("bid_sz", DECIMAL),
@@ -91,7 +153,7 @@ QUARANTINE = pa.schema(
         ("segment", pa.string()),
         ("line_no", pa.int64()),
         ("seq", pa.int64()),  # -1 when the envelope itself is unreadable
-        ("ts_recv", NS),  # -1 when unknown
+        time_column("ts_recv"),  # -1 when unknown
         ("reason", pa.string()),
         ("raw", pa.binary()),  # the line exactly as stored (may be non-UTF-8)
     ]
@@ -100,8 +162,8 @@ QUARANTINE = pa.schema(
 GAP_LEDGER = pa.schema(
     [
         ("channel", pa.string()),
-        ("ts_from", NS),  # last good event before the gap (ts_recv)
-        ("ts_to", NS),  # the event that revealed it (ts_recv)
+        time_column("ts_from"),  # last good event before the gap (ts_recv)
+        time_column("ts_to"),  # the event that revealed it (ts_recv)
         ("cause", pa.string()),  # chain_break | checksum_mismatch | reconnect | seq_gap | ...
         ("book_epoch", pa.int32()),  # the epoch that ended
         ("detail", pa.string()),
@@ -114,7 +176,7 @@ GAP_LEDGER = pa.schema(
 # ``ohlcv/exchange=E/symbol=S/date=D/part-history-{interval}.parquet``, date = UTC date of ``ts``.
 OHLCV = pa.schema(
     [
-        ("ts", NS),  # bar open time
+        time_column("ts"),  # bar open time
         ("interval", pa.string()),  # ccxt timeframe: 1m, 5m, 1h, 1d, ...
         ("open", DECIMAL),
         ("high", DECIMAL),
@@ -129,8 +191,8 @@ OHLCV = pa.schema(
 # (``fluxforge.book.drift`` has the comparison rules). Partition date = date of ts_recv.
 BOOK_DRIFT = pa.schema(
     [
-        ("ts_event", NS),  # of the venue snapshot
-        ("ts_recv", NS),
+        time_column("ts_event"),  # of the venue snapshot
+        time_column("ts_recv"),
         ("venue_symbol", pa.string()),
         ("book_epoch", pa.int32()),  # the epoch the snapshot ended
         ("update_id", pa.int64()),  # the snapshot's update id, -1 when none
@@ -148,13 +210,13 @@ BOOK_DRIFT = pa.schema(
 # column and how ``feed_stats.hourly`` merges the rows of one hour). Partition date = the hour's.
 FEED_STATS = pa.schema(
     [
-        ("hour", NS),  # hour start
+        time_column("hour"),  # hour start
         ("channel", pa.string()),  # trades | quotes | book | control (symbol _all)
         ("segment", pa.string()),  # source/segment file that produced the row
         ("messages", pa.int64()),
         ("rows", pa.int64()),
-        ("first_ts_recv", NS),  # null when the row only carries gaps
-        ("last_ts_recv", NS),
+        time_column("first_ts_recv", none=None),  # null when the row only carries gaps
+        time_column("last_ts_recv", none=None),
         ("latency_messages", pa.int64()),  # messages with a venue event time
         ("latency_p50_ns", pa.int64()),  # null when latency_messages = 0
         ("latency_p90_ns", pa.int64()),

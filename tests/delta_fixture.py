@@ -13,9 +13,10 @@ def append(processed: str | Path, table: str, rows: list[dict], partition: dict[
     commit, the way a new segment reaches the lake."""
     import pyarrow as pa
 
-    from fluxforge.tables import SCHEMAS
+    from fluxforge.tables import SCHEMAS, to_lake
 
-    data = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
+    # rows in memory form (times int64 ns); the table stores them as the lake does
+    data = to_lake(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), SCHEMAS[table])
     for col in ("exchange", "symbol", "date"):
         data = data.append_column(col, pa.array([partition[col]] * data.num_rows, pa.string()))
     deltalake.write_deltalake(

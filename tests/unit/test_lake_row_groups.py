@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import pyarrow as pa
@@ -11,6 +12,12 @@ from fluxforge.lake import encode_parquet
 from fluxforge.tables import BOOK_DELTAS
 
 WINDOW = 60 * 10**9
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _ns(when: dt.datetime) -> int:
+    """A stored (microsecond) time of the Parquet statistics as ns since the epoch."""
+    return (when - EPOCH) // dt.timedelta(microseconds=1) * 1_000
 
 
 def _deltas(ts: list[int]) -> pa.Table:
@@ -39,8 +46,8 @@ def test_encode_parquet_window_splits_row_groups_at_window_boundaries() -> None:
     windows = []
     for i in range(meta.num_row_groups):
         stats = meta.row_group(i).column(col).statistics
-        assert stats.min // WINDOW == stats.max // WINDOW
-        windows.append(stats.min // WINDOW)
+        assert _ns(stats.min) // WINDOW == _ns(stats.max) // WINDOW
+        windows.append(_ns(stats.min) // WINDOW)
     assert windows == [0, 1, 2, 3, 4]
     assert pq.read_table(io.BytesIO(body)).num_rows == 40
 
@@ -50,3 +57,38 @@ def test_encode_parquet_without_window_is_one_row_group_and_deterministic() -> N
     body = encode_parquet(data, BOOK_DELTAS, row_group_size=1000)
     assert pq.ParquetFile(io.BytesIO(body)).metadata.num_row_groups == 1
     assert body == encode_parquet(data, BOOK_DELTAS, row_group_size=1000)
+
+
+def test_times_are_stored_as_utc_microsecond_timestamps_and_read_back_as_ns() -> None:
+    """In the file: timestamp[us, UTC], floored, "none" (negative) as null. Read back by
+    FluxForge: int64 ns again, null as the column's in-memory "none"."""
+    from fluxforge.lake import read_file
+    from fluxforge.storage import LocalStorage
+    from fluxforge.tables import GAP_LEDGER, LAKE_TIME
+
+    ns = 1_704_153_600_123_456_789
+    rows = pa.table(
+        {
+            "channel": ["book", "book"],
+            "ts_from": pa.array([ns, -1], pa.int64()),
+            "ts_to": pa.array([ns + 210, ns + 1_000], pa.int64()),  # same µs, next µs
+            "cause": ["reconnect", "reconnect"],
+            "book_epoch": pa.array([1, 2], pa.int32()),
+            "detail": [None, None],
+            "segment": ["s", "s"],
+        }
+    )
+    body = encode_parquet(rows, GAP_LEDGER, row_group_size=1000)
+    stored = pq.read_table(io.BytesIO(body))
+    assert stored.schema.field("ts_from").type == LAKE_TIME
+    assert stored["ts_from"].to_pylist()[1] is None
+    assert _ns(stored["ts_to"][0].as_py()) == ns // 1000 * 1000
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        LocalStorage(tmp).write_bytes("gap_ledger/x.parquet", body)
+        back = read_file(LocalStorage(tmp), "gap_ledger/x.parquet", "gap_ledger")
+    assert back.schema == GAP_LEDGER
+    assert back["ts_from"].to_pylist() == [ns // 1000 * 1000, -1]
+    assert back["ts_to"].to_pylist() == [ns // 1000 * 1000, ns // 1000 * 1000 + 1000]

@@ -184,6 +184,13 @@ def test_lake_tables_read_without_fluxforge(tmp_path: Path) -> None:
         "select count(*), sum(price * size) from book_deltas where date = '2024-01-02'"
     ).fetchall()[0]
     assert count == 100 and notional == sum(100 + i for i in range(50)) * 2
+    # times are timestamps everywhere (microseconds, UTC), and filter as times
+    assert frame.schema["ts_recv"] == pl.Datetime("us", "UTC")
+    assert str(pdf["ts_recv"].dtype) == "datetime64[us, UTC]"
+    (first,) = con.sql(
+        "select count(*) from book_deltas where ts_recv >= timestamptz '2024-01-02 00:01:00+00'"
+    ).fetchall()[0]
+    assert first == 40
 
 
 OLD_DECIMAL = pa.decimal128(38, 18)  # the lake's decimal type before decimal(38, 12)
@@ -191,6 +198,8 @@ OLD_DECIMAL = pa.decimal128(38, 18)  # the lake's decimal type before decimal(38
 
 def _old_types(schema: pa.Schema) -> pa.Schema:
     def old(kind: pa.DataType) -> pa.DataType:
+        if pa.types.is_timestamp(kind):
+            return pa.int64()  # times were int64 ns then too
         if pa.types.is_decimal(kind):
             return OLD_DECIMAL
         if pa.types.is_list(kind) and pa.types.is_decimal(kind.value_type):
@@ -249,7 +258,8 @@ def test_migrate_decimal_18_table_rewritten_to_scale_12_in_one_commit(tmp_path: 
     with pytest.raises(lake.LakeError, match="fluxforge lake migrate"):
         lk.commit("book_deltas", [new])
     dry = lake_upkeep.migrate(cfg, dry_run=True, lake=lk).tables["book_deltas"]
-    assert dry.startswith("2 files would be rewritten (price: decimal128(38, 18) -> ")
+    assert dry.startswith("2 files would be rewritten to the current types (")
+    assert "price: decimal128(38, 18) -> decimal128(38, 12)" in dry
     assert lk.table("book_deltas").version() == before
     done = lake_upkeep.migrate(cfg, lake=lk).tables["book_deltas"]
     assert done.startswith("2 files rewritten")
@@ -295,10 +305,40 @@ def test_migrate_part_file_lake_with_decimal_18_files_converted_then_rewritten(
         pq.write_table(rows, part / f"part-src-segment_20240102T00_{i}.parquet")
     cfg = _cfg(tmp_path)
     done = lake_upkeep.migrate(cfg).tables["book_deltas"]
-    assert done.startswith("2 files committed; 2 files rewritten (price: decimal128(38, 18)")
+    assert done == "2 files committed"
     data = lake.read_table(LocalStorage(tmp_path), "book_deltas")
     assert data.schema.field("size").type == DECIMAL and data.num_rows == 20
     assert data["price"].to_pylist() == [Decimal(100 + i) for i in range(10)] * 2
     # still untagged segment files: stale until rebuilt, as any migrated part
-    assert [p.built_with for p in lake_upkeep.stale(cfg)] == ["v0.0"]
+    assert [p.built_with for p in lake_upkeep.stale(cfg)] == ["untagged"]
     assert lake_upkeep.migrate(cfg).tables["book_deltas"] == "already a Delta table"
+
+
+def test_migrate_rewrites_a_delta_table_of_the_older_schema(tmp_path: Path) -> None:
+    """A Delta table written when times were int64 ns: commits to it are refused with the
+    remedy, `lake migrate` rewrites it in one commit to timestamps, with the same instants."""
+    from deltalake import DeltaTable, write_deltalake
+
+    rows = _deltas(0, 10, 0).append_column("exchange", pa.array(["coinbase"] * 10))
+    rows = rows.append_column("symbol", pa.array(["BTC-USD"] * 10))
+    rows = rows.append_column("date", pa.array([DAY] * 10))
+    uri = str(tmp_path / "processed/book_deltas")
+    write_deltalake(uri, rows, partition_by=["exchange", "symbol", "date"])
+    storage = LocalStorage(tmp_path)
+    lk = lake.Lake(storage, LAYOUT)
+    new = lk.stage("book_deltas", _deltas(100, 5, 100), "coinbase", "BTC-USD", DAY, "x")
+    with pytest.raises(lake.LakeError, match=r"ts_event: int64 -> timestamp.*lake migrate"):
+        lk.commit("book_deltas", [new])
+    cfg = _cfg(tmp_path)
+    report = lake_upkeep.migrate(cfg, dry_run=True).tables["book_deltas"]
+    assert report.startswith("1 files would be rewritten to the current types (ts_event: int64")
+    assert DeltaTable(uri).schema().fields[0].type.type == "long"
+    assert lake_upkeep.migrate(cfg).tables["book_deltas"].startswith("1 files rewritten to the")
+    assert DeltaTable(uri).schema().fields[0].type.type == "timestamp"
+    back = lake.read_table(storage, "book_deltas")
+    assert back["ts_recv"].to_pylist() == rows["ts_recv"].to_pylist()
+    assert back["price"].to_pylist() == rows["price"].to_pylist()
+    assert lake_upkeep.migrate(cfg).tables["book_deltas"] == "already a Delta table"
+    lk = lake.Lake(storage, LAYOUT)
+    lk.commit("book_deltas", [new])
+    assert lake.read_table(storage, "book_deltas").num_rows == 15

@@ -1,7 +1,9 @@
 -- One row per changed price level (size 0 = level removed).
 with source as (
 
-    select * from {{ source('lake', 'book_deltas') }}
+    -- the lake stores times as timestamps (microseconds, UTC); the models compute in int64
+    -- ns since the epoch, like the hot store and the reader (fluxforge/tables.py)
+    select * replace (epoch_ns(ts_event) as ts_event, epoch_ns(ts_recv) as ts_recv) from {{ source('lake', 'book_deltas') }}
 
 ),
 

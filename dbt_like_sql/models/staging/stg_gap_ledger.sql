@@ -1,7 +1,9 @@
 -- One row per integrity gap (chain break, checksum mismatch, reconnect, ...).
 with source as (
 
-    select * from {{ source('lake', 'gap_ledger') }}
+    -- the lake stores times as timestamps (microseconds, UTC); the models compute in int64
+    -- ns since the epoch, like the hot store and the reader (fluxforge/tables.py)
+    select * replace (epoch_ns(ts_from) as ts_from, epoch_ns(ts_to) as ts_to) from {{ source('lake', 'gap_ledger') }}
 
 ),
 
@@ -14,7 +16,8 @@ final as (
         channel,
         ts_from,
         ts_to,
-        greatest(ts_to - ts_from, 0) as gap_ns,
+        -- a gap with no good event before it (ts_from null) counts from where it was seen
+        greatest(ts_to - coalesce(ts_from, ts_to), 0) as gap_ns,
         cause,
         book_epoch,
         detail,

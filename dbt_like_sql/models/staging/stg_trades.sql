@@ -4,7 +4,9 @@
 -- (macros/bar_rule.sql).
 with source as (
 
-    select * from {{ source('lake', 'trades') }}
+    -- the lake stores times as timestamps (microseconds, UTC); the models compute in int64
+    -- ns since the epoch, like the hot store and the reader (fluxforge/tables.py)
+    select * replace (epoch_ns(ts_event) as ts_event, epoch_ns(ts_recv) as ts_recv) from {{ source('lake', 'trades') }}
 
 ),
 
