@@ -28,7 +28,7 @@ from fluxforge import bar_rule, lake
 from fluxforge.config import Config
 from fluxforge.lake import Lake, LakeFile, file_of_key, parse_as_of
 from fluxforge.storage import Layout, Storage, open_storage
-from fluxforge.tables import DECIMAL, SCHEMAS
+from fluxforge.tables import DECIMAL, SCHEMAS, from_lake, lake_filters
 
 TimeKind = Literal["recv", "event"]
 _INT_RE = re.compile(r"^-?\d+$")
@@ -183,16 +183,20 @@ class Reader:
             return empty if columns is None else empty.select(columns)
         if self._fs is None:
             self._fs = self.storage.arrow_filesystem()
+        # the marts' parts (bars_*) keep int64 ns times; the lake tables store timestamps
+        schema = SCHEMAS.get(table)
+        stored = lake_filters(filters or [], schema) if schema else filters
         parts = [
             pq.read_table(
                 self.storage.arrow_path(f.key),
                 filesystem=self._fs,
-                filters=filters or None,
+                filters=stored or None,
                 columns=columns,
             )
             for f in files
         ]
-        return pa.concat_tables(parts, promote_options="permissive")
+        data = pa.concat_tables(parts, promote_options="permissive")
+        return from_lake(data, schema) if schema else data
 
     def _latest(
         self,

@@ -73,6 +73,30 @@ def to_lake(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return data
 
 
+def lake_filters(
+    filters: list[tuple[str, str, object]], schema: pa.Schema
+) -> list[tuple[str, str, object]]:
+    """Row filters on in-memory values (ns) as filters on the lake's stored times, with the
+    same answer: a stored time s stands for s * 1000 ns, so ``<= t`` / ``> t`` compare with
+    floor(t / 1000) and ``>= t`` / ``< t`` with the ceiling."""
+    times = set(time_columns(schema))
+    out: list[tuple[str, str, object]] = []
+    for col, op, value in filters:
+        if col not in times or not isinstance(value, int):
+            out.append((col, op, value))
+            continue
+        q, r = divmod(value, NS_PER_LAKE_UNIT)
+        ceil = q + (r != 0)
+        if op in ("<=", ">"):
+            out.append((col, op, pa.scalar(q, pa.int64()).cast(LAKE_TIME)))
+        elif op in (">=", "<"):
+            out.append((col, op, pa.scalar(ceil, pa.int64()).cast(LAKE_TIME)))
+        else:  # equality: no stored time equals an instant between two microseconds
+            out.append((col, ">=", pa.scalar(ceil, pa.int64()).cast(LAKE_TIME)))
+            out.append((col, "<=", pa.scalar(q, pa.int64()).cast(LAKE_TIME)))
+    return out
+
+
 def from_lake(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """Lake rows -> in-memory rows: microsecond times as int64 ns, null as the column's none."""
     for name in time_columns(schema):
