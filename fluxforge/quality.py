@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from fluxforge import lake, schemas
 from fluxforge.storage import Layout, Storage
+from fluxforge.tables import SCHEMAS, at_lake_precision, from_lake
 
 HOUR_NS = 3_600_000_000_000
 _HIVE = re.compile(r"(exchange|symbol|date)=([^/]+)")
@@ -291,7 +292,11 @@ def coverage(tables: Mapping[str, pa.Table | None], gaps: pa.Table | None) -> pa
         frames.append(df.with_columns(pl.lit(channel).alias("channel")))
     if not frames:
         return COVERAGE_SCHEMA.empty_table()
-    df = pl.concat(frames).with_columns((pl.col("ts_recv") // HOUR_NS).alias("h"))
+    # receive times at the lake's precision: coverage from a segment's rows in memory (its
+    # manifest) and from the same rows read back from the lake must agree
+    df = pl.concat(frames).with_columns(
+        (pl.col("ts_recv") // HOUR_NS).alias("h"), at_lake_precision(pl.col("ts_recv"))
+    )
     agg = df.group_by(["exchange", "symbol", "channel", "h"]).agg(
         pl.len().cast(pl.Int64).alias("rows"),
         pl.col("ts_recv").min().alias("first_ts_recv"),
@@ -496,17 +501,23 @@ def parts_coverage(
         storage, layout, [*COVERAGE_CHANNELS, "gap_ledger"], source, date, segments
     )
     by_table = parts_by_table(keys)
-    tables = {t: _read_column(storage, by_table.get(t, []), "ts_recv") for t in COVERAGE_CHANNELS}
-    return coverage(tables, _read_column(storage, by_table.get("gap_ledger", []), "ts_to"))
+    tables = {
+        t: _read_column(storage, by_table.get(t, []), t, "ts_recv") for t in COVERAGE_CHANNELS
+    }
+    return coverage(
+        tables, _read_column(storage, by_table.get("gap_ledger", []), "gap_ledger", "ts_to")
+    )
 
 
-def _read_column(storage: Storage, keys: Sequence[str], column: str) -> pa.Table | None:
-    """One column of many part files plus their exchange/symbol (coverage reads only times)."""
+def _read_column(storage: Storage, keys: Sequence[str], table: str, column: str) -> pa.Table | None:
+    """One column of many files of `table` plus their exchange/symbol (coverage reads only
+    times), in memory form."""
     import pyarrow.parquet as pq
 
     out = []
     for key in keys:
         data = pq.read_table(pa.BufferReader(storage.read_bytes(key)), columns=[column])
+        data = from_lake(data, SCHEMAS[table])
         hive = dict(_HIVE.findall(key))
         for name in ("exchange", "symbol"):
             data = data.append_column(name, pa.array([hive.get(name, "")] * data.num_rows))

@@ -821,6 +821,7 @@ def _coverage_rows(parts: dict[str, list[tuple[pa.Table, str, str, str]]]) -> li
     of the day on each run (``quality.partition_coverage``); per part in numpy, because a
     row-level table of exchange/symbol strings costs ~2 bytes of peak memory per input byte."""
     from fluxforge.quality import COVERAGE_CHANNELS, HOUR_NS
+    from fluxforge.tables import at_lake_precision
 
     rows: dict[tuple[str, str, str, str, int], list[int]] = {}
     for table, channel in COVERAGE_CHANNELS.items():
@@ -831,8 +832,9 @@ def _coverage_rows(parts: dict[str, list[tuple[pa.Table, str, str, str]]]) -> li
             hours, ts = hours[order], ts[order]
             starts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]])
             counts = np.diff(np.r_[starts, len(hours)])
-            first = np.minimum.reduceat(ts, starts)
-            last = np.maximum.reduceat(ts, starts)
+            # at the lake's precision, like quality.coverage of the rows read back
+            first = at_lake_precision(np.minimum.reduceat(ts, starts))
+            last = at_lake_precision(np.maximum.reduceat(ts, starts))
             for h, n, lo, hi in zip(
                 hours[starts].tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True
             ):

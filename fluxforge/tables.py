@@ -21,8 +21,12 @@ clock in ns verbatim (docs/data-guide.md, "Types").
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pyarrow as pa
 import pyarrow.compute as pc
+
+T = TypeVar("T")
 
 # The one definition of the lake's decimal type: the wire rules (fluxforge/wire/decimal.py),
 # the book kernel's scaling, the hot store's numeric(p, s) and every cast derive from it.
@@ -71,6 +75,11 @@ def to_lake(data: pa.Table, schema: pa.Schema) -> pa.Table:
         )
         data = data.set_column(i, pa.field(name, LAKE_TIME), us.cast(LAKE_TIME))
     return data
+
+
+def at_lake_precision(ns: T) -> T:
+    """ns times (ints, numpy arrays, Polars expressions) floored to what the lake stores."""
+    return ns // NS_PER_LAKE_UNIT * NS_PER_LAKE_UNIT
 
 
 def lake_filters(

@@ -206,7 +206,9 @@ def test_history_backfill_over_midnight_writes_trades_and_ohlcv_with_exact_value
     day1 = pq.read_table(part(cfg, "trades", "2024-03-01", "history"))
     first = day1.slice(0, 1).to_pylist()[0]
     assert first["price"] == Decimal("62001.25") and first["size"] == Decimal("0.00001")
-    assert first["ts_event"] == first["ts_recv"] == ms("2024-03-01T23:31:00.417") * 1_000_000
+    # the file stores times as UTC timestamps (fluxforge/tables.py)
+    when = datetime.fromtimestamp(ms("2024-03-01T23:31:00.417") / 1000, tz=UTC)
+    assert first["ts_event"] == first["ts_recv"] == when
     assert first["side"] == "sell"  # m=true: the buyer was the maker, the taker sold
     assert first["seq"] == 1000 and first["venue_symbol"] == "BTCUSDT"
     assert day1.column("size").to_pylist()[4] == Decimal("3.14159")
@@ -607,7 +609,8 @@ def test_history_rows_reach_the_sql_layer_source_and_trade_bars(
         rel = db.sql("select * from ohlcv_span")
         row = dict(zip(rel.columns, rel.fetchall()[0], strict=True))
     assert (row["exchange"], row["symbol"], row["bars"]) == ("binance", "BTC-USDT", 10)
-    assert row["high"] == Decimal("62011.25") and row["first_ts"] == ms("2024-03-02") * 1_000_000
+    first_ts = datetime.fromtimestamp(ms("2024-03-02") / 1000, tz=UTC)  # a timestamp in the lake
+    assert row["high"] == Decimal("62011.25") and row["first_ts"] == first_ts
 
 
 def test_history_unreachable_hot_store_keeps_lake_parts_and_says_how_to_finish(
