@@ -2,7 +2,10 @@
 -- channel · UTC hour (receive time), with the latency histogram that lets split hours merge.
 with source as (
 
-    select * from {{ source('lake', 'feed_stats') }}
+    -- the lake stores times as timestamps (microseconds, UTC); the models compute in int64
+    -- ns since the epoch, like the hot store and the reader (fluxforge/tables.py)
+    select * replace (epoch_ns(hour) as hour, epoch_ns(first_ts_recv) as first_ts_recv,
+        epoch_ns(last_ts_recv) as last_ts_recv) from {{ source('lake', 'feed_stats') }}
 
 ),
 
