@@ -21,6 +21,7 @@ from fluxforge.query import Reader
 from fluxforge.refinery import process_ready
 from fluxforge.segments import iter_lines, parse_envelope
 from fluxforge.storage import LocalStorage
+from fluxforge.tables import at_lake_precision
 from ingestion_daemon.service import Daemon
 
 from .conftest import make_config, ready_files
@@ -136,6 +137,8 @@ def test_ccxt_binance_book_bridges_updates_received_before_the_rest_snapshot(
     assert book["chain_breaks"] == 0 and book["bridges"] == 1, str(book)
     # the only gap is the end of the connection when the daemon stopped, after the last update
     gaps = lake.read_table(LocalStorage(tmp_path / "hot"), "gap_ledger").to_pylist()
+    # (the lake keeps times to the microsecond: tables.at_lake_precision)
+    at = at_lake_precision(at)
     assert [(g["cause"], g["ts_from"] >= at) for g in gaps] == [("reconnect", True)]
 
     want_b, want_a = _reference(snap, updates)

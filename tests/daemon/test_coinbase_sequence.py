@@ -19,6 +19,7 @@ from fluxforge.query import Reader
 from fluxforge.refinery import process_ready
 from fluxforge.segments import is_own_ctl, iter_lines, parse_envelope
 from fluxforge.storage import LocalStorage
+from fluxforge.tables import at_lake_precision
 from ingestion_daemon.service import Daemon
 
 from .conftest import make_config, ready_files
@@ -121,7 +122,7 @@ def test_coinbase_sequence_gap_is_recorded_reconnects_and_ends_the_book_epoch(
     assert report.failed == []
     ledger = lake.read_table(LocalStorage(tmp_path / "hot"), "gap_ledger").to_pylist()
     book_gaps = [g for g in ledger if g["symbol"] == "BTC-USD"]
-    assert book_gaps[0]["ts_to"] == seq_gap.ts
+    assert book_gaps[0]["ts_to"] == at_lake_precision(seq_gap.ts)  # the lake keeps microseconds
     assert "sequence gap" in book_gaps[0]["detail"]
     book = {(b["exchange"], b["symbol"]): b for b in report.to_dict()["books"]}
     stats = book[("coinbase", "BTC-USD")]
@@ -130,7 +131,7 @@ def test_coinbase_sequence_gap_is_recorded_reconnects_and_ends_the_book_epoch(
     reader = Reader(cfg)
     stale = reader.book_at("coinbase", "BTC-USD", after.ts)
     assert (stale.valid, stale.bids, stale.asks) == (False, [], [])
-    assert stale.gap is not None and stale.gap["ts_to"] == seq_gap.ts
+    assert stale.gap is not None and stale.gap["ts_to"] == at_lake_precision(seq_gap.ts)
     final = reader.book_at("coinbase", "BTC-USD", msgs[-1].ts)
     assert final.valid and final.book_epoch == stale.gap["book_epoch"] + 1
     want = [(Decimal("100"), Decimal("9.5")), (Decimal("99"), Decimal("2"))]
