@@ -156,20 +156,6 @@ OHLCV = _schema(
     },
 )
 
-OHLCV = _schema(
-    "ohlcv",
-    {
-        "ts": _ns(),
-        "interval": pa.Column(pl.Utf8, pa.Check.str_matches(r"^[0-9]+[smhdwMy]$")),
-        "open": _dec(),
-        "high": _dec(),
-        "low": _dec(),
-        "close": _dec(),
-        "volume": _dec(),
-        "trade_count": pa.Column(pl.Int64, pa.Check.ge(0), nullable=True),
-    },
-)
-
 
 def _count() -> pa.Column:
     return pa.Column(pl.Int64, pa.Check.ge(0))
