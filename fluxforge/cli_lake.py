@@ -119,8 +119,9 @@ def lake_stale(config_path: str | None, as_json: bool) -> None:
 @dry_run_option
 @json_option
 def lake_migrate(config_path: str | None, dry_run: bool, as_json: bool) -> None:
-    """Turn a part-file lake (before Delta) into Delta tables in place, and rewrite tables with
-    decimal(38, 18) prices/sizes to decimal(38, 12) (one commit each); safe to run again."""
+    """Turn a part-file lake (before Delta) into Delta tables in place, and rewrite tables of
+    older column types (int64 ns times, decimal(38, 18) prices/sizes) to the current ones (one
+    commit each); safe to run again."""
     from fluxforge.lake_upkeep import migrate
 
     report = migrate(load_config(config_path), dry_run)
