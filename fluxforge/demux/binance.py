@@ -1,10 +1,11 @@
 """Columnar fast paths for Binance combined-stream frames and REST depth snapshots.
 
-One numba pass per line shape checks the lines against exactly the rules of
-``fluxforge.venues.binance`` and records byte spans, as the Coinbase scanner in
-``fluxforge.demux`` does; anything else (escapes, JSON numbers for prices/sizes, null, unknown
-or duplicate keys...) is left to the per-line path, which gives it the normalizer's own
-treatment and quarantine reason. Shapes taken (any key order):
+One numba pass per line shape reads the event objects by the venue's own declarations
+(``fluxforge.venues.binance``: ``DEPTH_UPDATE``, ``SNAPSHOT``, ``BOOK_TICKER``, ``TRADE``, read
+per line by the same declarations) and records byte spans; anything else (escapes, JSON
+numbers for prices/sizes, null, unknown or duplicate keys...) is left to the per-line path,
+which gives it the normalizer's own treatment and quarantine reason. Shapes taken (any key
+order):
 
 - ``depthUpdate`` -> FastBook per instrument (below), together with the REST depth snapshots
   (``kind "rest"``, url ``.../depth?symbol=...``: ``{"lastUpdateId","E"?,"T"?,"bids","asks"}``)
@@ -74,20 +75,7 @@ from fluxforge.wire.envelope import (
     as_bytes,
     scan_ex,
 )
-from fluxforge.wire.shape import (
-    V_ASKS,
-    V_BIDS,
-    V_BOOL,
-    V_DEC,
-    V_ENUM,
-    V_INT,
-    V_INT_SPAN,
-    V_MS,
-    V_POS,
-    V_STR,
-    ObjectShape,
-    pack_words,
-)
+from fluxforge.wire.shape import pack_words
 
 _HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
 _EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
@@ -201,46 +189,17 @@ def frames_of(
 _STREAM_KEYS = (as_bytes(b"stream"), as_bytes(b"data"))
 
 
-# the depthUpdate object (spot has no "pu"; COIN-M adds "ps"): key, value, msg column
-DEPTH_UPDATE = ObjectShape(
-    ("e", V_ENUM, -1, ("depthUpdate",)),
-    ("E", V_MS, 3),
-    ("T", V_INT, -1),  # ignored by the normalizer
-    ("s", V_STR, 9),
-    ("U", V_INT, 4),
-    ("u", V_INT, 5),
-    ("pu", V_INT, 6),
-    ("ps", V_STR, -1),  # COIN-M pair: ignored by the normalizer
-    ("b", V_BIDS, -1),
-    ("a", V_ASKS, -1),
-)
-_DEPTH_NEED = DEPTH_UPDATE.bits("e", "E", "s", "U", "u", "b", "a")
-_DEPTH_NEED_FUTURES = _DEPTH_NEED | DEPTH_UPDATE.bits("pu")
-# a depth snapshot (REST, spot partial depth); COIN-M REST adds "symbol"/"pair"
-SNAPSHOT = ObjectShape(
-    ("lastUpdateId", V_INT, 5),
-    ("E", V_MS, 3),
-    ("T", V_INT, -1),  # ignored by the normalizer
-    ("bids", V_BIDS, -1),
-    ("asks", V_ASKS, -1),
-    ("symbol", V_STR, -1),
-    ("pair", V_STR, -1),
-)
-_SNAPSHOT_NEED = SNAPSHOT.bits("lastUpdateId", "bids", "asks")
+# the venue's depthUpdate and depth snapshot declarations (``binance.DEPTH_UPDATE`` /
+# ``binance.SNAPSHOT``) read into the msg columns
+_DEPTH_LAYOUT = {
+    "ts_event": 3, "first_id": 4, "final_id": 5, "prev_id": 6, "venue_symbol": 9, "bids": -1,
+    "asks": -1,
+}  # fmt: skip
+_SNAPSHOT = binance.SNAPSHOT.args_for(_DEPTH_LAYOUT)
 
 
 @njit(cache=True)
-def _event(buf, p, end, row, lv, n_lv, shape, need, out):
-    """The inner depthUpdate object at p ('{'); fills out[3:7], out[9:11]. Returns
-    (position after, lv, n_lv); position -1 when not the plain shape."""
-    p, seen, lv, n_lv = flat_object(buf, p, end, shape, out, row, lv, n_lv)
-    if p < 0 or (seen & need) != need or out[4] > out[5]:
-        return -1, lv, n_lv
-    return p, lv, n_lv
-
-
-@njit(cache=True)
-def _scan(fr, buf, todo, shape, need, snap_shape, snap_need, futures, capacity):
+def _scan(fr, buf, todo, shape, snap_shape, capacity):
     n = len(fr)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
@@ -257,17 +216,15 @@ def _scan(fr, buf, todo, shape, need, snap_shape, snap_need, futures, capacity):
         out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
         end = fr[i, _F_D1]
         out[_M_FORM] = 0
-        p, lv, n_lv = _event(buf, fr[i, _F_D0], end, n_msg, lv, n_lv, shape, need, out)
-        if not futures:
-            out[6] = -1  # spot: no chain to the previous update
+        p, _seen, lv, n_lv = flat_object(buf, fr[i, _F_D0], end, shape, out, n_msg, lv, n_lv)
         if p != end and fr[i, _F_S0] >= 0:  # a spot partial-depth push (combined stream)
             n_lv = mark
             out[:] = -1
             out[3] = fr[i, _F_TS]
             out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
             out[_M_FORM] = 1
-            p, lv, n_lv = _snapshot_event(
-                buf, fr[i, _F_D0], end, n_msg, lv, n_lv, snap_shape, snap_need, out
+            p, _seen, lv, n_lv = flat_object(
+                buf, fr[i, _F_D0], end, snap_shape, out, n_msg, lv, n_lv
             )
         if p != end:
             n_lv = mark
@@ -287,18 +244,8 @@ _DATA = SCAN_DATA
 
 
 @njit(cache=True)
-def _snapshot_event(buf, p, end, row, lv, n_lv, shape, need, out):
-    """A depth snapshot object (``SNAPSHOT``) at p ('{'): fills out[3] (E ns, when present)
-    and out[5] (lastUpdateId). Returns (position after, lv, n_lv); -1 when not that shape."""
-    p, seen, lv, n_lv = flat_object(buf, p, end, shape, out, row, lv, n_lv)
-    if p < 0 or (seen & need) != need:
-        return -1, lv, n_lv
-    return p, lv, n_lv
-
-
-@njit(cache=True)
-def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, need, capacity):
-    """REST depth snapshots (``_snapshot_event``) of one exchange: msg rows in the layout of
+def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, capacity):
+    """REST depth snapshots (``binance.SNAPSHOT``) of one exchange: msg rows in the layout of
     ``_scan`` (first/prev -1, columns 7/8 the url span instead of the stream, 9/10 unused)
     and their levels."""
     n = len(starts)
@@ -324,7 +271,7 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, n
         mark = n_lv
         out[:] = -1
         out[3] = ts  # no "E": the receive time
-        p, lv, n_lv = _snapshot_event(buf, p, end, n_msg, lv, n_lv, shape, need, out)
+        p, _seen, lv, n_lv = flat_object(buf, p, end, shape, out, n_msg, lv, n_lv)
         if p >= 0:
             p = ws(buf, p, end)
         if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
@@ -343,22 +290,12 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, n
 
 
 def _rest_raw_symbol(url: str) -> str | None:
-    """The venue symbol ``venues.binance._rest`` reads from a REST depth url, None when that
-    url is not a depth snapshot it accepts (then the per-line path judges the line)."""
-    from urllib.parse import parse_qs, urlsplit
-
+    """The venue symbol ``venues.binance`` reads from a REST depth url, None when that url is
+    not a depth snapshot it accepts (then the per-line path judges the line)."""
     try:
-        parts = urlsplit(url)
-        if not parts.path.endswith("/depth"):
-            return None
-        symbols = parse_qs(parts.query).get("symbol")
-        if not symbols:
-            return None
-        raw = symbols[0]
-        binance.symbol_of(raw)
+        return binance.rest_depth_symbol(url) if binance.rest_is_depth(url) else None
     except (NormalizeError, TypeError, ValueError):
         return None
-    return raw
 
 
 def fast_binance_depth(
@@ -376,17 +313,14 @@ def fast_binance_depth(
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return ScanResult(none)
-    futures = exchange in FUTURES
     capacity = 4096 + len(buf) // 256
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    need = _DEPTH_NEED_FUTURES if futures else _DEPTH_NEED
-    ok, msg, lv = _scan(
-        frames, buf, todo, DEPTH_UPDATE.args, need, SNAPSHOT.args, _SNAPSHOT_NEED, futures, capacity
-    )
+    update = binance.DEPTH_UPDATE[exchange in FUTURES].args_for(_DEPTH_LAYOUT)
+    ok, msg, lv = _scan(frames, buf, todo, update, _SNAPSHOT, capacity)
     rest_msg, rest_lv = _scan_rest(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, SNAPSHOT.args,
-        _SNAPSHOT_NEED, capacity,
+        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _SNAPSHOT,
+        capacity,
     )  # fmt: skip
     if not ok.any() and not len(rest_msg):
         return ScanResult(none)
@@ -404,6 +338,7 @@ def fast_binance_depth(
     # a snapshot object belongs only to a partial-depth stream (elsewhere the normalizer
     # refuses it); its venue name is the stream's, a depthUpdate's is its "s"
     msg_ok = (form == 0) | (s_depth[s_codes] > 0)
+    msg_ok &= (form != 0) | binance.ids_in_order(msg[:, 4], msg[:, 5])
     take = pa.array(s_codes, pa.int64())
     raw = pc.if_else(pa.array(form == 0), spans(buf, msg[:, 9], msg[:, 10]), s_name.take(take))
     key = pc.binary_join_element_wise(raw, s_channel.take(take), "\x00").dictionary_encode()
@@ -490,26 +425,18 @@ def fast_binance_depth(
 # records its spans; the rows become Arrow columns (``FastTickers``) that the demux merges with
 # the per-line path's quotes by line index, and TopOfBook objects are only built when
 # ``DemuxResult.tops`` is read (no orjson, no normalizer, no Python object per row).
-# the bookTicker object (spot has no e/E/T): key, value, info column
-BOOK_TICKER = ObjectShape(
-    ("e", V_ENUM, -1, ("bookTicker",)),
-    ("u", V_INT, 0),
-    ("E", V_MS, 1),
-    ("T", V_INT, -1),  # ignored by the normalizer
-    ("s", V_STR, 2),
-    ("b", V_DEC, 4),
-    ("B", V_DEC, 6),
-    ("a", V_DEC, 8),
-    ("A", V_DEC, 10),
-)
-_TICKER_NEED = BOOK_TICKER.bits("u", "s", "b", "B", "a", "A")
-# info columns: u, E ns, s s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq, line
+# the venue's bookTicker declaration (``binance.BOOK_TICKER``) read into the info columns: u,
+# E ns, s s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq, line
+_BOOK_TICKER = binance.BOOK_TICKER.args_for(
+    {"update_id": 0, "ts_event": 1, "venue_symbol": 2, "bid_px": 4, "bid_sz": 6, "ask_px": 8,
+     "ask_sz": 10}
+)  # fmt: skip
 _TICKER_LAYOUT = (17, 16, 14, 15, 12, 1, -1)
 _NO_IDS = np.zeros(1, np.int64)
 
 
 @njit(cache=True)
-def _scan_events(fr, buf, todo, shape, need, id_bits, layout):
+def _scan_events(fr, buf, todo, shape, id_bits, layout):
     """The framed events of one declared ``ObjectShape`` -> one info row per line taken, in
     the column `layout` (n_cols, line, ts, seq, stream start (end next), event time or -1,
     event kind or -1: then the kind k also needs the keys id_bits[k - 1])."""
@@ -528,7 +455,7 @@ def _scan_events(fr, buf, todo, shape, need, id_bits, layout):
             out[c_evt] = fr[i, _F_TS]  # no event time: the receive time
         out[c_stream], out[c_stream + 1] = fr[i, _F_S0], fr[i, _F_S1]
         p, seen, _lv, _n = flat_object(buf, fr[i, _F_D0], fr[i, _F_D1], shape, out, 0, no_lv, 0)
-        if p != fr[i, _F_D1] or (seen & need) != need:
+        if p != fr[i, _F_D1]:
             continue
         if c_kind >= 0 and not seen & id_bits[out[c_kind] - 1]:
             continue
@@ -640,7 +567,7 @@ def fast_book_tickers(
         return None, none
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    info = _scan_events(frames, buf, todo, BOOK_TICKER.args, _TICKER_NEED, _NO_IDS, _TICKER_LAYOUT)
+    info = _scan_events(frames, buf, todo, _BOOK_TICKER, _NO_IDS, _TICKER_LAYOUT)
     if not len(info):
         return None, none
     rows = info[:, 16].copy()
@@ -695,27 +622,19 @@ def quick_book_tickers(
 # ---------------------------------------------------------------- aggTrade / trade
 # One trade row per line (``venues.binance._trade``); unlike bookTicker no other output, so the
 # rows go straight into the trades table as columns, merged by line index.
-# the aggTrade / trade object: key, value, info column ("e": 1 aggTrade, 2 trade)
-TRADE = ObjectShape(
-    ("e", V_ENUM, 17, ("aggTrade", "trade")),
-    ("T", V_MS, 4),
-    ("m", V_BOOL, 11),
-    ("M", V_BOOL, -1),  # ignored by the normalizer
-    ("a", V_INT_SPAN, 0),
-    ("t", V_INT_SPAN, 2),
-    ("E", V_INT, -1),  # E, f, l, b: ignored by the normalizer
-    ("f", V_INT, -1),
-    ("l", V_INT, -1),
-    ("b", V_INT, -1),
-    ("s", V_STR, 5),
-    ("p", V_POS, 7),
-    ("q", V_POS, 9),
-)
-_TRADE_NEED = TRADE.bits("e", "T", "m", "s", "p", "q")
-_TRADE_ID = np.array([TRADE.bits("a"), TRADE.bits("t")], np.int64)  # id key of aggTrade, trade
+# the venue's aggTrade / trade declaration (``binance.TRADE``) read into the info columns:
+# aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, line, stream s/e, ts, seq,
+# e (1 + the index of its word)
+_TRADE_COLUMNS = {
+    "agg_id": 0, "trade_id": 2, "ts_event": 4, "venue_symbol": 5, "price": 7, "size": 9,
+    "buyer_maker": 11, "type": 17,
+}  # fmt: skip
+_TRADE = binance.TRADE.args_for(_TRADE_COLUMNS)
+_EVENTS = binance.TRADE.words[binance.TRADE.columns.index("type")]
+# per event word: the keys its id needs, and the id's info column
+_TRADE_ID = np.array([binance.TRADE.bits(binance.TRADE_ID_COLUMN[e]) for e in _EVENTS], np.int64)
+_TRADE_ID_COL = np.array([_TRADE_COLUMNS[binance.TRADE_ID_COLUMN[e]] for e in _EVENTS], np.int64)
 _TAKER_SIDES = pa.array([binance.TAKER_SIDE[False], binance.TAKER_SIDE[True]], pa.string())
-# info columns: aggTrade "a" s/e, trade "t" s/e, T ns, s s/e, p s/e, q s/e, m, line, stream s/e,
-# ts, seq, e
 _TRADE_LAYOUT = (18, 12, 15, 16, 13, -1, 17)
 
 
@@ -747,7 +666,7 @@ def fast_trades_of(
         return None, none
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    info = _scan_events(frames, buf, todo, TRADE.args, _TRADE_NEED, _TRADE_ID, _TRADE_LAYOUT)
+    info = _scan_events(frames, buf, todo, _TRADE, _TRADE_ID, _TRADE_LAYOUT)
     if not len(info):
         return None, none
     keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 13:15], info[:, 5:7])
@@ -758,10 +677,10 @@ def fast_trades_of(
     taken = none.copy()
     taken[rows] = True
     take = pa.array(codes, pa.int64())
-    agg = info[:, 17] == 1
-    id_s = np.where(agg, info[:, 0], info[:, 2])
-    id_e = np.where(agg, info[:, 1], info[:, 3])
     m = len(rows)
+    id_col = _TRADE_ID_COL[info[:, 17] - 1]
+    id_s = info[np.arange(m), id_col]
+    id_e = info[np.arange(m), id_col + 1]
     table = pa.table(
         {
             "exchange": pa.array([exchange] * m, pa.string()),

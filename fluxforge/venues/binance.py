@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fluxforge.events import (
@@ -52,15 +53,24 @@ from fluxforge.venues.common import (
     as_dict,
     atomic,
     checked_symbol,
-    dec,
-    field,
     join_symbol,
-    levels,
-    ms_to_ns,
-    opt_dec,
-    positive,
+    read_fields,
     split_concat,
     venue_symbol,
+)
+from fluxforge.wire.shape import (
+    V_ASKS,
+    V_BIDS,
+    V_BOOL,
+    V_DEC,
+    V_ENUM,
+    V_INT,
+    V_INT_SPAN,
+    V_MS,
+    V_OPT_DEC,
+    V_POS,
+    V_STR,
+    ObjectShape,
 )
 
 PARTIAL_DEPTH_RE = re.compile(r"([a-z0-9_]+)@depth(5|10|20)(?:@\d+ms)?")
@@ -107,28 +117,114 @@ def chain_of(ex: str) -> str:
     return CHAIN_BINANCE_FUTURES if ex in FUTURES else CHAIN_BINANCE_SPOT
 
 
-def _int(d: dict, key: str, where: str) -> int:
-    v = field(d, key, where)
-    if type(v) is not int or v < 0:
-        raise NormalizeError(f"{where}.{key}={v!r}: expected a non-negative integer id")
-    return v
-
-
 @functools.lru_cache(maxsize=4096)
 def symbol_of(raw: str) -> str:
     return venue_symbol_to_symbol(venue_symbol(raw, "symbol"))
 
 
-def _symbol(d: dict, where: str) -> tuple[str, str]:
-    raw = field(d, "s", where)
-    if type(raw) is not str:
-        raise NormalizeError(f"{where}.s={raw!r:.40}: expected a string")
-    return symbol_of(raw), raw
+# ---------------------------------------------------------------- declared shapes
+# Each event object, declared once: the per-line handlers below read it with ``read_fields``,
+# the byte scanners (fluxforge.demux.binance) with the same declaration. Output columns are
+# named; a key kept by no column (None) is only checked by the scanner (the per-line path
+# ignores it, so a line the scanner refuses for it is judged here).
 
 
-def _event_ts(env: Envelope, d: dict, key: str, where: str) -> int:
-    v = d.get(key)
-    return env.ts if v is None else ms_to_ns(v, f"{where}.{key}")
+def _depth_update(futures: bool) -> ObjectShape:
+    """The depthUpdate object. Spot sends no ``pu`` (and no ``T``); futures link each update
+    to the previous one by ``pu``; COIN-M adds ``ps`` (the pair). No ``E``: the receive time."""
+    return ObjectShape(
+        ("e", V_ENUM, None, ("depthUpdate",)),
+        ("E", V_MS, "ts_event"),
+        ("T", V_INT, None),
+        ("s", V_STR, "venue_symbol"),
+        ("U", V_INT, "first_id"),
+        ("u", V_INT, "final_id"),
+        ("pu", V_INT, "prev_id" if futures else None),  # spot: no chain to the previous
+        ("ps", V_STR, None),
+        ("b", V_BIDS, "bids"),
+        ("a", V_ASKS, "asks"),
+        required=("e", "s", "U", "u", "b", "a", *(("pu",) if futures else ())),
+    )
+
+
+# exchange is futures -> its depthUpdate declaration
+DEPTH_UPDATE = {False: _depth_update(False), True: _depth_update(True)}
+# a whole depth snapshot: REST /depth (COIN-M adds "symbol"/"pair", futures "E"/"T") and the
+# spot partial-depth push {lastUpdateId, bids, asks}
+SNAPSHOT = ObjectShape(
+    ("lastUpdateId", V_INT, "final_id"),
+    ("E", V_MS, "ts_event"),
+    ("T", V_INT, None),
+    ("bids", V_BIDS, "bids"),
+    ("asks", V_ASKS, "asks"),
+    ("symbol", V_STR, None),
+    ("pair", V_STR, None),
+    required=("lastUpdateId", "bids", "asks"),
+)
+# bookTicker: spot sends {u, s, b, B, a, A} only, futures add e, E, T. "u" is in the depth id
+# sequence (a book cross-check)
+BOOK_TICKER = ObjectShape(
+    ("e", V_ENUM, None, ("bookTicker",)),
+    ("u", V_INT, "update_id"),
+    ("E", V_MS, "ts_event"),
+    ("T", V_INT, None),
+    ("s", V_STR, "venue_symbol"),
+    ("b", V_DEC, "bid_px"),
+    ("B", V_DEC, "bid_sz"),
+    ("a", V_DEC, "ask_px"),
+    ("A", V_DEC, "ask_sz"),
+    required=("u", "s", "b", "B", "a", "A"),
+)
+# aggTrade {e,E,a,s,p,q,f,l,T,m[,M]} and trade {e,E,s,t,p,q,[b,a,]T,m,M}: "a" is the aggregate
+# trade id of an aggTrade but the seller's order id of a trade, so the id's column depends on
+# the event (TRADE_ID_COLUMN). "m" (buyer is the maker) gives the taker side (TAKER_SIDE).
+TRADE = ObjectShape(
+    ("e", V_ENUM, "type", ("aggTrade", "trade")),
+    ("T", V_MS, "ts_event"),
+    ("m", V_BOOL, "buyer_maker"),
+    ("M", V_BOOL, None),
+    ("a", V_INT_SPAN, "agg_id"),
+    ("t", V_INT_SPAN, "trade_id"),
+    ("E", V_INT, None),
+    ("f", V_INT, None),
+    ("l", V_INT, None),
+    ("b", V_INT, None),
+    ("s", V_STR, "venue_symbol"),
+    ("p", V_POS, "price"),
+    ("q", V_POS, "size"),
+    required=("e", "T", "m", "s", "p", "q"),
+)
+TRADE_ID_COLUMN = {"aggTrade": "agg_id", "trade": "trade_id"}
+# 24hrTicker: the last price and, when sent, the best bid/ask
+TICKER_24H = ObjectShape(
+    ("e", V_ENUM, None, ("24hrTicker",)),
+    ("E", V_MS, "ts_event"),
+    ("s", V_STR, "venue_symbol"),
+    ("c", V_OPT_DEC, "last"),
+    ("b", V_OPT_DEC, "bid_px"),
+    ("B", V_OPT_DEC, "bid_sz"),
+    ("a", V_OPT_DEC, "ask_px"),
+    ("A", V_OPT_DEC, "ask_sz"),
+    required=("s", "c"),
+    open=True,  # p, P, w, x, Q, o, h, l, v, q, O, C, F, L, n: not read
+)
+
+
+def ids_in_order(first: Any, final: Any) -> Any:
+    """A depthUpdate's first id ``U`` is never after its final id ``u`` (both paths apply
+    this one rule: the per-line handlers to ints, the scanners to id columns)."""
+    return first <= final
+
+
+def _ordered_ids(f: dict, where: str) -> None:
+    if not ids_in_order(f["first_id"], f["final_id"]):
+        raise NormalizeError(f"{where}: U={f['first_id']} > u={f['final_id']}")
+
+
+def _ts_event(env: Envelope, f: dict) -> int:
+    """The venue's event time, the receive time when it sent none (spot bookTicker, spot
+    REST depth)."""
+    return f.get("ts_event", env.ts)
 
 
 @atomic("binance")
@@ -155,7 +251,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
 def _event(env: Envelope, d: dict, sink: EventSink) -> str:
     e = d.get("e")
     if e is None:
-        if "u" in d and "s" in d and "b" in d and "a" in d and "B" in d:
+        if all(key in d for key in BOOK_TICKER.required):
             return _book_ticker(env, d, sink)  # spot bookTicker has no "e"
         if "id" in d and ("result" in d or "error" in d):
             return "control"  # SUBSCRIBE / LIST_SUBSCRIPTIONS response
@@ -174,118 +270,77 @@ def _event(env: Envelope, d: dict, sink: EventSink) -> str:
     raise NormalizeError(f"binance: unknown event type {str(e)[:40]!r}")
 
 
-def _depth_update(env: Envelope, d: dict, sink: EventSink) -> str:
-    symbol, raw = _symbol(d, "depthUpdate")
-    first, final = _int(d, "U", "depthUpdate"), _int(d, "u", "depthUpdate")
-    if first > final:
-        raise NormalizeError(f"depthUpdate: U={first} > u={final}")
-    futures = env.ex in FUTURES
-    prev = _int(d, "pu", "depthUpdate") if futures else -1
+def _diff_depth(env: Envelope, d: dict, sink: EventSink) -> str:
+    f = read_fields(DEPTH_UPDATE[env.ex in FUTURES], d, "depthUpdate")
+    _ordered_ids(f, "depthUpdate")
+    raw = f["venue_symbol"]
     msg = BookMessage(
-        env.ex,
-        symbol,
-        raw,
-        DEPTH_CHANNEL,
-        _event_ts(env, d, "E", "depthUpdate"),
-        env.ts,
-        env.seq,
-        False,
-        levels(field(d, "b", "depthUpdate"), "depthUpdate.b"),
-        levels(field(d, "a", "depthUpdate"), "depthUpdate.a"),
-        first_id=first,
-        final_id=final,
-        prev_id=prev,
-        chain=chain_of(env.ex),
-    )
+        env.ex, symbol_of(raw), raw, DEPTH_CHANNEL, _ts_event(env, f), env.ts, env.seq, False,
+        f["bids"], f["asks"], first_id=f["first_id"], final_id=f["final_id"],
+        prev_id=f.get("prev_id", -1), chain=chain_of(env.ex),
+    )  # fmt: skip
     sink.book(msg)
     return "data"
 
 
 def _partial_depth(env: Envelope, m: re.Match, d: dict, sink: EventSink) -> str:
-    """``<symbol>@depth<N>[@100ms]``: the whole top N every push (spot: {"lastUpdateId",
-    "bids","asks"}; futures: a depthUpdate whose b/a are the top N). A book snapshot with
-    ``depth=N`` and no chain: consecutive pushes are not diffs of each other."""
+    """``<symbol>@depth<N>[@100ms]``: the whole top N every push (spot: ``SNAPSHOT``, the
+    venue name from the stream; futures: a depthUpdate whose b/a are the top N). A book
+    snapshot with ``depth=N`` and no chain: consecutive pushes are not diffs of each other."""
     where = m.group(0)
     if "e" in d:
-        bids, asks = field(d, "b", where), field(d, "a", where)
-        final_id = _int(d, "u", where)
+        f = read_fields(DEPTH_UPDATE[env.ex in FUTURES], d, where)
+        _ordered_ids(f, where)
+        raw = f["venue_symbol"]
     else:
-        bids, asks = field(d, "bids", where), field(d, "asks", where)
-        final_id = _int(d, "lastUpdateId", where)
-    raw = venue_symbol(d.get("s") or m.group(1).upper(), f"{where} symbol")
+        f = read_fields(SNAPSHOT, d, where)
+        raw = m.group(1).upper()
     msg = BookMessage(
-        env.ex,
-        venue_symbol_to_symbol(raw),
-        raw,
-        f"depth{m.group(2)}",
-        _event_ts(env, d, "E", where),
-        env.ts,
-        env.seq,
-        True,
-        levels(bids, f"{where}.bids"),
-        levels(asks, f"{where}.asks"),
-        final_id=final_id,
-        depth=int(m.group(2)),
-    )
+        env.ex, symbol_of(raw), raw, f"depth{m.group(2)}", _ts_event(env, f), env.ts, env.seq,
+        True, f["bids"], f["asks"], final_id=f["final_id"], depth=int(m.group(2)),
+    )  # fmt: skip
     sink.book(msg)
     return "data"
 
 
 def _book_ticker(env: Envelope, d: dict, sink: EventSink) -> str:
-    symbol, raw = _symbol(d, "bookTicker")
-    uid = _int(d, "u", "bookTicker")
-    bid_px = dec(field(d, "b", "bookTicker"), "bookTicker.b")
-    bid_sz = dec(field(d, "B", "bookTicker"), "bookTicker.B")
-    ask_px = dec(field(d, "a", "bookTicker"), "bookTicker.a")
-    ask_sz = dec(field(d, "A", "bookTicker"), "bookTicker.A")
-    ts_event = _event_ts(env, d, "E", "bookTicker")
+    f = read_fields(BOOK_TICKER, d, "bookTicker")
+    raw = f["venue_symbol"]
+    symbol = symbol_of(raw)
+    bid_px, bid_sz, ask_px, ask_sz = f["bid_px"], f["bid_sz"], f["ask_px"], f["ask_sz"]
+    ts_event = _ts_event(env, f)
     sink.quote(env.ex, symbol, raw, ts_event, env.ts, bid_px, bid_sz, ask_px, ask_sz, None, env.seq)
-    sink.top(TopOfBook(env.ex, symbol, uid, bid_px, bid_sz, ask_px, ask_sz, env.ts))
+    sink.top(TopOfBook(env.ex, symbol, f["update_id"], bid_px, bid_sz, ask_px, ask_sz, env.ts))
     return "data"
 
 
 def _trade(env: Envelope, d: dict, sink: EventSink) -> str:
     e = d["e"]
-    symbol, raw = _symbol(d, e)
-    trade_id = _int(d, "a" if e == "aggTrade" else "t", e)
-    maker = field(d, "m", e)
-    if type(maker) is not bool:
-        raise NormalizeError(f"{e}.m={maker!r}: expected true/false (buyer is maker)")
+    f = read_fields(TRADE, d, str(e))
+    id_column = TRADE_ID_COLUMN[f["type"]]
+    if id_column not in f:
+        key = TRADE.names[TRADE.columns.index(id_column)]
+        raise NormalizeError(f"{e}: missing field {key!r}")
+    raw = f["venue_symbol"]
     sink.trade(
-        env.ex,
-        symbol,
-        raw,
-        ms_to_ns(field(d, "T", e), f"{e}.T"),
-        env.ts,
-        str(trade_id),
-        positive(field(d, "p", e), f"{e}.p"),
-        positive(field(d, "q", e), f"{e}.q"),
-        TAKER_SIDE[maker],
-        env.seq,
-    )
+        env.ex, symbol_of(raw), raw, f["ts_event"], env.ts, str(f[id_column]), f["price"],
+        f["size"], TAKER_SIDE[f["buyer_maker"]], env.seq,
+    )  # fmt: skip
     return "data"
 
 
 def _ticker_24h(env: Envelope, d: dict, sink: EventSink) -> str:
-    symbol, raw = _symbol(d, "24hrTicker")
+    f = read_fields(TICKER_24H, d, "24hrTicker")
+    raw = f["venue_symbol"]
     sink.quote(
-        env.ex,
-        symbol,
-        raw,
-        _event_ts(env, d, "E", "24hrTicker"),
-        env.ts,
-        opt_dec(d.get("b"), "24hrTicker.b"),
-        opt_dec(d.get("B"), "24hrTicker.B"),
-        opt_dec(d.get("a"), "24hrTicker.a"),
-        opt_dec(d.get("A"), "24hrTicker.A"),
-        opt_dec(field(d, "c", "24hrTicker"), "24hrTicker.c"),
-        env.seq,
-    )
+        env.ex, symbol_of(raw), raw, _ts_event(env, f), env.ts, f.get("bid_px"),
+        f.get("bid_sz"), f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+    )  # fmt: skip
     return "data"
 
 
 HANDLERS = {
-    "depthUpdate": _depth_update,
+    "depthUpdate": _diff_depth,
     "bookTicker": _book_ticker,
     "aggTrade": _trade,
     "trade": _trade,
@@ -293,33 +348,34 @@ HANDLERS = {
 }
 
 
+def rest_is_depth(url: str) -> bool:
+    """A REST request for a depth snapshot (exchangeInfo, time...: instrument metadata)."""
+    return urlsplit(url).path.endswith("/depth")
+
+
+def rest_depth_symbol(url: str) -> str:
+    """The venue symbol a REST depth url asks for (``symbol=``), checked."""
+    symbols = parse_qs(urlsplit(url).query).get("symbol")
+    if not symbols:
+        raise NormalizeError(f"REST depth: no symbol=... in url {url[:120]!r}")
+    raw = venue_symbol(symbols[0], "REST depth symbol")
+    symbol_of(raw)
+    return raw
+
+
 def _rest(env: Envelope, sink: EventSink) -> str:
     url = env.url or ""
-    parts = urlsplit(url)
-    if not parts.path.endswith("/depth"):
-        return "control"  # exchangeInfo, time, ... instrument metadata
+    if not rest_is_depth(url):
+        return "control"
     d = env.data
     if isinstance(d, dict) and "code" in d and "msg" in d and "lastUpdateId" not in d:
         return "control"  # the venue refused the request; the book keeps waiting
     d = as_dict(d, "REST depth")
-    symbols = parse_qs(parts.query).get("symbol")
-    if not symbols:
-        raise NormalizeError(f"REST depth: no symbol=... in url {url[:120]!r}")
-    raw = venue_symbol(symbols[0], "REST depth symbol")
+    raw = rest_depth_symbol(url)
+    f = read_fields(SNAPSHOT, d, "REST depth")
     msg = BookMessage(
-        env.ex,
-        venue_symbol_to_symbol(raw),
-        raw,
-        DEPTH_CHANNEL,
-        _event_ts(env, d, "E", "REST depth"),
-        env.ts,
-        env.seq,
-        True,
-        levels(field(d, "bids", "REST depth"), "REST depth.bids"),
-        levels(field(d, "asks", "REST depth"), "REST depth.asks"),
-        final_id=_int(d, "lastUpdateId", "REST depth"),
-        chain=chain_of(env.ex),
-        from_rest=True,
-    )
+        env.ex, symbol_of(raw), raw, DEPTH_CHANNEL, _ts_event(env, f), env.ts, env.seq, True,
+        f["bids"], f["asks"], final_id=f["final_id"], chain=chain_of(env.ex), from_rest=True,
+    )  # fmt: skip
     sink.book(msg)
     return "data"

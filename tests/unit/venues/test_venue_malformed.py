@@ -69,7 +69,7 @@ CASES = [
     ("binance level not a pair", "binanceusdm", "msg", {**_BN_DEPTH, "b": [["1"]], "a": []},
      None, "expected [price, size"),
     ("binance string id", "binanceusdm", "msg", {**_BN_DEPTH, "u": "2", "b": [], "a": []},
-     None, "non-negative integer id"),
+     None, "non-negative integer"),
     ("binance ms time garbage", "binanceusdm", "msg",
      {**_BN_DEPTH, "E": "soon", "b": [], "a": []}, None, "epoch milliseconds"),
     ("binance REST depth without symbol", "binanceusdm", "rest",
