@@ -31,6 +31,7 @@ from fluxforge.wire.shape import (
     V_INT,
     V_INT_SPAN,
     V_ISO,
+    V_ISO_OPT,
     V_MS,
     V_MS_ANY,
     V_NUM,
@@ -39,6 +40,7 @@ from fluxforge.wire.shape import (
     V_POS,
     V_SCALAR,
     V_SECONDS,
+    V_SIDED_LEVELS,
     V_SINT,
     V_STR,
     V_TEXT,
@@ -652,7 +654,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
     (open shapes: other keys with scalar values are skipped), the required keys present.
     Returns (position after it, mask of the keys seen, lv, n_lv); position -1 when the object
     does not fit the declaration."""
-    kflat, koff, kinds, cols, wflat, woff, w_lo, w_hi, flags, need = shape
+    kflat, koff, kinds, cols, wflat, woff, w_lo, w_hi, flags, need, wside = shape
     is_open = (flags[0] & F_OPEN) != 0
     is_array = (flags[0] & F_ARRAY) != 0
     p = ws(buf, p + 1, end)
@@ -819,6 +821,23 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
                 return -1, seen, lv, n_lv
             if col >= 0:
                 out[col] = idx + 1
+            p = q + 1
+        elif kind == V_SIDED_LEVELS:
+            lo, hi = w_lo[f], w_hi[f]
+            p, n_lv, lv = levels_scan(
+                buf, p, end, row, -1, lv, n_lv, 3, (wflat, woff[lo : hi + 1]), wside[lo:hi]
+            )
+            if p < 0:
+                return -1, seen, lv, n_lv
+        elif kind == V_ISO_OPT:
+            q = str_end(buf, p, end)
+            if q < 0:
+                return -1, seen, lv, n_lv
+            good, v = iso_raw(buf, p + 1, q)
+            if not good or (v > 0 and not plausible_ns(v)):
+                return -1, seen, lv, n_lv
+            if v > 0 and col >= 0:
+                out[col] = v  # (the epoch or earlier: no time)
             p = q + 1
         else:  # V_BIDS / V_ASKS
             side = 0 if kind == V_BIDS else 1

@@ -28,18 +28,16 @@ from fluxforge.demux.bytescan import (
     RBRACKET,
     add_level,
     envelope,
+    envelope_kind,
     eq,
     eq_word,
     flat_object,
     grow,
     iso_ns,
-    iso_raw,
     key_at,
-    levels_scan,
     next_item,
     next_key,
     read_int,
-    side_words,
     spans,
     str_end,
     ws,
@@ -63,96 +61,68 @@ from fluxforge.demux.rows import (
 )
 from fluxforge.events import NormalizeError
 from fluxforge.venues import coinbase
-from fluxforge.wire.decimal import plain_decimal
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
-from fluxforge.wire.shape import pack_words
-from fluxforge.wire.times import plausible_ns
+from fluxforge.wire.shape import SIDES, pack_words
 
 FAST_CHANNEL = coinbase.BOOK_CHANNEL
 _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND = SCAN_HEAD, SCAN_SRC, scan_ex("coinbase"), SCAN_MSG
-# data keys
-_K_TYPE = np.frombuffer(b"type", np.uint8).copy()
-_K_PRODUCT = np.frombuffer(b"product_id", np.uint8).copy()
-_K_TIME = np.frombuffer(b"time", np.uint8).copy()
-_K_CHANGES = np.frombuffer(b"changes", np.uint8).copy()
-_K_BIDS = np.frombuffer(b"bids", np.uint8).copy()
-_K_ASKS = np.frombuffer(b"asks", np.uint8).copy()
-_V_L2 = np.frombuffer(b"l2update", np.uint8).copy()
-_V_SNAP = np.frombuffer(b"snapshot", np.uint8).copy()
-_WORDS, _WORD_SIDES = side_words(coinbase.L2_SIDES)
+# msg columns: line, ts, seq, kind (1 update / 2 snapshot), ts_event, product span, final id
+_M_KIND, _M_EVT, _M_SYM, _M_FINAL = 3, 4, 5, 7
+_M_COLS = 8
+# the venue's Exchange book declarations (``coinbase.L2UPDATE`` / ``coinbase.SNAPSHOT``) read
+# into the msg columns, their levels into the level rows
+_BOOK_LAYOUT = {"ts_event": _M_EVT, "venue_symbol": _M_SYM, "levels": -1, "bids": -1, "asks": -1}
+_L2UPDATE = coinbase.L2UPDATE.args_for(_BOOK_LAYOUT)
+_SNAPSHOT = coinbase.SNAPSHOT.args_for(_BOOK_LAYOUT)
+# one Advanced Trade level (``coinbase.AT_LEVEL``, per event type) -> a small row: side word
+# (1 + its index), event ns, price span, size span
+_LEVEL_LAYOUT = {"side": 0, "ts_event": 1, "price": 2, "size": 4}
+_AT_LEVEL_UPDATE = coinbase.AT_LEVEL["update"].args_for(_LEVEL_LAYOUT)
+_AT_LEVEL_SNAPSHOT = coinbase.AT_LEVEL["snapshot"].args_for(_LEVEL_LAYOUT)
+_AT_SIDE_WORDS = coinbase.AT_LEVEL["update"].words[coinbase.AT_LEVEL["update"].names.index("side")]
+assert coinbase.AT_LEVEL["snapshot"].words[0] == _AT_SIDE_WORDS
+_AT_SIDE = np.array([SIDES.index(coinbase.L2_SIDES[w]) for w in _AT_SIDE_WORDS], np.int64)
 
 
 @njit(cache=True)
-def _at_update(buf, p, end, m, is_update, lv, n_lv, words, word_sides, keys):
-    """One Advanced Trade update object {side, event_time?, price_level, new_quantity} at p.
-    Returns (position after, n_lv, lv, max event ns (0 = none), ok)."""
-    k_side, k_evt, k_px, k_qty = keys[0], keys[1], keys[2], keys[3]
-    if p >= end or buf[p] != LBRACE:
-        return -1, n_lv, lv, 0, False
+def _at_updates(buf, p, end, m, lv, n_lv, level, side_of):
+    """The ``updates`` list of one l2_data event at p ('['), each item read by the declaration
+    `level` into the level rows of message m. Returns (position after, lv, n_lv, latest
+    event ns (0: none)); position -1 when an item does not fit."""
+    if p >= end or buf[p] != LBRACKET:
+        return -1, lv, n_lv, 0
     p = ws(buf, p + 1, end)
-    side = -1
-    px0 = px1 = sz0 = sz1 = -1
+    if p < end and buf[p] == RBRACKET:
+        return p + 1, lv, n_lv, 0
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists inside a level)
+    out = np.empty(6, np.int64)
     ev_ns = 0
-    seen = 0
     while True:
-        ks, ke, p = key_at(buf, p, end)
+        out[:] = -1
+        out[1] = 0
+        p, _seen, _a, _b = flat_object(buf, p, end, level, out, 0, no_lv, 0)
         if p < 0:
-            return -1, n_lv, lv, 0, False
-        q = str_end(buf, p, end)
-        if q < 0:
-            return -1, n_lv, lv, 0, False
-        if eq(buf, ks, ke, k_side) and not seen & 1:
-            seen |= 1
-            for w in range(len(word_sides)):
-                if eq_word(buf, p + 1, q, words[0], words[1], w):
-                    side = word_sides[w]
-            if side < 0:
-                return -1, n_lv, lv, 0, False
-        elif eq(buf, ks, ke, k_evt) and not seen & 2:
-            seen |= 2
-            if is_update:  # snapshots carry 1970 times: the normalizer ignores them
-                good, ns = iso_raw(buf, p + 1, q)
-                if not good:
-                    return -1, n_lv, lv, 0, False
-                if ns > 0:
-                    if not plausible_ns(ns):
-                        return -1, n_lv, lv, 0, False
-                    ev_ns = ns
-        elif eq(buf, ks, ke, k_px) and not seen & 4:
-            seen |= 4
-            px0, px1 = p + 1, q
-        elif eq(buf, ks, ke, k_qty) and not seen & 8:
-            seen |= 8
-            sz0, sz1 = p + 1, q
-        else:
-            return -1, n_lv, lv, 0, False
-        p, done = next_key(buf, q + 1, end)
+            return -1, lv, n_lv, 0
+        lv, n_lv = add_level(lv, n_lv, m, side_of[out[0] - 1], out[2], out[3], out[4], out[5])
+        if out[1] > ev_ns:
+            ev_ns = out[1]
+        p, done = next_item(buf, p, end)
         if p < 0:
-            return -1, n_lv, lv, 0, False
+            return -1, lv, n_lv, 0
         if done:
-            break
-    if (seen & 13) != 13:
-        return -1, n_lv, lv, 0, False
-    if not plain_decimal(buf, px0, px1, True) or not plain_decimal(buf, sz0, sz1, False):
-        return -1, n_lv, lv, 0, False
-    lv, n_lv = add_level(lv, n_lv, m, side, px0, px1, sz0, sz1)
-    return p, n_lv, lv, ev_ns, True
+            return p, lv, n_lv, ev_ns
 
 
 @njit(cache=True)
-def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, word_sides, heads, at_keys):
+def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of):
     """Advanced Trade l2_data object (p just after its '{'): one message per event.
     Returns (position after the object, n_msg, msg, n_lv, lv) or p = -1."""
-    k_type, k_prod, v_snap = heads[4], heads[5], heads[11]
     k_channel, k_client, k_stamp, k_seqnum, k_events = (
-        at_keys[0],
-        at_keys[1],
-        at_keys[2],
-        at_keys[3],
-        at_keys[4],
-    )
-    v_l2data, v_update, k_updates = at_keys[5], at_keys[6], at_keys[7]
-    upd_keys = (at_keys[8], at_keys[9], at_keys[10], at_keys[11])
+        at_keys[0], at_keys[1], at_keys[2], at_keys[3], at_keys[4],
+    )  # fmt: skip
+    v_l2data, k_type, k_prod, k_updates = at_keys[5], at_keys[6], at_keys[7], at_keys[8]
+    v_update, v_snap = at_keys[9], at_keys[10]
+    level_update, level_snapshot = levels
     seen = 0
     ts_msg = -1
     final_id = -1
@@ -230,36 +200,14 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, word_sides, h
                             prod_s, prod_e = p + 1, q
                             p = q + 1
                         elif eq(buf, ks2, ke2, k_updates) and not ev_seen & 4 and ev_seen & 1:
-                            # "type" must come first: event_time rules depend on it
+                            # "type" must come first: it names the levels' declaration
                             ev_seen |= 4
-                            if p >= end or buf[p] != LBRACKET:
+                            level = level_update if kind == 1 else level_snapshot
+                            p, lv, n_lv, ev_ns = _at_updates(
+                                buf, p, end, m, lv, n_lv, level, side_of
+                            )
+                            if p < 0:
                                 return -1, n_msg, msg, n_lv, lv
-                            p = ws(buf, p + 1, end)
-                            if p < end and buf[p] == RBRACKET:
-                                p += 1
-                            else:
-                                while True:
-                                    p, n_lv, lv, ns, good = _at_update(
-                                        buf,
-                                        p,
-                                        end,
-                                        m,
-                                        kind == 1,
-                                        lv,
-                                        n_lv,
-                                        words,
-                                        word_sides,
-                                        upd_keys,
-                                    )
-                                    if not good:
-                                        return -1, n_msg, msg, n_lv, lv
-                                    if ns > ev_ns:
-                                        ev_ns = ns
-                                    p, done = next_item(buf, p, end)
-                                    if p < 0:
-                                        return -1, n_msg, msg, n_lv, lv
-                                    if done:
-                                        break
                         else:
                             return -1, n_msg, msg, n_lv, lv
                         p, done = next_key(buf, p, end)
@@ -272,10 +220,10 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, word_sides, h
                     msg[m, 0] = i
                     msg[m, 1] = ts
                     msg[m, 2] = seq
-                    msg[m, 3] = kind
-                    msg[m, 4] = ev_ns  # 0 = none yet: the message timestamp below
-                    msg[m, 5] = prod_s
-                    msg[m, 6] = prod_e
+                    msg[m, _M_KIND] = kind
+                    msg[m, _M_EVT] = ev_ns  # 0 = none: the message timestamp below
+                    msg[m, _M_SYM] = prod_s
+                    msg[m, _M_SYM + 1] = prod_e
                     p, done = next_item(buf, p, end)
                     if p < 0:
                         return -1, n_msg, msg, n_lv, lv
@@ -291,25 +239,25 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, word_sides, h
     if (seen & (1 | 4 | 16)) != (1 | 4 | 16):
         return -1, n_msg, msg, n_lv, lv
     for m in range(first_msg, n_msg):
-        if msg[m, 4] <= 0:
-            msg[m, 4] = ts_msg
-        msg[m, 7] = final_id
+        if msg[m, _M_EVT] <= 0:
+            msg[m, _M_EVT] = ts_msg
+        msg[m, _M_FINAL] = final_id
     return p, n_msg, msg, n_lv, lv
 
 
 @njit(cache=True)
-def _scan_lines(buf, starts, ends, todo, words, word_sides, heads, at_keys, capacity):
-    """Scan every line. Per accepted line: its book messages (msg rows: line, ts, seq, kind
-    1 update / 2 snapshot, ts_event, product span, final id) and their levels (lv rows:
-    message, side, price span, size span). A line with any surprise is not accepted (the
-    per-line path takes it)."""
-    env_head, env_src, env_ex, env_kind = heads[0], heads[1], heads[2], heads[3]
-    k_type, k_prod, k_time, k_chg = heads[4], heads[5], heads[6], heads[7]
-    k_bids, k_asks, v_l2, v_snap = heads[8], heads[9], heads[10], heads[11]
+def _scan_lines(
+    buf, starts, ends, todo, heads, update, snapshot, at_keys, levels, side_of, capacity
+):
+    """Scan every line. Per accepted line: its book messages (msg rows: the columns above)
+    and their levels (lv rows: message, side, price span, size span). Exchange lines are read
+    by the declarations `update` then `snapshot`, Advanced Trade ones by ``_at_data``. A line
+    with any surprise is not accepted (the per-line path takes it)."""
+    env_head, env_src, env_ex, env_kind = heads
     k_channel = at_keys[0]
     n = len(starts)
     ok = np.zeros(n, np.bool_)
-    msg = np.empty((1024, 8), np.int64)
+    msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
@@ -318,124 +266,51 @@ def _scan_lines(buf, starts, ends, todo, words, word_sides, heads, at_keys, capa
             continue
         s, end = starts[i], ends[i]
         mark_lv, mark_msg = n_lv, n_msg
-        p, ts, seq = envelope(buf, s, end, env_head, env_src, env_ex, env_kind, LBRACE)
-        if p < 0:
+        p, ts, seq = envelope_kind(buf, s, end, env_head, env_src, env_ex, env_kind)
+        if p < 0 or p >= end or buf[p] != LBRACE:
             continue
-        bad = False
-        ks, ke, v = key_at(buf, p, end)
+        first = ws(buf, p + 1, end)
+        ks, ke, v = key_at(buf, first, end)
         if v >= 0 and eq(buf, ks, ke, k_channel):
             p, n_msg, msg, n_lv, lv = _at_data(
-                buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, words, word_sides, heads, at_keys
+                buf, first, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of
             )
-            bad = p < 0
         else:
-            m = n_msg
-            kind = 0
-            t_ns = -1
-            prod_s = prod_e = -1
-            seen = 0
-            while not bad:
-                ks, ke, p = key_at(buf, p, end)
-                if p < 0:
-                    bad = True
-                    break
-                if eq(buf, ks, ke, k_type) and not seen & 1:
-                    seen |= 1
-                    q = str_end(buf, p, end)
-                    if q < 0:
-                        bad = True
-                        break
-                    if eq(buf, p + 1, q, v_l2):
-                        kind = 1
-                    elif eq(buf, p + 1, q, v_snap):
-                        kind = 2
-                    else:
-                        bad = True
-                        break
-                    p = q + 1
-                elif eq(buf, ks, ke, k_prod) and not seen & 2:
-                    seen |= 2
-                    q = str_end(buf, p, end)
-                    if q < 0:
-                        bad = True
-                        break
-                    prod_s, prod_e = p + 1, q
-                    p = q + 1
-                elif eq(buf, ks, ke, k_time) and not seen & 4:
-                    seen |= 4
-                    q = str_end(buf, p, end)
-                    if q < 0:
-                        bad = True
-                        break
-                    t_ns = iso_ns(buf, p + 1, q)
-                    p = q + 1
-                elif eq(buf, ks, ke, k_chg) and not seen & 8:
-                    seen |= 8
-                    p, n_lv, lv = levels_scan(buf, p, end, m, -1, lv, n_lv, 3, words, word_sides)
-                elif eq(buf, ks, ke, k_bids) and not seen & 16:
-                    seen |= 16
-                    p, n_lv, lv = levels_scan(buf, p, end, m, 0, lv, n_lv, 2, words, word_sides)
-                elif eq(buf, ks, ke, k_asks) and not seen & 32:
-                    seen |= 32
-                    p, n_lv, lv = levels_scan(buf, p, end, m, 1, lv, n_lv, 2, words, word_sides)
-                else:
-                    bad = True  # other keys (or duplicates): the normalizer decides
-                    break
-                if p < 0:
-                    bad = True
-                    break
-                p, done = next_key(buf, p, end)
-                if p < 0:
-                    bad = True
-                    break
-                if done:
-                    break
-            if not bad:
-                if kind == 1:
-                    need = 2 | 4 | 8
-                    bad = (seen & need) != need or t_ns < 0 or (seen & (16 | 32)) != 0
-                elif kind == 2:
-                    need = 2 | 16 | 32
-                    bad = (seen & need) != need or (seen & 8) != 0
-                    if (seen & 4) and t_ns < 0:
-                        bad = True  # an unparsable extra time: let the normalizer see it
-                    t_ns = ts
-                else:
-                    bad = True
-            if not bad:
-                msg = grow(msg, n_msg)
-                msg[m, 0] = i
-                msg[m, 1] = ts
-                msg[m, 2] = seq
-                msg[m, 3] = kind
-                msg[m, 4] = t_ns
-                msg[m, 5] = prod_s
-                msg[m, 6] = prod_e
-                msg[m, 7] = -1
+            msg = grow(msg, n_msg)
+            row = msg[n_msg]
+            row[:] = -1
+            row[_M_KIND] = 1
+            q, _seen, lv, n_lv = flat_object(buf, p, end, update, row, n_msg, lv, n_lv)
+            if q < 0:
+                n_lv = mark_lv
+                row[:] = -1
+                row[_M_KIND] = 2
+                row[_M_EVT] = ts  # a snapshot has no time: the receive time
+                q, _seen, lv, n_lv = flat_object(buf, p, end, snapshot, row, n_msg, lv, n_lv)
+            p = q
+            if p >= 0:
+                row[0], row[1], row[2] = i, ts, seq
                 n_msg += 1
-        if not bad:
+        if p >= 0:
             p = ws(buf, p, end)
-            bad = p >= end or buf[p] != RBRACE or p + 1 != end
-        if bad:
+        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
             n_lv, n_msg = mark_lv, mark_msg  # drop this line's messages and levels
             continue
         ok[i] = True
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-_HEADS = (
-    _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND, _K_TYPE, _K_PRODUCT, _K_TIME, _K_CHANGES,
-    _K_BIDS, _K_ASKS, _V_L2, _V_SNAP,
-)  # fmt: skip
+_HEADS = (_ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND)
 # Advanced Trade l2_data: {"channel","client_id","timestamp","sequence_num","events":[{"type",
-# "product_id","updates":[{"side","event_time","price_level","new_quantity"}]}]}
+# "product_id","updates":[level]}]}
 _AT_KEYS = tuple(
     np.frombuffer(w, np.uint8).copy()
     for w in (
         b"channel", b"client_id", b"timestamp", b"sequence_num", b"events", b"l2_data",
-        b"update", b"updates", b"side", b"event_time", b"price_level", b"new_quantity",
+        b"type", b"product_id", b"updates", b"update", b"snapshot",
     )
 )  # fmt: skip
+_AT_LEVELS = (_AT_LEVEL_UPDATE, _AT_LEVEL_SNAPSHOT)
 
 
 def fast_coinbase_books(
@@ -448,12 +323,13 @@ def fast_coinbase_books(
     if n == 0 or not todo.any():
         return ScanResult(none)
     ok, msg, lv = _scan_lines(
-        buf, starts, ends, todo, _WORDS, _WORD_SIDES, _HEADS, _AT_KEYS, 4096 + len(buf) // 256
-    )
+        buf, starts, ends, todo, _HEADS, _L2UPDATE, _SNAPSHOT, _AT_KEYS, _AT_LEVELS, _AT_SIDE,
+        4096 + len(buf) // 256,
+    )  # fmt: skip
     if not ok.any():
         return ScanResult(none)
     msg_line = msg[:, 0]
-    pid = spans(buf, msg[:, 5], msg[:, 6]).dictionary_encode()
+    pid = spans(buf, msg[:, _M_SYM], msg[:, _M_SYM + 1]).dictionary_encode()
     raws = pid.dictionary.to_pylist()
     symbols = checked_symbols(raws, coinbase.symbol_of, (NormalizeError, TypeError))
     codes = pid.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -477,11 +353,11 @@ def fast_coinbase_books(
             venue_symbol=raws[c],
             channel=FAST_CHANNEL,
             line=msg_line[sel] + 1,
-            ts_event=msg[sel, 4],
+            ts_event=msg[sel, _M_EVT],
             ts_recv=msg[sel, 1],
             seq=msg[sel, 2],
-            is_snapshot=msg[sel, 3] == 2,
-            final_id=msg[sel, 7],
+            is_snapshot=msg[sel, _M_KIND] == 2,
+            final_id=msg[sel, _M_FINAL],
             **levels.of(sel),
         )
     return ScanResult(ok, books=out)

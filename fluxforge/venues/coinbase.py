@@ -57,18 +57,29 @@ from fluxforge.venues.common import (
     as_dict,
     as_list,
     atomic,
-    check_ts,
     checked_symbol,
-    dec,
     field,
     iso_to_ns,
     join_symbol,
-    levels,
-    positive,
     read_fields,
     venue_symbol,
 )
-from fluxforge.wire.shape import V_ENUM, V_ID, V_ISO, V_OPT_DEC, V_POS, V_STR, ObjectShape
+from fluxforge.wire.shape import (
+    SIDES,
+    V_ASKS,
+    V_BIDS,
+    V_DEC,
+    V_ENUM,
+    V_ID,
+    V_ISO,
+    V_ISO_OPT,
+    V_OPT_DEC,
+    V_POS,
+    V_SCALAR,
+    V_SIDED_LEVELS,
+    V_STR,
+    ObjectShape,
+)
 
 EXCHANGES = ("coinbase", "coinbaseexchange", "coinbasepro", "coinbaseadvanced", "synthetic")
 
@@ -127,33 +138,47 @@ def normalize(env: Envelope, sink: EventSink) -> str:
 # ---------------------------------------------------------------- Exchange feed
 
 
+# The Exchange feed's book messages, declared once: the per-line path reads them with
+# ``read_fields``, the byte scanner (fluxforge.demux.coinbase) with the same declarations.
+L2UPDATE = ObjectShape(
+    ("type", V_ENUM, None, ("l2update",)),
+    ("product_id", V_STR, "venue_symbol"),
+    ("time", V_ISO, "ts_event"),
+    ("changes", V_SIDED_LEVELS, "levels", L2_SIDES),  # [[side, price, size]]: absolute sizes
+    required=("type", "product_id", "time", "changes"),
+)
+SNAPSHOT = ObjectShape(
+    ("type", V_ENUM, None, ("snapshot",)),
+    ("product_id", V_STR, "venue_symbol"),
+    ("bids", V_BIDS, "bids"),
+    ("asks", V_ASKS, "asks"),
+    ("time", V_ISO, None),  # not documented (no time: ts_recv); checked by the scanner only
+    required=("type", "product_id", "bids", "asks"),
+)
+
+
 def _snapshot(env: Envelope, d: dict, sink: EventSink) -> str:
-    symbol, raw = _product(d, "snapshot")
-    bids = levels(field(d, "bids", "snapshot"), "snapshot.bids")
-    asks = levels(field(d, "asks", "snapshot"), "snapshot.asks")
+    f = read_fields(SNAPSHOT, d, "snapshot")
+    raw = f["venue_symbol"]
     sink.book(
-        BookMessage(env.ex, symbol, raw, BOOK_CHANNEL, env.ts, env.ts, env.seq, True, bids, asks)
-    )
+        BookMessage(
+            env.ex, symbol_of(raw), raw, BOOK_CHANNEL, env.ts, env.ts, env.seq, True, f["bids"],
+            f["asks"],
+        )
+    )  # fmt: skip
     return "data"
 
 
 def _l2update(env: Envelope, d: dict, sink: EventSink) -> str:
-    symbol, raw = _product(d, "l2update")
-    ts_event = iso_to_ns(field(d, "time", "l2update"), "l2update.time")
-    bids: list[tuple[str, str]] = []
-    asks: list[tuple[str, str]] = []
-    for i, ch in enumerate(as_list(field(d, "changes", "l2update"), "l2update.changes")):
-        where = f"l2update.changes[{i}]"
-        if not isinstance(ch, list) or len(ch) < 3:
-            raise NormalizeError(f"{where}: expected [side, price, size], got {ch!r:.60}")
-        side = L2_SIDES.get(ch[0])
-        if side is None:
-            raise NormalizeError(f"{where}: side {str(ch[0])[:20]!r} is not buy/sell")
-        level = (positive(ch[1], f"{where}.price"), dec(ch[2], f"{where}.size"))
-        (bids if side == "bid" else asks).append(level)
+    f = read_fields(L2UPDATE, d, "l2update")
+    raw = f["venue_symbol"]
+    bids, asks = f["levels"]
     sink.book(
-        BookMessage(env.ex, symbol, raw, BOOK_CHANNEL, ts_event, env.ts, env.seq, False, bids, asks)
-    )
+        BookMessage(
+            env.ex, symbol_of(raw), raw, BOOK_CHANNEL, f["ts_event"], env.ts, env.seq, False,
+            bids, asks,
+        )
+    )  # fmt: skip
     return "data"
 
 
@@ -230,6 +255,25 @@ def _advanced(env: Envelope, d: dict, sink: EventSink) -> str:
     return "data"
 
 
+# One level of an Advanced Trade l2_data event, declared once per event type: the per-line path
+# reads it with ``read_fields``, the byte scanner (fluxforge.demux.coinbase) with the same
+# declaration. Snapshots carry event_time 1970-01-01: only an update's is read.
+AT_BOOK_EVENTS = ("snapshot", "update")
+
+
+def _at_level(update: bool) -> ObjectShape:
+    return ObjectShape(
+        ("side", V_ENUM, "side", tuple(L2_SIDES)),
+        ("event_time", V_ISO_OPT, "ts_event") if update else ("event_time", V_SCALAR, None),
+        ("price_level", V_POS, "price"),
+        ("new_quantity", V_DEC, "size"),  # absolute; "0" removes the level
+        required=("side", "price_level", "new_quantity"),
+    )
+
+
+AT_LEVEL = {kind: _at_level(kind == "update") for kind in AT_BOOK_EVENTS}
+
+
 def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
     seq = d.get("sequence_num")
     final_id = seq if type(seq) is int and seq >= 0 else -1
@@ -238,44 +282,21 @@ def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -
         where = f"l2_data.events[{i}]"
         ev = as_dict(ev, where)
         kind = field(ev, "type", where)
-        if kind not in ("snapshot", "update"):
+        if kind not in AT_LEVEL:
             raise NormalizeError(f"{where}.type={str(kind)[:20]!r}: not snapshot/update")
         symbol, raw = _product(ev, where)
-        bids: list[tuple[str, str]] = []
-        asks: list[tuple[str, str]] = []
+        sides: tuple[list, list] = ([], [])
         ts_event = 0
         for j, up in enumerate(as_list(field(ev, "updates", where), f"{where}.updates")):
-            w = f"{where}.updates[{j}]"
-            up = as_dict(up, w)
-            side = L2_SIDES.get(field(up, "side", w))
-            if side is None:
-                raise NormalizeError(f"{w}.side={str(up['side'])[:20]!r}: not bid/offer")
-            level = (
-                positive(field(up, "price_level", w), f"{w}.price_level"),
-                dec(field(up, "new_quantity", w), f"{w}.new_quantity"),
-            )
-            (bids if side == "bid" else asks).append(level)
-            et = up.get("event_time")
-            if et is not None and kind == "update":
-                # snapshots carry event_time 1970-01-01: only updates have a real one
-                ts = iso_to_ns(et, f"{w}.event_time", check=False)
-                if ts > 0:
-                    ts_event = max(ts_event, check_ts(ts, f"{w}.event_time"))
+            f = read_fields(AT_LEVEL[kind], up, f"{where}.updates[{j}]")
+            sides[SIDES.index(L2_SIDES[f["side"]])].append((f["price"], f["size"]))
+            ts_event = max(ts_event, f.get("ts_event") or 0)  # the latest update's time
         msgs.append(
             BookMessage(
-                env.ex,
-                symbol,
-                raw,
-                BOOK_CHANNEL,
-                ts_event if ts_event > 0 else ts_msg,
-                env.ts,
-                env.seq,
-                kind == "snapshot",
-                bids,
-                asks,
-                final_id=final_id,
+                env.ex, symbol, raw, BOOK_CHANNEL, ts_event if ts_event > 0 else ts_msg, env.ts,
+                env.seq, kind == "snapshot", sides[0], sides[1], final_id=final_id,
             )
-        )
+        )  # fmt: skip
     for msg in msgs:
         sink.book(msg)
 

@@ -412,6 +412,29 @@ def object_levels(rows: Any, where: str) -> list[tuple[str, str]]:
     return out
 
 
+def sided_levels(
+    rows: Any, words: tuple[str, ...], sides: tuple[int, ...], where: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """[[side word, price, size, ...], ...] -> (bids, asks): the side of word k is sides[k]
+    (``shape.SIDES``); extra elements are dropped; price > 0, size >= 0."""
+    out: tuple[list[tuple[str, str]], list[tuple[str, str]]] = ([], [])
+    for i, row in enumerate(as_list(rows, where)):
+        w = f"{where}[{i}]"
+        if not isinstance(row, list) or len(row) < 3:
+            raise NormalizeError(f"{w}: expected [side, price, size], got {row!r:.60}")
+        if type(row[0]) is not str or row[0] not in words:
+            raise NormalizeError(f"{w}: side {str(row[0])[:20]!r} is not {'/'.join(words)}")
+        level = (positive(row[1], f"{w}.price"), dec(row[2], f"{w}.size"))
+        out[sides[words.index(row[0])]].append(level)
+    return out
+
+
+def iso_or_none(value: Any, what: str) -> int | None:
+    """RFC 3339 UTC time -> ns; the epoch or earlier (a venue's "no time") -> None."""
+    ns = iso_to_ns(value, what, check=False)
+    return check_ts(ns, what) if ns > 0 else None
+
+
 def _id_text(value: Any, what: str) -> str:
     if type(value) is int or type(value) is str:
         return str(value)
@@ -425,7 +448,9 @@ def _int(value: Any, what: str, signed: bool = False) -> int:
     return value
 
 
-def _value(kind: int, value: Any, words: tuple[str, ...], what: str) -> Any:
+def _value(
+    kind: int, value: Any, words: tuple[str, ...], what: str, sides: tuple[int, ...] = ()
+) -> Any:
     """One declared value of an orjson-parsed object, by the rule of its kind (see
     fluxforge.wire.shape); raises NormalizeError with the reason."""
     if kind in (shape.V_INT, shape.V_INT_SPAN):
@@ -470,6 +495,10 @@ def _value(kind: int, value: Any, words: tuple[str, ...], what: str) -> Any:
         return _id_text(value, what)
     if kind == shape.V_ISO:
         return iso_to_ns(value, what)
+    if kind == shape.V_ISO_OPT:
+        return iso_or_none(value, what)
+    if kind == shape.V_SIDED_LEVELS:
+        return sided_levels(value, words, sides, what)
     return value  # V_SCALAR: not read
 
 
@@ -495,7 +524,8 @@ def read_fields(decl: shape.ObjectShape, obj: Any, where: str) -> dict[str, Any]
                 if col == name
             ):
                 raise NormalizeError(f"{where}: missing field {name!r}")
-    for key, kind, col, words in zip(decl.names, decl.kinds, decl.columns, decl.words, strict=True):
+    fields = zip(decl.names, decl.kinds, decl.columns, decl.words, decl.sides, strict=True)
+    for key, kind, col, words, sides in fields:
         # keys kept by no column are not read here (the scanner checks them; unknown to
         # this path, as before); a column's later alternative names are not read either
         if key not in present or not isinstance(col, str) or col in out:
@@ -503,5 +533,5 @@ def read_fields(decl: shape.ObjectShape, obj: Any, where: str) -> dict[str, Any]
         value = present[key]
         if value is None and key not in decl.required and col not in decl.required:
             continue  # null: as if absent (the column's next name, or no value)
-        out[col] = _value(kind, value, words, f"{where}.{key}")
+        out[col] = _value(kind, value, words, f"{where}.{key}", sides)
     return out

@@ -51,6 +51,10 @@ V_NUM_POS = 18  # plain decimal number or string > 0: span
 V_BIDS_OBJ = 19  # level list [{"price": num, "qty": num}, ...] -> bid rows of lv
 V_ASKS_OBJ = 20  # the same -> ask rows of lv
 V_SECONDS = 21  # epoch seconds as a decimal string ("1618678133.136361"), plausible: ns
+# level list [[side word, price, size, ...], ...] -> rows of lv, each on the side its word
+# names: the field's words are a mapping {word: "bid" | "ask"} (per line: (bids, asks))
+V_SIDED_LEVELS = 22
+V_ISO_OPT = 23  # RFC 3339 UTC time; the epoch or earlier means "no time", else plausible: ns
 
 KIND_NAMES = {
     V_INT: "a non-negative integer",
@@ -75,7 +79,10 @@ KIND_NAMES = {
     V_BIDS_OBJ: "a level list",
     V_ASKS_OBJ: "a level list",
     V_SECONDS: "epoch seconds",
+    V_SIDED_LEVELS: "a level list",
+    V_ISO_OPT: "an RFC 3339 time",
 }
+SIDES = ("bid", "ask")  # a side's number in the level rows is its index
 
 SPAN_KINDS = frozenset({V_INT_SPAN, V_STR, V_DEC, V_POS, V_OPT_DEC, V_ID, V_TEXT, V_NUM, V_NUM_POS})
 F_OPEN = 1  # flag bits of args[6]
@@ -94,7 +101,9 @@ def pack_words(words: tuple[str | bytes, ...] | list) -> tuple[np.ndarray, np.nd
 
 
 class ObjectShape:
-    """The declared fields of a flat JSON object (or array): see the module doc."""
+    """The declared fields of a flat JSON object (or array): see the module doc. A field's
+    words may be a mapping {word: "bid" | "ask"} (``V_SIDED_LEVELS``): ``sides`` holds the
+    side number of each word."""
 
     def __init__(
         self,
@@ -108,6 +117,12 @@ class ObjectShape:
         self.kinds = tuple(int(f[1]) for f in fields)
         self.columns = tuple(f[2] for f in fields)
         self.words = tuple(tuple(f[3]) if len(f) > 3 else () for f in fields)
+        self.sides = tuple(
+            tuple(SIDES.index(f[3][w]) for w in f[3])
+            if len(f) > 3 and isinstance(f[3], Mapping)
+            else ()
+            for f in fields
+        )
         self.required = required
         self.open = open
         self.array = array
@@ -141,7 +156,7 @@ class ObjectShape:
     def args_for(self, layout: Mapping[str, int]) -> tuple:
         """The numba arguments with named columns resolved by the scanner's `layout`:
         (key bytes, key offsets, kinds, columns, word bytes, word offsets, first word, end
-        word, flags, required groups)."""
+        word, flags, required groups, side of each word (0 for words that name no side))."""
         cache_key = tuple(sorted(layout.items()))
         if cache_key in self._args:
             return self._args[cache_key]
@@ -154,10 +169,12 @@ class ObjectShape:
             else:
                 cols.append(int(col))
         words: list[str] = []
+        sides: list[int] = []
         lo, hi = [], []
-        for ws in self.words:
+        for ws, ss in zip(self.words, self.sides, strict=True):
             lo.append(len(words))
             words.extend(ws)
+            sides.extend(ss or [0] * len(ws))
             hi.append(len(words))
         need = [self.bits(name) for name in self.required] or [0]
         flags = (F_OPEN if self.open else 0) | (F_ARRAY if self.array else 0)
@@ -170,6 +187,7 @@ class ObjectShape:
             np.array(hi, np.int64),
             np.array([flags], np.int64),
             np.array(need, np.int64),
+            np.array(sides, np.int64),
         )
         self._args[cache_key] = args
         return args

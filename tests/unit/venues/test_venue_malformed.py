@@ -58,7 +58,7 @@ CASES = [
      {"channel": "l2_data", "timestamp": "2023-11-14T22:13:20Z", "events": [
          {"type": "update", "product_id": "BTC-USD", "updates": [
              {"side": "middle", "price_level": "1", "new_quantity": "1"}]}]}, None,
-     "not bid/offer"),
+     "not buy/bid/sell/offer/ask"),
     ("binance unknown event", "binanceusdm", "msg", {"e": "whatever"}, None,
      "unknown event type"),
     ("binance U > u", "binanceusdm", "msg", {**_BN_DEPTH, "U": 5, "u": 2, "b": [], "a": []},
