@@ -85,17 +85,16 @@ _AT_SIDE = np.array([SIDES.index(coinbase.L2_SIDES[w]) for w in _AT_SIDE_WORDS],
 
 
 @njit(cache=True)
-def _at_updates(buf, p, end, m, lv, n_lv, level, side_of):
+def _at_updates(buf, p, end, m, lv, n_lv, level, side_of, out, no_lv):
     """The ``updates`` list of one l2_data event at p ('['), each item read by the declaration
-    `level` into the level rows of message m. Returns (position after, lv, n_lv, latest
-    event ns (0: none)); position -1 when an item does not fit."""
+    `level` into the level rows of message m (`out`, `no_lv`: scratch rows). Returns
+    (position after, lv, n_lv, latest event ns (0: none)); position -1 when an item does not
+    fit."""
     if p >= end or buf[p] != LBRACKET:
         return -1, lv, n_lv, 0
     p = ws(buf, p + 1, end)
     if p < end and buf[p] == RBRACKET:
         return p + 1, lv, n_lv, 0
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists inside a level)
-    out = np.empty(6, np.int64)
     ev_ns = 0
     while True:
         out[:] = -1
@@ -114,7 +113,9 @@ def _at_updates(buf, p, end, m, lv, n_lv, level, side_of):
 
 
 @njit(cache=True)
-def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of):
+def _at_data(
+    buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of, scratch, no_lv
+):
     """Advanced Trade l2_data object (p just after its '{'): one message per event.
     Returns (position after the object, n_msg, msg, n_lv, lv) or p = -1."""
     k_channel, k_client, k_stamp, k_seqnum, k_events = (
@@ -204,7 +205,7 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, sid
                             ev_seen |= 4
                             level = level_update if kind == 1 else level_snapshot
                             p, lv, n_lv, ev_ns = _at_updates(
-                                buf, p, end, m, lv, n_lv, level, side_of
+                                buf, p, end, m, lv, n_lv, level, side_of, scratch, no_lv
                             )
                             if p < 0:
                                 return -1, n_msg, msg, n_lv, lv
@@ -261,6 +262,8 @@ def _scan_lines(
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
+    scratch = np.empty(6, np.int64)  # one Advanced Trade level
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists inside a level)
     for i in range(n):
         if not todo[i]:
             continue
@@ -273,8 +276,9 @@ def _scan_lines(
         ks, ke, v = key_at(buf, first, end)
         if v >= 0 and eq(buf, ks, ke, k_channel):
             p, n_msg, msg, n_lv, lv = _at_data(
-                buf, first, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of
-            )
+                buf, first, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of,
+                scratch, no_lv,
+            )  # fmt: skip
         else:
             msg = grow(msg, n_msg)
             row = msg[n_msg]
