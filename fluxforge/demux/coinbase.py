@@ -2,12 +2,14 @@
 ``l2_data``.
 
 The bulk of a Coinbase feed is book lines. Going through orjson + the per-line normalizer costs
-~10 us a line; here one numba pass over the segment bytes checks them against exactly the rules
-of ``fluxforge.venues.coinbase`` (plain decimals, price > 0, side words, RFC 3339 time,
-plausible ns) and records byte spans that become Arrow columns for the book kernel, never
-Python objects. Only the compact shapes below are accepted (no escapes, no unknown keys, no
-duplicates); anything else goes through the per-line path, which gives it the normalizer's own
-treatment and quarantine reason. So both paths produce the same tables (tested byte for byte).
+~10 us a line; here one numba pass over the segment bytes reads them by the venue's own
+declarations (``fluxforge.venues.coinbase``: ``L2UPDATE``, ``SNAPSHOT``, ``AT_LEVEL``, which the
+per-line path reads too) and records byte spans that become Arrow columns for the book kernel,
+never Python objects. The l2_data message and event around the levels are walked here (nested
+lists of objects have no declared kind). Only the compact shapes below are accepted (no
+escapes, no unknown keys, no duplicates); anything else goes through the per-line path, which
+gives it the normalizer's own treatment and quarantine reason. So both paths produce the same
+tables (tested byte for byte).
 
 Exchange: {"type":"l2update","product_id","time","changes":[[side,px,sz]]} and
 {"type":"snapshot","product_id","bids":[[px,sz]],"asks":[[px,sz]](,"time")}.
