@@ -5,6 +5,14 @@ Every function takes the segment as a uint8 array and positions in it; a positio
 escapes, control or non-ASCII bytes are never accepted here (``str_end``), so a byte span of an
 accepted string is its exact text.
 
+Reference counts: numba increments and decrements an array argument's reference count around
+every call, atomically (~10 ns each on these machines), unless it can pair the two; it pairs
+them when the array's last use sits in one block before the function's exit(s). The
+primitives called once per value are therefore written with one pass and no early exit while
+they read the array, and end with ``len(buf)`` (the array used once more after every branch)
+before they return: measured 20-50 ns -> 2-10 ns a call, which had been most of a scanner's
+time.
+
 numba's on-disk cache (cache=True) is keyed on each function's own file only: after changing a
 primitive here, or the decimal rule the scanners inline (fluxforge/wire/decimal.py, whose
 limits derive from the lake's ``DECIMAL`` in fluxforge/tables.py), delete
@@ -105,12 +113,14 @@ def lit_word(buf, p, end, flat, off, k):
 @njit(cache=True)
 def lit(buf, p, end, word):
     """position after `word` at p, or -1."""
-    if p + len(word) > end:
-        return -1
-    for k in range(len(word)):
-        if buf[p + k] != word[k]:
-            return -1
-    return p + len(word)
+    n = len(word)
+    ok = p + n <= end
+    k = 0
+    while ok and k < n:
+        ok = buf[p + k] == word[k]
+        k += 1
+    len(buf), len(word)  # (arrays live to the one exit: see the module doc)
+    return p + n if ok else -1
 
 
 @njit(cache=True)
@@ -128,9 +138,11 @@ def read_int(buf, p, end):
     while k < end and 48 <= buf[k] <= 57:
         v = v * 10 + (buf[k] - 48)
         k += 1
-    if k == p or k - p > 19 or (buf[p] == 48 and k - p > 1):
-        return -1, -1
-    if k - p == 19 and buf[p] > 56:  # could pass int64: the per-line path judges it
+    first = buf[p] if k > p else 0
+    len(buf)  # (buf live to the exits: see the module doc)
+    n = k - p
+    # 19 digits could pass int64: the per-line path judges them
+    if n == 0 or n > 19 or (first == 48 and n > 1) or (n == 19 and first > 56):
         return -1, -1
     return v, k
 
@@ -157,15 +169,10 @@ def envelope_source(buf, s, end, head, src):
     """The envelope of the line at [s, end) up to its source string (`head` ts `src` "..."):
     (position after the source string, ts), or (-1, 0) when the line does not fit."""
     p = lit(buf, s, end, head)
-    if p < 0:
-        return -1, 0
-    ts, p = read_int(buf, p, end)
-    if p < 0:
-        return -1, 0
-    p = lit(buf, p, end, src)
-    if p < 0:
-        return -1, 0
-    q = str_end(buf, p - 1, end)
+    ts, p = read_int(buf, p, end) if p >= 0 else (0, -1)
+    p = lit(buf, p, end, src) if p >= 0 else -1
+    q = str_end(buf, p - 1, end) if p >= 0 else -1
+    len(buf), len(head), len(src)  # (arrays live to the exits: see the module doc)
     if q < 0:
         return -1, 0
     return q + 1, ts
@@ -198,15 +205,10 @@ def envelope_kind(buf, s, end, head, src, exk, kind):
     """The envelope in the writer's fixed key order (fluxforge.wire.envelope) up to the end of
     the `kind` literal: (position after it, ts, seq), or (-1, 0, 0)."""
     p, ts = envelope_source(buf, s, end, head, src)
-    if p < 0:
-        return -1, 0, 0
-    p = lit(buf, p, end, exk)
-    if p < 0:
-        return -1, 0, 0
-    seq, p = read_int(buf, p, end)
-    if p < 0:
-        return -1, 0, 0
-    p = lit(buf, p, end, kind)
+    p = lit(buf, p, end, exk) if p >= 0 else -1
+    seq, p = read_int(buf, p, end) if p >= 0 else (0, -1)
+    p = lit(buf, p, end, kind) if p >= 0 else -1
+    len(buf), len(head), len(src), len(exk), len(kind)  # (see the module doc)
     if p < 0:
         return -1, 0, 0
     return p, ts, seq
@@ -219,9 +221,12 @@ def envelope(buf, s, end, head, src, exk, kind, opener):
     Returns (position after the opener and blanks, ts, seq); the position is -1 when the line
     does not fit (the per-line path takes it)."""
     p, ts, seq = envelope_kind(buf, s, end, head, src, exk, kind)
-    if p < 0 or p >= end or buf[p] != opener:
+    c = buf[p] if 0 <= p < end else -1
+    q = ws(buf, p + 1, end)
+    len(buf), len(head), len(src), len(exk), len(kind)  # (see the module doc)
+    if c != opener:
         return -1, 0, 0
-    return ws(buf, p + 1, end), ts, seq
+    return q, ts, seq
 
 
 @njit(cache=True)
@@ -391,12 +396,13 @@ def grow(a, n):
 def key_at(buf, p, end):
     """At a key's opening quote: (key start, key end, position of its value) or (-1, -1, -1)."""
     q = str_end(buf, p, end)
-    if q < 0:
+    v = ws(buf, q + 1, end) if q >= 0 else end
+    c = buf[v] if v < end else 0
+    w = ws(buf, v + 1, end)
+    len(buf)  # (buf live to the exits: see the module doc)
+    if c != COLON:
         return -1, -1, -1
-    v = ws(buf, q + 1, end)
-    if v >= end or buf[v] != COLON:
-        return -1, -1, -1
-    return p + 1, q, ws(buf, v + 1, end)
+    return p + 1, q, w
 
 
 @njit(cache=True)
@@ -404,9 +410,12 @@ def next_key(buf, p, end):
     """After a value: (position of the next key, 0) after ',', (position after '}', 1) at the
     end of the object, or (-1, -1)."""
     p = ws(buf, p, end)
-    if p < end and buf[p] == COMMA:
-        return ws(buf, p + 1, end), 0
-    if p < end and buf[p] == RBRACE:
+    c = buf[p] if 0 <= p < end else 0
+    q = ws(buf, p + 1, end)
+    len(buf)  # (buf live to the exits: see the module doc)
+    if c == COMMA:
+        return q, 0
+    if c == RBRACE:
         return p + 1, 1
     return -1, -1
 
@@ -416,9 +425,12 @@ def next_item(buf, p, end):
     """After an array element: (position of the next element, 0) after ',', (position after
     ']', 1) at the end of the array, or (-1, -1). The array twin of ``next_key``."""
     p = ws(buf, p, end)
-    if p < end and buf[p] == COMMA:
-        return ws(buf, p + 1, end), 0
-    if p < end and buf[p] == RBRACKET:
+    c = buf[p] if 0 <= p < end else 0
+    q = ws(buf, p + 1, end)
+    len(buf)  # (buf live to the exits: see the module doc)
+    if c == COMMA:
+        return q, 0
+    if c == RBRACKET:
         return p + 1, 1
     return -1, -1
 
@@ -451,7 +463,7 @@ def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) ->
 @njit(cache=True)
 def signed_int(buf, p, end):
     """(value, position after) of a JSON integer (optional '-', <= 18 digits), or (0, -1)."""
-    neg = p < end and buf[p] == 45
+    neg = (buf[p] if p < end else 0) == 45
     if neg:
         p += 1
     k = p
@@ -459,7 +471,9 @@ def signed_int(buf, p, end):
     while k < end and 48 <= buf[k] <= 57:
         v = v * 10 + (buf[k] - 48)
         k += 1
-    if k == p or k - p > 18 or (buf[p] == 48 and k - p > 1) or (neg and v == 0):
+    first = buf[p] if k > p else 0
+    len(buf)  # (buf live to the exits: see the module doc)
+    if k == p or k - p > 18 or (first == 48 and k - p > 1) or (neg and v == 0):
         return 0, -1
     return (-v if neg else v), k
 
@@ -468,22 +482,21 @@ def signed_int(buf, p, end):
 def ms_any(buf, p, end):
     """venues.common.ms_to_ns of a JSON integer or a digit string at p: (ns, position after)
     or (0, -1)."""
-    if p < end and buf[p] == QUOTE:
+    if (buf[p] if p < end else 0) == QUOTE:
         q = str_end(buf, p, end)
-        if q < 0 or q == p + 1 or q - p - 1 > 13:
-            return 0, -1
-        v = 0
-        for k in range(p + 1, q):
-            c = buf[k]
-            if c < 48 or c > 57:
-                return 0, -1
-            v = v * 10 + (c - 48)
-        after = q + 1
+        v, after = -1, -1
+        if q > p + 1 and q - p - 1 <= 13:
+            v, after = 0, q + 1
+            for k in range(p + 1, q):
+                c = buf[k]
+                if c < 48 or c > 57:
+                    v = -1
+                    break
+                v = v * 10 + (c - 48)
     else:
         v, after = read_int(buf, p, end)
-        if after < 0:
-            return 0, -1
-    if v < TS_MIN_MS or v > TS_MAX_MS:
+    len(buf)  # (buf live to the exits: see the module doc)
+    if after < 0 or v < TS_MIN_MS or v > TS_MAX_MS:
         return 0, -1
     return v * 1_000_000, after
 
@@ -492,37 +505,29 @@ def ms_any(buf, p, end):
 def seconds_ns(buf, s, e):
     """common.seconds_to_ns ("1618678133.136361" -> ns, fraction cut at 9 digits) with its
     plausibility range, or -1."""
-    whole = 0
-    k = s
-    while k < e and 48 <= buf[k] <= 57:
-        if k - s >= 10:
-            return -1
-        whole = whole * 10 + (buf[k] - 48)
-        k += 1
-    if k == s:
-        return -1
-    frac = 0
-    n_frac = 0
-    if k < e:
-        if buf[k] != 46:
-            return -1
-        k += 1
-        if k == e:
-            return -1
-        while k < e:
-            c = buf[k]
-            if c < 48 or c > 57:
-                return -1
+    whole = n_int = frac = n_frac = 0
+    dot = -1
+    bad = False
+    for k in range(s, e):  # one pass, no early exit (see the module doc)
+        c = buf[k]
+        if c == DOT and dot < 0 and n_int > 0:
+            dot = k
+        elif 48 <= c <= 57 and dot < 0:
+            whole = whole * 10 + (c - 48)
+            n_int += 1
+        elif 48 <= c <= 57:
             if n_frac < 9:
                 frac = frac * 10 + (c - 48)
                 n_frac += 1
-            k += 1
+        else:
+            bad = True
+    len(buf)  # (buf live to the exit: see the module doc)
     for _ in range(9 - n_frac):
         frac *= 10
-    if whole > TS_MAX_S:  # (and no int64 overflow below)
-        return -1
-    ns = whole * 1_000_000_000 + frac
-    return ns if plausible_ns(ns) else -1
+    # at most 10 integer digits (no int64 overflow below), a dot needs a decimal after it
+    ok = not bad and 0 < n_int <= 10 and dot != e - 1 and whole <= TS_MAX_S
+    ns = (whole if ok else 0) * 1_000_000_000 + frac
+    return ns if ok and plausible_ns(ns) else -1
 
 
 @njit(cache=True)
@@ -600,51 +605,55 @@ _QTY = np.frombuffer(b"qty", np.uint8).copy()
 def number_end(buf, p, end):
     """Position after a JSON number at p (RFC 8259 grammar), or -1."""
     k = p
-    if k < end and buf[k] == 45:  # -
+    c = buf[k] if k < end else 0
+    if c == 45:  # -
         k += 1
-    if k >= end or not 48 <= buf[k] <= 57:
-        return -1
-    if buf[k] == 48:
+        c = buf[k] if k < end else 0
+    ok = 48 <= c <= 57
+    if ok:
         k += 1
-    else:
-        while k < end and 48 <= buf[k] <= 57:
+        if c != 48:
+            while k < end and 48 <= buf[k] <= 57:
+                k += 1
+        c = buf[k] if k < end else 0
+        if c == DOT:
             k += 1
-    if k < end and buf[k] == DOT:
-        k += 1
-        d = k
-        while k < end and 48 <= buf[k] <= 57:
+            d = k
+            while k < end and 48 <= buf[k] <= 57:
+                k += 1
+            ok = k > d
+            c = buf[k] if k < end else 0
+        if ok and (c == 101 or c == 69):  # e E
             k += 1
-        if k == d:
-            return -1
-    if k < end and (buf[k] == 101 or buf[k] == 69):  # e E
-        k += 1
-        if k < end and (buf[k] == 43 or buf[k] == 45):  # + -
-            k += 1
-        d = k
-        while k < end and 48 <= buf[k] <= 57:
-            k += 1
-        if k == d:
-            return -1
-    return k
+            c = buf[k] if k < end else 0
+            if c == 43 or c == 45:  # + -
+                k += 1
+            d = k
+            while k < end and 48 <= buf[k] <= 57:
+                k += 1
+            ok = k > d
+    len(buf)  # (buf live to the exits: see the module doc)
+    return k if ok else -1
 
 
 @njit(cache=True)
 def scalar_end(buf, p, end):
     """Position after a JSON scalar at p (string without escapes, number, true, false,
     null), or -1: what an open shape skips under keys it does not declare."""
-    if p >= end:
-        return -1
-    c = buf[p]
+    c = buf[p] if p < end else 0
     if c == QUOTE:
         q = str_end(buf, p, end)
-        return -1 if q < 0 else q + 1
-    if c == 45 or 48 <= c <= 57:
-        return number_end(buf, p, end)
-    if c == 116:  # t
-        return lit(buf, p, end, _TRUE)
-    if c == 102:  # f
-        return lit(buf, p, end, _FALSE)
-    return lit(buf, p, end, _NULL)
+        r = -1 if q < 0 else q + 1
+    elif c == 45 or 48 <= c <= 57:
+        r = number_end(buf, p, end)
+    elif c == 116:  # t
+        r = lit(buf, p, end, _TRUE)
+    elif c == 102:  # f
+        r = lit(buf, p, end, _FALSE)
+    else:  # (past the end too: then no literal fits)
+        r = lit(buf, p, end, _NULL)
+    len(buf)  # (buf live to the exits: see the module doc)
+    return r
 
 
 @njit(cache=True)

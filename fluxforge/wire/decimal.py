@@ -75,6 +75,7 @@ def decimal_run(buf, s, end, positive, stop):
     n_int = 0
     n_frac = -1
     nonzero = False
+    good = True
     k = s
     while k < end:
         c = buf[k]
@@ -82,7 +83,8 @@ def decimal_run(buf, s, end, positive, stop):
             break
         if c == _DOT:
             if n_frac >= 0:
-                return k, False
+                good = False
+                break
             n_frac = 0
         elif 48 <= c <= 57:
             if c != 48:
@@ -92,11 +94,15 @@ def decimal_run(buf, s, end, positive, stop):
             else:
                 n_int += 1
         else:
-            return k, False
+            good = False
+            break
         k += 1
+    # `buf` used once more after the loop, before the one exit: numba can then pair and drop
+    # its atomic reference count around the call (fluxforge/demux/bytescan.py says more)
+    len(buf)
     if n_int < 1 or n_int > MAX_INT_DIGITS or n_frac == 0 or n_frac > MAX_DECIMALS:
-        return k, False
-    return k, nonzero or not positive
+        good = False
+    return k, good and (nonzero or not positive)
 
 
 @njit(cache=True)
@@ -110,12 +116,10 @@ def plain_decimal(buf, s, e, positive):
 def decimal_end(buf, p, end, positive):
     """p at a string's opening quote: the position of its closing quote when its text is a
     plain decimal (> 0 when `positive`), else -1 (one pass over the bytes)."""
-    if p >= end or buf[p] != 34:
-        return -1
+    c = buf[p] if p < end else 0
     k, ok = decimal_run(buf, p + 1, end, positive, 34)
-    if not ok or k >= end:
-        return -1
-    return k
+    len(buf)  # (see decimal_run)
+    return k if c == 34 and ok and k < end else -1
 
 
 @njit(cache=True)
