@@ -27,6 +27,17 @@ from numba import njit
 
 from fluxforge.wire.decimal import decimal_end, plain_decimal
 from fluxforge.wire.shape import (
+    A_COL,
+    A_FLAGS,
+    A_KIND,
+    A_KOFF,
+    A_NEED,
+    A_NF,
+    A_NNEED,
+    A_WHI,
+    A_WLO,
+    A_WOFF,
+    A_WSIDE,
     F_ARRAY,
     F_OPEN,
     V_ASKS_OBJ,
@@ -97,6 +108,17 @@ def eq_word(buf, s, e, flat, off, k):
         return False
     for j in range(n):  # noqa: SIM110 (numba: no generators)
         if buf[s + j] != flat[a + j]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def eq_at(buf, s, e, arr, a, b):
+    """buf[s:e] == arr[a:b] (bytes held in any integer array, e.g. a packed declaration)."""
+    if e - s != b - a:
+        return False
+    for j in range(b - a):  # noqa: SIM110 (numba: no generators)
+        if buf[s + j] != arr[a + j]:
             return False
     return True
 
@@ -659,20 +681,23 @@ def scalar_end(buf, p, end):
 @njit(cache=True)
 def flat_object(buf, p, end, shape, out, row, lv, n_lv):
     """The object at p ('{'; '[' for an array shape) by its declaration `shape`
-    (``ObjectShape.args``): each key at most once, each column from one key, no other key
-    (open shapes: other keys with scalar values are skipped), the required keys present.
+    (``ObjectShape.args``: one packed int64 array): each key at most once, each column from
+    one key, no other key (open shapes: other keys with scalar values are skipped), the
+    required keys present.
     Returns (position after it, mask of the keys seen, lv, n_lv); position -1 when the object
     does not fit the declaration."""
-    kflat, koff, kinds, cols, wflat, woff, w_lo, w_hi, flags, need, wside = shape
-    is_open = (flags[0] & F_OPEN) != 0
-    is_array = (flags[0] & F_ARRAY) != 0
+    nf = shape[A_NF]
+    ko, kd, cl, wl, wh, wo = (shape[A_KOFF], shape[A_KIND], shape[A_COL], shape[A_WLO],
+                              shape[A_WHI], shape[A_WOFF])  # fmt: skip
+    is_open = (shape[A_FLAGS] & F_OPEN) != 0
+    is_array = (shape[A_FLAGS] & F_ARRAY) != 0
     p = ws(buf, p + 1, end)
     seen = 0
     cmask = 0
     pos = 0
     while True:
         if is_array:
-            if pos >= len(kinds):
+            if pos >= nf:
                 return -1, seen, lv, n_lv
             f = pos
             pos += 1
@@ -681,8 +706,8 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if p < 0:
                 return -1, seen, lv, n_lv
             f = -1
-            for k in range(len(kinds)):
-                if eq_word(buf, ks, ke, kflat, koff, k):
+            for k in range(nf):
+                if eq_at(buf, ks, ke, shape, shape[ko + k], shape[ko + k + 1]):
                     f = k
                     break
             if f < 0:
@@ -700,8 +725,8 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if seen & (1 << f):
                 return -1, seen, lv, n_lv
         seen |= 1 << f
-        kind = kinds[f]
-        col = cols[f]
+        kind = shape[kd + f]
+        col = shape[cl + f]
         if col >= 0:  # one key per column (alternative names: the per-line path decides)
             if cmask & (1 << col):
                 return -1, seen, lv, n_lv
@@ -822,9 +847,9 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if q < 0:
                 return -1, seen, lv, n_lv
             idx = -1
-            for w in range(w_lo[f], w_hi[f]):
-                if eq_word(buf, p + 1, q, wflat, woff, w):
-                    idx = w - w_lo[f]
+            for w in range(shape[wl + f], shape[wh + f]):
+                if eq_at(buf, p + 1, q, shape, shape[wo + w], shape[wo + w + 1]):
+                    idx = w - shape[wl + f]
                     break
             if idx < 0:
                 return -1, seen, lv, n_lv
@@ -832,10 +857,10 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
                 out[col] = idx + 1
             p = q + 1
         elif kind == V_SIDED_LEVELS:
-            lo, hi = w_lo[f], w_hi[f]
-            p, n_lv, lv = levels_scan(
-                buf, p, end, row, -1, lv, n_lv, 3, (wflat, woff[lo : hi + 1]), wside[lo:hi]
-            )
+            lo, hi = shape[wl + f], shape[wh + f]
+            words = (shape, shape[wo + lo : wo + hi + 1])  # (offsets: positions in `shape`)
+            sides = shape[shape[A_WSIDE] + lo : shape[A_WSIDE] + hi]
+            p, n_lv, lv = levels_scan(buf, p, end, row, -1, lv, n_lv, 3, words, sides)
             if p < 0:
                 return -1, seen, lv, n_lv
         elif kind == V_ISO_OPT:
@@ -861,7 +886,8 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             return -1, seen, lv, n_lv
         if done:
             break
-    for g in need:
+    for j in range(shape[A_NNEED]):
+        g = shape[shape[A_NEED] + j]
         if g != 0 and (seen & g) == 0:
             return -1, seen, lv, n_lv
     return p, seen, lv, n_lv

@@ -84,8 +84,15 @@ KIND_NAMES = {
 }
 SIDES = ("bid", "ask")  # a side's number in the level rows is its index
 
+# header of the packed argument (``ObjectShape.args_for``): field count, flags, count of
+# required groups, then where each section starts: key offsets (positions of the key bytes in
+# the array), kinds, columns, first and end word per field, word offsets (positions), required
+# groups, side of each word
+A_NF, A_FLAGS, A_NNEED, A_KOFF, A_KIND, A_COL, A_WLO, A_WHI, A_WOFF, A_NEED, A_WSIDE = range(11)
+A_HEADER = 11
+
 SPAN_KINDS = frozenset({V_INT_SPAN, V_STR, V_DEC, V_POS, V_OPT_DEC, V_ID, V_TEXT, V_NUM, V_NUM_POS})
-F_OPEN = 1  # flag bits of args[6]
+F_OPEN = 1  # flag bits of the packed header A_FLAGS
 F_ARRAY = 2
 
 
@@ -149,14 +156,17 @@ class ObjectShape:
         return [(c, tuple(keys)) for c, keys in by_col.items() if len(keys) > 1]
 
     @property
-    def args(self) -> tuple:
-        """The numba arguments, columns given as numbers in the declaration."""
+    def args(self) -> np.ndarray:
+        """The numba argument, columns given as numbers in the declaration."""
         return self.args_for({})
 
-    def args_for(self, layout: Mapping[str, int]) -> tuple:
-        """The numba arguments with named columns resolved by the scanner's `layout`:
-        (key bytes, key offsets, kinds, columns, word bytes, word offsets, first word, end
-        word, flags, required groups, side of each word (0 for words that name no side))."""
+    def args_for(self, layout: Mapping[str, int]) -> np.ndarray:
+        """The numba argument with named columns resolved by the scanner's `layout`: one int64
+        array, header ``A_*`` then the sections it points to (key offsets, kinds, columns,
+        first and end word per field, word offsets, required groups, side of each word (0 for
+        words that name no side), key bytes, word bytes). One array, not eleven: numba counts
+        the references of every array argument atomically on each call, which had been most
+        of the time of a small object."""
         cache_key = tuple(sorted(layout.items()))
         if cache_key in self._args:
             return self._args[cache_key]
@@ -178,16 +188,18 @@ class ObjectShape:
             hi.append(len(words))
         need = [self.bits(name) for name in self.required] or [0]
         flags = (F_OPEN if self.open else 0) | (F_ARRAY if self.array else 0)
-        args = (
-            *pack_words(self.names),
-            np.array(self.kinds, np.int64),
-            np.array(cols, np.int64),
-            *pack_words(words),
-            np.array(lo, np.int64),
-            np.array(hi, np.int64),
-            np.array([flags], np.int64),
-            np.array(need, np.int64),
-            np.array(sides, np.int64),
-        )
-        self._args[cache_key] = args
-        return args
+        kflat, koff = pack_words(self.names)
+        wflat, woff = pack_words(words)
+        sections = [koff, self.kinds, cols, lo, hi, woff, need, sides, kflat, wflat]
+        base = [A_HEADER]
+        for sec in sections:
+            base.append(base[-1] + len(sec))
+        out = np.zeros(base[-1], np.int64)
+        for at, sec in zip(base, sections, strict=True):
+            out[at : at + len(sec)] = np.asarray(sec, np.int64)
+        # key and word offsets as positions of their bytes in `out`
+        out[base[0] : base[1]] += base[8]
+        out[base[5] : base[6]] += base[9]
+        out[:A_HEADER] = (len(self.kinds), flags, len(need), *base[:8])
+        self._args[cache_key] = out
+        return out
