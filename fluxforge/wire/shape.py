@@ -195,7 +195,7 @@ class ObjectShape:
         for sec in sections:
             base.append(base[-1] + len(sec))
         out = np.zeros(base[-1], np.int64)
-        for at, sec in zip(base, sections, strict=True):
+        for at, sec in zip(base[:-1], sections, strict=True):
             out[at : at + len(sec)] = np.asarray(sec, np.int64)
         # key and word offsets as positions of their bytes in `out`
         out[base[0] : base[1]] += base[8]
