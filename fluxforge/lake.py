@@ -39,12 +39,11 @@ from fluxforge import versions
 from fluxforge.config import PathNames, S3Settings
 from fluxforge.storage import Layout, Storage, sanitize_part
 from fluxforge.tables import (
-    LAKE_TIME,
-    NS_PER_LAKE_UNIT,
     PARTITION_COLUMNS,
     SCHEMAS,
     from_lake,
     lake_schema,
+    lake_time_to_ns,
     to_lake,
 )
 
@@ -155,7 +154,15 @@ def _encode(
     stored = to_lake(data, schema)
     buf = io.BytesIO()
     with pq.ParquetWriter(
-        buf, stored.schema, compression=COMPRESSION, write_statistics=True, store_schema=True
+        buf,
+        stored.schema,
+        compression=COMPRESSION,
+        write_statistics=True,
+        store_schema=True,
+        # dictionary pages pay off on the repeated strings (symbols, sides); on times, ids
+        # and prices they fall back to plain after costing a hash table: smaller and faster
+        # files without them (measured on a segment's 157 parts: 2.74 MB instead of 3.27)
+        use_dictionary=[f.name for f in stored.schema if pa.types.is_string(f.type)],
     ) as writer:
         for start, end in slices:
             writer.write_table(stored.slice(start, end - start), row_group_size=row_group_size)
@@ -170,10 +177,12 @@ def _window_slices(data: pa.Table, window_ns: int | None) -> list[tuple[int, int
     return list(itertools.pairwise(cuts))
 
 
-def file_stats(data: pa.Table) -> str:
+def file_stats(data: pa.Table, footer: pq.FileMetaData | None = None) -> str:
     """Delta ``stats`` JSON of a file (rows as stored): row count and min/max/null count of
     every column a Delta reader can prune on (numbers, strings, decimals, booleans, times; not
-    binary or lists).
+    binary or lists). `footer`, the Parquet metadata of the file holding exactly `data`,
+    gives the bounds the writer already computed (a column whose footer lacks them is
+    computed from `data`).
 
     Every such column must be present: delta-rs turns a missing min/max into a ``col >= null``
     fragment guard, and pyarrow then drops every row of the file for any filter on that
@@ -181,6 +190,12 @@ def file_stats(data: pa.Table) -> str:
     mins: dict[str, object] = {}
     maxs: dict[str, object] = {}
     nulls: dict[str, int] = {}
+    micros = {
+        f.name
+        for f in data.schema
+        if pa.types.is_timestamp(f.type) and f.type.unit == "us"  # type: ignore[attr-defined]
+    }
+    from_footer = _footer_bounds(footer, micros) if footer is not None else {}
     for field in data.schema:
         kind = field.type
         if not (
@@ -196,21 +211,57 @@ def file_stats(data: pa.Table) -> str:
         nulls[field.name] = col.null_count
         if data.num_rows == col.null_count:
             continue
-        bounds = pc.min_max(col)
-        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if field.name in from_footer:
+            lo, hi = from_footer[field.name]
+        else:
+            bounds = pc.min_max(col)
+            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+            if pa.types.is_timestamp(kind):
+                lo, hi = _iso_us(lo), _iso_us(hi)
         if pa.types.is_decimal(kind):
             # JSON numbers: widen by one ulp so the float bounds still contain every value
             lo, hi = math.nextafter(float(lo), -math.inf), math.nextafter(float(hi), math.inf)
-        elif pa.types.is_timestamp(kind):
-            lo, hi = _iso_us(lo), _iso_us(hi)
         mins[field.name], maxs[field.name] = lo, hi
     return orjson.dumps(
         {"numRecords": data.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
     ).decode()
 
 
-def _iso_us(when: dt.datetime) -> str:
-    """A time as Delta writes it in file statistics (ISO-8601, microseconds, UTC)."""
+def _footer_bounds(footer: pq.FileMetaData, micros: set[str]) -> dict[str, tuple[object, object]]:
+    """(min, max) per top-level column from the row-group statistics of a Parquet footer;
+    `micros` columns (times in microseconds) as Delta's ISO strings. A column is left out
+    wherever a row group holds values without bounds."""
+    out: dict[str, tuple[object, object]] = {}
+    missing: set[str] = set()
+    for g in range(footer.num_row_groups):
+        group = footer.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            name = chunk.path_in_schema
+            if "." in name or name in missing:
+                continue
+            stats = chunk.statistics
+            if stats is None or not stats.has_min_max:
+                if stats is None or stats.null_count != chunk.num_values:
+                    missing.add(name)  # an all-null group has no bounds, and needs none
+                continue
+            # times as their integers (microseconds): no datetime objects
+            lo, hi = (stats.min_raw, stats.max_raw) if name in micros else (stats.min, stats.max)
+            if name in out:
+                lo, hi = min(out[name][0], lo), max(out[name][1], hi)  # type: ignore[operator]
+            out[name] = (lo, hi)
+    return {
+        name: (_iso_us(lo), _iso_us(hi)) if name in micros else (lo, hi)  # type: ignore[arg-type]
+        for name, (lo, hi) in out.items()
+        if name not in missing
+    }
+
+
+def _iso_us(when: dt.datetime | int) -> str:
+    """A time (a datetime, or microseconds since the epoch) as Delta writes it in file
+    statistics: ISO-8601, microseconds, UTC."""
+    if isinstance(when, int):
+        return f"{np.datetime64(when, 'us')}Z"
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -418,7 +469,7 @@ class Lake:
             sanitize_part(date),
             data.num_rows,
             len(body),
-            file_stats(stored),
+            file_stats(stored, pq.ParquetFile(io.BytesIO(body)).metadata),
         )
 
     def commit(
@@ -669,8 +720,7 @@ def _memory_field(schema: pa.Schema, table: str, name: str) -> pa.Field:
 def _stat_values(column: pa.ChunkedArray) -> list:
     """A statistics column of the log as Python values; times as int64 ns like in memory."""
     if pa.types.is_timestamp(column.type):
-        micros = column.cast(LAKE_TIME).cast(pa.int64())
-        column = pc.multiply(micros, NS_PER_LAKE_UNIT)
+        column = lake_time_to_ns(column)
     return column.to_pylist()
 
 
@@ -761,11 +811,20 @@ def publish(
     return staged
 
 
-def read_file(storage: Storage, key: str, table: str) -> pa.Table:
+def read_file(
+    storage: Storage, key: str, table: str, columns: Sequence[str] | None = None
+) -> pa.Table:
     """One data file of `table` by its key (as ``LakeFile.key`` / ``Staged.key`` name it), in
-    the table's columns (without the hive columns)."""
-    data = pq.read_table(io.BytesIO(storage.read_bytes(key)))
+    the table's columns (without the hive columns), or only `columns`, in memory form."""
+    return file_rows(storage.read_bytes(key), key, table, columns)
+
+
+def file_rows(body: bytes, key: str, table: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """``read_file`` of a data file's bytes `body` (`key` names it in errors)."""
+    data = pq.read_table(io.BytesIO(body), columns=columns)
     schema = _schema(table)
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     if data.schema.names != schema.names:
         raise LakeError(f"{key}: columns {data.schema.names} != {table} columns {schema.names}")
     # files written before times were stored as timestamps hold int64 ns already

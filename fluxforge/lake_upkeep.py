@@ -38,7 +38,7 @@ from fluxforge.lake import (
     LakeFile,
     Staged,
     file_of_key,
-    read_file,
+    file_rows,
 )
 from fluxforge.tables import SCHEMAS, lake_schema
 
@@ -307,7 +307,7 @@ def _current_file(cfg: Config, lake: Lake, table: str, key: str) -> Staged:
     body = lake.storage.read_bytes(key)
     f = file_of_key(key)
     try:
-        data = read_file(lake.storage, key, table)
+        data = file_rows(body, key, table)
     except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise LakeError(f"{key}: cannot be rewritten to the current types: {exc}") from None
     stored = pq.read_schema(io.BytesIO(body)).remove_metadata()

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from fluxforge import lake, schemas
 from fluxforge.storage import Layout, Storage
-from fluxforge.tables import SCHEMAS, at_lake_precision, from_lake
+from fluxforge.tables import at_lake_precision
 
 HOUR_NS = 3_600_000_000_000
 _HIVE = re.compile(r"(exchange|symbol|date)=([^/]+)")
@@ -512,12 +512,9 @@ def parts_coverage(
 def _read_column(storage: Storage, keys: Sequence[str], table: str, column: str) -> pa.Table | None:
     """One column of many files of `table` plus their exchange/symbol (coverage reads only
     times), in memory form."""
-    import pyarrow.parquet as pq
-
     out = []
     for key in keys:
-        data = pq.read_table(pa.BufferReader(storage.read_bytes(key)), columns=[column])
-        data = from_lake(data, SCHEMAS[table])
+        data = lake.read_file(storage, key, table, [column])
         hive = dict(_HIVE.findall(key))
         for name in ("exchange", "symbol"):
             data = data.append_column(name, pa.array([hive.get(name, "")] * data.num_rows))

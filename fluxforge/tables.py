@@ -106,13 +106,18 @@ def lake_filters(
     return out
 
 
+def lake_time_to_ns(times: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Lake times (a timestamp column of any unit) as int64 ns since the epoch, null kept."""
+    return pc.multiply(times.cast(LAKE_TIME).cast(pa.int64()), NS_PER_LAKE_UNIT)
+
+
 def from_lake(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """Lake rows -> in-memory rows: microsecond times as int64 ns, null as the column's none."""
     for name in time_columns(schema):
         i = data.schema.get_field_index(name)
         if i < 0 or not pa.types.is_timestamp(data.schema.field(i).type):
             continue
-        ns = pc.multiply(data.column(i).cast(pa.int64()), NS_PER_LAKE_UNIT)
+        ns = lake_time_to_ns(data.column(i))
         none = schema.field(name).metadata[_TIME_KEY]
         if none and ns.null_count:
             ns = pc.fill_null(ns, int(none))

@@ -52,6 +52,37 @@ def test_lake_stage_is_zstd_deterministic_and_invisible_until_committed(tmp_path
     assert (tmp_path / "processed/trades/_delta_log").is_dir()
 
 
+def test_file_stats_from_the_parquet_footer_equal_the_computed_ones() -> None:
+    """The log's statistics read from the writer's footer (several row groups, nulls, a
+    column null in one group and all of another, times, decimals, strings, booleans) are
+    the ones computed from the rows."""
+    from fluxforge.tables import BOOK_DELTAS, to_lake
+
+    n = 7
+    rows = pa.table(
+        {
+            "ts_event": pa.array([5_000_123_456, -1, 3_000_000_999, 9_999_999_999, 1, 2, 4]),
+            "ts_recv": pa.array(range(10_000, 10_000 + n), pa.int64()),
+            "venue_symbol": ["B", "A", "C", "B", "B", "Z", "B"],
+            "side": ["bid", "ask"] * 3 + ["bid"],
+            "price": pa.array(["1.5", "0.000000000001", "99", "7", "3", "2", "1"]).cast(DECIMAL),
+            "size": pa.array([None, None, "2", "1", None, None, None]).cast(DECIMAL),
+            "update_id": pa.array([3, 1, 2, 9, 8, 7, 6], pa.int64()),
+            "is_snapshot": [False, True, False, False, False, False, False],
+            "book_epoch": pa.array([1, 1, 2, 2, 2, 3, 3], pa.int32()),
+            "seq": pa.array([None, 1, 2, 3, 4, 5, 6], pa.int64()),
+        }
+    )
+    body = lake.encode_parquet(rows, BOOK_DELTAS, 2)
+    stored = to_lake(rows.cast(BOOK_DELTAS), BOOK_DELTAS)
+    footer = pq.ParquetFile(pa.BufferReader(body)).metadata
+    assert footer.num_row_groups == 4
+    assert lake.file_stats(stored, footer) == lake.file_stats(stored)
+    # the stored -1 ("none") is null, and the times keep their microseconds
+    assert '"ts_event":"1970-01-01T00:00:00.000000Z"' in lake.file_stats(stored, footer)
+    assert '"ts_event":"1970-01-01T00:00:09.999999Z"' in lake.file_stats(stored, footer)
+
+
 def test_lake_app_transaction_publishes_a_segment_once(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     lk = lake.Lake(storage, LAYOUT)
