@@ -6,7 +6,9 @@ Rules (docs/data-guide.md, "`book_drift`"):
 
 * compared only while the epoch is valid; for update-id chains (Binance) only when the
   snapshot's ``lastUpdateId`` equals the id the book has reached (another id describes another
-  instant, so nothing could be concluded);
+  instant, so nothing could be concluded); without a chain only when updates were applied
+  since the previous snapshot (consecutive pushes of a partial-depth stream are two instants,
+  not a replay to check: ``BookEngine._compared_snapshots``);
 * per side, the levels priced at or better than the snapshot's worst level on that side (venue
   snapshots are depth-limited and levels beyond it are not maintained by the venue); a side the
   snapshot leaves empty is compared whole;

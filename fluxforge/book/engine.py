@@ -247,7 +247,9 @@ def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLeve
     return out[0], out[1]
 
 
-_EMPTY: dict[pa.Schema, pa.Table] = {}
+# by the schema object's identity: hashing an Arrow schema walks every field each time (20 µs,
+# paid several times per piece); the schema is kept in the entry, so its id stays its own
+_EMPTY: dict[int, tuple[pa.Schema, pa.Table]] = {}
 # a batch with more levels than this builds its snapshot pieces' rows in several goes (bounded
 # memory: the pieces' decimals are freed as it goes)
 PIECE_ROWS_LEVELS = 1 << 20
@@ -256,10 +258,10 @@ PIECE_ROWS_LEVELS = 1 << 20
 def _empty(schema: pa.Schema) -> pa.Table:
     """The empty table of `schema`, built once: Arrow tables are immutable, so every output
     without rows shares it (a partial-depth stream applies one piece per snapshot message)."""
-    table = _EMPTY.get(schema)
-    if table is None:
-        table = _EMPTY[schema] = schema.empty_table()
-    return table
+    entry = _EMPTY.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = _EMPTY[id(schema)] = (schema, schema.empty_table())
+    return entry[1]
 
 
 def _strings_of(codes: np.ndarray, values: list[str]) -> pa.Array:
@@ -495,6 +497,9 @@ class BookEngine:
         self._buffer: BookBatch | None = None
         self._pending_dropped = 0
         self._integrity = "none"  # checksum | chain | none, learned from the messages
+        # whether an update followed the last venue snapshot: only then is there a maintained
+        # book to compare the next unchained snapshot with (see _compared_snapshots)
+        self._updated_since_snapshot = False
         if state is not None:
             self._load(state)
 
@@ -568,9 +573,18 @@ class BookEngine:
         and tops (the benchmark's hot path); gaps, stats and state are the same either way."""
         segment = segment or self.segment
         self._learn_integrity(batch)
-        snaps = np.flatnonzero(batch.flags & K.F_SNAPSHOT)
+        is_snap = (batch.flags & K.F_SNAPSHOT) != 0
+        snaps = self._compared_snapshots(batch, is_snap)
+        last = np.flatnonzero(is_snap)
+        updated = (
+            bool(last[-1] < len(batch) - 1)
+            if len(last)
+            else self._updated_since_snapshot or len(batch) > 0
+        )
         if not len(snaps):
-            return self._apply(batch, segment, tables)
+            out = self._apply(batch, segment, tables)
+            self._updated_since_snapshot = updated
+            return out
         outs: list[BookOutput] = []
         drifts: list[dict] = []
         checks = 0
@@ -579,9 +593,10 @@ class BookEngine:
         # times per batch from the batch's own columns, not once per piece (a partial-depth
         # stream has a snapshot in every message)
         rows = _DeferredDeltas(batch) if tables else None
-        for lo, hi in itertools.pairwise(sorted({0, *snaps.tolist(), len(batch)})):
+        compared = set(snaps.tolist())
+        for lo, hi in itertools.pairwise(sorted({0, *compared, len(batch)})):
             resume_chain = False
-            if batch.flags[lo] & K.F_SNAPSHOT:
+            if lo in compared:
                 found = self._drift(batch, lo, segment)
                 checks += found is not None
                 if found:
@@ -600,12 +615,32 @@ class BookEngine:
             outs.append(self._apply(piece, segment, tables, rows, lo))
         if rows is not None:
             outs.append(rows.flush())
+        self._updated_since_snapshot = updated
         out = _concat_outputs(outs)
         out.stats.drift_checks += checks
         out.stats.drifts += len(drifts)
         if drifts:
             out.drift = pa.Table.from_pylist(drifts, schema=BOOK_DRIFT)
         return out
+
+    def _compared_snapshots(self, batch: BookBatch, is_snap: np.ndarray) -> np.ndarray:
+        """The snapshot messages of `batch` that may be compared with the book (drift), each
+        the start of its own piece; the others are applied inside a piece like any message.
+
+        A chained snapshot (Binance) may sit at the book's own update id. An unchained one
+        is comparable only when updates were applied since the previous snapshot: between
+        two pushes of a partial-depth stream (Binance ``@depth20``, OKX ``books5``, Bitget
+        ``books15``: a whole top N every time, no updates) the book is just the previous
+        push, an earlier instant, so a difference says nothing about the replay."""
+        snaps = np.flatnonzero(is_snap)
+        if not len(snaps):
+            return snaps
+        # updates between each snapshot and the one before it (the first: since the batch
+        # began, plus what the previous batches left)
+        since = np.diff(np.concatenate(([0], np.cumsum(~is_snap)[snaps])))
+        updated = since > 0
+        updated[0] |= self._updated_since_snapshot
+        return snaps[updated | (batch.chain[snaps] != K.CH_NONE)]
 
     def _learn_integrity(self, batch: BookBatch) -> None:
         """How the venue verifies this book, from its messages (a Kraken snapshot carries no
@@ -842,6 +877,8 @@ class BookEngine:
             header["buffer_evicted"] = int(self._st[K.S_EVICTED])
         if self._pending_dropped:
             header["pending_dropped"] = self._pending_dropped
+        # always written: a checkpoint from before this key compared every snapshot
+        header["updated_since_snapshot"] = self._updated_since_snapshot
         head = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
         return b"".join(
             [
@@ -903,6 +940,7 @@ class BookEngine:
             self._buffer = None if buffered is None else BookBatch.from_columns_dict(buffered)
             self._st[K.S_EVICTED] = int(header.get("buffer_evicted", 0))
             self._pending_dropped = int(header.get("pending_dropped", 0))
+            self._updated_since_snapshot = bool(header.get("updated_since_snapshot", True))
         except (KeyError, ValueError, TypeError, BookInputError) as exc:
             raise BookStateError(f"book state: corrupt pre-snapshot buffer ({exc})") from None
 

@@ -205,3 +205,39 @@ def test_book_snapshot_heavy_batch_gives_the_rows_of_message_by_message_applies(
     for name in ("deltas", "snapshots", "gaps", "drift"):
         assert getattr(whole, name).equals(pa.concat_tables([getattr(o, name) for o in outs]))
     assert whole.tops == [t for o in outs for t in o.tops]
+
+
+def test_partial_depth_pushes_are_not_compared_with_each_other() -> None:
+    """A partial-depth stream (a whole top N every push, no updates: Binance ``@depth20``,
+    OKX ``books5``) has no replayed book: consecutive pushes that differ are the market
+    moving, not drift. Each push still rebuilds the book and writes its rows."""
+    pushes = [
+        msg(1, True, [("100", "1"), ("99", "2")], [("101", "1")], depth=5),
+        msg(2, True, [("100", "3"), ("99", "2")], [("101", "1")], depth=5),
+        msg(3, True, [("100", "3"), ("98", "2")], [("102", "1")], depth=5),
+    ]
+    for batches in ([pushes], [[m] for m in pushes]):
+        engine = BookEngine("coinbase", "BTC-USD")
+        outs = [engine.apply(b) for b in batches]
+        assert sum(o.stats.drift_checks for o in outs) == 0
+        assert sum(o.drift.num_rows + o.gaps.num_rows for o in outs) == 0
+        assert sum(o.deltas.num_rows for o in outs) == 9
+        assert engine.levels() == ([("100", "3"), ("98", "2")], [("102", "1")])
+
+
+def test_snapshot_after_updates_is_compared_across_batches_and_checkpoints() -> None:
+    """Whether updates followed the last snapshot is part of the engine's state: a snapshot
+    in the next batch (or after a checkpoint) is compared when updates came before it, not
+    when the book is still the previous snapshot."""
+    first = [msg(1, True, [("100", "1")], [("101", "1")]), msg(2, False, [("100", "2")], [])]
+    differing = [msg(3, True, [("100", "9")], [("101", "1")])]
+    engine = BookEngine("coinbase", "BTC-USD")
+    engine.apply(first)
+    restored = BookEngine("coinbase", "BTC-USD", state=engine.state())
+    for e in (engine, restored):
+        out = e.apply(differing)
+        assert (out.stats.drift_checks, out.drift.num_rows) == (1, 1)
+    # right after a snapshot (no update since), the next one is not compared
+    again = BookEngine("coinbase", "BTC-USD", state=restored.state())
+    out = again.apply([msg(4, True, [("100", "5")], [("101", "1")])])
+    assert (out.stats.drift_checks, out.drift.num_rows, out.gaps.num_rows) == (0, 0, 0)
