@@ -127,9 +127,9 @@ def eq_at(buf, s, e, arr, a, b):
 def lit_word(buf, p, end, flat, off, k):
     """Position after word k of a packed word list at p, or -1."""
     n = off[k + 1] - off[k]
-    if p + n > end or not eq_word(buf, p, p + n, flat, off, k):
-        return -1
-    return p + n
+    ok = p + n <= end and eq_word(buf, p, p + n, flat, off, k)
+    len(buf), len(flat), len(off)  # (one exit: see the module doc)
+    return p + n if ok else -1
 
 
 @njit(cache=True)

@@ -25,13 +25,15 @@ import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    BACKSLASH,
     COMMA,
     LBRACE,
     LBRACKET,
+    QUOTE,
     RBRACE,
     RBRACKET,
     add_level,
-    envelope,
+    envelope_kind,
     eq,
     eq_word,
     flat_object,
@@ -75,6 +77,78 @@ from fluxforge.wire.shape import pack_words
 _EX = scan_ex("kraken")
 _BOOK = as_bytes(kraken.BOOK_CHANNEL_PREFIX.encode())
 _MSG_COLS = 11  # line, ts, seq, snapshot, ts_event, pair s/e, channel s/e, checksum, depth
+
+
+# One envelope pass over the Kraken lines (``_lines``): per line the payload's position (after
+# its opener and blanks), receive time, daemon seq, and which reader takes it; each scanner
+# below then visits only its own lines, from the payload on.
+_E_POS, _E_TS, _E_SEQ, _E_CLASS = range(4)
+_V1_BOOK, _V1_TRADE, _V1_TICKER, _V2_LINE = range(4)
+
+
+@njit(cache=True)
+def _str_start(buf, q, s):
+    """q at a string's closing quote: its opening quote's position (>= s), or -1 when the
+    string holds a byte ``str_end`` refuses (the scanners would refuse the line anyway)."""
+    k = q - 1
+    found = -1
+    while k >= s and found < 0:
+        c = buf[k]
+        if c == QUOTE:
+            found = k
+        elif c == BACKSLASH or c < 32 or c >= 128:
+            break
+        k -= 1
+    len(buf)  # (one exit: see fluxforge/demux/bytescan.py)
+    return found
+
+
+@njit(cache=True)
+def _blank_before(buf, k, s):
+    """The last position <= k (and >= s) that is not a blank, or s - 1."""
+    while k >= s and (buf[k] == 32 or buf[k] == 9):
+        k -= 1
+    return k
+
+
+@njit(cache=True)
+def _lines(buf, starts, ends, todo, head, src, exk, kind, names, name_off, book):
+    """Per `todo` line: (payload position, ts, seq, class) with class _V2_LINE for an object
+    payload, and for an array ``[.., "NAME", "PAIR"]`` the class of its channel NAME (read
+    from the line's end: packed `names` trade, ticker; `book` the book prefix); -1 for any
+    other line (the per-line path)."""
+    n = len(starts)
+    env = np.full((n, 4), -1, np.int64)
+    for i in range(n):
+        if not todo[i]:
+            continue
+        end = ends[i]
+        p, ts, seq = envelope_kind(buf, starts[i], end, head, src, exk, kind)
+        c = buf[p] if 0 <= p < end else 0
+        cls = -1
+        if c == LBRACE:
+            cls = _V2_LINE
+        elif c == LBRACKET:  # ..."NAME", "PAIR" ] }
+            k = end - 1 if buf[end - 1] == RBRACE else -1
+            k = _blank_before(buf, k - 1, p) if k > p else -1
+            k = _blank_before(buf, k - 1, p) if k > p and buf[k] == RBRACKET else -1
+            k = _str_start(buf, k, p) if k > p and buf[k] == QUOTE else -1  # "PAIR"
+            k = _blank_before(buf, k - 1, p) if k > p else -1
+            k = _blank_before(buf, k - 1, p) if k > p and buf[k] == COMMA else -1
+            q = _str_start(buf, k, p) if k > p and buf[k] == QUOTE else -1  # "NAME"
+            if q > p:
+                if eq_word(buf, q + 1, k, names, name_off, 0):
+                    cls = _V1_TRADE
+                elif eq_word(buf, q + 1, k, names, name_off, 1):
+                    cls = _V1_TICKER
+                elif lit(buf, q + 1, k, book) >= 0:
+                    cls = _V1_BOOK
+        if cls >= 0:
+            env[i, _E_POS] = ws(buf, p + 1, end)
+            env[i, _E_TS] = ts
+            env[i, _E_SEQ] = seq
+            env[i, _E_CLASS] = cls
+    return env
 
 
 @njit(cache=True)
@@ -190,20 +264,18 @@ def _payload(buf, p, end, row, lv, n_lv):
 
 
 @njit(cache=True)
-def _scan(buf, starts, ends, todo, head, src, exk, kind, book, capacity):
-    n = len(starts)
+def _scan(buf, ends, env, book, capacity):
+    n = len(ends)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _MSG_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
     for i in range(n):
-        if not todo[i]:
+        if env[i, _E_CLASS] != _V1_BOOK:
             continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACKET)
-        if p < 0:
-            continue
+        end = ends[i]
+        p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
         _cid, p = read_int(buf, p, end)  # channel id: ignored by the normalizer
         if p < 0:
             continue
@@ -294,18 +366,14 @@ def _scan(buf, starts, ends, todo, head, src, exk, kind, book, capacity):
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-def fast_kraken_books(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> ScanResult:
-    """Kraken book lines among the `todo` lines -> FastBooks per instrument and the mask of
-    the lines taken; every other line is left to the per-line path."""
-    n = len(starts)
+def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> ScanResult:
+    """Kraken v1 book lines (``_lines`` class _V1_BOOK) -> FastBooks per instrument and the
+    mask of the lines taken; every other line is left to the per-line path."""
+    n = len(ends)
     none = np.zeros(n, dtype=bool)
-    if n == 0 or not todo.any():
+    if n == 0 or not (env[:, _E_CLASS] == _V1_BOOK).any():
         return ScanResult(none)
-    ok, msg, lv = _scan(
-        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, _BOOK, 4096 + len(buf) // 512
-    )
+    ok, msg, lv = _scan(buf, ends, env, _BOOK, 4096 + len(buf) // 512)
     if not ok.any():
         return ScanResult(none)
     msg_line = msg[:, 0]
@@ -370,19 +438,17 @@ _V2_WORDS = tuple(as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot
 
 
 @njit(cache=True)
-def _scan_v1_trades(buf, starts, ends, todo, head, src, exk, kind, shape, channel):
+def _scan_v1_trades(buf, ends, env, shape, channel):
     """v1 trade lines ``[id, [[row], ...], "trade", "PAIR"]``: one row per trade (declaration
     `shape`), the pair's span in R_AUX."""
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)
-    for i in range(len(starts)):
-        if not todo[i]:
+    for i in range(len(ends)):
+        if env[i, _E_CLASS] != _V1_TRADE:
             continue
         end = ends[i]
-        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACKET)
-        if p < 0:
-            continue
+        p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
         _cid, p = read_int(buf, p, end)
         if p < 0:
             continue
@@ -398,7 +464,8 @@ def _scan_v1_trades(buf, starts, ends, todo, head, src, exk, kind, shape, channe
             if p >= end or buf[p] != LBRACKET:
                 p = -1
                 break
-            rows = grow(rows, n_rows)
+            if n_rows == len(rows):
+                rows = grow(rows, n_rows)
             out = rows[n_rows]
             out[:] = -1
             out[R_LINE], out[R_TS], out[R_SEQ] = i, ts, seq
@@ -433,25 +500,23 @@ def _scan_v1_trades(buf, starts, ends, todo, head, src, exk, kind, shape, channe
 
 
 @njit(cache=True)
-def _scan_v2(buf, starts, ends, todo, head, src, exk, kind, words, ch_flat, ch_off, decl, cap):
+def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap):
     """Websocket v2 lines ``{"channel", "type", "data": [items]}`` ("channel" before "data"):
     book, trade and ticker items -> one row each (R_KIND: the channel; R_TYPE: 1 snapshot,
     2 update), book levels -> lv; bare heartbeats -> `control`."""
     book, trade, ticker = decl
     k_channel, k_type, k_data, v_snap, v_update = words[0], words[1], words[2], words[3], words[4]
-    n = len(starts)
+    n = len(ends)
     control = np.zeros(n, np.bool_)
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     lv = np.empty((cap, 6), np.int64)
     n_lv = 0
     for i in range(n):
-        if not todo[i]:
+        if env[i, _E_CLASS] != _V2_LINE:
             continue
         end = ends[i]
-        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACE)
-        if p < 0:
-            continue
+        p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
         mark_rows, mark_lv = n_rows, n_lv
         ch = -1
         typ = 0
@@ -535,6 +600,7 @@ def _scan_v2(buf, starts, ends, todo, head, src, exk, kind, words, ch_flat, ch_o
 
 
 _TICKER_WORD = as_bytes(kraken.TICKER_CHANNEL.encode())
+_V1_NAMES = pack_words([kraken.TRADE_CHANNEL, kraken.TICKER_CHANNEL])  # _lines: classes
 _TICKER_KEYS = pack_words(kraken.TICKER_KEYS)
 
 
@@ -604,18 +670,16 @@ def _ticker_payload(buf, p, end, k_flat, k_off, pos_col, out):
 
 
 @njit(cache=True)
-def _scan_v1_tickers(buf, starts, ends, todo, head, src, exk, kind, k_flat, k_off, pos_col, word):
+def _scan_v1_tickers(buf, ends, env, k_flat, k_off, pos_col, word):
     """v1 ticker lines ``[id, {..}, "ticker", "PAIR"]`` -> one quote row each (receive time),
     the pair's span in R_AUX."""
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
-    for i in range(len(starts)):
-        if not todo[i]:
+    for i in range(len(ends)):
+        if env[i, _E_CLASS] != _V1_TICKER:
             continue
         end = ends[i]
-        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACKET)
-        if p < 0:
-            continue
+        p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
         _cid, p = read_int(buf, p, end)
         if p < 0:
             continue
@@ -649,22 +713,18 @@ def _scan_v1_tickers(buf, starts, ends, todo, head, src, exk, kind, k_flat, k_of
 
 
 def fast_kraken_rows(
-    buf: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    todo: np.ndarray,
-    v1_books: dict[tuple[str, str], FastBook],
+    buf: np.ndarray, ends: np.ndarray, env: np.ndarray, v1_books: dict[tuple[str, str], FastBook]
 ) -> ScanResult:
-    """v1 trade and ticker lines and websocket v2 lines among the `todo` lines -> trade and
+    """v1 trade and ticker lines and websocket v2 lines (``_lines`` classes) -> trade and
     quote rows, v2 books as FastBooks (symbols without a v1 book in `v1_books`), heartbeats
     as control; every other line is left to the per-line path."""
-    n = len(starts)
+    n = len(ends)
     out = ScanResult(np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
-    if n == 0 or not todo.any():
-        return out
-    trades = _scan_v1_trades(
-        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, _TRADE, _TRADE_WORD
-    )
+    classes = env[:, _E_CLASS]
+    if (classes == _V1_TRADE).any():
+        trades = _scan_v1_trades(buf, ends, env, _TRADE, _TRADE_WORD)
+    else:
+        trades = np.empty((0, R_COLS), np.int64)
     if len(trades):
         good, codes, symbols, raws = symbols_of(text(buf, trades, R_AUX), kraken.symbol_of)
         _take_rows(trades, good, out)
@@ -674,11 +734,10 @@ def fast_kraken_rows(
         table = trades_table("kraken", buf, trades, symbols.take(take), raws.take(take),
                              _TRADE_SIDES)  # fmt: skip
         out.trades.append((trades[:, R_LINE].copy(), table))
-    todo = todo & ~out.taken
-    tickers = _scan_v1_tickers(
-        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, *_TICKER_KEYS, _TICKER_COLS,
-        _TICKER_WORD,
-    )  # fmt: skip
+    if (classes == _V1_TICKER).any():
+        tickers = _scan_v1_tickers(buf, ends, env, *_TICKER_KEYS, _TICKER_COLS, _TICKER_WORD)
+    else:
+        tickers = np.empty((0, R_COLS), np.int64)
     if len(tickers):
         good, codes, symbols, raws = symbols_of(text(buf, tickers, R_AUX), kraken.symbol_of)
         tickers, codes = tickers[good], codes[good]
@@ -686,11 +745,11 @@ def fast_kraken_rows(
         take = pa.array(codes, pa.int64())
         table = quotes_table("kraken", buf, tickers, symbols.take(take), raws.take(take))
         out.quotes.append((tickers[:, R_LINE].copy(), table))
-    todo = todo & ~out.taken
+    if not (classes == _V2_LINE).any():
+        return out
     rows, lv, control = _scan_v2(
-        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, _V2_WORDS, *_V2_CHANNELS,
-        _V2_ARGS, 4096 + len(buf) // 512,
-    )  # fmt: skip
+        buf, ends, env, _V2_WORDS, *_V2_CHANNELS, _V2_ARGS, 4096 + len(buf) // 512
+    )
     out.control |= control
     if not len(rows):
         return out
@@ -758,10 +817,13 @@ def _take_rows(rows: np.ndarray, good: np.ndarray, out: ScanResult) -> np.ndarra
 def scan_kraken(
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
-    """v1 book lines (``fast_kraken_books``), then v1 trades and tickers and the websocket v2
-    lines."""
-    out = fast_kraken_books(buf, starts, ends, todo)
-    rows = fast_kraken_rows(buf, starts, ends, todo & ~out.taken, out.books)
+    """One envelope pass (``_lines``), then v1 book lines (``fast_kraken_books``), v1 trades
+    and tickers and the websocket v2 lines."""
+    env = _lines(
+        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, *_V1_NAMES, _BOOK
+    )  # fmt: skip
+    out = fast_kraken_books(buf, ends, env)
+    rows = fast_kraken_rows(buf, ends, env, out.books)
     out.taken |= rows.taken
     out.control = rows.control
     out.books.update(rows.books)
