@@ -427,10 +427,11 @@ def fast_binance_depth(
 # ``DemuxResult.tops`` is read (no orjson, no normalizer, no Python object per row).
 # the venue's bookTicker declaration (``binance.BOOK_TICKER``) read into the info columns: u,
 # E ns, s s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq, line
-_BOOK_TICKER = binance.BOOK_TICKER.args_for(
-    {"update_id": 0, "ts_event": 1, "venue_symbol": 2, "bid_px": 4, "bid_sz": 6, "ask_px": 8,
-     "ask_sz": 10}
-)  # fmt: skip
+_TICKER_COLUMNS = {
+    "update_id": 0, "ts_event": 1, "venue_symbol": 2, "bid_px": 4, "bid_sz": 6, "ask_px": 8,
+    "ask_sz": 10,
+}  # fmt: skip
+_BOOK_TICKER = binance.BOOK_TICKER.args_for(_TICKER_COLUMNS)
 _TICKER_LAYOUT = (17, 16, 14, 15, 12, 1, -1)
 _NO_IDS = np.zeros(1, np.int64)
 
@@ -491,6 +492,36 @@ def _streams_symbols(
     )
     keep &= np.array([s is not None for s in symbols], dtype=bool)[codes]
     return keep, codes, symbols, sym_arr
+
+
+# info rows, venue-symbol code per row, symbols, venue symbols encoded, lines taken
+_Taken = tuple[np.ndarray, np.ndarray, list[str | None], pa.DictionaryArray, np.ndarray]
+
+
+def _taken_events(
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray,
+    frames: np.ndarray | None, shape: tuple, id_bits: np.ndarray, layout: tuple, sym_col: int,
+) -> _Taken | None:  # fmt: skip
+    """The `todo` events of `exchange` read by one declaration (``_scan_events``) that the
+    normalizer surely takes as that event -> (info rows, venue-symbol code per row, symbols,
+    venue symbols encoded, mask of the lines taken), or None when there is none."""
+    if len(starts) == 0 or not todo.any():
+        return None
+    if frames is None:
+        frames = frames_of(exchange, buf, starts, ends, todo)
+    info = _scan_events(frames, buf, todo, shape, id_bits, layout)
+    if not len(info):
+        return None
+    c_line, c_stream = layout[1], layout[4]
+    keep, codes, symbols, sym_arr = _streams_symbols(
+        buf, info[:, c_stream : c_stream + 2], info[:, sym_col : sym_col + 2]
+    )
+    if not keep.any():
+        return None
+    info, codes = info[keep], codes[keep]
+    taken = np.zeros(len(starts), dtype=bool)
+    taken[info[:, c_line]] = True
+    return info, codes, symbols, sym_arr, taken
 
 
 @dataclass
@@ -561,22 +592,14 @@ def fast_book_tickers(
     """The bookTicker lines of `exchange` among the `todo` lines that the normalizer surely
     accepts -> their rows as columns (the very values it would produce) and the mask of the
     lines taken; every other line is left to the per-line path."""
-    n = len(starts)
-    none = np.zeros(n, dtype=bool)
-    if n == 0 or not todo.any():
-        return None, none
-    if frames is None:
-        frames = frames_of(exchange, buf, starts, ends, todo)
-    info = _scan_events(frames, buf, todo, _BOOK_TICKER, _NO_IDS, _TICKER_LAYOUT)
-    if not len(info):
-        return None, none
-    rows = info[:, 16].copy()
-    keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 12:14], info[:, 2:4])
-    if not keep.any():
-        return None, none
-    rows, info, codes = rows[keep], info[keep], codes[keep]
-    taken = none.copy()
-    taken[rows] = True
+    got = _taken_events(
+        exchange, buf, starts, ends, todo, frames, _BOOK_TICKER, _NO_IDS, _TICKER_LAYOUT,
+        _TICKER_COLUMNS["venue_symbol"],
+    )  # fmt: skip
+    if got is None:
+        return None, np.zeros(len(starts), dtype=bool)
+    info, codes, symbols, sym_arr, taken = got
+    rows = info[:, _TICKER_LAYOUT[1]].copy()
     take = pa.array(codes, pa.int64())
     return FastTickers(
         exchange=exchange,
@@ -660,22 +683,14 @@ def fast_trades_of(
     """The aggTrade/trade lines of `exchange` among the `todo` lines that the normalizer
     surely accepts -> their trade rows as columns (the very values it would produce) and the
     mask of the lines taken; every other line is left to the per-line path."""
-    n = len(starts)
-    none = np.zeros(n, dtype=bool)
-    if n == 0 or not todo.any():
-        return None, none
-    if frames is None:
-        frames = frames_of(exchange, buf, starts, ends, todo)
-    info = _scan_events(frames, buf, todo, _TRADE, _TRADE_ID, _TRADE_LAYOUT)
-    if not len(info):
-        return None, none
-    keep, codes, symbols, sym_arr = _streams_symbols(buf, info[:, 13:15], info[:, 5:7])
-    if not keep.any():
-        return None, none
-    info, codes = info[keep], codes[keep]
-    rows = info[:, 12].copy()
-    taken = none.copy()
-    taken[rows] = True
+    got = _taken_events(
+        exchange, buf, starts, ends, todo, frames, _TRADE, _TRADE_ID, _TRADE_LAYOUT,
+        _TRADE_COLUMNS["venue_symbol"],
+    )  # fmt: skip
+    if got is None:
+        return None, np.zeros(len(starts), dtype=bool)
+    info, codes, symbols, sym_arr, taken = got
+    rows = info[:, _TRADE_LAYOUT[1]].copy()
     take = pa.array(codes, pa.int64())
     m = len(rows)
     id_col = _TRADE_ID_COL[info[:, 17] - 1]
