@@ -51,6 +51,7 @@ from fluxforge.wire.shape import (
     V_INT_SPAN,
     V_ISO,
     V_ISO_OPT,
+    V_LIST,
     V_MS,
     V_MS_ANY,
     V_NUM,
@@ -873,6 +874,15 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if v > 0 and col >= 0:
                 out[col] = v  # (the epoch or earlier: no time)
             p = q + 1
+        elif kind == V_LIST:
+            if p >= end or buf[p] != LBRACKET:
+                return -1, seen, lv, n_lv
+            q = skip_container(buf, p, end)
+            if q < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col], out[col + 1] = p, q
+            p = q
         else:  # V_BIDS / V_ASKS
             side = 0 if kind == V_BIDS else 1
             p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv, 2, NO_WORDS, NO_SIDES)

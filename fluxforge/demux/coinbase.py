@@ -29,19 +29,13 @@ from fluxforge.demux.bytescan import (
     RBRACE,
     RBRACKET,
     add_level,
-    envelope,
     envelope_kind,
     eq,
-    eq_word,
     flat_object,
     grow,
-    iso_ns,
     key_at,
     next_item,
-    next_key,
-    read_int,
     spans,
-    str_end,
     ws,
 )
 from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
@@ -64,7 +58,7 @@ from fluxforge.demux.rows import (
 from fluxforge.events import NormalizeError
 from fluxforge.venues import coinbase
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
-from fluxforge.wire.shape import SIDES, pack_words
+from fluxforge.wire.shape import SIDES
 
 FAST_CHANNEL = coinbase.BOOK_CHANNEL
 _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND = SCAN_HEAD, SCAN_SRC, scan_ex("coinbase"), SCAN_MSG
@@ -114,158 +108,91 @@ def _at_updates(buf, p, end, m, lv, n_lv, level, side_of, out, no_lv):
             return p, lv, n_lv, ev_ns
 
 
+# the Advanced Trade message head and its events (``coinbase.AT_MESSAGE`` / ``AT_*_EVENT``) read
+# into small rows: head (channel word 1 + index, timestamp ns, sequence_num, events list
+# span), event (type word 1 + index, product span, items list span)
+_HEAD_LAYOUT = {"channel": 0, "ts_event": 1, "final_id": 2, "events": 3}
+_EVENT_LAYOUT = {"type": 0, "venue_symbol": 1, "items": 3}
+_AT_MESSAGE = coinbase.AT_MESSAGE.args_for(_HEAD_LAYOUT)
+_AT_BOOK_EVENT = coinbase.AT_BOOK_EVENT.args_for(_EVENT_LAYOUT)
+_AT_TRADES_EVENT = coinbase.AT_TRADES_EVENT.args_for(_EVENT_LAYOUT)
+_AT_TICKER_EVENT = coinbase.AT_TICKER_EVENT.args_for(_EVENT_LAYOUT)
+_CH_BOOK = coinbase.AT_DATA_CHANNELS.index(coinbase.AT_BOOK_CHANNEL) + 1
+_CH_TRADES = coinbase.AT_DATA_CHANNELS.index(coinbase.AT_TRADES_CHANNEL) + 1
+_EV_UPDATE = coinbase.AT_BOOK_EVENTS.index("update") + 1
+
+
 @njit(cache=True)
-def _at_data(
-    buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of, scratch, no_lv
-):
-    """Advanced Trade l2_data object (p just after its '{'): one message per event.
-    Returns (position after the object, n_msg, msg, n_lv, lv) or p = -1."""
-    k_channel, k_client, k_stamp, k_seqnum, k_events = (
-        at_keys[0], at_keys[1], at_keys[2], at_keys[3], at_keys[4],
-    )  # fmt: skip
-    v_l2data, k_type, k_prod, k_updates = at_keys[5], at_keys[6], at_keys[7], at_keys[8]
-    v_update, v_snap = at_keys[9], at_keys[10]
-    level_update, level_snapshot = levels
-    seen = 0
-    ts_msg = -1
-    final_id = -1
-    first_msg = n_msg
+def _at_head(buf, p, end, message, head, no_lv):
+    """The Advanced Trade message object at p ('{') read by `message` into `head` (layout
+    above). Returns the position after it, or -1 when it does not fit."""
+    head[:] = -1
+    q, _seen, _a, _b = flat_object(buf, p, end, message, head, 0, no_lv, 0)
+    return q
+
+
+@njit(cache=True)
+def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, decls, side_of, rows, no_lv):
+    """Advanced Trade l2_data object at p ('{'): one message per event, its levels read by the
+    event type's declaration (`decls`: message, event, update level, snapshot level; `rows`:
+    scratch head, event and level rows). Returns (position after the object, n_msg, msg,
+    n_lv, lv) or p = -1."""
+    message, event, level_update, level_snapshot = decls
+    head, ev, scratch = rows
+    q = _at_head(buf, p, end, message, head, no_lv)
+    if q < 0 or head[0] != _CH_BOOK:
+        return -1, n_msg, msg, n_lv, lv
+    e, lend = ws(buf, head[3] + 1, head[4]), head[4]
+    if e < lend and buf[e] == RBRACKET:
+        return q, n_msg, msg, n_lv, lv  # no event: no message
     while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
+        if e >= lend or buf[e] != LBRACE:
             return -1, n_msg, msg, n_lv, lv
-        if eq(buf, ks, ke, k_channel) and not seen & 1:
-            seen |= 1
-            q = str_end(buf, p, end)
-            if q < 0 or not eq(buf, p + 1, q, v_l2data):
-                return -1, n_msg, msg, n_lv, lv
-            p = q + 1
-        elif eq(buf, ks, ke, k_client) and not seen & 2:
-            seen |= 2
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1, n_msg, msg, n_lv, lv
-            p = q + 1
-        elif eq(buf, ks, ke, k_stamp) and not seen & 4:
-            seen |= 4
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1, n_msg, msg, n_lv, lv
-            ts_msg = iso_ns(buf, p + 1, q)
-            if ts_msg < 0:
-                return -1, n_msg, msg, n_lv, lv
-            p = q + 1
-        elif eq(buf, ks, ke, k_seqnum) and not seen & 8:
-            seen |= 8
-            final_id, p = read_int(buf, p, end)
-            if p < 0:
-                return -1, n_msg, msg, n_lv, lv
-        elif eq(buf, ks, ke, k_events) and not seen & 16:
-            seen |= 16
-            if p >= end or buf[p] != LBRACKET:
-                return -1, n_msg, msg, n_lv, lv
-            p = ws(buf, p + 1, end)
-            if p < end and buf[p] == RBRACKET:
-                p += 1
-            else:
-                while True:  # one event object
-                    if p >= end or buf[p] != LBRACE:
-                        return -1, n_msg, msg, n_lv, lv
-                    p = ws(buf, p + 1, end)
-                    msg = grow(msg, n_msg)
-                    m = n_msg
-                    n_msg += 1
-                    ev_seen = 0
-                    kind = 0
-                    prod_s = prod_e = -1
-                    ev_ns = 0
-                    while True:
-                        ks2, ke2, p = key_at(buf, p, end)
-                        if p < 0:
-                            return -1, n_msg, msg, n_lv, lv
-                        if eq(buf, ks2, ke2, k_type) and not ev_seen & 1:
-                            ev_seen |= 1
-                            q = str_end(buf, p, end)
-                            if q < 0:
-                                return -1, n_msg, msg, n_lv, lv
-                            if eq(buf, p + 1, q, v_update):
-                                kind = 1
-                            elif eq(buf, p + 1, q, v_snap):
-                                kind = 2
-                            else:
-                                return -1, n_msg, msg, n_lv, lv
-                            p = q + 1
-                        elif eq(buf, ks2, ke2, k_prod) and not ev_seen & 2:
-                            ev_seen |= 2
-                            q = str_end(buf, p, end)
-                            if q < 0:
-                                return -1, n_msg, msg, n_lv, lv
-                            prod_s, prod_e = p + 1, q
-                            p = q + 1
-                        elif eq(buf, ks2, ke2, k_updates) and not ev_seen & 4 and ev_seen & 1:
-                            # "type" must come first: it names the levels' declaration
-                            ev_seen |= 4
-                            level = level_update if kind == 1 else level_snapshot
-                            p, lv, n_lv, ev_ns = _at_updates(
-                                buf, p, end, m, lv, n_lv, level, side_of, scratch, no_lv
-                            )
-                            if p < 0:
-                                return -1, n_msg, msg, n_lv, lv
-                        else:
-                            return -1, n_msg, msg, n_lv, lv
-                        p, done = next_key(buf, p, end)
-                        if p < 0:
-                            return -1, n_msg, msg, n_lv, lv
-                        if done:
-                            break
-                    if ev_seen != 7:
-                        return -1, n_msg, msg, n_lv, lv
-                    msg[m, 0] = i
-                    msg[m, 1] = ts
-                    msg[m, 2] = seq
-                    msg[m, _M_KIND] = kind
-                    msg[m, _M_EVT] = ev_ns  # 0 = none: the message timestamp below
-                    msg[m, _M_SYM] = prod_s
-                    msg[m, _M_SYM + 1] = prod_e
-                    p, done = next_item(buf, p, end)
-                    if p < 0:
-                        return -1, n_msg, msg, n_lv, lv
-                    if done:
-                        break
-        else:
+        msg = grow(msg, n_msg)
+        m = n_msg
+        n_msg += 1
+        ev[:] = -1
+        e, _seen, _a, _b = flat_object(buf, e, lend, event, ev, 0, no_lv, 0)
+        if e < 0:
             return -1, n_msg, msg, n_lv, lv
-        p, done = next_key(buf, p, end)
-        if p < 0:
+        level = level_update if ev[0] == _EV_UPDATE else level_snapshot
+        r, lv, n_lv, ev_ns = _at_updates(
+            buf, ev[3], ev[4], m, lv, n_lv, level, side_of, scratch, no_lv
+        )
+        if r != ev[4]:
+            return -1, n_msg, msg, n_lv, lv
+        msg[m, 0] = i
+        msg[m, 1] = ts
+        msg[m, 2] = seq
+        msg[m, _M_KIND] = 1 if ev[0] == _EV_UPDATE else 2
+        msg[m, _M_EVT] = ev_ns if ev_ns > 0 else head[1]  # none: the message timestamp
+        msg[m, _M_SYM] = ev[1]
+        msg[m, _M_SYM + 1] = ev[2]
+        msg[m, _M_FINAL] = head[2]
+        e, done = next_item(buf, e, lend)
+        if e < 0:
             return -1, n_msg, msg, n_lv, lv
         if done:
             break
-    if (seen & (1 | 4 | 16)) != (1 | 4 | 16):
-        return -1, n_msg, msg, n_lv, lv
-    for m in range(first_msg, n_msg):
-        if msg[m, _M_EVT] <= 0:
-            msg[m, _M_EVT] = ts_msg
-        msg[m, _M_FINAL] = final_id
-    return p, n_msg, msg, n_lv, lv
+    return q, n_msg, msg, n_lv, lv
 
 
 @njit(cache=True)
-def _scan_lines(
-    buf, starts, ends, todo, heads, update, snapshot, at_keys, levels, side_of, capacity
-):
+def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, k_channel, at, side_of, capacity):
     """Scan every line. Per accepted line: its book messages (msg rows: the columns above)
     and their levels (lv rows: message, side, price span, size span). Exchange lines are read
     by the declarations `update` then `snapshot`, Advanced Trade ones by ``_at_data``. A line
     with any surprise is not accepted (the per-line path takes it)."""
     env_head, env_src, env_ex, env_kind = heads
-    k_channel = at_keys[0]
     n = len(starts)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
-    scratch = np.empty(6, np.int64)  # one Advanced Trade level
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists inside a level)
+    # scratch rows of an Advanced Trade message: head, event, level
+    at_rows = (np.empty(5, np.int64), np.empty(5, np.int64), np.empty(6, np.int64))
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists inside these objects)
     for i in range(n):
         if not todo[i]:
             continue
@@ -278,9 +205,8 @@ def _scan_lines(
         ks, ke, v = key_at(buf, first, end)
         if v >= 0 and eq(buf, ks, ke, k_channel):
             p, n_msg, msg, n_lv, lv = _at_data(
-                buf, first, end, i, ts, seq, msg, n_msg, lv, n_lv, at_keys, levels, side_of,
-                scratch, no_lv,
-            )  # fmt: skip
+                buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at, side_of, at_rows, no_lv
+            )
         else:
             msg = grow(msg, n_msg)
             row = msg[n_msg]
@@ -307,16 +233,8 @@ def _scan_lines(
 
 
 _HEADS = (_ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND)
-# Advanced Trade l2_data: {"channel","client_id","timestamp","sequence_num","events":[{"type",
-# "product_id","updates":[level]}]}
-_AT_KEYS = tuple(
-    np.frombuffer(w, np.uint8).copy()
-    for w in (
-        b"channel", b"client_id", b"timestamp", b"sequence_num", b"events", b"l2_data",
-        b"type", b"product_id", b"updates", b"update", b"snapshot",
-    )
-)  # fmt: skip
-_AT_LEVELS = (_AT_LEVEL_UPDATE, _AT_LEVEL_SNAPSHOT)
+_K_CHANNEL = as_bytes(b"channel")  # an Advanced Trade message starts with it
+_AT_BOOK = (_AT_MESSAGE, _AT_BOOK_EVENT, _AT_LEVEL_UPDATE, _AT_LEVEL_SNAPSHOT)
 
 
 def fast_coinbase_books(
@@ -329,7 +247,7 @@ def fast_coinbase_books(
     if n == 0 or not todo.any():
         return ScanResult(none)
     ok, msg, lv = _scan_lines(
-        buf, starts, ends, todo, _HEADS, _L2UPDATE, _SNAPSHOT, _AT_KEYS, _AT_LEVELS, _AT_SIDE,
+        buf, starts, ends, todo, _HEADS, _L2UPDATE, _SNAPSHOT, _K_CHANNEL, _AT_BOOK, _AT_SIDE,
         4096 + len(buf) // 256,
     )  # fmt: skip
     if not ok.any():
@@ -411,142 +329,80 @@ def fast_coinbase_rows(
     return out
 
 
-_AT_WORDS = tuple(
-    as_bytes(w)
-    for w in (b"channel", b"client_id", b"timestamp", b"sequence_num", b"events", b"type",
-              b"trades", b"tickers")
-)  # fmt: skip
-_AT_CHANNELS = pack_words([coinbase.AT_TRADES_CHANNEL, *coinbase.AT_TICKER_CHANNELS])
 _AT_TRADE = coinbase.AT_TRADE.args_for(ROW_LAYOUT)
 _AT_TICKER = coinbase.AT_TICKER.args_for(ROW_LAYOUT)
 _AT_SIDES = tuple(coinbase.at_trade_side(w) for w in coinbase.AT_TRADE_SIDES)
 
 
 @njit(cache=True)
-def _scan_at_rows(buf, starts, ends, todo, head, src, exk, kind, words, ch_flat, ch_off, shapes):
-    """Advanced Trade market_trades / ticker / ticker_batch lines ({"channel" first, then
-    "client_id", "timestamp", "sequence_num", "events": [{"type", "trades"|"tickers": [..]}]})
-    -> one row per trade / ticker item (R_KIND: 0 trades, 1 tickers; a ticker's time is the
-    message timestamp)."""
-    trade, ticker = shapes
-    k_channel, k_client, k_stamp, k_seqnum, k_events = (
-        words[0],
-        words[1],
-        words[2],
-        words[3],
-        words[4],
-    )
-    k_type, k_trades, k_tickers = words[5], words[6], words[7]
+def _scan_at_rows(buf, starts, ends, todo, heads, message, events, items):
+    """Advanced Trade market_trades / ticker / ticker_batch lines (``coinbase.AT_MESSAGE``;
+    events ``AT_TRADES_EVENT`` / ``AT_TICKER_EVENT``; items ``AT_TRADE`` / ``AT_TICKER``) ->
+    one row per trade / ticker item (R_KIND: 0 trades, 1 tickers; a ticker's time is the
+    message timestamp). An empty events or items list: the per-line path."""
+    env_head, env_src, env_ex, env_kind = heads
+    trades_event, ticker_event = events
+    trade, ticker = items
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)
+    head = np.empty(5, np.int64)
+    ev = np.empty(5, np.int64)
     for i in range(len(starts)):
         if not todo[i]:
             continue
         end = ends[i]
-        p, ts, seq = envelope(buf, starts[i], end, head, src, exk, kind, LBRACE)
-        if p < 0:
+        p, ts, seq = envelope_kind(buf, starts[i], end, env_head, env_src, env_ex, env_kind)
+        if p < 0 or p >= end or buf[p] != LBRACE:
             continue
+        q = _at_head(buf, p, end, message, head, no_lv)
+        if q < 0 or head[0] == _CH_BOOK:
+            continue
+        q = ws(buf, q, end)
+        if q >= end or buf[q] != RBRACE or q + 1 != end:
+            continue
+        k = 0 if head[0] == _CH_TRADES else 1
         mark = n_rows
-        ch = -1
-        ts_msg = -1
-        seen = 0
-        k_items = k_trades
-        while True:
-            ks, ke, p = key_at(buf, p, end)
-            if p < 0:
+        e, lend = ws(buf, head[3] + 1, head[4]), head[4]
+        good = e < lend and buf[e] == LBRACE
+        while good:  # one event
+            ev[:] = -1
+            e, _s, _a, _b = flat_object(
+                buf, e, lend, trades_event if k == 0 else ticker_event, ev, 0, no_lv, 0
+            )
+            if e < 0:
+                good = False
                 break
-            if eq(buf, ks, ke, k_channel) and seen == 0:
-                seen |= 1
-                q = str_end(buf, p, end)
-                for c in range(len(ch_off) - 1):
-                    if q >= 0 and eq_word(buf, p + 1, q, ch_flat, ch_off, c):
-                        ch = min(c, 1)
-                        break
-                p = q + 1 if ch >= 0 else -1
-            elif eq(buf, ks, ke, k_client) and not seen & 2:
-                seen |= 2
-                q = str_end(buf, p, end)
-                p = q + 1 if q >= 0 else -1
-            elif eq(buf, ks, ke, k_stamp) and not seen & 4:
-                seen |= 4
-                q = str_end(buf, p, end)
-                ts_msg = iso_ns(buf, p + 1, q) if q >= 0 else -1
-                p = q + 1 if ts_msg >= 0 else -1
-            elif eq(buf, ks, ke, k_seqnum) and not seen & 8:
-                seen |= 8
-                _v, p = read_int(buf, p, end)
-            elif eq(buf, ks, ke, k_events) and not seen & 16 and seen & 1:
-                seen |= 16
-                k_items = k_trades if ch == 0 else k_tickers
-                p = ws(buf, p + 1, end) if p < end and buf[p] == LBRACKET else -1
-                while p >= 0:  # one event (an empty list: the per-line path)
-                    if p >= end or buf[p] != LBRACE:
-                        p = -1
-                        break
-                    p = ws(buf, p + 1, end)
-                    ev_seen = 0
-                    while True:
-                        ks, ke, p = key_at(buf, p, end)
-                        if p < 0:
-                            break
-                        if eq(buf, ks, ke, k_type) and not ev_seen & 1:
-                            ev_seen |= 1
-                            q = str_end(buf, p, end)
-                            p = q + 1 if q >= 0 else -1
-                        elif not ev_seen & 2 and eq(buf, ks, ke, k_items):
-                            ev_seen |= 2
-                            p = ws(buf, p + 1, end) if p < end and buf[p] == LBRACKET else -1
-                            while p >= 0:  # one item (an empty list: the per-line path)
-                                if p >= end or buf[p] != LBRACE:
-                                    p = -1
-                                    break
-                                rows = grow(rows, n_rows)
-                                out = rows[n_rows]
-                                out[:] = -1
-                                out[R_LINE], out[R_TS], out[R_SEQ], out[R_KIND] = i, ts, seq, ch
-                                if ch == 0:
-                                    p, _s, _a, _b = flat_object(
-                                        buf, p, end, trade, out, 0, no_lv, 0
-                                    )
-                                else:
-                                    p, _s, _a, _b = flat_object(
-                                        buf, p, end, ticker, out, 0, no_lv, 0
-                                    )
-                                if p < 0:
-                                    break
-                                n_rows += 1
-                                p, done = next_item(buf, p, end)
-                                if p < 0 or done:
-                                    break
-                        else:
-                            p = -1
-                        if p < 0:
-                            break
-                        p, done = next_key(buf, p, end)
-                        if p < 0 or done:
-                            break
-                    if p < 0 or not ev_seen & 2:
-                        p = -1
-                        break
-                    p, done = next_item(buf, p, end)
-                    if p < 0 or done:
-                        break
-            else:
-                p = -1
-            if p < 0:
+            r, rend = ws(buf, ev[3] + 1, ev[4]), ev[4]
+            good = r < rend and buf[r] == LBRACE
+            while good:  # one item
+                rows = grow(rows, n_rows)
+                out = rows[n_rows]
+                out[:] = -1
+                out[R_LINE], out[R_TS], out[R_SEQ], out[R_KIND] = i, ts, seq, k
+                r, _s, _a, _b = flat_object(
+                    buf, r, rend, trade if k == 0 else ticker, out, 0, no_lv, 0
+                )
+                if r < 0:
+                    good = False
+                    break
+                if k == 1:
+                    out[R_EVT] = head[1]
+                n_rows += 1
+                r, done = next_item(buf, r, rend)
+                if r < 0:
+                    good = False
+                if done or r < 0:
+                    break
+            if not good:
                 break
-            p, done = next_key(buf, p, end)
-            if p < 0 or done:
+            e, done = next_item(buf, e, lend)
+            if e < 0:
+                good = False
+            if done or e < 0:
                 break
-        if p >= 0:
-            p = ws(buf, p, end)
-        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end or (seen & 21) != 21:
+        if not good:
             n_rows = mark
-            continue
-        if ch == 1:
-            for r in range(mark, n_rows):
-                rows[r, R_EVT] = ts_msg
     return rows[:n_rows]
 
 
@@ -560,8 +416,8 @@ def fast_coinbase_at_rows(
     if n == 0 or not todo.any():
         return out
     rows = _scan_at_rows(
-        buf, starts, ends, todo, _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND, _AT_WORDS,
-        *_AT_CHANNELS, (_AT_TRADE, _AT_TICKER),
+        buf, starts, ends, todo, _HEADS, _AT_MESSAGE, (_AT_TRADES_EVENT, _AT_TICKER_EVENT),
+        (_AT_TRADE, _AT_TICKER),
     )  # fmt: skip
     if not len(rows):
         return out

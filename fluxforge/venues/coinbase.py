@@ -54,12 +54,9 @@ from typing import Any
 from fluxforge.events import BookMessage, EventSink, NormalizeError
 from fluxforge.segments import Envelope
 from fluxforge.venues.common import (
-    as_dict,
-    as_list,
     atomic,
     checked_symbol,
     field,
-    iso_to_ns,
     join_symbol,
     read_fields,
     venue_symbol,
@@ -71,8 +68,10 @@ from fluxforge.wire.shape import (
     V_DEC,
     V_ENUM,
     V_ID,
+    V_INT,
     V_ISO,
     V_ISO_OPT,
+    V_LIST,
     V_OPT_DEC,
     V_POS,
     V_SCALAR,
@@ -242,6 +241,40 @@ _EXCHANGE_HANDLERS = {
 # ---------------------------------------------------------------- Advanced Trade feed
 
 
+# The Advanced Trade data message and its events, declared once: the per-line path reads them
+# with ``read_fields``, the byte scanner (fluxforge.demux.coinbase) with the same declarations
+# (a list is read there by the declaration of its items).
+AT_BOOK_CHANNEL = "l2_data"
+AT_TRADES_CHANNEL = "market_trades"
+AT_TICKER_CHANNELS = ("ticker", "ticker_batch")
+AT_DATA_CHANNELS = (AT_BOOK_CHANNEL, AT_TRADES_CHANNEL, *AT_TICKER_CHANNELS)
+AT_MESSAGE = ObjectShape(
+    ("channel", V_ENUM, "channel", AT_DATA_CHANNELS),
+    ("client_id", V_STR, None),
+    ("timestamp", V_ISO, "ts_event"),
+    ("sequence_num", V_INT, "final_id"),  # per connection, all channels
+    ("events", V_LIST, "events"),
+    required=("channel", "timestamp", "events"),
+)
+AT_BOOK_EVENTS = ("snapshot", "update")
+AT_BOOK_EVENT = ObjectShape(
+    ("type", V_ENUM, "type", AT_BOOK_EVENTS),
+    ("product_id", V_STR, "venue_symbol"),
+    ("updates", V_LIST, "items"),
+    required=("type", "product_id", "updates"),
+)
+AT_TRADES_EVENT = ObjectShape(
+    ("type", V_STR, None),  # snapshot (recent trades at subscription) or update: both kept
+    ("trades", V_LIST, "items"),
+    required=("trades",),
+)
+AT_TICKER_EVENT = ObjectShape(
+    ("type", V_STR, None),
+    ("tickers", V_LIST, "items"),
+    required=("tickers",),
+)
+
+
 def _advanced(env: Envelope, d: dict, sink: EventSink) -> str:
     channel = d["channel"]
     if channel in _AT_CONTROL:
@@ -249,16 +282,13 @@ def _advanced(env: Envelope, d: dict, sink: EventSink) -> str:
     handler = _AT_HANDLERS.get(channel)
     if handler is None:
         raise NormalizeError(f"coinbase: unknown Advanced Trade channel {str(channel)[:40]!r}")
-    ts_msg = iso_to_ns(field(d, "timestamp", channel), f"{channel}.timestamp")
-    events = as_list(field(d, "events", channel), f"{channel}.events")
-    handler(env, d, ts_msg, events, sink)
+    handler(env, read_fields(AT_MESSAGE, d, channel), sink)
     return "data"
 
 
 # One level of an Advanced Trade l2_data event, declared once per event type: the per-line path
 # reads it with ``read_fields``, the byte scanner (fluxforge.demux.coinbase) with the same
 # declaration. Snapshots carry event_time 1970-01-01: only an update's is read.
-AT_BOOK_EVENTS = ("snapshot", "update")
 
 
 def _at_level(update: bool) -> ObjectShape:
@@ -274,27 +304,22 @@ def _at_level(update: bool) -> ObjectShape:
 AT_LEVEL = {kind: _at_level(kind == "update") for kind in AT_BOOK_EVENTS}
 
 
-def _at_l2(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
-    seq = d.get("sequence_num")
-    final_id = seq if type(seq) is int and seq >= 0 else -1
+def _at_l2(env: Envelope, m: dict, sink: EventSink) -> None:
     msgs = []
-    for i, ev in enumerate(events):
+    for i, item in enumerate(m["events"]):
         where = f"l2_data.events[{i}]"
-        ev = as_dict(ev, where)
-        kind = field(ev, "type", where)
-        if kind not in AT_LEVEL:
-            raise NormalizeError(f"{where}.type={str(kind)[:20]!r}: not snapshot/update")
-        symbol, raw = _product(ev, where)
+        ev = read_fields(AT_BOOK_EVENT, item, where)
+        kind, raw = ev["type"], ev["venue_symbol"]
         sides: tuple[list, list] = ([], [])
         ts_event = 0
-        for j, up in enumerate(as_list(field(ev, "updates", where), f"{where}.updates")):
+        for j, up in enumerate(ev["items"]):
             f = read_fields(AT_LEVEL[kind], up, f"{where}.updates[{j}]")
             sides[SIDES.index(L2_SIDES[f["side"]])].append((f["price"], f["size"]))
             ts_event = max(ts_event, f.get("ts_event") or 0)  # the latest update's time
         msgs.append(
             BookMessage(
-                env.ex, symbol, raw, BOOK_CHANNEL, ts_event if ts_event > 0 else ts_msg, env.ts,
-                env.seq, kind == "snapshot", sides[0], sides[1], final_id=final_id,
+                env.ex, symbol_of(raw), raw, BOOK_CHANNEL, ts_event or m["ts_event"], env.ts,
+                env.seq, kind == "snapshot", sides[0], sides[1], final_id=m.get("final_id", -1),
             )
         )  # fmt: skip
     for msg in msgs:
@@ -333,14 +358,21 @@ def at_trade_side(word: str) -> str:
     return TAKER_SIDE_OF_MAKER[side] if AT_TRADE_SIDE_IS_MAKER else side
 
 
-def _at_trades(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
-    rows = []
-    for i, ev in enumerate(events):
-        where = f"market_trades.events[{i}]"
-        ev = as_dict(ev, where)
-        for j, tr in enumerate(as_list(field(ev, "trades", where), f"{where}.trades")):
-            f = read_fields(AT_TRADE, tr, f"{where}.trades[{j}]")
-            rows.append((f["ts_event"], symbol_of(f["venue_symbol"]), f))
+def _at_items(m: dict, event: ObjectShape, item: ObjectShape, channel: str, key: str) -> list:
+    """Every item of every event of a message, read by their declarations."""
+    out = []
+    for i, ev in enumerate(m["events"]):
+        where = f"{channel}.events[{i}]"
+        for j, it in enumerate(read_fields(event, ev, where)["items"]):
+            out.append(read_fields(item, it, f"{where}.{key}[{j}]"))
+    return out
+
+
+def _at_trades(env: Envelope, m: dict, sink: EventSink) -> None:
+    rows = [
+        (f["ts_event"], symbol_of(f["venue_symbol"]), f)
+        for f in _at_items(m, AT_TRADES_EVENT, AT_TRADE, AT_TRADES_CHANNEL, "trades")
+    ]
     # Coinbase lists a batch newest first: store it in trade-time order (stable)
     rows.sort(key=lambda r: r[0])
     for ts_event, symbol, f in rows:
@@ -350,25 +382,20 @@ def _at_trades(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSin
         )  # fmt: skip
 
 
-def _at_ticker(env: Envelope, d: dict, ts_msg: int, events: list, sink: EventSink) -> None:
-    rows = []
-    for i, ev in enumerate(events):
-        where = f"ticker.events[{i}]"
-        ev = as_dict(ev, where)
-        for j, tk in enumerate(as_list(field(ev, "tickers", where), f"{where}.tickers")):
-            f = read_fields(AT_TICKER, tk, f"{where}.tickers[{j}]")
-            rows.append((symbol_of(f["venue_symbol"]), f))
+def _at_ticker(env: Envelope, m: dict, sink: EventSink) -> None:
+    rows = [
+        (symbol_of(f["venue_symbol"]), f)
+        for f in _at_items(m, AT_TICKER_EVENT, AT_TICKER, "ticker", "tickers")
+    ]
     for symbol, f in rows:
         sink.quote(
-            env.ex, symbol, f["venue_symbol"], ts_msg, env.ts, f.get("bid_px"), f.get("bid_sz"),
-            f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+            env.ex, symbol, f["venue_symbol"], m["ts_event"], env.ts, f.get("bid_px"),
+            f.get("bid_sz"), f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
         )  # fmt: skip
 
 
-AT_TRADES_CHANNEL = "market_trades"
-AT_TICKER_CHANNELS = ("ticker", "ticker_batch")
 _AT_HANDLERS: dict[str, Any] = {
-    "l2_data": _at_l2,
+    AT_BOOK_CHANNEL: _at_l2,
     AT_TRADES_CHANNEL: _at_trades,
     AT_TICKER_CHANNELS[0]: _at_ticker,
     AT_TICKER_CHANNELS[1]: _at_ticker,

@@ -499,6 +499,8 @@ def _value(
         return iso_or_none(value, what)
     if kind == shape.V_SIDED_LEVELS:
         return sided_levels(value, words, sides, what)
+    if kind == shape.V_LIST:
+        return as_list(value, what)
     return value  # V_SCALAR: not read
 
 

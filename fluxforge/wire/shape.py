@@ -55,6 +55,9 @@ V_SECONDS = 21  # epoch seconds as a decimal string ("1618678133.136361"), plaus
 # names: the field's words are a mapping {word: "bid" | "ask"} (per line: (bids, asks))
 V_SIDED_LEVELS = 22
 V_ISO_OPT = 23  # RFC 3339 UTC time; the epoch or earlier means "no time", else plausible: ns
+# a JSON array, whatever it holds (its items are read by their own declaration): span ->
+# out[col], out[col + 1] (per line: the list)
+V_LIST = 24
 
 KIND_NAMES = {
     V_INT: "a non-negative integer",
@@ -81,6 +84,7 @@ KIND_NAMES = {
     V_SECONDS: "epoch seconds",
     V_SIDED_LEVELS: "a level list",
     V_ISO_OPT: "an RFC 3339 time",
+    V_LIST: "a JSON array",
 }
 SIDES = ("bid", "ask")  # a side's number in the level rows is its index
 

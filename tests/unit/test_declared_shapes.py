@@ -62,6 +62,8 @@ def scan(decl: ObjectShape, obj: Any) -> dict[str, Any] | None:
                 got[col] = by_side
             else:
                 got[col] = by_side[0 if kind in (shape.V_BIDS, shape.V_BIDS_OBJ) else 1]
+        elif kind == shape.V_LIST:
+            got[col] = orjson.loads(bytes(buf[out[layout[col]] : out[layout[col] + 1]]))
         elif kind in shape.SPAN_KINDS:
             s, e = out[layout[col]], out[layout[col] + 1]
             if s < 0:
@@ -114,7 +116,11 @@ def _coinbase_objects() -> list[tuple[str, ObjectShape, Any]]:
             out.append((name, coinbase.MATCH, d))
         elif d.get("type") == "ticker":
             out.append((name, coinbase.TICKER, d))
+        if "channel" in d:
+            out.append((f"{name} message", coinbase.AT_MESSAGE, d))
+        events = {"l2_data": coinbase.AT_BOOK_EVENT, "market_trades": coinbase.AT_TRADES_EVENT}
         for ev in d.get("events", ()):
+            out.append((f"{name} event", events.get(d["channel"], coinbase.AT_TICKER_EVENT), ev))
             for item in ev.get("updates", ()):
                 out.append((f"{name} level", coinbase.AT_LEVEL[ev["type"]], item))
             out += [(f"{name} trade", coinbase.AT_TRADE, t) for t in ev.get("trades", ())]
@@ -145,7 +151,8 @@ def test_declared_shapes_cover_every_documented_book_trade_and_quote_variant() -
     want = [
         binance.SNAPSHOT, binance.BOOK_TICKER, binance.TRADE, *binance.DEPTH_UPDATE.values(),
         coinbase.SNAPSHOT, coinbase.L2UPDATE, coinbase.MATCH, coinbase.TICKER,
-        *coinbase.AT_LEVEL.values(), coinbase.AT_TRADE, coinbase.AT_TICKER,
+        *coinbase.AT_LEVEL.values(), coinbase.AT_TRADE, coinbase.AT_TICKER, coinbase.AT_MESSAGE,
+        coinbase.AT_BOOK_EVENT, coinbase.AT_TRADES_EVENT, coinbase.AT_TICKER_EVENT,
     ]  # fmt: skip
     assert decls == {id(d) for d in want}
 
