@@ -36,6 +36,7 @@ from fluxforge.demux.bytescan import (
     key_at,
     next_item,
     spans,
+    str_end,
     ws,
 )
 from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
@@ -178,7 +179,7 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, decls, side_of, rows
 
 
 @njit(cache=True)
-def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, k_channel, at, side_of, capacity):
+def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, side_of, capacity):
     """Scan every line. Per accepted line: its book messages (msg rows: the columns above)
     and their levels (lv rows: message, side, price span, size span). Exchange lines are read
     by the declarations `update` then `snapshot`, Advanced Trade ones by ``_at_data``. A line
@@ -203,7 +204,12 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, k_channel, at,
             continue
         first = ws(buf, p + 1, end)
         ks, ke, v = key_at(buf, first, end)
-        if v >= 0 and eq(buf, ks, ke, k_channel):
+        if v >= 0 and eq(buf, ks, ke, channel[0]):
+            # an Advanced Trade message: only l2_data is a book (a quick look at the channel
+            # first spares the others a whole read; _at_data checks it again)
+            q = str_end(buf, v, end)
+            if q < 0 or not eq(buf, v + 1, q, channel[1]):
+                continue
             p, n_msg, msg, n_lv, lv = _at_data(
                 buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at, side_of, at_rows, no_lv
             )
@@ -233,7 +239,8 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, k_channel, at,
 
 
 _HEADS = (_ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND)
-_K_CHANNEL = as_bytes(b"channel")  # an Advanced Trade message starts with it
+# an Advanced Trade message starts with its channel
+_BOOK_CHANNEL_KEY = (as_bytes(b"channel"), as_bytes(coinbase.AT_BOOK_CHANNEL.encode()))
 _AT_BOOK = (_AT_MESSAGE, _AT_BOOK_EVENT, _AT_LEVEL_UPDATE, _AT_LEVEL_SNAPSHOT)
 
 
@@ -247,8 +254,8 @@ def fast_coinbase_books(
     if n == 0 or not todo.any():
         return ScanResult(none)
     ok, msg, lv = _scan_lines(
-        buf, starts, ends, todo, _HEADS, _L2UPDATE, _SNAPSHOT, _K_CHANNEL, _AT_BOOK, _AT_SIDE,
-        4096 + len(buf) // 256,
+        buf, starts, ends, todo, _HEADS, _L2UPDATE, _SNAPSHOT, _BOOK_CHANNEL_KEY, _AT_BOOK,
+        _AT_SIDE, 4096 + len(buf) // 256,
     )  # fmt: skip
     if not ok.any():
         return ScanResult(none)
