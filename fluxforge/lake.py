@@ -469,7 +469,7 @@ class Lake:
             sanitize_part(date),
             data.num_rows,
             len(body),
-            file_stats(stored, pq.ParquetFile(io.BytesIO(body)).metadata),
+            file_stats(stored, pq.read_metadata(pa.BufferReader(body))),
         )
 
     def commit(
