@@ -226,17 +226,30 @@ def main() -> None:
     if args.shape in EACH:
         venues = doc_shapes.VENUES if args.shape == "each" else (args.shape[len("each-") :],)
         print(f"{'documented frame kind':<46} {'fluxforge':>9} {'duckdb':>8} {'ratio':>6}"
-              "  (MB/s CPU, one core; lines left to the per-line path)")  # fmt: skip
+              f" {'target':>7}  (MB/s CPU, one core; lines left to the per-line path)")  # fmt: skip
+        short = []
         for venue in venues:
             for k, name in enumerate(doc_shapes.shape_names(venue)):
-                each(args, doc_shapes.segment(args.mb, venue, only=k), name)
+                if each(args, doc_shapes.segment(args.mb, venue, only=k), name) < TARGET_RATIO:
+                    short.append(name)
+        every = "met" if not short else f"NOT met ({', '.join(short)})"
+        print(f"target: every frame kind >= {TARGET_RATIO:.1f}x DuckDB read_json (CPU): {every}")
         return
     for shape in (*SHAPES, *DOC_SHAPES) if args.shape == "all" else (args.shape,):
         run(args, shape)
 
 
-def each(args: argparse.Namespace, data: bytes, name: str) -> None:
-    """One line: a segment of one frame kind, FluxForge against DuckDB (CPU time)."""
+# the parse bar (docs/performance.md): at least DuckDB read_json's speed, CPU time, one core
+TARGET_RATIO = 1.0
+
+
+def verdict(ratio: float) -> str:
+    return "met" if ratio >= TARGET_RATIO else "NOT met"
+
+
+def each(args: argparse.Namespace, data: bytes, name: str) -> float:
+    """One line: a segment of one frame kind, FluxForge against DuckDB (CPU time); the
+    ratio."""
     mb = len(data) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / SEGMENT
@@ -245,9 +258,10 @@ def each(args: argparse.Namespace, data: bytes, name: str) -> None:
         _t, c_ff, info = best_of(fluxforge_columns, data, args.repeat)
         _t, c_db, _rows = best_of(duckdb_read_json, path, args.repeat)
     print(
-        f"{name:<46} {mb / c_ff:9.1f} {mb / c_db:8.1f} {c_db / c_ff:6.2f}"
+        f"{name:<46} {mb / c_ff:9.1f} {mb / c_db:8.1f} {c_db / c_ff:6.2f} {verdict(c_db / c_ff):>7}"
         f"  ({info['per_line']:,} of {info['lines']:,} per line, {info['quarantined']} quarantined)"
     )
+    return c_db / c_ff
 
 
 def run(args: argparse.Namespace, shape: str) -> None:
@@ -289,6 +303,7 @@ def run(args: argparse.Namespace, shape: str) -> None:
         f"  ({db_rows:,} rows)"
     )
     print(f"  ratio fluxforge / duckdb   : {t_db / t_ff:7.2f} | {c_db / c_ff:7.2f} x")
+    print(f"  target >= {TARGET_RATIO:.1f}x DuckDB (CPU)  : {verdict(c_db / c_ff)}")
 
 
 if __name__ == "__main__":
