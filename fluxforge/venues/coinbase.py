@@ -56,7 +56,6 @@ from fluxforge.segments import Envelope
 from fluxforge.venues.common import (
     atomic,
     checked_symbol,
-    field,
     join_symbol,
     read_fields,
     venue_symbol,
@@ -106,13 +105,6 @@ def venue_symbol_to_symbol(s: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def symbol_of(raw: str) -> str:
     return venue_symbol_to_symbol(venue_symbol(raw, "product_id"))
-
-
-def _product(obj: dict, where: str) -> tuple[str, str]:
-    raw = field(obj, "product_id", where)
-    if type(raw) is not str:
-        raise NormalizeError(f"{where}.product_id={raw!r:.40}: expected a string")
-    return symbol_of(raw), raw
 
 
 @atomic("coinbase")

@@ -59,6 +59,16 @@ CASES = [
          {"type": "update", "product_id": "BTC-USD", "updates": [
              {"side": "middle", "price_level": "1", "new_quantity": "1"}]}]}, None,
      "not buy/bid/sell/offer/ask"),
+    ("AT sequence_num not an integer", "coinbase", "msg",
+     {"channel": "l2_data", "timestamp": "2023-11-14T22:13:20Z", "sequence_num": "7",
+      "events": []}, None, "sequence_num='7': expected a non-negative integer"),
+    ("AT event type unknown", "coinbase", "msg",
+     {"channel": "l2_data", "timestamp": "2023-11-14T22:13:20Z", "events": [
+         {"type": "delta", "product_id": "BTC-USD", "updates": []}]}, None,
+     "type='delta': not snapshot/update"),
+    ("binance trade without its id", "binance", "msg",
+     {"e": "trade", "E": 1700000000000, "s": "BTCUSDT", "a": 5, "p": "1", "q": "1",
+      "T": 1700000000000, "m": True}, None, "missing field 't'"),
     ("binance unknown event", "binanceusdm", "msg", {"e": "whatever"}, None,
      "unknown event type"),
     ("binance U > u", "binanceusdm", "msg", {**_BN_DEPTH, "U": 5, "u": 2, "b": [], "a": []},
