@@ -45,6 +45,7 @@ from fluxforge.wire.shape import (
     V_BIDS_OBJ,
     V_BOOL,
     V_DEC,
+    V_DIGITS,
     V_ENUM,
     V_ID,
     V_INT,
@@ -64,6 +65,8 @@ from fluxforge.wire.shape import (
     V_SINT,
     V_STR,
     V_TEXT,
+    V_TIMED_ASKS,
+    V_TIMED_BIDS,
     pack_words,
 )
 from fluxforge.wire.times import TS_MAX_MS, TS_MAX_S, TS_MIN_MS, days_from_civil, plausible_ns
@@ -322,6 +325,55 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
             return -1, n_lv, lv
         if done:
             return p, n_lv, lv
+
+
+@njit(cache=True)
+def timed_levels_scan(buf, p, end, row, side, lv, n_lv):
+    """[[price, size(, seconds(, str...))], ...] at p, every element a string without escapes:
+    level rows of `side` -> lv. Returns (position after, n_lv, lv, latest level time in ns
+    (0: none)), the position -1 when anything is not that shape."""
+    latest = 0
+    if p >= end or buf[p] != LBRACKET:
+        return -1, n_lv, lv, 0
+    p = ws(buf, p + 1, end)
+    if p < end and buf[p] == RBRACKET:
+        return p + 1, n_lv, lv, 0
+    while True:
+        if p >= end or buf[p] != LBRACKET:
+            return -1, n_lv, lv, 0
+        p = ws(buf, p + 1, end)
+        k = 0
+        px0 = px1 = sz0 = sz1 = 0
+        while True:
+            if k == 0:  # the decimal rule checked while the string is read
+                q = decimal_end(buf, p, end, True)
+                px0, px1 = p + 1, q
+            elif k == 1:
+                q = decimal_end(buf, p, end, False)
+                sz0, sz1 = p + 1, q
+            else:
+                q = str_end(buf, p, end)
+            if q < 0:
+                return -1, n_lv, lv, 0
+            if k == 2:
+                t = seconds_ns(buf, p + 1, q)
+                if t < 0:
+                    return -1, n_lv, lv, 0
+                latest = max(latest, t)
+            k += 1
+            p, done = next_item(buf, q + 1, end)
+            if p < 0:
+                return -1, n_lv, lv, 0
+            if done:
+                break
+        if k < 2:
+            return -1, n_lv, lv, 0
+        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
+        p, done = next_item(buf, p, end)
+        if p < 0:
+            return -1, n_lv, lv, 0
+        if done:
+            return p, n_lv, lv, latest
 
 
 @njit(cache=True)
@@ -883,6 +935,23 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if col >= 0:
                 out[col], out[col + 1] = p, q
             p = q
+        elif kind == V_TIMED_BIDS or kind == V_TIMED_ASKS:  # noqa: SIM109 (numba)
+            side = 0 if kind == V_TIMED_BIDS else 1
+            p, n_lv, lv, t = timed_levels_scan(buf, p, end, row, side, lv, n_lv)
+            if p < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = t
+        elif kind == V_DIGITS:
+            q = str_end(buf, p, end)
+            if q < 0 or q == p + 1 or q - p - 1 > 18:
+                return -1, seen, lv, n_lv
+            v = digits(buf, p + 1, q - p - 1)
+            if v < 0:
+                return -1, seen, lv, n_lv
+            if col >= 0:
+                out[col] = v
+            p = q + 1
         else:  # V_BIDS / V_ASKS
             side = 0 if kind == V_BIDS else 1
             p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv, 2, NO_WORDS, NO_SIDES)

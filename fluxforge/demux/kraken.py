@@ -1,20 +1,23 @@
-"""Columnar fast path for Kraken v1 book lines (``book-N`` snapshots and updates).
+"""Columnar fast path for Kraken: v1 ``book-N``, ``trade`` and ``ticker`` lines, websocket v2
+lines.
 
-Kraken's book updates are the most numerous lines of the five-venue mix after Coinbase's,
-and small: through the per-line path each costs an orjson parse, an Envelope, the
-normalizer and a BookMessage (~20 us a line). Here one numba pass over the segment bytes
-checks them against exactly the rules of ``fluxforge.venues.kraken._book`` and records byte
-spans, as the Coinbase scanner in ``fluxforge.demux`` does. Accepted shape (anything else,
-including escapes, JSON numbers for prices/sizes/times, unknown or duplicate keys, is left to
-the per-line path, which gives it the normalizer's own treatment)::
+One envelope pass (``_lines``) classifies the Kraken lines; then one numba pass per class
+reads the payloads by the declarations of ``fluxforge.venues.kraken`` (the v1 book payload
+``BOOK_PAYLOAD`` and its message rules, the v1 trade row, the v1 ticker parts, the v2 items),
+the same declarations the per-line normalizer reads, and records byte spans. Accepted v1 book
+shape (anything else, including escapes, JSON numbers for prices/sizes/times, unknown or
+duplicate keys, an empty payload object, is left to the per-line path, which gives it the
+normalizer's own treatment)::
 
     {"ts":N,"src":"..","ex":"kraken","seq":N,"kind":"msg","data":
      [int, {"as"|"a":[levels], "bs"|"b":[levels], "c":"digits"}, ..., "book-D", "PAIR"]}
     level = ["price", "size"(, "seconds"(, "string"...))]
 
-Semantics kept: bids/asks in payload order; ts_event = the latest level time (else the
-receive time); the last "c" is the checksum (unsigned 32-bit); an update needs one; a message
-with no levels must be a snapshot; depth from the channel name.
+What stays in the book loop here (``_scan``) is the message around the payloads: the channel
+id, one or two payload objects, the channel name with its depth and the pair; per message,
+the rules declared next to ``BOOK_PAYLOAD`` (snapshot keys, the last "c" is the checksum and an
+update needs one, a message with no levels must be a snapshot, ts_event = the latest level
+time else the receive time).
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from fluxforge.demux.bytescan import (
     QUOTE,
     RBRACE,
     RBRACKET,
-    add_level,
     envelope_kind,
     eq,
     eq_word,
@@ -44,7 +46,6 @@ from fluxforge.demux.bytescan import (
     next_key,
     read_int,
     scalar_end,
-    seconds_ns,
     spans,
     str_end,
     ws,
@@ -70,7 +71,7 @@ from fluxforge.demux.rows import (
 )
 from fluxforge.events import CHECKSUM_KRAKEN, NormalizeError
 from fluxforge.venues import kraken
-from fluxforge.wire.decimal import decimal_end, plain_decimal
+from fluxforge.wire.decimal import decimal_end
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
 from fluxforge.wire.shape import pack_words
 
@@ -151,120 +152,39 @@ def _lines(buf, starts, ends, todo, head, src, exk, kind, names, name_off, book)
     return env
 
 
-@njit(cache=True)
-def _levels(buf, p, end, row, side, lv, n_lv):
-    """[[px, sz(, time(, str...))], ...] at p -> (position after, n_lv, lv, latest time ns);
-    position -1 when anything is not the plain shape."""
-    latest = 0
-    if p >= end or buf[p] != LBRACKET:
-        return -1, n_lv, lv, 0
-    p = ws(buf, p + 1, end)
-    if p < end and buf[p] == RBRACKET:
-        return p + 1, n_lv, lv, 0
-    while True:
-        if p >= end or buf[p] != LBRACKET:
-            return -1, n_lv, lv, 0
-        p = ws(buf, p + 1, end)
-        k = 0
-        px0 = px1 = sz0 = sz1 = 0
-        while True:
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1, n_lv, lv, 0
-            if k == 0:
-                px0, px1 = p + 1, q
-            elif k == 1:
-                sz0, sz1 = p + 1, q
-            elif k == 2:
-                t = seconds_ns(buf, p + 1, q)
-                if t < 0:
-                    return -1, n_lv, lv, 0
-                if t > latest:
-                    latest = t
-            k += 1
-            p, done = next_item(buf, q + 1, end)
-            if p < 0:
-                return -1, n_lv, lv, 0
-            if done:
-                break
-        if k < 2:
-            return -1, n_lv, lv, 0
-        if not plain_decimal(buf, px0, px1, True) or not plain_decimal(buf, sz0, sz1, False):
-            return -1, n_lv, lv, 0
-        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
-        p, done = next_item(buf, p, end)
-        if p < 0:
-            return -1, n_lv, lv, 0
-        if done:
-            return p, n_lv, lv, latest
+# The v1 book payload object as declared in fluxforge.venues.kraken (``BOOK_PAYLOAD``), read
+# by ``flat_object`` into a scratch row: the latest time of each level list, the checksum;
+# the message rules (snapshot keys, one checksum for an update, its bound) come from there too
+_PAY_CK = 4
+_PAY_LAYOUT = {"snapshot_asks": 0, "snapshot_bids": 1, "asks": 2, "bids": 3, "checksum": _PAY_CK}
+_BOOK_PAYLOAD = kraken.BOOK_PAYLOAD.args_for(_PAY_LAYOUT)
+
+
+def _book_rules() -> np.ndarray:
+    """(snapshot key bits, checksum bit, bits of the keys of each side, checksum bound)."""
+    decl = kraken.BOOK_PAYLOAD
+    key_of = dict(zip(decl.columns, decl.names, strict=True))
+    side_bits = {
+        side: decl.bits(*(key_of[c] for c, s in kraken.BOOK_LEVEL_COLUMNS if s == side))
+        for side in ("ask", "bid")
+    }
+    return np.array(
+        [decl.bits(*kraken.BOOK_SNAPSHOT_KEYS), decl.bits("c"), side_bits["ask"],
+         side_bits["bid"], kraken.CHECKSUM_MAX],
+        np.int64,
+    )  # fmt: skip
+
+
+_BOOK_RULES = _book_rules()
 
 
 @njit(cache=True)
-def _payload(buf, p, end, row, lv, n_lv):
-    """One payload object at p ('{'). Returns (position after, n_lv, lv, snapshot, checksum
-    (-1 none), latest time); position -1 when not the plain shape."""
-    p = ws(buf, p + 1, end)
-    snap = False
-    ck = -1
-    latest = 0
-    if p < end and buf[p] == RBRACE:
-        return p + 1, n_lv, lv, snap, ck, latest
-    seen = 0
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1, n_lv, lv, snap, ck, latest
-        klen = ke - ks
-        c0 = buf[ks]
-        bit = 0
-        side = -1
-        if klen == 1 and c0 == 97:  # a
-            bit, side = 1, 1
-        elif klen == 1 and c0 == 98:  # b
-            bit, side = 2, 0
-        elif klen == 2 and c0 == 97 and buf[ks + 1] == 115:  # as
-            bit, side = 4, 1
-        elif klen == 2 and c0 == 98 and buf[ks + 1] == 115:  # bs
-            bit, side = 8, 0
-        elif klen == 1 and c0 == 99:  # c
-            bit = 16
-        if bit == 0 or seen & bit:
-            return -1, n_lv, lv, snap, ck, latest
-        seen |= bit
-        if bit == 16:
-            q = str_end(buf, p, end)
-            if q < 0 or q == p + 1 or q - p - 1 > 10:
-                return -1, n_lv, lv, snap, ck, latest
-            v = 0
-            for k in range(p + 1, q):
-                c = buf[k]
-                if c < 48 or c > 57:
-                    return -1, n_lv, lv, snap, ck, latest
-                v = v * 10 + (c - 48)
-            if v >= 4294967296:
-                return -1, n_lv, lv, snap, ck, latest
-            ck = v
-            p = q + 1
-        else:
-            p, n_lv, lv, t = _levels(buf, p, end, row, side, lv, n_lv)
-            if p < 0:
-                return -1, n_lv, lv, snap, ck, latest
-            if t > latest:
-                latest = t
-            if bit >= 4:
-                snap = True
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1, n_lv, lv, snap, ck, latest
-        if done:
-            break
-    if (seen & 5) == 5 or (seen & 10) == 10:  # "as" and "a" (or "bs" and "b") together
-        return -1, n_lv, lv, snap, ck, latest
-    return p, n_lv, lv, snap, ck, latest
-
-
-@njit(cache=True)
-def _scan(buf, ends, env, book, capacity):
+def _scan(buf, ends, env, book, capacity, payload, rules):
+    """v1 book lines ``[id, {payload}(, {payload}), "book-D", "PAIR"]`` -> msg rows and level
+    rows; each payload read by its declaration `payload` (``_BOOK_PAYLOAD``), the message by
+    `rules` (``_book_rules``)."""
+    snap_bits, ck_bit, ask_bits, bid_bits, ck_max = rules[0], rules[1], rules[2], rules[3], rules[4]
+    pay = np.zeros(_PAY_CK + 1, np.int64)
     n = len(ends)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _MSG_COLS), np.int64)
@@ -291,15 +211,20 @@ def _scan(buf, ends, env, book, capacity):
         bad = False
         while p < end and buf[p] == LBRACE:
             n_pay += 1
-            p, n_lv, lv, sn, c, t = _payload(buf, p, end, n_msg, lv, n_lv)
-            if p < 0:
+            pay[:] = 0
+            p, seen, lv, n_lv = flat_object(buf, p, end, payload, pay, n_msg, lv, n_lv)
+            # (a side's snapshot and update lists in one payload: the per-line path's order)
+            if p < 0 or (seen & ask_bits) == ask_bits or (seen & bid_bits) == bid_bits:
                 bad = True
                 break
-            snap = snap or sn
-            if c >= 0:
-                ck = c
-            if t > latest:
-                latest = t
+            snap = snap or (seen & snap_bits) != 0
+            if seen & ck_bit:
+                if pay[_PAY_CK] > ck_max:
+                    bad = True
+                    break
+                ck = pay[_PAY_CK]
+            for c in range(_PAY_CK):
+                latest = max(latest, pay[c])
             p = ws(buf, p, end)
             if p >= end or buf[p] != COMMA:
                 bad = True
@@ -373,7 +298,7 @@ def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> Sca
     none = np.zeros(n, dtype=bool)
     if n == 0 or not (env[:, _E_CLASS] == _V1_BOOK).any():
         return ScanResult(none)
-    ok, msg, lv = _scan(buf, ends, env, _BOOK, 4096 + len(buf) // 512)
+    ok, msg, lv = _scan(buf, ends, env, _BOOK, 4096 + len(buf) // 512, _BOOK_PAYLOAD, _BOOK_RULES)
     if not ok.any():
         return ScanResult(none)
     msg_line = msg[:, 0]

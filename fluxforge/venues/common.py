@@ -307,6 +307,20 @@ def split_concat(name: str) -> tuple[str, str] | None:
     return upper[: -len(best)], best
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def timed_levels(rows: Any, where: str) -> tuple[list[tuple[str, str]], int]:
+    """``levels`` of rows [price, size(, epoch seconds, ...)], and the latest level time in ns
+    (0 when no row has one)."""
+    out = levels(rows, where)
+    latest = 0
+    for i, row in enumerate(rows):
+        if len(row) >= 3:
+            latest = max(latest, seconds_to_ns(row[2], f"{where}[{i}].time"))
+    return out, latest
+
+
 def levels(rows: Any, where: str) -> list[tuple[str, str]]:
     """[[price, size, ...], ...] -> [(price, size)]: extra elements (order counts, times,
     Kraken's "r" flag) are dropped; price must be > 0, size >= 0 (0 removes the level)."""
@@ -501,6 +515,12 @@ def _value(
         return sided_levels(value, words, sides, what)
     if kind == shape.V_LIST:
         return as_list(value, what)
+    if kind in (shape.V_TIMED_BIDS, shape.V_TIMED_ASKS):
+        return timed_levels(value, what)
+    if kind == shape.V_DIGITS:
+        if type(value) is not str or not _DIGITS.fullmatch(value):
+            raise NormalizeError(f"{what}={value!r:.40}: expected a digit string")
+        return int(value)
     return value  # V_SCALAR: not read
 
 

@@ -54,7 +54,6 @@ from fluxforge.venues.common import (
     dec,
     exact_payload,
     join_symbol,
-    levels,
     opt_dec,
     read_fields,
     seconds_to_ns,
@@ -63,6 +62,7 @@ from fluxforge.venues.common import (
 from fluxforge.wire.shape import (
     V_ASKS_OBJ,
     V_BIDS_OBJ,
+    V_DIGITS,
     V_ENUM,
     V_ID,
     V_INT,
@@ -72,6 +72,8 @@ from fluxforge.wire.shape import (
     V_POS,
     V_SECONDS,
     V_STR,
+    V_TIMED_ASKS,
+    V_TIMED_BIDS,
     ObjectShape,
 )
 
@@ -136,12 +138,26 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     raise NormalizeError(f"kraken: unknown channel {channel[:40]!r}")
 
 
-def _level_time(rows: list, where: str) -> int:
-    latest = 0
-    for i, row in enumerate(rows):
-        if len(row) >= 3:
-            latest = max(latest, seconds_to_ns(row[2], f"{where}[{i}].time"))
-    return latest
+# One payload object of a v1 book message, declared once: the per-line path reads it with
+# ``read_fields``, the byte scanner (fluxforge.demux.kraken) with the same declaration. Level
+# rows are [price, volume, timestamp(, "r")]: the 4th element, the republish flag, marks an
+# ordinary level update (not read). A message is a snapshot when a payload has "as"/"bs"
+# (``BOOK_SNAPSHOT_KEYS``); an update carries the CRC32 "c" (an unsigned 32-bit number as a
+# digit string) in its last payload, and needs one. ts_event: the latest level time.
+BOOK_PAYLOAD = ObjectShape(
+    ("as", V_TIMED_ASKS, "snapshot_asks"),
+    ("bs", V_TIMED_BIDS, "snapshot_bids"),
+    ("a", V_TIMED_ASKS, "asks"),
+    ("b", V_TIMED_BIDS, "bids"),
+    ("c", V_DIGITS, "checksum"),
+)
+BOOK_SNAPSHOT_KEYS = ("as", "bs")
+_SNAPSHOT_COLUMNS = tuple(
+    BOOK_PAYLOAD.columns[BOOK_PAYLOAD.names.index(k)] for k in BOOK_SNAPSHOT_KEYS
+)
+# (column, side) of each level list, in the order a message's levels are kept
+BOOK_LEVEL_COLUMNS = (("snapshot_asks", "ask"), ("snapshot_bids", "bid"), ("asks", "ask"),
+                      ("bids", "bid"))  # fmt: skip
 
 
 def _book(
@@ -150,27 +166,25 @@ def _book(
     depth_text = channel[len(BOOK_CHANNEL_PREFIX) :]
     if not depth_text.isdigit():
         raise NormalizeError(f"kraken: book channel {channel[:20]!r} has no depth")
-    bids: list[tuple[str, str]] = []
-    asks: list[tuple[str, str]] = []
+    sides: dict[str, list[tuple[str, str]]] = {"bid": [], "ask": []}
     ts_event = 0
     checksum = None
     snapshot = False
     if not payloads:
         raise NormalizeError("kraken book: no payload object")
     for k, p in enumerate(payloads):
-        p = as_dict(p, f"book payload {k}")
-        for key, side in (("as", asks), ("bs", bids), ("a", asks), ("b", bids)):
-            rows = p.get(key)
-            if rows is None:
-                continue
-            snapshot = snapshot or key in ("as", "bs")
-            side.extend(levels(rows, f"book.{key}"))
-            ts_event = max(ts_event, _level_time(rows, f"book.{key}"))
-        if "c" in p:
-            c = p["c"]
-            if type(c) is not str or not c.isdigit() or int(c) >= 2**32:
-                raise NormalizeError(f"kraken book: checksum c={c!r} is not an unsigned crc32")
-            checksum = int(c)
+        f = read_fields(BOOK_PAYLOAD, p, f"kraken book payload {k}")
+        for col, side in BOOK_LEVEL_COLUMNS:
+            if col in f:
+                rows, latest = f[col]
+                sides[side].extend(rows)
+                ts_event = max(ts_event, latest)
+        snapshot = snapshot or any(col in f for col in _SNAPSHOT_COLUMNS)
+        if "checksum" in f:
+            if f["checksum"] > CHECKSUM_MAX:
+                raise NormalizeError(f"kraken book: checksum c={f['checksum']} is not a crc32")
+            checksum = f["checksum"]
+    bids, asks = sides["bid"], sides["ask"]
     if not snapshot and checksum is None:
         raise NormalizeError("kraken book update: missing checksum 'c'")
     if not (bids or asks or snapshot):

@@ -58,6 +58,11 @@ V_ISO_OPT = 23  # RFC 3339 UTC time; the epoch or earlier means "no time", else 
 # a JSON array, whatever it holds (its items are read by their own declaration): span ->
 # out[col], out[col + 1] (per line: the list)
 V_LIST = 24
+# level list [[price, size(, epoch seconds string(, string...))], ...] -> rows of lv, and the
+# latest level time (ns, 0 when none) -> out[col] (per line: (levels, latest time))
+V_TIMED_BIDS = 25
+V_TIMED_ASKS = 26
+V_DIGITS = 27  # non-negative integer written as a digit string (at most 18 digits) -> out[col]
 
 KIND_NAMES = {
     V_INT: "a non-negative integer",
@@ -85,6 +90,9 @@ KIND_NAMES = {
     V_SIDED_LEVELS: "a level list",
     V_ISO_OPT: "an RFC 3339 time",
     V_LIST: "a JSON array",
+    V_TIMED_BIDS: "a level list",
+    V_TIMED_ASKS: "a level list",
+    V_DIGITS: "a digit string",
 }
 SIDES = ("bid", "ask")  # a side's number in the level rows is its index
 
