@@ -419,7 +419,9 @@ class _DeferredDeltas:
         if self._parts:
             order, at, ep, px, sz = (np.concatenate(c) for c in zip(*self._parts, strict=True))
             dec = self.dec if self.dec is not None else pa.concat_arrays(self._decs)
-            self._built.append(_delta_rows(self.batch, order, at, ep, dec.take(px), dec.take(sz)))
+            self._built.append(
+                _delta_rows(self.batch, order, at, ep, _pick(dec, px), _pick(dec, sz))
+            )
         self._parts, self._decs, self._offset = [], [], 0
 
     def flush(self) -> BookOutput:
@@ -431,6 +433,15 @@ class _DeferredDeltas:
         return BookOutput(
             deltas=deltas, snapshots=snapshots, gaps=_empty(GAP_LEDGER), stats=BookStats()
         )
+
+
+def _pick(values: pa.Array, idx: np.ndarray) -> pa.Array:
+    """``values.take(idx)``; a slice (no copy) when `idx` is one ascending run, as it is
+    whenever every level of a batch was applied in order."""
+    n = len(idx)
+    if n and int(idx[-1]) - int(idx[0]) == n - 1 and bool(np.all(np.diff(idx) == 1)):
+        return values.slice(int(idx[0]), n)
+    return values.take(idx)
 
 
 def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
