@@ -50,6 +50,7 @@ from fluxforge.demux.bytescan import (
     key_at,
     lit,
     next_key,
+    opt_spans,
     read_int,
     skip_container,
     spans,
@@ -713,6 +714,55 @@ def fast_trades_of(
     return FastTrades(line=rows, table=table), taken
 
 
+# ---------------------------------------------------------------- 24hrTicker
+# One quote row per line (``venues.binance._ticker_24h``): the last price and, when sent (spot),
+# the best bid/ask. The venue's declaration ``binance.TICKER_24H`` read into the info columns:
+# E ns, s s/e, c s/e, b s/e, B s/e, a s/e, A s/e, stream s/e, ts, seq, line
+_T24_COLUMNS = {
+    "ts_event": 0, "venue_symbol": 1, "last": 3, "bid_px": 5, "bid_sz": 7, "ask_px": 9,
+    "ask_sz": 11,
+}  # fmt: skip
+_TICKER_24H = binance.TICKER_24H.args_for(_T24_COLUMNS)
+_T24_LAYOUT = (18, 17, 15, 16, 13, 0, -1)
+
+
+def fast_tickers_24h(
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    frames: np.ndarray | None = None,
+) -> tuple[tuple[np.ndarray, pa.Table] | None, np.ndarray]:
+    """The 24hrTicker lines of `exchange` among the `todo` lines that the normalizer surely
+    accepts -> (line of each row, their quote rows as a table in the per-line layout) and the
+    mask of the lines taken; every other line is left to the per-line path."""
+    got = _taken_events(
+        exchange, buf, starts, ends, todo, frames, _TICKER_24H, _NO_IDS, _T24_LAYOUT,
+        _T24_COLUMNS["venue_symbol"],
+    )  # fmt: skip
+    if got is None:
+        return None, np.zeros(len(starts), dtype=bool)
+    info, codes, symbols, sym_arr, taken = got
+    take = pa.array(codes, pa.int64())
+    c = _T24_COLUMNS
+    table = pa.table(
+        {
+            "exchange": pa.array([exchange] * len(info), pa.string()),
+            "symbol": pa.array(symbols, pa.string()).take(take),
+            "ts_event": pa.array(info[:, c["ts_event"]], pa.int64()),
+            "ts_recv": pa.array(info[:, _T24_LAYOUT[2]], pa.int64()),
+            "venue_symbol": sym_arr.dictionary.take(take),
+            **{
+                name: opt_spans(buf, info[:, c[name]], info[:, c[name] + 1])
+                for name in ("bid_px", "bid_sz", "ask_px", "ask_sz", "last")
+            },
+            "seq": pa.array(info[:, _T24_LAYOUT[3]], pa.int64()),
+        }
+    )
+    return (info[:, _T24_LAYOUT[1]].copy(), table), taken
+
+
 # ---------------------------------------------------------------- control events
 # kline, markPriceUpdate, ... (``venues.binance.CONTROL_EVENTS``): the normalizer only reads
 # "e" and counts the line as control, but the per-line path still parses the whole line, so a
@@ -858,8 +908,8 @@ def scan_binance(
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
     """Every Binance exchange's lines among `todo`: depth books (with REST snapshots),
-    bookTicker and trade rows as columns, control lines counted. One envelope pass finds each
-    exchange's lines; its scanners see only those."""
+    bookTicker, trade and 24hrTicker rows as columns, control lines counted. One envelope
+    pass finds each exchange's lines; its scanners see only those."""
     taken = np.zeros(len(starts), dtype=bool)
     control = np.zeros(len(starts), dtype=bool)
     out = ScanResult(taken, control)
@@ -879,6 +929,11 @@ def scan_binance(
             out.trades.append((trades.line, trades.table))
             sel &= ~trade_taken
             taken |= trade_taken
+        quotes, quote_taken = fast_tickers_24h(venue, buf, starts, ends, sel, frames)
+        if quotes is not None:
+            out.quotes.append(quotes)
+            sel &= ~quote_taken
+            taken |= quote_taken
         control |= control_lines(venue, buf, starts, ends, sel, frames)
     return out
 

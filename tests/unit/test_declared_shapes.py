@@ -89,6 +89,8 @@ def _binance_decl(ex: str, kind: str, d: dict) -> ObjectShape | None:
         return binance.DEPTH_UPDATE[ex in binance.FUTURES]
     if e in binance.TRADE_ID_COLUMN:
         return binance.TRADE
+    if e == "24hrTicker":
+        return binance.TICKER_24H
     if e in (None, "bookTicker"):
         return binance.BOOK_TICKER
     return None  # control events: no declaration
@@ -150,6 +152,7 @@ def test_declared_shapes_cover_every_documented_book_trade_and_quote_variant() -
     decls = {id(decl) for _name, decl, _obj in OBJECTS}
     want = [
         binance.SNAPSHOT, binance.BOOK_TICKER, binance.TRADE, *binance.DEPTH_UPDATE.values(),
+        binance.TICKER_24H,
         coinbase.SNAPSHOT, coinbase.L2UPDATE, coinbase.MATCH, coinbase.TICKER,
         *coinbase.AT_LEVEL.values(), coinbase.AT_TRADE, coinbase.AT_TICKER, coinbase.AT_MESSAGE,
         coinbase.AT_BOOK_EVENT, coinbase.AT_TRADES_EVENT, coinbase.AT_TICKER_EVENT,
