@@ -319,7 +319,11 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sid
             if side < 0:
                 return -1, n_lv, lv
             px0, px1, sz0, sz1 = b0, b1, c0, c1
-        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
+        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
+            lv = grow(lv, n_lv)
+        lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
+        lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
+        n_lv += 1
         p, done = next_item(buf, p, end)
         if p < 0:
             return -1, n_lv, lv
@@ -368,7 +372,11 @@ def timed_levels_scan(buf, p, end, row, side, lv, n_lv):
                 break
         if k < 2:
             return -1, n_lv, lv, 0
-        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
+        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
+            lv = grow(lv, n_lv)
+        lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
+        lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
+        n_lv += 1
         p, done = next_item(buf, p, end)
         if p < 0:
             return -1, n_lv, lv, 0
@@ -656,7 +664,11 @@ def object_levels_scan(buf, p, end, row, side, lv, n_lv, k_px, k_qty):
                 break
         if px0 < 0 or sz0 < 0:
             return -1, n_lv, lv
-        lv, n_lv = add_level(lv, n_lv, row, side, px0, px1, sz0, sz1)
+        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
+            lv = grow(lv, n_lv)
+        lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
+        lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
+        n_lv += 1
         p, done = next_item(buf, p, end)
         if p < 0:
             return -1, n_lv, lv
