@@ -83,7 +83,9 @@ _MSG_COLS = 11  # line, ts, seq, snapshot, ts_event, pair s/e, channel s/e, chec
 # One envelope pass over the Kraken lines (``_lines``): per line the payload's position (after
 # its opener and blanks), receive time, daemon seq, and which reader takes it; each scanner
 # below then visits only its own lines, from the payload on.
-_E_POS, _E_TS, _E_SEQ, _E_CLASS = range(4)
+# (v1 arrays also: where the payload elements end (the comma before "NAME"), the NAME and PAIR
+# string spans, so that the readers parse only the payload elements)
+_E_POS, _E_TS, _E_SEQ, _E_CLASS, _E_TAIL, _E_NAME0, _E_NAME1, _E_PAIR0, _E_PAIR1 = range(9)
 _V1_BOOK, _V1_TRADE, _V1_TICKER, _V2_LINE = range(4)
 
 
@@ -114,12 +116,13 @@ def _blank_before(buf, k, s):
 
 @njit(cache=True)
 def _lines(buf, starts, ends, todo, head, src, exk, kind, names, name_off, book):
-    """Per `todo` line: (payload position, ts, seq, class) with class _V2_LINE for an object
-    payload, and for an array ``[.., "NAME", "PAIR"]`` the class of its channel NAME (read
-    from the line's end: packed `names` trade, ticker; `book` the book prefix); -1 for any
-    other line (the per-line path)."""
+    """Per `todo` line the ``_E_*`` columns: class _V2_LINE for an object payload (position:
+    its first key); for an array ``[id, ..., "NAME", "PAIR"]`` the class of its channel NAME
+    (packed `names` trade, ticker; `book` the book prefix), read from the line's end with the
+    spans of NAME and PAIR and the comma that ends the payload elements (position: the first
+    of them); class -1 for any other line (the per-line path)."""
     n = len(starts)
-    env = np.full((n, 4), -1, np.int64)
+    env = np.full((n, 9), -1, np.int64)
     for i in range(n):
         if not todo[i]:
             continue
@@ -129,21 +132,29 @@ def _lines(buf, starts, ends, todo, head, src, exk, kind, names, name_off, book)
         cls = -1
         if c == LBRACE:
             cls = _V2_LINE
-        elif c == LBRACKET:  # ..."NAME", "PAIR" ] }
+        elif c == LBRACKET:  # [id, ...payload elements..., "NAME", "PAIR" ] }
             k = end - 1 if buf[end - 1] == RBRACE else -1
             k = _blank_before(buf, k - 1, p) if k > p else -1
             k = _blank_before(buf, k - 1, p) if k > p and buf[k] == RBRACKET else -1
+            pair1 = k
             k = _str_start(buf, k, p) if k > p and buf[k] == QUOTE else -1  # "PAIR"
+            pair0 = k + 1
             k = _blank_before(buf, k - 1, p) if k > p else -1
             k = _blank_before(buf, k - 1, p) if k > p and buf[k] == COMMA else -1
             q = _str_start(buf, k, p) if k > p and buf[k] == QUOTE else -1  # "NAME"
-            if q > p:
+            tail = _blank_before(buf, q - 1, p) if q > p else -1
+            _cid, h = read_int(buf, ws(buf, p + 1, end), end)  # the channel id: not read
+            h = ws(buf, h, end) if h >= 0 else -1
+            if tail > p and buf[tail] == COMMA and 0 <= h < tail and buf[h] == COMMA:
                 if eq_word(buf, q + 1, k, names, name_off, 0):
                     cls = _V1_TRADE
                 elif eq_word(buf, q + 1, k, names, name_off, 1):
                     cls = _V1_TICKER
                 elif lit(buf, q + 1, k, book) >= 0:
                     cls = _V1_BOOK
+                env[i, _E_TAIL], env[i, _E_NAME0], env[i, _E_NAME1] = tail, q + 1, k
+                env[i, _E_PAIR0], env[i, _E_PAIR1] = pair0, pair1
+                p = h  # (the payload elements start after the id's comma)
         if cls >= 0:
             env[i, _E_POS] = ws(buf, p + 1, end)
             env[i, _E_TS] = ts
@@ -196,20 +207,14 @@ def _scan(buf, ends, env, book, capacity, payload, rules):
             continue
         end = ends[i]
         p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
-        _cid, p = read_int(buf, p, end)  # channel id: ignored by the normalizer
-        if p < 0:
-            continue
-        p = ws(buf, p, end)
-        if p >= end or buf[p] != COMMA:
-            continue
-        p = ws(buf, p + 1, end)
         mark = n_lv
         snap = False
         ck = -1
         latest = 0
         n_pay = 0
         bad = False
-        while p < end and buf[p] == LBRACE:
+        tail = env[i, _E_TAIL]
+        while p < tail and buf[p] == LBRACE:
             n_pay += 1
             pay[:] = 0
             p, seen, lv, n_lv = flat_object(buf, p, end, payload, pay, n_msg, lv, n_lv)
@@ -226,19 +231,18 @@ def _scan(buf, ends, env, book, capacity, payload, rules):
             for c in range(_PAY_CK):
                 latest = max(latest, pay[c])
             p = ws(buf, p, end)
+            if p == tail:
+                break
             if p >= end or buf[p] != COMMA:
                 bad = True
                 break
             p = ws(buf, p + 1, end)
-        if bad or n_pay == 0:
+        if bad or n_pay == 0 or p != tail:
             n_lv = mark
             continue
-        # "book-D", "PAIR"]}
-        q = str_end(buf, p, end)
-        if q < 0 or lit(buf, p + 1, q, book) < 0:
-            n_lv = mark
-            continue
-        d0 = p + 1 + len(book)
+        # "book-D" (its class: ``_lines``), the depth D
+        ch_s, q = env[i, _E_NAME0], env[i, _E_NAME1]
+        d0 = ch_s + len(book)
         if q == d0 or q - d0 > 9:
             n_lv = mark
             continue
@@ -252,25 +256,7 @@ def _scan(buf, ends, env, book, capacity, payload, rules):
         if depth < 0:
             n_lv = mark
             continue
-        ch_s, ch_e = p + 1, q
-        p = ws(buf, q + 1, end)
-        if p >= end or buf[p] != COMMA:
-            n_lv = mark
-            continue
-        p = ws(buf, p + 1, end)
-        q = str_end(buf, p, end)
-        if q < 0:
-            n_lv = mark
-            continue
-        pair_s, pair_e = p + 1, q
-        p = ws(buf, q + 1, end)
-        if p >= end or buf[p] != RBRACKET:
-            n_lv = mark
-            continue
-        p = ws(buf, p + 1, end)
-        if p >= end or buf[p] != RBRACE or p + 1 != end:
-            n_lv = mark
-            continue
+        ch_e, pair_s, pair_e = q, env[i, _E_PAIR0], env[i, _E_PAIR1]
         if (not snap and ck < 0) or (n_lv == mark and not snap):
             n_lv = mark  # the normalizer refuses these: it gives the reason
             continue
@@ -346,7 +332,6 @@ def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> Sca
 
 
 # ---------------------------------------------------------------- v1 trades, websocket v2
-_TRADE_WORD = as_bytes(kraken.TRADE_CHANNEL.encode())
 _TRADE = kraken.TRADE.args_for(ROW_LAYOUT)
 _TRADE_SIDES = tuple(kraken.TRADE_SIDES[w] for w in kraken.TRADE.words[3])
 _V2_BOOK, _V2_TRADE, _V2_TICKER = 0, 1, 2
@@ -363,7 +348,7 @@ _V2_WORDS = tuple(as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot
 
 
 @njit(cache=True)
-def _scan_v1_trades(buf, ends, env, shape, channel):
+def _scan_v1_trades(buf, ends, env, shape):
     """v1 trade lines ``[id, [[row], ...], "trade", "PAIR"]``: one row per trade (declaration
     `shape`), the pair's span in R_AUX."""
     rows = np.empty((256, R_COLS), np.int64)
@@ -374,13 +359,6 @@ def _scan_v1_trades(buf, ends, env, shape, channel):
             continue
         end = ends[i]
         p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
-        _cid, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = ws(buf, p, end)
-        if p >= end or buf[p] != COMMA:
-            continue
-        p = ws(buf, p + 1, end)
         if p >= end or buf[p] != LBRACKET:
             continue
         p = ws(buf, p + 1, end)
@@ -401,26 +379,11 @@ def _scan_v1_trades(buf, ends, env, shape, channel):
             p, done = next_item(buf, p, end)
             if p < 0 or done:
                 break
-        if p >= 0:
-            p = ws(buf, p, end)
-            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
-        if p >= 0:
-            q = str_end(buf, p, end)
-            p = ws(buf, q + 1, end) if q >= 0 and eq(buf, p + 1, q, channel) else -1
-        if p >= 0:
-            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
-        pair_s = pair_e = -1
-        if p >= 0:
-            q = str_end(buf, p, end)
-            pair_s, pair_e = p + 1, q
-            p = ws(buf, q + 1, end) if q >= 0 else -1
-        if p >= 0:
-            p = ws(buf, p + 1, end) if p < end and buf[p] == RBRACKET else -1
-        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
+        if p < 0 or ws(buf, p, end) != env[i, _E_TAIL]:  # (then "trade", "PAIR": ``_lines``)
             n_rows = mark
             continue
         for r in range(mark, n_rows):
-            rows[r, R_AUX], rows[r, R_AUX + 1] = pair_s, pair_e
+            rows[r, R_AUX], rows[r, R_AUX + 1] = env[i, _E_PAIR0], env[i, _E_PAIR1]
     return rows[:n_rows]
 
 
@@ -524,7 +487,6 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap):
     return rows[:n_rows], lv[:n_lv], control
 
 
-_TICKER_WORD = as_bytes(kraken.TICKER_CHANNEL.encode())
 _V1_NAMES = pack_words([kraken.TRADE_CHANNEL, kraken.TICKER_CHANNEL])  # _lines: classes
 _TICKER_KEYS = pack_words(kraken.TICKER_KEYS)
 
@@ -595,7 +557,7 @@ def _ticker_payload(buf, p, end, k_flat, k_off, pos_col, out):
 
 
 @njit(cache=True)
-def _scan_v1_tickers(buf, ends, env, k_flat, k_off, pos_col, word):
+def _scan_v1_tickers(buf, ends, env, k_flat, k_off, pos_col):
     """v1 ticker lines ``[id, {..}, "ticker", "PAIR"]`` -> one quote row each (receive time),
     the pair's span in R_AUX."""
     rows = np.empty((256, R_COLS), np.int64)
@@ -605,34 +567,16 @@ def _scan_v1_tickers(buf, ends, env, k_flat, k_off, pos_col, word):
             continue
         end = ends[i]
         p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
-        _cid, p = read_int(buf, p, end)
-        if p < 0:
-            continue
-        p = ws(buf, p, end)
-        p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
-        if p < 0 or p >= end or buf[p] != LBRACE:
+        if p >= end or buf[p] != LBRACE:
             continue
         rows = grow(rows, n_rows)
         out = rows[n_rows]
         out[:] = -1
         out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts
         p = _ticker_payload(buf, p, end, k_flat, k_off, pos_col, out)
-        if p >= 0:
-            p = ws(buf, p, end)
-            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
-        if p >= 0:
-            q = str_end(buf, p, end)
-            p = ws(buf, q + 1, end) if q >= 0 and eq(buf, p + 1, q, word) else -1
-        if p >= 0:
-            p = ws(buf, p + 1, end) if p < end and buf[p] == COMMA else -1
-        if p >= 0:
-            q = str_end(buf, p, end)
-            out[R_AUX], out[R_AUX + 1] = p + 1, q
-            p = ws(buf, q + 1, end) if q >= 0 else -1
-        if p >= 0:
-            p = ws(buf, p + 1, end) if p < end and buf[p] == RBRACKET else -1
-        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
+        if p < 0 or ws(buf, p, end) != env[i, _E_TAIL]:  # (then "ticker", "PAIR": ``_lines``)
             continue
+        out[R_AUX], out[R_AUX + 1] = env[i, _E_PAIR0], env[i, _E_PAIR1]
         n_rows += 1
     return rows[:n_rows]
 
@@ -647,7 +591,7 @@ def fast_kraken_rows(
     out = ScanResult(np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
     classes = env[:, _E_CLASS]
     if (classes == _V1_TRADE).any():
-        trades = _scan_v1_trades(buf, ends, env, _TRADE, _TRADE_WORD)
+        trades = _scan_v1_trades(buf, ends, env, _TRADE)
     else:
         trades = np.empty((0, R_COLS), np.int64)
     if len(trades):
@@ -660,7 +604,7 @@ def fast_kraken_rows(
                              _TRADE_SIDES)  # fmt: skip
         out.trades.append((trades[:, R_LINE].copy(), table))
     if (classes == _V1_TICKER).any():
-        tickers = _scan_v1_tickers(buf, ends, env, *_TICKER_KEYS, _TICKER_COLS, _TICKER_WORD)
+        tickers = _scan_v1_tickers(buf, ends, env, *_TICKER_KEYS, _TICKER_COLS)
     else:
         tickers = np.empty((0, R_COLS), np.int64)
     if len(tickers):
