@@ -22,6 +22,8 @@ time else the receive time).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -309,26 +311,46 @@ def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> Sca
         (raw, channel), sym = labels[c], symbols[c]
         assert sym is not None
         sel = np.flatnonzero(msg_ok & (codes == c))
-        ck = msg[sel, 9]
-        has_ck = ck >= 0
-        out[("kraken", sym)] = FastBook(
-            exchange="kraken",
-            symbol=sym,
-            venue_symbol=raw,
-            channel=channel,
-            line=msg_line[sel] + 1,
-            ts_event=msg[sel, 4],
-            ts_recv=msg[sel, 1],
-            seq=msg[sel, 2],
-            is_snapshot=msg[sel, 3] == 1,
-            final_id=np.full(len(sel), -1, np.int64),
-            checksum=np.where(has_ck, ck, 0),
-            has_checksum=has_ck,
-            checksum_kind=CHECKSUM_KRAKEN,
-            depth=int(msg[sel[0], 10]),
-            **levels.of(sel),
-        )
+        out[("kraken", sym)] = _fast_book(
+            sym, raw, channel, msg[sel, 0], msg[sel, 4], msg[sel, 1], msg[sel, 2],
+            msg[sel, 3] == 1, msg[sel, 9], int(msg[sel[0], 10]), levels.of(sel),
+        )  # fmt: skip
     return ScanResult(ok, books=out)
+
+
+def _fast_book(
+    sym: str,
+    raw: str,
+    channel: str,
+    line: np.ndarray,
+    ts_event: np.ndarray,
+    ts_recv: np.ndarray,
+    seq: np.ndarray,
+    is_snapshot: np.ndarray,
+    checksum: np.ndarray,
+    depth: int,
+    levels: dict[str, Any],
+) -> FastBook:
+    """One instrument's Kraken book messages (v1 or v2; line indexes, a checksum < 0: none;
+    no update ids) as the columnar container."""
+    has_ck = checksum >= 0
+    return FastBook(
+        exchange="kraken",
+        symbol=sym,
+        venue_symbol=raw,
+        channel=channel,
+        line=line + 1,
+        ts_event=ts_event,
+        ts_recv=ts_recv,
+        seq=seq,
+        is_snapshot=is_snapshot,
+        final_id=np.full(len(line), -1, np.int64),
+        checksum=np.where(has_ck, checksum, 0),
+        has_checksum=has_ck,
+        checksum_kind=CHECKSUM_KRAKEN,
+        depth=depth,
+        **levels,
+    )
 
 
 # ---------------------------------------------------------------- v1 trades, websocket v2
@@ -654,24 +676,11 @@ def fast_kraken_rows(
         raw_list = raws.to_pylist()
         for c in sorted(np.unique(codes[book_rows]).tolist()):
             sel = np.flatnonzero(book_rows & (codes == c))
-            sym = sym_list[c]
-            out.books[("kraken", sym)] = FastBook(
-                exchange="kraken",
-                symbol=sym,
-                venue_symbol=raw_list[c],
-                channel=kraken.V2_BOOK_CHANNEL,
-                line=rows[sel, R_LINE] + 1,
-                ts_event=rows[sel, R_EVT],
-                ts_recv=rows[sel, R_TS],
-                seq=rows[sel, R_SEQ],
-                is_snapshot=rows[sel, R_TYPE] == 1,
-                final_id=np.full(len(sel), -1, np.int64),
-                checksum=rows[sel, _R_CK],
-                has_checksum=np.ones(len(sel), dtype=bool),
-                checksum_kind=CHECKSUM_KRAKEN,
-                depth=0,
-                **levels.of(sel),
-            )
+            out.books[("kraken", sym_list[c])] = _fast_book(
+                sym_list[c], raw_list[c], kraken.V2_BOOK_CHANNEL, rows[sel, R_LINE],
+                rows[sel, R_EVT], rows[sel, R_TS], rows[sel, R_SEQ], rows[sel, R_TYPE] == 1,
+                rows[sel, _R_CK], 0, levels.of(sel),
+            )  # fmt: skip
     return out
 
 
