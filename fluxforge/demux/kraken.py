@@ -262,7 +262,8 @@ def _scan(buf, ends, env, book, capacity, payload, rules):
         if (not snap and ck < 0) or (n_lv == mark and not snap):
             n_lv = mark  # the normalizer refuses these: it gives the reason
             continue
-        msg = grow(msg, n_msg)
+        if n_msg == len(msg):  # (a call per row costs reference counts)
+            msg = grow(msg, n_msg)
         msg[n_msg, 0] = i
         msg[n_msg, 1] = ts
         msg[n_msg, 2] = seq
@@ -470,7 +471,8 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap):
                     if p >= end or buf[p] != LBRACE:
                         p = -1
                         break
-                    rows = grow(rows, n_rows)
+                    if n_rows == len(rows):  # (a call per row costs reference counts)
+                        rows = grow(rows, n_rows)
                     out = rows[n_rows]
                     out[:] = -1
                     out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts
@@ -591,7 +593,8 @@ def _scan_v1_tickers(buf, ends, env, k_flat, k_off, pos_col):
         p, ts, seq = env[i, _E_POS], env[i, _E_TS], env[i, _E_SEQ]
         if p >= end or buf[p] != LBRACE:
             continue
-        rows = grow(rows, n_rows)
+        if n_rows == len(rows):  # (a call per row costs reference counts)
+            rows = grow(rows, n_rows)
         out = rows[n_rows]
         out[:] = -1
         out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts

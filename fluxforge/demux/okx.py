@@ -230,11 +230,13 @@ def _scan(
                         if c != LBRACE:
                             bad = True
                             break
-                        msg = grow(msg, n_msg)
+                        if n_msg == len(msg):  # (a call per row costs reference counts)
+                            msg = grow(msg, n_msg)
                         p, lv, n_lv = _item(buf, p, end, n_msg, msg, lv, n_lv, item, i, ts, seq)
                         n_msg += 1
                     else:
-                        rows = grow(rows, n_rows)
+                        if n_rows == len(rows):  # (a call per row costs reference counts)
+                            rows = grow(rows, n_rows)
                         out = rows[n_rows]
                         out[:] = -1
                         out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts
