@@ -67,18 +67,17 @@ from fluxforge.wire.shape import (
 )
 
 _EX = {ex: scan_ex(ex) for ex in ("okx", "bitget")}
-_WORDS = tuple(
-    as_bytes(w)
-    for w in (
-        b"arg", b"action", b"data", b"channel", b"instId", b"instType", b"asks", b"bids",
-        b"ts", b"checksum", b"seqId", b"prevSeqId", b"seq", b"snapshot", b"update",
-    )
-)  # fmt: skip
+_WORDS = tuple(as_bytes(w) for w in (b"arg", b"action", b"data", b"ts", b"snapshot", b"update"))
 # msg columns
 _M_LINE, _M_TS, _M_SEQ, _M_EVT, _M_CK, _M_HASCK, _M_FINAL, _M_PREV, _M_SEQKEY = range(9)
 _M_COLS = 9
 # per-line columns (spans of arg values, action code)
 _L_CH0, _L_CH1, _L_ID0, _L_ID1, _L_TY0, _L_TY1, _L_ACTION = range(7)
+# the push's "arg" object of each venue, declared in its module, read into those columns; the
+# scanner takes only args with a channel and an instId (OKX args without one: control lines)
+_ARG_LAYOUT = {"channel": _L_CH0, "inst_id": _L_ID0, "inst_type": _L_TY0}
+_ARG_NEED = okx.ARG.bits("channel", "instId")
+assert bitget.ARG.bits("channel", "instId") == _ARG_NEED
 
 
 # a book item of each venue, declared in its module; the scanner's message columns
@@ -124,16 +123,14 @@ def _item(buf, p, end, m, msg, lv, n_lv, shape, line, ts, seq):
 
 @njit(cache=True)
 def _scan(
-    buf, starts, ends, todo, head, src, exk, kind, words, item, is_okx, capacity, ch_flat,
-    ch_off, ch_kinds, trade, trade_row, ticker,
+    buf, starts, ends, todo, head, src, exk, kind, words, arg, arg_need, item, is_okx, capacity,
+    ch_flat, ch_off, ch_kinds, trade, trade_row, ticker,
 ):  # fmt: skip
     """Every push line of one venue: book items -> msg rows and levels (``_item``), trade and
     ticker items -> rows in the ``rows`` layout (read by the venue's declarations `trade`,
     `trade_row` (array items; Bitget v1) and `ticker`). The channel (packed words ``ch_flat``,
     ``ch_off`` -> ``ch_kinds``) picks the declaration, so "arg" must come before "data"."""
-    k_arg, k_action, k_data = words[0], words[1], words[2]
-    k_channel, k_inst, k_type = words[3], words[4], words[5]
-    v_snap, v_update, k_ts = words[13], words[14], words[8]
+    k_arg, k_action, k_data, k_ts, v_snap, v_update = words
     n = len(starts)
     ok = np.zeros(n, np.bool_)
     info = np.full((n, 7), -1, np.int64)
@@ -166,32 +163,8 @@ def _scan(
                 if p >= end or buf[p] != LBRACE:
                     bad = True
                     break
-                p = ws(buf, p + 1, end)
-                a_seen = 0
-                while True:
-                    ks2, ke2, p = key_at(buf, p, end)
-                    if p < 0:
-                        break
-                    q = str_end(buf, p, end)
-                    if q < 0:
-                        p = -1
-                        break
-                    if eq(buf, ks2, ke2, k_channel) and not a_seen & 1:
-                        a_seen |= 1
-                        info[i, 0], info[i, 1] = p + 1, q
-                    elif eq(buf, ks2, ke2, k_inst) and not a_seen & 2:
-                        a_seen |= 2
-                        info[i, 2], info[i, 3] = p + 1, q
-                    elif eq(buf, ks2, ke2, k_type) and not a_seen & 4:
-                        a_seen |= 4
-                        info[i, 4], info[i, 5] = p + 1, q
-                    else:
-                        p = -1
-                        break
-                    p, done = next_key(buf, q + 1, end)
-                    if p < 0 or done:
-                        break
-                if p < 0 or (a_seen & 3) != 3:
+                p, a_seen, _lv, _n = flat_object(buf, p, end, arg, info[i], 0, no_lv, 0)
+                if p < 0 or (a_seen & arg_need) != arg_need:
                     bad = True
                     break
                 for c in range(len(ch_kinds)):
@@ -326,6 +299,7 @@ def fast_okx_bitget_books(
     is_okx = exchange == "okx"
     ok, info, msg, lv, rows = _scan(
         buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX[exchange], SCAN_MSG, _WORDS,
+        (okx.ARG if is_okx else bitget.ARG).args_for(_ARG_LAYOUT), _ARG_NEED,
         (OKX_ITEM if is_okx else BITGET_ITEM).args_for(_BOOK_LAYOUT), is_okx,
         4096 + len(buf) // 256, *_DECLARED[exchange],
     )  # fmt: skip
@@ -388,7 +362,7 @@ def _rows(
 def _bitget_symbol(label: str) -> str:
     raw, sep, inst_type = label.partition("\x00")
     return bitget.venue_symbol_to_symbol(
-        venue_symbol(raw, "bitget instId"), inst_type if sep else "sp"
+        venue_symbol(raw, "bitget instId"), inst_type if sep else bitget.SPOT_INST_TYPE
     )
 
 
@@ -425,7 +399,9 @@ def _books(
         if is_okx:
             return okx.symbol_of(parts[1])
         raw = venue_symbol(parts[1], "bitget instId")
-        return bitget.venue_symbol_to_symbol(raw, parts[2] if len(parts) > 2 else "sp")
+        return bitget.venue_symbol_to_symbol(
+            raw, parts[2] if len(parts) > 2 else bitget.SPOT_INST_TYPE
+        )
 
     symbols = checked_symbols(labels, symbol_of, (NormalizeError, TypeError))
     msg_line = msg[:, _M_LINE]

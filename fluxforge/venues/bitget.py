@@ -35,7 +35,6 @@ import functools
 from fluxforge.events import CHECKSUM_OKX, BookMessage, EventSink, NormalizeError
 from fluxforge.segments import Envelope
 from fluxforge.venues.common import (
-    as_dict,
     as_list,
     atomic,
     checked_symbol,
@@ -61,12 +60,13 @@ from fluxforge.wire.shape import (
 EXCHANGES = ("bitget",)
 
 _SPOT_TYPES = frozenset({"sp", "spbl", "spot"})
+SPOT_INST_TYPE = "sp"  # an arg without instType
 BOOK_DEPTH = {"books": 0, "books1": 1, "books5": 5, "books15": 15}
 TRADE_SIDES = ("buy", "sell")
 
 
 @functools.lru_cache(maxsize=4096)
-def venue_symbol_to_symbol(s: str, inst_type: str = "sp") -> str:
+def venue_symbol_to_symbol(s: str, inst_type: str = SPOT_INST_TYPE) -> str:
     """``DASHUSDT`` -> ``DASH-USDT`` (spot) or ``DASH-USDT-SWAP`` (inst_type of a contract);
     ``BTCUSDT_UMCBL`` -> ``BTC-USDT-SWAP``."""
     name, _, product = s.upper().partition("_")
@@ -76,6 +76,16 @@ def venue_symbol_to_symbol(s: str, inst_type: str = "sp") -> str:
     if contract:
         parts.append("SWAP")
     return checked_symbol(join_symbol(*parts), s)
+
+
+# The push's "arg" object, declared once: the per-line path reads it with ``read_fields``, the
+# byte scanner (fluxforge.demux.okx) with the same declaration. No instType: spot.
+ARG = ObjectShape(
+    ("channel", V_STR, "channel"),
+    ("instId", V_STR, "inst_id"),
+    ("instType", V_STR, "inst_type"),
+    required=("channel", "instId"),
+)
 
 
 @atomic("bitget")
@@ -90,13 +100,10 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         raise NormalizeError(f"bitget: payload is a {type(d).__name__}, not a JSON object")
     if "event" in d:
         return "control"
-    arg = as_dict(field(d, "arg", "bitget push"), "bitget push.arg")
-    channel = field(arg, "channel", "bitget push.arg")
-    raw = venue_symbol(field(arg, "instId", "bitget push.arg"), "bitget instId")
-    inst_type = arg.get("instType", "sp")
-    if type(inst_type) is not str:
-        raise NormalizeError(f"bitget push.arg.instType={inst_type!r}: expected a string")
-    symbol = venue_symbol_to_symbol(raw, inst_type)
+    arg = read_fields(ARG, field(d, "arg", "bitget push"), "bitget push.arg")
+    channel = arg["channel"]
+    raw = venue_symbol(arg["inst_id"], "bitget instId")
+    symbol = venue_symbol_to_symbol(raw, arg.get("inst_type", SPOT_INST_TYPE))
     action = d.get("action", "snapshot")
     if action not in ("snapshot", "update"):
         raise NormalizeError(f"bitget {channel}: action {str(action)[:20]!r} not snapshot/update")
@@ -109,7 +116,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         return _trades(env, symbol, raw, data, sink)
     if channel == TICKER_CHANNEL:
         return _tickers(env, symbol, raw, data, sink)
-    if type(channel) is str and channel.startswith("candle"):
+    if channel.startswith("candle"):
         return "control"
     raise NormalizeError(f"bitget: unknown channel {str(channel)[:40]!r}")
 

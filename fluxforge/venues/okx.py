@@ -30,7 +30,6 @@ import functools
 from fluxforge.events import CHECKSUM_OKX, BookMessage, EventSink, NormalizeError
 from fluxforge.segments import Envelope
 from fluxforge.venues.common import (
-    as_dict,
     as_list,
     atomic,
     checked_symbol,
@@ -87,11 +86,14 @@ def symbol_of(raw: str) -> str:
     return venue_symbol_to_symbol(venue_symbol(raw, "instId"))
 
 
-def _inst(obj: dict, where: str) -> tuple[str, str]:
-    raw = field(obj, "instId", where)
-    if type(raw) is not str:
-        raise NormalizeError(f"{where}.instId={raw!r:.40}: expected a string")
-    return symbol_of(raw), raw
+# The push's "arg" object, declared once: the per-line path reads it with ``read_fields``, the
+# byte scanner (fluxforge.demux.okx) with the same declaration.
+ARG = ObjectShape(
+    ("channel", V_STR, "channel"),
+    ("instId", V_STR, "inst_id"),  # books and other per-instrument channels
+    ("instType", V_STR, "inst_type"),  # not read (liquidation-orders, instruments...)
+    required=("channel",),  # status, instruments, liquidation-orders: no instId
+)
 
 
 @atomic("okx")
@@ -106,8 +108,8 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         raise NormalizeError(f"okx: payload is a {type(d).__name__}, not a JSON object")
     if "event" in d:
         return "control"  # subscribe/unsubscribe acks, errors, notices, connection counts
-    arg = as_dict(field(d, "arg", "okx push"), "okx push.arg")
-    channel = field(arg, "channel", "okx push.arg")
+    arg = read_fields(ARG, field(d, "arg", "okx push"), "okx push.arg")
+    channel = arg["channel"]
     data = as_list(field(d, "data", f"okx {channel}"), f"okx {channel}.data")
     if channel in BOOK_CHANNELS:
         return _books(env, d, arg, channel, data, sink)
@@ -115,7 +117,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         return _trades(env, data, sink)
     if channel == TICKER_CHANNEL:
         return _tickers(env, data, sink)
-    if type(channel) is str and (
+    if (
         channel.startswith(("candle", "mark-price-candle", "index-candle"))
         or channel in _CONTROL_CHANNELS
     ):
@@ -157,7 +159,8 @@ BOOK_ITEM = ObjectShape(
 
 
 def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: EventSink) -> str:
-    symbol, raw = _inst(arg, f"okx {channel}.arg")
+    raw = field(arg, "inst_id", f"okx {channel}.arg")  # (the column of "instId")
+    symbol = symbol_of(raw)
     action = d.get("action", "snapshot")  # books5 / bbo-tbt send whole top-N, no action
     if action not in ("snapshot", "update"):
         raise NormalizeError(f"okx {channel}: action {str(action)[:20]!r} is not snapshot/update")

@@ -14,7 +14,7 @@ import pytest
 
 from fluxforge.demux.bytescan import flat_object
 from fluxforge.events import NormalizeError
-from fluxforge.venues import binance, coinbase
+from fluxforge.venues import binance, bitget, coinbase, okx
 from fluxforge.venues.common import read_fields
 from fluxforge.wire import shape
 from fluxforge.wire.shape import ObjectShape
@@ -135,7 +135,32 @@ def _coinbase_objects() -> list[tuple[str, ObjectShape, Any]]:
     return out
 
 
-OBJECTS = _documented_objects() + _coinbase_objects()
+def _okx_bitget_objects() -> list[tuple[str, ObjectShape, Any]]:
+    """Each push's "arg" object (read by both venues' scanner and per-line handler through
+    the venue's ARG) and each data item by its channel's declaration."""
+    out: list[tuple[str, ObjectShape, Any]] = []
+    for venue, books, trades, ticker in (
+        (okx, okx.BOOK_CHANNELS, okx.TRADE_CHANNELS, okx.TICKER_CHANNEL),
+        (bitget, bitget.BOOK_DEPTH, (bitget.TRADE_CHANNEL,), bitget.TICKER_CHANNEL),
+    ):
+        name = venue.EXCHANGES[0]
+        for k, (_ex, _kind, d, _url) in enumerate(doc_shapes.frames(name)):
+            if "arg" not in d:
+                continue
+            out.append((f"{name} {k} arg", venue.ARG, d["arg"]))
+            channel = d["arg"]["channel"]
+            for item in d.get("data", ()):
+                if channel in books:
+                    out.append((f"{name} {k} book item", venue.BOOK_ITEM, item))
+                elif channel in trades:
+                    decl = bitget.TRADE_ROW if isinstance(item, list) else venue.TRADE
+                    out.append((f"{name} {k} trade", decl, item))
+                elif channel == ticker:
+                    out.append((f"{name} {k} ticker", venue.TICKER, item))
+    return out
+
+
+OBJECTS = _documented_objects() + _coinbase_objects() + _okx_bitget_objects()
 
 
 @pytest.mark.parametrize(("decl", "obj"), [o[1:] for o in OBJECTS], ids=[o[0] for o in OBJECTS])
@@ -156,6 +181,8 @@ def test_declared_shapes_cover_every_documented_book_trade_and_quote_variant() -
         coinbase.SNAPSHOT, coinbase.L2UPDATE, coinbase.MATCH, coinbase.TICKER,
         *coinbase.AT_LEVEL.values(), coinbase.AT_TRADE, coinbase.AT_TICKER, coinbase.AT_MESSAGE,
         coinbase.AT_BOOK_EVENT, coinbase.AT_TRADES_EVENT, coinbase.AT_TICKER_EVENT,
+        okx.ARG, okx.BOOK_ITEM, okx.TRADE, okx.TICKER,
+        bitget.ARG, bitget.BOOK_ITEM, bitget.TRADE, bitget.TRADE_ROW, bitget.TICKER,
     ]  # fmt: skip
     assert decls == {id(d) for d in want}
 
