@@ -66,7 +66,7 @@ from fluxforge.demux.fastbook import (
 from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.events import NormalizeError, TopOfBook
 from fluxforge.venues import binance
-from fluxforge.venues.binance import FUTURES
+from fluxforge.venues.binance import FUTURES, event_time
 from fluxforge.wire.envelope import (
     SCAN_DATA,
     SCAN_HEAD,
@@ -212,8 +212,7 @@ def _scan(fr, buf, todo, shape, snap_shape, capacity):
         if not todo[i] or fr[i, _F_D0] < 0:
             continue
         mark = n_lv
-        out[:] = -1
-        out[3] = fr[i, _F_TS]  # no "E": the receive time
+        out[:] = -1  # (no "E": binance.event_time below)
         out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
         end = fr[i, _F_D1]
         out[_M_FORM] = 0
@@ -221,7 +220,6 @@ def _scan(fr, buf, todo, shape, snap_shape, capacity):
         if p != end and fr[i, _F_S0] >= 0:  # a spot partial-depth push (combined stream)
             n_lv = mark
             out[:] = -1
-            out[3] = fr[i, _F_TS]
             out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
             out[_M_FORM] = 1
             p, _seen, lv, n_lv = flat_object(
@@ -235,6 +233,7 @@ def _scan(fr, buf, todo, shape, snap_shape, capacity):
         msg[n_msg, 1] = fr[i, _F_TS]
         msg[n_msg, 2] = fr[i, _F_SEQ]
         msg[n_msg, 3:] = out[3:]
+        msg[n_msg, 3] = event_time(out[3], fr[i, _F_TS])
         n_msg += 1
         ok[i] = True
     return ok, msg[:n_msg], lv[:n_lv]
@@ -271,7 +270,6 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, c
             continue
         mark = n_lv
         out[:] = -1
-        out[3] = ts  # no "E": the receive time
         p, _seen, lv, n_lv = flat_object(buf, p, end, shape, out, n_msg, lv, n_lv)
         if p >= 0:
             p = ws(buf, p, end)
@@ -286,6 +284,7 @@ def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, c
         msg[n_msg, 7] = url_s
         msg[n_msg, 8] = url_e
         msg[n_msg, _M_FORM] = 1
+        msg[n_msg, 3] = event_time(out[3], ts)
         n_msg += 1
     return msg[:n_msg], lv[:n_lv]
 
@@ -453,8 +452,6 @@ def _scan_events(fr, buf, todo, shape, id_bits, layout):
         out[:] = -1
         out[c_ts] = fr[i, _F_TS]
         out[c_seq] = fr[i, _F_SEQ]
-        if c_evt >= 0:
-            out[c_evt] = fr[i, _F_TS]  # no event time: the receive time
         out[c_stream], out[c_stream + 1] = fr[i, _F_S0], fr[i, _F_S1]
         p, seen, _lv, _n = flat_object(buf, fr[i, _F_D0], fr[i, _F_D1], shape, out, 0, no_lv, 0)
         if p != fr[i, _F_D1]:
@@ -464,6 +461,8 @@ def _scan_events(fr, buf, todo, shape, id_bits, layout):
         info = grow(info, n_ok)
         info[n_ok] = out
         info[n_ok, c_line] = i
+        if c_evt >= 0:
+            info[n_ok, c_evt] = event_time(out[c_evt], fr[i, _F_TS])
         n_ok += 1
     return info[:n_ok]
 

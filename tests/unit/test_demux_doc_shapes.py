@@ -36,3 +36,19 @@ def test_doc_shapes_fast_path_equals_per_line_path(
     fast, slow = both_paths(data, monkeypatch, doc_shapes.SEGMENT)
     assert fast.lines_in > 20 and fast.quarantined == 0
     assert_same(fast, slow)
+
+
+def test_binance_frame_without_event_time_takes_the_receive_time_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rule lives once (``binance.event_time``): a spot bookTicker has no ``E``, so its
+    quote's event time is the receive time, from the scanner and from the per-line path."""
+    line = next(x for x in doc_shapes.lines("binance") if b"bnbusdt@bookTicker" in x)
+    assert b'"E"' not in line
+    fast, slow = both_paths(line, monkeypatch, doc_shapes.SEGMENT)
+    assert fast.per_line == 0 and slow.per_line == 1
+    for res in (fast, slow):
+        rows = res.quotes.select(["ts_event", "ts_recv"]).to_pylist()
+        assert rows == [
+            {"ts_event": 1_700_000_000_000_040_000, "ts_recv": 1_700_000_000_000_040_000}
+        ]
