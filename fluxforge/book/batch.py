@@ -5,11 +5,10 @@ of its levels. Per level (flattened, bids of a message then its asks): side, pri
 size as float64 (only used for "is zero"), and the exact wire strings of price and size in one
 byte arena (prices are ids ``0..L``, sizes ``L..2L``), laid out like an Arrow large_string.
 
-Price keys are the float64 nearest to the wire decimal (correctly rounded parse, one rule in
-``keys.decimal_keys`` for both builders, so one string always gives the same key and "0.5" and
-"0.50" are the same level). Two different decimals only collide when they agree to ~16
-significant digits, far beyond any venue's tick size. The float never reaches
-an output: rows, snapshots and checksums use the original strings.
+Price keys are the float64 nearest to the wire decimal (correctly rounded parse, so one string
+always gives the same key and "0.5" and "0.50" are the same level). Two different decimals only
+collide when they agree to ~16 significant digits, far beyond any venue's tick size. The float
+never reaches an output: rows, snapshots and checksums use the original strings.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 
 from fluxforge.book import kernel as K
-from fluxforge.book.keys import decimal_keys, string_buffers
 from fluxforge.events import (
     CHAIN_BINANCE_FUTURES,
     CHAIN_BINANCE_SPOT,
@@ -119,7 +117,8 @@ class BookBatch:
         if px.null_count or sz.null_count:
             raise BookInputError("price/size strings must not be null")
         try:
-            pkey, skey = decimal_keys(px), decimal_keys(sz)
+            pkey = px.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            skey = sz.cast(pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise BookInputError(f"price/size is not a decimal number: {exc}") from None
         _check_levels(pkey, skey, np.asarray(level_offsets))
@@ -213,7 +212,8 @@ class BookBatch:
         try:
             px_arr = pa.array(prices, type=pa.large_string())
             sz_arr = pa.array(sizes, type=pa.large_string())
-            pkey, skey = decimal_keys(px_arr), decimal_keys(sz_arr)
+            pkey = px_arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            skey = sz_arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise BookInputError(f"book level price/size is not a decimal string: {exc}") from None
         _check_levels(pkey, skey, offsets)
@@ -474,9 +474,19 @@ def _check_levels(pkey: np.ndarray, skey: np.ndarray, offsets: np.ndarray) -> No
         )
 
 
+def _string_buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 offsets rebased to 0, data bytes) of a large_string array."""
+    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    _, obuf, dbuf = a.buffers()
+    offs = np.frombuffer(obuf, dtype=np.int64, count=len(a) + 1, offset=a.offset * 8)
+    data = np.frombuffer(dbuf, dtype=np.uint8) if dbuf is not None else np.zeros(0, np.uint8)
+    start, end = int(offs[0]), int(offs[-1])
+    return offs - start, data[start:end]
+
+
 def _arena(px: pa.Array, sz: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    po, pd = string_buffers(px)
-    so, sd = string_buffers(sz)
+    po, pd = _string_buffers(px)
+    so, sd = _string_buffers(sz)
     arena = np.concatenate([pd, sd])
     offsets = np.concatenate([po, so[1:] + po[-1]])
     return arena, offsets

@@ -63,8 +63,7 @@ def one_code_per_symbol(
 
 class LevelColumns:
     """The level rows `lv` (message row, side, price start/end, size start/end) of the
-    messages where `msg_ok`, sorted per message: bids then asks, each side in wire order.
-    The price and size bytes are copied out of `buf` once, per instrument (`of`)."""
+    messages where `msg_ok`, sorted per message: bids then asks, each side in wire order."""
 
     def __init__(self, buf: np.ndarray, lv: np.ndarray, msg_ok: np.ndarray, n_msg: int) -> None:
         row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
@@ -72,9 +71,9 @@ class LevelColumns:
         # three-key lexsort on the nearly sorted rows
         order = np.argsort(row_of * 2 + side, kind="stable")
         order = order[msg_ok[row_of[order]]]
-        self.buf = buf
         self.side = side[order]
-        self.spans = lv[order, 2:6]  # price start, price end, size start, size end
+        self.price = spans(buf, lv[order, 2], lv[order, 3], large=True)
+        self.size = spans(buf, lv[order, 4], lv[order, 5], large=True)
         self.counts = np.bincount(row_of[order], minlength=n_msg)
         self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
 
@@ -83,12 +82,12 @@ class LevelColumns:
         lens = self.counts[sel]
         offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
         lvl_idx = np.repeat(self.starts[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
-        sp = self.spans[lvl_idx]
+        take = pa.array(lvl_idx, pa.int64())
         return {
             "level_offsets": offsets,
             "side": self.side[lvl_idx],
-            "price": spans(self.buf, sp[:, 0], sp[:, 1], large=True),
-            "size": spans(self.buf, sp[:, 2], sp[:, 3], large=True),
+            "price": self.price.take(take),
+            "size": self.size.take(take),
         }
 
 
