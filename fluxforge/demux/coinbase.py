@@ -58,6 +58,7 @@ from fluxforge.demux.rows import (
 )
 from fluxforge.events import NormalizeError
 from fluxforge.venues import coinbase
+from fluxforge.venues.coinbase import book_event_time
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
 from fluxforge.wire.shape import SIDES
 
@@ -166,7 +167,7 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, decls, side_of, rows
         msg[m, 1] = ts
         msg[m, 2] = seq
         msg[m, _M_KIND] = 1 if ev[0] == _EV_UPDATE else 2
-        msg[m, _M_EVT] = ev_ns if ev_ns > 0 else head[1]  # none: the message timestamp
+        msg[m, _M_EVT] = book_event_time(ev_ns, head[1])
         msg[m, _M_SYM] = ev[1]
         msg[m, _M_SYM + 1] = ev[2]
         msg[m, _M_FINAL] = head[2]

@@ -52,3 +52,23 @@ def test_binance_frame_without_event_time_takes_the_receive_time_on_both_paths(
         assert rows == [
             {"ts_event": 1_700_000_000_000_040_000, "ts_recv": 1_700_000_000_000_040_000}
         ]
+
+
+@pytest.mark.parametrize("update_time", ["2023-11-14T22:13:21.500000Z", "1970-01-01T00:00:00Z"])
+def test_coinbase_book_event_time_rule_same_on_both_paths(
+    update_time: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule lives once (``coinbase.book_event_time``): an Advanced Trade book event takes
+    its updates' latest time, else (epoch times only) the message timestamp, on both paths."""
+    line = next(x for x in doc_shapes.lines("coinbase") if b'"l2_data"' in x)
+    line = line.replace(
+        b'"event_time":"2023-11-14T22:13:20.000000Z"', f'"event_time":"{update_time}"'.encode()
+    )
+    fast, slow = both_paths(line, monkeypatch, doc_shapes.SEGMENT)
+    assert fast.per_line == 0 and fast.quarantined == 0
+    assert_same(fast, slow)
+    (_ln, msg), *_ = slow.books_by_instrument_all()
+    want = (
+        1_700_000_001_500_000_000 if update_time.startswith("2023") else 1_700_000_000_000_000_000
+    )
+    assert msg.ts_event == want
