@@ -59,6 +59,7 @@ from fluxforge.demux.rows import (
 )
 from fluxforge.events import CHECKSUM_OKX, NormalizeError
 from fluxforge.venues import bitget, okx
+from fluxforge.venues.bitget import ticker_event_time
 from fluxforge.venues.common import venue_symbol
 from fluxforge.venues.okx import CHECKSUM_MAX, CHECKSUM_MIN, ZERO_CHECKSUM_WITH_SEQ_IS_NONE
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
@@ -212,7 +213,7 @@ def _scan(
                             rows = grow(rows, n_rows)
                         out = rows[n_rows]
                         out[:] = -1
-                        out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT] = i, ts, seq, ts
+                        out[R_LINE], out[R_TS], out[R_SEQ] = i, ts, seq
                         out[R_KIND] = ch_kind
                         if ch_kind == _CH_TRADE and c == LBRACE:
                             p, _s, _lv, _n = flat_object(buf, p, end, trade, out, 0, no_lv, 0)
@@ -220,6 +221,7 @@ def _scan(
                             p, _s, _lv, _n = flat_object(buf, p, end, trade_row, out, 0, no_lv, 0)
                         elif ch_kind == _CH_TICKER and c == LBRACE:
                             p, _s, _lv, _n = flat_object(buf, p, end, ticker, out, 0, no_lv, 0)
+                            out[R_EVT] = ticker_event_time(out[R_EVT], ts)  # (OKX: required)
                         else:
                             p = -1
                         n_rows += 1

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 
+from numba import njit
+
 from fluxforge.events import CHECKSUM_OKX, BookMessage, EventSink, NormalizeError
 from fluxforge.segments import Envelope
 from fluxforge.venues.common import (
@@ -211,13 +213,22 @@ def _trades(env: Envelope, symbol: str, raw: str, data: list, sink: EventSink) -
     return "data"
 
 
+@njit(cache=True)
+def ticker_event_time(ts_event: int, ts_recv: int) -> int:
+    """A ticker's event time (ns; -1 when it sent neither ``systemTime`` nor ``ts``), else the
+    receive time. Compiled, because the byte scanner (fluxforge.demux.okx) applies this same
+    rule to its rows."""
+    return ts_recv if ts_event < 0 else ts_event
+
+
 def _tickers(env: Envelope, symbol: str, raw: str, data: list, sink: EventSink) -> str:
     rows = []
     for i, t in enumerate(data):
         rows.append(read_fields(TICKER, t, f"bitget ticker.data[{i}]"))
     for f in rows:
         sink.quote(
-            env.ex, symbol, raw, f.get("ts_event", env.ts), env.ts, f.get("bid_px"),
-            f.get("bid_sz"), f.get("ask_px"), f.get("ask_sz"), f.get("last"), env.seq,
+            env.ex, symbol, raw, ticker_event_time(f.get("ts_event", -1), env.ts), env.ts,
+            f.get("bid_px"), f.get("bid_sz"), f.get("ask_px"), f.get("ask_sz"), f.get("last"),
+            env.seq,
         )  # fmt: skip
     return "data"

@@ -4,6 +4,8 @@ per-line path's."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fluxforge.demux import demux_segment
@@ -72,3 +74,19 @@ def test_coinbase_book_event_time_rule_same_on_both_paths(
         1_700_000_001_500_000_000 if update_time.startswith("2023") else 1_700_000_000_000_000_000
     )
     assert msg.ts_event == want
+
+
+def test_bitget_ticker_without_time_takes_the_receive_time_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rule lives once (``bitget.ticker_event_time``): a ticker with neither ``systemTime``
+    nor ``ts`` takes the receive time, from the scanner and from the per-line path."""
+    line = next(x for x in doc_shapes.lines("bitget") if b'"systemTime"' in x)
+    line = re.sub(rb',"systemTime":\d+', b"", line)
+    assert b'"systemTime"' not in line
+    fast, slow = both_paths(line, monkeypatch, doc_shapes.SEGMENT)
+    assert fast.per_line == 0 and fast.quarantined == 0 and slow.per_line == 1
+    assert_same(fast, slow)
+    for res in (fast, slow):
+        (row,) = res.quotes.select(["ts_event", "ts_recv"]).to_pylist()
+        assert row["ts_event"] == row["ts_recv"]
