@@ -58,7 +58,7 @@ from fluxforge.demux.rows import (
 )
 from fluxforge.events import NormalizeError
 from fluxforge.venues import coinbase
-from fluxforge.venues.coinbase import book_event_time
+from fluxforge.venues.coinbase import book_event_time, event_time
 from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
 from fluxforge.wire.shape import SIDES
 
@@ -224,11 +224,11 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
                 n_lv = mark_lv
                 row[:] = -1
                 row[_M_KIND] = 2
-                row[_M_EVT] = ts  # a snapshot has no time: the receive time
                 q, _seen, lv, n_lv = flat_object(buf, p, end, snapshot, row, n_msg, lv, n_lv)
             p = q
             if p >= 0:
                 row[0], row[1], row[2] = i, ts, seq
+                row[_M_EVT] = event_time(row[_M_EVT], ts)  # (a snapshot has none)
                 n_msg += 1
         if p >= 0:
             p = ws(buf, p, end)
@@ -301,6 +301,13 @@ _TICKER = coinbase.TICKER.args_for(ROW_LAYOUT)
 _TAKER_SIDES = tuple(coinbase.TAKER_SIDE_OF_MAKER[w] for w in coinbase.MAKER_SIDES)
 
 
+@njit(cache=True)
+def _event_times(rows):
+    """``coinbase.event_time`` on each row (a ticker may lack its time)."""
+    for r in range(len(rows)):
+        rows[r, R_EVT] = event_time(rows[r, R_EVT], rows[r, R_TS])
+
+
 def fast_coinbase_rows(
     buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
@@ -318,6 +325,7 @@ def fast_coinbase_rows(
         )
         if not len(rows):
             continue
+        _event_times(rows)
         good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), coinbase.symbol_of)
         rows, codes = rows[good], codes[good]
         if not len(rows):

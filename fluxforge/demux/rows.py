@@ -56,7 +56,8 @@ ROW_LAYOUT = {
 @njit(cache=True)
 def payload_rows(buf, starts, ends, todo, head, src, exk, kind, shape, row_kind):
     """Lines whose whole payload is one object of the declaration `shape` -> one row each
-    (the layout above, R_KIND = `row_kind`); other lines: no row."""
+    (the layout above, R_KIND = `row_kind`; R_EVT -1 when the object has no event time, for
+    the venue's rule); other lines: no row."""
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)
@@ -70,7 +71,7 @@ def payload_rows(buf, starts, ends, todo, head, src, exk, kind, shape, row_kind)
         rows = grow(rows, n_rows)
         out = rows[n_rows]
         out[:] = -1
-        out[R_LINE], out[R_TS], out[R_SEQ], out[R_EVT], out[R_KIND] = i, ts, seq, ts, row_kind
+        out[R_LINE], out[R_TS], out[R_SEQ], out[R_KIND] = i, ts, seq, row_kind
         p, _seen, _lv, _n = flat_object(buf, p, end, shape, out, 0, no_lv, 0)
         if p < 0:
             continue

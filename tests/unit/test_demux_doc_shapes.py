@@ -90,3 +90,22 @@ def test_bitget_ticker_without_time_takes_the_receive_time_on_both_paths(
     for res in (fast, slow):
         (row,) = res.quotes.select(["ts_event", "ts_recv"]).to_pylist()
         assert row["ts_event"] == row["ts_recv"]
+
+
+def test_coinbase_exchange_ticker_and_snapshot_take_the_receive_time_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rule lives once (``coinbase.event_time``): an Exchange ticker without ``time`` and
+    an Exchange snapshot (no time) take the receive time, from the scanner and per line."""
+    ticker = next(x for x in doc_shapes.lines("coinbase") if b'"type":"ticker"' in x)
+    ticker = re.sub(rb',"time":"[^"]*"', b"", ticker)
+    assert b'"time"' not in ticker
+    snap = next(x for x in doc_shapes.lines("coinbase") if b'"type":"snapshot"' in x)
+    fast, slow = both_paths(ticker + b"\n" + snap, monkeypatch, doc_shapes.SEGMENT)
+    assert fast.per_line == 0 and fast.quarantined == 0 and slow.per_line == 2
+    assert_same(fast, slow)
+    for res in (fast, slow):
+        (row,) = res.quotes.select(["ts_event", "ts_recv"]).to_pylist()
+        assert row["ts_event"] == row["ts_recv"]
+        (_ln, msg), *_ = res.books_by_instrument_all()
+        assert msg.ts_event == msg.ts_recv
