@@ -68,7 +68,10 @@ from fluxforge.wire.shape import (
 )
 
 _EX = {ex: scan_ex(ex) for ex in ("okx", "bitget")}
-_WORDS = tuple(as_bytes(w) for w in (b"arg", b"action", b"data", b"ts", b"snapshot", b"update"))
+# the action words are the venue's (okx.ACTIONS): code 1 + their index, 0 absent (a snapshot)
+_WORDS = tuple(as_bytes(w.encode()) for w in ("arg", "action", "data", "ts", *okx.ACTIONS))
+_ACTION_UPDATE = 1 + okx.ACTIONS.index("update")
+assert len(okx.ACTIONS) == 2
 # msg columns
 _M_LINE, _M_TS, _M_SEQ, _M_EVT, _M_CK, _M_HASCK, _M_FINAL, _M_PREV, _M_SEQKEY = range(9)
 _M_COLS = 9
@@ -152,7 +155,7 @@ def _scan(
         mark_lv, mark_msg, mark_rows = n_lv, n_msg, n_rows
         ch_kind = -1
         seen = 0
-        action = 0  # 0 absent, 1 snapshot, 2 update
+        action = 0  # 0 absent, 1 + index in okx.ACTIONS
         bad = False
         while True:
             ks, ke, p = key_at(buf, p, end)
@@ -338,7 +341,7 @@ def _rows(
     taken[line[~good]] = False  # a line is taken whole or not at all
     keep = taken[line]
     if not is_okx:  # trade snapshots: the history before the subscription, control lines
-        snap = (rows[:, R_KIND] == _CH_TRADE) & (info[line, 6] != 2) & keep
+        snap = (rows[:, R_KIND] == _CH_TRADE) & (info[line, 6] != _ACTION_UPDATE) & keep
         if snap.any():
             control = np.zeros(len(out.taken), dtype=bool)
             control[line[snap]] = True
@@ -423,7 +426,7 @@ def _books(
         channel, raw, sym = labels[c][0], labels[c][1], symbols[c]
         assert sym is not None
         sel = np.flatnonzero(msg_ok & (msg_code == c))
-        snapshot = action[sel] != 2  # no action: a whole top-N push (normalizer default)
+        snapshot = action[sel] != _ACTION_UPDATE  # no action: a whole snapshot (okx.ACTIONS)
         if not is_okx and channel != "books":
             snapshot = np.ones(len(sel), dtype=bool)
         out[(exchange, sym)] = FastBook(

@@ -46,7 +46,7 @@ from fluxforge.venues.common import (
     split_concat,
     venue_symbol,
 )
-from fluxforge.venues.okx import book_checksum
+from fluxforge.venues.okx import book_checksum, push_action
 from fluxforge.wire.shape import (
     V_ASKS,
     V_BIDS,
@@ -106,9 +106,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     channel = arg["channel"]
     raw = venue_symbol(arg["inst_id"], "bitget instId")
     symbol = venue_symbol_to_symbol(raw, arg.get("inst_type", SPOT_INST_TYPE))
-    action = d.get("action", "snapshot")
-    if action not in ("snapshot", "update"):
-        raise NormalizeError(f"bitget {channel}: action {str(action)[:20]!r} not snapshot/update")
+    action = push_action(d, f"bitget {channel}")
     data = as_list(field(d, "data", f"bitget {channel}"), f"bitget {channel}.data")
     if channel in BOOK_DEPTH:
         return _books(env, channel, symbol, raw, action, data, sink)

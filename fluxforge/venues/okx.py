@@ -158,12 +158,24 @@ BOOK_ITEM = ObjectShape(
 )
 
 
+# The push's "action" words (OKX and Bitget), declared once: the per-line path checks them with
+# ``push_action``, the byte scanner (fluxforge.demux.okx) matches the same words. No action
+# (books5 / bbo-tbt, Bitget top-N): a whole snapshot, ACTIONS[0].
+ACTIONS = ("snapshot", "update")
+
+
+def push_action(d: dict, where: str) -> str:
+    """The push's action word: one of ``ACTIONS``, absent: "snapshot"."""
+    action = d.get("action", ACTIONS[0])
+    if action not in ACTIONS:
+        raise NormalizeError(f"{where}: action {str(action)[:20]!r} is not snapshot/update")
+    return action
+
+
 def _books(env: Envelope, d: dict, arg: dict, channel: str, data: list, sink: EventSink) -> str:
     raw = field(arg, "inst_id", f"okx {channel}.arg")  # (the column of "instId")
     symbol = symbol_of(raw)
-    action = d.get("action", "snapshot")  # books5 / bbo-tbt send whole top-N, no action
-    if action not in ("snapshot", "update"):
-        raise NormalizeError(f"okx {channel}: action {str(action)[:20]!r} is not snapshot/update")
+    action = push_action(d, f"okx {channel}")
     msgs = []
     for i, item in enumerate(data):
         where = f"okx {channel}.data[{i}]"

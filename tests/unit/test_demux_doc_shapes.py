@@ -109,3 +109,26 @@ def test_coinbase_exchange_ticker_and_snapshot_take_the_receive_time_on_both_pat
         assert row["ts_event"] == row["ts_recv"]
         (_ln, msg), *_ = res.books_by_instrument_all()
         assert msg.ts_event == msg.ts_recv
+
+
+@pytest.mark.parametrize("venue", ["okx", "bitget"])
+@pytest.mark.parametrize("action", [None, "snapshot", "update", "delete"])
+def test_okx_bitget_action_words_same_on_both_paths(
+    venue: str, action: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The words live once (``okx.ACTIONS``): a full-depth ``books`` push is an update only
+    with "update", a snapshot with "snapshot" or no action, and another word is quarantined,
+    by the scanner and by the per-line path."""
+    line = next(x for x in doc_shapes.lines(venue) if b'"action":"update"' in x)
+    assert b'"channel":"books"' in line
+    new = b"" if action is None else f'"action":"{action}",'.encode()
+    line = line.replace(b'"action":"update",', new)
+    fast, slow = both_paths(line, monkeypatch, doc_shapes.SEGMENT)
+    assert_same(fast, slow)
+    if action == "delete":
+        assert fast.quarantined == slow.quarantined == 1
+        return
+    assert fast.per_line == 0 and fast.quarantined == 0
+    for res in (fast, slow):
+        (_ln, msg), *_ = res.books_by_instrument_all()
+        assert msg.is_snapshot == (action != "update")
