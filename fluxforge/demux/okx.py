@@ -427,8 +427,8 @@ def _books(
         assert sym is not None
         sel = np.flatnonzero(msg_ok & (msg_code == c))
         snapshot = action[sel] != _ACTION_UPDATE  # no action: a whole snapshot (okx.ACTIONS)
-        if not is_okx and channel != "books":
-            snapshot = np.ones(len(sel), dtype=bool)
+        if not is_okx and bitget.book_is_snapshot(channel, okx.ACTIONS[_ACTION_UPDATE - 1]):
+            snapshot = np.ones(len(sel), dtype=bool)  # a top-N channel: always whole
         out[(exchange, sym)] = FastBook(
             exchange=exchange,
             symbol=sym,

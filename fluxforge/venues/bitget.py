@@ -46,7 +46,7 @@ from fluxforge.venues.common import (
     split_concat,
     venue_symbol,
 )
-from fluxforge.venues.okx import book_checksum, push_action
+from fluxforge.venues.okx import ACTIONS, book_checksum, push_action
 from fluxforge.wire.shape import (
     V_ASKS,
     V_BIDS,
@@ -133,6 +133,13 @@ BOOK_ITEM = ObjectShape(
 )
 
 
+def book_is_snapshot(channel: str, action: str) -> bool:
+    """A book push is a snapshot when its action says so, and always on a top-N channel
+    (``booksN``: depth N > 0), which sends the whole top N each time. The byte scanner
+    (fluxforge.demux.okx) asks this same rule per channel."""
+    return action == ACTIONS[0] or BOOK_DEPTH[channel] > 0
+
+
 def _books(
     env: Envelope,
     channel: str,
@@ -150,7 +157,7 @@ def _books(
         msgs.append(
             BookMessage(
                 env.ex, symbol, raw, channel, f["ts_event"], env.ts, env.seq,
-                action == "snapshot" or channel != "books", f["bids"], f["asks"],
+                book_is_snapshot(channel, action), f["bids"], f["asks"],
                 final_id=f.get("final_id", -1), checksum=checksum,
                 checksum_kind=CHECKSUM_OKX if checksum is not None else None,
                 depth=BOOK_DEPTH[channel],

@@ -132,3 +132,19 @@ def test_okx_bitget_action_words_same_on_both_paths(
     for res in (fast, slow):
         (_ln, msg), *_ = res.books_by_instrument_all()
         assert msg.is_snapshot == (action != "update")
+
+
+@pytest.mark.parametrize("channel", ["books", "books1", "books5", "books15"])
+def test_bitget_top_n_channel_is_always_a_snapshot_on_both_paths(
+    channel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule lives once (``bitget.book_is_snapshot``): an "update" push on a ``booksN``
+    channel is still a whole top-N snapshot; on ``books`` it is an update, on both paths."""
+    line = next(x for x in doc_shapes.lines("bitget") if b'"action":"update"' in x)
+    line = line.replace(b'"channel":"books"', f'"channel":"{channel}"'.encode())
+    fast, slow = both_paths(line, monkeypatch, doc_shapes.SEGMENT)
+    assert fast.per_line == 0 and fast.quarantined == 0
+    assert_same(fast, slow)
+    for res in (fast, slow):
+        (_ln, msg), *_ = res.books_by_instrument_all()
+        assert msg.is_snapshot == (channel != "books")
