@@ -584,14 +584,7 @@ class BookEngine:
         and tops (the benchmark's hot path); gaps, stats and state are the same either way."""
         segment = segment or self.segment
         self._learn_integrity(batch)
-        is_snap = (batch.flags & K.F_SNAPSHOT) != 0
-        snaps = self._compared_snapshots(batch, is_snap)
-        last = np.flatnonzero(is_snap)
-        updated = (
-            bool(last[-1] < len(batch) - 1)
-            if len(last)
-            else self._updated_since_snapshot or len(batch) > 0
-        )
+        snaps, updated = self._compared_snapshots(batch)
         if not len(snaps):
             out = self._apply(batch, segment, tables)
             self._updated_since_snapshot = updated
@@ -634,24 +627,27 @@ class BookEngine:
             out.drift = pa.Table.from_pylist(drifts, schema=BOOK_DRIFT)
         return out
 
-    def _compared_snapshots(self, batch: BookBatch, is_snap: np.ndarray) -> np.ndarray:
+    def _compared_snapshots(self, batch: BookBatch) -> tuple[np.ndarray, bool]:
         """The snapshot messages of `batch` that may be compared with the book (drift), each
-        the start of its own piece; the others are applied inside a piece like any message.
+        the start of its own piece (the others are applied inside a piece like any message),
+        and whether updates follow the batch's last snapshot (the engine's state after it).
 
         A chained snapshot (Binance) may sit at the book's own update id. An unchained one
         is comparable only when updates were applied since the previous snapshot: between
         two pushes of a partial-depth stream (Binance ``@depth20``, OKX ``books5``, Bitget
         ``books15``: a whole top N every time, no updates) the book is just the previous
         push, an earlier instant, so a difference says nothing about the replay."""
+        is_snap = (batch.flags & K.F_SNAPSHOT) != 0
         snaps = np.flatnonzero(is_snap)
         if not len(snaps):
-            return snaps
+            return snaps, self._updated_since_snapshot or len(batch) > 0
         # updates between each snapshot and the one before it (the first: since the batch
         # began, plus what the previous batches left)
         since = np.diff(np.concatenate(([0], np.cumsum(~is_snap)[snaps])))
         updated = since > 0
         updated[0] |= self._updated_since_snapshot
-        return snaps[updated | (batch.chain[snaps] != K.CH_NONE)]
+        compared = snaps[updated | (batch.chain[snaps] != K.CH_NONE)]
+        return compared, bool(snaps[-1] < len(batch) - 1)
 
     def _learn_integrity(self, batch: BookBatch) -> None:
         """How the venue verifies this book, from its messages (a Kraken snapshot carries no
