@@ -67,14 +67,27 @@ def to_lake(data: pa.Table, schema: pa.Schema) -> pa.Table:
         i = data.schema.get_field_index(name)
         if i < 0:
             continue
-        ns = data.column(i)
+        data = data.set_column(i, pa.field(name, LAKE_TIME), _lake_times(data.column(i)))
+    return data
+
+
+def _lake_times(ns: pa.ChunkedArray) -> pa.ChunkedArray:
+    if ns.null_count or ns.type != NS:
         # values are >= 0 once negatives are null, so truncating division is a floor
         us = pc.divide(
             pc.if_else(pc.less(ns, 0), pa.scalar(None, pa.int64()), ns),
             pa.scalar(NS_PER_LAKE_UNIT, pa.int64()),
         )
-        data = data.set_column(i, pa.field(name, LAKE_TIME), us.cast(LAKE_TIME))
-    return data
+        return us.cast(LAKE_TIME)
+    # the common case (int64 ns, no nulls) in numpy: one pass for the division, one for the
+    # sign, no null-filled copy (a third less CPU than the three compute kernels above)
+    chunks = []
+    for chunk in ns.chunks:
+        values = chunk.to_numpy()
+        none = values < 0
+        us = pa.array(values // NS_PER_LAKE_UNIT, mask=none if none.any() else None)
+        chunks.append(us.view(LAKE_TIME))
+    return pa.chunked_array(chunks, LAKE_TIME)
 
 
 def at_lake_precision(ns: T) -> T:

@@ -92,3 +92,18 @@ def test_times_are_stored_as_utc_microsecond_timestamps_and_read_back_as_ns() ->
     assert back.schema == GAP_LEDGER
     assert back["ts_from"].to_pylist() == [ns // 1000 * 1000, -1]
     assert back["ts_to"].to_pylist() == [ns // 1000 * 1000, ns // 1000 * 1000 + 1000]
+
+
+def test_lake_times_of_chunked_ns_with_negatives_and_nulls_floor_and_null_alike() -> None:
+    """Both ways of converting times (numpy for plain int64 ns, compute kernels when the
+    column holds nulls) floor to microseconds and turn negative ("none") times into null."""
+    from fluxforge.tables import GAP_LEDGER, LAKE_TIME, to_lake
+
+    def one(chunks: list[list[int | None]]) -> list[int | None]:
+        rows = pa.table({"ts_from": pa.chunked_array(chunks, pa.int64())})
+        stored = to_lake(rows, GAP_LEDGER)["ts_from"]
+        assert stored.type == LAKE_TIME
+        return stored.cast(pa.int64()).to_pylist()
+
+    assert one([[5_999, -1, 0], [-1_000_000, 1_001], []]) == [5, None, 0, None, 1]
+    assert one([[None, -5, 2_000], [999]]) == [None, None, 2, 0]
