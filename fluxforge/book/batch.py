@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -93,6 +94,50 @@ class BookBatch:
         size_strings: pa.Array,
         venue_symbol: str,
         channel: str,
+        **fields: Any,
+    ) -> BookBatch:
+        """Build a batch from columns (the benchmark, the checkpoint): prices and sizes as
+        Arrow string arrays of the wire text, one entry per level; `fields` as
+        ``from_arena``."""
+        n_lv = len(side)
+        px = pa.array(price_strings, type=pa.large_string())
+        sz = pa.array(size_strings, type=pa.large_string())
+        if len(px) != n_lv or len(sz) != n_lv:
+            raise BookInputError(
+                f"price/size strings have {len(px)}/{len(sz)} entries for {n_lv} levels"
+            )
+        if px.null_count or sz.null_count:
+            raise BookInputError("price/size strings must not be null")
+        pkey, skey = level_keys(px), level_keys(sz)
+        arena, arena_offsets = arena_of(px, sz)
+        return cls.from_arena(
+            ts_event=ts_event,
+            ts_recv=ts_recv,
+            level_offsets=level_offsets,
+            side=side,
+            arena=arena,
+            arena_offsets=arena_offsets,
+            price_key=pkey,
+            size_key=skey,
+            venue_symbol=venue_symbol,
+            channel=channel,
+            **fields,
+        )
+
+    @classmethod
+    def from_arena(
+        cls,
+        *,
+        ts_event: np.ndarray,
+        ts_recv: np.ndarray,
+        level_offsets: np.ndarray,
+        side: np.ndarray,
+        arena: np.ndarray,
+        arena_offsets: np.ndarray,
+        price_key: np.ndarray,
+        size_key: np.ndarray,
+        venue_symbol: str,
+        channel: str,
         seq: np.ndarray | None = None,
         is_snapshot: np.ndarray | None = None,
         from_rest: np.ndarray | None = None,
@@ -104,25 +149,19 @@ class BookBatch:
         chain: str | None = None,
         venue_depth: int = 0,
     ) -> BookBatch:
-        """Build a batch from columns (the demux path and the benchmark): prices and sizes as
-        Arrow string arrays of the wire text, one entry per level."""
+        """Build a batch from columns whose level strings are already one arena (the demux's
+        level columns, ``fluxforge.demux.fastbook``): prices then sizes, `arena_offsets`
+        from 0 (2L+1 entries), with the float key of each (``level_keys``'s values)."""
         n = len(ts_event)
         n_lv = len(side)
-        px = pa.array(price_strings, type=pa.large_string())
-        sz = pa.array(size_strings, type=pa.large_string())
-        if len(px) != n_lv or len(sz) != n_lv:
+        if len(arena_offsets) != 2 * n_lv + 1 or len(price_key) != n_lv or len(size_key) != n_lv:
             raise BookInputError(
-                f"price/size strings have {len(px)}/{len(sz)} entries for {n_lv} levels"
+                f"arena offsets/keys have {len(arena_offsets)}/{len(price_key)}/"
+                f"{len(size_key)} entries for {n_lv} levels"
             )
-        if px.null_count or sz.null_count:
-            raise BookInputError("price/size strings must not be null")
-        try:
-            pkey = px.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            skey = sz.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise BookInputError(f"price/size is not a decimal number: {exc}") from None
-        _check_levels(pkey, skey, np.asarray(level_offsets))
-        arena, arena_offsets = _arena(px, sz)
+        if arena_offsets[0] != 0 or arena_offsets[-1] != len(arena):
+            raise BookInputError("arena offsets must run from 0 to the arena's length")
+        _check_levels(price_key, size_key, np.asarray(level_offsets))
 
         def col(a: np.ndarray | None, dtype: type, fill: int) -> np.ndarray:
             if a is None:
@@ -151,10 +190,10 @@ class BookBatch:
             venue_depth=np.full(n, venue_depth, dtype=np.int32),
             level_offsets=np.ascontiguousarray(level_offsets, dtype=np.int64),
             side=np.ascontiguousarray(side, dtype=np.uint8),
-            price=pkey,
-            size=skey,
-            arena=arena,
-            arena_offsets=arena_offsets,
+            price=np.ascontiguousarray(price_key, dtype=np.float64),
+            size=np.ascontiguousarray(size_key, dtype=np.float64),
+            arena=np.ascontiguousarray(arena, dtype=np.uint8),
+            arena_offsets=np.ascontiguousarray(arena_offsets, dtype=np.int64),
             venue_symbol=np.zeros(n, dtype=np.int32),
             channel=np.zeros(n, dtype=np.int32),
             venue_symbols=[venue_symbol],
@@ -212,12 +251,11 @@ class BookBatch:
         try:
             px_arr = pa.array(prices, type=pa.large_string())
             sz_arr = pa.array(sizes, type=pa.large_string())
-            pkey = px_arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            skey = sz_arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise BookInputError(f"book level price/size is not a decimal string: {exc}") from None
+        pkey, skey = level_keys(px_arr), level_keys(sz_arr)
         _check_levels(pkey, skey, offsets)
-        arena, arena_offsets = _arena(px_arr, sz_arr)
+        arena, arena_offsets = arena_of(px_arr, sz_arr)
         return cls(
             ts_event=ts_event,
             ts_recv=ts_recv,
@@ -251,7 +289,7 @@ class BookBatch:
         np.cumsum(counts, out=offsets[1:])
         lv = level_ranges(self.level_offsets[:-1][idx], counts)
         pick = pa.array(lv, pa.int64())
-        arena, arena_offsets = _arena(
+        arena, arena_offsets = arena_of(
             self.strings("price").take(pick), self.strings("size").take(pick)
         )
         return BookBatch(
@@ -283,13 +321,7 @@ class BookBatch:
         contiguous range, with the arena copied as two byte ranges (prices, then sizes)
         instead of string by string."""
         l0, l1 = int(self.level_offsets[lo]), int(self.level_offsets[hi])
-        n = self.n_levels
-        po = self.arena_offsets[l0 : l1 + 1]
-        so = self.arena_offsets[n + l0 : n + l1 + 1]
-        arena = np.concatenate(
-            [self.arena[int(po[0]) : int(po[-1])], self.arena[int(so[0]) : int(so[-1])]]
-        )
-        arena_offsets = np.concatenate([po - po[0], so[1:] - so[0] + (po[-1] - po[0])])
+        arena, arena_offsets = arena_slice(self.arena, self.arena_offsets, l0, l1)
         return BookBatch(
             ts_event=self.ts_event[lo:hi],
             ts_recv=self.ts_recv[lo:hi],
@@ -326,7 +358,7 @@ class BookBatch:
         for b in batches:
             offsets.append(b.level_offsets[1:] + base)
             base += b.n_levels
-        arena, arena_offsets = _arena(
+        arena, arena_offsets = arena_of(
             pa.concat_arrays([b.strings("price") for b in batches]),
             pa.concat_arrays([b.strings("size") for b in batches]),
         )
@@ -394,6 +426,29 @@ class BookBatch:
         if len(batch.venue_symbol) != n or len(batch.channel) != n:
             raise ValueError("venue_symbol/channel columns do not match the messages")
         return batch
+
+
+def level_keys(strings: pa.Array) -> np.ndarray:
+    """The float key of each wire string (the module doc: the float64 nearest to the decimal;
+    Arrow's cast rounds correctly)."""
+    try:
+        return strings.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise BookInputError(f"book level price/size is not a decimal number: {exc}") from None
+
+
+def arena_slice(
+    arena: np.ndarray, arena_offsets: np.ndarray, l0: int, l1: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(arena, offsets) of levels ``l0..l1-1`` of an arena of prices then sizes: the whole
+    arena itself, else the two byte ranges copied (prices, then sizes)."""
+    n = (len(arena_offsets) - 1) // 2
+    if l0 == 0 and l1 == n:
+        return arena, arena_offsets
+    po = arena_offsets[l0 : l1 + 1]
+    so = arena_offsets[n + l0 : n + l1 + 1]
+    out = np.concatenate([arena[int(po[0]) : int(po[-1])], arena[int(so[0]) : int(so[-1])]])
+    return out, np.concatenate([po - po[0], so[1:] - so[0] + (po[-1] - po[0])])
 
 
 def level_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -484,7 +539,8 @@ def _string_buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offs - start, data[start:end]
 
 
-def _arena(px: pa.Array, sz: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def arena_of(px: pa.Array, sz: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(arena, offsets from 0) of the price strings `px` then the size strings `sz`."""
     po, pd = _string_buffers(px)
     so, sd = _string_buffers(sz)
     arena = np.concatenate([pd, sd])

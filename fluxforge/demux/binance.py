@@ -60,6 +60,7 @@ from fluxforge.demux.bytescan import (
 from fluxforge.demux.fastbook import (
     FastBook,
     LevelColumns,
+    by_code,
     checked_symbols,
     one_code_per_symbol,
 )
@@ -392,11 +393,10 @@ def fast_binance_depth(
         return ScanResult(none)
     levels = LevelColumns(buf, lv, msg_ok, len(msg))
     out: dict[tuple[str, str], FastBook] = {}
-    for c in sorted(np.unique(codes[msg_ok]).tolist()):
+    for c, sel in by_code(codes, msg_ok):
         sym = symbols[c]
         venue_name, channel = labels[c]
         assert sym is not None
-        sel = np.flatnonzero(msg_ok & (codes == c))
         diff = channel == binance.DEPTH_CHANNEL
         none_ids = np.full(len(sel), -1, np.int64)
         out[(exchange, sym)] = FastBook(

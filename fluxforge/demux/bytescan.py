@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from fluxforge.wire.decimal import decimal_end, plain_decimal
+from fluxforge.wire.decimal import copy_decimal_key, decimal_end, plain_decimal
 from fluxforge.wire.shape import (
     A_COL,
     A_FLAGS,
@@ -531,6 +531,79 @@ def gather(buf, s, e):
         for k in range(lens[i]):
             out[o + k] = buf[a + k]
     return out, offsets
+
+
+@njit(cache=True)
+def level_order(lv, msg_ok, n_msg):
+    """The level rows `lv` (message row, side 0/1, ...) of the messages where `msg_ok`,
+    ordered per message, bids then asks, each side in row order (a stable counting sort on
+    message * 2 + side): (order, levels per message, first position of each message)."""
+    start = np.zeros(2 * n_msg + 1, np.int64)
+    for j in range(len(lv)):
+        r = lv[j, 0]
+        if msg_ok[r]:
+            start[2 * r + lv[j, 1] + 1] += 1
+    for k in range(2 * n_msg):
+        start[k + 1] += start[k]
+    order = np.empty(start[2 * n_msg], np.int64)
+    at = start[: 2 * n_msg].copy()
+    for j in range(len(lv)):
+        r = lv[j, 0]
+        if msg_ok[r]:
+            key = 2 * r + lv[j, 1]
+            order[at[key]] = j
+            at[key] += 1
+    first = start[0 : 2 * n_msg : 2].copy()
+    counts = start[2 : 2 * n_msg + 1 : 2] - first
+    return order, counts, first
+
+
+@njit(cache=True)
+def level_arena(buf, lv, order, first, counts, sel):
+    """The levels of messages `sel` (their rows in `order` from `first`, `counts` each) as a
+    book batch's level columns: level offsets per message, side, one byte arena holding the
+    price strings then the size strings (offsets from 0), and the float keys of each price
+    and size (``copy_decimal_key``; `slow` marks the levels whose keys it could not give)."""
+    n_msg = len(sel)
+    level_offsets = np.empty(n_msg + 1, np.int64)
+    level_offsets[0] = 0
+    n_px = 0
+    n_sz = 0
+    for i in range(n_msg):
+        m = sel[i]
+        level_offsets[i + 1] = level_offsets[i] + counts[m]
+        for t in range(first[m], first[m] + counts[m]):
+            j = order[t]
+            n_px += lv[j, 3] - lv[j, 2]
+            n_sz += lv[j, 5] - lv[j, 4]
+    n_lv = level_offsets[n_msg]
+    arena = np.empty(n_px + n_sz, np.uint8)
+    offsets = np.empty(2 * n_lv + 1, np.int64)
+    side = np.empty(n_lv, np.uint8)
+    pkey = np.empty(n_lv, np.float64)
+    skey = np.empty(n_lv, np.float64)
+    slow = np.zeros(n_lv, np.bool_)
+    offsets[0] = 0
+    o_px = 0
+    o_sz = n_px
+    x = 0
+    for i in range(n_msg):
+        m = sel[i]
+        for t in range(first[m], first[m] + counts[m]):
+            j = order[t]
+            side[x] = lv[j, 1]
+            a, b = lv[j, 2], lv[j, 3]
+            pkey[x], good = copy_decimal_key(buf, a, b, arena, o_px)
+            o_px += b - a
+            offsets[x + 1] = o_px
+            a, b = lv[j, 4], lv[j, 5]
+            skey[x], good2 = copy_decimal_key(buf, a, b, arena, o_sz)
+            o_sz += b - a
+            offsets[n_lv + x + 1] = o_sz
+            slow[x] = not (good and good2)
+            x += 1
+    len(buf)  # (buf live to the exit: see the module doc)
+    return level_offsets, side, arena, offsets, pkey, skey, slow
 
 
 def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) -> pa.Array:

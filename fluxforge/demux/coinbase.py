@@ -39,7 +39,13 @@ from fluxforge.demux.bytescan import (
     str_end,
     ws,
 )
-from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
+from fluxforge.demux.fastbook import (
+    FastBook,
+    LevelColumns,
+    by_code,
+    checked_symbols,
+    one_code_per_symbol,
+)
 from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.demux.rows import (
     R_COLS,
@@ -275,8 +281,7 @@ def fast_coinbase_books(
         return ScanResult(none)
     levels = LevelColumns(buf, lv, msg_ok, len(msg))
     out: dict[tuple[str, str], FastBook] = {}
-    for c in sorted(np.unique(codes[msg_ok]).tolist()):
-        sel = np.flatnonzero(msg_ok & (codes == c))
+    for c, sel in by_code(codes, msg_ok):
         sym = symbols[c]
         assert sym is not None
         out[("coinbase", sym)] = FastBook(

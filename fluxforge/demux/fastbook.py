@@ -10,13 +10,15 @@ venue symbol and one channel; anything else is left to the per-line path).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from fluxforge.demux.bytescan import spans
+from fluxforge.book.batch import BookBatch, arena_of, arena_slice, level_keys
+from fluxforge.demux.bytescan import level_arena, level_order
 from fluxforge.events import BookMessage
 from fluxforge.storage.paths import sanitize_part
 
@@ -63,32 +65,53 @@ def one_code_per_symbol(
 
 class LevelColumns:
     """The level rows `lv` (message row, side, price start/end, size start/end) of the
-    messages where `msg_ok`, sorted per message: bids then asks, each side in wire order."""
+    messages where `msg_ok`, per message: bids then asks, each side in wire order."""
 
     def __init__(self, buf: np.ndarray, lv: np.ndarray, msg_ok: np.ndarray, n_msg: int) -> None:
-        row_of, side = lv[:, 0], lv[:, 1].astype(np.uint8)
-        # (message, side, wire order): a stable sort of message * 2 + side, cheaper than a
-        # three-key lexsort on the nearly sorted rows
-        order = np.argsort(row_of * 2 + side, kind="stable")
-        order = order[msg_ok[row_of[order]]]
-        self.side = side[order]
-        self.price = spans(buf, lv[order, 2], lv[order, 3], large=True)
-        self.size = spans(buf, lv[order, 4], lv[order, 5], large=True)
-        self.counts = np.bincount(row_of[order], minlength=n_msg)
-        self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+        self.buf = buf
+        self.lv = np.ascontiguousarray(lv)
+        self.order, self.counts, self.first = level_order(self.lv, msg_ok, n_msg)
 
     def of(self, sel: np.ndarray) -> dict[str, Any]:
-        """level_offsets, side, price, size of the messages `sel` (ascending rows)."""
-        lens = self.counts[sel]
-        offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-        lvl_idx = np.repeat(self.starts[sel] - offsets[:-1], lens) + np.arange(offsets[-1])
-        take = pa.array(lvl_idx, pa.int64())
+        """level_offsets, side, arena, arena_offsets, price_key, size_key of the messages
+        `sel` (ascending rows): one gather straight into the batch's arena layout."""
+        offsets, side, arena, arena_offsets, pkey, skey, slow = level_arena(
+            self.buf, self.lv, self.order, self.first, self.counts, sel
+        )
+        if slow.any():  # keys the fast rule cannot give: Arrow's cast, the batch's own rule
+            idx = pa.array(np.flatnonzero(slow))
+            n = len(side)
+            pkey[slow] = level_keys(_strings(arena, arena_offsets[: n + 1]).take(idx))
+            skey[slow] = level_keys(_strings(arena, arena_offsets[n:]).take(idx))
         return {
             "level_offsets": offsets,
-            "side": self.side[lvl_idx],
-            "price": self.price.take(take),
-            "size": self.size.take(take),
+            "side": side,
+            "arena": arena,
+            "arena_offsets": arena_offsets,
+            "price_key": pkey,
+            "size_key": skey,
         }
+
+
+def by_code(codes: np.ndarray, ok: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(code, ascending rows where `ok` with that code) per distinct code, codes ascending:
+    one stable sort instead of a pass over every row per code."""
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        return []
+    picked = codes[rows]
+    order = np.argsort(picked, kind="stable")
+    rows, picked = rows[order], picked[order]
+    cut = np.flatnonzero(picked[1:] != picked[:-1]) + 1
+    bounds = [0, *cut.tolist(), len(rows)]
+    return [(int(picked[a]), rows[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _strings(arena: np.ndarray, offsets: np.ndarray) -> pa.LargeStringArray:
+    """The strings at `offsets` (n+1 positions) of `arena`, zero-copy."""
+    return pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(np.ascontiguousarray(offsets)), pa.py_buffer(arena)
+    )
 
 
 @dataclass
@@ -106,8 +129,12 @@ class FastBook:
     is_snapshot: np.ndarray  # bool[n]
     level_offsets: np.ndarray  # int64[n+1]
     side: np.ndarray  # uint8[L] 0 bid 1 ask; per message bids first, then asks
-    price: pa.Array  # large_string[L] exact wire text
-    size: pa.Array
+    # the exact wire text of every level's price, then of every size, in one byte arena
+    # (offsets from 0, 2L+1 of them: the book batch's layout) and their float keys
+    arena: np.ndarray  # uint8
+    arena_offsets: np.ndarray  # int64[2L+1]
+    price_key: np.ndarray  # float64[L]
+    size_key: np.ndarray  # float64[L]
     final_id: np.ndarray  # int64[n] venue update id (Advanced Trade sequence_num), -1 = none
     # integrity fields of the other venues' shapes (None: the default of every message)
     first_id: np.ndarray | None = None  # int64[n], -1 = none
@@ -122,21 +149,32 @@ class FastBook:
     def __len__(self) -> int:
         return len(self.line)
 
-    def batch(self, start: int, end: int) -> Any:
-        """Messages [start, end) as the book kernel's columnar batch."""
-        from fluxforge.book import BookBatch
+    @property
+    def price(self) -> pa.LargeStringArray:
+        """Every level's price, the wire text (zero-copy)."""
+        return _strings(self.arena, self.arena_offsets[: len(self.side) + 1])
 
+    @property
+    def size(self) -> pa.LargeStringArray:
+        """Every level's size, the wire text (zero-copy)."""
+        return _strings(self.arena, self.arena_offsets[len(self.side) :])
+
+    def batch(self, start: int, end: int) -> BookBatch:
+        """Messages [start, end) as the book kernel's columnar batch."""
         lo, hi = int(self.level_offsets[start]), int(self.level_offsets[end])
         has_ck = None
         if self.has_checksum is not None and self.has_checksum[start:end].any():
             has_ck = self.has_checksum[start:end]
-        batch = BookBatch.from_columns(
+        arena, arena_offsets = arena_slice(self.arena, self.arena_offsets, lo, hi)
+        batch = BookBatch.from_arena(
             ts_event=self.ts_event[start:end],
             ts_recv=self.ts_recv[start:end],
             level_offsets=self.level_offsets[start : end + 1] - lo,
             side=self.side[lo:hi],
-            price_strings=self.price.slice(lo, hi - lo),
-            size_strings=self.size.slice(lo, hi - lo),
+            arena=arena,
+            arena_offsets=arena_offsets,
+            price_key=self.price_key[lo:hi],
+            size_key=self.size_key[lo:hi],
             venue_symbol=self.venue_symbol,
             channel=self.channel,
             seq=self.seq[start:end],
@@ -219,8 +257,13 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
     lvl_idx = np.repeat(all_starts[order] - offsets[:-1], o_lens) + np.arange(offsets[-1])
     take = pa.array(lvl_idx, pa.int64())
     all_side = np.concatenate([fast.side, np.asarray(side, np.uint8)])
-    all_px = pa.concat_arrays([fast.price, pa.array(price, pa.large_string())])
-    all_sz = pa.concat_arrays([fast.size, pa.array(size, pa.large_string())])
+    line_px = pa.array(price, pa.large_string())
+    line_sz = pa.array(size, pa.large_string())
+    all_px = pa.concat_arrays([fast.price, line_px]).take(take)
+    all_sz = pa.concat_arrays([fast.size, line_sz]).take(take)
+    arena, arena_offsets = arena_of(all_px, all_sz)
+    price_key = np.concatenate([fast.price_key, level_keys(line_px)])[lvl_idx]
+    size_key = np.concatenate([fast.size_key, level_keys(line_sz)])[lvl_idx]
 
     def cat(a: np.ndarray, attr: str) -> np.ndarray:
         return np.concatenate([a, [getattr(m, attr) for _, m in msgs]]).astype(a.dtype)[order]
@@ -247,8 +290,10 @@ def merge_columns(fast: FastBook, msgs: list[tuple[int, BookMessage]]) -> FastBo
         final_id=cat(fast.final_id, "final_id"),
         level_offsets=offsets,
         side=all_side[lvl_idx],
-        price=all_px.take(take),
-        size=all_sz.take(take),
+        arena=arena,
+        arena_offsets=arena_offsets,
+        price_key=price_key,
+        size_key=size_key,
         first_id=opt(fast.first_id, [m.first_id for _, m in msgs]),
         prev_id=opt(fast.prev_id, [m.prev_id for _, m in msgs]),
         from_rest=opt(fast.from_rest, [m.from_rest for _, m in msgs], False, bool),

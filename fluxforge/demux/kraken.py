@@ -52,7 +52,13 @@ from fluxforge.demux.bytescan import (
     str_end,
     ws,
 )
-from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
+from fluxforge.demux.fastbook import (
+    FastBook,
+    LevelColumns,
+    by_code,
+    checked_symbols,
+    one_code_per_symbol,
+)
 from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.demux.rows import (
     R_AUX,
@@ -308,10 +314,9 @@ def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> Sca
         return ScanResult(none)
     levels = LevelColumns(buf, lv, msg_ok, len(msg))
     out: dict[tuple[str, str], FastBook] = {}
-    for c in sorted(np.unique(codes[msg_ok]).tolist()):
+    for c, sel in by_code(codes, msg_ok):
         (raw, channel), sym = labels[c], symbols[c]
         assert sym is not None
-        sel = np.flatnonzero(msg_ok & (codes == c))
         out[("kraken", sym)] = _fast_book(
             sym, raw, channel, msg[sel, 0], msg[sel, 4], msg[sel, 1], msg[sel, 2],
             msg[sel, 3] == 1, msg[sel, 9], int(msg[sel[0], 10]), levels.of(sel),
@@ -677,8 +682,7 @@ def fast_kraken_rows(
     if book_rows.any():
         levels = LevelColumns(buf, lv, book_rows, len(rows))
         raw_list = raws.to_pylist()
-        for c in sorted(np.unique(codes[book_rows]).tolist()):
-            sel = np.flatnonzero(book_rows & (codes == c))
+        for c, sel in by_code(codes, book_rows):
             out.books[("kraken", sym_list[c])] = _fast_book(
                 sym_list[c], raw_list[c], kraken.V2_BOOK_CHANNEL, rows[sel, R_LINE],
                 rows[sel, R_EVT], rows[sel, R_TS], rows[sel, R_SEQ], rows[sel, R_TYPE] == 1,

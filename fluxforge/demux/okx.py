@@ -41,7 +41,13 @@ from fluxforge.demux.bytescan import (
     str_end,
     ws,
 )
-from fluxforge.demux.fastbook import FastBook, LevelColumns, checked_symbols, one_code_per_symbol
+from fluxforge.demux.fastbook import (
+    FastBook,
+    LevelColumns,
+    by_code,
+    checked_symbols,
+    one_code_per_symbol,
+)
 from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.demux.rows import (
     R_COLS,
@@ -422,10 +428,9 @@ def _books(
     levels = LevelColumns(buf, lv, msg_ok, len(msg))
     action = info[msg_line, 6]
     out: dict[tuple[str, str], FastBook] = {}
-    for c in sorted(np.unique(msg_code[msg_ok]).tolist()):
+    for c, sel in by_code(msg_code, msg_ok):
         channel, raw, sym = labels[c][0], labels[c][1], symbols[c]
         assert sym is not None
-        sel = np.flatnonzero(msg_ok & (msg_code == c))
         snapshot = action[sel] != _ACTION_UPDATE  # no action: a whole snapshot (okx.ACTIONS)
         if not is_okx and bitget.book_is_snapshot(channel, okx.ACTIONS[_ACTION_UPDATE - 1]):
             snapshot = np.ones(len(sel), dtype=bool)  # a top-N channel: always whole

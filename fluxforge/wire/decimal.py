@@ -122,6 +122,40 @@ def decimal_end(buf, p, end, positive):
     return k if c == 34 and ok and k < end else -1
 
 
+# 10**k for k = 0..22: every one an exact float64 (10**22 < 2**53 * 2**22)
+_POW10 = np.array([10.0**k for k in range(23)])
+_EXACT_INT = 2**53  # every integer up to this is an exact float64
+
+
+@njit(cache=True)
+def copy_decimal_key(buf, s, e, out, o):
+    """Copy buf[s:e] to out[o:] and give (the float64 nearest to it as a plain decimal, True),
+    or (0.0, False) when this fast rule cannot say (not a plain decimal, or more than 2**53
+    in its digits): the caller then asks Arrow's correctly rounded string cast. Clinger's fast
+    path: the digits as an exact integer divided by an exact power of ten is one correctly
+    rounded IEEE division, so the result is the correctly rounded value of the text, the
+    float Arrow's cast gives."""
+    w = 0
+    dot = -1
+    bad = e <= s
+    for k in range(s, e):  # one pass, no early exit (see fluxforge/demux/bytescan.py)
+        c = buf[k]
+        out[o + k - s] = c
+        if c == _DOT:
+            bad |= dot >= 0
+            dot = k
+        else:
+            d = np.int64(c) - 48
+            bad |= (d < 0) | (d > 9)
+            w = w * 10 + d
+    len(buf), len(out)  # (arrays live to the exit: see fluxforge/demux/bytescan.py)
+    n_dig = e - s - (dot >= 0)  # leading zeros too: at most 18 digits cannot overflow w
+    n_frac = e - dot - 1 if dot >= 0 else 0
+    if bad or n_dig > 18 or n_dig == 0 or (dot >= 0 and n_frac == 0) or w > _EXACT_INT:
+        return 0.0, False
+    return w / _POW10[n_frac], True
+
+
 @njit(cache=True)
 def _check_pairs(buf: np.ndarray, n_expected: int) -> bool:
     """`buf` = price0 NUL size0 NUL price1 ...: every even element a positive plain decimal,

@@ -1,0 +1,95 @@
+"""The demux's level columns: one gather per instrument straight into the book batch's arena,
+with the float keys of the strings parsed on the way, must equal the plain construction (a
+stable sort of the levels, Arrow strings, Arrow's float cast)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+
+from fluxforge.book import BookBatch
+from fluxforge.demux.fastbook import LevelColumns, by_code
+from fluxforge.wire.decimal import copy_decimal_key
+
+EDGES = [
+    "0", "0.0", "1", "12.34", "0.00000100", "100", ".5", "007", "00.50", "0.000000000001",
+    "9007199254740992", "9007199254740993", "123456789012345678", "1234567890123456789",
+    "99999999999999999999999999.123456789012", "0.1", "0.3", "2.675", "1.0000000000000001",
+    "37000.12", "0.10000000000000000000", "4294967296.000000001",
+]  # fmt: skip
+PLAIN = re.compile(r"[0-9]*(\.[0-9]+)?")
+NOT_FAST = ["5.", "", "1e5", "-1", "+1", "1.2.3", "12a", "9007199254740993", "1234567890123456789"]
+
+
+def _key(text: str) -> tuple[float, bool]:
+    src = np.frombuffer(text.encode(), np.uint8) if text else np.zeros(0, np.uint8)
+    out = np.zeros(len(src) + 3, np.uint8)
+    value, exact = copy_decimal_key(src, 0, len(src), out, 2)
+    assert bytes(out[2 : 2 + len(src)]) == text.encode()  # copied whatever the verdict
+    return value, exact
+
+
+def test_copy_decimal_key_equals_arrow_float_cast() -> None:
+    rng = np.random.default_rng(11)
+    texts = list(EDGES)
+    for _ in range(20_000):
+        whole = str(int(rng.integers(0, 10 ** int(rng.integers(1, 12)))))
+        frac = "".join(rng.choice(list("0123456789"), int(rng.integers(0, 12))))
+        texts.append(f"{whole}.{frac}" if frac else whole)
+    want = pa.array(texts, pa.large_string()).cast(pa.float64()).to_numpy()
+    for text, expected in zip(texts, want, strict=True):
+        value, exact = _key(text)
+        if exact:  # the fast rule answers only when it is sure, and then like Arrow
+            assert value == expected, text
+        else:  # it may decline only what is not a short plain decimal
+            digits = len(text.replace(".", ""))
+            assert not PLAIN.fullmatch(text) or digits > 15, text
+    assert sum(_key(t)[1] for t in texts) > 10_000  # (the random texts reach 22 digits)
+    for text in NOT_FAST:
+        assert not _key(text)[1], text
+
+
+def test_level_columns_equal_sorted_arrow_levels() -> None:
+    rng = np.random.default_rng(5)
+    words = [*EDGES, *NOT_FAST[:1], "12.5", "0.001"]
+    texts, rows, pos = [], [], 0
+    n_msg = 60
+    for _ in range(400):  # levels in scan order: messages interleaved, sides mixed
+        px, sz = words[rng.integers(len(words))], words[rng.integers(len(words))]
+        rows.append((int(rng.integers(n_msg)), int(rng.integers(2)), pos, pos + len(px)))
+        rows[-1] += (pos + len(px) + 1, pos + len(px) + 1 + len(sz))
+        texts.append(f"{px},{sz};")
+        pos += len(texts[-1])
+    rows.sort(key=lambda r: r[0])  # a scanner appends a message's levels together
+    buf = np.frombuffer("".join(texts).encode(), np.uint8)
+    lv = np.array(rows, np.int64)
+    msg_ok = rng.random(n_msg) < 0.8
+    codes = rng.integers(0, 4, n_msg)
+    levels = LevelColumns(buf, lv, msg_ok, n_msg)
+    text = bytes(buf).decode()
+    for code, sel in by_code(codes, msg_ok):
+        assert np.array_equal(sel, np.flatnonzero(msg_ok & (codes == code)))
+        got = levels.of(sel)
+        # the plain construction: levels of `sel`, per message bids then asks, in scan order
+        picked = [r for m in sel.tolist() for s in (0, 1) for r in rows if r[0] == m and r[1] == s]
+        px = pa.array([text[r[2] : r[3]] for r in picked], pa.large_string())
+        sz = pa.array([text[r[4] : r[5]] for r in picked], pa.large_string())
+        counts = [sum(1 for r in rows if r[0] == m) for m in sel.tolist()]
+        want = BookBatch.from_columns(
+            ts_event=np.zeros(len(sel), np.int64),
+            ts_recv=np.zeros(len(sel), np.int64),
+            level_offsets=np.r_[0, np.cumsum(counts)],
+            side=np.array([r[1] for r in picked], np.uint8),
+            price_strings=px,
+            size_strings=sz,
+            venue_symbol="X",
+            channel="book",
+        )
+        assert np.array_equal(got["level_offsets"], want.level_offsets)
+        assert np.array_equal(got["side"], want.side)
+        assert np.array_equal(got["arena"], want.arena)
+        assert np.array_equal(got["arena_offsets"], want.arena_offsets)
+        assert np.array_equal(got["price_key"], want.price)
+        assert np.array_equal(got["size_key"], want.size)
