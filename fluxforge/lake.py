@@ -334,6 +334,8 @@ class Lake:
         self._tables: dict[str, DeltaTable] = {}
         self._checked: set[str] = set()
         self._cache: dict[tuple[str, int], pa.Table] = {}
+        # per table: (table version, app id -> its transaction version at that table version)
+        self._txns: dict[str, tuple[int, dict[str, int | None]]] = {}
 
     @classmethod
     def of(cls, cfg) -> Lake:
@@ -494,7 +496,7 @@ class Lake:
         commits it anyway (withdrawing a segment moves its source's transaction back)."""
         handle = self.ensure(table)
         if app is not None and not rewind:
-            done = handle.transaction_version(app[0])
+            done = self._txn_version(table, handle, app[0])
             if done is not None and done >= app[1]:
                 return False
         now = removed_at_ms if removed_at_ms is not None else int(time.time() * 1000)
@@ -590,7 +592,20 @@ class Lake:
 
     def transaction_version(self, table: str, app_id: str) -> int | None:
         handle = self.table(table)
-        return None if handle is None else handle.transaction_version(app_id)
+        return None if handle is None else self._txn_version(table, handle, app_id)
+
+    def _txn_version(self, table: str, handle: DeltaTable, app_id: str) -> int | None:
+        """``handle.transaction_version(app_id)``, asked once per table version: the app
+        transactions of a version never change, and delta-rs answers by reading the log's
+        commits since the last checkpoint again (1-5 ms, growing with them), while a segment
+        asks each table twice (whether it is published, then at its commit)."""
+        version = handle.version()
+        seen = self._txns.get(table)
+        if seen is None or seen[0] != version:
+            seen = self._txns[table] = (version, {})
+        if app_id not in seen[1]:
+            seen[1][app_id] = handle.transaction_version(app_id)
+        return seen[1][app_id]
 
     # -- reading ---------------------------------------------------------------------------
 
