@@ -3,9 +3,11 @@
 end of the block).
 
 Nothing is read or written outside the root, symlinks included: every path is resolved and
-must stay inside the root (a symlink leading out is refused with ``StorageError``), and
-listings skip symlinks altogether (logged), so discovery never picks up a file planted as a
-link, wherever it points."""
+must stay inside the root (a symlink leading out is refused with ``StorageError``; inside a
+``durable_batch`` a path none of whose parts is a link is not resolved, and a directory found
+to be no link is not looked at again until the block ends), and listings skip symlinks
+altogether (logged), so discovery never picks up a file planted as a link, wherever it
+points."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +36,8 @@ class LocalStorage(Storage):
         self.root = Path(root).expanduser().resolve()
         self._syncs: list[Future[Path]] | None = None  # fsyncs in flight (durable_batch)
         self._pool: ThreadPoolExecutor | None = None
+        # directories below the root found to be no symlink, during a durable_batch
+        self._plain_dirs: set[str] | None = None
 
     @contextlib.contextmanager
     def durable_batch(self) -> Iterator[None]:
@@ -45,6 +50,8 @@ class LocalStorage(Storage):
             return
         self._syncs = []
         self._pool = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="fsync")
+        # the root's own path is checked once for the block (see _p)
+        self._plain_dirs = set() if os.path.realpath(self.root) == str(self.root) else None
         dirs: dict[Path, None] = {}
         try:
             yield
@@ -54,10 +61,14 @@ class LocalStorage(Storage):
                 future.result()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._syncs, self._pool = None, None
+            self._syncs, self._pool, self._plain_dirs = None, None, None
 
     def _p(self, path: str) -> Path:
-        target = self.root / safe_key(path) if path else self.root
+        key = safe_key(path) if path else ""
+        target = self.root / key if key else self.root
+        plain = self._plain_dirs
+        if plain is not None and key and _no_link_below(str(self.root), key, plain):
+            return target
         real = Path(os.path.realpath(target))
         if real != self.root and self.root not in real.parents:
             raise StorageError(
@@ -163,6 +174,32 @@ class LocalStorage(Storage):
 
     def download_file(self, src: str, local_path: str | Path) -> None:
         shutil.copyfile(self._p(src), local_path)
+
+
+def _no_link_below(root: str, key: str, plain: set[str]) -> bool:
+    """Whether no existing part of `key` below `root` is a symlink: then the path stays
+    inside the root without a ``realpath`` (one ``lstat`` per part of the root and the key,
+    in Python). Directories found plain are remembered in `plain` for one durable_batch: a
+    segment's files share most of their directories. False (a link, or a part that is no
+    directory): ``realpath`` decides."""
+    prefix = root.rstrip("/")
+    parts = key.split("/")
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        prefix = f"{prefix}/{part}"
+        if prefix in plain:
+            continue
+        try:
+            mode = os.lstat(prefix).st_mode
+        except FileNotFoundError:
+            return True  # nothing below exists yet: no link to follow
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode):
+            return False
+        if i < last:
+            plain.add(prefix)
+    return True
 
 
 def _fsync_file(path: Path) -> Path:

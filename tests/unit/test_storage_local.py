@@ -78,3 +78,37 @@ def test_durable_batch_raises_when_a_file_cannot_be_synced(
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(StorageError, match="fsync"), store.durable_batch():
         store.write_bytes("x/f.bin", b"data")
+
+
+def test_durable_batch_refuses_links_out_of_the_root_and_follows_links_inside_it(
+    tmp_path: Path,
+) -> None:
+    """Inside a durable_batch a path's directories are checked by lstat (remembered for
+    the block) instead of realpath: a link leading out is still refused, wherever it sits
+    (a directory, the file itself), and a link leading to a directory inside the root is
+    still followed."""
+    import os
+
+    from fluxforge.storage.base import StorageError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    (root / "lake" / "t" / "real").mkdir(parents=True)
+    os.symlink(outside, root / "lake" / "t" / "out")
+    os.symlink(root / "lake" / "t" / "real", root / "lake" / "t" / "in")
+    os.symlink(outside / "f.bin", root / "lake" / "t" / "real" / "leaf.bin")
+    store = LocalStorage(root)
+    with store.durable_batch():
+        store.write_bytes("lake/t/real/a.bin", b"a")  # lake, lake/t, lake/t/real now known
+        with pytest.raises(StorageError, match="outside the storage root"):
+            store.write_bytes("lake/t/out/b.bin", b"b")
+        with pytest.raises(StorageError, match="outside the storage root"):
+            store.write_bytes("lake/t/out/new/c.bin", b"c")
+        with pytest.raises(StorageError, match="outside the storage root"):
+            store.read_bytes("lake/t/real/leaf.bin")
+        store.write_bytes("lake/t/in/d.bin", b"d")
+        store.write_bytes("lake/t/new/deeper/e.bin", b"e")  # directories made on the way
+    assert list(outside.iterdir()) == []
+    assert (root / "lake" / "t" / "real" / "d.bin").read_bytes() == b"d"
+    assert (root / "lake" / "t" / "new" / "deeper" / "e.bin").read_bytes() == b"e"
