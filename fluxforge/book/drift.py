@@ -75,92 +75,111 @@ def words(values: list[str]) -> np.ndarray:
     return out
 
 
-def _sort_last(px: np.ndarray, idx: np.ndarray) -> np.ndarray:
+@njit(cache=True)
+def _below(ahi, alo, bhi, blo):
+    """(ahi, alo) < (bhi, blo): a decimal word pair, high word signed, low word unsigned."""
+    return ahi < bhi or (ahi == bhi and np.uint64(alo) < np.uint64(blo))
+
+
+@njit(cache=True)
+def _ascending_last(px, idx):
     """`idx` ordered by price (ascending), keeping the LAST level of a repeated price (a
     snapshot listing one price twice means its last entry, as a dict built from it would).
     Levels already in strictly ascending order (a book side) are returned as they are."""
-    if len(idx) < 2:
+    n = len(idx)
+    ordered = True
+    for k in range(1, n):
+        if not _below(px[idx[k - 1], 1], px[idx[k - 1], 0], px[idx[k], 1], px[idx[k], 0]):
+            ordered = False
+            break
+    if ordered:
         return idx
-    keys = px[idx]
-    hi, lo = keys[:, 1], keys[:, 0].view(np.uint64)
-    if bool(np.all((hi[1:] > hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] > lo[:-1])))):
-        return idx
-    rev = idx[::-1]
-    order = rev[np.lexsort((px[rev, 0].view(np.uint64), px[rev, 1]))]  # stable: last first
-    keys = px[order]
-    new = np.empty(len(order), dtype=bool)
-    new[0] = True
-    new[1:] = (keys[1:] != keys[:-1]).any(axis=1)
-    return order[new]
+    rev = idx[::-1].copy()  # the last entry of a price first, through two stable sorts
+    lo = np.empty(n, np.uint64)
+    for k in range(n):
+        lo[k] = np.uint64(px[rev[k], 0])
+    rev = rev[np.argsort(lo, kind="mergesort")]
+    hi = np.empty(n, np.int64)
+    for k in range(n):
+        hi[k] = px[rev[k], 1]
+    rev = rev[np.argsort(hi, kind="mergesort")]
+    out = np.empty(n, np.int64)
+    m = 0
+    for k in range(n):
+        if k == 0 or px[rev[k], 0] != px[rev[k - 1], 0] or px[rev[k], 1] != px[rev[k - 1], 1]:
+            out[m] = rev[k]
+            m += 1
+    return out[:m]
 
 
 @njit(cache=True)
-def _below(ahi, alo, bhi, blo):
-    return ahi < bhi or (ahi == bhi and alo < blo)
-
-
-@njit(cache=True)
-def _merge(w_hi, w_lo, ws_hi, ws_lo, h_hi, h_lo, hs_hi, hs_lo, bids):
-    """One side's rule on ascending, unique price columns (words split as signed high and
-    unsigned low): (prices compared, levels differing, want and have position of the largest
-    size difference, -1 where that price is absent on one side)."""
-    nw, nh = len(w_hi), len(h_hi)
+def _compare_side(w_px, w_sz, h_px, h_sz, bids):
+    """One side's rule: snapshot levels (price, size words) against the book's: (prices
+    compared, levels differing, snapshot and book level of the largest size difference, -1
+    where that price is absent on one side). Levels of size 0 in the snapshot are no level."""
+    live = np.empty(len(w_px), np.int64)
+    nw = 0
+    for k in range(len(w_px)):
+        if w_sz[k, 0] != 0 or w_sz[k, 1] != 0:
+            live[nw] = k
+            nw += 1
+    want = _ascending_last(w_px, live[:nw])
+    have = _ascending_last(h_px, np.arange(len(h_px)))
+    nw, nh = len(want), len(have)
     h0, h1 = 0, nh
     if nw:
         # the snapshot's worst price bounds the book levels compared
         if bids:
-            while h0 < nh and _below(h_hi[h0], h_lo[h0], w_hi[0], w_lo[0]):
+            w = want[0]
+            while h0 < nh and _below(h_px[have[h0], 1], h_px[have[h0], 0], w_px[w, 1], w_px[w, 0]):
                 h0 += 1
         else:
-            while h1 > h0 and _below(w_hi[nw - 1], w_lo[nw - 1], h_hi[h1 - 1], h_lo[h1 - 1]):
+            w = want[nw - 1]
+            while h1 > h0 and _below(
+                w_px[w, 1], w_px[w, 0], h_px[have[h1 - 1], 1], h_px[have[h1 - 1], 0]
+            ):
                 h1 -= 1
     i, j = 0, h0
     prices = 0
     differing = 0
-    best_hi, best_lo = np.int64(-1), np.uint64(0)
+    best_hi, best_lo = np.int64(-1), np.int64(0)
     best_i, best_j = -1, -1
     while i < nw or j < h1:
-        take_w = j >= h1 or (i < nw and not _below(h_hi[j], h_lo[j], w_hi[i], w_lo[i]))
-        take_h = i >= nw or (j < h1 and not _below(w_hi[i], w_lo[i], h_hi[j], h_lo[j]))
+        wi = want[min(i, nw - 1)] if nw else 0
+        hj = have[min(j, h1 - 1)] if h1 > 0 else 0
+        take_w = j >= h1 or (
+            i < nw and not _below(h_px[hj, 1], h_px[hj, 0], w_px[wi, 1], w_px[wi, 0])
+        )
+        take_h = i >= nw or (
+            j < h1 and not _below(w_px[wi, 1], w_px[wi, 0], h_px[hj, 1], h_px[hj, 0])
+        )
         prices += 1
         # sizes of the two sides at this price (absent: 0)
-        a_hi, a_lo = (ws_hi[i], ws_lo[i]) if take_w else (np.int64(0), np.uint64(0))
-        b_hi, b_lo = (hs_hi[j], hs_lo[j]) if take_h else (np.int64(0), np.uint64(0))
+        a_hi, a_lo = (w_sz[wi, 1], w_sz[wi, 0]) if take_w else (np.int64(0), np.int64(0))
+        b_hi, b_lo = (h_sz[hj, 1], h_sz[hj, 0]) if take_h else (np.int64(0), np.int64(0))
         if a_hi != b_hi or a_lo != b_lo:
             differing += 1
             if _below(a_hi, a_lo, b_hi, b_lo):
                 a_hi, a_lo, b_hi, b_lo = b_hi, b_lo, a_hi, a_lo
-            d_lo = a_lo - b_lo
-            d_hi = a_hi - b_hi - (1 if a_lo < b_lo else 0)
+            d_lo = np.int64(np.uint64(a_lo) - np.uint64(b_lo))
+            d_hi = a_hi - b_hi - (1 if np.uint64(a_lo) < np.uint64(b_lo) else 0)
             if _below(best_hi, best_lo, d_hi, d_lo):
                 best_hi, best_lo = d_hi, d_lo
-                best_i = i if take_w else -1
-                best_j = j if take_h else -1
+                best_i = wi if take_w else -1
+                best_j = hj if take_h else -1
         i += 1 if take_w else 0
         j += 1 if take_h else 0
     return prices, differing, best_i, best_j
 
 
 def _side(book: SideLevels, snap: SideLevels, bids: bool) -> tuple[int, int, Decimal]:
-    want = _sort_last(snap.px, np.flatnonzero(snap.sz.any(axis=1)))  # size 0: no level
-    have = _sort_last(book.px, np.arange(len(book.px)))
-
-    def split(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.ascontiguousarray(words[:, 1]), np.ascontiguousarray(words[:, 0]).view(np.uint64)
-
-    prices, differing, i, j = _merge(
-        *split(snap.px[want]),
-        *split(snap.sz[want]),
-        *split(book.px[have]),
-        *split(book.sz[have]),
-        bids,
-    )
+    prices, differing, i, j = _compare_side(snap.px, snap.sz, book.px, book.sz, bids)
     if not differing:
         return prices, 0, Decimal(0)
     # the largest difference, written from the wire text of its sizes (a Decimal keeps the
     # venue's digits: "2141.49"); an absent size is 0
-    want_size = Decimal(snap.size_text(int(want[i]))) if i >= 0 else Decimal(0)
-    have_size = Decimal(book.size_text(int(have[j]))) if j >= 0 else Decimal(0)
+    want_size = Decimal(snap.size_text(int(i))) if i >= 0 else Decimal(0)
+    have_size = Decimal(book.size_text(int(j))) if j >= 0 else Decimal(0)
     return prices, differing, abs(want_size - have_size)
 
 

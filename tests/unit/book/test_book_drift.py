@@ -143,7 +143,12 @@ def _oracle_side(book: list, snap: list, bids: bool) -> tuple[int, int, Decimal]
     return len(prices), len(differing), max(differing, default=Decimal(0))
 
 
-def test_book_drift_columnar_compare_matches_the_plain_decimal_rule_on_random_books() -> None:
+# prices near 100; near 10**8, where the decimal words (value * 10**12) use the high word;
+# and across 2**63 / 10**12, where the low word's top bit flips (an unsigned compare)
+@pytest.mark.parametrize("magnitude", [1, 10**6, 92_234])
+def test_book_drift_columnar_compare_matches_the_plain_decimal_rule_on_random_books(
+    magnitude: int,
+) -> None:
     import random
 
     rng = random.Random(11)
@@ -153,7 +158,9 @@ def test_book_drift_columnar_compare_matches_the_plain_decimal_rule_on_random_bo
         return rng.choice([str(value), f"{value:.8f}", f"{value:f}"])
 
     def side(n: int, base: int, step: int) -> list[tuple[str, str]]:
-        prices = sorted({Decimal(base + step * rng.randrange(60)) / 100 for _ in range(n)})
+        prices = sorted(
+            {Decimal(base + step * rng.randrange(60)) * magnitude / 100 for _ in range(n)}
+        )
         return [(text(p), text(Decimal(rng.randrange(0, 5)) / 4)) for p in prices]
 
     for _ in range(300):
