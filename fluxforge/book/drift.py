@@ -76,7 +76,7 @@ def words(values: list[str]) -> np.ndarray:
 
 
 @njit(cache=True)
-def _below(ahi, alo, bhi, blo):
+def below(ahi, alo, bhi, blo):
     """(ahi, alo) < (bhi, blo): a decimal word pair, high word signed, low word unsigned."""
     return ahi < bhi or (ahi == bhi and np.uint64(alo) < np.uint64(blo))
 
@@ -89,7 +89,7 @@ def _ascending_last(px, idx):
     n = len(idx)
     ordered = True
     for k in range(1, n):
-        if not _below(px[idx[k - 1], 1], px[idx[k - 1], 0], px[idx[k], 1], px[idx[k], 0]):
+        if not below(px[idx[k - 1], 1], px[idx[k - 1], 0], px[idx[k], 1], px[idx[k], 0]):
             ordered = False
             break
     if ordered:
@@ -113,10 +113,12 @@ def _ascending_last(px, idx):
 
 
 @njit(cache=True)
-def _compare_side(w_px, w_sz, h_px, h_sz, bids):
+def compare_side(w_px, w_sz, h_px, h_sz, bids):
     """One side's rule: snapshot levels (price, size words) against the book's: (prices
     compared, levels differing, snapshot and book level of the largest size difference, -1
-    where that price is absent on one side). Levels of size 0 in the snapshot are no level."""
+    where that price is absent on one side, and that difference as words: high, low). Levels
+    of size 0 in the snapshot are no level. Called by the book kernel at each compared
+    snapshot, and by ``compare_levels``."""
     live = np.empty(len(w_px), np.int64)
     nw = 0
     for k in range(len(w_px)):
@@ -131,11 +133,11 @@ def _compare_side(w_px, w_sz, h_px, h_sz, bids):
         # the snapshot's worst price bounds the book levels compared
         if bids:
             w = want[0]
-            while h0 < nh and _below(h_px[have[h0], 1], h_px[have[h0], 0], w_px[w, 1], w_px[w, 0]):
+            while h0 < nh and below(h_px[have[h0], 1], h_px[have[h0], 0], w_px[w, 1], w_px[w, 0]):
                 h0 += 1
         else:
             w = want[nw - 1]
-            while h1 > h0 and _below(
+            while h1 > h0 and below(
                 w_px[w, 1], w_px[w, 0], h_px[have[h1 - 1], 1], h_px[have[h1 - 1], 0]
             ):
                 h1 -= 1
@@ -148,10 +150,10 @@ def _compare_side(w_px, w_sz, h_px, h_sz, bids):
         wi = want[min(i, nw - 1)] if nw else 0
         hj = have[min(j, h1 - 1)] if h1 > 0 else 0
         take_w = j >= h1 or (
-            i < nw and not _below(h_px[hj, 1], h_px[hj, 0], w_px[wi, 1], w_px[wi, 0])
+            i < nw and not below(h_px[hj, 1], h_px[hj, 0], w_px[wi, 1], w_px[wi, 0])
         )
         take_h = i >= nw or (
-            j < h1 and not _below(w_px[wi, 1], w_px[wi, 0], h_px[hj, 1], h_px[hj, 0])
+            j < h1 and not below(w_px[wi, 1], w_px[wi, 0], h_px[hj, 1], h_px[hj, 0])
         )
         prices += 1
         # sizes of the two sides at this price (absent: 0)
@@ -159,21 +161,21 @@ def _compare_side(w_px, w_sz, h_px, h_sz, bids):
         b_hi, b_lo = (h_sz[hj, 1], h_sz[hj, 0]) if take_h else (np.int64(0), np.int64(0))
         if a_hi != b_hi or a_lo != b_lo:
             differing += 1
-            if _below(a_hi, a_lo, b_hi, b_lo):
+            if below(a_hi, a_lo, b_hi, b_lo):
                 a_hi, a_lo, b_hi, b_lo = b_hi, b_lo, a_hi, a_lo
             d_lo = np.int64(np.uint64(a_lo) - np.uint64(b_lo))
             d_hi = a_hi - b_hi - (1 if np.uint64(a_lo) < np.uint64(b_lo) else 0)
-            if _below(best_hi, best_lo, d_hi, d_lo):
+            if below(best_hi, best_lo, d_hi, d_lo):
                 best_hi, best_lo = d_hi, d_lo
                 best_i = wi if take_w else -1
                 best_j = hj if take_h else -1
         i += 1 if take_w else 0
         j += 1 if take_h else 0
-    return prices, differing, best_i, best_j
+    return prices, differing, best_i, best_j, best_hi, best_lo
 
 
 def _side(book: SideLevels, snap: SideLevels, bids: bool) -> tuple[int, int, Decimal]:
-    prices, differing, i, j = _compare_side(snap.px, snap.sz, book.px, book.sz, bids)
+    prices, differing, i, j, _, _ = compare_side(snap.px, snap.sz, book.px, book.sz, bids)
     if not differing:
         return prices, 0, Decimal(0)
     # the largest difference, written from the wire text of its sizes (a Decimal keeps the

@@ -47,11 +47,9 @@ the rows sort consistently by (``ts_recv``, ``seq``) with the snapshot row and s
 partition. Gap rows found during a replay carry the snapshot's ``ts_recv`` as ``ts_to``.
 
 Book drift: a venue snapshot that arrives while the epoch is still valid is first compared
-level by level with the replayed book (``fluxforge.book.drift``); a difference writes a
-``book_drift`` row and a gap-ledger row (cause ``book_drift``, the epoch the snapshot ends).
-A batch holding snapshots is applied piece by piece, cut before each snapshot, so the
-comparison sees the book exactly as it was before the snapshot (pieces give the same rows as
-one call, like segment boundaries do).
+level by level with the replayed book (``fluxforge.book.drift``), inside the kernel, right
+before the snapshot replaces the book; a difference writes a ``book_drift`` row and a
+gap-ledger row (cause ``book_drift``, the epoch the snapshot ends).
 
 ``BookOutput.stats`` counts what THIS call did (sum them across calls).
 """
@@ -63,6 +61,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 
 import numpy as np
 import orjson
@@ -129,6 +128,8 @@ _STAT_ORDER = (
     (K.T_REPLAYED, "replayed"),
     (K.T_EVICTED, "buffer_evicted"),
     (K.T_STALE, "stale_rest_snapshots"),
+    (K.T_DRIFT_CHECKS, "drift_checks"),
+    (K.T_DRIFTS, "drifts"),
 )
 
 
@@ -169,6 +170,7 @@ def _concat_outputs(outs: list[BookOutput]) -> BookOutput:
         snapshots=pa.concat_tables([o.snapshots for o in outs]),
         gaps=pa.concat_tables([o.gaps for o in outs]),
         stats=stats,
+        drift=pa.concat_tables([o.drift for o in outs]),
         lazy_tops=None
         if all(f is None for f in lazy)
         else lambda: [t for f in lazy if f is not None for t in f()],
@@ -225,39 +227,17 @@ def _batch_decimals(batch: BookBatch) -> pa.Array:
     )
 
 
-def _snapshot_levels(batch: BookBatch, m: int) -> tuple[D.SideLevels, D.SideLevels]:
-    """Message `m` of `batch` (a snapshot) as drift.SideLevels (bids, asks)."""
-    lo, hi = int(batch.level_offsets[m]), int(batch.level_offsets[m + 1])
-    nl = batch.n_levels
-    empty = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64))
-    ids = np.r_[np.arange(lo, hi), np.arange(nl + lo, nl + hi)].astype(np.int64)
-    flat, ok = K.decimals(ids, *empty, batch.arena, batch.arena_offsets, *SCALE_LIMITS)
-    if not ok:  # not reachable: _batch_decimals refused the batch before
-        raise BookInputError(f"book snapshot level price/size does not fit {DECIMAL}")
-    values = flat.reshape(-1, 2)
-    px, sz = values[: hi - lo], values[hi - lo :]
-    side = batch.side[lo:hi]
-    sizes = batch.strings("size")
-    out = []
-    for s in (0, 1):
-        pick = np.flatnonzero(side == s)
-        out.append(
-            D.SideLevels(px[pick], sz[pick], lambda i, p=pick: sizes[lo + int(p[i])].as_py())
-        )
-    return out[0], out[1]
-
-
 # by the schema object's identity: hashing an Arrow schema walks every field each time (20 µs,
-# paid several times per piece); the schema is kept in the entry, so its id stays its own
+# paid several times per apply); the schema is kept in the entry, so its id stays its own
 _EMPTY: dict[int, tuple[pa.Schema, pa.Table]] = {}
-# a batch with more levels than this builds its snapshot pieces' rows in several goes (bounded
-# memory: the pieces' decimals are freed as it goes)
-PIECE_ROWS_LEVELS = 1 << 20
+# a batch with more levels than this is applied in slices of whole messages, each building
+# its decimals and rows (bounded memory on a 100 MB segment; the same rows as one call)
+BATCH_LEVELS = 1 << 20
 
 
 def _empty(schema: pa.Schema) -> pa.Table:
     """The empty table of `schema`, built once: Arrow tables are immutable, so every output
-    without rows shares it (a partial-depth stream applies one piece per snapshot message)."""
+    without rows shares it."""
     entry = _EMPTY.get(id(schema))
     if entry is None or entry[0] is not schema:
         entry = _EMPTY[id(schema)] = (schema, schema.empty_table())
@@ -373,68 +353,6 @@ def _snapshot_table(parts: list[_SnapshotRows | None]) -> pa.Table:
     )
 
 
-class _DeferredDeltas:
-    """Delta and snapshot rows of consecutive pieces of one batch, built in a few goes.
-
-    A batch of up to ``PIECE_ROWS_LEVELS`` levels has its prices and sizes parsed once, up front
-    (``dec``; a bad one raises before any piece applies); a larger one keeps each piece's
-    decimals and builds rows every ``PIECE_ROWS_LEVELS`` pending levels, so they do not pile up
-    (peak memory of a 100 MB segment)."""
-
-    def __init__(self, batch: BookBatch) -> None:
-        self.batch = batch
-        small = batch.n_levels <= PIECE_ROWS_LEVELS
-        self.dec: pa.Array | None = _batch_decimals(batch) if small else None
-        self._parts: list[tuple[np.ndarray, ...]] = []
-        self._decs: list[pa.Array] = []
-        self._offset = 0  # of the next piece's decimals in the pending ones
-        self._built: list[pa.Table] = []
-        self.snapshots: list[_SnapshotRows | None] = []
-
-    def add(
-        self,
-        piece: BookBatch,
-        base: int,
-        order: np.ndarray,
-        at: np.ndarray,
-        ep: np.ndarray,
-        dec: pa.Array | None,
-    ) -> None:
-        """Applied messages `order` of `piece` (messages ``base..`` of the batch), the
-        clock and epoch of each, and the piece's prices then sizes as decimals (None when
-        ``self.dec`` holds the batch's)."""
-        if self.dec is not None:
-            idx = _levels_of(piece, order) + int(self.batch.level_offsets[base])
-            self._parts.append((order + base, at + base, ep, idx, idx + self.batch.n_levels))
-            return
-        assert dec is not None
-        idx = _levels_of(piece, order) + self._offset
-        self._parts.append((order + base, at + base, ep, idx, idx + piece.n_levels))
-        self._decs.append(dec)
-        self._offset += len(dec)
-        if self._offset >= PIECE_ROWS_LEVELS:
-            self._build()
-
-    def _build(self) -> None:
-        if self._parts:
-            order, at, ep, px, sz = (np.concatenate(c) for c in zip(*self._parts, strict=True))
-            dec = self.dec if self.dec is not None else pa.concat_arrays(self._decs)
-            self._built.append(
-                _delta_rows(self.batch, order, at, ep, _pick(dec, px), _pick(dec, sz))
-            )
-        self._parts, self._decs, self._offset = [], [], 0
-
-    def flush(self) -> BookOutput:
-        """An output holding the delta and snapshot rows added so far (in order)."""
-        self._build()
-        built, self._built = self._built, []
-        snapshots, self.snapshots = _snapshot_table(self.snapshots), []
-        deltas = pa.concat_tables(built) if built else _empty(BOOK_DELTAS)
-        return BookOutput(
-            deltas=deltas, snapshots=snapshots, gaps=_empty(GAP_LEDGER), stats=BookStats()
-        )
-
-
 def _pick(values: pa.Array, idx: np.ndarray) -> pa.Array:
     """``values.take(idx)``; a slice (no copy) when `idx` is one ascending run, as it is
     whenever every level of a batch was applied in order."""
@@ -508,9 +426,6 @@ class BookEngine:
         self._buffer: BookBatch | None = None
         self._pending_dropped = 0
         self._integrity = "none"  # checksum | chain | none, learned from the messages
-        # whether an update followed the last venue snapshot: only then is there a maintained
-        # book to compare the next unchained snapshot with (see _compared_snapshots)
-        self._updated_since_snapshot = False
         if state is not None:
             self._load(state)
 
@@ -539,34 +454,6 @@ class BookEngine:
         pairs = list(zip(strs[0::2], strs[1::2], strict=True))
         return pairs[:nb], pairs[nb:]
 
-    def _drift_levels(self) -> tuple[D.SideLevels, D.SideLevels]:
-        """The whole current book as drift.SideLevels (bids, asks), read from the arena."""
-        nb = int(self._st[K.S_HI0] - self._st[K.S_LO0])
-        arena, offs = self._arena, self._arena_off
-        n = len(offs) - 1  # price then size strings, bids then asks (see levels())
-        empty = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
-        ids = np.arange(n, dtype=np.int64)
-        flat, ok = K.decimals(ids, n, arena, offs, *empty, *SCALE_LIMITS)
-        if not ok:  # not reachable: every level came through _batch_decimals
-            raise BookStateError(f"book {self.exchange} {self.symbol}: a level is not decimal")
-        values = flat.reshape(-1, 2)
-
-        def size_text(level: Callable[[int], int]) -> Callable[[int], str]:
-            return lambda i: (
-                arena[offs[2 * level(i) + 1] : offs[2 * level(i) + 2]].tobytes().decode()
-            )
-
-        # bids are stored best (highest) first: handed over ascending, as the asks are, so the
-        # comparison needs no sort
-        return (
-            D.SideLevels(
-                values[0 : 2 * nb : 2][::-1],
-                values[1 : 2 * nb : 2][::-1],
-                size_text(lambda i: nb - 1 - i),
-            ),
-            D.SideLevels(values[2 * nb :: 2], values[2 * nb + 1 :: 2], size_text(lambda i: nb + i)),
-        )
-
     def apply(self, messages: Sequence[BookMessage], segment: str = "") -> BookOutput:
         """Messages of ONE (exchange, symbol) in receive order."""
         for i, msg in enumerate(messages):
@@ -584,70 +471,20 @@ class BookEngine:
         and tops (the benchmark's hot path); gaps, stats and state are the same either way."""
         segment = segment or self.segment
         self._learn_integrity(batch)
-        snaps, updated = self._compared_snapshots(batch)
-        if not len(snaps):
-            out = self._apply(batch, segment, tables)
-            self._updated_since_snapshot = updated
-            return out
-        outs: list[BookOutput] = []
-        drifts: list[dict] = []
-        checks = 0
-        # one piece per snapshot (its drift is compared with the book just before it): the
-        # delta and snapshot rows of pieces that are plain slices of `batch` are built a few
-        # times per batch from the batch's own columns, not once per piece (a partial-depth
-        # stream has a snapshot in every message)
-        rows = _DeferredDeltas(batch) if tables else None
-        compared = set(snaps.tolist())
-        for lo, hi in itertools.pairwise(sorted({0, *compared, len(batch)})):
-            resume_chain = False
-            if lo in compared:
-                found = self._drift(batch, lo, segment)
-                checks += found is not None
-                if found:
-                    drifts.append(found)
-                    resume_chain = batch.chain[lo] != K.CH_NONE
-            if resume_chain:
-                # the snapshot sits exactly at the book's chain position: after it replaces
-                # the book, the chain goes on from its id (no bridge to wait for)
-                outs.append(self._apply(batch.slice(lo, lo + 1), segment, tables, rows, lo))
-                self._st[K.S_NEED_BRIDGE] = 0
-                self._st[K.S_LAST_ID] = batch.final_id[lo]
-                lo += 1
-                if lo == hi:
-                    continue
-            piece = batch if (lo, hi) == (0, len(batch)) else batch.slice(lo, hi)
-            outs.append(self._apply(piece, segment, tables, rows, lo))
-        if rows is not None:
-            outs.append(rows.flush())
-        self._updated_since_snapshot = updated
-        out = _concat_outputs(outs)
-        out.stats.drift_checks += checks
-        out.stats.drifts += len(drifts)
-        if drifts:
-            out.drift = pa.Table.from_pylist(drifts, schema=BOOK_DRIFT)
-        return out
-
-    def _compared_snapshots(self, batch: BookBatch) -> tuple[np.ndarray, bool]:
-        """The snapshot messages of `batch` that may be compared with the book (drift), each
-        the start of its own piece (the others are applied inside a piece like any message),
-        and whether updates follow the batch's last snapshot (the engine's state after it).
-
-        A chained snapshot (Binance) may sit at the book's own update id. An unchained one
-        is comparable only when updates were applied since the previous snapshot: between
-        two pushes of a partial-depth stream (Binance ``@depth20``, OKX ``books5``, Bitget
-        ``books15``: a whole top N every time, no updates) the book is just the previous
-        push, an earlier instant, so a difference says nothing about the replay."""
-        is_snap = (batch.flags & K.F_SNAPSHOT) != 0
-        snaps = np.flatnonzero(is_snap)
-        if not len(snaps):
-            return snaps, self._updated_since_snapshot or len(batch) > 0
-        # updates between each snapshot and the one before it (the first: since the batch
-        # began, plus what the previous batches left)
-        since = np.diff(np.concatenate(([0], np.cumsum(~is_snap)[snaps])))
-        updated = since > 0
-        updated[0] |= self._updated_since_snapshot
-        compared = snaps[updated | (batch.chain[snaps] != K.CH_NONE)]
-        return compared, bool(snaps[-1] < len(batch) - 1)
+        if batch.n_levels <= BATCH_LEVELS:
+            return self._apply(batch, segment, tables)
+        offsets = batch.level_offsets
+        cuts = [0]
+        while cuts[-1] < len(batch):
+            lo = cuts[-1]
+            hi = int(np.searchsorted(offsets, offsets[lo] + BATCH_LEVELS, side="right")) - 1
+            cuts.append(min(max(hi, lo + 1), len(batch)))
+        return _concat_outputs(
+            [
+                self._apply(batch.slice(lo, hi), segment, tables)
+                for lo, hi in itertools.pairwise(cuts)
+            ]
+        )
 
     def _learn_integrity(self, batch: BookBatch) -> None:
         """How the venue verifies this book, from its messages (a Kraken snapshot carries no
@@ -657,62 +494,7 @@ class BookEngine:
         elif len(batch) and np.any(batch.chain != K.CH_NONE) and self._integrity == "none":
             self._integrity = "chain"
 
-    def _drift(self, batch: BookBatch, m: int, segment: str) -> dict | None:
-        """Compare the book with snapshot message ``m`` of ``batch`` before it is applied; None
-        when not comparable (invalid epoch, or a chain at another update id), {} when equal,
-        else the book_drift row (the gap-ledger row is queued for the next output)."""
-        st = self._st
-        if not st[K.S_VALID]:
-            return None
-        if batch.chain[m] != K.CH_NONE and (
-            st[K.S_NEED_BRIDGE] or st[K.S_LAST_ID] != batch.final_id[m]
-        ):
-            return None
-        found = D.compare_levels(self._drift_levels(), _snapshot_levels(batch, m))
-        if not found.levels_differing:
-            return {}
-        epoch = int(st[K.S_EPOCH])
-        self._pending_gaps.append(
-            {
-                "channel": batch.channels[int(batch.channel[m])],
-                "ts_from": int(st[K.S_LAST_GOOD_TS]),
-                "ts_to": int(batch.ts_recv[m]),
-                "cause": D.CAUSE,
-                "book_epoch": epoch,
-                "detail": found.detail(),
-                "segment": segment,
-            }
-        )
-        log.warning("book %s %s: %s, epoch %d", self.exchange, self.symbol, found.detail(), epoch)
-        # the epoch ends here: the snapshot rebuilds the book (a chained REST snapshot at the
-        # book's own id would otherwise be skipped as stale) and the next snapshot row says why
-        st[K.S_VALID] = 0
-        st[K.S_NEED_BRIDGE] = 0
-        st[K.S_PENDING] = K.R_RESYNC
-        return {
-            "ts_event": int(batch.ts_event[m]),
-            "ts_recv": int(batch.ts_recv[m]),
-            "venue_symbol": batch.venue_symbols[int(batch.venue_symbol[m])],
-            "book_epoch": epoch,
-            "update_id": int(batch.final_id[m]),
-            "seq": int(batch.seq[m]),
-            "from_rest": bool(batch.flags[m] & K.F_REST),
-            "integrity": self._integrity,
-            "levels_compared": found.levels_compared,
-            "levels_differing": found.levels_differing,
-            "max_size_diff": found.max_size_diff,
-        }
-
-    def _apply(
-        self,
-        batch: BookBatch,
-        segment: str,
-        tables: bool,
-        rows: _DeferredDeltas | None = None,
-        base: int = 0,
-    ) -> BookOutput:
-        """Apply `batch`. With `rows`, `batch` is messages ``base..`` of ``rows.batch`` (its
-        prices and sizes already parsed): its delta rows are left to ``rows``."""
+    def _apply(self, batch: BookBatch, segment: str, tables: bool) -> BookOutput:
         m0 = 0
         if self._buffer is not None and len(batch):
             # the buffered updates go in front, as already received: the kernel starts at m0
@@ -725,14 +507,9 @@ class BookEngine:
         tops = np.empty((n, 4), dtype=np.int64)
         counters = np.zeros(K.N_STATS, dtype=np.int64)
         n0 = len(self._arena_off) - 1
-        if rows is not None and self._buffer is not None and len(batch):
-            # buffered messages go in front: not a slice of rows.batch, built here (in order)
-            outs_before = rows.flush()
-            rows = None
-        else:
-            outs_before = None
-        dec = _batch_decimals(batch) if tables and (rows is None or rows.dec is None) else None
-        key, pid, snap_meta, snap_ids, gap_meta, n_out, left = K.apply_kernel(
+        # a value the lake cannot hold raises here, before the kernel touches the state
+        dec = _batch_decimals(batch) if tables else None
+        key, pid, snap_meta, snap_ids, gap_meta, drift_meta, n_out, left = K.apply_kernel(
             self._st,
             self._key,
             self._pid,
@@ -766,6 +543,7 @@ class BookEngine:
             epoch,
             tops,
             counters,
+            *SCALE_LIMITS,
         )
         self._key, self._pid = key, pid
         if n:
@@ -779,34 +557,21 @@ class BookEngine:
         stats.gaps += len(pending)
         stats.dropped_presync += self._pending_dropped
         self._pending_dropped = 0
+        drifts = [self._drift_row(batch, row, arenas) for row in drift_meta.tolist()]
+        gaps = self._gaps(batch, gap_meta, pending, segment, [d for d, _ in drifts])
         if tables:
-            if rows is not None:
-                rows.add(batch, base, order, clock[order], epoch[order], dec)
-                deltas = _empty(BOOK_DELTAS)
-            else:
-                idx = _levels_of(batch, order)
-                deltas = _delta_rows(
+            idx = _levels_of(batch, order)
+            out = BookOutput(
+                deltas=_delta_rows(
                     batch,
                     order,
                     clock[order],
                     epoch[order],
-                    dec.take(pa.array(idx)),
-                    dec.take(pa.array(idx + batch.n_levels)),
-                )
-            if outs_before is not None and outs_before.deltas.num_rows:
-                deltas = pa.concat_tables([outs_before.deltas, deltas])
-            snap_rows = self._snapshots(batch, snap_meta, snap_ids, arenas)
-            if rows is not None:
-                rows.snapshots.append(snap_rows)
-                snapshots = _empty(BOOK_SNAPSHOTS)
-            else:
-                snapshots = _snapshot_table([snap_rows])
-            if outs_before is not None and outs_before.snapshots.num_rows:
-                snapshots = pa.concat_tables([outs_before.snapshots, snapshots])
-            out = BookOutput(
-                deltas=deltas,
-                snapshots=snapshots,
-                gaps=self._gaps(batch, gap_meta, pending, segment),
+                    _pick(dec, idx),  # type: ignore[arg-type]
+                    _pick(dec, idx + nl),  # type: ignore[arg-type]
+                ),
+                snapshots=_snapshot_table([self._snapshots(batch, snap_meta, snap_ids, arenas)]),
+                gaps=gaps,
                 stats=stats,
                 lazy_tops=functools.partial(self._tops, batch, order, clock, tops, arenas)
                 if self.record_tops
@@ -816,9 +581,11 @@ class BookEngine:
             out = BookOutput(
                 deltas=_empty(BOOK_DELTAS),
                 snapshots=_empty(BOOK_SNAPSHOTS),
-                gaps=self._gaps(batch, gap_meta, pending, segment),
+                gaps=gaps,
                 stats=stats,
             )
+        if drifts:
+            out.drift = pa.Table.from_pylist([row for _, row in drifts], schema=BOOK_DRIFT)
         if n:
             self._channel = batch.channels[int(batch.channel[-1])]
         # keep only the strings the book still uses, in canonical order
@@ -885,7 +652,7 @@ class BookEngine:
         if self._pending_dropped:
             header["pending_dropped"] = self._pending_dropped
         # always written: a checkpoint from before this key compared every snapshot
-        header["updated_since_snapshot"] = self._updated_since_snapshot
+        header["updated_since_snapshot"] = bool(st[K.S_UPDATED])
         head = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
         return b"".join(
             [
@@ -947,7 +714,7 @@ class BookEngine:
             self._buffer = None if buffered is None else BookBatch.from_columns_dict(buffered)
             self._st[K.S_EVICTED] = int(header.get("buffer_evicted", 0))
             self._pending_dropped = int(header.get("pending_dropped", 0))
-            self._updated_since_snapshot = bool(header.get("updated_since_snapshot", True))
+            self._st[K.S_UPDATED] = bool(header.get("updated_since_snapshot", True))
         except (KeyError, ValueError, TypeError, BookInputError) as exc:
             raise BookStateError(f"book state: corrupt pre-snapshot buffer ({exc})") from None
 
@@ -981,14 +748,54 @@ class BookEngine:
             seq=batch.seq[at],
         )
 
+    def _drift_row(self, batch: BookBatch, event: list[int], arenas: tuple) -> tuple[D.Drift, dict]:
+        """One drift event of the kernel (message, epoch, prices compared, levels differing,
+        string ids of the two sizes at the largest difference) as its ``Drift`` and its
+        book_drift row."""
+        m, epoch, compared, differing, want, have = event
+        if differing < 0:  # not reachable: every level was parsed on input
+            raise BookStateError(f"book {self.exchange} {self.symbol}: a level is not decimal")
+
+        def size(d: int) -> Decimal:
+            # the wire text of a size (a Decimal keeps the venue's digits: "2141.49")
+            if d < 0:
+                return Decimal(0)
+            n0, a0, o0, a1, o1 = arenas
+            arr, offs, i = (a0, o0, d) if d < n0 else (a1, o1, d - n0)
+            return Decimal(arr[offs[i] : offs[i + 1]].tobytes().decode())
+
+        found = D.Drift(compared, differing, abs(size(want) - size(have)))
+        return found, {
+            "ts_event": int(batch.ts_event[m]),
+            "ts_recv": int(batch.ts_recv[m]),
+            "venue_symbol": batch.venue_symbols[int(batch.venue_symbol[m])],
+            "book_epoch": epoch,
+            "update_id": int(batch.final_id[m]),
+            "seq": int(batch.seq[m]),
+            "from_rest": bool(batch.flags[m] & K.F_REST),
+            "integrity": self._integrity,
+            "levels_compared": compared,
+            "levels_differing": differing,
+            "max_size_diff": found.max_size_diff,
+        }
+
     def _gaps(
-        self, batch: BookBatch, meta: np.ndarray, pending: list[dict], segment: str
+        self,
+        batch: BookBatch,
+        meta: np.ndarray,
+        pending: list[dict],
+        segment: str,
+        drifts: list[D.Drift],
     ) -> pa.Table:
+        """Gap-ledger rows: `pending` (a reconnect's), then the kernel's gap events in order;
+        a drift event's row (cause book_drift) describes ``drifts[expected]``."""
         if not pending and not len(meta):
             return _empty(GAP_LEDGER)
         rows = list(pending)
         for m, cause, ep, ts_from, expected, got, ts_to, evicted in meta.tolist():
-            if cause == K.G_CHAIN_BREAK:
+            if cause == K.G_DRIFT:
+                detail = drifts[expected].detail()
+            elif cause == K.G_CHAIN_BREAK:
                 detail = (
                     f"update id chain broken at final id {batch.final_id[m]}: "
                     f"expected {expected}, got {got}"

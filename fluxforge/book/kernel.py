@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from fluxforge.book.drift import CAUSE as DRIFT_CAUSE
+from fluxforge.book.drift import below, compare_side
+
 # message flags
 F_SNAPSHOT = 1
 F_REST = 2
@@ -39,7 +42,8 @@ REASONS = ("sod", "periodic", "resync", "reconnect")
 # gap causes found by the kernel (index into CAUSES)
 G_CHAIN_BREAK = 0
 G_CHECKSUM = 1
-CAUSES = ("chain_break", "checksum_mismatch")
+G_DRIFT = 2  # a compared venue snapshot differed from the book (``expected``: its drift row)
+CAUSES = ("chain_break", "checksum_mismatch", DRIFT_CAUSE)
 
 # scalar state (int64 vector ``st``)
 S_EPOCH = 0
@@ -56,7 +60,10 @@ S_HI0 = 10
 S_LO1 = 11
 S_HI1 = 12
 S_EVICTED = 13  # buffered updates evicted since the book last became invalid (gap detail)
-N_STATE = 14
+# 1 when an update came after the last snapshot: an unchained snapshot is compared with the
+# book only then (the engine keeps it in the checkpoint)
+S_UPDATED = 14
+N_STATE = 15
 # semantic part of the state written as the checkpoint's scalars (positions lo/hi are layout;
 # S_EVICTED is written by the engine next to the buffer it belongs to)
 N_STATE_SERIAL = 9
@@ -76,7 +83,9 @@ T_BUFFERED = 10
 T_REPLAYED = 11
 T_EVICTED = 12
 T_STALE = 13  # REST snapshots skipped: the valid book was already at or past their id
-N_STATS = 14
+T_DRIFT_CHECKS = 14  # venue snapshots compared with the book of a valid epoch
+T_DRIFTS = 15  # of those, the ones that differed
+N_STATS = 16
 
 DAY_NS = 86_400_000_000_000
 _DOT = 46
@@ -307,6 +316,59 @@ def _inject(
 
 
 @njit(cache=True)
+def _drift_check(m, pid, st, n0, n_lv, a0, o0, a1, o1, m_off, l_side, scale, max_int):
+    """Book drift (``fluxforge.book.drift``): the book against snapshot message `m`, before
+    it applies. Returns (prices compared, levels differing, string id of the snapshot's and
+    of the book's size at the largest difference, -1 where absent); differing -1 when a
+    level is not a decimal the lake holds (not reachable: every level was parsed on input).
+
+    Every level's price and size are parsed once, in one ``decimals`` call: book bids and
+    asks in ascending price (bids are stored ascending, asks descending), then the
+    snapshot's levels of each side."""
+    n_side = np.zeros(4, np.int64)  # book bids, book asks, snapshot bids, snapshot asks
+    for s in range(2):
+        n_side[s] = st[S_HI0 + 2 * s] - st[S_LO0 + 2 * s]
+    for i in range(m_off[m], m_off[m + 1]):
+        n_side[2 + l_side[i]] += 1
+    start = np.zeros(5, np.int64)
+    for k in range(4):
+        start[k + 1] = start[k] + 2 * n_side[k]
+    ids = np.empty(start[4], np.int64)
+    for s in range(2):
+        lo, hi = st[S_LO0 + 2 * s], st[S_HI0 + 2 * s]
+        r = start[s]
+        for k in range(hi - lo):
+            p = pid[s, lo + k] if s == 0 else pid[s, hi - 1 - k]
+            ids[r] = p
+            ids[r + 1] = _size_id(p, n0, n_lv)
+            r += 2
+    fill = start[2:4].copy()
+    for i in range(m_off[m], m_off[m + 1]):
+        s = l_side[i]
+        ids[fill[s]] = n0 + i
+        ids[fill[s] + 1] = n0 + i + n_lv
+        fill[s] += 2
+    words, ok = decimals(ids, n0, a0, o0, a1, o1, scale, max_int)
+    if not ok:
+        return 0, -1, -1, -1
+    prices = 0
+    differing = 0
+    best_hi, best_lo = np.int64(-1), np.int64(0)
+    want_id, have_id = -1, -1
+    for s in range(2):
+        h = words[2 * start[s] : 2 * start[s + 1]].reshape((n_side[s], 4))
+        w = words[2 * start[2 + s] : 2 * start[3 + s]].reshape((n_side[2 + s], 4))
+        p, d, wi, hi_, d_hi, d_lo = compare_side(w[:, 0:2], w[:, 2:4], h[:, 0:2], h[:, 2:4], s == 0)
+        prices += p
+        differing += d
+        if d and below(best_hi, best_lo, d_hi, d_lo):  # equal: the bids' (the first)
+            best_hi, best_lo = d_hi, d_lo
+            want_id = ids[start[2 + s] + 2 * wi + 1] if wi >= 0 else -1
+            have_id = ids[start[s] + 2 * hi_ + 1] if hi_ >= 0 else -1
+    return prices, differing, want_id, have_id
+
+
+@njit(cache=True)
 def apply_kernel(
     st,
     key,
@@ -341,6 +403,8 @@ def apply_kernel(
     out_epoch,
     out_top,
     stats,
+    scale,
+    max_int,
 ):
     """Apply messages ``m0..n`` in order; see the module docstring for the book layout.
 
@@ -353,11 +417,20 @@ def apply_kernel(
     "clock", ``out_clock``), and the snapshot row of the rebuild is injected once, after the
     replay, so that it sorts with the book it shows.
 
+    A venue snapshot met while the epoch is valid is first compared with the book (drift,
+    ``_drift_check``): a chained one only at the book's own update id, an unchained one only
+    when an update came since the previous snapshot (``S_UPDATED``; consecutive pushes of a
+    partial-depth stream are two instants, not a replay to check). A difference ends the
+    epoch (a gap event, cause ``G_DRIFT``) and the snapshot rebuilds the book; a chained one
+    then goes on from its own id. `scale` and `max_int`: the lake's decimal (``decimals``).
+
     Returns the (possibly reallocated) book arrays, the snapshot events (message index,
     reason, epoch, counts, clock message; then 4*depth string ids: bid px, bid sz, ask px,
     ask sz), the gap events (message index, cause, ended epoch, ts_from, expected, got, ts_to,
-    evicted), the number of applied messages (their indices in application order are
-    ``out_order[:k]``) and the buffer left for the next call (message indices, oldest first).
+    evicted), the drift events (message index, epoch, prices compared, levels differing,
+    string id of the snapshot's and the book's size at the largest difference), the number
+    of applied messages (their indices in application order are ``out_order[:k]``) and the
+    buffer left for the next call (message indices, oldest first).
     """
     n = m_ts_event.shape[0]
     n_lv = l_px.shape[0]
@@ -366,6 +439,8 @@ def apply_kernel(
     n_snap = 0
     gap_meta = np.empty((16, 8), dtype=np.int64)
     n_gap = 0
+    drift_meta = np.empty((4, 6), dtype=np.int64)
+    n_drift = 0
     # cached boundaries of the current UTC day and of the next periodic bucket
     day_start, day_end, next_bucket = _boundaries(st, interval)
     # pre-snapshot buffer: never holds a message twice, so n entries always suffice
@@ -420,6 +495,40 @@ def apply_kernel(
             chain = m_chain[m]
             is_snap = (flags & F_SNAPSHOT) != 0
             rebuilt = False
+            resume_chain = False
+            if is_snap:
+                if st[S_VALID] == 1 and (
+                    st[S_UPDATED] == 1
+                    if chain == CH_NONE
+                    else st[S_NEED_BRIDGE] == 0 and st[S_LAST_ID] == m_final[m]
+                ):
+                    stats[T_DRIFT_CHECKS] += 1
+                    found = _drift_check(
+                        m, pid, st, n0, n_lv, a0, o0, a1, o1, m_off, l_side, scale, max_int
+                    )
+                    if found[1] != 0:
+                        if n_drift == drift_meta.shape[0]:
+                            drift_meta = _grow_rows(drift_meta, 2 * n_drift)
+                        drift_meta[n_drift, 0] = m
+                        drift_meta[n_drift, 1] = st[S_EPOCH]
+                        drift_meta[n_drift, 2] = found[0]
+                        drift_meta[n_drift, 3] = found[1]
+                        drift_meta[n_drift, 4] = found[2]
+                        drift_meta[n_drift, 5] = found[3]
+                        gap_meta, n_gap = _gap_row(
+                            gap_meta, n_gap, m, G_DRIFT, st, n_drift, found[1], tr, 0
+                        )
+                        n_drift += 1
+                        stats[T_DRIFTS] += 1
+                        # the epoch ends here: the snapshot rebuilds the book (a chained REST
+                        # snapshot at the book's own id would otherwise be skipped as stale)
+                        st[S_VALID] = 0
+                        st[S_NEED_BRIDGE] = 0
+                        st[S_PENDING] = R_RESYNC
+                        resume_chain = chain != CH_NONE
+                st[S_UPDATED] = 0
+            elif c == m:  # received now (a replayed update counted when it came)
+                st[S_UPDATED] = 1
             if (
                 is_snap
                 and (flags & F_REST) != 0
@@ -441,7 +550,8 @@ def apply_kernel(
                 st[S_VALID] = 1
                 rebuilt = True
                 if chain != CH_NONE:
-                    st[S_NEED_BRIDGE] = 1
+                    # after a drift at the book's own id the chain goes on from it: no bridge
+                    st[S_NEED_BRIDGE] = 0 if resume_chain else 1
                     st[S_SNAP_ID] = m_final[m]
                     st[S_LAST_ID] = m_final[m]
                 if count > 0:
@@ -652,7 +762,10 @@ def apply_kernel(
     left = np.empty(count, dtype=np.int64)
     for j in range(count):
         left[j] = ring[(head + j) % cap]
-    return key, pid, snap_meta[:n_snap], snap_ids[:n_snap], gap_meta[:n_gap], n_out, left
+    return (
+        key, pid, snap_meta[:n_snap], snap_ids[:n_snap], gap_meta[:n_gap],
+        drift_meta[:n_drift], n_out, left,
+    )  # fmt: skip
 
 
 @njit(cache=True)

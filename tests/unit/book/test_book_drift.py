@@ -181,18 +181,18 @@ def test_book_drift_columnar_compare_matches_the_plain_decimal_rule_on_random_bo
         assert found.max_size_diff == max(mb, ma)
 
 
-@pytest.mark.parametrize("flush_levels", [1 << 20, 7])
+@pytest.mark.parametrize("batch_levels", [1 << 20, 7])
 def test_book_snapshot_heavy_batch_gives_the_rows_of_message_by_message_applies(
-    flush_levels: int, monkeypatch: pytest.MonkeyPatch
+    batch_levels: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A partial-depth stream (a snapshot every few messages): one batch, whose delta rows
-    are built a few times for all its pieces (decimals parsed per batch, or per piece and
-    built every few levels), equals one apply per message."""
+    """A stream with a snapshot every few messages (the drift compared inside the kernel):
+    one batch, applied whole or in slices of a few levels (a batch too large for one go),
+    equals one apply per message."""
     import random
 
     from fluxforge.book import engine
 
-    monkeypatch.setattr(engine, "PIECE_ROWS_LEVELS", flush_levels)
+    monkeypatch.setattr(engine, "BATCH_LEVELS", batch_levels)
 
     rng = random.Random(5)
     msgs = []
