@@ -8,15 +8,17 @@ Rules (docs/data-guide.md, "`book_drift`"):
   snapshot's ``lastUpdateId`` equals the id the book has reached (another id describes another
   instant, so nothing could be concluded); without a chain only when updates were applied
   since the previous snapshot (consecutive pushes of a partial-depth stream are two instants,
-  not a replay to check: ``BookEngine._compared_snapshots``);
+  not a replay to check: the kernel state ``S_UPDATED``);
 * per side, the levels priced at or better than the snapshot's worst level on that side (venue
   snapshots are depth-limited and levels beyond it are not maintained by the venue); a side the
   snapshot leaves empty is compared whole;
 * a level differs when its size differs (a missing level has size 0); sizes and prices compare
   as decimals, so ``"0.50"`` equals ``"0.5"``.
 
-``compare_levels`` returns the ``Drift`` of one comparison; a non-zero one becomes a
-``book_drift`` row and a gap-ledger row (cause ``book_drift``). It works on whole columns:
+``compare_side`` is one side's rule in numba; the book kernel calls it at each compared
+snapshot (``kernel._drift_check``), and a difference becomes a ``book_drift`` row and a
+gap-ledger row (cause ``book_drift``). ``compare_levels`` gives the ``Drift`` of one
+comparison from columns (``SideLevels``). Both work on whole columns:
 prices and sizes as their exact values in the lake's decimal128(38, 12) (two int64 words
 each, what the lake stores; every level the engine holds fits, it refuses others on input),
 so a book of tens of thousands of levels is compared without a Python object per level; only
