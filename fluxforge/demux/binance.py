@@ -41,18 +41,20 @@ from numba import njit
 from fluxforge.demux.bytescan import (
     LBRACE,
     RBRACE,
+    declared_keys,
     envelope,
     envelope_kind,
     eq,
     exchange_of,
     flat_object,
     grow,
+    has_required,
     key_at,
+    key_index,
     lit,
     next_key,
     opt_spans,
     read_int,
-    skip_container,
     spans,
     str_end,
     ws,
@@ -74,7 +76,6 @@ from fluxforge.wire.envelope import (
     SCAN_MSG,
     SCAN_REST,
     SCAN_SRC,
-    as_bytes,
     scan_ex,
 )
 from fluxforge.wire.shape import pack_words
@@ -105,16 +106,21 @@ def venue_lines(
 
 # frame columns: ts, seq, stream start/end (-1: a bare frame), event object start/end
 _F_TS, _F_SEQ, _F_S0, _F_S1, _F_D0, _F_D1 = range(6)
+# the venue's combined-stream wrapper (``binance.COMBINED``) read into: stream s/e, data s/e
+_COMBINED = binance.COMBINED.args_for({"stream": 0, "data": 2})
 
 
 @njit(cache=True)
-def _frames(buf, starts, ends, todo, head, src, exk, kind, k_stream, k_data):
+def _frames(buf, starts, ends, todo, head, src, exk, kind, wrapper):
     """Per `todo` line of one exchange: the envelope and the event object's span, either
-    inside a combined-stream frame ``{"stream":"..","data":{..}}`` (any key order) or as the
-    whole payload (a bare frame of a single-stream connection). Rows of other lines: -1. The
-    event parsers below then judge the span [start, end) of the event object only."""
+    inside a combined-stream frame (the declaration `wrapper`, any key order) or as the whole
+    payload (a bare frame of a single-stream connection: an object without the wrapper's
+    required keys). Rows of other lines: -1. The event parsers below then judge the span
+    [start, end) of the event object only."""
     n = len(starts)
     fr = np.full((n, 6), -1, np.int64)
+    out = np.empty(4, np.int64)
+    no_lv = np.empty((1, 6), np.int64)  # (no level lists in the wrapper)
     for i in range(n):
         if not todo[i]:
             continue
@@ -122,50 +128,26 @@ def _frames(buf, starts, ends, todo, head, src, exk, kind, k_stream, k_data):
         p0, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
         if p0 < 0:
             continue
-        ss = se = -1
-        ds = de = -1
-        ks, ke, v = key_at(buf, p0, end)
-        if v >= 0 and (eq(buf, ks, ke, k_stream) or eq(buf, ks, ke, k_data)):
-            p = p0
-            seen = 0
-            while True:
-                ks, ke, p = key_at(buf, p, end)
-                if p < 0:
-                    break
-                if eq(buf, ks, ke, k_stream) and not seen & 1:
-                    seen |= 1
-                    q = str_end(buf, p, end)
-                    if q < 0:
-                        p = -1
-                        break
-                    ss, se = p + 1, q
-                    p = q + 1
-                elif eq(buf, ks, ke, k_data) and not seen & 2:
-                    seen |= 2
-                    if p >= end or buf[p] != LBRACE:
-                        p = -1
-                        break
-                    ds = p
-                    p = skip_container(buf, p, end)
-                    de = p
-                    if p < 0:
-                        break
-                else:
-                    p = -1
-                    break
-                p, done = next_key(buf, p, end)
-                if p < 0 or done:
-                    break
-            if p < 0 or seen != 3:
-                continue
+        ds = p0 - 1
+        while buf[ds] != LBRACE:  # back over the blanks to the payload's '{'
+            ds -= 1
+        ks, ke, _v = key_at(buf, p0, end)
+        if ks >= 0 and key_index(buf, ks, ke, wrapper) >= 0:  # a combined-stream frame
+            out[:] = -1
+            p, _seen, _lv, _n = flat_object(buf, ds, end, wrapper, out, 0, no_lv, 0)
+            if p < 0:
+                continue  # not as declared: the per-line path judges it
+            ss, se, ds, de = out[0], out[1], out[2], out[3]
+            if buf[ds] != LBRACE:
+                continue  # an array of events (all-market streams): the per-line path
         else:
-            ds = p0 - 1
-            while buf[ds] != LBRACE:  # back over the blanks to the payload's '{'
-                ds -= 1
-            de = skip_container(buf, ds, end)
-            if de < 0:
+            # a bare frame, unless the payload carries the wrapper's keys after another (then
+            # the per-line path judges it)
+            p, seen = declared_keys(buf, ds, end, wrapper)
+            if p < 0 or has_required(wrapper, seen):
                 continue
-            p = de
+            ss = se = -1
+            de = p
         p = ws(buf, p, end)
         if p >= end or buf[p] != RBRACE or p + 1 != end:
             continue
@@ -182,13 +164,7 @@ def frames_of(
     exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> np.ndarray:
     """``_frames`` of `exchange` (one pass that every event scanner below reuses)."""
-    return _frames(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _STREAM_KEYS[0],
-        _STREAM_KEYS[1],
-    )  # fmt: skip
-
-
-_STREAM_KEYS = (as_bytes(b"stream"), as_bytes(b"data"))
+    return _frames(buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _COMBINED)
 
 
 # the venue's depthUpdate and depth snapshot declarations (``binance.DEPTH_UPDATE`` /
@@ -769,8 +745,7 @@ def fast_tickers_24h(
 # without escapes, integers without fraction or exponent, true/false/null) and objects of
 # scalars, "e" once. Arrays, floats, escapes, deeper nesting... go to the per-line path.
 _CONTROL_WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy()
-    for w in (b"stream", b"data", b"e", b"true", b"false", b"null")
+    np.frombuffer(w, np.uint8).copy() for w in (b"e", b"true", b"false", b"null")
 )
 
 
@@ -799,7 +774,7 @@ def _scalar(buf, p, end, words):
         if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):  # . e E
             return -1
         return q
-    for w in (words[3], words[4], words[5]):
+    for w in (words[1], words[2], words[3]):
         if p + len(w) <= end and eq(buf, p, p + len(w), w):
             return p + len(w)
     return -1
@@ -827,7 +802,7 @@ def _flat_object(buf, p, end, words):
 def _control_event(buf, p, end, words, events):
     """The inner event object at p ('{'): position after it when "e" (once) names a control
     event and every value is a scalar or a flat object, else -1."""
-    k_e = words[2]
+    k_e = words[0]
     p = ws(buf, p + 1, end)
     seen_e = False
     while True:

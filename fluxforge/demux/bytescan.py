@@ -55,6 +55,7 @@ from fluxforge.wire.shape import (
     V_LIST,
     V_MS,
     V_MS_ANY,
+    V_NESTED,
     V_NUM,
     V_NUM_POS,
     V_OPT_DEC,
@@ -1011,8 +1012,9 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if v > 0 and col >= 0:
                 out[col] = v  # (the epoch or earlier: no time)
             p = q + 1
-        elif kind == V_LIST:
-            if p >= end or buf[p] != LBRACKET:
+        elif kind == V_LIST or kind == V_NESTED:  # noqa: SIM109 (numba)
+            c = buf[p] if p < end else 0
+            if c != LBRACKET and (kind == V_LIST or c != LBRACE):
                 return -1, seen, lv, n_lv
             q = skip_container(buf, p, end)
             if q < 0:
@@ -1050,11 +1052,76 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             return -1, seen, lv, n_lv
         if done:
             break
-    for j in range(shape[A_NNEED]):
-        g = shape[shape[A_NEED] + j]
-        if g != 0 and (seen & g) == 0:
-            return -1, seen, lv, n_lv
+    if not has_required(shape, seen):
+        return -1, seen, lv, n_lv
     return p, seen, lv, n_lv
+
+
+@njit(cache=True)
+def has_required(shape, seen):
+    """Whether the keys in the `seen` mask cover every required group of the declaration
+    `shape` (``ObjectShape.args``; per line: ``fluxforge.venues.common.missing_field``)."""
+    ok = True
+    for j in range(shape[A_NNEED]):  # one pass, no early exit (see the module doc)
+        g = shape[shape[A_NEED] + j]
+        ok = ok and (g == 0 or (seen & g) != 0)
+    len(shape)
+    return ok
+
+
+@njit(cache=True)
+def key_index(buf, ks, ke, shape):
+    """The field number of the key buf[ks:ke] in the declaration `shape`, or -1."""
+    ko = shape[A_KOFF]
+    n = ke - ks
+    found = -1
+    for f in range(shape[A_NF]):  # one exit (see the module doc)
+        a = shape[ko + f]
+        if found < 0 and n == shape[ko + f + 1] - a:
+            j = 0
+            while j < n and buf[ks + j] == shape[a + j]:
+                j += 1
+            if j == n:
+                found = f
+    len(buf), len(shape)
+    return found
+
+
+@njit(cache=True)
+def declared_keys(buf, p, end, shape):
+    """The object at p ('{'), whatever its keys: (position after it, mask of the keys of the
+    declaration `shape` among its top-level keys), the position -1 when no matching close is
+    found (``skip_container``'s walk: the values are judged by whoever parses the object).
+    What tells an object of another shape from a broken one of the declared shape."""
+    seen = 0
+    depth = 0
+    k = p
+    after = -1
+    while k < end:  # one exit, the arrays' last use after it (see the module doc)
+        c = buf[k]
+        if c == QUOTE:
+            q = str_end(buf, k, end)
+            if q < 0:
+                break
+            if depth == 1:  # a top-level key when a ':' follows (valid JSON: exactly then)
+                v = q + 1
+                while v < end and (buf[v] == 32 or buf[v] == 9):
+                    v += 1
+                f = key_index(buf, k + 1, q, shape) if v < end and buf[v] == COLON else -1
+                if f >= 0:
+                    seen |= 1 << f
+            k = q + 1
+            continue
+        if c == LBRACE or c == LBRACKET:  # noqa: SIM109 (numba)
+            depth += 1
+        elif c == RBRACE or c == RBRACKET:  # noqa: SIM109 (numba)
+            depth -= 1
+            if depth == 0:
+                after = k + 1
+                break
+        k += 1
+    len(buf), len(shape)
+    return after, seen
 
 
 def opt_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:

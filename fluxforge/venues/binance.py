@@ -1,8 +1,9 @@
 """Binance spot (``binance``, ``binanceus``), USD-M futures (``binanceusdm``) and COIN-M
 futures (``binancecoinm``).
 
-Frames come raw or wrapped by a combined stream (``{"stream":"sushiusdt@depth@100ms",
-"data":{...}}``); the wrapper is removed first. Payloads::
+Frames come raw (a single-stream connection) or wrapped by a combined stream
+(``{"stream":"sushiusdt@depth@100ms","data":{...}}``, declared as ``COMBINED``); the wrapper
+is removed first. Payloads::
 
     depthUpdate {"e","E","T","s","U":first,"u":final,"pu":prevFinal,"b":[[px,qty]],"a":[..]}
         -> book update; futures carry pu (chain binance_futures), spot has no pu and no T
@@ -56,6 +57,7 @@ from fluxforge.venues.common import (
     atomic,
     checked_symbol,
     join_symbol,
+    missing_field,
     read_fields,
     split_concat,
     venue_symbol,
@@ -69,6 +71,7 @@ from fluxforge.wire.shape import (
     V_INT,
     V_INT_SPAN,
     V_MS,
+    V_NESTED,
     V_OPT_DEC,
     V_POS,
     V_STR,
@@ -129,6 +132,24 @@ def symbol_of(raw: str) -> str:
 # the byte scanners (fluxforge.demux.binance) with the same declaration. Output columns are
 # named; a key kept by no column (None) is only checked by the scanner (the per-line path
 # ignores it, so a line the scanner refuses for it is judged here).
+
+
+# The combined-stream wrapper of a ``/stream?streams=...`` connection: the stream's name and
+# its payload, an event object or, on the all-market streams (``!ticker@arr``...), an array of
+# them. No Binance event has either key: a payload object carrying both is a wrapper
+# (``is_combined``), read by this declaration; any other payload is a bare frame of a
+# single-stream connection. The scanner tells them apart by the same declaration.
+COMBINED = ObjectShape(
+    ("stream", V_STR, "stream"),
+    ("data", V_NESTED, "data"),
+    required=("stream", "data"),
+)
+
+
+def is_combined(d: Any) -> bool:
+    """Whether a payload is a combined-stream wrapper: an object with ``COMBINED``'s required
+    keys (the scanner: ``bytescan.declared_keys`` and ``has_required`` on its bytes)."""
+    return isinstance(d, dict) and missing_field(COMBINED, d) is None
 
 
 def _depth_update(futures: bool) -> ObjectShape:
@@ -241,10 +262,10 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     if env.kind == "rest":
         return _rest(env, sink)
     d = env.data
-    if isinstance(d, dict) and "stream" in d and "data" in d:
-        stream = d["stream"]
-        d = d["data"]
-        partial = PARTIAL_DEPTH_RE.fullmatch(stream) if type(stream) is str else None
+    if is_combined(d):
+        f = read_fields(COMBINED, d, "combined stream")
+        stream, d = f["stream"], f["data"]
+        partial = PARTIAL_DEPTH_RE.fullmatch(stream)
         if partial is not None:
             return _partial_depth(env, partial, as_dict(d, stream), sink)
     if isinstance(d, list):

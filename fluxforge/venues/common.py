@@ -515,6 +515,10 @@ def _value(
         return sided_levels(value, words, sides, what)
     if kind == shape.V_LIST:
         return as_list(value, what)
+    if kind == shape.V_NESTED:
+        if not isinstance(value, (dict, list)):
+            raise NormalizeError(f"{what}={value!r:.40}: expected a JSON object or array")
+        return value
     if kind in (shape.V_TIMED_BIDS, shape.V_TIMED_ASKS):
         return timed_levels(value, what)
     if kind == shape.V_DIGITS:
@@ -522,6 +526,18 @@ def _value(
             raise NormalizeError(f"{what}={value!r:.40}: expected a digit string")
         return int(value)
     return value  # V_SCALAR: not read
+
+
+def missing_field(decl: shape.ObjectShape, obj: dict) -> str | None:
+    """The first of the declaration's required keys or columns (a column: any of its keys)
+    that the object lacks, or None when it has them all (the per-line twin of the scanner's
+    required groups, ``fluxforge.demux.bytescan.has_required``)."""
+    for name in decl.required:
+        if name not in obj and not any(
+            key in obj for key, col in zip(decl.names, decl.columns, strict=True) if col == name
+        ):
+            return name
+    return None
 
 
 def read_fields(decl: shape.ObjectShape, obj: Any, where: str) -> dict[str, Any]:
@@ -539,13 +555,9 @@ def read_fields(decl: shape.ObjectShape, obj: Any, where: str) -> dict[str, Any]
         present = {name: items[k] for k, name in enumerate(decl.names) if k < len(items)}
     else:
         present = as_dict(obj, where)
-        for name in decl.required:
-            if name not in present and not any(
-                key in present
-                for key, col in zip(decl.names, decl.columns, strict=True)
-                if col == name
-            ):
-                raise NormalizeError(f"{where}: missing field {name!r}")
+        missing = missing_field(decl, present)
+        if missing is not None:
+            raise NormalizeError(f"{where}: missing field {missing!r}")
     fields = zip(decl.names, decl.kinds, decl.columns, decl.words, decl.sides, strict=True)
     for key, kind, col, words, sides in fields:
         # keys kept by no column are not read here (the scanner checks them; unknown to

@@ -63,6 +63,9 @@ V_LIST = 24
 V_TIMED_BIDS = 25
 V_TIMED_ASKS = 26
 V_DIGITS = 27  # non-negative integer written as a digit string (at most 18 digits) -> out[col]
+# a JSON object or array, whatever it holds (a wrapper's payload, read by its own declaration):
+# span -> out[col], out[col + 1] (per line: the dict or list)
+V_NESTED = 28
 
 KIND_NAMES = {
     V_INT: "a non-negative integer",
@@ -93,6 +96,7 @@ KIND_NAMES = {
     V_TIMED_BIDS: "a level list",
     V_TIMED_ASKS: "a level list",
     V_DIGITS: "a digit string",
+    V_NESTED: "a JSON object or array",
 }
 SIDES = ("bid", "ask")  # a side's number in the level rows is its index
 

@@ -14,11 +14,13 @@ import pytest
 
 from fluxforge.demux.bytescan import flat_object
 from fluxforge.events import NormalizeError
+from fluxforge.segments import encode_envelope
 from fluxforge.venues import binance, bitget, coinbase, okx
 from fluxforge.venues.common import read_fields
 from fluxforge.wire import shape
 from fluxforge.wire.shape import ObjectShape
 from tests.fixtures import doc_shapes
+from tests.unit.demux_compare import assert_same, both_paths
 
 _LEVEL_KINDS = (
     shape.V_BIDS, shape.V_ASKS, shape.V_BIDS_OBJ, shape.V_ASKS_OBJ, shape.V_SIDED_LEVELS,
@@ -41,8 +43,13 @@ def _layout(decl: ObjectShape) -> dict[str, int]:
 def scan(decl: ObjectShape, obj: Any) -> dict[str, Any] | None:
     """The object read by the byte scanner: column -> value as ``read_fields`` gives it, or
     None when the scanner leaves the object to the per-line path."""
+    return scan_raw(decl, orjson.dumps(obj))
+
+
+def scan_raw(decl: ObjectShape, raw: bytes) -> dict[str, Any] | None:
+    """``scan`` of the object's JSON text as sent (escapes, blanks, duplicate keys...)."""
     layout = _layout(decl)
-    buf = np.frombuffer(orjson.dumps(obj), np.uint8)
+    buf = np.frombuffer(raw, np.uint8)
     out = np.full(2 * len(layout) + 2, -1, np.int64)
     lv = np.empty((64, 6), np.int64)
     p, seen, lv, n_lv = flat_object(buf, 0, len(buf), decl.args_for(layout), out, 0, lv, 0)
@@ -62,7 +69,7 @@ def scan(decl: ObjectShape, obj: Any) -> dict[str, Any] | None:
                 got[col] = by_side
             else:
                 got[col] = by_side[0 if kind in (shape.V_BIDS, shape.V_BIDS_OBJ) else 1]
-        elif kind == shape.V_LIST:
+        elif kind in (shape.V_LIST, shape.V_NESTED):
             got[col] = orjson.loads(bytes(buf[out[layout[col]] : out[layout[col] + 1]]))
         elif kind in shape.SPAN_KINDS:
             s, e = out[layout[col]], out[layout[col] + 1]
@@ -99,7 +106,10 @@ def _binance_decl(ex: str, kind: str, d: dict) -> ObjectShape | None:
 def _documented_objects() -> list[tuple[str, ObjectShape, Any]]:
     out = []
     for k, (ex, kind, payload, _url) in enumerate(doc_shapes.frames("binance")):
-        d = payload["data"] if "stream" in payload else payload
+        d = payload
+        if binance.is_combined(payload):
+            out.append((f"binance {k} wrapper", binance.COMBINED, payload))
+            d = payload["data"]
         decl = _binance_decl(ex, kind, d)
         if decl is not None:
             out.append((f"binance {k}", decl, d))
@@ -177,7 +187,7 @@ def test_declared_shapes_cover_every_documented_book_trade_and_quote_variant() -
     decls = {id(decl) for _name, decl, _obj in OBJECTS}
     want = [
         binance.SNAPSHOT, binance.BOOK_TICKER, binance.TRADE, *binance.DEPTH_UPDATE.values(),
-        binance.TICKER_24H,
+        binance.TICKER_24H, binance.COMBINED,
         coinbase.SNAPSHOT, coinbase.L2UPDATE, coinbase.MATCH, coinbase.TICKER,
         *coinbase.AT_LEVEL.values(), coinbase.AT_TRADE, coinbase.AT_TICKER, coinbase.AT_MESSAGE,
         coinbase.AT_BOOK_EVENT, coinbase.AT_TRADES_EVENT, coinbase.AT_TICKER_EVENT,
@@ -189,10 +199,99 @@ def test_declared_shapes_cover_every_documented_book_trade_and_quote_variant() -
 
 @pytest.mark.parametrize(("decl", "obj"), [o[1:] for o in OBJECTS], ids=[o[0] for o in OBJECTS])
 def test_declared_shape_broken_value_refused_by_both_readers(decl: ObjectShape, obj: Any) -> None:
-    for key, col in zip(decl.names, decl.columns, strict=True):
+    for key, kind, col in zip(decl.names, decl.kinds, decl.columns, strict=True):
         if key not in obj or not isinstance(col, str):
             continue
-        bad = {**obj, key: {"not": "a value"}}
+        # (an object is a wrapper's payload: a string is not)
+        bad = {**obj, key: "not a value" if kind == shape.V_NESTED else {"not": "a value"}}
         with pytest.raises(NormalizeError, match=key):
             read_fields(decl, bad, "doc")
         assert scan(decl, bad) is None
+
+
+# ---------------------------------------------------------------- the Binance wrapper
+# Every variant of the combined-stream wrapper (``binance.COMBINED``): (id, payload as sent,
+# what the declaration readers do, lines the fast path leaves to the per-line path, lines
+# quarantined). Readers: "same" both read the same columns; "per-line" the scanner leaves a
+# valid wrapper to the per-line reader (it is stricter: escapes, extra or repeated keys);
+# "refused" the per-line reader refuses it and the scanner leaves it; "bare" no wrapper (the
+# payload lacks a required key: a bare frame, judged as an event).
+_TRADE_EVENT = (
+    b'{"e":"trade","E":1700000000100,"s":"BNBBTC","t":12345,"p":"0.00250000",'
+    b'"q":"2.00000000","T":1700000000099,"m":true,"M":true}'
+)
+_TICKER_EVENT = (
+    b'{"e":"24hrTicker","E":1700000000100,"s":"BNBBTC","p":"0.0015","c":"0.0025",'
+    b'"b":"0.0024","B":"10","a":"0.0026","A":"100","O":0,"n":18151}'
+)
+_PARTIAL_EVENT = b'{"lastUpdateId":160,"bids":[["0.0024","10"]],"asks":[["0.0026","100"]]}'
+_T = _TRADE_EVENT
+WRAPPERS = [
+    ("plain", b'{"stream":"bnbbtc@trade","data":' + _T + b"}", "same", 0, 0),
+    ("data first", b'{"data":' + _T + b',"stream":"bnbbtc@trade"}', "same", 0, 0),
+    ("blanks", b'{ "stream" : "bnbbtc@trade" ,\t"data" : ' + _T + b" }", "same", 0, 0),
+    ("partial depth", b'{"stream":"bnbbtc@depth5","data":' + _PARTIAL_EVENT + b"}", "same", 0, 0),
+    ("no stream", b'{"data":' + _T + b"}", "bare", 1, 1),
+    ("no data", b'{"stream":"bnbbtc@trade"}', "bare", 1, 1),
+    ("empty object", b"{}", "bare", 1, 1),
+    ("data null", b'{"stream":"bnbbtc@trade","data":null}', "refused", 1, 1),
+    ("data number", b'{"stream":"bnbbtc@trade","data":5}', "refused", 1, 1),
+    ("data string", b'{"stream":"bnbbtc@trade","data":"x"}', "refused", 1, 1),
+    ("data true", b'{"stream":"bnbbtc@trade","data":true}', "refused", 1, 1),
+    ("stream null", b'{"stream":null,"data":' + _T + b"}", "refused", 1, 1),
+    ("stream number", b'{"stream":7,"data":' + _T + b"}", "refused", 1, 1),
+    ("stream object", b'{"stream":{},"data":' + _T + b"}", "refused", 1, 1),
+    ("data array", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT + b"]}", "same", 1, 0),
+    ("data empty array", b'{"stream":"!ticker@arr","data":[]}', "same", 1, 0),
+    ("extra key", b'{"stream":"bnbbtc@trade","data":' + _T + b',"id":1}', "per-line", 1, 0),
+    ("stream twice", b'{"stream":"x","stream":"bnbbtc@trade","data":' + _T + b"}", "per-line",
+     1, 0),
+    ("escaped stream", b'{"stream":"bnbbtc\\u0040trade","data":' + _T + b"}", "per-line", 1, 0),
+    ("escaped partial depth", b'{"stream":"bnbbtc\\u0040depth5","data":' + _PARTIAL_EVENT + b"}",
+     "per-line", 1, 0),
+    ("partial depth, array", b'{"stream":"bnbbtc@depth5","data":[]}', "same", 1, 1),
+    # the wrapper's keys after an event key: still a wrapper for both paths (the scanner does
+    # not read the payload as a bare 24hrTicker whose open shape would skip them)
+    ("keys after an event key", b'{"e":"24hrTicker","stream":"bnbbtc@ticker","data":1}',
+     "refused", 1, 1),
+    ("kline with a wrapper inside",
+     b'{"e":"kline","E":1700000000100,"stream":"bnbbtc@trade","data":' + _T + b"}", "per-line",
+     1, 0),
+    # one wrapper key next to an event's: a bare event (open 24hrTicker: the key is skipped)
+    ("bare with a stream key", _TICKER_EVENT[:-1] + b',"stream":"x"}', "bare", 0, 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "readers"), [w[1:3] for w in WRAPPERS], ids=[w[0] for w in WRAPPERS]
+)
+def test_binance_wrapper_variant_same_result_or_refusal_from_both_readers(
+    raw: bytes, readers: str
+) -> None:
+    obj = orjson.loads(raw)
+    assert binance.is_combined(obj) == (readers != "bare")
+    scanned = scan_raw(binance.COMBINED, raw)
+    if readers in ("refused", "bare"):
+        with pytest.raises(NormalizeError, match=r"stream|data"):
+            read_fields(binance.COMBINED, obj, "doc")
+        assert scanned is None
+        return
+    per_line = read_fields(binance.COMBINED, obj, "doc")
+    assert per_line == {"stream": obj["stream"], "data": obj["data"]}
+    assert scanned == (per_line if readers == "same" else None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "per_line", "quarantined"), [w[1:2] + w[3:] for w in WRAPPERS],
+    ids=[w[0] for w in WRAPPERS],
+)  # fmt: skip
+@pytest.mark.parametrize("ex", ["binance", "binanceusdm"])
+def test_binance_wrapper_variant_frame_same_on_both_paths(
+    ex: str, raw: bytes, per_line: int, quarantined: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole line of each variant: the scanner takes it or leaves it, and the demux's
+    result equals the per-line path's (rows, books, control, quarantine and reasons)."""
+    line = encode_envelope(doc_shapes.BASE_NS, "docs", ex, 1, "msg", raw)
+    fast, slow = both_paths(line, monkeypatch, doc_shapes.SEGMENT)
+    assert_same(fast, slow)
+    assert (fast.per_line, fast.quarantined) == (per_line, quarantined)
