@@ -391,7 +391,8 @@ class Lake:
         # safe: a table that exists by then is left as it is
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                DeltaTable.create(
+                # create opens the table it made (or found): no second open
+                handle = DeltaTable.create(
                     self.uri(table),
                     schema=table_schema(table),
                     partition_by=list(PARTITION_COLUMNS),
@@ -404,8 +405,7 @@ class Lake:
                 if attempt == COMMIT_ATTEMPTS:
                     raise
                 time.sleep(0.2 * attempt)
-        handle = self.table(table)
-        assert handle is not None
+        self._tables[table] = handle
         return handle
 
     def outdated_columns(self, table: str, handle: DeltaTable | None = None) -> list[str]:
