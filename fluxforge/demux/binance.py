@@ -12,10 +12,16 @@ order):
   of the same instrument, in line order;
 - ``bookTicker`` -> quote rows and TopOfBook reports as columns (``FastTickers``);
 - ``aggTrade``/``trade`` -> trade rows as columns (``fast_trades_of``);
+- ``24hrTicker`` -> quote rows as columns (``fast_tickers_24h``);
 - control events (kline, markPriceUpdate, ...) that are surely valid JSON -> counted as
   control (``control_lines``).
 
-``venue_lines`` first finds each Binance exchange's lines in one envelope pass.
+``venue_lines`` first finds each Binance exchange's lines in one envelope pass, ``_frames``
+each line's event span: the payload of a combined-stream wrapper (``binance.COMBINED``) or the
+bare payload. That span is one event object or, on the all-market streams (``!ticker@arr``,
+``!markPrice@arr``...), an array of them: a bookTicker, trade, 24hrTicker or control scanner
+takes such a line when it takes every event of the array (one row per event, in order), else
+the line stays for the per-line path (which keeps or refuses a line whole).
 
 depthUpdate shape::
 
@@ -40,9 +46,9 @@ from numba import njit
 
 from fluxforge.demux.bytescan import (
     LBRACE,
+    LBRACKET,
     RBRACE,
     declared_keys,
-    envelope,
     envelope_kind,
     eq,
     exchange_of,
@@ -52,9 +58,11 @@ from fluxforge.demux.bytescan import (
     key_at,
     key_index,
     lit,
+    next_item,
     next_key,
     opt_spans,
     read_int,
+    skip_container,
     spans,
     str_end,
     ws,
@@ -104,7 +112,8 @@ def venue_lines(
     return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 
 
-# frame columns: ts, seq, stream start/end (-1: a bare frame), event object start/end
+# frame columns: ts, seq, stream start/end (-1: a bare frame), event object (or array of event
+# objects) start/end
 _F_TS, _F_SEQ, _F_S0, _F_S1, _F_D0, _F_D1 = range(6)
 # the venue's combined-stream wrapper (``binance.COMBINED``) read into: stream s/e, data s/e
 _COMBINED = binance.COMBINED.args_for({"stream": 0, "data": 2})
@@ -112,11 +121,12 @@ _COMBINED = binance.COMBINED.args_for({"stream": 0, "data": 2})
 
 @njit(cache=True)
 def _frames(buf, starts, ends, todo, head, src, exk, kind, wrapper):
-    """Per `todo` line of one exchange: the envelope and the event object's span, either
-    inside a combined-stream frame (the declaration `wrapper`, any key order) or as the whole
-    payload (a bare frame of a single-stream connection: an object without the wrapper's
-    required keys). Rows of other lines: -1. The event parsers below then judge the span
-    [start, end) of the event object only."""
+    """Per `todo` line of one exchange: the envelope and the span of its event (an object) or
+    events (an array of objects: the all-market streams), either inside a combined-stream
+    frame (the declaration `wrapper`, any key order) or as the whole payload (a bare frame of
+    a single-stream connection: an array, or an object without the wrapper's required keys).
+    Rows of other lines: -1. The event parsers below then judge that span [start, end) only
+    (``_first_event`` / ``_after_event``)."""
     n = len(starts)
     fr = np.full((n, 6), -1, np.int64)
     out = np.empty(4, np.int64)
@@ -125,29 +135,31 @@ def _frames(buf, starts, ends, todo, head, src, exk, kind, wrapper):
         if not todo[i]:
             continue
         s, end = starts[i], ends[i]
-        p0, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
-        if p0 < 0:
+        ds, ts, seq = envelope_kind(buf, s, end, head, src, exk, kind)
+        if ds < 0 or ds >= end:
             continue
-        ds = p0 - 1
-        while buf[ds] != LBRACE:  # back over the blanks to the payload's '{'
-            ds -= 1
-        ks, ke, _v = key_at(buf, p0, end)
-        if ks >= 0 and key_index(buf, ks, ke, wrapper) >= 0:  # a combined-stream frame
-            out[:] = -1
-            p, _seen, _lv, _n = flat_object(buf, ds, end, wrapper, out, 0, no_lv, 0)
+        ss = se = -1
+        if buf[ds] == LBRACKET:  # a bare array of events
+            p = de = skip_container(buf, ds, end)
             if p < 0:
-                continue  # not as declared: the per-line path judges it
-            ss, se, ds, de = out[0], out[1], out[2], out[3]
-            if buf[ds] != LBRACE:
-                continue  # an array of events (all-market streams): the per-line path
-        else:
-            # a bare frame, unless the payload carries the wrapper's keys after another (then
-            # the per-line path judges it)
-            p, seen = declared_keys(buf, ds, end, wrapper)
-            if p < 0 or has_required(wrapper, seen):
                 continue
-            ss = se = -1
-            de = p
+        elif buf[ds] == LBRACE:
+            ks, ke, _v = key_at(buf, ws(buf, ds + 1, end), end)
+            if ks >= 0 and key_index(buf, ks, ke, wrapper) >= 0:  # a combined-stream frame
+                out[:] = -1
+                p, _seen, _lv, _n = flat_object(buf, ds, end, wrapper, out, 0, no_lv, 0)
+                if p < 0:
+                    continue  # not as declared: the per-line path judges it
+                ss, se, ds, de = out[0], out[1], out[2], out[3]
+            else:
+                # a bare frame, unless the payload carries the wrapper's keys after another
+                # (then the per-line path judges it)
+                p, seen = declared_keys(buf, ds, end, wrapper)
+                if p < 0 or has_required(wrapper, seen):
+                    continue
+                de = p
+        else:
+            continue
         p = ws(buf, p, end)
         if p >= end or buf[p] != RBRACE or p + 1 != end:
             continue
@@ -158,6 +170,30 @@ def _frames(buf, starts, ends, todo, head, src, exk, kind, wrapper):
         fr[i, _F_D0] = ds
         fr[i, _F_D1] = de
     return fr
+
+
+@njit(cache=True)
+def _first_event(buf, s, e):
+    """A frame's event span [s, e) -> (position of its first event object's '{', whether the
+    frame holds an array of events); the position is -1 when an array's first item is not an
+    object (an empty array too: the per-line path takes those)."""
+    if buf[s] == LBRACE:
+        return s, False
+    p = ws(buf, s + 1, e)
+    return (p if p < e and buf[p] == LBRACE else -1), True
+
+
+@njit(cache=True)
+def _after_event(buf, q, e, is_array):
+    """After an event object that ends at q: (position of the next event's '{', 0), (e, 1)
+    when the frame's events end exactly there, or (-1, -1) when the frame is not a plain
+    object or array of objects."""
+    if q < 0 or not is_array:
+        return (q, 1) if q == e else (-1, -1)
+    p, done = next_item(buf, q, e)
+    if p < 0 or (done and p != e) or (not done and buf[p] != LBRACE):
+        return -1, -1
+    return p, done
 
 
 def frames_of(
@@ -186,8 +222,8 @@ def _scan(fr, buf, todo, shape, snap_shape, capacity):
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
-        if not todo[i] or fr[i, _F_D0] < 0:
-            continue
+        if not todo[i] or fr[i, _F_D0] < 0 or buf[fr[i, _F_D0]] != LBRACE:
+            continue  # (no venue sends depth events in an array)
         mark = n_lv
         out[:] = -1  # (no "E": binance.event_time below)
         out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
@@ -414,9 +450,10 @@ _NO_IDS = np.zeros(1, np.int64)
 
 @njit(cache=True)
 def _scan_events(fr, buf, todo, shape, id_bits, layout):
-    """The framed events of one declared ``ObjectShape`` -> one info row per line taken, in
-    the column `layout` (n_cols, line, ts, seq, stream start (end next), event time or -1,
-    event kind or -1: then the kind k also needs the keys id_bits[k - 1])."""
+    """The framed events of one declared ``ObjectShape`` -> one info row per event of the
+    lines taken (a line of an array: every event of that shape, else none), in the column
+    `layout` (n_cols, line, ts, seq, stream start (end next), event time or -1, event kind or
+    -1: then the kind k also needs the keys id_bits[k - 1])."""
     n_cols, c_line, c_ts, c_seq, c_stream, c_evt, c_kind = layout
     no_lv = np.empty((1, 6), np.int64)  # (no level lists in these shapes)
     info = np.empty((1024, n_cols), np.int64)
@@ -425,21 +462,29 @@ def _scan_events(fr, buf, todo, shape, id_bits, layout):
     for i in range(len(fr)):
         if not todo[i] or fr[i, _F_D0] < 0:
             continue
-        out[:] = -1
-        out[c_ts] = fr[i, _F_TS]
-        out[c_seq] = fr[i, _F_SEQ]
-        out[c_stream], out[c_stream + 1] = fr[i, _F_S0], fr[i, _F_S1]
-        p, seen, _lv, _n = flat_object(buf, fr[i, _F_D0], fr[i, _F_D1], shape, out, 0, no_lv, 0)
-        if p != fr[i, _F_D1]:
-            continue
-        if c_kind >= 0 and not seen & id_bits[out[c_kind] - 1]:
-            continue
-        info = grow(info, n_ok)
-        info[n_ok] = out
-        info[n_ok, c_line] = i
-        if c_evt >= 0:
-            info[n_ok, c_evt] = event_time(out[c_evt], fr[i, _F_TS])
-        n_ok += 1
+        e = fr[i, _F_D1]
+        p, is_array = _first_event(buf, fr[i, _F_D0], e)
+        mark = n_ok
+        while p >= 0:
+            out[:] = -1
+            out[c_ts] = fr[i, _F_TS]
+            out[c_seq] = fr[i, _F_SEQ]
+            out[c_stream], out[c_stream + 1] = fr[i, _F_S0], fr[i, _F_S1]
+            q, seen, _lv, _n = flat_object(buf, p, e, shape, out, 0, no_lv, 0)
+            if q < 0 or (c_kind >= 0 and not seen & id_bits[out[c_kind] - 1]):
+                p = -1
+                break
+            info = grow(info, n_ok)
+            info[n_ok] = out
+            info[n_ok, c_line] = i
+            if c_evt >= 0:
+                info[n_ok, c_evt] = event_time(out[c_evt], fr[i, _F_TS])
+            n_ok += 1
+            p, done = _after_event(buf, q, e, is_array)
+            if done:
+                break
+        if p < 0:
+            n_ok = mark
     return info[:n_ok]
 
 
@@ -492,6 +537,8 @@ def _taken_events(
     keep, codes, symbols, sym_arr = _streams_symbols(
         buf, info[:, c_stream : c_stream + 2], info[:, sym_col : sym_col + 2]
     )
+    if not keep.all():  # a line of several events: all of them, or the per-line path
+        keep &= ~np.isin(info[:, c_line], info[~keep, c_line])
     if not keep.any():
         return None
     info, codes = info[keep], codes[keep]
@@ -846,7 +893,13 @@ def _scan_control(fr, buf, todo, words, events):
     for i in range(len(fr)):
         if not todo[i] or fr[i, _F_D0] < 0:
             continue
-        if _control_event(buf, fr[i, _F_D0], fr[i, _F_D1], words, events) != fr[i, _F_D1]:
+        e = fr[i, _F_D1]
+        p, is_array = _first_event(buf, fr[i, _F_D0], e)
+        while p >= 0:  # every event of the line a control event
+            p, done = _after_event(buf, _control_event(buf, p, e, words, events), e, is_array)
+            if done:
+                break
+        if p < 0:
             continue
         info = grow(info, n_ok)
         info[n_ok, 0] = i

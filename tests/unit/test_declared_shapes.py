@@ -110,9 +110,12 @@ def _documented_objects() -> list[tuple[str, ObjectShape, Any]]:
         if binance.is_combined(payload):
             out.append((f"binance {k} wrapper", binance.COMBINED, payload))
             d = payload["data"]
-        decl = _binance_decl(ex, kind, d)
-        if decl is not None:
-            out.append((f"binance {k}", decl, d))
+        for n, event in enumerate(d if isinstance(d, list) else [d]):  # all-market: arrays
+            decl = _binance_decl(ex, kind, event)
+            if decl is not None:
+                out.append(
+                    (f"binance {k}" + (f" [{n}]" if isinstance(d, list) else ""), decl, event)
+                )
     return out
 
 
@@ -215,7 +218,8 @@ def test_declared_shape_broken_value_refused_by_both_readers(decl: ObjectShape, 
 # quarantined). Readers: "same" both read the same columns; "per-line" the scanner leaves a
 # valid wrapper to the per-line reader (it is stricter: escapes, extra or repeated keys);
 # "refused" the per-line reader refuses it and the scanner leaves it; "bare" no wrapper (the
-# payload lacks a required key: a bare frame, judged as an event).
+# payload lacks a required key: a bare frame, judged as an event); "invalid" not JSON (the
+# wrapper's reader passes its payload on by its span: the events' readers refuse it).
 _TRADE_EVENT = (
     b'{"e":"trade","E":1700000000100,"s":"BNBBTC","t":12345,"p":"0.00250000",'
     b'"q":"2.00000000","T":1700000000099,"m":true,"M":true}'
@@ -241,8 +245,19 @@ WRAPPERS = [
     ("stream null", b'{"stream":null,"data":' + _T + b"}", "refused", 1, 1),
     ("stream number", b'{"stream":7,"data":' + _T + b"}", "refused", 1, 1),
     ("stream object", b'{"stream":{},"data":' + _T + b"}", "refused", 1, 1),
-    ("data array", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT + b"]}", "same", 1, 0),
+    # all-market streams: the fast path takes an array whose events one scanner takes all
+    ("data array", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT + b"]}", "same", 0, 0),
+    ("data array of two", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT + b", "
+     + _TICKER_EVENT.replace(b"BNBBTC", b"ETHBTC") + b" ]}", "same", 0, 0),
     ("data empty array", b'{"stream":"!ticker@arr","data":[]}', "same", 1, 0),
+    ("data array, a number", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT + b",5]}",
+     "same", 1, 1),
+    ("data array, mixed events", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT + b","
+     + _T + b"]}", "same", 1, 0),
+    ("data array, a bad symbol", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT + b","
+     + _TICKER_EVENT.replace(b"BNBBTC", b"../x") + b"]}", "same", 1, 1),
+    ("data array, trailing comma", b'{"stream":"!ticker@arr","data":[' + _TICKER_EVENT
+     + b",]}", "invalid", 1, 1),
     ("extra key", b'{"stream":"bnbbtc@trade","data":' + _T + b',"id":1}', "per-line", 1, 0),
     ("stream twice", b'{"stream":"x","stream":"bnbbtc@trade","data":' + _T + b"}", "per-line",
      1, 0),
@@ -263,7 +278,9 @@ WRAPPERS = [
 
 
 @pytest.mark.parametrize(
-    ("raw", "readers"), [w[1:3] for w in WRAPPERS], ids=[w[0] for w in WRAPPERS]
+    ("raw", "readers"),
+    [w[1:3] for w in WRAPPERS if w[2] != "invalid"],
+    ids=[w[0] for w in WRAPPERS if w[2] != "invalid"],
 )
 def test_binance_wrapper_variant_same_result_or_refusal_from_both_readers(
     raw: bytes, readers: str
