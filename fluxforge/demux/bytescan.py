@@ -205,6 +205,65 @@ def envelope_source(buf, s, end, head, src):
     return q + 1, ts
 
 
+# bytes of a uint64 word (SWAR): a word x holds a zero byte iff (x - ONES) & ~x & HIGHS != 0
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
+
+
+@njit(cache=True)
+def _newline_from(buf, words, k):
+    """Position of the first newline at or after k, or len(buf). `words` is buf's whole
+    8-byte words viewed as uint64: eight bytes are ruled out at once."""
+    n = len(buf)
+    while k < n and (k & 7) != 0 and buf[k] != 10:
+        k += 1
+    if k < n and buf[k] != 10:
+        i = k >> 3
+        while i < len(words):
+            x = words[i] ^ _NEWLINES
+            if ((x - _ONES) & ~x & _HIGHS) != 0:
+                break
+            i += 1
+        k = max(k, i << 3)
+        while k < n and buf[k] != 10:
+            k += 1
+    len(buf), len(words)  # (arrays live to the exit: see the module doc)
+    return k
+
+
+@njit(cache=True)
+def _line_bounds(buf, words):
+    n = len(buf)
+    starts = np.empty(1024, np.int64)
+    ends = np.empty(1024, np.int64)
+    n_lines = 0
+    s = 0
+    while True:
+        e = _newline_from(buf, words, s)
+        if n_lines == len(starts):
+            grown = np.empty(2 * n_lines, np.int64)
+            grown[:n_lines] = starts
+            starts = grown
+            grown = np.empty(2 * n_lines, np.int64)
+            grown[:n_lines] = ends
+            ends = grown
+        starts[n_lines] = s
+        ends[n_lines] = e
+        n_lines += 1
+        if e >= n:
+            break
+        s = e + 1
+    return starts[:n_lines], ends[:n_lines]
+
+
+def line_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of every newline-separated line of `buf` (uint8), the empty ones too
+    (after a final newline: one empty line), as ``bytes.split(b"\\n")`` cuts them."""
+    words = buf[: len(buf) // 8 * 8].view(np.uint64)
+    return _line_bounds(buf, words)
+
+
 @njit(cache=True)
 def exchange_of(buf, starts, ends, todo, head, src, ex_flat, ex_off):
     """Per `todo` line: the index in the packed `ex_flat`/`ex_off` words

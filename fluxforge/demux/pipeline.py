@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fluxforge import venues
-from fluxforge.demux.bytescan import exchange_of
+from fluxforge.demux.bytescan import exchange_of, line_bounds
 from fluxforge.demux.fastbook import FastBook, safe_symbol
 from fluxforge.demux.registry import scanners
 from fluxforge.events import BookMessage, EventSink, NormalizeError, TopOfBook
@@ -258,11 +258,8 @@ def _demux_pass(
     lines_in = n_data = n_control = 0
     parse = parse_envelope
     buf = np.frombuffer(data, np.uint8)
-    newlines = np.flatnonzero(buf == 10)
-    starts = np.concatenate(([0], newlines + 1)).astype(np.int64)
-    ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
-    todo = ends > starts
-    starts_py, ends_py = starts.tolist(), ends.tolist()  # empty lines are not messages
+    starts, ends = line_bounds(buf)
+    todo = ends > starts  # empty lines are not messages
     # columnar Binance bookTicker and trade rows, merged by line index with the per-line
     # path's quotes/tops/trades
     fast_tickers: list[Any] = []
@@ -299,8 +296,11 @@ def _demux_pass(
             lines_in += n_taken + n_ctl
     n_scanned = lines_in
 
-    for idx in np.flatnonzero(todo).tolist():
-        line = data[starts_py[idx] : ends_py[idx]]
+    rest = np.flatnonzero(todo)  # the lines no scanner took
+    for idx, start, end in zip(
+        rest.tolist(), starts[rest].tolist(), ends[rest].tolist(), strict=True
+    ):
+        line = data[start:end]
         if line.isspace():
             continue
         line_no = idx + 1
