@@ -372,7 +372,11 @@ _V2_ARGS = (
     kraken.V2_TRADE.args_for(ROW_LAYOUT),
     kraken.V2_TICKER.args_for(ROW_LAYOUT),
 )
-_V2_WORDS = tuple(as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot", b"update"))
+_V2_WORDS = tuple(
+    as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot", b"update", b"event")
+)
+# a v1 control event object {"event": word}, nothing else (``kraken.CONTROL_EVENTS``)
+_V1_CONTROL = pack_words(sorted(kraken.CONTROL_EVENTS))
 
 
 @njit(cache=True)
@@ -416,12 +420,15 @@ def _scan_v1_trades(buf, ends, env, shape):
 
 
 @njit(cache=True)
-def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap):
+def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events):
     """Websocket v2 lines ``{"channel", "type", "data": [items]}`` ("channel" before "data"):
     book, trade and ticker items -> one row each (R_KIND: the channel; R_TYPE: 1 snapshot,
-    2 update), book levels -> lv; bare heartbeats -> `control`."""
+    2 update), book levels -> lv; bare heartbeats, and v1 objects that are only a control
+    event (``{"event": word}``, packed `events`) -> `control`."""
     book, trade, ticker = decl
     k_channel, k_type, k_data, v_snap, v_update = words[0], words[1], words[2], words[3], words[4]
+    k_event = words[5]
+    ev_flat, ev_off = events
     n = len(ends)
     control = np.zeros(n, np.bool_)
     rows = np.empty((256, R_COLS), np.int64)
@@ -466,6 +473,17 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap):
                     p = -1
                     break
                 p = q + 1
+            elif eq(buf, ks, ke, k_event) and seen == 0:
+                seen |= 8
+                q = str_end(buf, p, end)
+                hit = False
+                for c in range(len(ev_off) - 1):
+                    if q >= 0 and eq_word(buf, p + 1, q, ev_flat, ev_off, c):
+                        hit = True
+                if not hit:
+                    p = -1
+                    break
+                p = q + 1
             elif eq(buf, ks, ke, k_data) and not seen & 4 and seen & 1 and ch < _V2_HEARTBEAT:
                 seen |= 4
                 if p >= end or buf[p] != LBRACKET:
@@ -505,7 +523,7 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap):
         if p >= 0:
             p = ws(buf, p, end)
         good = p >= 0 and p < end and buf[p] == RBRACE and p + 1 == end
-        if good and ch == _V2_HEARTBEAT and seen == 1:
+        if good and ((ch == _V2_HEARTBEAT and seen == 1) or seen == 8):
             control[i] = True
             continue
         if not good or seen != 7:
@@ -647,7 +665,7 @@ def fast_kraken_rows(
     if not (classes == _V2_LINE).any():
         return out
     rows, lv, control = _scan_v2(
-        buf, ends, env, _V2_WORDS, *_V2_CHANNELS, _V2_ARGS, 4096 + len(buf) // 512
+        buf, ends, env, _V2_WORDS, *_V2_CHANNELS, _V2_ARGS, 4096 + len(buf) // 512, _V1_CONTROL
     )
     out.control |= control
     if not len(rows):

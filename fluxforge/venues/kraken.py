@@ -79,7 +79,8 @@ from fluxforge.wire.shape import (
 
 EXCHANGES = ("kraken",)
 
-_CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "subscriptionStatus", "pong", "ping"})
+# v1 events that carry no market data (the demux scanner takes a bare {"event": word} too)
+CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "subscriptionStatus", "pong", "ping"})
 TRADE_SIDES = {"b": "buy", "s": "sell"}
 BOOK_CHANNEL_PREFIX = "book-"  # book-<depth>: the per-line path and fluxforge.demux.kraken
 
@@ -108,7 +109,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
         return _v2(env, d, sink)
     if isinstance(d, dict):
         event = d.get("event")
-        if event in _CONTROL_EVENTS:
+        if event in CONTROL_EVENTS:
             return "control"
         if event == "error":
             return "control"  # a refused request, e.g. unknown pair: no market data in it

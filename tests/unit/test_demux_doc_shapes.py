@@ -148,3 +148,25 @@ def test_bitget_top_n_channel_is_always_a_snapshot_on_both_paths(
     for res in (fast, slow):
         (_ln, msg), *_ = res.books_by_instrument_all()
         assert msg.is_snapshot == (channel != "books")
+
+
+def test_kraken_v1_control_event_is_control_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bare v1 control event (``kraken.CONTROL_EVENTS``) is control from the scanner too;
+    anything more in the object, or another word, is left to the per-line path."""
+    from fluxforge.segments import encode_envelope
+
+    payloads = [
+        b'{"event":"heartbeat"}', b'{"event":"pong"}', b'{ "event" : "heartbeat" }',
+        b'{"event":"heartbeat","reqid":1}', b'{"event":"heartbeats"}', b'{"event":1}',
+        b'{"reqid":1,"event":"pong"}', b'{"event":"heartbeat","event":"pong"}',
+    ]  # fmt: skip
+    lines = [
+        encode_envelope(1_700_000_000_000_000_000 + i, "docs", "kraken", i, "msg", p, None)
+        for i, p in enumerate(payloads)
+    ]
+    fast, slow = both_paths(b"".join(lines), monkeypatch, doc_shapes.SEGMENT)
+    assert_same(fast, slow)
+    assert fast.per_line == 5  # the first three are taken as control by the scanner
+    assert slow.control == 6 and slow.quarantined == 2  # (a repeated key: the last wins)
