@@ -316,39 +316,32 @@ class _SnapshotRows:
     seq: np.ndarray
 
 
-def _snapshot_table(parts: list[_SnapshotRows | None]) -> pa.Table:
-    """One book_snapshots table of the rows of `parts`, in order."""
-    rows = [p for p in parts if p is not None]
-    if not rows:
+def _snapshot_table(rows: _SnapshotRows | None) -> pa.Table:
+    """The book_snapshots table of `rows` (None: no rows)."""
+    if rows is None:
         return _empty(BOOK_SNAPSHOTS)
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(r, name) for r in rows])
-
     lists = []
-    for i in range(4):
-        counts = np.concatenate([r.lists[i][0] for r in rows])
-        values = pa.concat_arrays([r.lists[i][1] for r in rows])
+    for counts, values in rows.lists:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
         lists.append(pa.ListArray.from_arrays(pa.array(offsets), values))
     reasons = pa.DictionaryArray.from_arrays(
-        pa.array(cat("reason").astype(np.int32)), pa.array(K.REASONS, pa.string())
+        pa.array(rows.reason.astype(np.int32)), pa.array(K.REASONS, pa.string())
     ).cast(pa.string())
     return _table(
         BOOK_SNAPSHOTS,
         {
-            "ts_event": pa.array(cat("ts_event")),
-            "ts_recv": pa.array(cat("ts_recv")),
-            "venue_symbol": pa.array([v for r in rows for v in r.venue_symbol], pa.string()),
-            "depth": pa.array(cat("depth")),
+            "ts_event": pa.array(rows.ts_event),
+            "ts_recv": pa.array(rows.ts_recv),
+            "venue_symbol": pa.array(rows.venue_symbol, pa.string()),
+            "depth": pa.array(rows.depth),
             "bid_px": lists[0],
             "bid_sz": lists[1],
             "ask_px": lists[2],
             "ask_sz": lists[3],
             "reason": reasons,
-            "book_epoch": pa.array(cat("book_epoch")),
-            "update_id": pa.array(cat("update_id")),
-            "seq": pa.array(cat("seq")),
+            "book_epoch": pa.array(rows.book_epoch),
+            "update_id": pa.array(rows.update_id),
+            "seq": pa.array(rows.seq),
         },
     )
 
@@ -570,7 +563,7 @@ class BookEngine:
                     _pick(dec, idx),  # type: ignore[arg-type]
                     _pick(dec, idx + nl),  # type: ignore[arg-type]
                 ),
-                snapshots=_snapshot_table([self._snapshots(batch, snap_meta, snap_ids, arenas)]),
+                snapshots=_snapshot_table(self._snapshots(batch, snap_meta, snap_ids, arenas)),
                 gaps=gaps,
                 stats=stats,
                 lazy_tops=functools.partial(self._tops, batch, order, clock, tops, arenas)
