@@ -113,3 +113,38 @@ def test_validate_parts_still_names_the_failing_partition_after_the_fast_pass() 
         schemas.validate_parts(
             table, [(good, *PARTITION), (bad, "kraken", "ETH-USD", "2024-01-02")]
         )
+
+
+def _distinct_columns(table: str) -> list[str]:
+    """The string columns the fast pass checks on their distinct values in a big part."""
+    return [
+        name
+        for name, col in SCHEMAS[table].columns.items()
+        if name not in PARTITION_COLUMNS
+        and col.dtype.type == pl.Utf8
+        and col.checks
+        and all(c.name in schemas.SET_CHECKS for c in col.checks)
+    ]
+
+
+@pytest.mark.parametrize("table", [t for t in sorted(SCHEMAS) if _distinct_columns(t)])
+def test_fast_pass_agrees_with_pandera_on_big_parts_with_one_bad_string(table: str) -> None:
+    # a part of DISTINCT_MIN_ROWS rows or more has such columns checked on their distinct
+    # values: one bad (or null) row among many good ones must still be refused
+    rows = schemas.DISTINCT_MIN_ROWS
+    columns = _distinct_columns(table)
+    cases = [
+        (label, data, part)
+        for label, data, part in _cases(table)
+        if label == "valid" or any(label.startswith(f"{name}=") for name in columns)
+    ]
+    good = cases[0][1]
+    assert good is not None
+    rejected = 0
+    for label, data, part in cases:
+        assert data is not None
+        big = pa.concat_tables([good] * (rows // 2) + [data] + [good] * (rows // 2))
+        fast, slow = _verdicts(table, big.combine_chunks(), part)
+        assert fast == slow, f"{table} {label} in {big.num_rows} rows: fast {fast}, pandera {slow}"
+        rejected += not slow
+    assert rejected >= len(columns) * 2  # a null and a bad value of each column at least
