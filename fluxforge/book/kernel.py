@@ -94,12 +94,17 @@ _COLON = 58
 
 
 def crc_table() -> np.ndarray:
-    table = np.empty(256, dtype=np.int64)
+    """CRC-32 (IEEE) tables for slicing by 8: row 0 is the byte-at-a-time table, row k
+    advances a byte's contribution by k more bytes."""
+    table = np.empty((8, 256), dtype=np.int64)
     for i in range(256):
         c = i
         for _ in range(8):
             c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[i] = c
+        table[0, i] = c
+    for i in range(256):
+        for k in range(1, 8):
+            table[k, i] = (table[k - 1, i] >> 8) ^ table[0, table[k - 1, i] & 0xFF]
     return table
 
 
@@ -118,15 +123,47 @@ def _size_id(p, n0, nl):
 
 
 @njit(cache=True)
-def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table):
-    """Venue CRC32 of the current book from the pooled wire strings, one flat loop (numba
-    did not inline per-string helper calls, which cost more than the bytes).
+def crc32(buf, n, table):
+    """CRC-32 of ``buf[:n]``, eight bytes per step (slicing by 8: about 1 ns a byte here,
+    where a byte at a time over the pooled strings cost 4-5)."""
+    crc = np.int64(0xFFFFFFFF)
+    i = 0
+    while i + 8 <= n:
+        one = crc ^ (
+            np.int64(buf[i])
+            | (np.int64(buf[i + 1]) << 8)
+            | (np.int64(buf[i + 2]) << 16)
+            | (np.int64(buf[i + 3]) << 24)
+        )
+        crc = (
+            table[7, one & 0xFF]
+            ^ table[6, (one >> 8) & 0xFF]
+            ^ table[5, (one >> 16) & 0xFF]
+            ^ table[4, (one >> 24) & 0xFF]
+            ^ table[3, buf[i + 4]]
+            ^ table[2, buf[i + 5]]
+            ^ table[1, buf[i + 6]]
+            ^ table[0, buf[i + 7]]
+        )
+        i += 8
+    while i < n:
+        crc = table[0, (crc ^ buf[i]) & 0xFF] ^ (crc >> 8)
+        i += 1
+    return crc ^ 0xFFFFFFFF
+
+
+@njit(cache=True)
+def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table, buf):
+    """Venue CRC32 of the current book from the pooled wire strings: the checksummed text is
+    laid out in `buf` (a scratch buffer, replaced by a larger one when short; returned),
+    then hashed in one pass.
 
     Kraken: top 10 asks then top 10 bids, price then size, '.' dropped then leading '0's,
     unsigned. OKX/Bitget: top 25 interleaved bid, ask as "px:sz" joined by ':', signed."""
-    crc = np.int64(0xFFFFFFFF)
     kraken = kind == CK_KRAKEN
-    first = True
+    ids = np.empty(100, dtype=np.int64)
+    k = 0
+    need = 0
     for it in range(20 if kraken else 50):
         if kraken:
             s = 1 if it < 10 else 0
@@ -138,33 +175,42 @@ def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table):
         if j < st[S_LO0 + 2 * s]:
             continue
         p = pid[s, j]
-        for w in range(2):
-            ident = p if w == 0 else (p + 1 if p < n0 else p + nl)
-            if not kraken and (w == 1 or not first):
-                crc = table[(crc ^ _COLON) & 0xFF] ^ (crc >> 8)
-            first = False
-            if ident < n0:
-                arr = a0
-                b0 = o0[ident]
-                b1 = o0[ident + 1]
-            else:
-                arr = a1
-                b0 = o1[ident - n0]
-                b1 = o1[ident - n0 + 1]
-            leading = kraken
-            for q in range(b0, b1):
-                b = np.int64(arr[q])
-                if kraken:
-                    if b == _DOT:
-                        continue
-                    if leading and b == _ZERO:
-                        continue
-                    leading = False
-                crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    v = crc ^ 0xFFFFFFFF
+        for ident in (p, _size_id(p, n0, nl)):
+            ids[k] = ident
+            k += 1
+            need += (
+                o0[ident + 1] - o0[ident] if ident < n0 else o1[ident - n0 + 1] - o1[ident - n0]
+            ) + 1
+    if need > buf.shape[0]:
+        buf = np.empty(2 * need, dtype=np.uint8)
+    n = 0
+    for r in range(k):
+        ident = ids[r]
+        if not kraken and r > 0:
+            buf[n] = _COLON
+            n += 1
+        # each arena copied by a loop of its own: an array chosen in a branch, or passed to
+        # a helper, costs numba a reference-count pair per string, more than the copy
+        if ident < n0:
+            b0, b1 = o0[ident], o0[ident + 1]
+            if kraken:
+                while b0 < b1 and (a0[b0] == _ZERO or a0[b0] == _DOT):
+                    b0 += 1
+            for x in range(b0, b1):
+                buf[n] = a0[x]
+                n += 0 if kraken and a0[x] == _DOT else 1
+        else:
+            b0, b1 = o1[ident - n0], o1[ident - n0 + 1]
+            if kraken:
+                while b0 < b1 and (a1[b0] == _ZERO or a1[b0] == _DOT):
+                    b0 += 1
+            for x in range(b0, b1):
+                buf[n] = a1[x]
+                n += 0 if kraken and a1[x] == _DOT else 1
+    v = crc32(buf, n, table)
     if not kraken and v >= 2147483648:
         v -= 4294967296
-    return v
+    return v, buf
 
 
 @njit(cache=True)
@@ -441,6 +487,7 @@ def apply_kernel(
     n_gap = 0
     drift_meta = np.empty((4, 6), dtype=np.int64)
     n_drift = 0
+    ck_buf = np.empty(256, dtype=np.uint8)  # the checksummed text of one book, grown as needed
     # cached boundaries of the current UTC day and of the next periodic bucket
     day_start, day_end, next_bucket = _boundaries(st, interval)
     # pre-snapshot buffer: never holds a message twice, so n entries always suffice
@@ -703,7 +750,7 @@ def apply_kernel(
                         st[S_LO0 + 2 * s] = st[S_HI0 + 2 * s] - vd
             ck = m_ckkind[m]
             if ck != CK_NONE:
-                got = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table)
+                got, ck_buf = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table, ck_buf)
                 if got != m_cks[m]:
                     stats[T_MISMATCH] += 1
                     gap_meta, n_gap = _gap_row(
