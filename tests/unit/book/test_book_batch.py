@@ -121,3 +121,35 @@ def test_book_deltas_side_and_venue_symbol_columns_are_plain_strings_row_by_row(
     assert deltas.column("side").to_pylist() == ["bid", "ask", "ask", "ask", "bid"]
     assert deltas.column("venue_symbol").to_pylist() == ["AB"] * 5
     deltas.validate(full=True)
+
+
+def test_pooled_strings_read_from_both_arenas_in_any_order() -> None:
+    """Ids below n0 read the book's arena, the others the batch's, in runs or interleaved:
+    decimals and gathered bytes equal those of each string read on its own."""
+    from fluxforge.tables import DECIMAL
+
+    book = ["1.5", "0.25", "30000.1", "7"]
+    batch = ["2", "0.000001", "123456789.123456789", "4.50", "99"]
+    n0 = len(book)
+    arenas = (n0, *_arena_of(book), *_arena_of(batch))
+    values = book + batch
+    rng = np.random.default_rng(5)
+    orders = [np.arange(len(values)), np.array([5, 0, 6, 1, 8, 2, 7, 3, 4])]
+    orders += [rng.integers(0, len(values), 40) for _ in range(20)]
+    for ids in orders:
+        words, ok = K.decimals(ids.astype(np.int64), *arenas, DECIMAL.scale, 26)
+        assert ok
+        got = pa.Array.from_buffers(DECIMAL, len(ids), [None, pa.py_buffer(words)])
+        assert got.equals(pa.array([values[i] for i in ids]).cast(DECIMAL))
+        with_empty = np.concatenate([[-1], ids, [-1]]).astype(np.int64)
+        data, offs = K.gather(with_empty, *arenas)
+        texts = pa.LargeStringArray.from_buffers(
+            len(with_empty), pa.py_buffer(offs), pa.py_buffer(data)
+        )
+        assert texts.to_pylist() == ["", *(values[i] for i in ids), ""]
+
+
+def _arena_of(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    arr = pa.array(strings, pa.large_string())
+    _, offs, data = arr.buffers()
+    return np.frombuffer(data, np.uint8), np.frombuffer(offs, np.int64)[: len(strings) + 1]
