@@ -13,6 +13,11 @@ they read the array, and end with ``len(buf)`` (the array used once more after e
 before they return: measured 20-50 ns -> 2-10 ns a call, which had been most of a scanner's
 time.
 
+The same counts cost a scanner that passes its arguments down to helpers too big to inline
+(``flat_object``): a scanner's long-lived read-only arrays (the segment, the declarations, the
+envelope literals) are therefore taken as ``borrowed`` views once at its start, whose counts
+are a null check instead of an atomic add.
+
 numba's on-disk cache (cache=True) is keyed on each function's own file only: after changing a
 primitive here, or the decimal rule the scanners inline (fluxforge/wire/decimal.py, whose
 limits derive from the lake's ``DECIMAL`` in fluxforge/tables.py), delete
@@ -23,7 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from fluxforge.wire.decimal import copy_decimal_key, decimal_end, plain_decimal
 from fluxforge.wire.shape import (
@@ -68,7 +75,6 @@ from fluxforge.wire.shape import (
     V_TEXT,
     V_TIMED_ASKS,
     V_TIMED_BIDS,
-    pack_words,
 )
 from fluxforge.wire.times import TS_MAX_MS, TS_MAX_S, TS_MIN_MS, days_from_civil, plausible_ns
 
@@ -83,15 +89,44 @@ COLON = 58
 DOT = 46
 
 
-NO_WORDS = pack_words(())  # for levels_scan with a fixed side
-NO_SIDES = np.zeros(1, np.int64)
+@intrinsic
+def borrowed(typingctx, arr):
+    """`arr` without its memory owner (the meminfo pointer NULL): numba's reference count
+    operations on the view are a null check instead of an atomic add (~10 ns) around every
+    call that passes it on. Only for an array that outlives every use of the view: an
+    argument of the calling function (the caller holds it for the whole call)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        out = context.make_array(signature.return_type)(context, builder)
+        out.meminfo = context.get_constant_null(types.MemInfoPointer(types.voidptr))
+        out.parent = src.parent
+        out.nitems = src.nitems
+        out.itemsize = src.itemsize
+        out.data = src.data
+        out.shape = src.shape
+        out.strides = src.strides
+        return out._getvalue()
+
+    return arr(arr), codegen
 
 
-def side_words(sides: dict[str, str]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    """A venue's side words ({"buy": "bid", "sell": "ask", ...}) as the scanners' arguments:
-    (the words packed by ``pack_words``, the side of each: 0 bid, 1 ask)."""
-    words = pack_words(tuple(sides))
-    return words, np.array([0 if s == "bid" else 1 for s in sides.values()], np.int64)
+@intrinsic
+def load8(typingctx, arr, idx):
+    """The 8 bytes of a uint8 array from idx as one uint64 (little endian), at any
+    alignment: eight bytes compared at once. The caller keeps 0 <= idx <= len(arr) - 8."""
+
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), llvm_ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+
+    return types.uint64(arr, idx), codegen
 
 
 @njit(cache=True)
@@ -141,8 +176,11 @@ def lit_word(buf, p, end, flat, off, k):
 def lit(buf, p, end, word):
     """position after `word` at p, or -1."""
     n = len(word)
-    ok = p + n <= end
+    ok = p >= 0 and p + n <= end
     k = 0
+    while ok and k + 8 <= n:
+        ok = load8(buf, p + k) == load8(word, k)
+        k += 8
     while ok and k < n:
         ok = buf[p + k] == word[k]
         k += 1
@@ -327,58 +365,98 @@ def digits(buf, s, n):
 
 
 @njit(cache=True)
-def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, min_len, words, word_sides):
-    """Parse [[str, str, ...], ...] at p; append (row, side, px_s, px_e, sz_s, sz_e) rows to
-    lv. A row is [price, size, ...] when `side_fixed` is 0 (bid) or 1 (ask), else
-    [side word, price, size, ...] with the side of word w of `words` (packed: flat bytes,
-    offsets) in `word_sides[w]`. Returns
-    (position after, n_lv, lv) or (-1, ...)."""
+def levels_scan(buf, p, end, row, side, lv, n_lv):
+    """[[price, size, string...], ...] at p, every element a string without escapes: level
+    rows (row, side, price span, size span) of `side` (0 bid, 1 ask) -> lv. Returns (position
+    after, n_lv, lv) or (-1, ...)."""
     if p >= end or buf[p] != LBRACKET:
         return -1, n_lv, lv
     p = ws(buf, p + 1, end)
     if p < end and buf[p] == RBRACKET:
         return p + 1, n_lv, lv
-    px_k = 0 if side_fixed >= 0 else 1  # element index of the price (the size follows)
     while True:
         if p >= end or buf[p] != LBRACKET:
             return -1, n_lv, lv
         p = ws(buf, p + 1, end)
-        k = 0
-        a0 = a1 = b0 = b1 = c0 = c1 = 0
-        while True:
-            if k == px_k:  # the decimal rule checked while the string is read
-                q = decimal_end(buf, p, end, True)
-            elif k == px_k + 1:
-                q = decimal_end(buf, p, end, False)
-            else:
-                q = str_end(buf, p, end)
+        q = decimal_end(buf, p, end, True)  # the decimal rule checked while the string is read
+        if q < 0:
+            return -1, n_lv, lv
+        px0, px1 = p + 1, q
+        p, done = next_item(buf, q + 1, end)
+        if p < 0 or done:
+            return -1, n_lv, lv
+        q = decimal_end(buf, p, end, False)
+        if q < 0:
+            return -1, n_lv, lv
+        sz0, sz1 = p + 1, q
+        p, done = next_item(buf, q + 1, end)
+        while p >= 0 and not done:  # further elements: strings
+            q = str_end(buf, p, end)
             if q < 0:
                 return -1, n_lv, lv
-            if k == 0:
-                a0, a1 = p + 1, q
-            elif k == 1:
-                b0, b1 = p + 1, q
-            elif k == 2:
-                c0, c1 = p + 1, q
-            k += 1
             p, done = next_item(buf, q + 1, end)
-            if p < 0:
-                return -1, n_lv, lv
-            if done:
-                break
-        if k < min_len:
+        if p < 0:
             return -1, n_lv, lv
-        if side_fixed >= 0:
-            side = side_fixed
-            px0, px1, sz0, sz1 = a0, a1, b0, b1
-        else:
-            side = -1
-            for w in range(len(word_sides)):
-                if eq_word(buf, a0, a1, words[0], words[1], w):
-                    side = word_sides[w]
-            if side < 0:
+        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
+            lv = grow(lv, n_lv)
+        lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
+        lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
+        n_lv += 1
+        p, done = next_item(buf, p, end)
+        if p < 0:
+            return -1, n_lv, lv
+        if done:
+            return p, n_lv, lv
+
+
+@njit(cache=True)
+def sided_levels_scan(buf, p, end, row, lv, n_lv, shape, f):
+    """[[side word, price, size, string...], ...] at p, the side words those of field f of
+    the declaration `shape` (``V_SIDED_LEVELS``, read in place: slices of it cost reference
+    counts): level rows -> lv. Returns (position after, n_lv, lv) or (-1, ...)."""
+    wlo, whi = shape[shape[A_WLO] + f], shape[shape[A_WHI] + f]
+    wo, wside = shape[A_WOFF], shape[A_WSIDE]
+    if p >= end or buf[p] != LBRACKET:
+        return -1, n_lv, lv
+    p = ws(buf, p + 1, end)
+    if p < end and buf[p] == RBRACKET:
+        return p + 1, n_lv, lv
+    while True:
+        if p >= end or buf[p] != LBRACKET:
+            return -1, n_lv, lv
+        p = ws(buf, p + 1, end)
+        q = str_end(buf, p, end)
+        if q < 0:
+            return -1, n_lv, lv
+        side = -1
+        for w in range(wlo, whi):
+            if eq_at(buf, p + 1, q, shape, shape[wo + w], shape[wo + w + 1]):
+                side = shape[wside + w]
+                break
+        if side < 0:
+            return -1, n_lv, lv
+        p, done = next_item(buf, q + 1, end)
+        if p < 0 or done:
+            return -1, n_lv, lv
+        q = decimal_end(buf, p, end, True)  # the decimal rule checked while the string is read
+        if q < 0:
+            return -1, n_lv, lv
+        px0, px1 = p + 1, q
+        p, done = next_item(buf, q + 1, end)
+        if p < 0 or done:
+            return -1, n_lv, lv
+        q = decimal_end(buf, p, end, False)
+        if q < 0:
+            return -1, n_lv, lv
+        sz0, sz1 = p + 1, q
+        p, done = next_item(buf, q + 1, end)
+        while p >= 0 and not done:  # further elements: strings
+            q = str_end(buf, p, end)
+            if q < 0:
                 return -1, n_lv, lv
-            px0, px1, sz0, sz1 = b0, b1, c0, c1
+            p, done = next_item(buf, q + 1, end)
+        if p < 0:
+            return -1, n_lv, lv
         if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
             lv = grow(lv, n_lv)
         lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
@@ -1055,10 +1133,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
                 out[col] = idx + 1
             p = q + 1
         elif kind == V_SIDED_LEVELS:
-            lo, hi = shape[wl + f], shape[wh + f]
-            words = (shape, shape[wo + lo : wo + hi + 1])  # (offsets: positions in `shape`)
-            sides = shape[shape[A_WSIDE] + lo : shape[A_WSIDE] + hi]
-            p, n_lv, lv = levels_scan(buf, p, end, row, -1, lv, n_lv, 3, words, sides)
+            p, n_lv, lv = sided_levels_scan(buf, p, end, row, lv, n_lv, shape, f)
             if p < 0:
                 return -1, seen, lv, n_lv
         elif kind == V_ISO_OPT:
@@ -1100,7 +1175,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             p = q + 1
         else:  # V_BIDS / V_ASKS
             side = 0 if kind == V_BIDS else 1
-            p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv, 2, NO_WORDS, NO_SIDES)
+            p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv)
             if p < 0:
                 return -1, seen, lv, n_lv
         if is_array:

@@ -29,6 +29,7 @@ from fluxforge.demux.bytescan import (
     RBRACE,
     RBRACKET,
     add_level,
+    borrowed,
     envelope_kind,
     eq,
     flat_object,
@@ -191,7 +192,10 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
     and their levels (lv rows: message, side, price span, size span). Exchange lines are read
     by the declarations `update` then `snapshot`, Advanced Trade ones by ``_at_data``. A line
     with any surprise is not accepted (the per-line path takes it)."""
+    buf, update, snapshot = borrowed(buf), borrowed(update), borrowed(snapshot)
     env_head, env_src, env_ex, env_kind = heads
+    env_head, env_src = borrowed(env_head), borrowed(env_src)
+    env_ex, env_kind = borrowed(env_ex), borrowed(env_kind)
     n = len(starts)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
@@ -201,6 +205,7 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
     # scratch rows of an Advanced Trade message: head, event, level
     at_rows = (np.empty(5, np.int64), np.empty(5, np.int64), np.empty(6, np.int64))
     no_lv = np.empty((1, 6), np.int64)  # (no level lists inside these objects)
+    row = np.empty(_M_COLS, np.int64)  # an Exchange message, copied to msg when accepted
     for i in range(n):
         if not todo[i]:
             continue
@@ -221,8 +226,8 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
                 buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, at, side_of, at_rows, no_lv
             )
         else:
-            msg = grow(msg, n_msg)
-            row = msg[n_msg]
+            if n_msg == len(msg):  # (a call per line costs reference counts)
+                msg = grow(msg, n_msg)
             row[:] = -1
             row[_M_KIND] = 1
             q, _seen, lv, n_lv = flat_object(buf, p, end, update, row, n_msg, lv, n_lv)
@@ -235,6 +240,8 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
             if p >= 0:
                 row[0], row[1], row[2] = i, ts, seq
                 row[_M_EVT] = event_time(row[_M_EVT], ts)  # (a snapshot has none)
+                for c in range(_M_COLS):
+                    msg[n_msg, c] = row[c]
                 n_msg += 1
         if p >= 0:
             p = ws(buf, p, end)
