@@ -827,12 +827,17 @@ def _coverage_rows(parts: dict[str, list[tuple[pa.Table, str, str, str]]]) -> li
     for table, channel in COVERAGE_CHANNELS.items():
         for t, ex, sym, date in parts.get(table, []):
             ts = t["ts_recv"].to_numpy()
+            lo, hi = int(ts.min()), int(ts.max())
+            if lo // HOUR_NS == hi // HOUR_NS:  # the usual part: one hour, told by its extremes
+                # at the lake's precision, like quality.coverage of the rows read back
+                span = [len(ts), at_lake_precision(lo), at_lake_precision(hi), 0]
+                rows[(date, ex, sym, channel, lo // HOUR_NS)] = span
+                continue
             hours = ts // HOUR_NS
             order = np.argsort(hours, kind="stable")
             hours, ts = hours[order], ts[order]
             starts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]])
             counts = np.diff(np.r_[starts, len(hours)])
-            # at the lake's precision, like quality.coverage of the rows read back
             first = at_lake_precision(np.minimum.reduceat(ts, starts))
             last = at_lake_precision(np.maximum.reduceat(ts, starts))
             for h, n, lo, hi in zip(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from dataclasses import dataclass
@@ -21,7 +22,17 @@ def sanitize_part(value: object) -> str:
     Anything outside ``[A-Za-z0-9._+=-]`` becomes ``_`` (so ``/``, ``\\``, NUL, spaces),
     leading dots are replaced (no ``..``), empty becomes ``_``, and length is capped.
     """
-    text = _UNSAFE.sub("_", str(value))
+    # a segment names the same few exchanges, symbols and tables thousands of times
+    return _sanitized(value) if type(value) is str else _sanitize(str(value))
+
+
+@functools.lru_cache(maxsize=8192)
+def _sanitized(text: str) -> str:
+    return _sanitize(text)
+
+
+def _sanitize(text: str) -> str:
+    text = _UNSAFE.sub("_", text)
     text = re.sub(r"^\.+", lambda m: "_" * len(m.group()), text)
     return (text or "_")[:128]
 
