@@ -488,7 +488,12 @@ def split_by_partition(
     pass `exchange`/`symbol` for tables that have no such columns (book engine output)."""
     if table.num_rows == 0:
         return {}
-    days = np.asarray(table.column(ts_column).to_numpy(zero_copy_only=False)) // NS_PER_DAY
+    ts = np.asarray(table.column(ts_column).to_numpy(zero_copy_only=False))
+    if exchange is not None:
+        first, last = int(ts.min()) // NS_PER_DAY, int(ts.max()) // NS_PER_DAY
+        if first == last:  # one instrument's rows of one day (the usual case): no per-row work
+            return {(exchange, symbol or ALL_SYMBOLS, day_of(first * NS_PER_DAY)): table}
+    days = ts // NS_PER_DAY
     if exchange is not None:
         key = days - days.min()
         labels = [(exchange, symbol or ALL_SYMBOLS)]

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from fluxforge.demux import (
+    ALL_SYMBOLS,
     NS_PER_DAY,
     UNKNOWN_EXCHANGE,
     cast_prices,
@@ -176,6 +177,21 @@ def test_split_by_partition_splits_dates_and_keeps_receive_order() -> None:
     ]
     assert parts[("a", "X-Y", "2024-01-02")].column("n").to_pylist() == [0, 3]
     assert "exchange" not in parts[("b", "X-Y", "2024-01-02")].column_names
+
+
+def test_split_by_partition_of_one_instrument_by_date_keeps_receive_order() -> None:
+    # book engine output: no exchange/symbol columns, the instrument is given
+    one_day = pa.table({"ts_recv": pa.array([TS + 5, TS, TS + 9], pa.int64()), "n": [0, 1, 2]})
+    parts = split_by_partition(one_day, "ts_recv", "a", "X-Y")
+    assert list(parts) == [("a", "X-Y", "2024-01-02")]
+    assert parts[("a", "X-Y", "2024-01-02")].column("n").to_pylist() == [0, 1, 2]
+    two_days = pa.table(
+        {"ts_to": pa.array([TS + NS_PER_DAY, TS, TS + 1], pa.int64()), "n": [0, 1, 2]}
+    )
+    parts = split_by_partition(two_days, "ts_to", "a", None)
+    assert sorted(parts) == [("a", ALL_SYMBOLS, "2024-01-02"), ("a", ALL_SYMBOLS, "2024-01-03")]
+    assert parts[("a", ALL_SYMBOLS, "2024-01-02")].column("n").to_pylist() == [1, 2]
+    assert parts[("a", ALL_SYMBOLS, "2024-01-03")].column("n").to_pylist() == [0]
 
 
 def _cb(seq: int, payload: bytes, ex: bytes = b"coinbase") -> bytes:
