@@ -177,7 +177,7 @@ def _window_slices(data: pa.Table, window_ns: int | None) -> list[tuple[int, int
     if not window_ns or data.num_rows == 0 or "ts_recv" not in data.column_names:
         return [(0, data.num_rows)]
     lo, hi = (v.as_py() for v in pc.min_max(data["ts_recv"]).values())
-    if 0 <= lo and lo // window_ns == hi // window_ns:
+    if lo >= 0 and lo // window_ns == hi // window_ns:
         return [(0, data.num_rows)]  # all rows in one window: no division per row
     windows = pc.divide(data["ts_recv"], pa.scalar(window_ns, pa.int64())).to_numpy()
     cuts = [0, *(int(i) + 1 for i in np.flatnonzero(windows[1:] != windows[:-1])), len(windows)]
