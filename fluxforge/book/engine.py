@@ -183,6 +183,8 @@ class BookStateError(ValueError):
 
 # the lake's decimal scale and integer-digit limit, as the numba parser takes them
 SCALE_LIMITS = (DECIMAL.scale, DECIMAL.precision - DECIMAL.scale)
+_NO_WORDS = np.zeros(0, np.int64)
+_NO_ARENA = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
 
 
 def _decimal_column(ids: np.ndarray, arenas: tuple) -> pa.Array:
@@ -221,9 +223,8 @@ def _refusal(strings: pa.Array, exc: Exception) -> str:
 def _batch_decimals(batch: BookBatch) -> pa.Array:
     """Every level's price then size as decimal128, computed BEFORE the kernel runs so that a
     value the lake cannot hold raises (BookInputError) with the engine state untouched."""
-    empty = (0, np.zeros(0, np.uint8), np.zeros(1, np.int64))
     return _decimal_column(
-        np.arange(2 * batch.n_levels), (*empty, batch.arena, batch.arena_offsets)
+        np.arange(2 * batch.n_levels), (0, *_NO_ARENA, batch.arena, batch.arena_offsets)
     )
 
 
@@ -502,6 +503,15 @@ class BookEngine:
         n0 = len(self._arena_off) - 1
         # a value the lake cannot hold raises here, before the kernel touches the state
         dec = _batch_decimals(batch) if tables else None
+        words0, words1 = _NO_WORDS, _NO_WORDS
+        if dec is not None:
+            # the drift check compares decimals: the words parsed once here serve it
+            words1 = np.frombuffer(dec.buffers()[1], np.int64)[: 4 * batch.n_levels]
+            words0, ok = K.decimals(
+                np.arange(n0), n0, self._arena, self._arena_off, *_NO_ARENA, *SCALE_LIMITS
+            )
+            if not ok:
+                words0 = _NO_WORDS
         key, pid, snap_meta, snap_ids, gap_meta, drift_meta, n_out, left = K.apply_kernel(
             self._st,
             self._key,
@@ -536,6 +546,8 @@ class BookEngine:
             epoch,
             tops,
             counters,
+            words0,
+            words1,
             *SCALE_LIMITS,
         )
         self._key, self._pid = key, pid

@@ -362,7 +362,9 @@ def _inject(
 
 
 @njit(cache=True)
-def _drift_check(m, pid, st, n0, n_lv, a0, o0, a1, o1, m_off, l_side, scale, max_int):
+def _drift_check(
+    m, pid, st, n0, n_lv, a0, o0, a1, o1, m_off, l_side, words0, words1, scale, max_int
+):
     """Book drift (``fluxforge.book.drift``): the book against snapshot message `m`, before
     it applies. Returns (prices compared, levels differing, string id of the snapshot's and
     of the book's size at the largest difference, -1 where absent); differing -1 when a
@@ -394,9 +396,12 @@ def _drift_check(m, pid, st, n0, n_lv, a0, o0, a1, o1, m_off, l_side, scale, max
         ids[fill[s]] = n0 + i
         ids[fill[s] + 1] = n0 + i + n_lv
         fill[s] += 2
-    words, ok = decimals(ids, n0, a0, o0, a1, o1, scale, max_int)
-    if not ok:
-        return 0, -1, -1, -1
+    if words0.shape[0] == 2 * n0 and words1.shape[0] == 4 * n_lv:
+        words = _words_of(ids, n0, words0, words1)
+    else:
+        words, ok = decimals(ids, n0, a0, o0, a1, o1, scale, max_int)
+        if not ok:
+            return 0, -1, -1, -1
     prices = 0
     differing = 0
     best_hi, best_lo = np.int64(-1), np.int64(0)
@@ -412,6 +417,24 @@ def _drift_check(m, pid, st, n0, n_lv, a0, o0, a1, o1, m_off, l_side, scale, max
             want_id = ids[start[2 + s] + 2 * wi + 1] if wi >= 0 else -1
             have_id = ids[start[s] + 2 * hi_ + 1] if hi_ >= 0 else -1
     return prices, differing, want_id, have_id
+
+
+@njit(cache=True)
+def _words_of(ids, n0, words0, words1):
+    """The decimal words of pooled strings `ids`, taken from the words already parsed for
+    each arena (``decimals`` of every string of the book's arena, then of the batch's)."""
+    out = np.empty(2 * ids.shape[0], dtype=np.int64)
+    for i in range(ids.shape[0]):
+        d = ids[i]
+        if d < n0:
+            out[2 * i] = words0[2 * d]
+            out[2 * i + 1] = words0[2 * d + 1]
+    for i in range(ids.shape[0]):
+        d = ids[i] - n0
+        if d >= 0:
+            out[2 * i] = words1[2 * d]
+            out[2 * i + 1] = words1[2 * d + 1]
+    return out
 
 
 @njit(cache=True)
@@ -449,6 +472,8 @@ def apply_kernel(
     out_epoch,
     out_top,
     stats,
+    words0,
+    words1,
     scale,
     max_int,
 ):
@@ -468,7 +493,10 @@ def apply_kernel(
     when an update came since the previous snapshot (``S_UPDATED``; consecutive pushes of a
     partial-depth stream are two instants, not a replay to check). A difference ends the
     epoch (a gap event, cause ``G_DRIFT``) and the snapshot rebuilds the book; a chained one
-    then goes on from its own id. `scale` and `max_int`: the lake's decimal (``decimals``).
+    then goes on from its own id. `words0` and `words1`: the decimal words of every string
+    of the book's and the batch's arena when the caller has them (else empty: the drift
+    check parses the strings it compares); `scale` and `max_int`: the lake's decimal
+    (``decimals``).
 
     Returns the (possibly reallocated) book arrays, the snapshot events (message index,
     reason, epoch, counts, clock message; then 4*depth string ids: bid px, bid sz, ask px,
@@ -551,7 +579,21 @@ def apply_kernel(
                 ):
                     stats[T_DRIFT_CHECKS] += 1
                     found = _drift_check(
-                        m, pid, st, n0, n_lv, a0, o0, a1, o1, m_off, l_side, scale, max_int
+                        m,
+                        pid,
+                        st,
+                        n0,
+                        n_lv,
+                        a0,
+                        o0,
+                        a1,
+                        o1,
+                        m_off,
+                        l_side,
+                        words0,
+                        words1,
+                        scale,
+                        max_int,
                     )
                     if found[1] != 0:
                         if n_drift == drift_meta.shape[0]:

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from fluxforge.book import BookEngine
+from fluxforge.book import BookBatch, BookEngine
 from fluxforge.book.drift import compare
 from fluxforge.events import CHAIN_BINANCE_FUTURES, BookMessage
 
@@ -212,6 +212,13 @@ def test_book_snapshot_heavy_batch_gives_the_rows_of_message_by_message_applies(
     for name in ("deltas", "snapshots", "gaps", "drift"):
         assert getattr(whole, name).equals(pa.concat_tables([getattr(o, name) for o in outs]))
     assert whole.tops == [t for o in outs for t in o.tops]
+    # without tables the drift check parses the strings it compares itself: the same rows
+    bare = BookEngine("coinbase", "BTC-USD")
+    bare_outs = [bare.apply_batch(BookBatch.from_messages([m]), tables=False) for m in msgs]
+    assert sum(o.stats.drifts for o in bare_outs) == whole.stats.drifts > 0
+    for name in ("gaps", "drift"):
+        got = pa.concat_tables([getattr(o, name) for o in bare_outs])
+        assert got.equals(getattr(whole, name))
 
 
 def test_partial_depth_pushes_are_not_compared_with_each_other() -> None:
