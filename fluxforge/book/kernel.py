@@ -397,7 +397,7 @@ def _drift_check(
         ids[fill[s] + 1] = n0 + i + n_lv
         fill[s] += 2
     if words0.shape[0] == 2 * n0 and words1.shape[0] == 4 * n_lv:
-        words = _words_of(ids, n0, words0, words1)
+        words = words_of(ids, n0, words0, words1)
     else:
         words, ok = decimals(ids, n0, a0, o0, a1, o1, scale, max_int)
         if not ok:
@@ -420,7 +420,7 @@ def _drift_check(
 
 
 @njit(cache=True)
-def _words_of(ids, n0, words0, words1):
+def words_of(ids, n0, words0, words1):
     """The decimal words of pooled strings `ids`, taken from the words already parsed for
     each arena (``decimals`` of every string of the book's arena, then of the batch's)."""
     out = np.empty(2 * ids.shape[0], dtype=np.int64)
@@ -855,6 +855,43 @@ def apply_kernel(
         key, pid, snap_meta[:n_snap], snap_ids[:n_snap], gap_meta[:n_gap],
         drift_meta[:n_drift], n_out, left,
     )  # fmt: skip
+
+
+@njit(cache=True)
+def delta_columns(
+    order, clock, epoch, m_off, l_side, ts_event, ts_recv, final_id, flags, seq, vsym
+):
+    """The per-level columns of the delta rows of applied messages `order` (application
+    order), in one pass: (level index, ts_event, ts_recv and seq of the message's clock,
+    update id, is_snapshot, epoch, side code, venue-symbol code)."""
+    n = 0
+    for k in range(order.shape[0]):
+        n += m_off[order[k] + 1] - m_off[order[k]]
+    idx = np.empty(n, np.int64)
+    t_ev = np.empty(n, np.int64)
+    t_rv = np.empty(n, np.int64)
+    upd = np.empty(n, np.int64)
+    snap = np.empty(n, np.bool_)
+    ep = np.empty(n, np.int32)
+    sq = np.empty(n, np.int64)
+    sd = np.empty(n, np.uint8)
+    vs = np.empty(n, vsym.dtype)
+    r = 0
+    for k in range(order.shape[0]):
+        m = order[k]
+        c = clock[m]
+        for i in range(m_off[m], m_off[m + 1]):
+            idx[r] = i
+            t_ev[r] = ts_event[m]
+            t_rv[r] = ts_recv[c]
+            upd[r] = final_id[m]
+            snap[r] = (flags[m] & F_SNAPSHOT) != 0
+            ep[r] = epoch[m]
+            sq[r] = seq[c]
+            sd[r] = l_side[i]
+            vs[r] = vsym[m]
+            r += 1
+    return idx, t_ev, t_rv, upd, snap, ep, sq, sd, vs
 
 
 @njit(cache=True)
