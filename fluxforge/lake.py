@@ -194,43 +194,72 @@ def file_stats(data: pa.Table, footer: pq.FileMetaData | None = None) -> str:
     Every such column must be present: delta-rs turns a missing min/max into a ``col >= null``
     fragment guard, and pyarrow then drops every row of the file for any filter on that
     column (a silent wrong answer for pandas/DuckDB readers of the Arrow dataset)."""
-    mins: dict[str, object] = {}
-    maxs: dict[str, object] = {}
-    nulls: dict[str, int] = {}
-    micros = {
-        f.name
-        for f in data.schema
-        if pa.types.is_timestamp(f.type) and f.type.unit == "us"  # type: ignore[attr-defined]
-    }
-    from_footer = _footer_bounds(footer, micros) if footer is not None else {}
-    for field in data.schema:
+    return _file_stats(data, footer, _stat_columns(data.schema))
+
+
+# kinds of the columns with file statistics (what a Delta reader can prune on)
+_PLAIN, _DECIMAL, _MICROS, _TIME = range(4)
+
+
+def _stat_columns(schema: pa.Schema) -> tuple[tuple[int, str, int], ...]:
+    """(index, name, kind) of the columns of a stored schema that get file statistics."""
+    out = []
+    for i, field in enumerate(schema):
         kind = field.type
-        if not (
+        if pa.types.is_timestamp(kind):
+            out.append((i, field.name, _MICROS if kind.unit == "us" else _TIME))  # type: ignore[attr-defined]
+        elif pa.types.is_decimal(kind):
+            out.append((i, field.name, _DECIMAL))
+        elif (
             pa.types.is_integer(kind)
             or pa.types.is_floating(kind)
             or pa.types.is_string(kind)
-            or pa.types.is_decimal(kind)
             or pa.types.is_boolean(kind)
-            or pa.types.is_timestamp(kind)
         ):
+            out.append((i, field.name, _PLAIN))
+    return tuple(out)
+
+
+# in-memory schema object -> (the schema, the statistics columns of its stored form): the
+# refinery stages ~160 parts of the same few schemas per segment
+_STAT_PLANS: dict[int, tuple[pa.Schema, tuple[tuple[int, str, int], ...]]] = {}
+
+
+def _stat_plan(schema: pa.Schema, stored: pa.Schema) -> tuple[tuple[int, str, int], ...]:
+    entry = _STAT_PLANS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = _STAT_PLANS[id(schema)] = (schema, _stat_columns(stored))
+    return entry[1]
+
+
+def _file_stats(
+    data: pa.Table, footer: pq.FileMetaData | None, columns: tuple[tuple[int, str, int], ...]
+) -> str:
+    """``file_stats`` of `data` with its statistics columns `columns` (``_stat_columns``)."""
+    mins: dict[str, object] = {}
+    maxs: dict[str, object] = {}
+    nulls: dict[str, int] = {}
+    micros = {name for _, name, kind in columns if kind == _MICROS}
+    from_footer = _footer_bounds(footer, micros) if footer is not None else {}
+    rows = data.num_rows
+    for i, name, kind in columns:
+        col = data.column(i)
+        nulls[name] = none = col.null_count
+        if rows == none:
             continue
-        col = data[field.name]
-        nulls[field.name] = col.null_count
-        if data.num_rows == col.null_count:
-            continue
-        if field.name in from_footer:
-            lo, hi = from_footer[field.name]
+        if name in from_footer:
+            lo, hi = from_footer[name]
         else:
             bounds = pc.min_max(col)
             lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-            if pa.types.is_timestamp(kind):
+            if kind in (_MICROS, _TIME):
                 lo, hi = _iso_us(lo), _iso_us(hi)
-        if pa.types.is_decimal(kind):
+        if kind == _DECIMAL:
             # JSON numbers: widen by one ulp so the float bounds still contain every value
             lo, hi = math.nextafter(float(lo), -math.inf), math.nextafter(float(hi), math.inf)
-        mins[field.name], maxs[field.name] = lo, hi
+        mins[name], maxs[name] = lo, hi
     return orjson.dumps(
-        {"numRecords": data.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+        {"numRecords": rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
     ).decode()
 
 
@@ -479,7 +508,7 @@ class Lake:
             sanitize_part(date),
             data.num_rows,
             len(body),
-            file_stats(stored, footer),
+            _file_stats(stored, footer, _stat_plan(schema, stored.schema)),
         )
 
     def commit(
