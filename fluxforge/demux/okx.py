@@ -28,6 +28,7 @@ from numba import njit
 from fluxforge.demux.bytescan import (
     LBRACE,
     LBRACKET,
+    borrowed,
     envelope,
     eq,
     eq_word,
@@ -105,10 +106,9 @@ assert BITGET_ITEM.bits("checksum", "seq") == _CHECKSUM_BIT | _SEQ_BIT
 
 
 @njit(cache=True)
-def _item(buf, p, end, m, msg, lv, n_lv, shape, line, ts, seq):
-    """One data item object at p ('{') -> message row m. Returns (position after, lv, n_lv);
-    position -1 when not the plain shape."""
-    row = msg[m]
+def _item(buf, p, end, m, msg, row, lv, n_lv, shape, line, ts, seq):
+    """One data item object at p ('{') -> message row m (read into the scratch `row`, then
+    copied). Returns (position after, lv, n_lv); position -1 when not the plain shape."""
     row[_M_EVT] = 0
     row[_M_CK] = 0
     row[_M_FINAL] = -1
@@ -128,6 +128,8 @@ def _item(buf, p, end, m, msg, lv, n_lv, shape, line, ts, seq):
     row[_M_CK] = ck if has_ck else 0
     row[_M_HASCK] = 1 if has_ck else 0
     row[_M_SEQKEY] = 1 if (seen & _SEQ_BIT) else 0
+    for c in range(_M_COLS):
+        msg[m, c] = row[c]
     return p, lv, n_lv
 
 
@@ -140,10 +142,19 @@ def _scan(
     ticker items -> rows in the ``rows`` layout (read by the venue's declarations `trade`,
     `trade_row` (array items; Bitget v1) and `ticker`). The channel (packed words ``ch_flat``,
     ``ch_off`` -> ``ch_kinds``) picks the declaration, so "arg" must come before "data"."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, head, src = borrowed(buf), borrowed(head), borrowed(src)
+    exk, kind, arg, item = borrowed(exk), borrowed(kind), borrowed(arg), borrowed(item)
+    trade, trade_row, ticker = borrowed(trade), borrowed(trade_row), borrowed(ticker)
+    ch_flat, ch_off = borrowed(ch_flat), borrowed(ch_off)
     k_arg, k_action, k_data, k_ts, v_snap, v_update = words
+    k_arg, k_action, k_data = borrowed(k_arg), borrowed(k_action), borrowed(k_data)
+    k_ts, v_snap, v_update = borrowed(k_ts), borrowed(v_snap), borrowed(v_update)
     n = len(starts)
     ok = np.zeros(n, np.bool_)
     info = np.full((n, 7), -1, np.int64)
+    info_rows = borrowed(info)  # (`info` is returned: alive to the end)
+    row = np.empty(_M_COLS, np.int64)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
@@ -173,7 +184,7 @@ def _scan(
                 if p >= end or buf[p] != LBRACE:
                     bad = True
                     break
-                p, a_seen, _lv, _n = flat_object(buf, p, end, arg, info[i], 0, no_lv, 0)
+                p, a_seen, _lv, _n = flat_object(buf, p, end, arg, info_rows[i], 0, no_lv, 0)
                 if p < 0 or (a_seen & arg_need) != arg_need:
                     bad = True
                     break
@@ -215,7 +226,9 @@ def _scan(
                             break
                         if n_msg == len(msg):  # (a call per row costs reference counts)
                             msg = grow(msg, n_msg)
-                        p, lv, n_lv = _item(buf, p, end, n_msg, msg, lv, n_lv, item, i, ts, seq)
+                        p, lv, n_lv = _item(
+                            buf, p, end, n_msg, msg, row, lv, n_lv, item, i, ts, seq
+                        )
                         n_msg += 1
                     else:
                         if n_rows == len(rows):  # (a call per row costs reference counts)
