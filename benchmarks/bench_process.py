@@ -6,7 +6,11 @@ FluxForge side: ``fluxforge.refinery.process_ready`` on a temporary local config
 the segment in ``raw/ready/``: everything ``fluxforge process`` does for a segment (demux, book
 rebuild and snapshot injection, checksum and chain checks, schema checks, Parquet parts, the
 lake commit, archiving). Start-up (imports, numba JIT) is excluded: each run first processes a
-small warm-up segment of the same shape in the same process.
+small warm-up segment of the same shape in the same process, from another source of the same
+lake. The timed segment then goes into that lake (the refinery's steady state: the tables and
+the day's partition directories exist; its books start from their first snapshots, as they
+would for a new source); ``--fresh-lake`` times it into an empty lake instead (the first
+segment ever, which also creates the tables and the day's partition directories).
 
 DuckDB side: ``COPY (SELECT * FROM read_json(..., format='newline_delimited')) TO ... (FORMAT
 parquet)`` with ``threads=1``: the cost of merely copying the NDJSON into Parquet.
@@ -15,6 +19,7 @@ Every measurement runs in a fresh child process, so its peak RSS (``ru_maxrss``)
 Rates are per core: MB of raw input per CPU second of the child (wall seconds too).
 
     uv run python benchmarks/bench_process.py [--mb 20] [--shape mix|binance|...|docs|all]
+        [--fresh-lake]
 
 It ends with whether the refinery's quality bars are met: >= 60 MB/s of raw input per core
 (CPU seconds) and, for a segment of 100 MB (``--mb 100``), a peak RSS <= 1 GB.
@@ -43,6 +48,7 @@ TARGET_PEAK_MB = 1000.0  # peak RSS ...
 TARGET_SEGMENT_MB = 100.0  # ... while processing a segment of this size
 SHAPES = ("mix", "binance", "coinbase", "advanced", "kraken", "okx", "bitget", "docs")
 SOURCE = "bench"
+WARM_SOURCE = "warmup"
 
 
 def warm_up_segment(data: bytes, mb: float = 0.4) -> bytes:
@@ -67,22 +73,22 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def _refine(root: Path, data: bytes, name: str) -> dict[str, float]:
-    """Process one segment with the refinery under `root`; (cpu s, wall s, segments)."""
+def _refine(root: Path, data: bytes, name: str, source: str = SOURCE) -> dict[str, float]:
+    """Process one segment of `source` with the refinery under `root`; (cpu s, wall s)."""
     import yaml
 
     from fluxforge.config import load_config
     from fluxforge.refinery import process_ready
     from fluxforge.storage import Layout, open_storage
 
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     cfg_path = root / "fluxforge.yaml"
     cfg_path.write_text(
         yaml.safe_dump({"storage": {"backend": "local", "base_dir": str(root / "data")}})
     )
     cfg = load_config(cfg_path, environ={})
     storage = open_storage(cfg.storage.etl_input)
-    storage.write_bytes(Layout.of(cfg.storage.etl_input).segment("ready", SOURCE, name), data)
+    storage.write_bytes(Layout.of(cfg.storage.etl_input).segment("ready", source, name), data)
     del data
     t0, c0 = time.perf_counter(), time.process_time()
     report = process_ready(cfg)
@@ -92,15 +98,19 @@ def _refine(root: Path, data: bytes, name: str) -> dict[str, float]:
     return {"cpu": cpu, "wall": wall}
 
 
-def child_fluxforge(seg: Path, warm: Path) -> dict[str, float]:
+def child_fluxforge(seg: Path, warm: Path, fresh_lake: bool) -> dict[str, float]:
     import pyarrow as pa
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     with tempfile.TemporaryDirectory() as tmp:
-        _refine(Path(tmp) / "warm", warm.read_bytes(), warm.name)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = _refine(Path(tmp) / "run", seg.read_bytes(), seg.name)
+        # the warm-up as another source of the same lake: its tables and the day's partition
+        # directories exist, while the timed segment's seqs and books are its own
+        envelope_src = f'"src":"{SOURCE}"'.encode()
+        warm_data = warm.read_bytes().replace(envelope_src, f'"src":"{WARM_SOURCE}"'.encode())
+        _refine(Path(tmp) / "lake", warm_data, warm.name, WARM_SOURCE)
+        root = Path(tmp) / ("run" if fresh_lake else "lake")
+        out = _refine(root, seg.read_bytes(), seg.name)
     return {**out, "peak_mb": _peak_mb()}
 
 
@@ -139,7 +149,7 @@ def _child(*args: str) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(shape: str, mb: float) -> None:
+def run(shape: str, mb: float, fresh_lake: bool = False) -> None:
     from benchmarks.bench_parse import SEGMENT, build_segment
 
     data = build_segment(mb, shape)
@@ -150,10 +160,12 @@ def run(shape: str, mb: float) -> None:
         warm_seg = Path(tmp) / "warm" / SEGMENT.replace("_00001", "_00000")
         warm_seg.parent.mkdir()
         warm_seg.write_bytes(warm)
-        ff = _child("fluxforge", str(seg), str(warm_seg))
+        ff = _child("fluxforge", str(seg), str(warm_seg), "fresh" if fresh_lake else "next")
         db = _child("duckdb", str(seg))
     size = len(data) / 1e6
-    print(f"segment: {size:.1f} MB, shape={shape}  (MB/s of raw input: wall | CPU; peak RSS)")
+    lake = "an empty lake" if fresh_lake else "a lake holding the warm-up's day"
+    print(f"segment: {size:.1f} MB, shape={shape}, into {lake}")
+    print("  (MB/s of raw input: wall | CPU; peak RSS)")
     print(
         f"  fluxforge refinery          : {size / ff['wall']:7.1f} | {size / ff['cpu']:7.1f} MB/s"
         f"  peak {ff['peak_mb']:,.0f} MB"
@@ -196,7 +208,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, *paths = sys.argv[2:]
         if kind == "fluxforge":
-            out = child_fluxforge(Path(paths[0]), Path(paths[1]))
+            out = child_fluxforge(Path(paths[0]), Path(paths[1]), paths[2] == "fresh")
         else:
             out = child_duckdb(Path(paths[0]))
         print(json.dumps(out))
@@ -204,9 +216,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=20.0)
     ap.add_argument("--shape", choices=(*SHAPES, "all"), default="mix")
+    ap.add_argument(
+        "--fresh-lake",
+        action="store_true",
+        help="time the segment into an empty lake (the first segment ever), not the next one",
+    )
     args = ap.parse_args()
     for shape in SHAPES if args.shape == "all" else (args.shape,):
-        run(shape, args.mb)
+        run(shape, args.mb, args.fresh_lake)
 
 
 if __name__ == "__main__":
