@@ -58,6 +58,9 @@ def test_book_decimal_parser_equals_arrow_cast() -> None:
         "0.000000000001", "18446744073709551616", "4294967296.000000001",
         # zeros past the 12th decimal: venue padding, the same number
         "0.10000000000000000000", "7.123456789012000000", "1.0000000000000000000000000000000",
+        # around the largest value whose scaled form fits one signed word
+        "9223372.036854775", "9223372.036854776", "9223372.036854775807", "9223373",
+        "922337203685477.5807", "0.000000000009", "999999999999999999",
     ]  # fmt: skip
     arr = pa.array(strings, pa.large_string())
     _, offs, data = arr.buffers()
