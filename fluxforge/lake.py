@@ -197,35 +197,38 @@ def file_stats(data: pa.Table, footer: pq.FileMetaData | None = None) -> str:
     return _file_stats(data, footer, _stat_columns(data.schema))
 
 
-# kinds of the columns with file statistics (what a Delta reader can prune on)
-_PLAIN, _DECIMAL, _MICROS, _TIME = range(4)
+# kinds of the columns with file statistics (what a Delta reader can prune on); the footer
+# bounds of every kind but _PLAIN and _TIME are read raw (a Python number or bytes) and
+# converted once per file, not once per row group
+_PLAIN, _DECIMAL, _MICROS, _TIME, _STRING, _SIGNED = range(6)
+_RAW = (_DECIMAL, _MICROS, _STRING, _SIGNED)
 
 
-def _stat_columns(schema: pa.Schema) -> tuple[tuple[int, str, int], ...]:
-    """(index, name, kind) of the columns of a stored schema that get file statistics."""
+def _stat_columns(schema: pa.Schema) -> tuple[tuple[int, str, int, int], ...]:
+    """(index, name, kind, decimal scale) of the columns of a stored schema that get file
+    statistics."""
     out = []
     for i, field in enumerate(schema):
         kind = field.type
         if pa.types.is_timestamp(kind):
-            out.append((i, field.name, _MICROS if kind.unit == "us" else _TIME))  # type: ignore[attr-defined]
+            out.append((i, field.name, _MICROS if kind.unit == "us" else _TIME, 0))  # type: ignore[attr-defined]
         elif pa.types.is_decimal(kind):
-            out.append((i, field.name, _DECIMAL))
-        elif (
-            pa.types.is_integer(kind)
-            or pa.types.is_floating(kind)
-            or pa.types.is_string(kind)
-            or pa.types.is_boolean(kind)
-        ):
-            out.append((i, field.name, _PLAIN))
+            out.append((i, field.name, _DECIMAL, kind.scale))  # type: ignore[attr-defined]
+        elif pa.types.is_string(kind):
+            out.append((i, field.name, _STRING, 0))
+        elif pa.types.is_signed_integer(kind):
+            out.append((i, field.name, _SIGNED, 0))
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            out.append((i, field.name, _PLAIN, 0))
     return tuple(out)
 
 
 # in-memory schema object -> (the schema, the statistics columns of its stored form): the
 # refinery stages ~160 parts of the same few schemas per segment
-_STAT_PLANS: dict[int, tuple[pa.Schema, tuple[tuple[int, str, int], ...]]] = {}
+_STAT_PLANS: dict[int, tuple[pa.Schema, tuple[tuple[int, str, int, int], ...]]] = {}
 
 
-def _stat_plan(schema: pa.Schema, stored: pa.Schema) -> tuple[tuple[int, str, int], ...]:
+def _stat_plan(schema: pa.Schema, stored: pa.Schema) -> tuple[tuple[int, str, int, int], ...]:
     entry = _STAT_PLANS.get(id(schema))
     if entry is None or entry[0] is not schema:
         entry = _STAT_PLANS[id(schema)] = (schema, _stat_columns(stored))
@@ -233,16 +236,17 @@ def _stat_plan(schema: pa.Schema, stored: pa.Schema) -> tuple[tuple[int, str, in
 
 
 def _file_stats(
-    data: pa.Table, footer: pq.FileMetaData | None, columns: tuple[tuple[int, str, int], ...]
+    data: pa.Table,
+    footer: pq.FileMetaData | None,
+    columns: tuple[tuple[int, str, int, int], ...],
 ) -> str:
     """``file_stats`` of `data` with its statistics columns `columns` (``_stat_columns``)."""
     mins: dict[str, object] = {}
     maxs: dict[str, object] = {}
     nulls: dict[str, int] = {}
-    micros = {name for _, name, kind in columns if kind == _MICROS}
-    from_footer = _footer_bounds(footer, micros) if footer is not None else {}
+    from_footer = _footer_bounds(footer, columns) if footer is not None else {}
     rows = data.num_rows
-    for i, name, kind in columns:
+    for i, name, kind, _ in columns:
         col = data.column(i)
         nulls[name] = none = col.null_count
         if rows == none:
@@ -263,10 +267,14 @@ def _file_stats(
     ).decode()
 
 
-def _footer_bounds(footer: pq.FileMetaData, micros: set[str]) -> dict[str, tuple[object, object]]:
-    """(min, max) per top-level column from the row-group statistics of a Parquet footer;
-    `micros` columns (times in microseconds) as Delta's ISO strings. A column is left out
-    wherever a row group holds values without bounds."""
+def _footer_bounds(
+    footer: pq.FileMetaData, columns: tuple[tuple[int, str, int, int], ...]
+) -> dict[str, tuple[object, object]]:
+    """(min, max) per top-level column from the row-group statistics of a Parquet footer,
+    as ``file_stats`` computes them from the rows: times in microseconds as Delta's ISO
+    strings, decimals as the nearest floats. A column is left out wherever a row group holds
+    values without bounds."""
+    raw = {name: (kind, scale) for _, name, kind, scale in columns if kind in _RAW}
     out: dict[str, tuple[object, object]] = {}
     missing: set[str] = set()
     for g in range(footer.num_row_groups):
@@ -281,16 +289,37 @@ def _footer_bounds(footer: pq.FileMetaData, micros: set[str]) -> dict[str, tuple
                 if stats is None or stats.null_count != chunk.num_values:
                     missing.add(name)  # an all-null group has no bounds, and needs none
                 continue
-            # times as their integers (microseconds): no datetime objects
-            lo, hi = (stats.min_raw, stats.max_raw) if name in micros else (stats.min, stats.max)
+            how = raw.get(name)
+            if how is None:
+                lo, hi = stats.min, stats.max
+            else:
+                # raw: the integers of times and ints, the UTF-8 bytes of strings (their
+                # order is the strings' order), a decimal's big-endian two's complement
+                lo, hi = stats.min_raw, stats.max_raw
+                if how[0] == _DECIMAL:
+                    lo = int.from_bytes(lo, "big", signed=True)
+                    hi = int.from_bytes(hi, "big", signed=True)
             if name in out:
                 lo, hi = min(out[name][0], lo), max(out[name][1], hi)  # type: ignore[operator]
             out[name] = (lo, hi)
     return {
-        name: (_iso_us(lo), _iso_us(hi)) if name in micros else (lo, hi)  # type: ignore[arg-type]
+        name: _finish(lo, hi, raw.get(name))  # type: ignore[arg-type]
         for name, (lo, hi) in out.items()
         if name not in missing
     }
+
+
+def _finish(lo: object, hi: object, how: tuple[int, int] | None) -> tuple[object, object]:
+    """Raw footer bounds as the values ``file_stats`` writes."""
+    if how is None or how[0] == _SIGNED:
+        return lo, hi
+    kind, scale = how
+    if kind == _MICROS:
+        return _iso_us(lo), _iso_us(hi)  # type: ignore[arg-type]
+    if kind == _STRING:
+        return lo.decode(), hi.decode()  # type: ignore[attr-defined]
+    # int / int rounds correctly, as float(Decimal) does
+    return lo / 10**scale, hi / 10**scale  # type: ignore[operator]
 
 
 def _iso_us(when: dt.datetime | int) -> str:

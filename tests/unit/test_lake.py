@@ -54,8 +54,8 @@ def test_lake_stage_is_zstd_deterministic_and_invisible_until_committed(tmp_path
 
 def test_file_stats_from_the_parquet_footer_equal_the_computed_ones() -> None:
     """The log's statistics read from the writer's footer (several row groups, nulls, a
-    column null in one group and all of another, times, decimals, strings, booleans) are
-    the ones computed from the rows."""
+    column null in one group and all of another, times, negative decimals, non-ASCII
+    strings, booleans) are the ones computed from the rows."""
     from fluxforge.tables import BOOK_DELTAS, to_lake
 
     n = 7
@@ -63,9 +63,11 @@ def test_file_stats_from_the_parquet_footer_equal_the_computed_ones() -> None:
         {
             "ts_event": pa.array([5_000_123_456, -1, 3_000_000_999, 9_999_999_999, 1, 2, 4]),
             "ts_recv": pa.array(range(10_000, 10_000 + n), pa.int64()),
-            "venue_symbol": ["B", "A", "C", "B", "B", "Z", "B"],
+            "venue_symbol": ["B", "A", "C", "B", "B", "Zé", "Ω"],
             "side": ["bid", "ask"] * 3 + ["bid"],
-            "price": pa.array(["1.5", "0.000000000001", "99", "7", "3", "2", "1"]).cast(DECIMAL),
+            "price": pa.array(["1.5", "0.000000000001", "99", "-7.25", "3", "-2", "1"]).cast(
+                DECIMAL
+            ),
             "size": pa.array([None, None, "2", "1", None, None, None]).cast(DECIMAL),
             "update_id": pa.array([3, 1, 2, 9, 8, 7, 6], pa.int64()),
             "is_snapshot": [False, True, False, False, False, False, False],
