@@ -205,3 +205,40 @@ def test_book_value_too_large_for_lake_raises_state_untouched() -> None:
     with pytest.raises(BookInputError, match="decimal"):
         engine.apply([huge])
     assert engine.state() == before
+
+
+def test_book_gaps_of_one_apply_are_one_warning_and_every_ledger_row(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broken feed (a chain break after every snapshot) writes a gap-ledger row per gap
+    but one warning per apply: the first gap in full, then the count by cause."""
+
+    def ev(t: int, first: int, final: int, snap: bool = False) -> BookMessage:
+        return BookMessage(
+            "binance", "A-B", "AB", "depth", t, t, t, snap, [(f"{t}.5", "1")], [("999", "1")],
+            first_id=first, final_id=final, chain="binance_spot", from_rest=snap,
+        )  # fmt: skip
+
+    msgs = []
+    for k in range(5):  # snapshot at 100k, its bridge, then a hole: a break each round
+        base = 100 * (k + 1)
+        t = 10 * k
+        msgs += [
+            ev(t + 1, -1, base, True),
+            ev(t + 2, base, base + 5),
+            ev(t + 3, base + 7, base + 9),
+        ]
+    with caplog.at_level("WARNING", logger="fluxforge.book.engine"):
+        out = BookEngine("binance", "A-B").apply(msgs)
+    assert out.stats.chain_breaks == 5
+    assert [g["cause"] for g in out.gaps.to_pylist()] == ["chain_break"] * 5
+    (record,) = [r for r in caplog.records if "epoch" in r.getMessage()]
+    text = record.getMessage()
+    assert "chain_break, epoch 1 ended (update id chain broken" in text
+    assert "5 gaps in this batch (5 chain_break), epochs 1-5: see gap_ledger" in text
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fluxforge.book.engine"):
+        BookEngine("binance", "A-B").apply(msgs[:3])  # one gap: its line alone, as before
+    (record,) = [r for r in caplog.records if "epoch" in r.getMessage()]
+    assert record.getMessage().endswith("expected 106, got 107)")
