@@ -48,6 +48,7 @@ from fluxforge.demux.bytescan import (
     LBRACE,
     LBRACKET,
     RBRACE,
+    borrowed,
     declared_keys,
     envelope_kind,
     eq,
@@ -127,6 +128,8 @@ def _frames(buf, starts, ends, todo, head, src, exk, kind, wrapper):
     a single-stream connection: an array, or an object without the wrapper's required keys).
     Rows of other lines: -1. The event parsers below then judge that span [start, end) only
     (``_first_event`` / ``_after_event``)."""
+    buf, head, src, exk = borrowed(buf), borrowed(head), borrowed(src), borrowed(exk)
+    kind, wrapper = borrowed(kind), borrowed(wrapper)
     n = len(starts)
     fr = np.full((n, 6), -1, np.int64)
     out = np.empty(4, np.int64)
@@ -214,6 +217,8 @@ _SNAPSHOT = binance.SNAPSHOT.args_for(_DEPTH_LAYOUT)
 
 @njit(cache=True)
 def _scan(fr, buf, todo, shape, snap_shape, capacity):
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, shape, snap_shape = borrowed(buf), borrowed(shape), borrowed(snap_shape)
     n = len(fr)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)

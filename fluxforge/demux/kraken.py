@@ -37,6 +37,7 @@ from fluxforge.demux.bytescan import (
     QUOTE,
     RBRACE,
     RBRACKET,
+    borrowed,
     envelope_kind,
     eq,
     eq_word,
@@ -203,6 +204,8 @@ def _scan(buf, ends, env, book, capacity, payload, rules):
     rows; each payload read by its declaration `payload` (``_BOOK_PAYLOAD``), the message by
     `rules` (``_book_rules``)."""
     snap_bits, ck_bit, ask_bits, bid_bits, ck_max = rules[0], rules[1], rules[2], rules[3], rules[4]
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, payload = borrowed(buf), borrowed(payload)
     pay = np.zeros(_PAY_CK + 1, np.int64)
     n = len(ends)
     ok = np.zeros(n, np.bool_)
