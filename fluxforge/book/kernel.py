@@ -493,10 +493,11 @@ def apply_kernel(
     when an update came since the previous snapshot (``S_UPDATED``; consecutive pushes of a
     partial-depth stream are two instants, not a replay to check). A difference ends the
     epoch (a gap event, cause ``G_DRIFT``) and the snapshot rebuilds the book; a chained one
-    then goes on from its own id. `words0` and `words1`: the decimal words of every string
-    of the book's and the batch's arena when the caller has them (else empty: the drift
-    check parses the strings it compares); `scale` and `max_int`: the lake's decimal
-    (``decimals``).
+    then goes on from its own id. An unchained snapshot that does not differ (not compared,
+    or equal) replaces the book inside the valid epoch: no new epoch, no resync row.
+    `words0` and `words1`: the decimal words of every string of the book's and the batch's
+    arena when the caller has them (else empty: the drift check parses the strings it
+    compares); `scale` and `max_int`: the lake's decimal (``decimals``).
 
     Returns the (possibly reallocated) book arrays, the snapshot events (message index,
     reason, epoch, counts, clock message; then 4*depth string ids: bid px, bid sz, ask px,
@@ -635,9 +636,13 @@ def apply_kernel(
                     mid = key.shape[1] // 2
                     st[S_LO0 + 2 * s] = mid
                     st[S_HI0 + 2 * s] = mid
-                st[S_EPOCH] += 1
-                st[S_VALID] = 1
-                rebuilt = True
+                # an unchained venue snapshot in a valid epoch that did not differ from the
+                # book (consecutive pushes of a partial-depth stream, or compared equal) goes on
+                # in that epoch: no gap, so no new epoch and no resync snapshot row
+                if chain != CH_NONE or st[S_VALID] == 0:
+                    st[S_EPOCH] += 1
+                    st[S_VALID] = 1
+                    rebuilt = True
                 if chain != CH_NONE:
                     # after a drift at the book's own id the chain goes on from it: no bridge
                     st[S_NEED_BRIDGE] = 0 if resume_chain else 1

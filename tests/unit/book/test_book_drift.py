@@ -59,6 +59,9 @@ def test_book_drift_equal_snapshot_in_valid_epoch_writes_no_row() -> None:
     out = engine.apply(stream([("100", "1"), ("99", "5"), ("98", "3")]))
     assert out.drift.num_rows == 0 and out.gaps.num_rows == 0
     assert out.stats.drift_checks == 1 and out.stats.drifts == 0
+    # an equal snapshot goes on in the epoch: no resync snapshot row after it
+    assert engine.book_epoch == 1 and set(out.deltas["book_epoch"].to_pylist()) == {1}
+    assert out.snapshots["reason"].to_pylist() == ["sod"]
 
 
 def test_book_drift_differing_snapshot_writes_drift_and_gap_rows() -> None:
@@ -237,6 +240,10 @@ def test_partial_depth_pushes_are_not_compared_with_each_other() -> None:
         assert sum(o.drift.num_rows + o.gaps.num_rows for o in outs) == 0
         assert sum(o.deltas.num_rows for o in outs) == 9
         assert engine.levels() == ([("100", "3"), ("98", "2")], [("102", "1")])
+        # no gap between pushes: one epoch, and only the first push's snapshot row
+        epochs = {e for o in outs for e in o.deltas["book_epoch"].to_pylist()}
+        assert epochs == {1} and engine.book_epoch == 1
+        assert sum(o.snapshots.num_rows for o in outs) == 1
 
 
 def test_snapshot_after_updates_is_compared_across_batches_and_checkpoints() -> None:
