@@ -408,9 +408,10 @@ def fast_binance_depth(
     ok[msg_line[~msg_ok]] = False
     if not ok.any():
         return ScanResult(none)
-    levels = LevelColumns(buf, lv, msg_ok, len(msg))
+    groups = by_code(codes, msg_ok)
+    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups([sel for _c, sel in groups])
     out: dict[tuple[str, str], FastBook] = {}
-    for c, sel in by_code(codes, msg_ok):
+    for (c, sel), level_cols in zip(groups, levels, strict=True):
         sym = symbols[c]
         venue_name, channel = labels[c]
         assert sym is not None
@@ -432,7 +433,7 @@ def fast_binance_depth(
             from_rest=is_rest[sel] if is_rest[sel].any() else None,
             chain=binance.chain_of(exchange) if diff else None,
             depth=0 if diff else int(channel[len(binance.DEPTH_CHANNEL) :]),
-            **levels.of(sel),
+            **level_cols,
         )
     return ScanResult(ok, books=out)
 

@@ -701,51 +701,91 @@ def level_order(lv, msg_ok, n_msg):
 
 
 @njit(cache=True)
-def level_arena(buf, lv, order, first, counts, sel):
-    """The levels of messages `sel` (their rows in `order` from `first`, `counts` each) as a
+def level_arenas(buf, lv, order, first, counts, rows, bounds):
+    """The levels of the messages of every group (group g: `rows[bounds[g]:bounds[g+1]]`,
+    ascending; their rows in `order` from `first`, `counts` each), each group laid out as a
     book batch's level columns: level offsets per message, side, one byte arena holding the
-    price strings then the size strings (offsets from 0), and the float keys of each price
-    and size (``copy_decimal_key``; `slow` marks the levels whose keys it could not give)."""
-    n_msg = len(sel)
-    level_offsets = np.empty(n_msg + 1, np.int64)
-    level_offsets[0] = 0
-    n_px = 0
-    n_sz = 0
-    for i in range(n_msg):
-        m = sel[i]
-        level_offsets[i + 1] = level_offsets[i] + counts[m]
-        for t in range(first[m], first[m] + counts[m]):
-            j = order[t]
-            n_px += lv[j, 3] - lv[j, 2]
-            n_sz += lv[j, 5] - lv[j, 4]
-    n_lv = level_offsets[n_msg]
-    arena = np.empty(n_px + n_sz, np.uint8)
-    offsets = np.empty(2 * n_lv + 1, np.int64)
+    price strings then the size strings (offsets from 0), and the float keys of each price and
+    size (``copy_decimal_key``; `slow` marks the levels whose keys it could not give). Every
+    group's columns are a slice of one array each (cut by ``fastbook.LevelColumns``); the levels are
+    copied in one pass over the messages in row order, not group by group: the segment bytes
+    are then read in order (Coinbase levels 7.0 vs 9.4 ms on a 30 MB mixed segment)."""
+    n_grp = len(bounds) - 1
+    n_rows = len(rows)
+    k_of = np.full(len(first), -1, np.int64)
+    grp = np.empty(n_rows, np.int64)
+    for g in range(n_grp):
+        for k in range(bounds[g], bounds[g + 1]):
+            k_of[rows[k]] = k
+            grp[k] = g
+    px_k = np.zeros(n_rows, np.int64)
+    sz_k = np.zeros(n_rows, np.int64)
+    for j in range(len(lv)):  # level bytes per message, in level order
+        k = k_of[lv[j, 0]]
+        if k >= 0:
+            px_k[k] += lv[j, 3] - lv[j, 2]
+            sz_k[k] += lv[j, 5] - lv[j, 4]
+    # per group: first level, first arena byte, first arena offset; per message: its first
+    # level, price byte and size byte inside its group
+    lv_at = np.zeros(n_grp + 1, np.int64)
+    ar_at = np.zeros(n_grp + 1, np.int64)
+    level_offsets = np.empty(n_rows + n_grp, np.int64)
+    x_k = np.empty(n_rows, np.int64)
+    p_k = np.empty(n_rows, np.int64)
+    s_k = np.empty(n_rows, np.int64)
+    for g in range(n_grp):
+        n_px = 0
+        n_sz = 0
+        x = 0
+        level_offsets[bounds[g] + g] = 0
+        for k in range(bounds[g], bounds[g + 1]):
+            x_k[k] = x
+            p_k[k] = n_px
+            s_k[k] = n_sz
+            x += counts[rows[k]]
+            n_px += px_k[k]
+            n_sz += sz_k[k]
+            level_offsets[k + g + 1] = x
+        for k in range(bounds[g], bounds[g + 1]):
+            s_k[k] += n_px
+        lv_at[g + 1] = lv_at[g] + x
+        ar_at[g + 1] = ar_at[g] + n_px + n_sz
+    n_lv = lv_at[n_grp]
+    arena = np.empty(ar_at[n_grp], np.uint8)
+    offsets = np.empty(2 * n_lv + n_grp, np.int64)
     side = np.empty(n_lv, np.uint8)
     pkey = np.empty(n_lv, np.float64)
     skey = np.empty(n_lv, np.float64)
     slow = np.zeros(n_lv, np.bool_)
-    offsets[0] = 0
-    o_px = 0
-    o_sz = n_px
-    x = 0
-    for i in range(n_msg):
-        m = sel[i]
+    for g in range(n_grp):
+        offsets[2 * lv_at[g] + g] = 0
+    for m in range(len(first)):  # row order: the segment bytes in order
+        k = k_of[m]
+        if k < 0:
+            continue
+        g = grp[k]
+        base = ar_at[g]
+        o_at = 2 * lv_at[g] + g
+        n_g = lv_at[g + 1] - lv_at[g]
+        xl = x_k[k]
+        o_px = p_k[k]
+        o_sz = s_k[k]
         for t in range(first[m], first[m] + counts[m]):
             j = order[t]
+            x = lv_at[g] + xl
             side[x] = lv[j, 1]
             a, b = lv[j, 2], lv[j, 3]
-            pkey[x], good = copy_decimal_key(buf, a, b, arena, o_px)
+            pkey[x], good = copy_decimal_key(buf, a, b, arena, base + o_px)
             o_px += b - a
-            offsets[x + 1] = o_px
+            offsets[o_at + xl + 1] = o_px
             a, b = lv[j, 4], lv[j, 5]
-            skey[x], good2 = copy_decimal_key(buf, a, b, arena, o_sz)
+            skey[x], good2 = copy_decimal_key(buf, a, b, arena, base + o_sz)
             o_sz += b - a
-            offsets[n_lv + x + 1] = o_sz
+            offsets[o_at + n_g + xl + 1] = o_sz
             slow[x] = not (good and good2)
-            x += 1
+            xl += 1
     len(buf)  # (buf live to the exit: see the module doc)
-    return level_offsets, side, arena, offsets, pkey, skey, slow
+    return level_offsets, side, arena, offsets, pkey, skey, slow, lv_at, ar_at
 
 
 def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) -> pa.Array:

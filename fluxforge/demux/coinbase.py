@@ -286,9 +286,10 @@ def fast_coinbase_books(
     msg_ok = ok[msg_line]
     if not ok.any():
         return ScanResult(none)
-    levels = LevelColumns(buf, lv, msg_ok, len(msg))
+    groups = by_code(codes, msg_ok)
+    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups([sel for _c, sel in groups])
     out: dict[tuple[str, str], FastBook] = {}
-    for c, sel in by_code(codes, msg_ok):
+    for (c, sel), level_cols in zip(groups, levels, strict=True):
         sym = symbols[c]
         assert sym is not None
         out[("coinbase", sym)] = FastBook(
@@ -302,7 +303,7 @@ def fast_coinbase_books(
             seq=msg[sel, 2],
             is_snapshot=msg[sel, _M_KIND] == 2,
             final_id=msg[sel, _M_FINAL],
-            **levels.of(sel),
+            **level_cols,
         )
     return ScanResult(ok, books=out)
 

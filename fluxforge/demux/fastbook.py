@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from fluxforge.book.batch import BookBatch, arena_of, arena_slice, level_keys
-from fluxforge.demux.bytescan import level_arena, level_order
+from fluxforge.demux.bytescan import level_arenas, level_order
 from fluxforge.events import BookMessage
 from fluxforge.storage.paths import sanitize_part
 
@@ -73,24 +73,63 @@ class LevelColumns:
         self.order, self.counts, self.first = level_order(self.lv, msg_ok, n_msg)
 
     def of(self, sel: np.ndarray) -> dict[str, Any]:
-        """level_offsets, side, arena, arena_offsets, price_key, size_key of the messages
-        `sel` (ascending rows): one gather straight into the batch's arena layout."""
-        offsets, side, arena, arena_offsets, pkey, skey, slow = level_arena(
-            self.buf, self.lv, self.order, self.first, self.counts, sel
+        """The columns of one group of messages `sel` (``of_groups``)."""
+        return self.of_groups([sel])[0]
+
+    def of_groups(self, sels: list[np.ndarray]) -> list[dict[str, Any]]:
+        """level_offsets, side, arena, arena_offsets, price_key, size_key of the messages of
+        each group (ascending rows, no row in two groups): one gather of every group at once,
+        in segment order, straight into each batch's arena layout."""
+        if not sels:
+            return []
+        bounds = np.zeros(len(sels) + 1, np.int64)
+        bounds[1:] = np.cumsum([len(s) for s in sels])
+        rows = np.concatenate(sels).astype(np.int64, copy=False)
+        offsets, side, arena, arena_offsets, pkey, skey, slow, lv_at, ar_at = level_arenas(
+            self.buf, self.lv, self.order, self.first, self.counts, rows, bounds
         )
-        if slow.any():  # keys the fast rule cannot give: Arrow's cast, the batch's own rule
-            idx = pa.array(np.flatnonzero(slow))
-            n = len(side)
-            pkey[slow] = level_keys(_strings(arena, arena_offsets[: n + 1]).take(idx))
-            skey[slow] = level_keys(_strings(arena, arena_offsets[n:]).take(idx))
-        return {
-            "level_offsets": offsets,
-            "side": side,
-            "arena": arena,
-            "arena_offsets": arena_offsets,
-            "price_key": pkey,
-            "size_key": skey,
-        }
+        bnd, lvs, ars = bounds.tolist(), lv_at.tolist(), ar_at.tolist()
+        out = []
+        for g in range(len(sels)):
+            la, lb, o = lvs[g], lvs[g + 1], 2 * lvs[g] + g
+            out.append(
+                _level_columns(
+                    offsets[bnd[g] + g : bnd[g + 1] + g + 1],
+                    side[la:lb],
+                    arena[ars[g] : ars[g + 1]],
+                    arena_offsets[o : o + 2 * (lb - la) + 1],
+                    pkey[la:lb],
+                    skey[la:lb],
+                    slow[la:lb],
+                )
+            )
+        return out
+
+
+def _level_columns(
+    offsets: np.ndarray,
+    side: np.ndarray,
+    arena: np.ndarray,
+    arena_offsets: np.ndarray,
+    pkey: np.ndarray,
+    skey: np.ndarray,
+    slow: np.ndarray,
+) -> dict[str, Any]:
+    """One group's level columns (slices of the arrays every group shares), the keys the
+    fast rule declined filled in."""
+    if slow.any():  # keys the fast rule cannot give: Arrow's cast, the batch's own rule
+        idx = pa.array(np.flatnonzero(slow))
+        n = len(side)
+        pkey[slow] = level_keys(_strings(arena, arena_offsets[: n + 1]).take(idx))
+        skey[slow] = level_keys(_strings(arena, arena_offsets[n:]).take(idx))
+    return {
+        "level_offsets": offsets,
+        "side": side,
+        "arena": arena,
+        "arena_offsets": arena_offsets,
+        "price_key": pkey,
+        "size_key": skey,
+    }
 
 
 def by_code(codes: np.ndarray, ok: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -315,14 +315,15 @@ def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> Sca
     ok[msg_line[~msg_ok]] = False
     if not ok.any():
         return ScanResult(none)
-    levels = LevelColumns(buf, lv, msg_ok, len(msg))
+    groups = by_code(codes, msg_ok)
+    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups([sel for _c, sel in groups])
     out: dict[tuple[str, str], FastBook] = {}
-    for c, sel in by_code(codes, msg_ok):
+    for (c, sel), level_cols in zip(groups, levels, strict=True):
         (raw, channel), sym = labels[c], symbols[c]
         assert sym is not None
         out[("kraken", sym)] = _fast_book(
             sym, raw, channel, msg[sel, 0], msg[sel, 4], msg[sel, 1], msg[sel, 2],
-            msg[sel, 3] == 1, msg[sel, 9], int(msg[sel[0], 10]), levels.of(sel),
+            msg[sel, 3] == 1, msg[sel, 9], int(msg[sel[0], 10]), level_cols,
         )  # fmt: skip
     return ScanResult(ok, books=out)
 
@@ -701,13 +702,14 @@ def fast_kraken_rows(
             out.quotes.append((r[:, R_LINE].copy(), table))
     book_rows = keep & is_book
     if book_rows.any():
-        levels = LevelColumns(buf, lv, book_rows, len(rows))
+        groups = by_code(codes, book_rows)
+        levels = LevelColumns(buf, lv, book_rows, len(rows)).of_groups([s for _c, s in groups])
         raw_list = raws.to_pylist()
-        for c, sel in by_code(codes, book_rows):
+        for (c, sel), level_cols in zip(groups, levels, strict=True):
             out.books[("kraken", sym_list[c])] = _fast_book(
                 sym_list[c], raw_list[c], kraken.V2_BOOK_CHANNEL, rows[sel, R_LINE],
                 rows[sel, R_EVT], rows[sel, R_TS], rows[sel, R_SEQ], rows[sel, R_TYPE] == 1,
-                rows[sel, _R_CK], 0, levels.of(sel),
+                rows[sel, _R_CK], 0, level_cols,
             )  # fmt: skip
     return out
 

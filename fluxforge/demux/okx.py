@@ -438,10 +438,11 @@ def _books(
     line_ok[msg_line[~msg_ok]] = False
     if not msg_ok.any():
         return ScanResult(none)
-    levels = LevelColumns(buf, lv, msg_ok, len(msg))
+    groups = by_code(msg_code, msg_ok)
+    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups([sel for _c, sel in groups])
     action = info[msg_line, 6]
     out: dict[tuple[str, str], FastBook] = {}
-    for c, sel in by_code(msg_code, msg_ok):
+    for (c, sel), level_cols in zip(groups, levels, strict=True):
         channel, raw, sym = labels[c][0], labels[c][1], symbols[c]
         assert sym is not None
         snapshot = action[sel] != _ACTION_UPDATE  # no action: a whole snapshot (okx.ACTIONS)
@@ -463,7 +464,7 @@ def _books(
             has_checksum=msg[sel, _M_HASCK] == 1,
             checksum_kind=CHECKSUM_OKX,
             depth=int(channels[channel]),
-            **levels.of(sel),
+            **level_cols,
         )
     return ScanResult(line_ok, books=out)
 

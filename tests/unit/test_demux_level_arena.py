@@ -69,9 +69,12 @@ def test_level_columns_equal_sorted_arrow_levels() -> None:
     codes = rng.integers(0, 4, n_msg)
     levels = LevelColumns(buf, lv, msg_ok, n_msg)
     text = bytes(buf).decode()
-    for code, sel in by_code(codes, msg_ok):
+    groups = by_code(codes, msg_ok)
+    assert len(groups) > 1  # every group's columns from one pass in row order
+    for (code, sel), got in zip(groups, levels.of_groups([s for _c, s in groups]), strict=True):
         assert np.array_equal(sel, np.flatnonzero(msg_ok & (codes == code)))
-        got = levels.of(sel)
+        for name, col in levels.of(sel).items():  # one group alone: the same columns
+            assert np.array_equal(col, got[name]), name
         # the plain construction: levels of `sel`, per message bids then asks, in scan order
         picked = [r for m in sel.tolist() for s in (0, 1) for r in rows if r[0] == m and r[1] == s]
         px = pa.array([text[r[2] : r[3]] for r in picked], pa.large_string())
