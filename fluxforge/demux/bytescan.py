@@ -369,10 +369,16 @@ def digits(buf, s, n):
 
 
 @njit(cache=True)
-def levels_scan(buf, p, end, row, side, lv, n_lv):
-    """[[price, size, string...], ...] at p, every element a string without escapes: level
-    rows (row, side, price span, size span) of `side` (0 bid, 1 ask) -> lv. Returns (position
-    after, n_lv, lv) or (-1, ...)."""
+def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, shape, f):
+    """[[price, size, string...], ...] at p when `side_fixed` is 0 (bid) or 1 (ask); when it
+    is -1, [[side word, price, size, string...], ...] whose side words are those of field f
+    of the declaration `shape` (``V_SIDED_LEVELS``, read in place: slices of it cost
+    reference counts). Every element a string without escapes: level rows (row, side, price
+    span, size span) -> lv. Returns (position after, n_lv, lv) or (-1, ...)."""
+    wlo = whi = wo = wside = 0
+    if side_fixed < 0:
+        wlo, whi = shape[shape[A_WLO] + f], shape[shape[A_WHI] + f]
+        wo, wside = shape[A_WOFF], shape[A_WSIDE]
     if p >= end or buf[p] != LBRACKET:
         return -1, n_lv, lv
     p = ws(buf, p + 1, end)
@@ -382,66 +388,20 @@ def levels_scan(buf, p, end, row, side, lv, n_lv):
         if p >= end or buf[p] != LBRACKET:
             return -1, n_lv, lv
         p = ws(buf, p + 1, end)
-        q = decimal_end(buf, p, end, True)  # the decimal rule checked while the string is read
-        if q < 0:
-            return -1, n_lv, lv
-        px0, px1 = p + 1, q
-        p, done = next_item(buf, q + 1, end)
-        if p < 0 or done:
-            return -1, n_lv, lv
-        q = decimal_end(buf, p, end, False)
-        if q < 0:
-            return -1, n_lv, lv
-        sz0, sz1 = p + 1, q
-        p, done = next_item(buf, q + 1, end)
-        while p >= 0 and not done:  # further elements: strings
+        side = side_fixed
+        if side < 0:
             q = str_end(buf, p, end)
             if q < 0:
                 return -1, n_lv, lv
+            for w in range(wlo, whi):
+                if eq_at(buf, p + 1, q, shape, shape[wo + w], shape[wo + w + 1]):
+                    side = shape[wside + w]
+                    break
+            if side < 0:
+                return -1, n_lv, lv
             p, done = next_item(buf, q + 1, end)
-        if p < 0:
-            return -1, n_lv, lv
-        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
-            lv = grow(lv, n_lv)
-        lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
-        lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
-        n_lv += 1
-        p, done = next_item(buf, p, end)
-        if p < 0:
-            return -1, n_lv, lv
-        if done:
-            return p, n_lv, lv
-
-
-@njit(cache=True)
-def sided_levels_scan(buf, p, end, row, lv, n_lv, shape, f):
-    """[[side word, price, size, string...], ...] at p, the side words those of field f of
-    the declaration `shape` (``V_SIDED_LEVELS``, read in place: slices of it cost reference
-    counts): level rows -> lv. Returns (position after, n_lv, lv) or (-1, ...)."""
-    wlo, whi = shape[shape[A_WLO] + f], shape[shape[A_WHI] + f]
-    wo, wside = shape[A_WOFF], shape[A_WSIDE]
-    if p >= end or buf[p] != LBRACKET:
-        return -1, n_lv, lv
-    p = ws(buf, p + 1, end)
-    if p < end and buf[p] == RBRACKET:
-        return p + 1, n_lv, lv
-    while True:
-        if p >= end or buf[p] != LBRACKET:
-            return -1, n_lv, lv
-        p = ws(buf, p + 1, end)
-        q = str_end(buf, p, end)
-        if q < 0:
-            return -1, n_lv, lv
-        side = -1
-        for w in range(wlo, whi):
-            if eq_at(buf, p + 1, q, shape, shape[wo + w], shape[wo + w + 1]):
-                side = shape[wside + w]
-                break
-        if side < 0:
-            return -1, n_lv, lv
-        p, done = next_item(buf, q + 1, end)
-        if p < 0 or done:
-            return -1, n_lv, lv
+            if p < 0 or done:
+                return -1, n_lv, lv
         q = decimal_end(buf, p, end, True)  # the decimal rule checked while the string is read
         if q < 0:
             return -1, n_lv, lv
@@ -1177,7 +1137,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
                 out[col] = idx + 1
             p = q + 1
         elif kind == V_SIDED_LEVELS:
-            p, n_lv, lv = sided_levels_scan(buf, p, end, row, lv, n_lv, shape, f)
+            p, n_lv, lv = levels_scan(buf, p, end, row, -1, lv, n_lv, shape, f)
             if p < 0:
                 return -1, seen, lv, n_lv
         elif kind == V_ISO_OPT:
@@ -1219,7 +1179,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             p = q + 1
         else:  # V_BIDS / V_ASKS
             side = 0 if kind == V_BIDS else 1
-            p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv)
+            p, n_lv, lv = levels_scan(buf, p, end, row, side, lv, n_lv, shape, f)
             if p < 0:
                 return -1, seen, lv, n_lv
         if is_array:
