@@ -44,6 +44,7 @@ from fluxforge.tables import (
     from_lake,
     lake_schema,
     lake_time_to_ns,
+    per_schema,
     to_lake,
 )
 
@@ -223,16 +224,12 @@ def _stat_columns(schema: pa.Schema) -> tuple[tuple[int, str, int, int], ...]:
     return tuple(out)
 
 
-# in-memory schema object -> (the schema, the statistics columns of its stored form): the
-# refinery stages ~160 parts of the same few schemas per segment
+# in-memory schema -> the statistics columns of its stored form (``tables.per_schema``)
 _STAT_PLANS: dict[int, tuple[pa.Schema, tuple[tuple[int, str, int, int], ...]]] = {}
 
 
 def _stat_plan(schema: pa.Schema, stored: pa.Schema) -> tuple[tuple[int, str, int, int], ...]:
-    entry = _STAT_PLANS.get(id(schema))
-    if entry is None or entry[0] is not schema:
-        entry = _STAT_PLANS[id(schema)] = (schema, _stat_columns(stored))
-    return entry[1]
+    return per_schema(_STAT_PLANS, schema, lambda: _stat_columns(stored))
 
 
 def _file_stats(

@@ -21,6 +21,7 @@ clock in ns verbatim (docs/data-guide.md, "Types").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import pyarrow as pa
@@ -53,17 +54,27 @@ def time_columns(schema: pa.Schema) -> list[str]:
     return list(_time_columns(schema))
 
 
-# schema object -> (the schema, its time columns): a refinery segment converts ~160 parts of
-# the same few schemas, and looking the names up costs more than converting a small part
+def per_schema(
+    cache: dict[int, tuple[pa.Schema, T]], schema: pa.Schema, make: Callable[[], T]
+) -> T:
+    """``make()`` remembered in `cache` per schema OBJECT: a refinery segment handles ~160
+    parts of the same few schemas, and hashing an Arrow schema walks every field each time
+    (~20 µs). The entry keeps the schema, so its id stays its own."""
+    entry = cache.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = cache[id(schema)] = (schema, make())
+    return entry[1]
+
+
 _TIME_NAMES: dict[int, tuple[pa.Schema, tuple[str, ...]]] = {}
 
 
 def _time_columns(schema: pa.Schema) -> tuple[str, ...]:
-    entry = _TIME_NAMES.get(id(schema))
-    if entry is None or entry[0] is not schema:
-        names = tuple(f.name for f in schema if f.metadata and _TIME_KEY in f.metadata)
-        entry = _TIME_NAMES[id(schema)] = (schema, names)
-    return entry[1]
+    return per_schema(
+        _TIME_NAMES,
+        schema,
+        lambda: tuple(f.name for f in schema if f.metadata and _TIME_KEY in f.metadata),
+    )
 
 
 def lake_schema(schema: pa.Schema) -> pa.Schema:

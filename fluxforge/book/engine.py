@@ -72,7 +72,14 @@ from fluxforge.book import drift as D
 from fluxforge.book import kernel as K
 from fluxforge.book.batch import BookBatch, BookInputError
 from fluxforge.events import BookMessage
-from fluxforge.tables import BOOK_DELTAS, BOOK_DRIFT, BOOK_SNAPSHOTS, DECIMAL, GAP_LEDGER
+from fluxforge.tables import (
+    BOOK_DELTAS,
+    BOOK_DRIFT,
+    BOOK_SNAPSHOTS,
+    DECIMAL,
+    GAP_LEDGER,
+    per_schema,
+)
 from fluxforge.wire.decimal import to_decimal
 
 log = logging.getLogger(__name__)
@@ -229,8 +236,7 @@ def _batch_decimals(batch: BookBatch) -> pa.Array:
     )
 
 
-# by the schema object's identity: hashing an Arrow schema walks every field each time (20 µs,
-# paid several times per apply); the schema is kept in the entry, so its id stays its own
+# schema -> its empty table (``tables.per_schema``: asked several times per apply)
 _EMPTY: dict[int, tuple[pa.Schema, pa.Table]] = {}
 # a batch with more levels than this is applied in slices of whole messages, each building
 # its decimals and rows (bounded memory on a 100 MB segment; the same rows as one call)
@@ -240,10 +246,7 @@ BATCH_LEVELS = 1 << 20
 def _empty(schema: pa.Schema) -> pa.Table:
     """The empty table of `schema`, built once: Arrow tables are immutable, so every output
     without rows shares it."""
-    entry = _EMPTY.get(id(schema))
-    if entry is None or entry[0] is not schema:
-        entry = _EMPTY[id(schema)] = (schema, schema.empty_table())
-    return entry[1]
+    return per_schema(_EMPTY, schema, schema.empty_table)
 
 
 def _strings_of(codes: np.ndarray, values: list[str]) -> pa.Array:
