@@ -215,6 +215,8 @@ def dbt_macros() -> str:
 
 def _concat(tables: list[pa.Table], column: str) -> np.ndarray:
     arrays = [t.column(column).to_numpy() for t in tables if t.num_rows]
+    if len(arrays) == 1:
+        return arrays[0]  # read only below: no copy
     return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
 
 
@@ -224,8 +226,28 @@ def _messages(seq: np.ndarray, ts_event: np.ndarray, ts_recv: np.ndarray) -> tup
     if len(seq) > 1 and not bool(np.all(seq[1:] >= seq[:-1])):
         order = np.argsort(seq, kind="stable")
         seq, ts_event, ts_recv = seq[order], ts_event[order], ts_recv[order]
-    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+    starts = np.flatnonzero(np.concatenate(([True], seq[1:] != seq[:-1])))
     return np.maximum.reduceat(ts_event, starts), np.maximum.reduceat(ts_recv, starts)
+
+
+def _quantiles(lat: np.ndarray) -> list[int]:
+    """``np.rint(np.quantile(lat, QUANTILES))`` of int64 latencies, as integers: the same
+    order statistics (one partition) and the same interpolation, in numpy's own float
+    arithmetic (its "linear" method: ``a + (b - a) t``, or ``b - (b - a) (1 - t)`` when t >=
+    0.5), without np.quantile's per-call machinery (about 0.1 ms, once per channel and hour)."""
+    n = len(lat)
+    where = [(n - 1) * q for q in QUANTILES]
+    lows = [min(int(v), n - 1) for v in where]
+    kth = sorted({*lows, *(min(i + 1, n - 1) for i in lows)})
+    part = np.partition(lat, kth)
+    out = []
+    for v, lo in zip(where, lows, strict=True):
+        a, b = int(part[lo]), int(part[min(lo + 1, n - 1)])
+        t = v - lo
+        diff = float(b - a)
+        value = float(b) - diff * (1 - t) if t >= 0.5 else float(a) + diff * t
+        out.append(round(value))  # round half to even, as np.rint
+    return out
 
 
 def _histogram(lat: np.ndarray) -> tuple[list[int], list[int]]:
@@ -257,8 +279,7 @@ def _hour_stats(recv_rows: np.ndarray, ev: np.ndarray, rv: np.ndarray, hour: int
         "latency_counts": [],
     }
     if len(lat):
-        qs = np.rint(np.quantile(lat, QUANTILES)).astype(np.int64).tolist()
-        row["latency_p50_ns"], row["latency_p90_ns"], row["latency_p99_ns"] = qs
+        row["latency_p50_ns"], row["latency_p90_ns"], row["latency_p99_ns"] = _quantiles(lat)
         row["latency_max_ns"] = int(lat.max())
         row["clock_offset_ns"] = int(lat.min())
         row["latency_bins"], row["latency_counts"] = _histogram(lat)
@@ -324,7 +345,10 @@ def segment_parts(
     for (table, ex, sym, date), tables in parts.items():
         if table in CHANNELS or table == "gap_ledger":
             by_inst[(ex, sym, date)][table] = tables
-    out: dict[tuple[str, str, str], pa.Table] = {}
+    # every row of the segment in one table, cut into one slice per partition below:
+    # building a table per partition costs ~0.1 ms each (every column converted apart)
+    groups: list[tuple[tuple[str, str, str], int]] = []  # (partition, rows)
+    every: list[dict[str, Any]] = []
     for (ex, sym, date), tables in sorted(by_inst.items()):
         gap_hours = _concat(tables.get("gap_ledger", []), "ts_to") // HOUR_NS
         gaps = dict(zip(*np.unique(gap_hours, return_counts=True), strict=True))
@@ -343,9 +367,17 @@ def segment_parts(
                 )
                 rows.append(row)
         if rows:
-            out[(ex, sym, date)] = pa.Table.from_pylist(rows, schema=FEED_STATS)
+            groups.append(((ex, sym, date), len(rows)))
+            every += rows
     for (ex, date), rows in sorted(_control_rows(control, segment).items()):
-        out[(ex, CONTROL_SYMBOL, date)] = pa.Table.from_pylist(rows, schema=FEED_STATS)
+        groups.append(((ex, CONTROL_SYMBOL, date), len(rows)))
+        every += rows
+    table = pa.Table.from_pylist(every, schema=FEED_STATS)
+    out: dict[tuple[str, str, str], pa.Table] = {}
+    start = 0
+    for key, count in groups:
+        out[key] = table.slice(start, count)
+        start += count
     return out
 
 

@@ -56,3 +56,34 @@ def test_segment_parts_rows_and_minutes_per_hour_equal_the_plain_count(shuffle: 
         want[hour] = (count + 1, bits | 1 << minute)
     assert got == want
     assert sorted(got) == [480_000, 480_001]
+
+
+def test_segment_parts_quantiles_and_partitions_equal_numpy_per_instrument_and_hour() -> None:
+    """p50/p90/p99 of each row are numpy's ``np.quantile`` (linear) rounded to the ns, on
+    latencies of every sign and count (one message up to many, ties at the interpolation
+    points), and each partition's rows are its own (one table is cut per partition)."""
+    rng = np.random.default_rng(11)
+    base = 480_000 * HOUR_NS
+    parts = {}
+    want = {}
+    for k, n in enumerate([1, 2, 3, 7, 10, 101, 999]):
+        sym = f"S{k}-USD"
+        recv = np.sort(base + rng.integers(0, 2 * HOUR_NS, n)).astype(np.int64)
+        small = k % 2 == 0  # many equal latencies: interpolation between ties
+        lat = rng.integers(-3, 4, n) * 1_000 if small else rng.integers(-(10**6), 10**9, n)
+        lat[lat == 0] = 7  # a zero latency would read as "no venue time"
+        table = _trades(recv).set_column(0, "ts_event", pa.array(recv - lat))
+        parts[("trades", "coinbase", sym, "2024-10-04")] = [table]
+        for hour in np.unique(recv // HOUR_NS).tolist():
+            mine = lat[recv // HOUR_NS == hour]
+            want[(sym, hour)] = (
+                np.rint(np.quantile(mine, feed_stats.QUANTILES)).astype(int).tolist()
+            )
+    rows = feed_stats.segment_parts(parts, [], "src/seg")
+    assert sorted(rows) == sorted(("coinbase", s, "2024-10-04") for _, _, s, _ in parts)
+    got = {}
+    for (_, sym, _), table in rows.items():
+        for r in table.to_pylist():
+            key = (sym, r["hour"] // HOUR_NS)
+            got[key] = [r["latency_p50_ns"], r["latency_p90_ns"], r["latency_p99_ns"]]
+    assert got == want
