@@ -65,6 +65,10 @@ class BookBatch:
     channel: np.ndarray  # int32[n] index into channels
     venue_symbols: list[str]
     channels: list[str]
+    # the lake decimal (``fluxforge.tables.DECIMAL``, two int64 words each) of every level's
+    # price, then of every size, when the scan that built the batch read them with the keys;
+    # None: the engine parses the strings (``fluxforge.book.engine``)
+    words: np.ndarray | None = None  # int64[4L]
 
     def __len__(self) -> int:
         return int(self.ts_event.shape[0])
@@ -148,10 +152,12 @@ class BookBatch:
         checksum_kind: str | None = None,
         chain: str | None = None,
         venue_depth: int = 0,
+        words: np.ndarray | None = None,
     ) -> BookBatch:
         """Build a batch from columns whose level strings are already one arena (the demux's
         level columns, ``fluxforge.demux.fastbook``): prices then sizes, `arena_offsets`
-        from 0 (2L+1 entries), with the float key of each (``level_keys``'s values)."""
+        from 0 (2L+1 entries), with the float key of each (``level_keys``'s values) and,
+        when the scan read them, their lake decimals (`words`: ``BookBatch.words``)."""
         n = len(ts_event)
         n_lv = len(side)
         if len(arena_offsets) != 2 * n_lv + 1 or len(price_key) != n_lv or len(size_key) != n_lv:
@@ -159,6 +165,8 @@ class BookBatch:
                 f"arena offsets/keys have {len(arena_offsets)}/{len(price_key)}/"
                 f"{len(size_key)} entries for {n_lv} levels"
             )
+        if words is not None and len(words) != 4 * n_lv:
+            raise BookInputError(f"decimal words have {len(words)} entries for {n_lv} levels")
         if arena_offsets[0] != 0 or arena_offsets[-1] != len(arena):
             raise BookInputError("arena offsets must run from 0 to the arena's length")
         _check_levels(price_key, size_key, np.asarray(level_offsets))
@@ -198,6 +206,7 @@ class BookBatch:
             channel=np.zeros(n, dtype=np.int32),
             venue_symbols=[venue_symbol],
             channels=[channel],
+            words=None if words is None else np.ascontiguousarray(words, dtype=np.int64),
         )
 
     @classmethod
@@ -314,6 +323,7 @@ class BookBatch:
             channel=self.channel[idx],
             venue_symbols=list(self.venue_symbols),
             channels=list(self.channels),
+            words=None if self.words is None else words_take(self.words, lv),
         )
 
     def slice(self, lo: int, hi: int) -> BookBatch:
@@ -344,6 +354,7 @@ class BookBatch:
             channel=self.channel[lo:hi],
             venue_symbols=list(self.venue_symbols),
             channels=list(self.channels),
+            words=None if self.words is None else words_slice(self.words, l0, l1),
         )
 
     @classmethod
@@ -365,6 +376,12 @@ class BookBatch:
 
         def cat(name: str) -> np.ndarray:
             return np.concatenate([getattr(b, name) for b in batches])
+
+        words = None
+        if all(b.words is not None for b in batches):
+            prices = [b.words[: 2 * b.n_levels] for b in batches]  # type: ignore[index]
+            sizes = [b.words[2 * b.n_levels :] for b in batches]  # type: ignore[index]
+            words = np.concatenate([*prices, *sizes])
 
         return cls(
             ts_event=cat("ts_event"),
@@ -388,6 +405,7 @@ class BookBatch:
             channel=ch_codes,
             venue_symbols=venue_symbols,
             channels=channels,
+            words=words,
         )
 
     def to_columns_dict(self) -> dict[str, list]:
@@ -449,6 +467,18 @@ def arena_slice(
     so = arena_offsets[n + l0 : n + l1 + 1]
     out = np.concatenate([arena[int(po[0]) : int(po[-1])], arena[int(so[0]) : int(so[-1])]])
     return out, np.concatenate([po - po[0], so[1:] - so[0] + (po[-1] - po[0])])
+
+
+def words_slice(words: np.ndarray, l0: int, l1: int) -> np.ndarray:
+    """``BookBatch.words`` of levels l0..l1-1 (their prices, then their sizes)."""
+    n = len(words) // 4
+    return np.concatenate((words[2 * l0 : 2 * l1], words[2 * (n + l0) : 2 * (n + l1)]))
+
+
+def words_take(words: np.ndarray, lv: np.ndarray) -> np.ndarray:
+    """``BookBatch.words`` of levels `lv` (their prices, then their sizes)."""
+    pairs = words.reshape(-1, 2)
+    return np.concatenate((pairs[lv], pairs[lv + len(pairs) // 2])).reshape(-1)
 
 
 def level_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

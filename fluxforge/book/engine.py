@@ -80,7 +80,7 @@ from fluxforge.tables import (
     GAP_LEDGER,
     per_schema,
 )
-from fluxforge.wire.decimal import to_decimal
+from fluxforge.wire.decimal import SCALE_LIMITS, to_decimal
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,6 @@ class BookStateError(ValueError):
     """A checkpoint cannot be loaded; the text says why."""
 
 
-# the lake's decimal scale and integer-digit limit, as the numba parser takes them
-SCALE_LIMITS = (DECIMAL.scale, DECIMAL.precision - DECIMAL.scale)
 _NO_WORDS = np.zeros(0, np.int64)
 _NO_ARENA = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
 
@@ -230,7 +228,11 @@ def _refusal(strings: pa.Array, exc: Exception) -> str:
 
 def _batch_decimals(batch: BookBatch) -> pa.Array:
     """Every level's price then size as decimal128, computed BEFORE the kernel runs so that a
-    value the lake cannot hold raises (BookInputError) with the engine state untouched."""
+    value the lake cannot hold raises (BookInputError) with the engine state untouched. The
+    words the scan already read (``BookBatch.words``) are taken as they are."""
+    if batch.words is not None:
+        words = pa.py_buffer(batch.words)
+        return pa.Array.from_buffers(DECIMAL, 2 * batch.n_levels, [None, words], null_count=0)
     return _decimal_column(
         np.arange(2 * batch.n_levels), (0, *_NO_ARENA, batch.arena, batch.arena_offsets)
     )

@@ -21,6 +21,7 @@ from numba import njit
 
 from fluxforge.book.drift import CAUSE as DRIFT_CAUSE
 from fluxforge.book.drift import below, compare_side
+from fluxforge.wire.decimal import times_pow10
 
 # message flags
 F_SNAPSHOT = 1
@@ -975,9 +976,6 @@ def compact(key, pid, st, n0, nl, a0, o0, a1, o1):
     return gather(ids, n0, a0, o0, a1, o1)
 
 
-_POW10 = np.array([10**k for k in range(10)], dtype=np.int64)
-
-
 @njit(cache=True)
 def decimals(ids, n0, a0, o0, a1, o1, scale, max_int):
     """Pooled decimal strings -> Arrow decimal128(p, `scale`) values (two int64 words each).
@@ -985,9 +983,9 @@ def decimals(ids, n0, a0, o0, a1, o1, scale, max_int):
     The caller passes the lake's scale and integer-digit limit (``fluxforge.tables``;
     arguments rather than imported constants, so numba's on-disk cache can never keep an old
     scale). Up to 18 digits accumulate in one int64; the value is then scaled by
-    10**(scale - decimals) in four 32-bit limbs (plain int64 arithmetic, multipliers
-    <= 10**9). Digits past the `scale`-th decimal must be zeros (venue padding, the same
-    number) and are skipped, as ``fluxforge.wire.decimal.to_scale`` cuts them. Returns
+    10**(scale - decimals) in four 32-bit limbs (``fluxforge.wire.decimal.times_pow10``).
+    Digits past the `scale`-th decimal must be zeros (venue padding, the same number) and
+    are skipped, as ``fluxforge.wire.decimal.to_scale`` cuts them. Returns
     (words, ok); ok is False when a string is not a plain non-negative decimal with at most
     `max_int` integer digits and no non-zero digit past the scale: the caller then names the
     bad value."""
@@ -1063,18 +1061,7 @@ def decimals(ids, n0, a0, o0, a1, o1, scale, max_int):
         if not big:
             l0 = acc & mask
             l1 = acc >> 32
-        e = scale - max(frac, 0)
-        while e > 0:
-            k = min(e, 9)
-            m = _POW10[k]
-            t = l0 * m
-            l0 = t & mask
-            t = l1 * m + (t >> 32)
-            l1 = t & mask
-            t = l2 * m + (t >> 32)
-            l2 = t & mask
-            l3 = l3 * m + (t >> 32)
-            e -= k
+        l0, l1, l2, l3 = times_pow10(l0, l1, l2, l3, scale - max(frac, 0))
         out[2 * i] = l0 | (l1 << 32)
         out[2 * i + 1] = l2 | (l3 << 32)
     return out, True

@@ -32,7 +32,7 @@ from llvmlite import ir as llvm_ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from fluxforge.wire.decimal import copy_decimal_key, decimal_end, plain_decimal
+from fluxforge.wire.decimal import copy_decimal_key, decimal_end, plain_decimal, scaled_words
 from fluxforge.wire.shape import (
     A_COL,
     A_FLAGS,
@@ -661,12 +661,17 @@ def level_order(lv, msg_ok, n_msg):
 
 
 @njit(cache=True)
-def level_arenas(buf, lv, order, first, counts, rows, bounds):
+def level_arenas(buf, lv, order, first, counts, rows, bounds, scale, max_int):
     """The levels of the messages of every group (group g: `rows[bounds[g]:bounds[g+1]]`,
     ascending; their rows in `order` from `first`, `counts` each), each group laid out as a
     book batch's level columns: level offsets per message, side, one byte arena holding the
     price strings then the size strings (offsets from 0), and the float keys of each price and
-    size (``copy_decimal_key``; `slow` marks the levels whose keys it could not give). Every
+    size (``copy_decimal_key``; `slow` marks the levels whose keys it could not give). Also
+    the lake decimal of each price then each size (decimal128 words at `scale`, at most
+    `max_int` integer digits: ``scaled_words``, from the digits the key was read from, up to
+    18 of them), and
+    per group whether every one of its levels has them (`exact`; else the book engine parses
+    that group's strings). Every
     group's columns are a slice of one array each (cut by ``fastbook.LevelColumns``); the levels are
     copied in one pass over the messages in row order, not group by group: the segment bytes
     are then read in order (Coinbase levels 7.0 vs 9.4 ms on a 30 MB mixed segment)."""
@@ -717,6 +722,9 @@ def level_arenas(buf, lv, order, first, counts, rows, bounds):
     pkey = np.empty(n_lv, np.float64)
     skey = np.empty(n_lv, np.float64)
     slow = np.zeros(n_lv, np.bool_)
+    words = np.empty(4 * n_lv, np.int64)
+    exact = np.ones(n_grp, np.bool_)
+    short = max_int >= 18  # every fast key's integer part fits (it has at most 18 digits)
     for g in range(n_grp):
         offsets[2 * lv_at[g] + g] = 0
     for m in range(len(first)):  # row order: the segment bytes in order
@@ -727,6 +735,8 @@ def level_arenas(buf, lv, order, first, counts, rows, bounds):
         base = ar_at[g]
         o_at = 2 * lv_at[g] + g
         n_g = lv_at[g + 1] - lv_at[g]
+        w_px = 4 * lv_at[g]  # the group's price words, then its size words
+        w_sz = w_px + 2 * n_g
         xl = x_k[k]
         o_px = p_k[k]
         o_sz = s_k[k]
@@ -735,17 +745,22 @@ def level_arenas(buf, lv, order, first, counts, rows, bounds):
             x = lv_at[g] + xl
             side[x] = lv[j, 1]
             a, b = lv[j, 2], lv[j, 3]
-            pkey[x], good = copy_decimal_key(buf, a, b, arena, base + o_px)
+            pkey[x], good, pw, pf = copy_decimal_key(buf, a, b, arena, base + o_px)
             o_px += b - a
             offsets[o_at + xl + 1] = o_px
             a, b = lv[j, 4], lv[j, 5]
-            skey[x], good2 = copy_decimal_key(buf, a, b, arena, base + o_sz)
+            skey[x], good2, sw, sf = copy_decimal_key(buf, a, b, arena, base + o_sz)
             o_sz += b - a
             offsets[o_at + n_g + xl + 1] = o_sz
             slow[x] = not (good and good2)
+            if pf < 0 or sf < 0 or pf > scale or sf > scale or not short:
+                exact[g] = False
+            else:
+                words[w_px + 2 * xl], words[w_px + 2 * xl + 1] = scaled_words(pw, pf, scale)
+                words[w_sz + 2 * xl], words[w_sz + 2 * xl + 1] = scaled_words(sw, sf, scale)
             xl += 1
     len(buf)  # (buf live to the exit: see the module doc)
-    return level_offsets, side, arena, offsets, pkey, skey, slow, lv_at, ar_at
+    return level_offsets, side, arena, offsets, pkey, skey, slow, words, exact, lv_at, ar_at
 
 
 def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) -> pa.Array:

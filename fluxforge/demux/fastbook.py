@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fluxforge.book.batch import BookBatch, arena_of, arena_slice, level_keys
+from fluxforge.book.batch import BookBatch, arena_of, arena_slice, level_keys, words_slice
 from fluxforge.demux.bytescan import level_arenas, level_order
 from fluxforge.events import BookMessage
 from fluxforge.storage.paths import sanitize_part
+from fluxforge.wire.decimal import SCALE_LIMITS
 
 _SAFE_CACHE: dict[str, bool] = {}
 
@@ -85,9 +86,10 @@ class LevelColumns:
         bounds = np.zeros(len(sels) + 1, np.int64)
         bounds[1:] = np.cumsum([len(s) for s in sels])
         rows = np.concatenate(sels).astype(np.int64, copy=False)
-        offsets, side, arena, arena_offsets, pkey, skey, slow, lv_at, ar_at = level_arenas(
-            self.buf, self.lv, self.order, self.first, self.counts, rows, bounds
+        cols = level_arenas(
+            self.buf, self.lv, self.order, self.first, self.counts, rows, bounds, *SCALE_LIMITS
         )
+        offsets, side, arena, arena_offsets, pkey, skey, slow, words, exact, lv_at, ar_at = cols
         bnd, lvs, ars = bounds.tolist(), lv_at.tolist(), ar_at.tolist()
         out = []
         for g in range(len(sels)):
@@ -101,6 +103,7 @@ class LevelColumns:
                     pkey[la:lb],
                     skey[la:lb],
                     slow[la:lb],
+                    words[4 * la : 4 * lb] if exact[g] else None,
                 )
             )
         return out
@@ -114,6 +117,7 @@ def _level_columns(
     pkey: np.ndarray,
     skey: np.ndarray,
     slow: np.ndarray,
+    words: np.ndarray | None,
 ) -> dict[str, Any]:
     """One group's level columns (slices of the arrays every group shares), the keys the
     fast rule declined filled in."""
@@ -129,6 +133,7 @@ def _level_columns(
         "arena_offsets": arena_offsets,
         "price_key": pkey,
         "size_key": skey,
+        "words": words,
     }
 
 
@@ -175,6 +180,8 @@ class FastBook:
     price_key: np.ndarray  # float64[L]
     size_key: np.ndarray  # float64[L]
     final_id: np.ndarray  # int64[n] venue update id (Advanced Trade sequence_num), -1 = none
+    # the lake decimal of every price then every size (BookBatch.words), None: not read
+    words: np.ndarray | None = None
     # integrity fields of the other venues' shapes (None: the default of every message)
     first_id: np.ndarray | None = None  # int64[n], -1 = none
     prev_id: np.ndarray | None = None  # int64[n], -1 = none
@@ -214,6 +221,7 @@ class FastBook:
             arena_offsets=arena_offsets,
             price_key=self.price_key[lo:hi],
             size_key=self.size_key[lo:hi],
+            words=None if self.words is None else words_slice(self.words, lo, hi),
             venue_symbol=self.venue_symbol,
             channel=self.channel,
             seq=self.seq[start:end],

@@ -37,6 +37,9 @@ from fluxforge.tables import DECIMAL, DECIMAL_PRECISION, DECIMAL_SCALE
 
 MAX_INT_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
 MAX_DECIMALS = DECIMAL_SCALE
+# the lake's scale and integer-digit limit as the numba parsers take them: arguments rather
+# than imported constants, so numba's on-disk cache can never keep an old scale
+SCALE_LIMITS = (MAX_DECIMALS, MAX_INT_DIGITS)
 DEC_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 FAST_DEC_RE = re.compile(rf"[0-9]{{1,{MAX_INT_DIGITS}}}(?:\.[0-9]{{1,{MAX_DECIMALS}}})?")
 _PADDING = rf"^([0-9]*\.[0-9]{{{MAX_DECIMALS}}})0+$"  # zeros past the scale, cut by to_decimal
@@ -125,6 +128,35 @@ def decimal_end(buf, p, end, positive):
 # 10**k for k = 0..22: every one an exact float64 (10**22 < 2**53 * 2**22)
 _POW10 = np.array([10.0**k for k in range(23)])
 _EXACT_INT = 2**53  # every integer up to this is an exact float64
+_POW10_INT = np.array([10**k for k in range(10)], dtype=np.int64)
+_LIMB = np.int64(0xFFFFFFFF)
+
+
+@njit(cache=True)
+def times_pow10(l0, l1, l2, l3, e):
+    """The 128-bit integer of 32-bit limbs l0..l3 (least significant first) times 10**e, as
+    limbs: plain int64 arithmetic, multipliers <= 10**9. The caller keeps the product below
+    2**127 (a lake decimal always is)."""
+    while e > 0:
+        k = min(e, 9)
+        m = _POW10_INT[k]
+        t = l0 * m
+        l0 = t & _LIMB
+        t = l1 * m + (t >> 32)
+        l1 = t & _LIMB
+        t = l2 * m + (t >> 32)
+        l2 = t & _LIMB
+        l3 = l3 * m + (t >> 32)
+        e -= k
+    return l0, l1, l2, l3
+
+
+@njit(cache=True)
+def scaled_words(w, n_frac, scale):
+    """The decimal128 words (low, high) of w * 10**-n_frac at `scale` (0 <= w < 2**63,
+    n_frac <= scale): the unscaled integer w * 10**(scale - n_frac)."""
+    l0, l1, l2, l3 = times_pow10(w & _LIMB, w >> 32, np.int64(0), np.int64(0), scale - n_frac)
+    return l0 | (l1 << 32), l2 | (l3 << 32)
 
 
 @njit(cache=True)
@@ -134,7 +166,9 @@ def copy_decimal_key(buf, s, e, out, o):
     in its digits): the caller then asks Arrow's correctly rounded string cast. Clinger's fast
     path: the digits as an exact integer divided by an exact power of ten is one correctly
     rounded IEEE division, so the result is the correctly rounded value of the text, the
-    float Arrow's cast gives."""
+    float Arrow's cast gives. Then the exact value: its digits as one integer and its number
+    of decimals (for ``scaled_words``), or (0, -1) when it is not a plain decimal of at most
+    18 digits."""
     w = 0
     dot = -1
     bad = e <= s
@@ -151,9 +185,11 @@ def copy_decimal_key(buf, s, e, out, o):
     len(buf), len(out)  # (arrays live to the exit: see fluxforge/demux/bytescan.py)
     n_dig = e - s - (dot >= 0)  # leading zeros too: at most 18 digits cannot overflow w
     n_frac = e - dot - 1 if dot >= 0 else 0
-    if bad or n_dig > 18 or n_dig == 0 or (dot >= 0 and n_frac == 0) or w > _EXACT_INT:
-        return 0.0, False
-    return w / _POW10[n_frac], True
+    if bad or n_dig > 18 or n_dig == 0 or (dot >= 0 and n_frac == 0):
+        return 0.0, False, np.int64(0), np.int64(-1)
+    if w > _EXACT_INT:
+        return 0.0, False, w, np.int64(n_frac)
+    return w / _POW10[n_frac], True, w, np.int64(n_frac)
 
 
 @njit(cache=True)

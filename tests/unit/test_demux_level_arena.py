@@ -1,6 +1,7 @@
 """The demux's level columns: one gather per instrument straight into the book batch's arena,
-with the float keys of the strings parsed on the way, must equal the plain construction (a
-stable sort of the levels, Arrow strings, Arrow's float cast)."""
+with the float keys and the lake decimals of the strings parsed on the way, must equal the
+plain construction (a stable sort of the levels, Arrow strings, Arrow's float and decimal
+casts)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 
 from fluxforge.book import BookBatch
 from fluxforge.demux.fastbook import LevelColumns, by_code
+from fluxforge.tables import DECIMAL
 from fluxforge.wire.decimal import copy_decimal_key
 
 EDGES = [
@@ -26,7 +28,7 @@ NOT_FAST = ["5.", "", "1e5", "-1", "+1", "1.2.3", "12a", "9007199254740993", "12
 def _key(text: str) -> tuple[float, bool]:
     src = np.frombuffer(text.encode(), np.uint8) if text else np.zeros(0, np.uint8)
     out = np.zeros(len(src) + 3, np.uint8)
-    value, exact = copy_decimal_key(src, 0, len(src), out, 2)
+    value, exact, _digits, _decimals = copy_decimal_key(src, 0, len(src), out, 2)
     assert bytes(out[2 : 2 + len(src)]) == text.encode()  # copied whatever the verdict
     return value, exact
 
@@ -96,3 +98,50 @@ def test_level_columns_equal_sorted_arrow_levels() -> None:
         assert np.array_equal(got["arena_offsets"], want.arena_offsets)
         assert np.array_equal(got["price_key"], want.price)
         assert np.array_equal(got["size_key"], want.size)
+
+
+def _columns(texts: list[tuple[str, str]], n_msg: int, rng: np.random.Generator) -> tuple:
+    rows, parts, pos = [], [], 0
+    for k, (px, sz) in enumerate(texts):  # message k % n_msg, sides mixed
+        rows.append((k % n_msg, int(rng.integers(2)), pos, pos + len(px)))
+        rows[-1] += (pos + len(px) + 1, pos + len(px) + 1 + len(sz))
+        parts.append(f"{px},{sz};")
+        pos += len(parts[-1])
+    rows.sort(key=lambda r: r[0])
+    buf = np.frombuffer("".join(parts).encode(), np.uint8)
+    return LevelColumns(buf, np.array(rows, np.int64), np.ones(n_msg, bool), n_msg)
+
+
+def test_level_words_equal_arrow_decimal_cast() -> None:
+    """Each group's words are the lake decimals of its prices then sizes (what the engine's
+    cast gives); a group with a value the fast rule declines, or with more decimals than the
+    lake's scale, has none (the engine then parses its strings)."""
+    rng = np.random.default_rng(17)
+
+    def fast() -> str:  # at most 18 digits (over 2**53 too: no float key, still words)
+        whole = str(int(rng.integers(0, 10 ** int(rng.integers(1, 7)))))
+        frac = "".join(rng.choice(list("0123456789"), int(rng.integers(0, 13))))
+        return f"{whole}.{frac}" if frac else whole
+
+    edges = ["0", "0.000000000001", "9007199254740993", "123456.123456789012", "99999997.00000000"]
+    texts = [(fast(), fast()) for _ in range(3000)] + [(e, e) for e in edges]
+    n_msg = 40
+    levels = _columns(texts, n_msg, rng)
+    codes = np.arange(n_msg) % 3
+    groups = by_code(codes, np.ones(n_msg, bool))
+    for _code, cols in zip(groups, levels.of_groups([s for _c, s in groups]), strict=True):
+        n = len(cols["side"])
+        prices = pa.LargeStringArray.from_buffers(
+            n, pa.py_buffer(cols["arena_offsets"][: n + 1]), pa.py_buffer(cols["arena"])
+        )
+        sizes = pa.LargeStringArray.from_buffers(
+            n, pa.py_buffer(cols["arena_offsets"][n:]), pa.py_buffer(cols["arena"])
+        )
+        want = pa.concat_arrays([prices, sizes]).cast(DECIMAL)
+        assert cols["words"] is not None
+        got = pa.Array.from_buffers(DECIMAL, 2 * n, [None, pa.py_buffer(cols["words"])])
+        assert got.equals(want)
+    for odd in ["5.", "0.0000000000001", "1234567890123456789"]:  # not plain / past the scale
+        texts = [(fast(), fast()) for _ in range(50)] + [("1.5", odd)]
+        (cols,) = _columns(texts, 5, rng).of_groups([np.arange(5)])
+        assert cols["words"] is None, odd

@@ -278,8 +278,12 @@ def test_demux_kraken_fast_path_tricky_lines_equal_exact_path(
 
 
 def test_fastbook_batch_equals_batch_of_its_messages(captures: Path) -> None:
-    """The columns reach the book kernel as the same batch the objects would give."""
+    """The columns reach the book kernel as the same batch the objects would give, plus the
+    lake decimals of its levels, read by the scan (the objects' batch leaves them to the
+    engine's parse)."""
     from fluxforge.book import BookBatch
+    from fluxforge.book import kernel as K
+    from fluxforge.wire.decimal import SCALE_LIMITS
 
     files = [p for p in sorted(captures.glob("KRAKEN/*")) if ".ws." in p.name]
     res = demux_segment(_segment(files), SEG, fast=True)
@@ -287,8 +291,15 @@ def test_fastbook_batch_equals_batch_of_its_messages(captures: Path) -> None:
     for fast in res.fast_books.values():
         got = fast.batch(0, len(fast))
         want = BookBatch.from_messages([m for _, m in fast.to_messages()])
+        assert want.words is None and got.words is not None
+        no_arena = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        ids = np.arange(2 * want.n_levels)
+        words, ok = K.decimals(ids, 0, *no_arena, want.arena, want.arena_offsets, *SCALE_LIMITS)
+        assert ok and np.array_equal(got.words, words)
         for name, value in vars(want).items():
             other = getattr(got, name)
+            if name == "words":
+                continue
             if isinstance(value, np.ndarray):
                 assert np.array_equal(value, other), name
             else:

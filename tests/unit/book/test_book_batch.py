@@ -9,6 +9,7 @@ import pytest
 from fluxforge.book import BookBatch, BookEngine, BookInputError
 from fluxforge.book import kernel as K
 from fluxforge.events import BookMessage
+from fluxforge.wire.decimal import SCALE_LIMITS
 
 
 def test_book_batch_from_columns_equals_from_messages() -> None:
@@ -111,6 +112,45 @@ def test_book_batch_slice_equals_take_of_the_same_range() -> None:
         assert a.strings("price").equals(b.strings("price"))
         assert a.strings("size").equals(b.strings("size"))
         assert np.array_equal(a.arena_offsets, b.arena_offsets) and np.array_equal(a.arena, b.arena)
+
+
+def _words(batch: BookBatch) -> np.ndarray:
+    """The lake decimals of `batch`'s prices then sizes, parsed from its strings."""
+    ids = np.arange(2 * batch.n_levels)
+    words, ok = K.decimals(ids, 0, *_arena(""), batch.arena, batch.arena_offsets, *SCALE_LIMITS)
+    assert ok
+    return words
+
+
+def test_book_batch_words_follow_take_slice_and_concat() -> None:
+    """The decimals a scan read (``BookBatch.words``) stay those of the batch's own strings
+    through every reshaping the engine does (the pre-snapshot buffer: take, then concat with
+    the next batch; large batches: slice); a batch without them gives none."""
+    rng = np.random.default_rng(3)
+
+    def make(n: int, with_words: bool) -> BookBatch:
+        counts = rng.integers(0, 5, n)
+        levels = int(counts.sum())
+        b = BookBatch.from_columns(
+            ts_event=np.arange(n),
+            ts_recv=np.arange(n),
+            level_offsets=np.r_[0, np.cumsum(counts)],
+            side=rng.integers(0, 2, levels),
+            price_strings=pa.array([f"{rng.integers(1, 10**7) / 1000}" for _ in range(levels)]),
+            size_strings=pa.array([f"0.{rng.integers(0, 10**8):08d}" for _ in range(levels)]),
+            venue_symbol="AB",
+            channel="book",
+        )
+        if with_words:
+            b.words = _words(b)
+        return b
+
+    a, b = make(30, True), make(20, True)
+    for got in [a.take(np.array([3, 1, 29, 7])), a.slice(4, 19), BookBatch.concat([a, b])]:
+        assert got.words is not None
+        assert np.array_equal(got.words, _words(got))
+    assert BookBatch.concat([a, make(5, False)]).words is None
+    assert make(5, False).take(np.array([0, 2])).words is None
 
 
 def test_book_deltas_side_and_venue_symbol_columns_are_plain_strings_row_by_row() -> None:
