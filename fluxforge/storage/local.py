@@ -1,6 +1,7 @@
 """Local filesystem storage: atomic writes via temp file + fsync + rename (in a
-``durable_batch``: temp file + rename, the fsyncs in background threads, all settled at the
-end of the block).
+``durable_batch``: a new file written in place, since nothing references it before the block
+ends, an existing one by temp file + rename; the fsyncs in background threads, all settled at
+the end of the block).
 
 Nothing is read or written outside the root, symlinks included: every path is resolved and
 must stay inside the root (a symlink leading out is refused with ``StorageError``; inside a
@@ -41,8 +42,9 @@ class LocalStorage(Storage):
 
     @contextlib.contextmanager
     def durable_batch(self) -> Iterator[None]:
-        """Inside the block, ``write_bytes`` renames each file into place at once and hands
-        its fsync to a few threads, so the disk's flushes overlap each other (the journal
+        """Inside the block, ``write_bytes`` writes a new file in place (``_create_new``) or
+        renames an existing one's replacement into place at once, and hands its fsync to a
+        few threads, so the disk's flushes overlap each other (the journal
         commits them together) and the caller's work; the end of the block fsyncs the
         directories that got files and waits for all of it, raising the first failure."""
         if self._syncs is not None:  # nested: the outer block settles everything
@@ -91,12 +93,15 @@ class LocalStorage(Storage):
 
     def write_bytes(self, path: str, data: bytes) -> None:
         target = self._p(path)
+        deferred = self._syncs is not None and self._pool is not None
+        if deferred and _create_new(target, data):
+            self._syncs.append(self._pool.submit(_fsync_file, target))  # type: ignore[union-attr]
+            return
         try:
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         except FileNotFoundError:  # a new directory (an existing one costs no mkdir calls)
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        deferred = self._syncs is not None and self._pool is not None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -199,6 +204,36 @@ def _no_link_below(root: str, key: str, plain: set[str]) -> bool:
             return False
         if i < last:
             plain.add(prefix)
+    return True
+
+
+def _create_new(target: Path, data: bytes) -> bool:
+    """Write `data` as the new file `target` in place (a ``durable_batch``'s file, which
+    nothing references before the block ends: no temporary file and rename needed; a crash
+    may leave it torn under its own name, unreferenced, as the block allows). False, writing
+    nothing, when `target` exists (a file or a link: ``O_EXCL`` follows no link): the caller
+    replaces it atomically, so a file that readers may already reference (a retry or a
+    rebuild writing the same name) is never seen half written."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(target, flags, 0o600)  # the mode tempfile.mkstemp gives
+        except FileNotFoundError:  # a new directory (an existing one costs no mkdir calls)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, flags, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise StorageError(f"write {target}: {exc.strerror or exc}") from exc
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        os.close(fd)
+        target.unlink(missing_ok=True)
+        raise StorageError(f"write {target}: {exc.strerror or exc}") from exc
+    os.close(fd)
     return True
 
 

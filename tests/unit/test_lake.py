@@ -52,6 +52,28 @@ def test_lake_stage_is_zstd_deterministic_and_invisible_until_committed(tmp_path
     assert (tmp_path / "processed/trades/_delta_log").is_dir()
 
 
+def test_a_staged_file_torn_by_a_crash_is_invisible_and_the_retry_writes_it_whole(
+    tmp_path: Path,
+) -> None:
+    """Staged files are written in place inside a ``durable_batch``: a crash can leave one
+    torn under its final name. No commit names it (readers go through the log), and the
+    retry, staging the same rows under the same name, replaces it whole."""
+    storage = LocalStorage(tmp_path)
+    lk = lake.Lake(storage, LAYOUT)
+    args = ("trades", _trades(5), "coinbase", "BTC-USD", "2024-01-02", "s-seg_1", 2)
+    name_only = lk.stage(*args, write=False)
+    torn = tmp_path / name_only.key
+    torn.parent.mkdir(parents=True)
+    torn.write_bytes(b"PAR1 torn")
+    assert lake.read_table(storage, "trades").num_rows == 0
+    with storage.durable_batch():
+        staged = lk.stage(*args)
+    assert staged == name_only
+    assert pq.read_table(torn).num_rows == 5 and torn.stat().st_size == staged.size
+    assert lk.commit("trades", [staged])
+    assert lake.read_table(storage, "trades").num_rows == 5
+
+
 def test_file_stats_from_the_parquet_footer_equal_the_computed_ones() -> None:
     """The log's statistics read from the writer's footer (several row groups, nulls, a
     column null in one group and all of another, times, negative decimals, non-ASCII

@@ -112,3 +112,62 @@ def test_durable_batch_refuses_links_out_of_the_root_and_follows_links_inside_it
     assert list(outside.iterdir()) == []
     assert (root / "lake" / "t" / "real" / "d.bin").read_bytes() == b"d"
     assert (root / "lake" / "t" / "new" / "deeper" / "e.bin").read_bytes() == b"e"
+
+
+def test_durable_batch_writes_new_files_in_place_and_replaces_existing_ones_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new name is written in place (no temporary file: nothing references it before the
+    block ends); an existing name (a retry or a rebuild writing a file readers may already
+    use, or one a crash left torn) is written beside it and renamed over it, so a reader
+    never sees it half written; a leaf link is never followed."""
+    import os
+    import stat
+    import tempfile
+
+    from fluxforge.storage.base import StorageError
+
+    temps: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def counted(*args: object, **kwargs: object) -> tuple[int, str]:
+        fd, name = real_mkstemp(*args, **kwargs)  # type: ignore[call-overload]
+        temps.append(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", counted)
+    store = LocalStorage(tmp_path / "root")
+    store.write_bytes("a/old.bin", b"old")  # outside a block: always temp + rename
+    assert len(temps) == 1
+    (tmp_path / "root" / "a" / "torn.bin").write_bytes(b"to")
+    (tmp_path / "root" / "a" / "real.bin").write_bytes(b"real")
+    os.symlink(tmp_path / "root" / "a" / "real.bin", tmp_path / "root" / "a" / "link.bin")
+    with open(tmp_path / "root" / "a" / "old.bin", "rb") as reader:
+        with store.durable_batch():
+            store.write_bytes("a/b/new.bin", b"fresh")
+            assert len(temps) == 1
+            store.write_bytes("a/old.bin", b"new")
+            store.write_bytes("a/torn.bin", b"whole")
+            store.write_bytes("a/link.bin", b"over the link")
+            assert len(temps) == 4
+        assert reader.read() == b"old"  # the file a reader holds was replaced, not rewritten
+    root = tmp_path / "root"
+    assert (root / "a" / "b" / "new.bin").read_bytes() == b"fresh"
+    assert (root / "a" / "old.bin").read_bytes() == b"new"
+    assert (root / "a" / "torn.bin").read_bytes() == b"whole"
+    assert (root / "a" / "real.bin").read_bytes() == b"real"
+    assert (root / "a" / "link.bin").read_bytes() == b"over the link"
+    assert not (root / "a" / "link.bin").is_symlink()
+    # the same permissions either way
+    assert stat.S_IMODE((root / "a" / "b" / "new.bin").stat().st_mode) == stat.S_IMODE(
+        (root / "a" / "old.bin").stat().st_mode
+    )
+    assert sorted(p.name for p in root.rglob(".tmp-*")) == []
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StorageError, match="No space"), store.durable_batch():
+        store.write_bytes("a/c/failed.bin", b"x" * 10)
+    assert not (root / "a" / "c" / "failed.bin").exists()
