@@ -247,3 +247,23 @@ def test_lake_storage_options_map_s3_settings_onto_delta_rs_client() -> None:
     slow = settings.model_copy(update={"read_timeout_s": 120.0})
     assert lake.storage_options(S3Storage("b", slow))["timeout"] == "120000ms"
     assert lake.storage_options(LocalStorage(".")) == {}
+
+
+def test_to_lake_gives_the_same_rows_whatever_the_input_schema_metadata() -> None:
+    """Rows exactly in a table's schema take ``to_lake``'s planned path (the stored schema
+    known per schema); rows with other metadata the generic one: same rows, same types."""
+    from fluxforge.tables import SCHEMAS, lake_schema, time_columns, to_lake
+
+    for name, schema in SCHEMAS.items():
+        times = set(time_columns(schema))
+        columns = [
+            pa.array([5_000_123_456, -1, 7], pa.int64()) if f.name in times else pa.nulls(3, f.type)
+            for f in schema
+        ]
+        rows = pa.Table.from_arrays(columns, schema=schema)
+        planned = to_lake(rows, schema)
+        generic = to_lake(rows.replace_schema_metadata({"other": "metadata"}), schema)
+        assert planned.schema.equals(lake_schema(schema), check_metadata=True), name
+        assert planned.equals(generic) and planned.schema.equals(generic.schema), name
+        for column in times:
+            assert planned[column].cast(pa.int64()).to_pylist() == [5_000_123, None, 0], name
