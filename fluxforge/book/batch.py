@@ -472,6 +472,8 @@ def arena_slice(
 def words_slice(words: np.ndarray, l0: int, l1: int) -> np.ndarray:
     """``BookBatch.words`` of levels l0..l1-1 (their prices, then their sizes)."""
     n = len(words) // 4
+    if l0 == 0 and l1 == n:
+        return words  # (a whole batch: no copy)
     return np.concatenate((words[2 * l0 : 2 * l1], words[2 * (n + l0) : 2 * (n + l1)]))
 
 

@@ -30,6 +30,8 @@ F_REST = 2
 CK_NONE = 0
 CK_KRAKEN = 1
 CK_OKX = 2
+# per checksum kind: the levels of each side it covers (Kraken 10, OKX/Bitget 25)
+CK_TOP = np.array([0, 10, 25], dtype=np.int64)
 # update-id chains
 CH_NONE = 0
 CH_BINANCE_FUTURES = 1
@@ -162,13 +164,14 @@ def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table, buf):
     Kraken: top 10 asks then top 10 bids, price then size, '.' dropped then leading '0's,
     unsigned. OKX/Bitget: top 25 interleaved bid, ask as "px:sz" joined by ':', signed."""
     kraken = kind == CK_KRAKEN
-    ids = np.empty(100, dtype=np.int64)
+    top = CK_TOP[kind]
+    ids = np.empty(4 * top, dtype=np.int64)
     k = 0
     need = 0
-    for it in range(20 if kraken else 50):
+    for it in range(2 * top):
         if kraken:
-            s = 1 if it < 10 else 0
-            rank = it % 10
+            s = 1 if it < top else 0
+            rank = it % top
         else:
             s = it & 1
             rank = it >> 1
@@ -518,6 +521,10 @@ def apply_kernel(
     drift_meta = np.empty((4, 6), dtype=np.int64)
     n_drift = 0
     ck_buf = np.empty(256, dtype=np.uint8)  # the checksummed text of one book, grown as needed
+    # the last checksum computed, while no level of the checksummed top (CK_TOP) changed
+    # since: an update deeper in the book leaves the venue's checksum as it was
+    ck_kind = CK_NONE
+    ck_val = np.int64(0)
     # cached boundaries of the current UTC day and of the next periodic bucket
     day_start, day_end, next_bucket = _boundaries(st, interval)
     # pre-snapshot buffer: never holds a message twice, so n entries always suffice
@@ -633,6 +640,7 @@ def apply_kernel(
                 stats[T_STALE] += 1
                 continue
             if is_snap:
+                ck_kind = CK_NONE
                 for s in range(2):
                     mid = key.shape[1] // 2
                     st[S_LO0 + 2 * s] = mid
@@ -740,6 +748,7 @@ def apply_kernel(
             fkey1 = -np.inf
             fpos0 = 0
             fpos1 = 0
+            top = CK_TOP[ck_kind]  # the levels the cached checksum covers (none: 0)
             for i in range(m_off[m], m_off[m + 1]):
                 s = l_side[i]
                 lo = st[S_LO0 + 2 * s]
@@ -776,6 +785,8 @@ def apply_kernel(
                         else:
                             b = half
                     p = a
+                if hi - p <= top:  # a level within the checksummed top (rank hi - 1 - p)
+                    ck_kind = CK_NONE
                 # the finger after this level: index p holds a key >= k once it is applied
                 # (updated, inserted, or the next one after an absent or removed level),
                 # except after a removal that shifted the lower part up (then p + 1)
@@ -817,13 +828,20 @@ def apply_kernel(
                     fpos1 = finger
             vd = m_vdepth[m]
             if vd > 0:
+                if vd < top:
+                    ck_kind = CK_NONE
                 for s in range(2):
                     if st[S_HI0 + 2 * s] - st[S_LO0 + 2 * s] > vd:
                         st[S_LO0 + 2 * s] = st[S_HI0 + 2 * s] - vd
             ck = m_ckkind[m]
             if ck != CK_NONE:
-                got, ck_buf = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table, ck_buf)
+                if ck_kind == ck:
+                    got = ck_val
+                else:
+                    got, ck_buf = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table, ck_buf)
+                    ck_kind, ck_val = ck, got
                 if got != m_cks[m]:
+                    ck_kind = CK_NONE
                     stats[T_MISMATCH] += 1
                     gap_meta, n_gap = _gap_row(
                         gap_meta, n_gap, m, G_CHECKSUM, st, m_cks[m], got, tr, 0

@@ -4,6 +4,7 @@ writes a gap row, and the book only comes back at the next exchange snapshot."""
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import capture_books as cb
 import pytest
 
 from fluxforge.book import BookEngine, BookInputError, BookStateError
-from fluxforge.events import BookMessage
+from fluxforge.events import CHECKSUM_KRAKEN, BookMessage
 
 SHIFT = 10**12  # ns added to the re-sent snapshot and its updates
 
@@ -242,3 +243,52 @@ def test_book_gaps_of_one_apply_are_one_warning_and_every_ledger_row(
         BookEngine("binance", "A-B").apply(msgs[:3])  # one gap: its line alone, as before
     (record,) = [r for r in caplog.records if "epoch" in r.getMessage()]
     assert record.getMessage().endswith("expected 106, got 107)")
+
+
+def _kraken_crc(bids: dict[str, str], asks: dict[str, str]) -> int:
+    """Kraken's book checksum, written from its documentation: the top 10 asks (lowest
+    first) then the top 10 bids (highest first), price then size, '.' dropped, then leading
+    zeros dropped, CRC32."""
+
+    def text(px: str, sz: str) -> str:
+        return px.replace(".", "").lstrip("0") + sz.replace(".", "").lstrip("0")
+
+    top_asks = sorted(asks.items(), key=lambda kv: Decimal(kv[0]))[:10]
+    top_bids = sorted(bids.items(), key=lambda kv: -Decimal(kv[0]))[:10]
+    return zlib.crc32("".join(text(p, s) for p, s in [*top_asks, *top_bids]).encode())
+
+
+def test_book_checksum_of_an_untouched_top_is_reused_only_while_the_top_is_unchanged() -> None:
+    """An update deeper than the checksummed top keeps the venue's checksum: the kernel then
+    compares with the last one it computed. Any change of the top (with or without a checksum
+    in its message, an insert, a removal or a new size) must make it compute again."""
+    bids = {f"{100 - k}.5": f"{k + 1}.25" for k in range(15)}
+    asks = {f"{101 + k}.5": f"{k + 2}.75" for k in range(15)}
+
+    def msg(t: int, b: list, a: list, snap: bool = False, ck: bool = True) -> BookMessage:
+        for px, sz in b:
+            bids.pop(px) if sz == "0" else bids.__setitem__(px, sz)
+        for px, sz in a:
+            asks.pop(px) if sz == "0" else asks.__setitem__(px, sz)
+        return BookMessage(
+            "kraken", "A-B", "A/B", "book-25", t, t, t, snap, b, a,
+            checksum=_kraken_crc(bids, asks) if ck else None,
+            checksum_kind=CHECKSUM_KRAKEN if ck else None,
+        )  # fmt: skip
+
+    stream = [
+        msg(1, list(bids.items()), list(asks.items()), snap=True),
+        msg(2, [("86.5", "9.5")], []),  # rank 14: the top unchanged
+        msg(3, [], [("113.5", "0")]),  # removal at rank 12
+        msg(4, [("100.5", "7")], [], ck=False),  # the best bid, no checksum in the message
+        msg(5, [("87.5", "1")], []),  # rank 13, after the top changed without a checksum
+        msg(6, [], [("110.5", "0")]),  # removal at rank 9: rank 10 comes into the top
+        msg(7, [("91.75", "3")], []),  # insert at rank 9: rank 9 goes out of it
+        msg(8, [("85.5", "2")], [("200.5", "1")]),  # deep on both sides
+    ]
+    out = BookEngine("kraken", "A-B").apply(stream)
+    assert out.stats.checksum_mismatches == 0
+    assert out.stats.checksums_verified == 7
+    stale = dataclasses.replace(stream[4], checksum=stream[2].checksum)  # the top before msg 4
+    out = BookEngine("kraken", "A-B").apply([*stream[:4], stale])
+    assert out.stats.checksum_mismatches == 1
