@@ -679,7 +679,8 @@ def _process_segment(
     caller's replacing commit."""
     t0 = time.perf_counter()
     cfg = ctx.cfg
-    data = ctx.inp.read_bytes(ctx.raw(raw_state, ref))
+    # mapped, not copied, on local storage: the demux only reads it
+    data = ctx.inp.read_mapped(ctx.raw(raw_state, ref))
     seq_range = segment_seq_range(data)
     dem = demux_segment(data, ref.name)
     del data  # peak memory: the raw bytes are not needed past the demux

@@ -23,6 +23,12 @@ class Storage(ABC):
     @abstractmethod
     def read_bytes(self, path: str) -> bytes: ...
 
+    def read_mapped(self, path: str) -> bytes:
+        """The bytes of `path` for a caller that only reads them (a raw segment): a local
+        storage maps the file instead of copying it (``LocalStorage.read_mapped``); any other
+        storage reads it."""
+        return self.read_bytes(path)
+
     @abstractmethod
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write atomically: readers see the old object or the whole new one."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import shutil
 import stat
@@ -90,6 +91,24 @@ class LocalStorage(Storage):
             return self._p(path).read_bytes()
         except OSError as exc:
             raise StorageError(f"read {self._p(path)}: {exc.strerror or exc}") from exc
+
+    def read_mapped(self, path: str) -> bytes:
+        """A read-only memory map of the file (bytes-like: ``len``, slices, ``find``, the
+        buffer protocol): no copy of a large segment into the process (≈ 35 ms of CPU for 50
+        MB) and no page of its own, the page cache's pages are shared. For sealed files only:
+        renaming or deleting a mapped file keeps its pages, but shortening it under the map
+        would end the process (SIGBUS); raw segments in processing/ and archive/ are only
+        ever renamed or deleted, never written again. An empty file gives ``b""`` (nothing
+        to map)."""
+        target = self._p(path)
+        try:
+            with open(target, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size == 0:
+                    return b""
+                # the map keeps its own reference to the file: closing ours is fine
+                return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # type: ignore[return-value]
+        except OSError as exc:
+            raise StorageError(f"read {target}: {exc.strerror or exc}") from exc
 
     def write_bytes(self, path: str, data: bytes) -> None:
         target = self._p(path)

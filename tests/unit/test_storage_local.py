@@ -171,3 +171,42 @@ def test_durable_batch_writes_new_files_in_place_and_replaces_existing_ones_atom
     with pytest.raises(StorageError, match="No space"), store.durable_batch():
         store.write_bytes("a/c/failed.bin", b"x" * 10)
     assert not (root / "a" / "c" / "failed.bin").exists()
+
+
+def test_read_mapped_reads_like_read_bytes_and_outlives_moves_and_deletes(tmp_path: Path) -> None:
+    """A mapped segment reads as its bytes (length, slices from either end, find, the buffer
+    numpy scans) and stays readable after the file is renamed (archived) or deleted; an
+    empty file gives b"", a missing one a StorageError, a link out of the root is refused."""
+    import os
+
+    import numpy as np
+
+    from fluxforge.refinery import segment_seq_range
+    from fluxforge.segments import encode_envelope, iter_lines
+    from fluxforge.storage.base import StorageError
+
+    st = LocalStorage(tmp_path / "root")
+    body = b"".join(
+        encode_envelope(10**18 + i, "s", "e", i, "msg", b'{"x":"%b"}' % (b"y" * (i % 97)))
+        for i in range(1, 3000)
+    )
+    st.write_bytes("raw/processing/s/seg.ndjson", body)
+    data = st.read_mapped("raw/processing/s/seg.ndjson")
+    assert not isinstance(data, bytes)  # mapped, not copied
+    assert len(data) == len(body) and data[:] == body
+    assert data[-(1 << 16) :] == body[-(1 << 16) :] and data[10:20] == body[10:20]
+    assert data.find(b"\n", 5) == body.find(b"\n", 5)
+    assert np.frombuffer(data, np.uint8).sum() == np.frombuffer(body, np.uint8).sum()
+    assert list(iter_lines(data)) == list(iter_lines(body))
+    assert segment_seq_range(data) == segment_seq_range(body) == (1, 2999)
+    assert st.move("raw/processing/s/seg.ndjson", "raw/archive/s/seg.ndjson")
+    st.delete("raw/archive/s/seg.ndjson")
+    assert data[:] == body  # the map keeps the pages of a renamed, then unlinked file
+    st.write_bytes("raw/processing/s/empty.ndjson", b"")
+    assert st.read_mapped("raw/processing/s/empty.ndjson") == b""
+    with pytest.raises(StorageError, match="read"):
+        st.read_mapped("raw/processing/s/missing.ndjson")
+    (tmp_path / "outside.ndjson").write_bytes(body)
+    os.symlink(tmp_path / "outside.ndjson", tmp_path / "root" / "raw" / "link.ndjson")
+    with pytest.raises(StorageError, match="outside the storage root"):
+        st.read_mapped("raw/link.ndjson")
