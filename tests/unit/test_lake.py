@@ -123,6 +123,54 @@ def test_lake_app_transaction_publishes_a_segment_once(tmp_path: Path) -> None:
     assert lake.read_table(storage, "trades").num_rows == 5
 
 
+def test_lake_commit_after_asking_reads_the_log_once_and_still_sees_concurrent_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit that follows ``transaction_version`` of its app id uses the handle that
+    answered, without a second refresh; commits that landed in between are still seen by
+    Delta's commit protocol: another source's is appended beside ours, one of the same app
+    id fails our commit, and the re-read log then decides (skip: the segment is published;
+    retry: ours is newer). Every row is published exactly once."""
+    from deltalake import DeltaTable
+
+    storage = LocalStorage(tmp_path)
+    mine, other = lake.Lake(storage, LAYOUT), lake.Lake(storage, LAYOUT)
+    mine.ensure("trades")
+    refreshes = []
+    real = DeltaTable.update_incremental
+    monkeypatch.setattr(DeltaTable, "update_incremental", lambda h: refreshes.append(1) or real(h))
+
+    def part(stem: str, n: int) -> lake.Staged:
+        return mine.stage("trades", _trades(n), "coinbase", "BTC-USD", "2024-01-02", stem, 1000)
+
+    # another source commits between our question and our commit: both land
+    assert mine.transaction_version("trades", "fluxforge/a") is None
+    refreshes.clear()
+    assert other.commit("trades", [part("b-1", 2)], app=("fluxforge/b", 1))
+    assert mine.commit("trades", [part("a-1", 3)], app=("fluxforge/a", 1))
+    assert refreshes == []  # the other Lake opened its own; ours was not read again
+    assert lake.read_table(storage, "trades").num_rows == 5
+    # the same app id publishes segment 2 meanwhile (a broken lock): our commit of segment 2
+    # fails against it and the re-read log says it is published: nothing is added twice
+    assert mine.transaction_version("trades", "fluxforge/a") == 1
+    assert other.commit("trades", [part("a-2", 4)], app=("fluxforge/a", 2))
+    assert mine.commit("trades", [part("a-2", 4)], app=("fluxforge/a", 2))
+    assert lake.read_table(storage, "trades").num_rows == 9
+    # ... or an older one: ours (segment 4) fails against it, then lands on the re-read log
+    assert mine.transaction_version("trades", "fluxforge/a") == 2
+    assert other.commit("trades", [part("a-3", 1)], app=("fluxforge/a", 3))
+    assert mine.commit("trades", [part("a-4", 6)], app=("fluxforge/a", 4))
+    assert lake.read_table(storage, "trades").num_rows == 16
+    assert mine.transaction_version("trades", "fluxforge/a") == 4
+    refreshes.clear()
+    assert not mine.commit("trades", [part("a-4", 6)], app=("fluxforge/a", 4))  # a retry
+    assert refreshes == []
+    # a commit without a question right before it reads the log first, as always
+    assert not mine.commit("trades", [part("a-4", 6)], app=("fluxforge/a", 4))
+    assert refreshes == [1]
+    assert lake.read_table(storage, "trades").num_rows == 16
+
+
 def test_lake_replacing_commit_and_time_travel(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     key, _ = lake.write_part(
