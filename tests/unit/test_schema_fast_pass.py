@@ -148,3 +148,41 @@ def test_fast_pass_agrees_with_pandera_on_big_parts_with_one_bad_string(table: s
         assert fast == slow, f"{table} {label} in {big.num_rows} rows: fast {fast}, pandera {slow}"
         rejected += not slow
     assert rejected >= len(columns) * 2  # a null and a bad value of each column at least
+
+
+def _bounded_columns(table: str) -> list[str]:
+    """The number columns the fast pass checks on their least and greatest value."""
+    return [
+        name
+        for name, col in SCHEMAS[table].columns.items()
+        if name not in PARTITION_COLUMNS
+        and (col.dtype.type.is_integer() or isinstance(col.dtype.type, pl.Decimal))
+        and col.checks
+        and all(c.name in schemas.INTERVAL_CHECKS for c in col.checks)
+    ]
+
+
+@pytest.mark.parametrize("table", [t for t in sorted(SCHEMAS) if _bounded_columns(t)])
+def test_fast_pass_agrees_with_pandera_on_big_parts_with_one_bad_number(table: str) -> None:
+    # number columns with interval checks are checked on their extremes: one bad (or null)
+    # value anywhere among many good rows, in one chunk or split across chunks, is refused
+    columns = _bounded_columns(table)
+    cases = [
+        (label, data, part)
+        for label, data, part in _cases(table)
+        if label == "valid" or any(label.startswith(f"{name}=") for name in columns)
+    ]
+    good = cases[0][1]
+    assert good is not None
+    many = 300
+    rejected = 0
+    for label, data, part in cases:
+        assert data is not None
+        slow = _verdicts(table, data, part)[1]  # pandera's verdict on the row alone
+        for before in (0, many // 2, many):
+            big = pa.concat_tables([good] * before + [data] + [good] * (many - before))
+            for rows in (big.combine_chunks(), big):
+                fast = schemas.fast_verdict(table, [(rows, *part)])
+                assert fast == slow, f"{table} {label} after {before} rows: fast {fast}"
+        rejected += not slow
+    assert rejected >= len(columns)  # a bad value (or a null) of each column at least
