@@ -1046,7 +1046,16 @@ def _check_no_duplicated_trades(
     duplicated, and blocks publication. (The same trade id on two lines is the venue's repeat:
     published, and flagged by the trade_ids_unique asset check.)"""
     for data, ex, sym, date in items:
-        ids = data.select(["seq", "trade_id"])
+        if data.num_rows < 2:
+            continue
+        # a pair can only repeat where a seq does (a line with several trades): the rows of
+        # those seqs, found over every row, are the only ones grouped (usually none or few)
+        seq = data.column("seq").to_numpy()
+        ordered = seq if bool(np.all(seq[1:] >= seq[:-1])) else np.sort(seq)
+        again = ordered[1:][ordered[1:] == ordered[:-1]]
+        if not len(again):
+            continue
+        ids = data.select(["seq", "trade_id"]).filter(np.isin(seq, again))
         ids = ids.filter(pc.and_(pc.is_valid(ids["trade_id"]), pc.not_equal(ids["trade_id"], "")))
         if ids.num_rows < 2:
             continue  # venues without trade ids (some Kraken shapes) cannot be checked here

@@ -99,3 +99,16 @@ def test_duplicated_trade_rows_block_publication_empty_ids_do_not() -> None:
     # Kraken v1 trades carry no id: several on one line are not duplicates
     no_ids = pa.table({"seq": [7, 7, 7], "trade_id": ["", "", ""]})
     _check_no_duplicated_trades(ref, [(no_ids, "kraken", "BTC-USD", "2024-01-02")])
+    # a part of many rows in receive order or not: only a repeated (seq, id) pair blocks,
+    # wherever it sits; one line with several ids, one id on several lines, null ids pass
+    seqs = [*range(1000), 500, 500, 900]
+    ids = [*(f"t{i}" for i in range(1000)), "x", None, "t7"]
+    fine = pa.table({"seq": seqs, "trade_id": ids})
+    order = list(reversed(range(len(seqs))))
+    for part in (fine, fine.take(order)):
+        _check_no_duplicated_trades(ref, [(part, "coinbase", "BTC-USD", "2024-01-02")])
+    for where in (0, 999):
+        bad = pa.table({"seq": [*seqs, where], "trade_id": [*ids, f"t{where}"]})
+        for part in (bad, bad.take([len(seqs), *order])):
+            with pytest.raises(schemas.SchemaViolation, match=f"seq {where} trade 't{where}'"):
+                _check_no_duplicated_trades(ref, [(part, "coinbase", "BTC-USD", "2024-01-02")])
