@@ -216,37 +216,49 @@ _PLAIN, _DECIMAL, _MICROS, _TIME, _STRING, _SIGNED = range(6)
 _RAW = (_DECIMAL, _MICROS, _STRING, _SIGNED)
 
 
-def _stat_columns(schema: pa.Schema) -> tuple[tuple[int, str, int, int], ...]:
-    """(index, name, kind, decimal scale) of the columns of a stored schema that get file
-    statistics."""
+# (field index, name, kind, decimal scale, index of its Parquet column chunk)
+_StatColumn = tuple[int, str, int, int, int]
+
+
+def _stat_columns(schema: pa.Schema) -> tuple[_StatColumn, ...]:
+    """The columns of a stored schema that get file statistics (``_StatColumn``)."""
     out = []
+    leaf = 0  # a Parquet file has one column chunk per leaf, depth first
     for i, field in enumerate(schema):
         kind = field.type
         if pa.types.is_timestamp(kind):
-            out.append((i, field.name, _MICROS if kind.unit == "us" else _TIME, 0))  # type: ignore[attr-defined]
+            out.append((i, field.name, _MICROS if kind.unit == "us" else _TIME, 0, leaf))  # type: ignore[attr-defined]
         elif pa.types.is_decimal(kind):
-            out.append((i, field.name, _DECIMAL, kind.scale))  # type: ignore[attr-defined]
+            out.append((i, field.name, _DECIMAL, kind.scale, leaf))  # type: ignore[attr-defined]
         elif pa.types.is_string(kind):
-            out.append((i, field.name, _STRING, 0))
+            out.append((i, field.name, _STRING, 0, leaf))
         elif pa.types.is_signed_integer(kind):
-            out.append((i, field.name, _SIGNED, 0))
+            out.append((i, field.name, _SIGNED, 0, leaf))
         elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-            out.append((i, field.name, _PLAIN, 0))
+            out.append((i, field.name, _PLAIN, 0, leaf))
+        leaf += _leaves(kind)
     return tuple(out)
 
 
+def _leaves(kind: pa.DataType) -> int:
+    """Parquet leaf columns of an Arrow type (a list's element, a struct's fields, ...)."""
+    if kind.num_fields == 0:
+        return 1
+    return sum(_leaves(kind.field(j).type) for j in range(kind.num_fields))
+
+
 # in-memory schema -> the statistics columns of its stored form (``tables.per_schema``)
-_STAT_PLANS: dict[int, tuple[pa.Schema, tuple[tuple[int, str, int, int], ...]]] = {}
+_STAT_PLANS: dict[int, tuple[pa.Schema, tuple[_StatColumn, ...]]] = {}
 
 
-def _stat_plan(schema: pa.Schema, stored: pa.Schema) -> tuple[tuple[int, str, int, int], ...]:
+def _stat_plan(schema: pa.Schema, stored: pa.Schema) -> tuple[_StatColumn, ...]:
     return per_schema(_STAT_PLANS, schema, lambda: _stat_columns(stored))
 
 
 def _file_stats(
     data: pa.Table,
     footer: pq.FileMetaData | None,
-    columns: tuple[tuple[int, str, int, int], ...],
+    columns: tuple[_StatColumn, ...],
 ) -> str:
     """``file_stats`` of `data` with its statistics columns `columns` (``_stat_columns``)."""
     mins: dict[str, object] = {}
@@ -254,7 +266,7 @@ def _file_stats(
     nulls: dict[str, int] = {}
     from_footer = _footer_bounds(footer, columns) if footer is not None else {}
     rows = data.num_rows
-    for i, name, kind, _ in columns:
+    for i, name, kind, _, _ in columns:
         col = data.column(i)
         nulls[name] = none = col.null_count
         if rows == none:
@@ -276,22 +288,22 @@ def _file_stats(
 
 
 def _footer_bounds(
-    footer: pq.FileMetaData, columns: tuple[tuple[int, str, int, int], ...]
+    footer: pq.FileMetaData, columns: tuple[_StatColumn, ...]
 ) -> dict[str, tuple[object, object]]:
     """(min, max) per top-level column from the row-group statistics of a Parquet footer,
     as ``file_stats`` computes them from the rows: times in microseconds as Delta's ISO
     strings, decimals as the nearest floats. A column is left out wherever a row group holds
     values without bounds."""
-    raw = {name: (kind, scale) for _, name, kind, scale in columns if kind in _RAW}
+    raw = {name: (kind, scale) for _, name, kind, scale, _ in columns if kind in _RAW}
     out: dict[str, tuple[object, object]] = {}
     missing: set[str] = set()
     for g in range(footer.num_row_groups):
         group = footer.row_group(g)
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            name = chunk.path_in_schema
-            if "." in name or name in missing:
+        # the statistics columns' chunks by index, not every chunk matched by its path
+        for _, name, _, _, leaf in columns:
+            if name in missing:
                 continue
+            chunk = group.column(leaf)
             stats = chunk.statistics
             if stats is None or not stats.has_min_max:
                 if stats is None or stats.null_count != chunk.num_values:
