@@ -209,6 +209,10 @@ def vacuum(
             retention_hours=int(days * 24),
             dry_run=dry_run,
             enforce_retention_duration=False,
+            # "full": the table's files are listed, so files no commit names (staged by an
+            # attempt that crashed before committing, maybe torn) go too, once older than
+            # the retention; the default ("lite") deletes only the files commits removed
+            full=True,
         )
         report.vacuumed[table] = len(removed)
     return report

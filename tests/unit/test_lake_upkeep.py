@@ -107,6 +107,24 @@ def test_vacuum_deletes_replaced_files_after_retention(tmp_path: Path) -> None:
     assert lake.read_table(lk.storage, "book_deltas").num_rows == 150
 
 
+def test_vacuum_deletes_files_no_commit_names_once_past_the_retention(tmp_path: Path) -> None:
+    """A crash between staging and committing leaves a file under its own part name (staged
+    files are written in place), maybe torn, or a temporary file: no commit names them.
+    Vacuum keeps them for the retention (a running attempt's staged files are as fresh),
+    then deletes them; committed files stay."""
+    lk = _segments(tmp_path, count=1)
+    folder = tmp_path / lk.files("book_deltas")[0].key.rsplit("/", 1)[0]
+    torn = folder / "part-src-crashed-v1-0123456789ab.parquet"
+    torn.write_bytes(b"PAR1 torn")
+    tmp = folder / ".tmp-crashed"
+    tmp.write_bytes(b"x")
+    kept = lake_upkeep.vacuum(_cfg(tmp_path), lake=lk)  # default retention: 7 days
+    assert kept.vacuumed["book_deltas"] == 0 and torn.exists() and tmp.exists()
+    done = lake_upkeep.vacuum(_cfg(tmp_path), retention_days=0, lake=lk)
+    assert done.vacuumed["book_deltas"] == 2 and not torn.exists() and not tmp.exists()
+    assert lake.read_table(lk.storage, "book_deltas").num_rows == 50
+
+
 def test_stale_partitions_after_a_normalizer_version_bump(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
