@@ -990,6 +990,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
     seen = 0
     cmask = 0
     pos = 0
+    nxt = 0
     while True:
         if is_array:
             if pos >= nf:
@@ -1001,10 +1002,14 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             if p < 0:
                 return -1, seen, lv, n_lv
             f = -1
-            for k in range(nf):
+            # from the key after the last one met: keys sent in their declared order (the
+            # usual case) match at the first compare
+            k = nxt
+            for _t in range(nf):
                 if eq_at(buf, ks, ke, shape, shape[ko + k], shape[ko + k + 1]):
                     f = k
                     break
+                k = k + 1 if k + 1 < nf else 0
             if f < 0:
                 if not is_open:
                     return -1, seen, lv, n_lv
@@ -1019,6 +1024,7 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
                 continue
             if seen & (1 << f):
                 return -1, seen, lv, n_lv
+            nxt = f + 1 if f + 1 < nf else 0
         seen |= 1 << f
         kind = shape[kd + f]
         col = shape[cl + f]

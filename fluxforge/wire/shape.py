@@ -152,6 +152,9 @@ class ObjectShape:
         for name in required:
             if not self.bits(name):
                 raise ValueError(f"required {name!r} is neither a key nor a column of the shape")
+        # a key names one field (the scan may meet the fields in any order)
+        if not array and len(set(self.names)) != len(self.names):
+            raise ValueError(f"a key is declared twice: {self.names}")
         self._args: dict[tuple, tuple] = {}
 
     def bits(self, *names: str) -> int:

@@ -312,3 +312,22 @@ def test_binance_wrapper_variant_frame_same_on_both_paths(
     fast, slow = both_paths(line, monkeypatch, doc_shapes.SEGMENT)
     assert_same(fast, slow)
     assert (fast.per_line, fast.quarantined) == (per_line, quarantined)
+
+
+def test_declared_shape_key_declared_twice_refused() -> None:
+    # the scan looks a key up from the one after the last it met: one field per key
+    with pytest.raises(ValueError, match="declared twice"):
+        ObjectShape(("px", shape.V_DEC, "price"), ("px", shape.V_DEC, "size"))
+
+
+def test_declared_shape_keys_in_any_order_read_alike() -> None:
+    decl = ObjectShape(
+        ("a", shape.V_INT, "x"), ("b", shape.V_STR, "y"), ("c", shape.V_DEC, "z"),
+        required=("a", "b", "c"),
+    )  # fmt: skip
+    want = scan(decl, {"a": 1, "b": "s", "c": "1.5"})
+    assert want is not None
+    for order in ("acb", "bac", "bca", "cab", "cba"):
+        obj = {k: {"a": 1, "b": "s", "c": "1.5"}[k] for k in order}
+        assert scan(decl, obj) == want, order
+    assert scan(decl, {"a": 1, "b": "s", "a2": 2, "c": "1.5"}) is None  # a closed shape
