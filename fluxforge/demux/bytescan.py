@@ -216,13 +216,37 @@ def read_int(buf, p, end):
     return v, k
 
 
+def _every_byte(b: int) -> np.int64:
+    """The int64 whose eight bytes are all `b` (two's complement bits of the uint64)."""
+    return np.array([b * 0x0101010101010101], np.uint64).view(np.int64)[0]
+
+
+_ONES, _HIGH = _every_byte(0x01), _every_byte(0x80)
+_QUOTES, _BACKSLASHES, _CONTROL = _every_byte(QUOTE), _every_byte(BACKSLASH), _every_byte(32)
+
+
+@njit(cache=True)
+def _stops(x):
+    """Whether a byte of the eight in `x` may end a plain string: a quote, a backslash, a
+    control byte (< 32) or a non-ASCII one (>= 128). Exact when False (the classic "has a
+    zero byte" tests, x ^ b - 1 and x - 32 borrowing into the high bit); a True may be a false
+    alarm above the first such byte, which the byte loop settles."""
+    q = x ^ _QUOTES
+    b = x ^ _BACKSLASHES
+    hit = ((q - _ONES) & ~q) | ((b - _ONES) & ~b) | ((x - _CONTROL) & ~x) | x
+    return (hit & _HIGH) != 0
+
+
 @njit(cache=True)
 def str_end(buf, p, end):
     """p at the opening quote -> position of the closing quote, or -1 (escapes, control or
-    non-ASCII bytes are left to the per-line path)."""
+    non-ASCII bytes are left to the per-line path). Eight bytes are tested at once while none
+    of them can end the string (``_stops``); the byte loop then finds which one does."""
     if p >= end or buf[p] != QUOTE:
         return -1
     k = p + 1
+    while k + 8 <= end and not _stops(load8(buf, k)):
+        k += 8
     while k < end:
         c = buf[k]
         if c == QUOTE:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fluxforge.demux.bytescan import line_bounds
+from fluxforge.demux.bytescan import line_bounds, str_end
 
 
 def test_line_bounds_equal_bytes_split() -> None:
@@ -21,3 +21,34 @@ def test_line_bounds_equal_bytes_split() -> None:
             got = [part[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
             assert got == part.split(b"\n"), part
             assert np.array_equal(ends[:-1] + 1, starts[1:])
+
+
+def _str_end_bytewise(buf: np.ndarray, p: int, end: int) -> int:
+    if p >= end or buf[p] != 34:
+        return -1
+    for k in range(p + 1, end):
+        if buf[k] == 34:
+            return k
+        if buf[k] == 92 or buf[k] < 32 or buf[k] >= 128:
+            return -1
+    return -1
+
+
+def test_str_end_eight_bytes_at_a_time_equals_the_byte_rule() -> None:
+    """Plain runs of every length, then one byte that may end the string (a quote, a
+    backslash, a control or non-ASCII byte) at every offset of an 8-byte word, or none."""
+    rng = np.random.default_rng(4)
+    plain = np.array([b for b in range(32, 128) if b not in (34, 92)], np.uint8)
+    stops = [34, 92, 0, 10, 31, 128, 200, 255]
+    checked = 0
+    for n in range(0, 40):
+        for stop in [None, *stops]:
+            for _ in range(8):
+                body = rng.choice(plain, n)
+                tail = [] if stop is None else [stop]
+                text = np.concatenate(([34], body, tail, rng.choice(plain, 9))).astype(np.uint8)
+                for end in (len(text), n + 2, n + 1):
+                    got = str_end(text, 0, end)
+                    assert got == _str_end_bytewise(text, 0, end), (bytes(text), end)
+                    checked += 1
+    assert checked > 5000
