@@ -52,9 +52,11 @@ from fluxforge.tables import (
 
 TABLES = tuple(SCHEMAS)
 COMPRESSION = "zstd"
-# a checkpoint every 100 commits keeps opening a table with a long history fast (the log is
-# read from the last checkpoint on)
-TABLE_CONFIG = {"delta.checkpointInterval": "100"}
+# a checkpoint every 20 commits: opening a table reads the last checkpoint plus every commit
+# after it, and each segment opens and commits every refinery table; measured per segment
+# against 10, 50 and 100 (docs/performance.md, "Checkpoint interval"). A table written with
+# other values is given these once by its next writer (``Lake._set_config``)
+TABLE_CONFIG = {"delta.checkpointInterval": "20"}
 # columns whose min/max go into the log's file statistics (file skipping on time and seq)
 STAT_COLUMNS = ("ts_event", "ts_recv", "ts", "ts_from", "ts_to", "seq", "update_id", "line_no")
 HISTORY_PREFIX = "part-history"
@@ -474,8 +476,7 @@ class Lake:
     def ensure(self, table: str) -> DeltaTable:
         handle = self.table(table)
         if handle is not None:
-            self._check_schema(table, handle)
-            return handle
+            return self._check_table(table, handle)
         # mode="ignore": two writers creating the table at once both end up with it, and
         # trying again after an error (on S3, maybe a lost answer of a create that landed) is
         # safe: a table that exists by then is left as it is
@@ -512,11 +513,14 @@ class Lake:
             if f.name in have.names and have.field(f.name).type != f.type
         ]
 
-    def _check_schema(self, table: str, handle: DeltaTable) -> None:
+    def _check_table(self, table: str, handle: DeltaTable) -> DeltaTable:
+        """Before this Lake's first write to `table`: refuse older column types, and give the
+        table ``TABLE_CONFIG`` when it differs. Returns the handle to write with (a fresh one
+        when setting the configuration had to read the log again)."""
         # Delta keeps a table's schema on append: files of the current format committed to an
         # old table would be read in the old types (times as integers), so refuse instead
         if table in self._checked:
-            return
+            return handle
         outdated = self.outdated_columns(table, handle)
         if outdated:
             raise LakeError(
@@ -524,7 +528,41 @@ class Lake:
                 f"{'; '.join(outdated)}; run `fluxforge lake migrate` to rewrite it "
                 '(docs/data-guide.md, "Migration")'
             )
+        handle = self._set_config(table, handle)
         self._checked.add(table)
+        return handle
+
+    def _set_config(self, table: str, handle: DeltaTable) -> DeltaTable:
+        """Give a table written with another configuration (an older FluxForge's checkpoint
+        interval) ``TABLE_CONFIG``, in one metadata commit; nothing when it has it already, so
+        the first writer after an upgrade commits it once and later writers see it there.
+
+        A concurrent writer's commit fails against this one (Delta's conflict check on a
+        metadata change) and is tried again on the fresh log like any failed commit; this one
+        failing (another writer set it first, or an S3 answer lost) reads the log again and
+        looks whether the configuration is there by then."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            have = handle.metadata().configuration
+            if all(have.get(key) == value for key, value in TABLE_CONFIG.items()):
+                return handle
+            try:
+                handle.alter.set_table_properties(
+                    dict(TABLE_CONFIG),
+                    commit_properties=CommitProperties(
+                        custom_metadata={"fluxforge.operation": "table-config"}
+                    ),
+                )
+                return handle
+            except Exception:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                self._tables.pop(table, None)
+                fresh = self.table(table)
+                if fresh is None:
+                    raise
+                handle = fresh
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -708,7 +746,8 @@ class Lake:
             return None
         if asked[1] is not self._tables.get(table):
             return None  # replaced since (a failed commit's re-read, a migration)
-        self._check_schema(table, asked[1])
+        if self._check_table(table, asked[1]) is not asked[1]:
+            return None  # the log was read again (``_set_config``): ``ensure`` gives that handle
         return asked[1]
 
     def _txn_version(self, table: str, handle: DeltaTable, app_id: str) -> int | None:

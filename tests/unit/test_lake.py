@@ -342,3 +342,74 @@ def test_file_stats_from_the_footer_find_each_column_past_nested_ones() -> None:
     assert lake.file_stats(rows, footer) == lake.file_stats(rows)
     stats = orjson.loads(lake.file_stats(rows, footer))
     assert stats["minValues"]["seq"] == -3 and stats["maxValues"]["name"] == "Ω"
+
+
+def test_a_new_table_checkpoints_every_20_commits(tmp_path: Path) -> None:
+    """Opening a table reads its last checkpoint plus every commit after it, once per table
+    and segment: the lake's tables checkpoint every 20 commits (docs/performance.md,
+    "Checkpoint interval"), and delta-rs writes that checkpoint itself."""
+    storage = LocalStorage(tmp_path)
+    lk = lake.Lake(storage, LAYOUT)
+    handle = lk.ensure("trades")
+    assert handle.metadata().configuration["delta.checkpointInterval"] == "20"
+    log = tmp_path / "processed/trades/_delta_log"
+    for i in range(1, 21):
+        part = lk.stage("trades", _trades(2), "coinbase", "BTC-USD", "2024-01-02", f"s-{i}", 10)
+        assert lk.transaction_version("trades", "fluxforge/a") == (i - 1 or None)
+        assert lk.commit("trades", [part], app=("fluxforge/a", i))
+        # every 20 versions, counting the table's creation (version 0): at 19, 39, ...
+        assert (log / f"{i:020d}.checkpoint.parquet").exists() == (i == 19)
+    assert lake.read_table(storage, "trades").num_rows == 40
+
+
+def _config_commits(handle) -> list[dict]:
+    return [c for c in handle.history() if c.get("fluxforge.operation") == "table-config"]
+
+
+def test_an_older_table_is_given_the_checkpoint_interval_once(tmp_path: Path) -> None:
+    """A table an older FluxForge created (a checkpoint every 100 commits, or no setting) is
+    given ``TABLE_CONFIG`` by its next writer, in one commit, whichever way that writer
+    comes (a segment's question then commit, or ``ensure``); later writers and runs leave it
+    as it is, and publication stays exactly-once across the upgrade."""
+    from deltalake import DeltaTable
+
+    storage = LocalStorage(tmp_path)
+    for table, config in (("trades", {"delta.checkpointInterval": "100"}), ("quotes", None)):
+        DeltaTable.create(
+            lake.Lake(storage, LAYOUT).uri(table),
+            schema=lake.table_schema(table),
+            partition_by=["exchange", "symbol", "date"],
+            configuration=config,
+        )
+
+    def part(lk: lake.Lake, stem: str) -> lake.Staged:
+        return lk.stage("trades", _trades(3), "coinbase", "BTC-USD", "2024-01-02", stem, 10)
+
+    # a segment's way: the question, then the commit on the handle that answered
+    first = lake.Lake(storage, LAYOUT)
+    assert first.transaction_version("trades", "fluxforge/a") is None
+    assert first.commit("trades", [part(first, "a-1")], app=("fluxforge/a", 1))
+    assert not first.commit("trades", [part(first, "a-1")], app=("fluxforge/a", 1))  # a retry
+    # a later run, and ``ensure``: nothing more to set
+    second = lake.Lake(storage, LAYOUT)
+    second.ensure("trades")
+    assert second.transaction_version("trades", "fluxforge/a") == 1
+    assert not second.commit("trades", [part(second, "a-1")], app=("fluxforge/a", 1))
+    assert second.commit("trades", [part(second, "a-2")], app=("fluxforge/a", 2))
+    trades = lake.Lake(storage, LAYOUT).table("trades")
+    assert trades.metadata().configuration["delta.checkpointInterval"] == "20"
+    assert len(_config_commits(trades)) == 1
+    # create (v0), the setting (v1), segments 1 and 2
+    assert trades.version() == 3 and trades.transaction_version("fluxforge/a") == 2
+    assert lake.read_table(storage, "trades").num_rows == 6
+    # a table without the setting, through ``ensure``; a reader alone never writes
+    assert (
+        "delta.checkpointInterval"
+        not in lake.Lake(storage, LAYOUT).table("quotes").metadata().configuration
+    )
+    assert lake.read_table(storage, "quotes").num_rows == 0
+    quotes = lake.Lake(storage, LAYOUT).ensure("quotes")
+    assert quotes.metadata().configuration == lake.TABLE_CONFIG
+    assert len(_config_commits(quotes)) == 1
+    lake.Lake(storage, LAYOUT).ensure("quotes")
+    assert len(_config_commits(lake.Lake(storage, LAYOUT).table("quotes"))) == 1
