@@ -413,3 +413,29 @@ def test_an_older_table_is_given_the_checkpoint_interval_once(tmp_path: Path) ->
     assert len(_config_commits(quotes)) == 1
     lake.Lake(storage, LAYOUT).ensure("quotes")
     assert len(_config_commits(lake.Lake(storage, LAYOUT).table("quotes"))) == 1
+
+
+def test_a_concurrent_writer_setting_the_checkpoint_interval_first(tmp_path: Path) -> None:
+    """Two writers of an older table: the other one sets the interval (and commits) between
+    our question and our commit. Ours finds the setting there on the re-read log instead of
+    committing it twice, then commits its segment: one setting, every row once."""
+    from deltalake import DeltaTable
+
+    storage = LocalStorage(tmp_path)
+    mine, other = lake.Lake(storage, LAYOUT), lake.Lake(storage, LAYOUT)
+    DeltaTable.create(
+        mine.uri("trades"),
+        schema=lake.table_schema("trades"),
+        partition_by=["exchange", "symbol", "date"],
+        configuration={"delta.checkpointInterval": "100"},
+    )
+    ours = mine.stage("trades", _trades(3), "coinbase", "BTC-USD", "2024-01-02", "a-1", 10)
+    theirs = other.stage("trades", _trades(2), "coinbase", "BTC-USD", "2024-01-02", "b-1", 10)
+    assert mine.transaction_version("trades", "fluxforge/a") is None
+    assert other.commit("trades", [theirs], app=("fluxforge/b", 1))
+    assert mine.commit("trades", [ours], app=("fluxforge/a", 1))
+    assert not mine.commit("trades", [ours], app=("fluxforge/a", 1))
+    handle = lake.Lake(storage, LAYOUT).table("trades")
+    assert len(_config_commits(handle)) == 1 and handle.version() == 3
+    assert handle.metadata().configuration["delta.checkpointInterval"] == "20"
+    assert lake.read_table(storage, "trades").num_rows == 5
