@@ -84,6 +84,41 @@ def test_lake_s3_concurrent_sources_commit_exactly_once(s3_server, s3_env) -> No
     assert len(log["Contents"]) >= 15  # one commit per published segment (+ create)
 
 
+def test_lake_s3_older_table_given_the_checkpoint_interval_once_under_concurrency(
+    s3_server, s3_env
+) -> None:
+    """A table an older FluxForge created (a checkpoint every 100 commits) and three sources
+    publishing into it at once: each writer's first commit finds the setting missing, one
+    metadata commit lands, the others find it on the re-read log; every row once."""
+    from deltalake import DeltaTable
+
+    storage = _storage(s3_server.bucket("delta-config"), s3_server.endpoint_url, s3_server.region)
+    DeltaTable.create(
+        lake.table_uri(storage, LAYOUT, "trades"),
+        schema=lake.table_schema("trades"),
+        partition_by=["exchange", "symbol", "date"],
+        configuration={"delta.checkpointInterval": "100"},
+        storage_options=lake.storage_options(storage),
+    )
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=_publish_segments, args=(storage, f"src{k}", 3, 10, errors))
+        for k in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert lake.read_table(storage, "trades").num_rows == 3 * 3 * 10
+    handle = lake.Lake(storage, LAYOUT).table("trades")
+    assert handle is not None
+    assert handle.metadata().configuration == lake.TABLE_CONFIG
+    settings = [c for c in handle.history() if c.get("fluxforge.operation") == "table-config"]
+    assert len(settings) == 1
+    assert handle.version() == 1 + 3 * 3  # 0 the create, 1 the setting, one per segment
+
+
 def test_lake_s3_errors_during_commits_lose_nothing_publish_once(s3_server, s3_env) -> None:
     """Every other PUT of a log entry fails (500, reset, or executed with its answer lost):
     delta-rs's client retries a 500; Lake.commit re-reads the log after any other error and
