@@ -57,6 +57,34 @@ def test_crash_between_table_commits_next_run_completes_once(two_lakes, monkeypa
     assert {t: lake.list_parts(LocalStorage(test), t) for t in REFINERY_TABLES} == clean_keys
 
 
+def test_tables_of_an_older_fluxforge_get_the_checkpoint_interval_once(two_lakes) -> None:
+    """A lake whose tables an older FluxForge created (a Delta checkpoint every 100 commits):
+    the refinery's first commit to each table gives it ``TABLE_CONFIG`` in one commit of its
+    own, and publishes the same rows and files as into a new lake; later runs change nothing."""
+    from deltalake import DeltaTable
+
+    clean, test, cfg = two_lakes
+    storage = LocalStorage(test)
+    for table in REFINERY_TABLES:
+        DeltaTable.create(
+            lake.Lake(storage).uri(table),
+            schema=lake.table_schema(table),
+            partition_by=["exchange", "symbol", "date"],
+            configuration={"delta.checkpointInterval": "100"},
+        )
+    for _ in range(2):  # the second run finds everything published
+        assert process_ready(cfg).failed == []
+        assert _counts(test) == _counts(clean)
+        for table in REFINERY_TABLES:
+            handle = lake.Lake(storage).table(table)
+            assert handle is not None
+            assert handle.metadata().configuration == lake.TABLE_CONFIG
+            done = [c for c in handle.history() if c.get("fluxforge.operation") == "table-config"]
+            assert len(done) == 1, table
+    clean_keys = {t: lake.list_parts(LocalStorage(clean), t) for t in REFINERY_TABLES}
+    assert {t: lake.list_parts(storage, t) for t in REFINERY_TABLES} == clean_keys
+
+
 def test_copy_of_published_segment_under_new_name_is_refused(two_lakes) -> None:
     clean, _test, _cfg = two_lakes
     cfg = load({"storage": {"base_dir": str(clean)}})
