@@ -58,21 +58,28 @@ def _publish_segments(storage, source: str, segments: int, rows: int, errors: li
                 errors.append(f"{source} {i}: {exc}")
 
 
-def test_lake_s3_concurrent_sources_commit_exactly_once(s3_server, s3_env) -> None:
-    storage = _storage(
-        s3_server.bucket("delta-concurrent"), s3_server.endpoint_url, s3_server.region
-    )
-    lake.Lake(storage, LAYOUT).ensure("trades")
+def _publish_concurrently(storage, sources: int, segments: int, rows: int) -> list[str]:
+    """Sources src0.. publishing their segments at once, one thread each: their errors."""
     errors: list[str] = []
     threads = [
-        threading.Thread(target=_publish_segments, args=(storage, f"src{k}", 5, 20, errors))
-        for k in range(3)
+        threading.Thread(
+            target=_publish_segments, args=(storage, f"src{k}", segments, rows, errors)
+        )
+        for k in range(sources)
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_lake_s3_concurrent_sources_commit_exactly_once(s3_server, s3_env) -> None:
+    storage = _storage(
+        s3_server.bucket("delta-concurrent"), s3_server.endpoint_url, s3_server.region
+    )
+    lake.Lake(storage, LAYOUT).ensure("trades")
+    assert _publish_concurrently(storage, 3, 5, 20) == []
     data = lake.read_table(storage, "trades")
     assert data.num_rows == 3 * 5 * 20  # nothing lost, nothing published twice
     lk = lake.Lake(storage, LAYOUT)
@@ -100,16 +107,7 @@ def test_lake_s3_older_table_given_the_checkpoint_interval_once_under_concurrenc
         configuration={"delta.checkpointInterval": "100"},
         storage_options=lake.storage_options(storage),
     )
-    errors: list[str] = []
-    threads = [
-        threading.Thread(target=_publish_segments, args=(storage, f"src{k}", 3, 10, errors))
-        for k in range(3)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert _publish_concurrently(storage, 3, 3, 10) == []
     assert lake.read_table(storage, "trades").num_rows == 3 * 3 * 10
     handle = lake.Lake(storage, LAYOUT).table("trades")
     assert handle is not None
