@@ -78,9 +78,11 @@ class LevelColumns:
         return self.of_groups([sel])[0]
 
     def of_groups(self, sels: list[np.ndarray]) -> list[dict[str, Any]]:
-        """level_offsets, side, arena, arena_offsets, price_key, size_key of the messages of
-        each group (ascending rows, no row in two groups): one gather of every group at once,
-        in segment order, straight into each batch's arena layout."""
+        """level_offsets, side, arena, arena_offsets, price_key, size_key and words (each
+        level's lake decimal, prices then sizes; None for a group holding a value outside the
+        plain form) of the messages of each group (ascending rows, no row in two groups): one
+        gather of every group at once, in segment order, straight into each batch's arena
+        layout."""
         if not sels:
             return []
         bounds = np.zeros(len(sels) + 1, np.int64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import mmap
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ class Storage(ABC):
     @abstractmethod
     def read_bytes(self, path: str) -> bytes: ...
 
-    def read_mapped(self, path: str) -> bytes:
+    def read_mapped(self, path: str) -> bytes | mmap.mmap:
         """The bytes of `path` for a caller that only reads them (a raw segment): a local
         storage maps the file instead of copying it (``LocalStorage.read_mapped``); any other
         storage reads it."""
