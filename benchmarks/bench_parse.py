@@ -28,7 +28,9 @@ books5/bbo-tbt/l2-tbt, Bitget books1/5/15, Kraken, Coinbase Exchange and Advance
 kind: a segment of that frame repeated), the per-shape view of the target.
 
 Rates are given twice: wall clock, and CPU time of this process (``time.process_time``), the
-per-core figure that stays meaningful when the machine is shared. ``--mem`` instead runs the
+per-core figure that stays meaningful when the machine is shared. Each side's figure is its best
+of --repeat runs, the sides taking turns (FluxForge, envelope loop, DuckDB, FluxForge, ...), so
+a slow phase of a shared machine does not fall on one side only. ``--mem`` instead runs the
 FluxForge side once and prints the process's peak RSS (run it alone for a clean figure).
 """
 
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
@@ -203,15 +206,18 @@ def duckdb_read_json(path: Path) -> int:
     raise SystemExit(f"duckdb cannot read {path}")
 
 
-def best_of(fn, arg, repeat: int) -> tuple[float, float, object]:
-    """(best wall seconds, best CPU seconds, result)."""
-    best, best_cpu, result = float("inf"), float("inf"), None
+def best_of(calls: list[tuple[Any, Any]], repeat: int) -> list[tuple[float, float, Any]]:
+    """(best wall seconds, best CPU seconds, result) of each call ``fn(arg)`` of `calls`, run
+    `repeat` rounds in turn (A B C A B C ...): a slow phase of the machine falls on every
+    side alike instead of on whichever ran during it."""
+    best = [(float("inf"), float("inf"), None) for _ in calls]
     for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = fn(arg)
-        best = min(best, time.perf_counter() - t0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return best, best_cpu, result
+        for k, (fn, arg) in enumerate(calls):
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = fn(arg)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            best[k] = (min(best[k][0], wall), min(best[k][1], cpu), result)
+    return best
 
 
 def main() -> None:
@@ -221,6 +227,8 @@ def main() -> None:
     ap.add_argument("--shape", choices=(*SHAPES, *DOC_SHAPES, *EACH, "all"), default="mix")
     ap.add_argument("--mem", action="store_true", help="peak RSS of one FluxForge run only")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error(f"--repeat must be at least 1, not {args.repeat}")
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     if args.shape in EACH:
@@ -255,8 +263,9 @@ def each(args: argparse.Namespace, data: bytes, name: str) -> float:
         path = Path(tmp) / SEGMENT
         path.write_bytes(data)
         fluxforge_columns(data[:20_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
-        _t, c_ff, info = best_of(fluxforge_columns, data, args.repeat)
-        _t, c_db, _rows = best_of(duckdb_read_json, path, args.repeat)
+        (_t, c_ff, info), (_t, c_db, _rows) = best_of(
+            [(fluxforge_columns, data), (duckdb_read_json, path)], args.repeat
+        )
     print(
         f"{name:<46} {mb / c_ff:9.1f} {mb / c_db:8.1f} {c_db / c_ff:6.2f} {verdict(c_db / c_ff):>7}"
         f"  ({info['per_line']:,} of {info['lines']:,} per line, {info['quarantined']} quarantined)"
@@ -282,9 +291,10 @@ def run(args: argparse.Namespace, shape: str) -> None:
         path = Path(tmp) / SEGMENT
         path.write_bytes(data)
         fluxforge_columns(data[:200_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
-        t_ff, c_ff, info = best_of(fluxforge_columns, data, args.repeat)
-        t_env, c_env, _ = best_of(envelope_only, data, args.repeat)
-        t_db, c_db, db_rows = best_of(duckdb_read_json, path, args.repeat)
+        (t_ff, c_ff, info), (t_env, c_env, _), (t_db, c_db, db_rows) = best_of(
+            [(fluxforge_columns, data), (envelope_only, data), (duckdb_read_json, path)],
+            args.repeat,
+        )
 
     print(f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={shape}  (MB/s wall | CPU)")
     print(
