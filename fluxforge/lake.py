@@ -52,6 +52,10 @@ from fluxforge.tables import (
 
 TABLES = tuple(SCHEMAS)
 COMPRESSION = "zstd"
+# a data page ends at the writer's byte target (1 MB), not at its default of 20,000 rows:
+# every page costs a zstd context, a page header and its statistics, and a part of
+# book_deltas holds up to a few hundred thousand rows (docs/performance.md, "Seventh pass")
+PAGE_ROWS = 1 << 20
 # a checkpoint every 20 commits: opening a table reads the last checkpoint plus every commit
 # after it, and each segment opens and commits every refinery table; measured per segment
 # against 10, 50 and 100 (docs/performance.md, "Checkpoint interval"). A table written with
@@ -171,6 +175,7 @@ def _encode(
         # and prices they fall back to plain after costing a hash table: smaller and faster
         # files without them (measured on a segment's 157 parts: 2.74 MB instead of 3.27)
         use_dictionary=per_schema(_DICT_COLUMNS, schema, lambda: _string_columns(schema)),
+        max_rows_per_page=PAGE_ROWS,
         metadata_collector=footer,  # the footer as written, not parsed back from the bytes
     ) as writer:
         for start, end in slices:
