@@ -158,8 +158,8 @@ def crc32(buf, n, table):
 @njit(cache=True)
 def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table, buf):
     """Venue CRC32 of the current book from the pooled wire strings: the checksummed text is
-    laid out in `buf` (a scratch buffer, replaced by a larger one when short; returned),
-    then hashed in one pass.
+    laid out in `buf` (a scratch buffer the caller sizes for the longest text,
+    ``_checksum_room``), then hashed in one pass.
 
     Kraken: top 10 asks then top 10 bids, price then size, '.' dropped then leading '0's,
     unsigned. OKX/Bitget: top 25 interleaved bid, ask as "px:sz" joined by ':', signed."""
@@ -167,7 +167,6 @@ def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table, buf):
     top = CK_TOP[kind]
     ids = np.empty(4 * top, dtype=np.int64)
     k = 0
-    need = 0
     for it in range(2 * top):
         if kraken:
             s = 1 if it < top else 0
@@ -179,14 +178,9 @@ def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table, buf):
         if j < st[S_LO0 + 2 * s]:
             continue
         p = pid[s, j]
-        for ident in (p, _size_id(p, n0, nl)):
-            ids[k] = ident
-            k += 1
-            need += (
-                o0[ident + 1] - o0[ident] if ident < n0 else o1[ident - n0 + 1] - o1[ident - n0]
-            ) + 1
-    if need > buf.shape[0]:
-        buf = np.empty(2 * need, dtype=np.uint8)
+        ids[k] = p
+        ids[k + 1] = _size_id(p, n0, nl)
+        k += 2
     n = 0
     for r in range(k):
         ident = ids[r]
@@ -214,7 +208,25 @@ def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table, buf):
     v = crc32(buf, n, table)
     if not kraken and v >= 2147483648:
         v -= 4294967296
-    return v, buf
+    return v
+
+
+@njit(cache=True)
+def _checksum_room(m_ckkind, n0, o0, o1):
+    """Bytes of the longest checksummed text a batch can lay out: every level of the widest
+    checksummed top, price and size each at most the longest string of either arena plus a
+    separator (0 when no message carries a checksum)."""
+    top = 0
+    for m in range(m_ckkind.shape[0]):
+        top = max(top, CK_TOP[m_ckkind[m]])
+    if top == 0:
+        return 0
+    longest = 0
+    for i in range(n0):
+        longest = max(longest, o0[i + 1] - o0[i])
+    for i in range(o1.shape[0] - 1):
+        longest = max(longest, o1[i + 1] - o1[i])
+    return 4 * top * (longest + 1)
 
 
 @njit(cache=True)
@@ -264,9 +276,7 @@ def _grow_rows(a, rows):
 @njit(cache=True)
 def _gap_row(gap_meta, n_gap, m, cause, st, expected, got, ts_to, evicted):
     """Append one gap-ledger row (message, cause, epoch, last good time, expected, got, time,
-    evicted buffer entries), growing the table as needed; returns (table, rows)."""
-    if n_gap == gap_meta.shape[0]:
-        gap_meta = _grow_rows(gap_meta, 2 * gap_meta.shape[0])
+    evicted buffer entries; the kernel keeps a free row); returns the rows."""
     gap_meta[n_gap, 0] = m
     gap_meta[n_gap, 1] = cause
     gap_meta[n_gap, 2] = st[S_EPOCH]
@@ -275,7 +285,7 @@ def _gap_row(gap_meta, n_gap, m, cause, st, expected, got, ts_to, evicted):
     gap_meta[n_gap, 5] = got
     gap_meta[n_gap, 6] = ts_to
     gap_meta[n_gap, 7] = evicted
-    return gap_meta, n_gap + 1
+    return n_gap + 1
 
 
 @njit(cache=True)
@@ -328,8 +338,8 @@ def _inject(
     one is due: ``sod`` on a new UTC date of the receive time, else the rebuild's reason
     (``rebuilt_reason`` >= 0), else ``periodic`` when ``ts_event // interval`` moved on.
     Called only when the kernel's cached boundaries say one may be due (rarely, so it is a
-    call: the code in the message loop made the whole loop slower). Returns (snap_meta,
-    snap_ids, n_snap), the arrays grown when full."""
+    call: the code in the message loop made the whole loop slower). Returns the rows (the
+    kernel keeps a free row)."""
     tr = m_ts_recv[c]
     te = m_ts_event[m]
     day = tr // DAY_NS
@@ -341,12 +351,9 @@ def _inject(
     elif te // interval > st[S_LAST_BUCKET]:
         reason = R_PERIODIC
     else:
-        return snap_meta, snap_ids, n_snap
+        return n_snap
     st[S_LAST_BUCKET] = te // interval
     stats[T_SNAPSHOTS] += 1
-    if n_snap == snap_meta.shape[0]:
-        snap_meta = _grow_rows(snap_meta, 2 * n_snap)
-        snap_ids = _grow_rows(snap_ids, 2 * n_snap)
     lo0, hi0, lo1, hi1 = st[S_LO0], st[S_HI0], st[S_LO1], st[S_HI1]
     nb = min(depth, hi0 - lo0)
     na = min(depth, hi1 - lo1)
@@ -362,7 +369,7 @@ def _inject(
     for j in range(na):
         snap_ids[n_snap, 2 * depth + j] = pid[1, hi1 - 1 - j]
         snap_ids[n_snap, 3 * depth + j] = _size_id(pid[1, hi1 - 1 - j], n0, n_lv)
-    return snap_meta, snap_ids, n_snap + 1
+    return n_snap + 1
 
 
 @njit(cache=True)
@@ -520,7 +527,10 @@ def apply_kernel(
     n_gap = 0
     drift_meta = np.empty((4, 6), dtype=np.int64)
     n_drift = 0
-    ck_buf = np.empty(256, dtype=np.uint8)  # the checksummed text of one book, grown as needed
+    # the checksummed text of one book; sized once: no array the loops use is ever replaced
+    # inside them (numba counts the references of such an array at every turn of the loop,
+    # two atomic operations per array: half the time of a Coinbase batch)
+    ck_buf = np.empty(_checksum_room(m_ckkind, n0, o0, o1), dtype=np.uint8)
     # the last checksum computed, while no level of the checksummed top (CK_TOP) changed
     # since: an update deeper in the book leaves the venue's checksum as it was
     ck_kind = CK_NONE
@@ -555,21 +565,39 @@ def apply_kernel(
     inj_c = -1
     inj_rebuilt = False
     inj_reason = R_RESYNC
-    while True:  # runs the message loop again after each replay's snapshot row
+    grow = False
+    n_lm = 0  # levels of the message waiting for room
+    # runs the message loop again after each replay's snapshot row, and after the book or an
+    # event table is grown: they are replaced only here, between turns of the message loop
+    while True:
         while True:
             replaying = rq_pos < rq_n
             if inj_m >= 0 and not replaying:
                 break  # (a call here, even never made, slowed the whole loop by 20%)
             if replaying:
                 m = replay[rq_pos]
-                rq_pos += 1
-                c = rq_clock
             elif pos < n:
                 m = pos
-                pos += 1
-                c = m
             else:
                 break
+            # room for all this message can add: a gap, a drift and two snapshot rows (the
+            # message's and a replay's), and one book level per level on either side (so a
+            # side at an end of its array is always recentred, never relaid out, below)
+            n_lm = m_off[m + 1] - m_off[m]
+            if (
+                n_gap == gap_meta.shape[0]
+                or n_drift == drift_meta.shape[0]
+                or n_snap + 2 > snap_meta.shape[0]
+                or 2 * (max(st[S_HI0] - st[S_LO0], st[S_HI1] - st[S_LO1]) + n_lm) >= key.shape[1]
+            ):
+                grow = True
+                break
+            if replaying:
+                rq_pos += 1
+                c = rq_clock
+            else:
+                pos += 1
+                c = m
             tr = m_ts_recv[c]
             out_top[m, 0] = -1
             out_top[m, 1] = -1
@@ -605,17 +633,13 @@ def apply_kernel(
                         max_int,
                     )
                     if found[1] != 0:
-                        if n_drift == drift_meta.shape[0]:
-                            drift_meta = _grow_rows(drift_meta, 2 * n_drift)
                         drift_meta[n_drift, 0] = m
                         drift_meta[n_drift, 1] = st[S_EPOCH]
                         drift_meta[n_drift, 2] = found[0]
                         drift_meta[n_drift, 3] = found[1]
                         drift_meta[n_drift, 4] = found[2]
                         drift_meta[n_drift, 5] = found[3]
-                        gap_meta, n_gap = _gap_row(
-                            gap_meta, n_gap, m, G_DRIFT, st, n_drift, found[1], tr, 0
-                        )
+                        n_gap = _gap_row(gap_meta, n_gap, m, G_DRIFT, st, n_drift, found[1], tr, 0)
                         n_drift += 1
                         stats[T_DRIFTS] += 1
                         # the epoch ends here: the snapshot rebuilds the book (a chained REST
@@ -722,7 +746,7 @@ def apply_kernel(
                         got = first
                     if broken:
                         stats[T_BREAKS] += 1
-                        gap_meta, n_gap = _gap_row(
+                        n_gap = _gap_row(
                             gap_meta, n_gap, m, G_CHAIN_BREAK, st, expected, got, tr, st[S_EVICTED]
                         )
                         st[S_VALID] = 0
@@ -754,11 +778,8 @@ def apply_kernel(
                 lo = st[S_LO0 + 2 * s]
                 hi = st[S_HI0 + 2 * s]
                 cap_s = key.shape[1]
-                if lo == 0 or hi == cap_s:
-                    if 2 * (hi - lo) < cap_s:
-                        _recentre(key, pid, st, s)
-                    else:
-                        key, pid = _relayout(key, pid, st, 2 * cap_s)
+                if lo == 0 or hi == cap_s:  # the room checked above: less than half full
+                    _recentre(key, pid, st, s)
                     lo = st[S_LO0 + 2 * s]
                     hi = st[S_HI0 + 2 * s]
                     fkey0 = -np.inf  # every level moved: no finger
@@ -838,14 +859,12 @@ def apply_kernel(
                 if ck_kind == ck:
                     got = ck_val
                 else:
-                    got, ck_buf = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table, ck_buf)
+                    got = _checksum(ck, pid, st, n0, n_lv, a0, o0, a1, o1, table, ck_buf)
                     ck_kind, ck_val = ck, got
                 if got != m_cks[m]:
                     ck_kind = CK_NONE
                     stats[T_MISMATCH] += 1
-                    gap_meta, n_gap = _gap_row(
-                        gap_meta, n_gap, m, G_CHECKSUM, st, m_cks[m], got, tr, 0
-                    )
+                    n_gap = _gap_row(gap_meta, n_gap, m, G_CHECKSUM, st, m_cks[m], got, tr, 0)
                     st[S_VALID] = 0
                     st[S_PENDING] = R_RESYNC
                     continue
@@ -879,16 +898,32 @@ def apply_kernel(
             inj_m = -1
             # snapshot injection: the call only when a boundary may have been crossed
             if inj_rebuilt or tr < day_start or tr >= day_end or m_ts_event[m] >= next_bucket:
-                snap_meta, snap_ids, n_snap = _inject(
+                n_snap = _inject(
                     st, pid, m, c, inj_reason if inj_rebuilt else -1, m_ts_recv, m_ts_event,
                     interval, depth, n0, n_lv, snap_meta, snap_ids, n_snap, stats,
                 )  # fmt: skip
                 inj_rebuilt = False
                 day_start, day_end, next_bucket = _boundaries(st, interval)
+        if grow:
+            grow = False
+            if n_gap == gap_meta.shape[0]:
+                gap_meta = _grow_rows(gap_meta, 2 * n_gap)
+            if n_drift == drift_meta.shape[0]:
+                drift_meta = _grow_rows(drift_meta, 2 * n_drift)
+            if n_snap + 2 > snap_meta.shape[0]:
+                snap_meta = _grow_rows(snap_meta, 2 * snap_meta.shape[0])
+                snap_ids = _grow_rows(snap_ids, 2 * snap_ids.shape[0])
+            need = 2 * (max(st[S_HI0] - st[S_LO0], st[S_HI1] - st[S_LO1]) + n_lm)
+            if need >= key.shape[1]:
+                cap_new = 2 * key.shape[1]
+                while need >= cap_new:
+                    cap_new *= 2
+                key, pid = _relayout(key, pid, st, cap_new)
+            continue
         if inj_m < 0:
             break
         # the replay after a rebuild is over: the rebuild's snapshot row, after it
-        snap_meta, snap_ids, n_snap = _inject(
+        n_snap = _inject(
             st, pid, inj_m, inj_c, inj_reason if inj_rebuilt else -1, m_ts_recv, m_ts_event,
             interval, depth, n0, n_lv, snap_meta, snap_ids, n_snap, stats,
         )  # fmt: skip
