@@ -615,6 +615,27 @@ def key_at(buf, p, end):
 
 
 @njit(cache=True)
+def declared_key_at(buf, p, end, shape, a, b):
+    """At a key's opening quote: the position of its value when the key is the declared
+    word shape[a:b] (key bytes of a packed declaration), else -1. The key is compared in
+    place, without a scan for its closing quote; a declared key is plain ASCII without
+    quotes or escapes (``ObjectShape`` checks it), so the key ``key_at`` would read there
+    is this word exactly when this compare holds."""
+    n = b - a
+    q = p + 1 + n  # where the closing quote must be
+    ok = p >= 0 and q < end and buf[p] == QUOTE and buf[q] == QUOTE
+    j = 0
+    while ok and j < n:
+        ok = buf[p + 1 + j] == shape[a + j]
+        j += 1
+    v = ws(buf, q + 1, end) if ok else end
+    c = buf[v] if v < end else 0
+    w = ws(buf, v + 1, end)
+    len(buf), len(shape)  # (arrays live to the one exit: see the module doc)
+    return w if c == COLON else -1
+
+
+@njit(cache=True)
 def next_key(buf, p, end):
     """After a value: (position of the next key, 0) after ',', (position after '}', 1) at the
     end of the object, or (-1, -1)."""
@@ -1022,19 +1043,24 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             f = pos
             pos += 1
         else:
-            ks, ke, p = key_at(buf, p, end)
-            if p < 0:
-                return -1, seen, lv, n_lv
+            # each declared key compared in place (``declared_key_at``), from the key after
+            # the last one met: keys sent in their declared order (the usual case) match at
+            # the first compare, and a key of another length fails at its first byte
             f = -1
-            # from the key after the last one met: keys sent in their declared order (the
-            # usual case) match at the first compare
             k = nxt
+            v = -1
             for _t in range(nf):
-                if eq_at(buf, ks, ke, shape, shape[ko + k], shape[ko + k + 1]):
+                v = declared_key_at(buf, p, end, shape, shape[ko + k], shape[ko + k + 1])
+                if v >= 0:
                     f = k
                     break
                 k = k + 1 if k + 1 < nf else 0
-            if f < 0:
+            if f >= 0:
+                p = v
+            else:  # no declared key (the same ``key_at`` would have found none of them)
+                _ks, _ke, p = key_at(buf, p, end)
+                if p < 0:
+                    return -1, seen, lv, n_lv
                 if not is_open:
                     return -1, seen, lv, n_lv
                 p = scalar_end(buf, p, end)

@@ -206,6 +206,7 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
     at_rows = (np.empty(5, np.int64), np.empty(5, np.int64), np.empty(6, np.int64))
     no_lv = np.empty((1, 6), np.int64)  # (no level lists inside these objects)
     row = np.empty(_M_COLS, np.int64)  # an Exchange message, copied to msg when accepted
+    row_b = borrowed(row)
     for i in range(n):
         if not todo[i]:
             continue
@@ -230,12 +231,20 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
                 msg = grow(msg, n_msg)
             row[:] = -1
             row[_M_KIND] = 1
-            q, _seen, lv, n_lv = flat_object(buf, p, end, update, row, n_msg, lv, n_lv)
+            # borrowed views (see fluxforge/demux/bytescan.py): no atomic reference counts
+            # around the calls; a level list that outgrows `lv` comes back as a new array
+            got = borrowed(lv)
+            q, _seen, got, n_lv = flat_object(buf, p, end, update, row_b, n_msg, got, n_lv)
+            if len(got) != len(lv):
+                lv = got
             if q < 0:
                 n_lv = mark_lv
                 row[:] = -1
                 row[_M_KIND] = 2
-                q, _seen, lv, n_lv = flat_object(buf, p, end, snapshot, row, n_msg, lv, n_lv)
+                got = borrowed(lv)
+                q, _seen, got, n_lv = flat_object(buf, p, end, snapshot, row_b, n_msg, got, n_lv)
+                if len(got) != len(lv):
+                    lv = got
             p = q
             if p >= 0:
                 row[0], row[1], row[2] = i, ts, seq

@@ -155,6 +155,11 @@ class ObjectShape:
         # a key names one field (the scan may meet the fields in any order)
         if not array and len(set(self.names)) != len(self.names):
             raise ValueError(f"a key is declared twice: {self.names}")
+        # the scanner compares a declared key with the wire bytes in place
+        # (``bytescan.declared_key_at``): only plain keys, whose wire text is the key itself
+        for name in self.names if not array else ():
+            if not all(32 <= ord(ch) < 127 and ch not in '"\\' for ch in name):
+                raise ValueError(f"key {name!r}: only printable ASCII without quotes/escapes")
         self._args: dict[tuple, tuple] = {}
 
     def bits(self, *names: str) -> int:

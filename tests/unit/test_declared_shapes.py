@@ -331,3 +331,19 @@ def test_declared_shape_keys_in_any_order_read_alike() -> None:
         obj = {k: {"a": 1, "b": "s", "c": "1.5"}[k] for k in order}
         assert scan(decl, obj) == want, order
     assert scan(decl, {"a": 1, "b": "s", "a2": 2, "c": "1.5"}) is None  # a closed shape
+
+
+def test_declared_shape_key_compared_in_place_only_when_plain() -> None:
+    # the scanner compares declared keys with the wire bytes in place: a key that only
+    # resembles one (an escape spelling it, a prefix, a longer key, no colon) is not it
+    decl = ObjectShape(("ab", shape.V_INT, "x"), ("abc", shape.V_INT, "y"), open=True)
+    assert scan_raw(decl, b'{"ab":1,"abc":2}') == {"x": 1, "y": 2}
+    assert scan_raw(decl, b'{"abc" : 2 , "ab":\t1}') == {"x": 1, "y": 2}
+    assert scan_raw(decl, b'{"a\\u0062":1}') is None  # an escape: the per-line path
+    assert scan_raw(decl, b'{"abcd":1,"ab":3}') == {"x": 3}  # an undeclared key, skipped
+    assert scan_raw(decl, b'{"a":1,"ab":3}') == {"x": 3}
+    assert scan_raw(decl, b'{"ab" 1}') is None
+    assert scan_raw(decl, b'{"ab"') is None
+    for key in ('a"b', "a\\b", "\u00e9", "a\nb"):
+        with pytest.raises(ValueError, match="printable ASCII"):
+            ObjectShape((key, shape.V_INT, "x"))
