@@ -56,6 +56,14 @@ COMPRESSION = "zstd"
 # every page costs a zstd context, a page header and its statistics, and a part of
 # book_deltas holds up to a few hundred thousand rows (docs/performance.md, "Seventh pass")
 PAGE_ROWS = 1 << 20
+# string columns get dictionary pages in files of at least this many rows (a compacted day,
+# read many times: readers filter and decode a dictionary once per page); a segment's parts
+# are written plain. The writer hashes and compares every value to build a dictionary, which
+# costs more than zstd on the plain values, even for a part's one venue symbol or bid/ask:
+# the 157 parts of a 50 MB segment take 8 % fewer instructions plain, for 3.4 % more bytes
+# (docs/performance.md, "Seventh pass"). Times, ids and prices never get dictionary pages:
+# they fall back to plain after costing a hash table (2.74 MB instead of 3.27 MB)
+DICTIONARY_ROWS = 1 << 20
 # a checkpoint every 20 commits: opening a table reads the last checkpoint plus every commit
 # after it, and each segment opens and commits every refinery table; measured per segment
 # against 10, 50 and 100 (docs/performance.md, "Checkpoint interval"). A table written with
@@ -171,10 +179,11 @@ def _encode(
         compression=COMPRESSION,
         write_statistics=True,
         store_schema=True,
-        # dictionary pages pay off on the repeated strings (symbols, sides); on times, ids
-        # and prices they fall back to plain after costing a hash table: smaller and faster
-        # files without them (measured on a segment's 157 parts: 2.74 MB instead of 3.27)
-        use_dictionary=per_schema(_DICT_COLUMNS, schema, lambda: _string_columns(schema)),
+        use_dictionary=(
+            per_schema(_DICT_COLUMNS, schema, lambda: _string_columns(schema))
+            if stored.num_rows >= DICTIONARY_ROWS
+            else False
+        ),
         max_rows_per_page=PAGE_ROWS,
         metadata_collector=footer,  # the footer as written, not parsed back from the bytes
     ) as writer:

@@ -168,3 +168,25 @@ def test_book_deltas_pages_end_at_the_byte_target_and_every_reader_reads_them(
     query = QueryBuilder().register("t", DeltaTable(lk.uri("book_deltas")))
     by_delta_rs = pa.table(query.execute("select * from t order by seq").read_all())
     assert by_delta_rs.select(stored.schema.names).cast(stored.schema).equals(stored)
+
+
+def test_string_columns_get_dictionary_pages_only_in_files_of_many_rows(monkeypatch) -> None:
+    """A segment's part stores its strings plain (cheaper to write than a dictionary); a file
+    of at least ``DICTIONARY_ROWS`` rows (a compacted day) gets dictionary pages for them.
+    Times, ids and prices never do. The rows read back are the same either way."""
+    from fluxforge import lake
+
+    def encodings(body: bytes) -> dict[str, tuple[str, ...]]:
+        meta = pq.ParquetFile(io.BytesIO(body)).metadata
+        group = meta.row_group(0)
+        return {group.column(i).path_in_schema: group.column(i).encodings for i in range(10)}
+
+    data = _deltas([i * 10**9 for i in range(40)])
+    plain = encode_parquet(data, BOOK_DELTAS, row_group_size=1000)
+    with monkeypatch.context() as patch:
+        patch.setattr(lake, "DICTIONARY_ROWS", 40)
+        coded = encode_parquet(data, BOOK_DELTAS, row_group_size=1000)
+    assert all("RLE_DICTIONARY" not in e for e in encodings(plain).values())
+    for name, used in encodings(coded).items():
+        assert ("RLE_DICTIONARY" in used) == (name in ("venue_symbol", "side")), name
+    assert pq.read_table(io.BytesIO(plain)).equals(pq.read_table(io.BytesIO(coded)))
