@@ -978,6 +978,31 @@ def delta_columns(
 
 
 @njit(cache=True)
+def fixed_width_strings(codes, table):
+    """``table[codes]`` laid end to end: the bytes of a string column whose values (rows of
+    `table`) share one width. ok is False when a code is not a row of `table`."""
+    n = codes.shape[0]
+    k, w = table.shape
+    out = np.empty(n * w, np.uint8)
+    if w == 3:  # the side column (bid / ask): the copy unrolled, 4x faster than the loop
+        for i in range(n):
+            c = codes[i]
+            if c < 0 or c >= k:
+                return out, False
+            out[3 * i] = table[c, 0]
+            out[3 * i + 1] = table[c, 1]
+            out[3 * i + 2] = table[c, 2]
+        return out, True
+    for i in range(n):
+        c = codes[i]
+        if c < 0 or c >= k:
+            return out, False
+        for j in range(w):
+            out[i * w + j] = table[c, j]
+    return out, True
+
+
+@njit(cache=True)
 def gather(ids, n0, a0, o0, a1, o1):
     """Pooled strings -> (bytes, int64 offsets) of an Arrow large_string array; id -1 = ''."""
     n = ids.shape[0]

@@ -166,6 +166,21 @@ def test_book_deltas_side_and_venue_symbol_columns_are_plain_strings_row_by_row(
     deltas.validate(full=True)
 
 
+@pytest.mark.parametrize("names", [("AB", "CD"), ("AB", "CDE"), ("ABCD", "EFGH", "IJKL")])
+def test_book_deltas_venue_symbol_column_of_several_names_row_by_row(names: tuple) -> None:
+    """Several venue names in one batch: built from bytes when they share a width (any
+    width), through a dictionary when they do not; the same strings row by row."""
+    msgs = [
+        BookMessage("x", "A-B", names[i % len(names)], "book", i, i + 1, i, i == 0, bids, [])
+        for i, bids in enumerate([[("10", "1"), ("9", "2")], [("10", "3")], [("8", "1")]] * 3)
+    ]
+    deltas = BookEngine("x", "A-B").apply(msgs).deltas
+    want = [names[i % len(names)] for i in range(len(msgs)) for _ in msgs[i].bids]
+    assert deltas.column("venue_symbol").to_pylist() == want
+    assert deltas.column("side").to_pylist() == ["bid"] * len(want)
+    deltas.validate(full=True)
+
+
 def test_pooled_strings_read_from_both_arenas_in_any_order() -> None:
     """Ids below n0 read the book's arena, the others the batch's, in runs or interleaved:
     decimals and gathered bytes equal those of each string read on its own."""
