@@ -91,6 +91,7 @@ T_DRIFTS = 15  # of those, the ones that differed
 N_STATS = 16
 
 DAY_NS = 86_400_000_000_000
+_U1 = np.uint64(1)  # unsigned one, for the level shifts' unsigned indices
 _DOT = 46
 _ZERO = 48
 _COLON = 58
@@ -812,32 +813,44 @@ def apply_kernel(
                 # (updated, inserted, or the next one after an absent or removed level),
                 # except after a removal that shifted the lower part up (then p + 1)
                 finger = p
+                # the shifts index with unsigned integers: numba then leaves out its fix-up of
+                # negative indices and a move costs a third (0.5 instead of 1.5 ns), which
+                # matters on deep books (Bitget, OKX: updates anywhere in 1,000+ levels)
+                us = np.uint64(s)
                 if p < hi and key[s, p] == k:
                     if not delete:
                         pid[s, p] = n0 + i
                     elif p - lo < hi - 1 - p:  # remove: shift the shorter part
-                        for j in range(p, lo, -1):
-                            key[s, j] = key[s, j - 1]
-                            pid[s, j] = pid[s, j - 1]
+                        j = np.uint64(p)
+                        while j > np.uint64(lo):
+                            key[us, j] = key[us, j - _U1]
+                            pid[us, j] = pid[us, j - _U1]
+                            j -= _U1
                         st[S_LO0 + 2 * s] = lo + 1
                         finger = p + 1
                     else:
-                        for j in range(p, hi - 1):
-                            key[s, j] = key[s, j + 1]
-                            pid[s, j] = pid[s, j + 1]
+                        j = np.uint64(p)
+                        while j < np.uint64(hi - 1):
+                            key[us, j] = key[us, j + _U1]
+                            pid[us, j] = pid[us, j + _U1]
+                            j += _U1
                         st[S_HI0 + 2 * s] = hi - 1
                 elif not delete:  # removing an absent level is normal (Binance documents it)
                     if p - lo <= hi - p:  # insert: open a slot on the shorter side
-                        for j in range(lo, p):
-                            key[s, j - 1] = key[s, j]
-                            pid[s, j - 1] = pid[s, j]
+                        j = np.uint64(lo)
+                        while j < np.uint64(p):
+                            key[us, j - _U1] = key[us, j]
+                            pid[us, j - _U1] = pid[us, j]
+                            j += _U1
                         st[S_LO0 + 2 * s] = lo - 1
                         p -= 1
                         finger = p
                     else:
-                        for j in range(hi, p, -1):
-                            key[s, j] = key[s, j - 1]
-                            pid[s, j] = pid[s, j - 1]
+                        j = np.uint64(hi)
+                        while j > np.uint64(p):
+                            key[us, j] = key[us, j - _U1]
+                            pid[us, j] = pid[us, j - _U1]
+                            j -= _U1
                         st[S_HI0 + 2 * s] = hi + 1
                     key[s, p] = k
                     pid[s, p] = n0 + i
