@@ -408,6 +408,8 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, shape, f):
     p = ws(buf, p + 1, end)
     if p < end and buf[p] == RBRACKET:
         return p + 1, n_lv, lv
+    if n_lv + (end - p) // MIN_LEVEL_BYTES + 1 > len(lv):  # (see MIN_LEVEL_BYTES)
+        lv = grow_to(lv, n_lv, n_lv + (end - p) // MIN_LEVEL_BYTES + 1)
     while True:
         if p >= end or buf[p] != LBRACKET:
             return -1, n_lv, lv
@@ -445,8 +447,6 @@ def levels_scan(buf, p, end, row, side_fixed, lv, n_lv, shape, f):
             p, done = next_item(buf, q + 1, end)
         if p < 0:
             return -1, n_lv, lv
-        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
-            lv = grow(lv, n_lv)
         lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
         lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
         n_lv += 1
@@ -468,6 +468,8 @@ def timed_levels_scan(buf, p, end, row, side, lv, n_lv):
     p = ws(buf, p + 1, end)
     if p < end and buf[p] == RBRACKET:
         return p + 1, n_lv, lv, 0
+    if n_lv + (end - p) // MIN_LEVEL_BYTES + 1 > len(lv):  # (see MIN_LEVEL_BYTES)
+        lv = grow_to(lv, n_lv, n_lv + (end - p) // MIN_LEVEL_BYTES + 1)
     while True:
         if p >= end or buf[p] != LBRACKET:
             return -1, n_lv, lv, 0
@@ -498,8 +500,6 @@ def timed_levels_scan(buf, p, end, row, side, lv, n_lv):
                 break
         if k < 2:
             return -1, n_lv, lv, 0
-        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
-            lv = grow(lv, n_lv)
         lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
         lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
         n_lv += 1
@@ -597,6 +597,21 @@ def grow(a, n):
     if n < a.shape[0]:
         return a
     grown = np.empty((a.shape[0] * 2, a.shape[1]), np.int64)
+    grown[:n] = a[:n]
+    return grown
+
+
+# The fewest bytes a level of a level list takes (``["1","1"]``; an object level takes more):
+# a level scanner makes room in `lv` for every level the rest of the line could hold before
+# its loop, so that `lv` is never replaced inside the loop (numba would then count its
+# references, atomically, at every turn: about a fifth of the OKX book scan)
+MIN_LEVEL_BYTES = 9
+
+
+@njit(cache=True)
+def grow_to(a, n, need):
+    """`a`'s first n rows in a new array of at least `need` rows (twice `a`'s, if more)."""
+    grown = np.empty((max(need, 2 * a.shape[0]), a.shape[1]), np.int64)
     grown[:n] = a[:n]
     return grown
 
@@ -913,6 +928,8 @@ def object_levels_scan(buf, p, end, row, side, lv, n_lv, k_px, k_qty):
     p = ws(buf, p + 1, end)
     if p < end and buf[p] == RBRACKET:
         return p + 1, n_lv, lv
+    if n_lv + (end - p) // MIN_LEVEL_BYTES + 1 > len(lv):  # (see MIN_LEVEL_BYTES)
+        lv = grow_to(lv, n_lv, n_lv + (end - p) // MIN_LEVEL_BYTES + 1)
     while True:
         if p >= end or buf[p] != LBRACE:
             return -1, n_lv, lv
@@ -939,8 +956,6 @@ def object_levels_scan(buf, p, end, row, side, lv, n_lv, k_px, k_qty):
                 break
         if px0 < 0 or sz0 < 0:
             return -1, n_lv, lv
-        if n_lv == len(lv):  # (add_level written out: a call per level costs reference counts)
-            lv = grow(lv, n_lv)
         lv[n_lv, 0], lv[n_lv, 1], lv[n_lv, 2] = row, side, px0
         lv[n_lv, 3], lv[n_lv, 4], lv[n_lv, 5] = px1, sz0, sz1
         n_lv += 1

@@ -347,3 +347,34 @@ def test_declared_shape_key_compared_in_place_only_when_plain() -> None:
     for key in ('a"b', "a\\b", "\u00e9", "a\nb"):
         with pytest.raises(ValueError, match="printable ASCII"):
             ObjectShape((key, shape.V_INT, "x"))
+
+
+@pytest.mark.parametrize(
+    ("decl", "key", "level"),
+    [
+        (ObjectShape(("b", shape.V_BIDS, "bids")), "b", ["1.5", "2"]),
+        (ObjectShape(("b", shape.V_TIMED_BIDS, "t")), "b", ["1.5", "2", "1618678133.1"]),
+        (ObjectShape(("b", shape.V_BIDS_OBJ, "bids")), "b", {"price": "1.5", "qty": "2"}),
+        (ObjectShape(("c", shape.V_SIDED_LEVELS, "lv", {"buy": "bid"})), "c", ["buy", "1", "2"]),
+    ],
+)
+def test_level_scanners_rows_past_the_given_room_all_kept(
+    decl: ObjectShape, key: str, level: Any
+) -> None:
+    # a level scanner makes room for the whole list before its loop: from a level row array
+    # of one row, a list of 1 to 300 levels (and many lists) gives every row in order
+    layout = {c: -1 for c in decl.columns if isinstance(c, str)}
+    args = decl.args_for(layout)
+    for n in (1, 2, 7, 300):
+        raw = orjson.dumps({key: [level] * n})
+        buf = np.frombuffer(raw, np.uint8)
+        out = np.full(4, -1, np.int64)
+        for room in (1, 64, 4096):
+            lv = np.full((room, 6), -7, np.int64)
+            lv[0] = 99  # a row written before: kept
+            p, _seen, lv, n_lv = flat_object(buf, 0, len(buf), args, out, 5, lv, 1)
+            assert p == len(buf) and n_lv == n + 1, (n, room)
+            assert (lv[0] == 99).all()
+            assert (lv[1 : n + 1, 0] == 5).all() and (lv[1 : n + 1, 1] == 0).all()
+            spans = {(int(a), int(b)) for a, b in lv[1 : n + 1, 2:4]}
+            assert len({bytes(buf[a:b]) for a, b in spans}) == 1  # every price "1.5" or "1"
