@@ -190,22 +190,38 @@ def _checksum(kind, pid, st, n0, nl, a0, o0, a1, o1, table, buf):
             n += 1
         # each arena copied by a loop of its own: an array chosen in a branch, or passed to
         # a helper, costs numba a reference-count pair per string, more than the copy
+        un = np.uint64(n)
         if ident < n0:
-            b0, b1 = o0[ident], o0[ident + 1]
+            b0, b1 = np.uint64(o0[ident]), np.uint64(o0[ident + 1])
             if kraken:
                 while b0 < b1 and (a0[b0] == _ZERO or a0[b0] == _DOT):
-                    b0 += 1
-            for x in range(b0, b1):
-                buf[n] = a0[x]
-                n += 0 if kraken and a0[x] == _DOT else 1
+                    b0 += _U1
+                while b0 < b1:
+                    c = a0[b0]
+                    buf[un] = c
+                    un += np.uint64(c != _DOT)
+                    b0 += _U1
+            else:
+                while b0 < b1:
+                    buf[un] = a0[b0]
+                    un += _U1
+                    b0 += _U1
         else:
-            b0, b1 = o1[ident - n0], o1[ident - n0 + 1]
+            b0, b1 = np.uint64(o1[ident - n0]), np.uint64(o1[ident - n0 + 1])
             if kraken:
                 while b0 < b1 and (a1[b0] == _ZERO or a1[b0] == _DOT):
-                    b0 += 1
-            for x in range(b0, b1):
-                buf[n] = a1[x]
-                n += 0 if kraken and a1[x] == _DOT else 1
+                    b0 += _U1
+                while b0 < b1:
+                    c = a1[b0]
+                    buf[un] = c
+                    un += np.uint64(c != _DOT)
+                    b0 += _U1
+            else:
+                while b0 < b1:
+                    buf[un] = a1[b0]
+                    un += _U1
+                    b0 += _U1
+        n = np.int64(un)
     v = crc32(buf, n, table)
     if not kraken and v >= 2147483648:
         v -= 4294967296
