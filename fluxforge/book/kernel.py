@@ -583,7 +583,7 @@ def apply_kernel(
     inj_rebuilt = False
     inj_reason = R_RESYNC
     grow = False
-    n_lm = 0  # levels of the message waiting for room
+    book_need = 0  # book slots the message waiting for room needs (the room check below)
     # runs the message loop again after each replay's snapshot row, and after the book or an
     # event table is grown: they are replaced only here, between turns of the message loop
     while True:
@@ -600,12 +600,14 @@ def apply_kernel(
             # room for all this message can add: a gap, a drift and two snapshot rows (the
             # message's and a replay's), and one book level per level on either side (so a
             # side at an end of its array is always recentred, never relaid out, below)
-            n_lm = m_off[m + 1] - m_off[m]
+            book_need = 2 * (
+                max(st[S_HI0] - st[S_LO0], st[S_HI1] - st[S_LO1]) + m_off[m + 1] - m_off[m]
+            )
             if (
                 n_gap == gap_meta.shape[0]
                 or n_drift == drift_meta.shape[0]
                 or n_snap + 2 > snap_meta.shape[0]
-                or 2 * (max(st[S_HI0] - st[S_LO0], st[S_HI1] - st[S_LO1]) + n_lm) >= key.shape[1]
+                or book_need >= key.shape[1]
             ):
                 grow = True
                 break
@@ -942,10 +944,9 @@ def apply_kernel(
             if n_snap + 2 > snap_meta.shape[0]:
                 snap_meta = _grow_rows(snap_meta, 2 * snap_meta.shape[0])
                 snap_ids = _grow_rows(snap_ids, 2 * snap_ids.shape[0])
-            need = 2 * (max(st[S_HI0] - st[S_LO0], st[S_HI1] - st[S_LO1]) + n_lm)
-            if need >= key.shape[1]:
+            if book_need >= key.shape[1]:
                 cap_new = 2 * key.shape[1]
-                while need >= cap_new:
+                while book_need >= cap_new:
                     cap_new *= 2
                 key, pid = _relayout(key, pid, st, cap_new)
             continue
