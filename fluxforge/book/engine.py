@@ -381,6 +381,56 @@ def _table(schema: pa.Schema, columns: dict[str, pa.Array]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _kernel_gaps(
+    batch: BookBatch, meta: np.ndarray, segment: str, drifts: list[D.Drift]
+) -> pa.Table:
+    """The gap-ledger rows of the kernel's gap events `meta` (``kernel._gap_row`` columns:
+    message, cause, epoch, ts_from, expected, got, ts_to, evicted), in order."""
+    m = meta[:, 0]
+    cause = meta[:, 1]
+    n = len(meta)
+    details = [
+        _gap_detail(c, final, expected, got, evicted, drifts)
+        for c, final, expected, got, evicted in zip(
+            cause.tolist(),
+            batch.final_id[m].tolist(),
+            meta[:, 4].tolist(),
+            meta[:, 5].tolist(),
+            meta[:, 7].tolist(),
+            strict=True,
+        )
+    ]
+    times = GAP_LEDGER.field("ts_from").type
+    arrays = [
+        pa.array(batch.channels, pa.string()).take(batch.channel[m]),
+        pa.array(meta[:, 3], times),
+        pa.array(meta[:, 6], times),
+        pa.array(K.CAUSES, pa.string()).take(cause),
+        pa.array(meta[:, 2], pa.int32()),
+        pa.array(details, pa.string()),
+        pa.repeat(pa.scalar(segment, pa.string()), n),
+    ]
+    return pa.Table.from_arrays(arrays, schema=GAP_LEDGER)
+
+
+def _gap_detail(
+    cause: int, final_id: int, expected: int, got: int, evicted: int, drifts: list[D.Drift]
+) -> str:
+    """The gap ledger's detail of one kernel gap event (for a drift, `expected` is the index
+    of its drift row)."""
+    if cause == K.G_DRIFT:
+        return drifts[expected].detail()
+    if cause == K.G_CHAIN_BREAK:
+        detail = f"update id chain broken at final id {final_id}: expected {expected}, got {got}"
+        if evicted:
+            detail += (
+                f" ({evicted} updates buffered while waiting for the snapshot were evicted by "
+                "the buffer limits)"
+            )
+        return detail
+    return f"checksum mismatch: venue {expected}, book {got}"
+
+
 class BookEngine:
     def __init__(
         self,
@@ -810,53 +860,31 @@ class BookEngine:
         drifts: list[D.Drift],
     ) -> pa.Table:
         """Gap-ledger rows: `pending` (a reconnect's), then the kernel's gap events in order;
-        a drift event's row (cause book_drift) describes ``drifts[expected]``."""
+        a drift event's row (cause book_drift) describes ``drifts[expected]``. The kernel's
+        rows are built as columns: a feed that breaks on every message gives tens of
+        thousands of them per segment."""
         if not pending and not len(meta):
             return _empty(GAP_LEDGER)
-        rows = list(pending)
-        for m, cause, ep, ts_from, expected, got, ts_to, evicted in meta.tolist():
-            if cause == K.G_DRIFT:
-                detail = drifts[expected].detail()
-            elif cause == K.G_CHAIN_BREAK:
-                detail = (
-                    f"update id chain broken at final id {batch.final_id[m]}: "
-                    f"expected {expected}, got {got}"
-                )
-                if evicted:
-                    detail += (
-                        f" ({evicted} updates buffered while waiting for the snapshot were "
-                        "evicted by the buffer limits)"
-                    )
-            else:
-                detail = f"checksum mismatch: venue {expected}, book {got}"
-            rows.append(
-                {
-                    "channel": batch.channels[int(batch.channel[m])],
-                    "ts_from": ts_from,
-                    "ts_to": ts_to,
-                    "cause": K.CAUSES[cause],
-                    "book_epoch": ep,
-                    "detail": detail,
-                    "segment": segment,
-                }
-            )
-        self._warn_gaps(rows[len(pending) :])
-        return pa.Table.from_pylist(rows, schema=GAP_LEDGER)
+        parts = [pa.Table.from_pylist(pending, schema=GAP_LEDGER)] if pending else []
+        if len(meta):
+            found = _kernel_gaps(batch, meta, segment, drifts)
+            self._warn_gaps(found)
+            parts.append(found)
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
-    def _warn_gaps(self, rows: list[dict]) -> None:
+    def _warn_gaps(self, rows: pa.Table) -> None:
         """One warning per apply: the first gap in full, and how many followed. Every gap is
         a gap-ledger row; a line per gap made a broken feed cost more in logging than in
         refining (about 75 µs a line, thousands per segment)."""
-        if not rows:
-            return
-        first = rows[0]
+        first = rows.slice(0, 1).to_pylist()[0]
         more = ""
-        if len(rows) > 1:
-            causes = Counter(row["cause"] for row in rows)
+        if rows.num_rows > 1:
+            causes = Counter(rows.column("cause").to_pylist())
             counts = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
+            last_epoch = rows.column("book_epoch")[-1].as_py()
             more = (
-                f"; {len(rows)} gaps in this batch ({counts}), epochs {first['book_epoch']}"
-                f"-{rows[-1]['book_epoch']}: see gap_ledger"
+                f"; {rows.num_rows} gaps in this batch ({counts}), epochs "
+                f"{first['book_epoch']}-{last_epoch}: see gap_ledger"
             )
         log.warning(
             "book %s %s: %s, epoch %d ended (%s)%s",
