@@ -16,12 +16,13 @@ order):
 - control events (kline, markPriceUpdate, ...) that are surely valid JSON -> counted as
   control (``control_lines``).
 
-``venue_lines`` first finds each Binance exchange's lines in one envelope pass, ``_frames``
-each line's event span: the payload of a combined-stream wrapper (``binance.COMBINED``) or the
-bare payload. That span is one event object or, on the all-market streams (``!ticker@arr``,
-``!markPrice@arr``...), an array of them: a bookTicker, trade, 24hrTicker or control scanner
-takes such a line when it takes every event of the array (one row per event, in order), else
-the line stays for the per-line path (which keeps or refuses a line whole).
+The demux calls the scanner once per Binance exchange present, with that exchange's lines (found
+by the demux's one envelope pass); ``_frames`` finds each line's event span: the payload of a
+combined-stream wrapper (``binance.COMBINED``) or the bare payload. That span is one event
+object or, on the all-market streams (``!ticker@arr``, ``!markPrice@arr``...), an array of
+them: a bookTicker, trade, 24hrTicker or control scanner takes such a line when it takes every
+event of the array (one row per event, in order), else the line stays for the per-line path
+(which keeps or refuses a line whole).
 
 depthUpdate shape::
 
@@ -52,7 +53,6 @@ from fluxforge.demux.bytescan import (
     declared_keys,
     envelope_kind,
     eq,
-    exchange_of,
     flat_object,
     grow,
     has_required,
@@ -87,7 +87,6 @@ from fluxforge.wire.envelope import (
     SCAN_SRC,
     scan_ex,
 )
-from fluxforge.wire.shape import pack_words
 
 _HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
 _EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
@@ -95,22 +94,6 @@ _EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
 # depthUpdate object, 1 a snapshot object {lastUpdateId, bids, asks})
 _M_FORM = 11
 _M_COLS = 12
-
-
-_EX_ORDER = binance.EXCHANGES
-_EX_PACKED = pack_words([_EX[v] for v in _EX_ORDER])
-
-
-def venue_lines(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Binance exchange id -> mask of the `todo` lines whose envelope names it, for the
-    exchanges present (the scanners below only look at those lines)."""
-    if not len(starts) or not todo.any():
-        return {}
-    codes = exchange_of(buf, starts, ends, todo, _HEAD, _SRC, *_EX_PACKED)
-    present = np.flatnonzero(np.bincount(codes + 1, minlength=len(_EX_ORDER) + 1)[1:])
-    return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 
 
 # frame columns: ts, seq, stream start/end (-1: a bare frame), event object (or array of event
@@ -938,36 +921,32 @@ def control_lines(
 
 
 def scan_binance(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
-    """Every Binance exchange's lines among `todo`: depth books (with REST snapshots),
-    bookTicker, trade and 24hrTicker rows as columns, control lines counted. One envelope
-    pass finds each exchange's lines; its scanners see only those."""
-    taken = np.zeros(len(starts), dtype=bool)
-    control = np.zeros(len(starts), dtype=bool)
-    out = ScanResult(taken, control)
-    for venue, sel in venue_lines(buf, starts, ends, todo).items():
-        frames = frames_of(venue, buf, starts, ends, sel)
-        depth = fast_binance_depth(venue, buf, starts, ends, sel, frames)
-        out.books.update(depth.books)
-        sel &= ~depth.taken
-        taken |= depth.taken
-        tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, sel, frames)
-        if tickers is not None:
-            out.tickers.append(tickers)
-            sel &= ~ticker_taken
-            taken |= ticker_taken
-        trades, trade_taken = fast_trades_of(venue, buf, starts, ends, sel, frames)
-        if trades is not None:
-            out.trades.append((trades.line, trades.table))
-            sel &= ~trade_taken
-            taken |= trade_taken
-        quotes, quote_taken = fast_tickers_24h(venue, buf, starts, ends, sel, frames)
-        if quotes is not None:
-            out.quotes.append(quotes)
-            sel &= ~quote_taken
-            taken |= quote_taken
-        control |= control_lines(venue, buf, starts, ends, sel, frames)
+    """The `todo` lines of one Binance exchange: depth books (with REST snapshots),
+    bookTicker, trade and 24hrTicker rows as columns, control lines counted. One pass finds
+    each line's event span (``frames_of``); the event scanners reuse it."""
+    sel = todo.copy()  # the lines still to do
+    frames = frames_of(exchange, buf, starts, ends, sel)
+    out = fast_binance_depth(exchange, buf, starts, ends, sel, frames)
+    taken = out.taken
+    sel &= ~taken
+    tickers, ticker_taken = fast_book_tickers(exchange, buf, starts, ends, sel, frames)
+    if tickers is not None:
+        out.tickers.append(tickers)
+        sel &= ~ticker_taken
+        taken |= ticker_taken
+    trades, trade_taken = fast_trades_of(exchange, buf, starts, ends, sel, frames)
+    if trades is not None:
+        out.trades.append((trades.line, trades.table))
+        sel &= ~trade_taken
+        taken |= trade_taken
+    quotes, quote_taken = fast_tickers_24h(exchange, buf, starts, ends, sel, frames)
+    if quotes is not None:
+        out.quotes.append(quotes)
+        sel &= ~quote_taken
+        taken |= quote_taken
+    out.control = control_lines(exchange, buf, starts, ends, sel, frames)
     return out
 
 

@@ -482,10 +482,11 @@ def fast_coinbase_at_rows(
 
 
 def scan_coinbase(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
-    """Book lines (``fast_coinbase_books``), then the Exchange feed's trade and ticker lines,
-    then Advanced Trade's."""
+    """The `todo` lines of `exchange` (coinbase, the scanner's one): book lines
+    (``fast_coinbase_books``), then the Exchange feed's trade and ticker lines, then Advanced
+    Trade's."""
     out = fast_coinbase_books(buf, starts, ends, todo)
     for more in (fast_coinbase_rows, fast_coinbase_at_rows):
         rows = more(buf, starts, ends, todo & ~out.taken)

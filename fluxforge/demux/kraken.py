@@ -723,9 +723,10 @@ def _take_rows(rows: np.ndarray, good: np.ndarray, out: ScanResult) -> np.ndarra
 
 
 def scan_kraken(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
 ) -> ScanResult:
-    """One envelope pass (``_lines``), then v1 book lines (``fast_kraken_books``), v1 trades
+    """The `todo` lines of `exchange` (kraken, the scanner's one): one pass over their
+    payloads (``_lines``), then v1 book lines (``fast_kraken_books``), v1 trades
     and tickers and the websocket v2 lines."""
     env = _lines(
         buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, *_V1_NAMES, _BOOK

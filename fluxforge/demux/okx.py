@@ -469,17 +469,5 @@ def _books(
     return ScanResult(line_ok, books=out)
 
 
-def _scan_okx(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> ScanResult:
-    return fast_okx_bitget_books("okx", buf, starts, ends, todo)
-
-
-def _scan_bitget(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> ScanResult:
-    return fast_okx_bitget_books("bitget", buf, starts, ends, todo)
-
-
-register(Scanner("okx", ("okx",), _scan_okx))
-register(Scanner("bitget", ("bitget",), _scan_bitget))
+register(Scanner("okx", ("okx",), fast_okx_bitget_books))
+register(Scanner("bitget", ("bitget",), fast_okx_bitget_books))

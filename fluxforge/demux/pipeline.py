@@ -269,19 +269,17 @@ def _demux_pass(
     t_lines: list[int] = []  # line index of each per-line trade row
     top_lines: list[int] = []  # line index of each per-line TopOfBook
     if fast and not poison:
-        registered = scanners()
-        names = [ex for scanner in registered for ex in scanner.exchanges]
-        # one envelope pass: each scanner then visits only the lines of its exchanges
-        exks = pack_words([scan_ex(ex) for ex in names])
+        # (scanner, exchange id) by exchange code
+        owners = [(scanner, ex) for scanner in scanners() for ex in scanner.exchanges]
+        # one envelope pass; then each scanner is called once per exchange of its own that
+        # the segment holds, with the mask of that exchange's lines
+        exks = pack_words([scan_ex(ex) for _scanner, ex in owners])
         line_ex = exchange_of(buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, *exks)
-        first = 0
-        for scanner in registered:
-            codes = range(first, first + len(scanner.exchanges))
-            first += len(scanner.exchanges)
-            mine = todo & (line_ex >= codes.start) & (line_ex < codes.stop)
-            if not mine.any():
+        present = np.bincount(line_ex + 1, minlength=len(owners) + 1)[1:]
+        for code, (scanner, exchange) in enumerate(owners):
+            if not present[code]:
                 continue
-            got = scanner.scan(buf, starts, ends, mine)
+            got = scanner.scan(exchange, buf, starts, ends, todo & (line_ex == code))
             n_taken = int(got.taken.sum())
             n_ctl = 0 if got.control is None else int(got.control.sum())
             todo &= ~got.taken
