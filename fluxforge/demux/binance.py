@@ -46,22 +46,29 @@ import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    ENV_AT,
+    ENV_EX,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TS,
+    ENV_URL,
+    KIND_MSG,
+    KIND_REST,
     LBRACE,
     LBRACKET,
     RBRACE,
     borrowed,
     declared_keys,
-    envelope_kind,
     eq,
     flat_object,
     grow,
     has_required,
     key_at,
     key_index,
-    lit,
     next_item,
     next_key,
     opt_spans,
+    read_envelopes,
     read_int,
     skip_container,
     spans,
@@ -79,17 +86,7 @@ from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.events import NormalizeError, TopOfBook
 from fluxforge.venues import binance
 from fluxforge.venues.binance import FUTURES, event_time
-from fluxforge.wire.envelope import (
-    SCAN_DATA,
-    SCAN_HEAD,
-    SCAN_MSG,
-    SCAN_REST,
-    SCAN_SRC,
-    scan_ex,
-)
 
-_HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
-_EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
 # msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (0 a
 # depthUpdate object, 1 a snapshot object {lastUpdateId, bids, asks})
 _M_FORM = 11
@@ -104,25 +101,25 @@ _COMBINED = binance.COMBINED.args_for({"stream": 0, "data": 2})
 
 
 @njit(cache=True)
-def _frames(buf, starts, ends, todo, head, src, exk, kind, wrapper):
-    """Per `todo` line of one exchange: the envelope and the span of its event (an object) or
+def _frames(buf, ends, todo, env, wrapper):
+    """Per `todo` msg line of one exchange: ts, seq (from its envelope row in `env`,
+    ``bytescan.envelopes``) and the span of its event (an object) or
     events (an array of objects: the all-market streams), either inside a combined-stream
     frame (the declaration `wrapper`, any key order) or as the whole payload (a bare frame of
     a single-stream connection: an array, or an object without the wrapper's required keys).
     Rows of other lines: -1. The event parsers below then judge that span [start, end) only
     (``_first_event`` / ``_after_event``)."""
-    buf, head, src, exk = borrowed(buf), borrowed(head), borrowed(src), borrowed(exk)
-    kind, wrapper = borrowed(kind), borrowed(wrapper)
-    n = len(starts)
+    buf, wrapper = borrowed(buf), borrowed(wrapper)
+    n = len(ends)
     fr = np.full((n, 6), -1, np.int64)
     out = np.empty(4, np.int64)
     no_lv = np.empty((1, 6), np.int64)  # (no level lists in the wrapper)
     for i in range(n):
-        if not todo[i]:
+        if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
-        s, end = starts[i], ends[i]
-        ds, ts, seq = envelope_kind(buf, s, end, head, src, exk, kind)
-        if ds < 0 or ds >= end:
+        end = ends[i]
+        ds, ts, seq = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ]
+        if ds >= end:
             continue
         ss = se = -1
         if buf[ds] == LBRACKET:  # a bare array of events
@@ -182,11 +179,34 @@ def _after_event(buf, q, e, is_array):
     return p, done
 
 
+def envelopes_of(
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(envelope rows, `todo` lines of `exchange`): `env` and `todo` as the demux gives them
+    (``todo`` already that exchange's lines), or, called without `env` (tests), read here."""
+    if env is not None:
+        return env, todo
+    env = read_envelopes(buf, starts, ends, todo, (exchange,))
+    return env, todo & (env[:, ENV_EX] == 0)
+
+
 def frames_of(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``_frames`` of `exchange` (one pass that every event scanner below reuses)."""
-    return _frames(buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _COMBINED)
+    """``_frames`` of the `todo` lines of `exchange` (one pass that every event scanner below
+    reuses); `env`: ``envelopes_of``."""
+    env, todo = envelopes_of(exchange, buf, starts, ends, todo, env)
+    return _frames(buf, ends, todo, env, _COMBINED)
 
 
 # the venue's depthUpdate and depth snapshot declarations (``binance.DEPTH_UPDATE`` /
@@ -240,34 +260,24 @@ def _scan(fr, buf, todo, shape, snap_shape, capacity):
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-_KIND_REST = SCAN_REST
-_DATA = SCAN_DATA
-
-
 @njit(cache=True)
-def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, capacity):
-    """REST depth snapshots (``binance.SNAPSHOT``) of one exchange: msg rows in the layout of
-    ``_scan`` (first/prev -1, columns 7/8 the url span instead of the stream, 9/10 unused)
-    and their levels."""
-    n = len(starts)
+def _scan_rest(buf, ends, todo, env, shape, capacity):
+    """The `todo` REST depth snapshots (``binance.SNAPSHOT``) of one exchange (url and payload
+    from the envelope rows `env`): msg rows in the layout of ``_scan`` (first/prev -1, columns
+    7/8 the url span instead of the stream, 9/10 unused) and their levels."""
+    n = len(ends)
     msg = np.empty((16, _M_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
+        if not todo[i] or env[i, ENV_KIND] != KIND_REST:
             continue
         end = ends[i]
-        p, ts, seq = envelope_kind(buf, starts[i], end, head, src, exk, kind)
-        if p < 0:
-            continue
-        q = str_end(buf, p, end)
-        if q < 0:
-            continue
-        url_s, url_e = p + 1, q
-        p = lit(buf, q + 1, end, data_key)
-        if p < 0 or p >= end or buf[p] != LBRACE:
+        p, ts, seq, url = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ], env[i, ENV_URL]
+        url_s, url_e = url + 1, str_end(buf, url, end)
+        if p >= end or buf[p] != LBRACE:
             continue
         mark = n_lv
         out[:] = -1
@@ -306,23 +316,22 @@ def fast_binance_depth(
     ends: np.ndarray,
     todo: np.ndarray,
     frames: np.ndarray | None = None,
+    env: np.ndarray | None = None,
 ) -> ScanResult:
-    """Binance depthUpdate lines of `exchange` among the `todo` lines -> FastBooks per
-    instrument and the mask of the lines taken; every other line is left to the per-line
-    path."""
+    """Binance depthUpdate lines (and REST depth snapshots) of `exchange` among the `todo`
+    lines -> FastBooks per instrument and the mask of the lines taken; every other line is
+    left to the per-line path. `frames`: ``frames_of``, `env`: ``envelopes_of``."""
     n = len(starts)
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return ScanResult(none)
     capacity = 4096 + len(buf) // 256
+    env, todo = envelopes_of(exchange, buf, starts, ends, todo, env)
     if frames is None:
-        frames = frames_of(exchange, buf, starts, ends, todo)
+        frames = frames_of(exchange, buf, starts, ends, todo, env)
     update = binance.DEPTH_UPDATE[exchange in FUTURES].args_for(_DEPTH_LAYOUT)
     ok, msg, lv = _scan(frames, buf, todo, update, _SNAPSHOT, capacity)
-    rest_msg, rest_lv = _scan_rest(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _SNAPSHOT,
-        capacity,
-    )  # fmt: skip
+    rest_msg, rest_lv = _scan_rest(buf, ends, todo, env, _SNAPSHOT, capacity)
     if not ok.any() and not len(rest_msg):
         return ScanResult(none)
     # instrument = (venue name, channel): "depth" for diff depth (and REST snapshots), "depthN"
@@ -921,14 +930,19 @@ def control_lines(
 
 
 def scan_binance(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray,
 ) -> ScanResult:
     """The `todo` lines of one Binance exchange: depth books (with REST snapshots),
     bookTicker, trade and 24hrTicker rows as columns, control lines counted. One pass finds
     each line's event span (``frames_of``); the event scanners reuse it."""
     sel = todo.copy()  # the lines still to do
-    frames = frames_of(exchange, buf, starts, ends, sel)
-    out = fast_binance_depth(exchange, buf, starts, ends, sel, frames)
+    frames = frames_of(exchange, buf, starts, ends, sel, env)
+    out = fast_binance_depth(exchange, buf, starts, ends, sel, frames, env)
     taken = out.taken
     sel &= ~taken
     tickers, ticker_taken = fast_book_tickers(exchange, buf, starts, ends, sel, frames)
