@@ -354,35 +354,30 @@ def envelopes(buf, starts, ends, todo, head, src, ex_flat, ex_off, msg, rest, da
     ex_flat, ex_off = borrowed(ex_flat), borrowed(ex_off)
     msg, rest, data = borrowed(msg), borrowed(rest), borrowed(data)
     n = len(starts)
-    env = np.full((n, 6), -1, np.int64)
+    env = np.empty((n, 6), np.int64)  # (every row written below: no fill pass first)
     for i in range(n):
-        if not todo[i]:
-            continue
         end = ends[i]
-        p, ts = envelope_source(buf, starts[i], end, head, src)
-        if p < 0:
-            continue
+        p, ts = envelope_source(buf, starts[i], end, head, src) if todo[i] else (-1, 0)
         code = -1
-        for k in range(len(ex_off) - 1):
-            q = lit_word(buf, p, end, ex_flat, ex_off, k)
-            if q >= 0:
-                code, p = k, q
-                break
-        if code < 0:
-            continue
-        seq, p = read_int(buf, p, end)
-        if p < 0:
-            continue
+        if p >= 0:
+            for k in range(len(ex_off) - 1):
+                q = lit_word(buf, p, end, ex_flat, ex_off, k)
+                if q >= 0:
+                    code, p = k, q
+                    break
+        seq, p = read_int(buf, p, end) if code >= 0 else (-1, -1)
         kind, at, url = KIND_OTHER, -1, -1
-        q = lit(buf, p, end, msg)
+        q = lit(buf, p, end, msg) if p >= 0 else -1
         if q >= 0:
             kind, at = KIND_MSG, q
-        else:
+        elif p >= 0:
             u = lit(buf, p, end, rest)
             q = str_end(buf, u, end) if u >= 0 else -1
             q = lit(buf, q + 1, end, data) if q >= 0 else -1
             if q >= 0:
                 kind, at, url = KIND_REST, q, u
+        else:  # not the layout up to the seq
+            code, ts, seq, kind = -1, -1, -1, -1
         env[i, ENV_EX] = code
         env[i, ENV_TS] = ts
         env[i, ENV_SEQ] = seq
