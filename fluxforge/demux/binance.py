@@ -103,11 +103,11 @@ _COMBINED = binance.COMBINED.args_for({"stream": 0, "data": 2})
 @njit(cache=True)
 def _frames(buf, ends, todo, env, wrapper):
     """Per `todo` msg line of one exchange: ts, seq (from its envelope row in `env`,
-    ``bytescan.envelopes``) and the span of its event (an object) or
-    events (an array of objects: the all-market streams), either inside a combined-stream
-    frame (the declaration `wrapper`, any key order) or as the whole payload (a bare frame of
-    a single-stream connection: an array, or an object without the wrapper's required keys).
-    Rows of other lines: -1. The event parsers below then judge that span [start, end) only
+    ``bytescan.envelopes``) and the span of its event (an object) or events (an array of
+    objects: the all-market streams), either inside a combined-stream frame (the declaration
+    `wrapper`, any key order) or as the whole payload (a bare frame of a single-stream
+    connection: an array, or an object without the wrapper's required keys). Rows of other
+    lines: -1. The event parsers below then judge that span [start, end) only
     (``_first_event`` / ``_after_event``)."""
     buf, wrapper = borrowed(buf), borrowed(wrapper)
     n = len(ends)
