@@ -16,12 +16,13 @@ order):
 - control events (kline, markPriceUpdate, ...) that are surely valid JSON -> counted as
   control (``control_lines``).
 
-``venue_lines`` first finds each Binance exchange's lines in one envelope pass, ``_frames``
-each line's event span: the payload of a combined-stream wrapper (``binance.COMBINED``) or the
-bare payload. That span is one event object or, on the all-market streams (``!ticker@arr``,
-``!markPrice@arr``...), an array of them: a bookTicker, trade, 24hrTicker or control scanner
-takes such a line when it takes every event of the array (one row per event, in order), else
-the line stays for the per-line path (which keeps or refuses a line whole).
+The demux calls the scanner once per Binance exchange present, with that exchange's lines (found
+by the demux's one envelope pass); ``_frames`` finds each line's event span: the payload of a
+combined-stream wrapper (``binance.COMBINED``) or the bare payload. That span is one event
+object or, on the all-market streams (``!ticker@arr``, ``!markPrice@arr``...), an array of
+them: a bookTicker, trade, 24hrTicker or control scanner takes such a line when it takes every
+event of the array (one row per event, in order), else the line stays for the per-line path
+(which keeps or refuses a line whole).
 
 depthUpdate shape::
 
@@ -45,23 +46,29 @@ import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    ENV_AT,
+    ENV_EX,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TS,
+    ENV_URL,
+    KIND_MSG,
+    KIND_REST,
     LBRACE,
     LBRACKET,
     RBRACE,
     borrowed,
     declared_keys,
-    envelope_kind,
     eq,
-    exchange_of,
     flat_object,
     grow,
     has_required,
     key_at,
     key_index,
-    lit,
     next_item,
     next_key,
     opt_spans,
+    read_envelopes,
     read_int,
     skip_container,
     spans,
@@ -79,38 +86,11 @@ from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.events import NormalizeError, TopOfBook
 from fluxforge.venues import binance
 from fluxforge.venues.binance import FUTURES, event_time
-from fluxforge.wire.envelope import (
-    SCAN_DATA,
-    SCAN_HEAD,
-    SCAN_MSG,
-    SCAN_REST,
-    SCAN_SRC,
-    scan_ex,
-)
-from fluxforge.wire.shape import pack_words
 
-_HEAD, _SRC, _KIND = SCAN_HEAD, SCAN_SRC, SCAN_MSG
-_EX = {ex: scan_ex(ex) for ex in binance.EXCHANGES}
 # msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (0 a
 # depthUpdate object, 1 a snapshot object {lastUpdateId, bids, asks})
 _M_FORM = 11
 _M_COLS = 12
-
-
-_EX_ORDER = binance.EXCHANGES
-_EX_PACKED = pack_words([_EX[v] for v in _EX_ORDER])
-
-
-def venue_lines(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Binance exchange id -> mask of the `todo` lines whose envelope names it, for the
-    exchanges present (the scanners below only look at those lines)."""
-    if not len(starts) or not todo.any():
-        return {}
-    codes = exchange_of(buf, starts, ends, todo, _HEAD, _SRC, *_EX_PACKED)
-    present = np.flatnonzero(np.bincount(codes + 1, minlength=len(_EX_ORDER) + 1)[1:])
-    return {_EX_ORDER[k]: codes == k for k in present.tolist()}
 
 
 # frame columns: ts, seq, stream start/end (-1: a bare frame), event object (or array of event
@@ -121,25 +101,25 @@ _COMBINED = binance.COMBINED.args_for({"stream": 0, "data": 2})
 
 
 @njit(cache=True)
-def _frames(buf, starts, ends, todo, head, src, exk, kind, wrapper):
-    """Per `todo` line of one exchange: the envelope and the span of its event (an object) or
-    events (an array of objects: the all-market streams), either inside a combined-stream
-    frame (the declaration `wrapper`, any key order) or as the whole payload (a bare frame of
-    a single-stream connection: an array, or an object without the wrapper's required keys).
-    Rows of other lines: -1. The event parsers below then judge that span [start, end) only
+def _frames(buf, ends, todo, env, wrapper):
+    """Per `todo` msg line of one exchange: ts, seq (from its envelope row in `env`,
+    ``bytescan.envelopes``) and the span of its event (an object) or events (an array of
+    objects: the all-market streams), either inside a combined-stream frame (the declaration
+    `wrapper`, any key order) or as the whole payload (a bare frame of a single-stream
+    connection: an array, or an object without the wrapper's required keys). Rows of other
+    lines: -1. The event parsers below then judge that span [start, end) only
     (``_first_event`` / ``_after_event``)."""
-    buf, head, src, exk = borrowed(buf), borrowed(head), borrowed(src), borrowed(exk)
-    kind, wrapper = borrowed(kind), borrowed(wrapper)
-    n = len(starts)
+    buf, wrapper = borrowed(buf), borrowed(wrapper)
+    n = len(ends)
     fr = np.full((n, 6), -1, np.int64)
     out = np.empty(4, np.int64)
     no_lv = np.empty((1, 6), np.int64)  # (no level lists in the wrapper)
     for i in range(n):
-        if not todo[i]:
+        if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
-        s, end = starts[i], ends[i]
-        ds, ts, seq = envelope_kind(buf, s, end, head, src, exk, kind)
-        if ds < 0 or ds >= end:
+        end = ends[i]
+        ds, ts, seq = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ]
+        if ds >= end:
             continue
         ss = se = -1
         if buf[ds] == LBRACKET:  # a bare array of events
@@ -199,11 +179,34 @@ def _after_event(buf, q, e, is_array):
     return p, done
 
 
+def envelopes_of(
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(envelope rows, `todo` lines of `exchange`): `env` and `todo` as the demux gives them
+    (``todo`` already that exchange's lines), or, called without `env` (tests), read here."""
+    if env is not None:
+        return env, todo
+    env = read_envelopes(buf, starts, ends, todo, (exchange,))
+    return env, todo & (env[:, ENV_EX] == 0)
+
+
 def frames_of(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``_frames`` of `exchange` (one pass that every event scanner below reuses)."""
-    return _frames(buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND, _COMBINED)
+    """``_frames`` of the `todo` lines of `exchange` (one pass that every event scanner below
+    reuses); `env`: ``envelopes_of``."""
+    env, todo = envelopes_of(exchange, buf, starts, ends, todo, env)
+    return _frames(buf, ends, todo, env, _COMBINED)
 
 
 # the venue's depthUpdate and depth snapshot declarations (``binance.DEPTH_UPDATE`` /
@@ -257,34 +260,24 @@ def _scan(fr, buf, todo, shape, snap_shape, capacity):
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-_KIND_REST = SCAN_REST
-_DATA = SCAN_DATA
-
-
 @njit(cache=True)
-def _scan_rest(buf, starts, ends, todo, head, src, exk, kind, data_key, shape, capacity):
-    """REST depth snapshots (``binance.SNAPSHOT``) of one exchange: msg rows in the layout of
-    ``_scan`` (first/prev -1, columns 7/8 the url span instead of the stream, 9/10 unused)
-    and their levels."""
-    n = len(starts)
+def _scan_rest(buf, ends, todo, env, shape, capacity):
+    """The `todo` REST depth snapshots (``binance.SNAPSHOT``) of one exchange (url and payload
+    from the envelope rows `env`): msg rows in the layout of ``_scan`` (first/prev -1, columns
+    7/8 the url span instead of the stream, 9/10 unused) and their levels."""
+    n = len(ends)
     msg = np.empty((16, _M_COLS), np.int64)
     n_msg = 0
     lv = np.empty((capacity, 6), np.int64)
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
-        if not todo[i]:
+        if not todo[i] or env[i, ENV_KIND] != KIND_REST:
             continue
         end = ends[i]
-        p, ts, seq = envelope_kind(buf, starts[i], end, head, src, exk, kind)
-        if p < 0:
-            continue
-        q = str_end(buf, p, end)
-        if q < 0:
-            continue
-        url_s, url_e = p + 1, q
-        p = lit(buf, q + 1, end, data_key)
-        if p < 0 or p >= end or buf[p] != LBRACE:
+        p, ts, seq, url = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ], env[i, ENV_URL]
+        url_s, url_e = url + 1, str_end(buf, url, end)
+        if p >= end or buf[p] != LBRACE:
             continue
         mark = n_lv
         out[:] = -1
@@ -323,23 +316,22 @@ def fast_binance_depth(
     ends: np.ndarray,
     todo: np.ndarray,
     frames: np.ndarray | None = None,
+    env: np.ndarray | None = None,
 ) -> ScanResult:
-    """Binance depthUpdate lines of `exchange` among the `todo` lines -> FastBooks per
-    instrument and the mask of the lines taken; every other line is left to the per-line
-    path."""
+    """Binance depthUpdate lines (and REST depth snapshots) of `exchange` among the `todo`
+    lines -> FastBooks per instrument and the mask of the lines taken; every other line is
+    left to the per-line path. `frames`: ``frames_of``, `env`: ``envelopes_of``."""
     n = len(starts)
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return ScanResult(none)
     capacity = 4096 + len(buf) // 256
+    env, todo = envelopes_of(exchange, buf, starts, ends, todo, env)
     if frames is None:
-        frames = frames_of(exchange, buf, starts, ends, todo)
+        frames = frames_of(exchange, buf, starts, ends, todo, env)
     update = binance.DEPTH_UPDATE[exchange in FUTURES].args_for(_DEPTH_LAYOUT)
     ok, msg, lv = _scan(frames, buf, todo, update, _SNAPSHOT, capacity)
-    rest_msg, rest_lv = _scan_rest(
-        buf, starts, ends, todo, _HEAD, _SRC, _EX[exchange], _KIND_REST, _DATA, _SNAPSHOT,
-        capacity,
-    )  # fmt: skip
+    rest_msg, rest_lv = _scan_rest(buf, ends, todo, env, _SNAPSHOT, capacity)
     if not ok.any() and not len(rest_msg):
         return ScanResult(none)
     # instrument = (venue name, channel): "depth" for diff depth (and REST snapshots), "depthN"
@@ -938,36 +930,37 @@ def control_lines(
 
 
 def scan_binance(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray,
 ) -> ScanResult:
-    """Every Binance exchange's lines among `todo`: depth books (with REST snapshots),
-    bookTicker, trade and 24hrTicker rows as columns, control lines counted. One envelope
-    pass finds each exchange's lines; its scanners see only those."""
-    taken = np.zeros(len(starts), dtype=bool)
-    control = np.zeros(len(starts), dtype=bool)
-    out = ScanResult(taken, control)
-    for venue, sel in venue_lines(buf, starts, ends, todo).items():
-        frames = frames_of(venue, buf, starts, ends, sel)
-        depth = fast_binance_depth(venue, buf, starts, ends, sel, frames)
-        out.books.update(depth.books)
-        sel &= ~depth.taken
-        taken |= depth.taken
-        tickers, ticker_taken = fast_book_tickers(venue, buf, starts, ends, sel, frames)
-        if tickers is not None:
-            out.tickers.append(tickers)
-            sel &= ~ticker_taken
-            taken |= ticker_taken
-        trades, trade_taken = fast_trades_of(venue, buf, starts, ends, sel, frames)
-        if trades is not None:
-            out.trades.append((trades.line, trades.table))
-            sel &= ~trade_taken
-            taken |= trade_taken
-        quotes, quote_taken = fast_tickers_24h(venue, buf, starts, ends, sel, frames)
-        if quotes is not None:
-            out.quotes.append(quotes)
-            sel &= ~quote_taken
-            taken |= quote_taken
-        control |= control_lines(venue, buf, starts, ends, sel, frames)
+    """The `todo` lines of one Binance exchange: depth books (with REST snapshots),
+    bookTicker, trade and 24hrTicker rows as columns, control lines counted. One pass finds
+    each line's event span (``frames_of``); the event scanners reuse it."""
+    sel = todo.copy()  # the lines still to do
+    frames = frames_of(exchange, buf, starts, ends, sel, env)
+    out = fast_binance_depth(exchange, buf, starts, ends, sel, frames, env)
+    taken = out.taken
+    sel &= ~taken
+    tickers, ticker_taken = fast_book_tickers(exchange, buf, starts, ends, sel, frames)
+    if tickers is not None:
+        out.tickers.append(tickers)
+        sel &= ~ticker_taken
+        taken |= ticker_taken
+    trades, trade_taken = fast_trades_of(exchange, buf, starts, ends, sel, frames)
+    if trades is not None:
+        out.trades.append((trades.line, trades.table))
+        sel &= ~trade_taken
+        taken |= trade_taken
+    quotes, quote_taken = fast_tickers_24h(exchange, buf, starts, ends, sel, frames)
+    if quotes is not None:
+        out.quotes.append(quotes)
+        sel &= ~quote_taken
+        taken |= quote_taken
+    out.control = control_lines(exchange, buf, starts, ends, sel, frames)
     return out
 
 

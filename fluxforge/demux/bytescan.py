@@ -26,6 +26,8 @@ fluxforge/demux/__pycache__/*.nbi/.nbc so the scanners recompile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 from llvmlite import ir as llvm_ir
@@ -33,6 +35,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from fluxforge.wire.decimal import copy_decimal_key, decimal_end, plain_decimal, scaled_words
+from fluxforge.wire.envelope import SCAN_DATA, SCAN_HEAD, SCAN_MSG, SCAN_REST, SCAN_SRC, scan_ex
 from fluxforge.wire.shape import (
     A_COL,
     A_FLAGS,
@@ -75,6 +78,7 @@ from fluxforge.wire.shape import (
     V_TEXT,
     V_TIMED_ASKS,
     V_TIMED_BIDS,
+    pack_words,
 )
 from fluxforge.wire.times import TS_MAX_MS, TS_MAX_S, TS_MIN_MS, days_from_civil, plausible_ns
 
@@ -330,55 +334,72 @@ def line_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _line_bounds(buf, words)
 
 
+# The envelope pass (``envelopes``): one row per line, these columns. A line's kind: msg, rest
+# (with a url) or any other (ctl...). Its payload: the position after ``"data":`` (msg and
+# rest lines), and a rest line's url: the position of its opening quote.
+ENV_EX, ENV_TS, ENV_SEQ, ENV_KIND, ENV_AT, ENV_URL = range(6)
+KIND_MSG, KIND_REST, KIND_OTHER = 0, 1, 2
+
+
 @njit(cache=True)
-def exchange_of(buf, starts, ends, todo, head, src, ex_flat, ex_off):
-    """Per `todo` line: the index in the packed `ex_flat`/`ex_off` words
-    (``fluxforge.wire.envelope.scan_ex`` literals) of the envelope's exchange, -1 for any
-    other line (one envelope pass, so that each scanner only visits the lines of its own
-    exchanges)."""
+def envelopes(buf, starts, ends, todo, head, src, ex_flat, ex_off, msg, rest, data):
+    """Per `todo` line, its envelope read once in the writer's fixed layout
+    (fluxforge.wire.envelope): the index in the packed `ex_flat`/`ex_off` words
+    (``fluxforge.wire.envelope.scan_ex`` literals) of its exchange, ts, seq, kind and payload
+    (the ``ENV_*`` columns). The msg and rest literals (`msg`, `rest`) end at the payload and
+    the url; a rest line's url is a plain string, then `data`. A line whose envelope does not
+    fit up to its seq: -1 throughout (the per-line path judges it); of any other kind, or a
+    rest line whose url or data key does not fit: KIND_OTHER, no payload."""
+    buf, head, src = borrowed(buf), borrowed(head), borrowed(src)
+    ex_flat, ex_off = borrowed(ex_flat), borrowed(ex_off)
+    msg, rest, data = borrowed(msg), borrowed(rest), borrowed(data)
     n = len(starts)
-    out = np.full(n, -1, np.int16)
+    env = np.empty((n, 6), np.int64)  # (every row written below: no fill pass first)
     for i in range(n):
-        if not todo[i]:
-            continue
         end = ends[i]
-        p, _ts = envelope_source(buf, starts[i], end, head, src)
-        if p < 0:
-            continue
-        for k in range(len(ex_off) - 1):
-            if lit_word(buf, p, end, ex_flat, ex_off, k) >= 0:
-                out[i] = k
-                break
-    return out
+        p, ts = envelope_source(buf, starts[i], end, head, src) if todo[i] else (-1, 0)
+        code = -1
+        if p >= 0:
+            for k in range(len(ex_off) - 1):
+                q = lit_word(buf, p, end, ex_flat, ex_off, k)
+                if q >= 0:
+                    code, p = k, q
+                    break
+        seq, p = read_int(buf, p, end) if code >= 0 else (-1, -1)
+        kind, at, url = KIND_OTHER, -1, -1
+        q = lit(buf, p, end, msg) if p >= 0 else -1
+        if q >= 0:
+            kind, at = KIND_MSG, q
+        elif p >= 0:
+            u = lit(buf, p, end, rest)
+            q = str_end(buf, u, end) if u >= 0 else -1
+            q = lit(buf, q + 1, end, data) if q >= 0 else -1
+            if q >= 0:
+                kind, at, url = KIND_REST, q, u
+        else:  # not the layout up to the seq
+            code, ts, seq, kind = -1, -1, -1, -1
+        env[i, ENV_EX] = code
+        env[i, ENV_TS] = ts
+        env[i, ENV_SEQ] = seq
+        env[i, ENV_KIND] = kind
+        env[i, ENV_AT] = at
+        env[i, ENV_URL] = url
+    return env
 
 
-@njit(cache=True)
-def envelope_kind(buf, s, end, head, src, exk, kind):
-    """The envelope in the writer's fixed key order (fluxforge.wire.envelope) up to the end of
-    the `kind` literal: (position after it, ts, seq), or (-1, 0, 0)."""
-    p, ts = envelope_source(buf, s, end, head, src)
-    p = lit(buf, p, end, exk) if p >= 0 else -1
-    seq, p = read_int(buf, p, end) if p >= 0 else (0, -1)
-    p = lit(buf, p, end, kind) if p >= 0 else -1
-    len(buf), len(head), len(src), len(exk), len(kind)  # (see the module doc)
-    if p < 0:
-        return -1, 0, 0
-    return p, ts, seq
-
-
-@njit(cache=True)
-def envelope(buf, s, end, head, src, exk, kind, opener):
-    """The envelope of the line at [s, end) up to its payload (`head` ts `src` "..." `exk` seq
-    `kind`, the last literal ending in ``"data":``), then the payload's first byte `opener`.
-    Returns (position after the opener and blanks, ts, seq); the position is -1 when the line
-    does not fit (the per-line path takes it)."""
-    p, ts, seq = envelope_kind(buf, s, end, head, src, exk, kind)
-    c = buf[p] if 0 <= p < end else -1
-    q = ws(buf, p + 1, end)
-    len(buf), len(head), len(src), len(exk), len(kind)  # (see the module doc)
-    if c != opener:
-        return -1, 0, 0
-    return q, ts, seq
+def read_envelopes(
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    exchanges: Sequence[str],
+) -> np.ndarray:
+    """``envelopes`` of the `todo` lines, exchange codes: indices in `exchanges`."""
+    ex_flat, ex_off = pack_words([scan_ex(ex) for ex in exchanges])
+    return envelopes(
+        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, ex_flat, ex_off, SCAN_MSG, SCAN_REST,
+        SCAN_DATA,
+    )  # fmt: skip
 
 
 @njit(cache=True)

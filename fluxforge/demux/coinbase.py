@@ -24,13 +24,17 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    ENV_AT,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TS,
+    KIND_MSG,
     LBRACE,
     LBRACKET,
     RBRACE,
     RBRACKET,
     add_level,
     borrowed,
-    envelope_kind,
     eq,
     flat_object,
     grow,
@@ -66,11 +70,10 @@ from fluxforge.demux.rows import (
 from fluxforge.events import NormalizeError
 from fluxforge.venues import coinbase
 from fluxforge.venues.coinbase import book_event_time, event_time
-from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
+from fluxforge.wire.envelope import as_bytes
 from fluxforge.wire.shape import SIDES
 
 FAST_CHANNEL = coinbase.BOOK_CHANNEL
-_ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND = SCAN_HEAD, SCAN_SRC, scan_ex("coinbase"), SCAN_MSG
 # msg columns: line, ts, seq, kind (1 update / 2 snapshot), ts_event, product span, final id
 _M_KIND, _M_EVT, _M_SYM, _M_FINAL = 3, 4, 5, 7
 _M_COLS = 8
@@ -187,16 +190,14 @@ def _at_data(buf, p, end, i, ts, seq, msg, n_msg, lv, n_lv, decls, side_of, rows
 
 
 @njit(cache=True)
-def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, side_of, capacity):
-    """Scan every line. Per accepted line: its book messages (msg rows: the columns above)
-    and their levels (lv rows: message, side, price span, size span). Exchange lines are read
-    by the declarations `update` then `snapshot`, Advanced Trade ones by ``_at_data``. A line
-    with any surprise is not accepted (the per-line path takes it)."""
+def _scan_lines(buf, ends, todo, env, update, snapshot, channel, at, side_of, capacity):
+    """Scan the `todo` msg lines from their payload (envelope rows `env`). Per accepted line:
+    its book messages (msg rows: the columns above) and their levels (lv rows: message, side,
+    price span, size span). Exchange lines are read by the declarations `update` then
+    `snapshot`, Advanced Trade ones by ``_at_data``. A line with any surprise is not accepted
+    (the per-line path takes it)."""
     buf, update, snapshot = borrowed(buf), borrowed(update), borrowed(snapshot)
-    env_head, env_src, env_ex, env_kind = heads
-    env_head, env_src = borrowed(env_head), borrowed(env_src)
-    env_ex, env_kind = borrowed(env_ex), borrowed(env_kind)
-    n = len(starts)
+    n = len(ends)
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
@@ -208,12 +209,12 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
     row = np.empty(_M_COLS, np.int64)  # an Exchange message, copied to msg when accepted
     row_b = borrowed(row)
     for i in range(n):
-        if not todo[i]:
+        if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
-        s, end = starts[i], ends[i]
+        end = ends[i]
         mark_lv, mark_msg = n_lv, n_msg
-        p, ts, seq = envelope_kind(buf, s, end, env_head, env_src, env_ex, env_kind)
-        if p < 0 or p >= end or buf[p] != LBRACE:
+        p, ts, seq = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ]
+        if p >= end or buf[p] != LBRACE:
             continue
         first = ws(buf, p + 1, end)
         ks, ke, v = key_at(buf, first, end)
@@ -261,14 +262,13 @@ def _scan_lines(buf, starts, ends, todo, heads, update, snapshot, channel, at, s
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-_HEADS = (_ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND)
 # an Advanced Trade message starts with its channel
 _BOOK_CHANNEL_KEY = (as_bytes(b"channel"), as_bytes(coinbase.AT_BOOK_CHANNEL.encode()))
 _AT_BOOK = (_AT_MESSAGE, _AT_BOOK_EVENT, _AT_LEVEL_UPDATE, _AT_LEVEL_SNAPSHOT)
 
 
 def fast_coinbase_books(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray, env: np.ndarray
 ) -> ScanResult:
     """Coinbase book lines among the `todo` lines -> FastBooks and the mask of the lines they
     took; every other line (and any line failing a check) is left to the per-line path."""
@@ -277,7 +277,7 @@ def fast_coinbase_books(
     if n == 0 or not todo.any():
         return ScanResult(none)
     ok, msg, lv = _scan_lines(
-        buf, starts, ends, todo, _HEADS, _L2UPDATE, _SNAPSHOT, _BOOK_CHANNEL_KEY, _AT_BOOK,
+        buf, ends, todo, env, _L2UPDATE, _SNAPSHOT, _BOOK_CHANNEL_KEY, _AT_BOOK,
         _AT_SIDE, 4096 + len(buf) // 256,
     )  # fmt: skip
     if not ok.any():
@@ -331,7 +331,7 @@ def _event_times(rows):
 
 
 def fast_coinbase_rows(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray, env: np.ndarray
 ) -> ScanResult:
     """Exchange feed ``match`` / ``last_match`` and ``ticker`` lines among the `todo` lines ->
     trade and quote rows as columns (read by the declarations ``coinbase.MATCH`` /
@@ -342,9 +342,7 @@ def fast_coinbase_rows(
         return out
     todo = todo.copy()
     for decl, is_trade in ((_MATCH, True), (_TICKER, False)):
-        rows = payload_rows(
-            buf, starts, ends, todo, _ENV_HEAD, _ENV_SRC, _ENV_EX, _ENV_KIND, decl, 0
-        )
+        rows = payload_rows(buf, ends, todo, env, decl, 0)
         if not len(rows):
             continue
         _event_times(rows)
@@ -373,12 +371,11 @@ _AT_SIDES = tuple(coinbase.at_trade_side(w) for w in coinbase.AT_TRADE_SIDES)
 
 
 @njit(cache=True)
-def _scan_at_rows(buf, starts, ends, todo, heads, message, events, items):
+def _scan_at_rows(buf, ends, todo, env, message, events, items):
     """Advanced Trade market_trades / ticker / ticker_batch lines (``coinbase.AT_MESSAGE``;
     events ``AT_TRADES_EVENT`` / ``AT_TICKER_EVENT``; items ``AT_TRADE`` / ``AT_TICKER``) ->
     one row per trade / ticker item (R_KIND: 0 trades, 1 tickers; a ticker's time is the
     message timestamp). An empty events or items list: the per-line path."""
-    env_head, env_src, env_ex, env_kind = heads
     trades_event, ticker_event = events
     trade, ticker = items
     rows = np.empty((256, R_COLS), np.int64)
@@ -386,12 +383,12 @@ def _scan_at_rows(buf, starts, ends, todo, heads, message, events, items):
     no_lv = np.empty((1, 6), np.int64)
     head = np.empty(5, np.int64)
     ev = np.empty(5, np.int64)
-    for i in range(len(starts)):
-        if not todo[i]:
+    for i in range(len(ends)):
+        if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]
-        p, ts, seq = envelope_kind(buf, starts[i], end, env_head, env_src, env_ex, env_kind)
-        if p < 0 or p >= end or buf[p] != LBRACE:
+        p, ts, seq = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ]
+        if p >= end or buf[p] != LBRACE:
             continue
         q = _at_head(buf, p, end, message, head, no_lv)
         if q < 0 or head[0] == _CH_BOOK:
@@ -445,7 +442,7 @@ def _scan_at_rows(buf, starts, ends, todo, heads, message, events, items):
 
 
 def fast_coinbase_at_rows(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray, env: np.ndarray
 ) -> ScanResult:
     """Advanced Trade market_trades and ticker lines among the `todo` lines -> trade and quote
     rows as columns (read by ``coinbase.AT_TRADE`` / ``coinbase.AT_TICKER``)."""
@@ -454,7 +451,7 @@ def fast_coinbase_at_rows(
     if n == 0 or not todo.any():
         return out
     rows = _scan_at_rows(
-        buf, starts, ends, todo, _HEADS, _AT_MESSAGE, (_AT_TRADES_EVENT, _AT_TICKER_EVENT),
+        buf, ends, todo, env, _AT_MESSAGE, (_AT_TRADES_EVENT, _AT_TICKER_EVENT),
         (_AT_TRADE, _AT_TICKER),
     )  # fmt: skip
     if not len(rows):
@@ -482,13 +479,19 @@ def fast_coinbase_at_rows(
 
 
 def scan_coinbase(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray,
 ) -> ScanResult:
-    """Book lines (``fast_coinbase_books``), then the Exchange feed's trade and ticker lines,
-    then Advanced Trade's."""
-    out = fast_coinbase_books(buf, starts, ends, todo)
+    """The `todo` lines of `exchange` (coinbase, the scanner's one): book lines
+    (``fast_coinbase_books``), then the Exchange feed's trade and ticker lines, then Advanced
+    Trade's."""
+    out = fast_coinbase_books(buf, starts, ends, todo, env)
     for more in (fast_coinbase_rows, fast_coinbase_at_rows):
-        rows = more(buf, starts, ends, todo & ~out.taken)
+        rows = more(buf, starts, ends, todo & ~out.taken, env)
         out.taken |= rows.taken
         out.trades.extend(rows.trades)
         out.quotes.extend(rows.quotes)

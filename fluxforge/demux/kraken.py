@@ -1,10 +1,11 @@
 """Columnar fast path for Kraken: v1 ``book-N``, ``trade`` and ``ticker`` lines, websocket v2
 lines.
 
-One envelope pass (``_lines``) classifies the Kraken lines; then one numba pass per class
-reads the payloads by the declarations of ``fluxforge.venues.kraken`` (the v1 book payload
-``BOOK_PAYLOAD`` and its message rules, the v1 trade row, the v1 ticker parts, the v2 items),
-the same declarations the per-line normalizer reads, and records byte spans. Accepted v1 book
+One pass (``_lines``) classifies the Kraken lines from their payloads (the demux read their
+envelopes); then one numba pass per class reads the payloads by the declarations of
+``fluxforge.venues.kraken`` (the v1 book payload ``BOOK_PAYLOAD`` and its message rules, the v1
+trade row, the v1 ticker parts, the v2 items), the same declarations the per-line normalizer
+reads, and records byte spans. Accepted v1 book
 shape (anything else, including escapes, JSON numbers for prices/sizes/times, unknown or
 duplicate keys, an empty payload object, is left to the per-line path, which gives it the
 normalizer's own treatment)::
@@ -32,13 +33,17 @@ from numba import njit
 from fluxforge.demux.bytescan import (
     BACKSLASH,
     COMMA,
+    ENV_AT,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TS,
+    KIND_MSG,
     LBRACE,
     LBRACKET,
     QUOTE,
     RBRACE,
     RBRACKET,
     borrowed,
-    envelope_kind,
     eq,
     eq_word,
     flat_object,
@@ -81,16 +86,16 @@ from fluxforge.demux.rows import (
 from fluxforge.events import CHECKSUM_KRAKEN, NormalizeError
 from fluxforge.venues import kraken
 from fluxforge.wire.decimal import decimal_end
-from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
+from fluxforge.wire.envelope import as_bytes
 from fluxforge.wire.shape import pack_words
 
-_EX = scan_ex("kraken")
 _BOOK = as_bytes(kraken.BOOK_CHANNEL_PREFIX.encode())
 _MSG_COLS = 11  # line, ts, seq, snapshot, ts_event, pair s/e, channel s/e, checksum, depth
 
 
-# One envelope pass over the Kraken lines (``_lines``): per line the payload's position (after
-# its opener and blanks), receive time, daemon seq, and which reader takes it; each scanner
+# One pass over the Kraken lines' payloads (``_lines``, from the demux's envelope rows): per
+# line the payload's position (after its opener and blanks), receive time, daemon seq, and
+# which reader takes it; each scanner
 # below then visits only its own lines, from the payload on.
 # (v1 arrays also: where the payload elements end (the comma before "NAME"), the NAME and PAIR
 # string spans, so that the readers parse only the payload elements)
@@ -124,20 +129,21 @@ def _blank_before(buf, k, s):
 
 
 @njit(cache=True)
-def _lines(buf, starts, ends, todo, head, src, exk, kind, names, name_off, book):
-    """Per `todo` line the ``_E_*`` columns: class _V2_LINE for an object payload (position:
+def _lines(buf, ends, todo, envelopes, names, name_off, book):
+    """Per `todo` msg line (from its payload: the envelope rows `envelopes`,
+    ``bytescan.envelopes``) the ``_E_*`` columns: class _V2_LINE for an object payload (position:
     its first key); for an array ``[id, ..., "NAME", "PAIR"]`` the class of its channel NAME
     (packed `names` trade, ticker; `book` the book prefix), read from the line's end with the
     spans of NAME and PAIR and the comma that ends the payload elements (position: the first
     of them); class -1 for any other line (the per-line path)."""
-    n = len(starts)
+    n = len(ends)
     env = np.full((n, 9), -1, np.int64)
     for i in range(n):
-        if not todo[i]:
+        if not todo[i] or envelopes[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]
-        p, ts, seq = envelope_kind(buf, starts[i], end, head, src, exk, kind)
-        c = buf[p] if 0 <= p < end else 0
+        p, ts, seq = envelopes[i, ENV_AT], envelopes[i, ENV_TS], envelopes[i, ENV_SEQ]
+        c = buf[p] if p < end else 0
         cls = -1
         if c == LBRACE:
             cls = _V2_LINE
@@ -723,13 +729,17 @@ def _take_rows(rows: np.ndarray, good: np.ndarray, out: ScanResult) -> np.ndarra
 
 
 def scan_kraken(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    envelopes: np.ndarray,
 ) -> ScanResult:
-    """One envelope pass (``_lines``), then v1 book lines (``fast_kraken_books``), v1 trades
-    and tickers and the websocket v2 lines."""
-    env = _lines(
-        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX, SCAN_MSG, *_V1_NAMES, _BOOK
-    )  # fmt: skip
+    """The `todo` lines of `exchange` (kraken, the scanner's one): one pass over their
+    payloads (``_lines``), then v1 book lines (``fast_kraken_books``), v1 trades and tickers
+    and the websocket v2 lines."""
+    env = _lines(buf, ends, todo, envelopes, *_V1_NAMES, _BOOK)
     out = fast_kraken_books(buf, ends, env)
     rows = fast_kraken_rows(buf, ends, env, out.books)
     out.taken |= rows.taken

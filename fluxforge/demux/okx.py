@@ -26,10 +26,14 @@ import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    ENV_AT,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TS,
+    KIND_MSG,
     LBRACE,
     LBRACKET,
     borrowed,
-    envelope,
     eq,
     eq_word,
     flat_object,
@@ -69,12 +73,11 @@ from fluxforge.venues import bitget, okx
 from fluxforge.venues.bitget import ticker_event_time
 from fluxforge.venues.common import venue_symbol
 from fluxforge.venues.okx import CHECKSUM_MAX, CHECKSUM_MIN, ZERO_CHECKSUM_WITH_SEQ_IS_NONE
-from fluxforge.wire.envelope import SCAN_HEAD, SCAN_MSG, SCAN_SRC, as_bytes, scan_ex
+from fluxforge.wire.envelope import as_bytes
 from fluxforge.wire.shape import (
     pack_words,
 )
 
-_EX = {ex: scan_ex(ex) for ex in ("okx", "bitget")}
 # the action words are the venue's (okx.ACTIONS): code 1 + their index, 0 absent (a snapshot)
 _WORDS = tuple(as_bytes(w.encode()) for w in ("arg", "action", "data", "ts", *okx.ACTIONS))
 _ACTION_UPDATE = 1 + okx.ACTIONS.index("update")
@@ -135,22 +138,22 @@ def _item(buf, p, end, m, msg, row, lv, n_lv, shape, line, ts, seq):
 
 @njit(cache=True)
 def _scan(
-    buf, starts, ends, todo, head, src, exk, kind, words, arg, arg_need, item, is_okx, capacity,
-    ch_flat, ch_off, ch_kinds, trade, trade_row, ticker,
+    buf, ends, todo, env, words, arg, arg_need, item, is_okx, capacity, ch_flat, ch_off,
+    ch_kinds, trade, trade_row, ticker,
 ):  # fmt: skip
-    """Every push line of one venue: book items -> msg rows and levels (``_item``), trade and
+    """Every `todo` push line of one venue (from its payload: the envelope rows `env`,
+    ``bytescan.envelopes``): book items -> msg rows and levels (``_item``), trade and
     ticker items -> rows in the ``rows`` layout (read by the venue's declarations `trade`,
     `trade_row` (array items; Bitget v1) and `ticker`). The channel (packed words ``ch_flat``,
     ``ch_off`` -> ``ch_kinds``) picks the declaration, so "arg" must come before "data"."""
     # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
-    buf, head, src = borrowed(buf), borrowed(head), borrowed(src)
-    exk, kind, arg, item = borrowed(exk), borrowed(kind), borrowed(arg), borrowed(item)
+    buf, arg, item = borrowed(buf), borrowed(arg), borrowed(item)
     trade, trade_row, ticker = borrowed(trade), borrowed(trade_row), borrowed(ticker)
     ch_flat, ch_off = borrowed(ch_flat), borrowed(ch_off)
     k_arg, k_action, k_data, k_ts, v_snap, v_update = words
     k_arg, k_action, k_data = borrowed(k_arg), borrowed(k_action), borrowed(k_data)
     k_ts, v_snap, v_update = borrowed(k_ts), borrowed(v_snap), borrowed(v_update)
-    n = len(starts)
+    n = len(ends)
     ok = np.zeros(n, np.bool_)
     info = np.full((n, 7), -1, np.int64)
     info_rows = borrowed(info)  # (`info` is returned: alive to the end)
@@ -163,12 +166,13 @@ def _scan(
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)  # (no level lists in trade / ticker items)
     for i in range(n):
-        if not todo[i]:
+        if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
-        s, end = starts[i], ends[i]
-        p, ts, seq = envelope(buf, s, end, head, src, exk, kind, LBRACE)
-        if p < 0:
+        end = ends[i]
+        p, ts, seq = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ]
+        if p >= end or buf[p] != LBRACE:
             continue
+        p = ws(buf, p + 1, end)
         mark_lv, mark_msg, mark_rows = n_lv, n_msg, n_rows
         ch_kind = -1
         seen = 0
@@ -311,7 +315,12 @@ _DECLARED = {
 
 
 def fast_okx_bitget_books(
-    exchange: str, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
+    exchange: str,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    todo: np.ndarray,
+    env: np.ndarray,
 ) -> ScanResult:
     """OKX or Bitget pushes among the `todo` lines: books -> FastBooks per instrument, trades
     and tickers -> rows as columns (Bitget trade snapshots: control lines), and the masks of
@@ -322,7 +331,7 @@ def fast_okx_bitget_books(
         return ScanResult(none)
     is_okx = exchange == "okx"
     ok, info, msg, lv, rows = _scan(
-        buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, _EX[exchange], SCAN_MSG, _WORDS,
+        buf, ends, todo, env, _WORDS,
         (okx.ARG if is_okx else bitget.ARG).args_for(_ARG_LAYOUT), _ARG_NEED,
         (OKX_ITEM if is_okx else BITGET_ITEM).args_for(_BOOK_LAYOUT), is_okx,
         4096 + len(buf) // 256, *_DECLARED[exchange],
@@ -469,17 +478,5 @@ def _books(
     return ScanResult(line_ok, books=out)
 
 
-def _scan_okx(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> ScanResult:
-    return fast_okx_bitget_books("okx", buf, starts, ends, todo)
-
-
-def _scan_bitget(
-    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, todo: np.ndarray
-) -> ScanResult:
-    return fast_okx_bitget_books("bitget", buf, starts, ends, todo)
-
-
-register(Scanner("okx", ("okx",), _scan_okx))
-register(Scanner("bitget", ("bitget",), _scan_bitget))
+register(Scanner("okx", ("okx",), fast_okx_bitget_books))
+register(Scanner("bitget", ("bitget",), fast_okx_bitget_books))

@@ -2,10 +2,12 @@
 
 Two paths, same result:
 
-- the registered venue scanners (``fluxforge.demux.registry``) take the lines they fully
-  understand: book lines become ``FastBook`` columns, Binance bookTicker and trade rows
-  become table columns merged by line number, Binance kline/... lines are counted as control
-  without parsing;
+- one numba pass reads every line's envelope (``bytescan.envelopes``: exchange, ts, seq, kind,
+  payload position); the registered venue scanners (``fluxforge.demux.registry``), called once
+  per exchange present with that exchange's lines, start from those payloads and take the
+  lines they fully understand: book lines become ``FastBook`` columns, Binance bookTicker and
+  trade rows become table columns merged by line number, Binance kline/... lines are counted
+  as control without parsing;
 - the per-line path takes every other line: one ``orjson`` parse (``parse_envelope``) and one
   call into the venue's ``normalize``, which appends plain strings/ints to column lists
   (``EventSink``).
@@ -35,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fluxforge import venues
-from fluxforge.demux.bytescan import exchange_of, line_bounds
+from fluxforge.demux.bytescan import ENV_EX, line_bounds, read_envelopes
 from fluxforge.demux.fastbook import FastBook, safe_symbol
 from fluxforge.demux.registry import scanners
 from fluxforge.events import BookMessage, EventSink, NormalizeError, TopOfBook
@@ -48,8 +50,6 @@ from fluxforge.segments import (
 )
 from fluxforge.tables import DECIMAL, QUOTES, TRADES
 from fluxforge.wire.decimal import to_decimal
-from fluxforge.wire.envelope import SCAN_HEAD, SCAN_SRC, scan_ex
-from fluxforge.wire.shape import pack_words
 
 log = logging.getLogger(__name__)
 
@@ -269,19 +269,17 @@ def _demux_pass(
     t_lines: list[int] = []  # line index of each per-line trade row
     top_lines: list[int] = []  # line index of each per-line TopOfBook
     if fast and not poison:
-        registered = scanners()
-        names = [ex for scanner in registered for ex in scanner.exchanges]
-        # one envelope pass: each scanner then visits only the lines of its exchanges
-        exks = pack_words([scan_ex(ex) for ex in names])
-        line_ex = exchange_of(buf, starts, ends, todo, SCAN_HEAD, SCAN_SRC, *exks)
-        first = 0
-        for scanner in registered:
-            codes = range(first, first + len(scanner.exchanges))
-            first += len(scanner.exchanges)
-            mine = todo & (line_ex >= codes.start) & (line_ex < codes.stop)
-            if not mine.any():
+        # (scanner, exchange id) by exchange code
+        owners = [(scanner, ex) for scanner in scanners() for ex in scanner.exchanges]
+        # one envelope pass; then each scanner is called once per exchange of its own that
+        # the segment holds, with the mask of that exchange's lines and every line's envelope
+        env = read_envelopes(buf, starts, ends, todo, [ex for _scanner, ex in owners])
+        line_ex = env[:, ENV_EX]
+        present = np.bincount(line_ex + 1, minlength=len(owners) + 1)[1:]
+        for code, (scanner, exchange) in enumerate(owners):
+            if not present[code]:
                 continue
-            got = scanner.scan(buf, starts, ends, mine)
+            got = scanner.scan(exchange, buf, starts, ends, todo & (line_ex == code), env)
             n_taken = int(got.taken.sum())
             n_ctl = 0 if got.control is None else int(got.control.sum())
             todo &= ~got.taken

@@ -1,8 +1,11 @@
 """The registry of venue scanners: each scanner module registers itself for the exchange ids
-whose lines it reads, and the demux runs every registered scanner over the lines still to do.
+whose lines it reads. The demux reads every line's envelope once (``bytescan.envelopes``:
+exchange, ts, seq, kind, payload position) and calls a scanner once per exchange of its own
+that the segment holds, with that exchange id, the mask of that exchange's lines still to do
+and the envelope rows: a scanner reads payloads from the given position, never the envelope.
 
-Scanners read disjoint sets of lines (each checks the envelope's exchange id), so their order
-does not change the result; a line a scanner does not take stays for the per-line path.
+Scanners read disjoint sets of lines (one exchange's each call), so their order does not
+change the result; a line a scanner does not take stays for the per-line path.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ class ScanResult:
     quotes: list[tuple[np.ndarray, pa.Table]] = field(default_factory=list)
 
 
-# (buf, starts, ends, todo) -> ScanResult; `todo` marks the lines no one has taken yet
-ScanFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ScanResult]
+# (exchange, buf, starts, ends, todo, env) -> ScanResult; `todo` marks the lines of `exchange`
+# (one of the scanner's) that no one has taken yet, `env` is every line's envelope row
+# (``bytescan.envelopes``)
+ScanFn = Callable[[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ScanResult]
 
 
 @dataclass(frozen=True)

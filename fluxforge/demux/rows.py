@@ -17,9 +17,13 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    ENV_AT,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TS,
+    KIND_MSG,
     LBRACE,
     RBRACE,
-    envelope_kind,
     flat_object,
     grow,
     opt_spans,
@@ -54,19 +58,20 @@ ROW_LAYOUT = {
 
 
 @njit(cache=True)
-def payload_rows(buf, starts, ends, todo, head, src, exk, kind, shape, row_kind):
-    """Lines whose whole payload is one object of the declaration `shape` -> one row each
-    (the layout above, R_KIND = `row_kind`; R_EVT -1 when the object has no event time, for
-    the venue's rule); other lines: no row."""
+def payload_rows(buf, ends, todo, env, shape, row_kind):
+    """`todo` msg lines (envelope rows `env`: ``bytescan.envelopes``) whose whole payload is
+    one object of the declaration `shape` -> one row each (the layout above, R_KIND =
+    `row_kind`; R_EVT -1 when the object has no event time, for the venue's rule); other
+    lines: no row."""
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)
-    for i in range(len(starts)):
-        if not todo[i]:
+    for i in range(len(ends)):
+        if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]
-        p, ts, seq = envelope_kind(buf, starts[i], end, head, src, exk, kind)
-        if p < 0 or p >= end or buf[p] != LBRACE:
+        p, ts, seq = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ]
+        if p >= end or buf[p] != LBRACE:
             continue
         rows = grow(rows, n_rows)
         out = rows[n_rows]

@@ -5,8 +5,9 @@
     {"ts":<ns>,"src":"<src>","ex":"<ex>","seq":<n>,"kind":"msg|rest|ctl",["url":..,]"data":<payload>}
 
 The key order is fixed and ``data`` is last, so the writer builds a line from these literals,
-the reader slices the payload out verbatim, and the numba scanners recognise a line by
-comparing bytes with the same literals.
+the reader slices the payload out verbatim, and the demux's one numba envelope pass
+(``fluxforge.demux.bytescan.envelopes``) recognises a line by comparing bytes with the same
+literals; the venue scanners start from the payload position it finds.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def kind_url(kind: str) -> bytes:
     return KIND + b'"' + kind.encode() + b'"' + URL
 
 
-# what the scanners compare: `{"ts":` <int> `,"src":"` <str> `,"ex":"X","seq":` <int> ...
+# what the envelope pass compares: `{"ts":` <int> `,"src":"` <str> `,"ex":"X","seq":` <int> ...
 SCAN_HEAD = as_bytes(HEAD)
 SCAN_SRC = as_bytes(SRC + b'"')
 SCAN_MSG = as_bytes(kind_data("msg"))
