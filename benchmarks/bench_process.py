@@ -16,7 +16,11 @@ DuckDB side: ``COPY (SELECT * FROM read_json(..., format='newline_delimited')) T
 parquet)`` with ``threads=1``: the cost of merely copying the NDJSON into Parquet.
 
 Every measurement runs in a fresh child process, so its peak RSS (``ru_maxrss``) is its own.
-Rates are per core: MB of raw input per CPU second of the child (wall seconds too).
+Rates are per core: MB of raw input per CPU second of the child (wall seconds too). The
+children's lakes are deleted only after the last round: on ext4 without a journal, creating a
+file skips every inode of its block group deleted in the last minutes, so one run's clean-up
+(hundreds of parts, logs and checkpoints) made the next run's file creations several times
+slower (docs/performance.md, "Eighth pass"), a cost of the benchmark, not of the refinery.
 
     uv run python benchmarks/bench_process.py [--mb 20] [--shape mix|binance|...|docs|all]
         [--fresh-lake] [--rounds 3]
@@ -102,45 +106,45 @@ def _refine(root: Path, data: bytes, name: str, source: str = SOURCE) -> dict[st
     return {"cpu": cpu, "wall": wall}
 
 
-def child_fluxforge(seg: Path, warm: Path, fresh_lake: bool) -> dict[str, float]:
+def child_fluxforge(seg: Path, warm: Path, fresh_lake: bool, work: Path) -> dict[str, float]:
+    """One timed refinery run in the empty directory `work` (left for the parent to delete)."""
     import pyarrow as pa
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        # the warm-up as another source of the same lake: its tables and the day's partition
-        # directories exist, while the timed segment's seqs and books are its own
-        envelope_src = f'"src":"{SOURCE}"'.encode()
-        warm_data = warm.read_bytes().replace(envelope_src, f'"src":"{WARM_SOURCE}"'.encode())
-        _refine(Path(tmp) / "lake", warm_data, warm.name, WARM_SOURCE)
-        root = Path(tmp) / ("run" if fresh_lake else "lake")
-        out = _refine(root, seg.read_bytes(), seg.name)
+    # the warm-up as another source of the same lake: its tables and the day's partition
+    # directories exist, while the timed segment's seqs and books are its own
+    envelope_src = f'"src":"{SOURCE}"'.encode()
+    warm_data = warm.read_bytes().replace(envelope_src, f'"src":"{WARM_SOURCE}"'.encode())
+    _refine(work / "lake", warm_data, warm.name, WARM_SOURCE)
+    root = work / ("run" if fresh_lake else "lake")
+    out = _refine(root, seg.read_bytes(), seg.name)
     return {**out, "peak_mb": _peak_mb()}
 
 
-def child_duckdb(seg: Path) -> dict[str, float]:
+def child_duckdb(seg: Path, work: Path) -> dict[str, float]:
+    """One timed DuckDB copy into the empty directory `work` (left for the parent)."""
     import duckdb
 
-    with tempfile.TemporaryDirectory() as tmp:
-        con = duckdb.connect()
-        con.execute("SET threads = 1")
-        target = Path(tmp) / "out.parquet"
-        t0, c0 = time.perf_counter(), time.process_time()
-        # Binance frames carry keys that differ only in case ("b"/"B", "e"/"E"): DuckDB's
-        # detected struct refuses them; the payload then stays JSON below the envelope (or
-        # the data) level
-        for depth in ("", ", maximum_depth = 2", ", maximum_depth = 1"):
-            try:
-                con.execute(
-                    f"COPY (SELECT * FROM read_json('{seg}', format = 'newline_delimited'"
-                    f"{depth})) TO '{target}' (FORMAT parquet)"
-                )
-                break
-            except duckdb.Error:
-                continue
-        else:
-            raise SystemExit(f"duckdb cannot read {seg}")
-        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    target = work / "out.parquet"
+    t0, c0 = time.perf_counter(), time.process_time()
+    # Binance frames carry keys that differ only in case ("b"/"B", "e"/"E"): DuckDB's
+    # detected struct refuses them; the payload then stays JSON below the envelope (or
+    # the data) level
+    for depth in ("", ", maximum_depth = 2", ", maximum_depth = 1"):
+        try:
+            con.execute(
+                f"COPY (SELECT * FROM read_json('{seg}', format = 'newline_delimited'"
+                f"{depth})) TO '{target}' (FORMAT parquet)"
+            )
+            break
+        except duckdb.Error:
+            continue
+    else:
+        raise SystemExit(f"duckdb cannot read {seg}")
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     return {"cpu": cpu, "wall": wall, "peak_mb": _peak_mb()}
 
 
@@ -171,11 +175,14 @@ def run(shape: str, mb: float, fresh_lake: bool = False, rounds: int = 3) -> Non
         warm_seg.parent.mkdir()
         warm_seg.write_bytes(warm)
         ff_runs, db_runs = [], []
-        for _ in range(rounds):  # the sides take turns: a slow phase falls on both
-            ff_runs.append(
-                _child("fluxforge", str(seg), str(warm_seg), "fresh" if fresh_lake else "next")
-            )
-            db_runs.append(_child("duckdb", str(seg)))
+        for k in range(rounds):  # the sides take turns: a slow phase falls on both
+            # every run's files stay until the end (the module doc says why)
+            ff_work, db_work = Path(tmp) / f"fluxforge-{k}", Path(tmp) / f"duckdb-{k}"
+            ff_work.mkdir()
+            db_work.mkdir()
+            mode = "fresh" if fresh_lake else "next"
+            ff_runs.append(_child("fluxforge", str(seg), str(warm_seg), mode, str(ff_work)))
+            db_runs.append(_child("duckdb", str(seg), str(db_work)))
     ff, db = best(ff_runs), best(db_runs)
     size = len(data) / 1e6
     lake = "an empty lake" if fresh_lake else "a lake holding the warm-up's day"
@@ -228,9 +235,10 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, *paths = sys.argv[2:]
         if kind == "fluxforge":
-            out = child_fluxforge(Path(paths[0]), Path(paths[1]), paths[2] == "fresh")
+            seg, warm, mode, work = paths
+            out = child_fluxforge(Path(seg), Path(warm), mode == "fresh", Path(work))
         else:
-            out = child_duckdb(Path(paths[0]))
+            out = child_duckdb(Path(paths[0]), Path(paths[1]))
         print(json.dumps(out))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
