@@ -23,7 +23,7 @@ file skips every inode of its block group deleted in the last minutes, so one ru
 slower (docs/performance.md, "Eighth pass"), a cost of the benchmark, not of the refinery.
 
     uv run python benchmarks/bench_process.py [--mb 20] [--shape mix|binance|...|docs|all]
-        [--fresh-lake] [--rounds 3]
+        [--fresh-lake] [--rounds 3] [--work-dir DIR]
 
 Each side runs --rounds times, taking turns (FluxForge, DuckDB, FluxForge, ...); the run of
 least CPU is reported for each (the cost of the code itself: a shared machine's slow phases only
@@ -163,26 +163,35 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
     return {**min(runs, key=lambda r: r["cpu"]), "peak_mb": max(r["peak_mb"] for r in runs)}
 
 
-def run(shape: str, mb: float, fresh_lake: bool = False, rounds: int = 3) -> None:
+def run(
+    shape: str, mb: float, fresh_lake: bool = False, rounds: int = 3, work: Path | None = None
+) -> None:
+    """Time `shape` at `mb` MB; every file of its runs under `work` (a temporary directory of
+    its own when None), which the caller deletes after its last run."""
+    if work is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            run(shape, mb, fresh_lake, rounds, Path(tmp))
+        return
     from benchmarks.bench_parse import SEGMENT, build_segment
 
     data = build_segment(mb, shape)
     warm = warm_up_segment(data)
-    with tempfile.TemporaryDirectory() as tmp:
-        seg = Path(tmp) / SEGMENT
-        seg.write_bytes(data)
-        warm_seg = Path(tmp) / "warm" / SEGMENT.replace("_00001", "_00000")
-        warm_seg.parent.mkdir()
-        warm_seg.write_bytes(warm)
-        ff_runs, db_runs = [], []
-        for k in range(rounds):  # the sides take turns: a slow phase falls on both
-            # every run's files stay until the end (the module doc says why)
-            ff_work, db_work = Path(tmp) / f"fluxforge-{k}", Path(tmp) / f"duckdb-{k}"
-            ff_work.mkdir()
-            db_work.mkdir()
-            mode = "fresh" if fresh_lake else "next"
-            ff_runs.append(_child("fluxforge", str(seg), str(warm_seg), mode, str(ff_work)))
-            db_runs.append(_child("duckdb", str(seg), str(db_work)))
+    tmp = work / shape
+    tmp.mkdir()
+    seg = tmp / SEGMENT
+    seg.write_bytes(data)
+    warm_seg = tmp / "warm" / SEGMENT.replace("_00001", "_00000")
+    warm_seg.parent.mkdir()
+    warm_seg.write_bytes(warm)
+    ff_runs, db_runs = [], []
+    for k in range(rounds):  # the sides take turns: a slow phase falls on both
+        # every run's files stay until the end (the module doc says why)
+        ff_work, db_work = tmp / f"fluxforge-{k}", tmp / f"duckdb-{k}"
+        ff_work.mkdir()
+        db_work.mkdir()
+        mode = "fresh" if fresh_lake else "next"
+        ff_runs.append(_child("fluxforge", str(seg), str(warm_seg), mode, str(ff_work)))
+        db_runs.append(_child("duckdb", str(seg), str(db_work)))
     ff, db = best(ff_runs), best(db_runs)
     size = len(data) / 1e6
     lake = "an empty lake" if fresh_lake else "a lake holding the warm-up's day"
@@ -255,11 +264,22 @@ def main() -> None:
         default=3,
         help="runs of each side, taking turns; the run of least CPU is reported",
     )
+    ap.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="where the runs' segments and lakes go (a temporary directory inside it, deleted "
+        "at the end; default: the system's temporary directory)",
+    )
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error(f"--rounds must be at least 1, not {args.rounds}")
-    for shape in SHAPES if args.shape == "all" else (args.shape,):
-        run(shape, args.mb, args.fresh_lake, args.rounds)
+    if args.work_dir is not None and not args.work_dir.is_dir():
+        ap.error(f"--work-dir {args.work_dir}: not an existing directory")
+    # deleted after every shape's runs
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        for shape in SHAPES if args.shape == "all" else (args.shape,):
+            run(shape, args.mb, args.fresh_lake, args.rounds, Path(tmp))
 
 
 if __name__ == "__main__":
