@@ -58,6 +58,7 @@ from fluxforge.demux import (
     merge_columns,
     split_by_partition,
 )
+from fluxforge.heap import keep_freed_memory
 from fluxforge.locks import LockHeld, exclusive, refinery_lock_path
 from fluxforge.redact import redact_exc
 from fluxforge.segments import SegmentId, parse_segment_name
@@ -664,6 +665,8 @@ def _process_one(
     raw_state: str,
     rebuild_into: dict[str, list[lake.Staged]] | None = None,
 ) -> ProcessReport:
+    if ctx.cfg.refinery.keep_freed_memory:
+        keep_freed_memory()
     with gc_paused():
         return _process_segment(ctx, ref, raw_state, rebuild_into)
 

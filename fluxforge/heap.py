@@ -1,0 +1,56 @@
+"""The refinery process's heap: memory a segment frees is kept for the next arrays.
+
+A segment's arrays are made and freed phase after phase (the scanners' level arrays, the book
+batches' arenas, the engines' output columns, Parquet buffers). By default glibc's ``malloc``
+hands a freed block above its mmap threshold (adjusted as blocks are freed, up to 32 MiB) back
+to the kernel at once, and trims the top of its heap, so the next phase's arrays are new pages
+again: a page fault and a zeroed page per 4 KiB, which on the virtual machines measured costs
+more than the work that fills them. With the threshold fixed at its ceiling and the heap
+trimmed only past 1 GiB, a freed block serves the next allocation instead
+(docs/performance.md, "Eighth pass": a 50 MB mixed segment, page faults 35.5k -> 26.7k).
+
+The price: a refinery process keeps the heap of its largest segment until it exits (its peak
+memory, which the quality bar already bounds), and blocks below 32 MiB come from the heap, not
+from their own mappings. ``refinery.keep_freed_memory: false`` leaves glibc's defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+
+log = logging.getLogger(__name__)
+
+# glibc's mallopt parameters (malloc.h) and the values set
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 << 20  # glibc's ceiling (HEAP_MAX_SIZE / 2 on 64-bit): a larger one is refused
+TRIM_THRESHOLD = 1 << 30
+
+_applied: bool | None = None  # None: not asked yet in this process
+
+
+def keep_freed_memory() -> bool:
+    """Set the process's ``malloc`` to keep freed memory (once per process; later calls
+    return the first answer). False where the C library is not glibc (musl, macOS: nothing
+    to set) or glibc refused a value."""
+    global _applied
+    if _applied is None:
+        _applied = _set()
+    return _applied
+
+
+def _set() -> bool:
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)  # the C library this process already runs on
+        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        ok = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+    except (OSError, AttributeError) as exc:
+        log.debug("mallopt unavailable: %s", exc)
+        return False
+    if not ok:
+        log.debug("glibc refused a mallopt value: its defaults stay")
+    return ok
