@@ -138,6 +138,27 @@ def load8(typingctx, arr, idx):
     return types.int64(arr, idx), codegen
 
 
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Asks for the cache line of arr[idx] (a hint: never faults, any idx)."""
+
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = llvm_ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        i32 = llvm_ir.IntType(32)
+        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        # (read, keep in every cache level, data)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
 @njit(cache=True)
 def eq(buf, s, e, word):
     if e - s != len(word):
@@ -866,6 +887,10 @@ _FNV_BASIS = -3750763034362895579
 _FNV_PRIME = 1099511628211
 _MIX = -4658895280553007687  # 0xbf58476d1ce4e5b9 (splitmix64's first multiplier)
 _FIRST_SLOTS = 16  # (a power of 2) the distinct values are usually a handful
+# rows ahead whose bytes are asked for: the spans lie a line apart in a segment far bigger
+# than the caches, and a row's hash and probes wait on its bytes (measured over 420k spans
+# 237 bytes apart in 100 MB: 31-42 ms -> 10-15 ms)
+_AHEAD = 16
 
 
 @njit(cache=True)
@@ -925,6 +950,8 @@ def _span_run(buf, s, e, i, codes, first, hashes, slots, k):
     src = borrowed(buf)
     mask = len(slots) - 1
     while i < len(s) and k < len(first):
+        if i + _AHEAD < len(s):
+            prefetch(src, s[i + _AHEAD])
         a, b = s[i], e[i]
         h = _span_hash(src, a, b)
         j = h & mask
