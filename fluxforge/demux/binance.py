@@ -42,7 +42,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
@@ -59,10 +58,12 @@ from fluxforge.demux.bytescan import (
     RBRACE,
     borrowed,
     declared_keys,
+    distinct_spans,
     eq,
     flat_object,
     grow,
     has_required,
+    int_codes,
     key_at,
     key_index,
     next_item,
@@ -336,31 +337,36 @@ def fast_binance_depth(
         return ScanResult(none)
     # instrument = (venue name, channel): "depth" for diff depth (and REST snapshots), "depthN"
     # for a partial-depth stream's whole-top-N pushes (the venue's rule: PARTIAL_DEPTH_RE)
-    streams = spans(buf, msg[:, 7], msg[:, 8]).dictionary_encode()
-    s_codes = streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    partial = [binance.PARTIAL_DEPTH_RE.fullmatch(x) for x in streams.dictionary.to_pylist()]
+    s_codes, streams = distinct_spans(buf, msg[:, 7], msg[:, 8])
+    partial = [binance.PARTIAL_DEPTH_RE.fullmatch(x) for x in streams.to_pylist()]
     s_depth = np.array([int(m.group(2)) if m else 0 for m in partial] + [0], np.int64)
-    s_name = pa.array([m.group(1).upper() if m else "" for m in partial], pa.string())
-    s_channel = pa.array(
-        [f"depth{m.group(2)}" if m else binance.DEPTH_CHANNEL for m in partial], pa.string()
-    )
+    s_name = [m.group(1).upper() if m else "" for m in partial]
+    s_channel = [f"depth{m.group(2)}" if m else binance.DEPTH_CHANNEL for m in partial]
     form = msg[:, _M_FORM]
     # a snapshot object belongs only to a partial-depth stream (elsewhere the normalizer
     # refuses it); its venue name is the stream's, a depthUpdate's is its "s"
     msg_ok = (form == 0) | (s_depth[s_codes] > 0)
     msg_ok &= (form != 0) | binance.ids_in_order(msg[:, 4], msg[:, 5])
-    take = pa.array(s_codes, pa.int64())
-    raw = pc.if_else(pa.array(form == 0), spans(buf, msg[:, 9], msg[:, 10]), s_name.take(take))
-    key = pc.binary_join_element_wise(raw, s_channel.take(take), "\x00").dictionary_encode()
-    codes = key.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    labels = [text.split("\x00") for text in key.dictionary.to_pylist()]
+    # a row's venue name: its "s" for a depthUpdate, its stream's for a snapshot object; the
+    # instruments are numbered as the (name, channel) pairs first appear
+    r_codes, r_texts = distinct_spans(buf, msg[:, 9], msg[:, 10])
+    names: dict[str, int] = {}
+    r_name = np.array([names.setdefault(x, len(names)) for x in r_texts.to_pylist()], np.int64)
+    s_named = np.array([names.setdefault(x, len(names)) for x in s_name], np.int64)
+    channels: dict[str, int] = {}
+    s_chan = np.array([channels.setdefault(x, len(channels)) for x in s_channel], np.int64)
+    name = np.where(form == 0, r_name[r_codes], s_named[s_codes])
+    chan = s_chan[s_codes]
+    codes, first = int_codes(name * len(channels) + chan)
+    name_text, chan_text = list(names), list(channels)
+    labels = [[name_text[name[j]], chan_text[chan[j]]] for j in first]
     is_rest = np.zeros(len(msg), dtype=bool)
     if len(rest_msg):
         # REST depth snapshots join the updates of their instrument, in line order
         code_of = {(r, ch): c for c, (r, ch) in enumerate(labels)}
-        urls = spans(buf, rest_msg[:, 7], rest_msg[:, 8]).dictionary_encode()
+        url_codes, urls = distinct_spans(buf, rest_msg[:, 7], rest_msg[:, 8])
         url_code = []
-        for url in urls.dictionary.to_pylist():
+        for url in urls.to_pylist():
             rest_raw = _rest_raw_symbol(url)
             if rest_raw is None:
                 url_code.append(-1)
@@ -370,9 +376,7 @@ def fast_binance_depth(
                 code_of[label] = len(labels)
                 labels.append(list(label))
             url_code.append(code_of[label])
-        rest_codes = np.array(url_code, dtype=np.int64)[
-            urls.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        ]
+        rest_codes = np.array(url_code, dtype=np.int64)[url_codes]
         ok[rest_msg[:, 0]] = True
         n_depth = len(msg)
         msg = np.concatenate((msg, rest_msg))
@@ -489,32 +493,28 @@ def _scan_events(fr, buf, todo, shape, id_bits, layout):
 def _not_partial_depth(buf: np.ndarray, stream: np.ndarray) -> np.ndarray:
     """Rows whose stream (n x 2 spans; none for a bare frame) is not a partial-depth stream:
     that name makes a line a top-N book snapshot, for the depth path only."""
-    streams = spans(buf, stream[:, 0], stream[:, 1]).dictionary_encode()
+    codes, streams = distinct_spans(buf, stream[:, 0], stream[:, 1])
     stream_ok = np.array(
-        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.dictionary.to_pylist()],
-        dtype=bool,
+        [binance.PARTIAL_DEPTH_RE.fullmatch(x) is None for x in streams.to_pylist()], dtype=bool
     )
-    return stream_ok[streams.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    return stream_ok[codes]
 
 
 def _streams_symbols(
     buf: np.ndarray, stream: np.ndarray, raw: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, list[str | None], pa.DictionaryArray]:
+) -> tuple[np.ndarray, np.ndarray, list[str | None], pa.Array]:
     """Rows given by their stream and venue-symbol spans (n x 2: start, end) -> (rows the
     normalizer takes as this event: stream not a partial-depth one and a symbol it accepts,
-    venue-symbol code of each row, symbol of each code or None, venue symbols encoded)."""
+    venue-symbol code of each row, symbol of each code or None, venue symbol of each code)."""
     keep = _not_partial_depth(buf, stream)
-    sym_arr = spans(buf, raw[:, 0], raw[:, 1]).dictionary_encode()
-    codes = sym_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    symbols = checked_symbols(
-        sym_arr.dictionary.to_pylist(), binance.symbol_of, (NormalizeError, TypeError)
-    )
+    codes, raws = distinct_spans(buf, raw[:, 0], raw[:, 1])
+    symbols = checked_symbols(raws.to_pylist(), binance.symbol_of, (NormalizeError, TypeError))
     keep &= np.array([s is not None for s in symbols], dtype=bool)[codes]
-    return keep, codes, symbols, sym_arr
+    return keep, codes, symbols, raws
 
 
-# info rows, venue-symbol code per row, symbols, venue symbols encoded, lines taken
-_Taken = tuple[np.ndarray, np.ndarray, list[str | None], pa.DictionaryArray, np.ndarray]
+# info rows, venue-symbol code per row, symbols, venue symbol of each code, lines taken
+_Taken = tuple[np.ndarray, np.ndarray, list[str | None], pa.Array, np.ndarray]
 
 
 def _taken_events(
@@ -523,7 +523,7 @@ def _taken_events(
 ) -> _Taken | None:  # fmt: skip
     """The `todo` events of `exchange` read by one declaration (``_scan_events``) that the
     normalizer surely takes as that event -> (info rows, venue-symbol code per row, symbols,
-    venue symbols encoded, mask of the lines taken), or None when there is none."""
+    venue symbol of each code, mask of the lines taken), or None when there is none."""
     if len(starts) == 0 or not todo.any():
         return None
     if frames is None:
@@ -532,7 +532,7 @@ def _taken_events(
     if not len(info):
         return None
     c_line, c_stream = layout[1], layout[4]
-    keep, codes, symbols, sym_arr = _streams_symbols(
+    keep, codes, symbols, raws = _streams_symbols(
         buf, info[:, c_stream : c_stream + 2], info[:, sym_col : sym_col + 2]
     )
     if not keep.all():  # a line of several events: all of them, or the per-line path
@@ -542,7 +542,7 @@ def _taken_events(
     info, codes = info[keep], codes[keep]
     taken = np.zeros(len(starts), dtype=bool)
     taken[info[:, c_line]] = True
-    return info, codes, symbols, sym_arr, taken
+    return info, codes, symbols, raws, taken
 
 
 @dataclass
@@ -619,14 +619,14 @@ def fast_book_tickers(
     )  # fmt: skip
     if got is None:
         return None, np.zeros(len(starts), dtype=bool)
-    info, codes, symbols, sym_arr, taken = got
+    info, codes, symbols, raws, taken = got
     rows = info[:, _TICKER_LAYOUT[1]].copy()
     take = pa.array(codes, pa.int64())
     return FastTickers(
         exchange=exchange,
         line=rows.astype(np.int64),
         symbol=pa.array(symbols, pa.string()).take(take),
-        venue_symbol=sym_arr.dictionary.take(take),
+        venue_symbol=raws.take(take),
         update_id=info[:, 0].copy(),
         bid_px=spans(buf, info[:, 4], info[:, 5]),
         bid_sz=spans(buf, info[:, 6], info[:, 7]),
@@ -710,7 +710,7 @@ def fast_trades_of(
     )  # fmt: skip
     if got is None:
         return None, np.zeros(len(starts), dtype=bool)
-    info, codes, symbols, sym_arr, taken = got
+    info, codes, symbols, raws, taken = got
     rows = info[:, _TRADE_LAYOUT[1]].copy()
     take = pa.array(codes, pa.int64())
     m = len(rows)
@@ -723,7 +723,7 @@ def fast_trades_of(
             "symbol": pa.array(symbols, pa.string()).take(take),
             "ts_event": pa.array(info[:, 4], pa.int64()),
             "ts_recv": pa.array(info[:, 15], pa.int64()),
-            "venue_symbol": sym_arr.dictionary.take(take),
+            "venue_symbol": raws.take(take),
             "trade_id": spans(buf, id_s, id_e),
             "price": spans(buf, info[:, 7], info[:, 8]),
             "size": spans(buf, info[:, 9], info[:, 10]),
@@ -763,7 +763,7 @@ def fast_tickers_24h(
     )  # fmt: skip
     if got is None:
         return None, np.zeros(len(starts), dtype=bool)
-    info, codes, symbols, sym_arr, taken = got
+    info, codes, symbols, raws, taken = got
     take = pa.array(codes, pa.int64())
     c = _T24_COLUMNS
     table = pa.table(
@@ -772,7 +772,7 @@ def fast_tickers_24h(
             "symbol": pa.array(symbols, pa.string()).take(take),
             "ts_event": pa.array(info[:, c["ts_event"]], pa.int64()),
             "ts_recv": pa.array(info[:, _T24_LAYOUT[2]], pa.int64()),
-            "venue_symbol": sym_arr.dictionary.take(take),
+            "venue_symbol": raws.take(take),
             **{
                 name: opt_spans(buf, info[:, c[name]], info[:, c[name] + 1])
                 for name in ("bid_px", "bid_sz", "ask_px", "ask_sz", "last")

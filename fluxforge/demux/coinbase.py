@@ -35,12 +35,12 @@ from fluxforge.demux.bytescan import (
     RBRACKET,
     add_level,
     borrowed,
+    distinct_spans,
     eq,
     flat_object,
     grow,
     key_at,
     next_item,
-    spans,
     str_end,
     ws,
 )
@@ -63,8 +63,7 @@ from fluxforge.demux.rows import (
     ROW_LAYOUT,
     payload_rows,
     quotes_table,
-    symbols_of,
-    text,
+    text_symbols,
     trades_table,
 )
 from fluxforge.events import NormalizeError
@@ -283,10 +282,9 @@ def fast_coinbase_books(
     if not ok.any():
         return ScanResult(none)
     msg_line = msg[:, 0]
-    pid = spans(buf, msg[:, _M_SYM], msg[:, _M_SYM + 1]).dictionary_encode()
-    raws = pid.dictionary.to_pylist()
+    codes, pids = distinct_spans(buf, msg[:, _M_SYM], msg[:, _M_SYM + 1])
+    raws = pids.to_pylist()
     symbols = checked_symbols(raws, coinbase.symbol_of, (NormalizeError, TypeError))
-    codes = pid.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     msg_ok = np.array([s is not None for s in symbols] + [False], dtype=bool)[codes]
     # one instrument = one raw product name (one batch carries one venue symbol)
     msg_ok = one_code_per_symbol(codes, msg_ok, symbols)
@@ -346,7 +344,7 @@ def fast_coinbase_rows(
         if not len(rows):
             continue
         _event_times(rows)
-        good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), coinbase.symbol_of)
+        good, codes, symbols, raws = text_symbols(buf, rows, R_SYM, coinbase.symbol_of)
         rows, codes = rows[good], codes[good]
         if not len(rows):
             continue
@@ -456,7 +454,7 @@ def fast_coinbase_at_rows(
     )  # fmt: skip
     if not len(rows):
         return out
-    good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), coinbase.symbol_of)
+    good, codes, symbols, raws = text_symbols(buf, rows, R_SYM, coinbase.symbol_of)
     line = rows[:, R_LINE]
     out.taken[line] = True
     out.taken[line[~good]] = False  # a line is taken whole or not at all

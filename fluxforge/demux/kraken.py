@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
@@ -44,17 +43,18 @@ from fluxforge.demux.bytescan import (
     RBRACE,
     RBRACKET,
     borrowed,
+    distinct_spans,
     eq,
     eq_word,
     flat_object,
     grow,
+    int_codes,
     key_at,
     lit,
     next_item,
     next_key,
     read_int,
     scalar_end,
-    spans,
     str_end,
     ws,
 )
@@ -79,8 +79,7 @@ from fluxforge.demux.rows import (
     R_TYPE,
     ROW_LAYOUT,
     quotes_table,
-    symbols_of,
-    text,
+    text_symbols,
     trades_table,
 )
 from fluxforge.events import CHECKSUM_KRAKEN, NormalizeError
@@ -306,12 +305,13 @@ def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> Sca
     if not ok.any():
         return ScanResult(none)
     msg_line = msg[:, 0]
-    # instrument = one (pair, channel): one batch carries one venue symbol and one channel
-    pair = spans(buf, msg[:, 5], msg[:, 6])
-    chan = spans(buf, msg[:, 7], msg[:, 8])
-    key = pc.binary_join_element_wise(pair, chan, "\x00").dictionary_encode()
-    codes = key.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    labels = [text.split("\x00", 1) for text in key.dictionary.to_pylist()]
+    # instrument = one (pair, channel): one batch carries one venue symbol and one channel;
+    # numbered as the pairs first appear
+    pair, pairs = distinct_spans(buf, msg[:, 5], msg[:, 6])
+    chan, chans = distinct_spans(buf, msg[:, 7], msg[:, 8])
+    codes, first = int_codes(pair * len(chans) + chan)
+    pair_text, chan_text = pairs.to_pylist(), chans.to_pylist()
+    labels = [[pair_text[pair[j]], chan_text[chan[j]]] for j in first]
     symbols = checked_symbols(
         [raw for raw, _ in labels], kraken.symbol_of, (NormalizeError, TypeError)
     )
@@ -653,7 +653,7 @@ def fast_kraken_rows(
     else:
         trades = np.empty((0, R_COLS), np.int64)
     if len(trades):
-        good, codes, symbols, raws = symbols_of(text(buf, trades, R_AUX), kraken.symbol_of)
+        good, codes, symbols, raws = text_symbols(buf, trades, R_AUX, kraken.symbol_of)
         _take_rows(trades, good, out)
         keep = out.taken[trades[:, R_LINE]]
         trades, codes = trades[keep], codes[keep]
@@ -666,7 +666,7 @@ def fast_kraken_rows(
     else:
         tickers = np.empty((0, R_COLS), np.int64)
     if len(tickers):
-        good, codes, symbols, raws = symbols_of(text(buf, tickers, R_AUX), kraken.symbol_of)
+        good, codes, symbols, raws = text_symbols(buf, tickers, R_AUX, kraken.symbol_of)
         tickers, codes = tickers[good], codes[good]
         out.taken[tickers[:, R_LINE]] = True
         take = pa.array(codes, pa.int64())
@@ -680,7 +680,7 @@ def fast_kraken_rows(
     out.control |= control
     if not len(rows):
         return out
-    good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), kraken.symbol_of)
+    good, codes, symbols, raws = text_symbols(buf, rows, R_SYM, kraken.symbol_of)
     kind = rows[:, R_KIND]
     is_book = kind == _V2_BOOK
     # the kernel's rule: an unsigned 32-bit checksum (the per-line path gives the reason)

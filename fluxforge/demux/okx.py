@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit
 
 from fluxforge.demux.bytescan import (
@@ -34,15 +33,16 @@ from fluxforge.demux.bytescan import (
     LBRACE,
     LBRACKET,
     borrowed,
+    distinct_spans,
     eq,
     eq_word,
     flat_object,
     grow,
+    int_codes,
     key_at,
     next_item,
     next_key,
     read_int,
-    spans,
     str_end,
     ws,
 )
@@ -63,9 +63,10 @@ from fluxforge.demux.rows import (
     R_SYM,
     R_TS,
     ROW_LAYOUT,
+    coded_symbols,
     quotes_table,
-    symbols_of,
-    text,
+    text_codes,
+    text_symbols,
     trades_table,
 )
 from fluxforge.events import CHECKSUM_OKX, NormalizeError
@@ -351,19 +352,25 @@ def _rows(
     is_okx = exchange == "okx"
     line = rows[:, R_LINE]
     if is_okx:  # the item's instId
-        good, codes, symbols, raws = symbols_of(text(buf, rows, R_SYM), okx.symbol_of)
-    else:  # the push's instId and instType
-        inst = text(buf, info[line], 2)
+        good, codes, symbols, raws = text_symbols(buf, rows, R_SYM, okx.symbol_of)
+    else:  # the push's instId and instType, numbered as the pairs first appear
+        push = info[line]
+        inst, insts = text_codes(buf, push, 2)
+        ty, tys = text_codes(buf, push, 4)
+        has_type = push[:, 4] >= 0
+        ty = np.where(has_type, ty, len(tys))  # (absent: a code of its own)
+        codes, first = int_codes(inst * (len(tys) + 1) + ty)
+        inst_text, ty_text = insts.to_pylist(), tys.to_pylist()
+        raw_text = [inst_text[inst[j]] for j in first]
         # instId NUL instType; no NUL when the push has no instType (an empty one differs)
-        ty = pc.if_else(
-            pa.array(info[line, 4] >= 0),
-            pc.binary_join_element_wise("\x00", text(buf, info[line], 4), ""),
-            "",
+        labels = [
+            raw + ("\x00" + ty_text[ty[j]] if has_type[j] else "")
+            for raw, j in zip(raw_text, first, strict=True)
+        ]
+        good, codes, symbols, _labels = coded_symbols(
+            codes, pa.array(labels, pa.string()), _bitget_symbol
         )
-        good, codes, symbols, labels = symbols_of(
-            pc.binary_join_element_wise(inst, ty, ""), _bitget_symbol
-        )
-        raws = pa.array([label.split("\x00")[0] for label in labels.to_pylist()], pa.string())
+        raws = pa.array(raw_text, pa.string())
     taken = np.zeros(len(out.taken), dtype=bool)
     taken[line] = True
     taken[line[~good]] = False  # a line is taken whole or not at all
@@ -414,17 +421,24 @@ def _books(
         return ScanResult(none)
     channels = okx.BOOK_CHANNELS if is_okx else bitget.BOOK_DEPTH
     lines = np.unique(msg[:, _M_LINE])
-    # label of a line: channel NUL instId NUL instType (absent instType: no third part)
-    ch = spans(buf, info[lines, 0], info[lines, 1])
-    inst = spans(buf, info[lines, 2], info[lines, 3])
+    # label of a line: [channel, instId, instType] (absent instType: no third part), numbered
+    # as the labels first appear
+    ch, chs = distinct_spans(buf, info[lines, 0], info[lines, 1])
+    inst, insts = distinct_spans(buf, info[lines, 2], info[lines, 3])
     has_type = info[lines, 4] >= 0
-    ty = spans(buf, np.where(has_type, info[lines, 4], 0), np.where(has_type, info[lines, 5], 0))
-    ty = pc.if_else(pa.array(has_type), pc.binary_join_element_wise("\x00", ty, ""), "")
-    key = pc.binary_join_element_wise(ch, inst, "\x00")
-    key = pc.binary_join_element_wise(key, ty, "").dictionary_encode()
+    ty, tys = distinct_spans(
+        buf, np.where(has_type, info[lines, 4], 0), np.where(has_type, info[lines, 5], 0)
+    )
+    ty = np.where(has_type, ty, len(tys))  # (absent: a code of its own)
+    pair, _first = int_codes(ch * len(insts) + inst)
+    codes, first = int_codes(pair * (len(tys) + 1) + ty)
     codes_line = np.full(n, -1, np.int64)
-    codes_line[lines] = key.indices.to_numpy(zero_copy_only=False)
-    labels = [label.split("\x00") for label in key.dictionary.to_pylist()]
+    codes_line[lines] = codes
+    ch_text, inst_text, ty_text = chs.to_pylist(), insts.to_pylist(), tys.to_pylist()
+    labels = [
+        [ch_text[ch[j]], inst_text[inst[j]]] + ([ty_text[ty[j]]] if has_type[j] else [])
+        for j in first
+    ]
 
     def symbol_of(parts: list[str]) -> str | None:
         if parts[0] not in channels:

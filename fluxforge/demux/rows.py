@@ -24,6 +24,7 @@ from fluxforge.demux.bytescan import (
     KIND_MSG,
     LBRACE,
     RBRACE,
+    distinct_spans,
     flat_object,
     grow,
     opt_spans,
@@ -94,16 +95,29 @@ def text(buf: np.ndarray, rows: np.ndarray, col: int) -> pa.Array:
     return spans(buf, np.where(has, s, 0), np.where(has, e, 0))
 
 
-def symbols_of(
-    labels: pa.Array, symbol_of: Callable[[str], str]
+def text_symbols(
+    buf: np.ndarray, rows: np.ndarray, col: int, symbol_of: Callable[[str], str]
 ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array]:
-    """Per row label (venue symbol, or whatever ``symbol_of`` reads): (whether the venue's
-    rule accepts it, its code, symbols by code, labels by code)."""
-    enc = labels.dictionary_encode()
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    symbols = checked_symbols(enc.dictionary.to_pylist(), symbol_of, (NormalizeError, TypeError))
+    """``coded_symbols`` of a text column (``text``), coded without each row's text."""
+    return coded_symbols(*text_codes(buf, rows, col), symbol_of)
+
+
+def text_codes(buf: np.ndarray, rows: np.ndarray, col: int) -> tuple[np.ndarray, pa.Array]:
+    """``text(buf, rows, col)`` dictionary-encoded: (code of each row, texts by code)."""
+    s, e = rows[:, col], rows[:, col + 1]
+    has = s >= 0
+    return distinct_spans(buf, np.where(has, s, 0), np.where(has, e, 0))
+
+
+def coded_symbols(
+    codes: np.ndarray, labels: pa.Array, symbol_of: Callable[[str], str]
+) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array]:
+    """Per row label (venue symbol, or whatever ``symbol_of`` reads) given as a code (order of
+    first appearance) and the labels by code: (whether the venue's rule accepts it, its code,
+    symbols by code, labels by code)."""
+    symbols = checked_symbols(labels.to_pylist(), symbol_of, (NormalizeError, TypeError))
     good = np.array([s is not None for s in symbols] + [False], dtype=bool)[codes]
-    return good, codes, pa.array(symbols, pa.string()), enc.dictionary
+    return good, codes, pa.array(symbols, pa.string()), labels
 
 
 def trades_table(
