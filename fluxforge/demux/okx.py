@@ -426,9 +426,7 @@ def _books(
     ch, chs = distinct_spans(buf, info[lines, 0], info[lines, 1])
     inst, insts = distinct_spans(buf, info[lines, 2], info[lines, 3])
     has_type = info[lines, 4] >= 0
-    ty, tys = distinct_spans(
-        buf, np.where(has_type, info[lines, 4], 0), np.where(has_type, info[lines, 5], 0)
-    )
+    ty, tys = text_codes(buf, info[lines], 4)
     ty = np.where(has_type, ty, len(tys))  # (absent: a code of its own)
     pair, _first = int_codes(ch * len(insts) + inst)
     codes, first = int_codes(pair * (len(tys) + 1) + ty)

@@ -88,11 +88,16 @@ def payload_rows(buf, ends, todo, env, shape, row_kind):
     return rows[:n_rows]
 
 
-def text(buf: np.ndarray, rows: np.ndarray, col: int) -> pa.Array:
-    """A text column of the rows, "" where absent."""
+def _text_spans(rows: np.ndarray, col: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of a text column of the rows, an absent text (start -1) as "" at 0."""
     s, e = rows[:, col], rows[:, col + 1]
     has = s >= 0
-    return spans(buf, np.where(has, s, 0), np.where(has, e, 0))
+    return np.where(has, s, 0), np.where(has, e, 0)
+
+
+def text(buf: np.ndarray, rows: np.ndarray, col: int) -> pa.Array:
+    """A text column of the rows, "" where absent."""
+    return spans(buf, *_text_spans(rows, col))
 
 
 def text_symbols(
@@ -104,9 +109,7 @@ def text_symbols(
 
 def text_codes(buf: np.ndarray, rows: np.ndarray, col: int) -> tuple[np.ndarray, pa.Array]:
     """``text(buf, rows, col)`` dictionary-encoded: (code of each row, texts by code)."""
-    s, e = rows[:, col], rows[:, col + 1]
-    has = s >= 0
-    return distinct_spans(buf, np.where(has, s, 0), np.where(has, e, 0))
+    return distinct_spans(buf, *_text_spans(rows, col))
 
 
 def coded_symbols(
