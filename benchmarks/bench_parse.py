@@ -32,6 +32,10 @@ per-core figure that stays meaningful when the machine is shared. Each side's fi
 of --repeat runs, the sides taking turns (FluxForge, envelope loop, DuckDB, FluxForge, ...), so
 a slow phase of a shared machine does not fall on one side only. ``--mem`` instead runs the
 FluxForge side once and prints the process's peak RSS (run it alone for a clean figure).
+
+The process keeps the memory a run frees for the next run's arrays, as a refinery process does
+(``fluxforge.heap.keep_freed_memory``, config ``refinery.keep_freed_memory``, on by default);
+``--glibc-defaults`` measures with glibc's own malloc settings instead.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from fluxforge.captures import exchange_from_filename, merge_captures  # noqa: E402
 from fluxforge.demux import cast_prices, demux_segment, gc_paused, split_by_partition  # noqa: E402
+from fluxforge.heap import keep_freed_memory  # noqa: E402
 from fluxforge.segments import encode_envelope, frame_payload  # noqa: E402
 from tests.fixtures import doc_shapes  # noqa: E402
 
@@ -226,9 +231,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--shape", choices=(*SHAPES, *DOC_SHAPES, *EACH, "all"), default="mix")
     ap.add_argument("--mem", action="store_true", help="peak RSS of one FluxForge run only")
+    ap.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's malloc settings (the refinery keeps freed memory by default)",
+    )
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error(f"--repeat must be at least 1, not {args.repeat}")
+    if not args.glibc_defaults:
+        keep_freed_memory()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     if args.shape in EACH:

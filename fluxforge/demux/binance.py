@@ -88,10 +88,12 @@ from fluxforge.events import NormalizeError, TopOfBook
 from fluxforge.venues import binance
 from fluxforge.venues.binance import FUTURES, event_time
 
-# msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (0 a
-# depthUpdate object, 1 a snapshot object {lastUpdateId, bids, asks})
+# msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (a
+# depthUpdate object, a partial-depth snapshot object {lastUpdateId, bids, asks}, or a REST
+# depth snapshot: the url span instead of the stream)
 _M_FORM = 11
 _M_COLS = 12
+_FORM_UPDATE, _FORM_PARTIAL, _FORM_REST = range(3)
 
 
 # frame columns: ts, seq, stream start/end (-1: a bare frame), event object (or array of event
@@ -220,7 +222,13 @@ _SNAPSHOT = binance.SNAPSHOT.args_for(_DEPTH_LAYOUT)
 
 
 @njit(cache=True)
-def _scan(fr, buf, todo, shape, snap_shape, capacity):
+def _scan(fr, buf, ends, todo, env, shape, snap_shape, capacity):
+    """The `todo` depth lines of one exchange, in line order, in one pass: depthUpdate (and
+    partial-depth snapshot) objects of the frames `fr` (``_frames``) by the declaration
+    `shape` (`snap_shape`), and REST depth snapshots (``binance.SNAPSHOT``, url and payload
+    from the envelope rows `env`) -> (lines taken, msg rows, their levels). A REST row has
+    form ``_FORM_REST`` and the url span in columns 7/8 instead of the stream (9/10 unused);
+    the rows and the levels come out in line order, so no merge by line follows."""
     # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
     buf, shape, snap_shape = borrowed(buf), borrowed(shape), borrowed(snap_shape)
     n = len(fr)
@@ -231,74 +239,50 @@ def _scan(fr, buf, todo, shape, snap_shape, capacity):
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
-        if not todo[i] or fr[i, _F_D0] < 0 or buf[fr[i, _F_D0]] != LBRACE:
-            continue  # (no venue sends depth events in an array)
+        if not todo[i]:
+            continue
         mark = n_lv
         out[:] = -1  # (no "E": binance.event_time below)
-        out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
-        end = fr[i, _F_D1]
-        out[_M_FORM] = 0
-        p, _seen, lv, n_lv = flat_object(buf, fr[i, _F_D0], end, shape, out, n_msg, lv, n_lv)
-        if p != end and fr[i, _F_S0] >= 0:  # a spot partial-depth push (combined stream)
-            n_lv = mark
-            out[:] = -1
+        if env[i, ENV_KIND] == KIND_REST:
+            end = ends[i]
+            p, url = env[i, ENV_AT], env[i, ENV_URL]
+            if p >= end or buf[p] != LBRACE:
+                continue
+            p, _seen, lv, n_lv = flat_object(buf, p, end, snap_shape, out, n_msg, lv, n_lv)
+            if p >= 0:
+                p = ws(buf, p, end)
+            if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
+                n_lv = mark
+                continue
+            out[7], out[8] = url + 1, str_end(buf, url, end)
+            out[_M_FORM] = _FORM_REST
+        else:
+            if fr[i, _F_D0] < 0 or buf[fr[i, _F_D0]] != LBRACE:
+                continue  # (no venue sends depth events in an array)
             out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
-            out[_M_FORM] = 1
-            p, _seen, lv, n_lv = flat_object(
-                buf, fr[i, _F_D0], end, snap_shape, out, n_msg, lv, n_lv
-            )
-        if p != end:
-            n_lv = mark
-            continue
-        msg = grow(msg, n_msg)
-        msg[n_msg, 0] = i
-        msg[n_msg, 1] = fr[i, _F_TS]
-        msg[n_msg, 2] = fr[i, _F_SEQ]
-        msg[n_msg, 3:] = out[3:]
-        msg[n_msg, 3] = event_time(out[3], fr[i, _F_TS])
-        n_msg += 1
-        ok[i] = True
-    return ok, msg[:n_msg], lv[:n_lv]
-
-
-@njit(cache=True)
-def _scan_rest(buf, ends, todo, env, shape, capacity):
-    """The `todo` REST depth snapshots (``binance.SNAPSHOT``) of one exchange (url and payload
-    from the envelope rows `env`): msg rows in the layout of ``_scan`` (first/prev -1, columns
-    7/8 the url span instead of the stream, 9/10 unused) and their levels."""
-    n = len(ends)
-    msg = np.empty((16, _M_COLS), np.int64)
-    n_msg = 0
-    lv = np.empty((capacity, 6), np.int64)
-    n_lv = 0
-    out = np.zeros(_M_COLS, np.int64)
-    for i in range(n):
-        if not todo[i] or env[i, ENV_KIND] != KIND_REST:
-            continue
-        end = ends[i]
-        p, ts, seq, url = env[i, ENV_AT], env[i, ENV_TS], env[i, ENV_SEQ], env[i, ENV_URL]
-        url_s, url_e = url + 1, str_end(buf, url, end)
-        if p >= end or buf[p] != LBRACE:
-            continue
-        mark = n_lv
-        out[:] = -1
-        p, _seen, lv, n_lv = flat_object(buf, p, end, shape, out, n_msg, lv, n_lv)
-        if p >= 0:
-            p = ws(buf, p, end)
-        if p < 0 or p >= end or buf[p] != RBRACE or p + 1 != end:
-            n_lv = mark
-            continue
+            end = fr[i, _F_D1]
+            out[_M_FORM] = _FORM_UPDATE
+            p, _seen, lv, n_lv = flat_object(buf, fr[i, _F_D0], end, shape, out, n_msg, lv, n_lv)
+            if p != end and fr[i, _F_S0] >= 0:  # a spot partial-depth push (combined stream)
+                n_lv = mark
+                out[:] = -1
+                out[7], out[8] = fr[i, _F_S0], fr[i, _F_S1]
+                out[_M_FORM] = _FORM_PARTIAL
+                p, _seen, lv, n_lv = flat_object(
+                    buf, fr[i, _F_D0], end, snap_shape, out, n_msg, lv, n_lv
+                )
+            if p != end:
+                n_lv = mark
+                continue
         msg = grow(msg, n_msg)
         msg[n_msg, :] = out
         msg[n_msg, 0] = i
-        msg[n_msg, 1] = ts
-        msg[n_msg, 2] = seq
-        msg[n_msg, 7] = url_s
-        msg[n_msg, 8] = url_e
-        msg[n_msg, _M_FORM] = 1
-        msg[n_msg, 3] = event_time(out[3], ts)
+        msg[n_msg, 1] = env[i, ENV_TS]
+        msg[n_msg, 2] = env[i, ENV_SEQ]
+        msg[n_msg, 3] = event_time(out[3], env[i, ENV_TS])
         n_msg += 1
-    return msg[:n_msg], lv[:n_lv]
+        ok[i] = True
+    return ok, msg[:n_msg], lv[:n_lv]
 
 
 def _rest_raw_symbol(url: str) -> str | None:
@@ -331,40 +315,47 @@ def fast_binance_depth(
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo, env)
     update = binance.DEPTH_UPDATE[exchange in FUTURES].args_for(_DEPTH_LAYOUT)
-    ok, msg, lv = _scan(frames, buf, todo, update, _SNAPSHOT, capacity)
-    rest_msg, rest_lv = _scan_rest(buf, ends, todo, env, _SNAPSHOT, capacity)
-    if not ok.any() and not len(rest_msg):
+    ok, msg, lv = _scan(frames, buf, ends, todo, env, update, _SNAPSHOT, capacity)
+    if not len(msg):
         return ScanResult(none)
+    form = msg[:, _M_FORM]
+    is_rest = form == _FORM_REST
+    live = np.flatnonzero(~is_rest)  # the websocket rows
+    m = msg[live]
     # instrument = (venue name, channel): "depth" for diff depth (and REST snapshots), "depthN"
     # for a partial-depth stream's whole-top-N pushes (the venue's rule: PARTIAL_DEPTH_RE)
-    s_codes, streams = distinct_spans(buf, msg[:, 7], msg[:, 8])
+    s_codes, streams = distinct_spans(buf, m[:, 7], m[:, 8])
     partial = [binance.PARTIAL_DEPTH_RE.fullmatch(x) for x in streams.to_pylist()]
     s_depth = np.array([int(m.group(2)) if m else 0 for m in partial] + [0], np.int64)
     s_name = [m.group(1).upper() if m else "" for m in partial]
     s_channel = [f"depth{m.group(2)}" if m else binance.DEPTH_CHANNEL for m in partial]
-    form = msg[:, _M_FORM]
+    m_form = form[live]
     # a snapshot object belongs only to a partial-depth stream (elsewhere the normalizer
     # refuses it); its venue name is the stream's, a depthUpdate's is its "s"
-    msg_ok = (form == 0) | (s_depth[s_codes] > 0)
-    msg_ok &= (form != 0) | binance.ids_in_order(msg[:, 4], msg[:, 5])
+    live_ok = (m_form == _FORM_UPDATE) | (s_depth[s_codes] > 0)
+    live_ok &= (m_form != _FORM_UPDATE) | binance.ids_in_order(m[:, 4], m[:, 5])
     # a row's venue name: its "s" for a depthUpdate, its stream's for a snapshot object; the
     # instruments are numbered as the (name, channel) pairs first appear
-    r_codes, r_texts = distinct_spans(buf, msg[:, 9], msg[:, 10])
+    r_codes, r_texts = distinct_spans(buf, m[:, 9], m[:, 10])
     names: dict[str, int] = {}
     r_name = np.array([names.setdefault(x, len(names)) for x in r_texts.to_pylist()], np.int64)
     s_named = np.array([names.setdefault(x, len(names)) for x in s_name], np.int64)
     channels: dict[str, int] = {}
     s_chan = np.array([channels.setdefault(x, len(channels)) for x in s_channel], np.int64)
-    name = np.where(form == 0, r_name[r_codes], s_named[s_codes])
+    name = np.where(m_form == _FORM_UPDATE, r_name[r_codes], s_named[s_codes])
     chan = s_chan[s_codes]
-    codes, first = int_codes(name * len(channels) + chan)
+    live_codes, first = int_codes(name * len(channels) + chan)
     name_text, chan_text = list(names), list(channels)
     labels = [[name_text[name[j]], chan_text[chan[j]]] for j in first]
-    is_rest = np.zeros(len(msg), dtype=bool)
-    if len(rest_msg):
-        # REST depth snapshots join the updates of their instrument, in line order
+    codes = np.zeros(len(msg), np.int64)
+    msg_ok = np.zeros(len(msg), dtype=bool)
+    codes[live], msg_ok[live] = live_codes, live_ok
+    if is_rest.any():
+        # REST depth snapshots join the updates of their instrument (the rows are in line
+        # order already)
+        rest = np.flatnonzero(is_rest)
         code_of = {(r, ch): c for c, (r, ch) in enumerate(labels)}
-        url_codes, urls = distinct_spans(buf, rest_msg[:, 7], rest_msg[:, 8])
+        url_codes, urls = distinct_spans(buf, msg[rest, 7], msg[rest, 8])
         url_code = []
         for url in urls.to_pylist():
             rest_raw = _rest_raw_symbol(url)
@@ -377,20 +368,7 @@ def fast_binance_depth(
                 labels.append(list(label))
             url_code.append(code_of[label])
         rest_codes = np.array(url_code, dtype=np.int64)[url_codes]
-        ok[rest_msg[:, 0]] = True
-        n_depth = len(msg)
-        msg = np.concatenate((msg, rest_msg))
-        codes = np.concatenate((codes, np.maximum(rest_codes, 0)))
-        msg_ok = np.concatenate((msg_ok, rest_codes >= 0))
-        is_rest = np.concatenate((is_rest, np.ones(len(rest_msg), dtype=bool)))
-        rest_lv = rest_lv.copy()
-        rest_lv[:, 0] += n_depth
-        lv = np.concatenate((lv, rest_lv))
-        perm = np.argsort(msg[:, 0], kind="stable")
-        inverse = np.empty_like(perm)
-        inverse[perm] = np.arange(len(perm))
-        msg, codes, msg_ok, is_rest = msg[perm], codes[perm], msg_ok[perm], is_rest[perm]
-        lv[:, 0] = inverse[lv[:, 0]]
+        codes[rest], msg_ok[rest] = np.maximum(rest_codes, 0), rest_codes >= 0
     msg_line = msg[:, 0]
     symbols = checked_symbols(
         [r for r, _ch in labels], binance.symbol_of, (NormalizeError, TypeError)
