@@ -151,10 +151,18 @@ def times_pow10(l0, l1, l2, l3, e):
     return l0, l1, l2, l3
 
 
+# w * 10**k fits int64 when w <= _FITS_INT64[k] (k = 0..18): then one multiply gives the words
+_POW10_18 = np.array([10**k for k in range(19)], dtype=np.int64)
+_FITS_INT64 = np.array([(2**63 - 1) // 10**k for k in range(19)], dtype=np.int64)
+
+
 @njit(cache=True)
 def scaled_words(w, n_frac, scale):
     """The decimal128 words (low, high) of w * 10**-n_frac at `scale` (0 <= w < 2**63,
     n_frac <= scale): the unscaled integer w * 10**(scale - n_frac)."""
+    e = scale - n_frac
+    if e <= 18 and w <= _FITS_INT64[e]:  # the usual price or size: one int64 product
+        return w * _POW10_18[e], np.int64(0)
     l0, l1, l2, l3 = times_pow10(w & _LIMB, w >> 32, np.int64(0), np.int64(0), scale - n_frac)
     return l0 | (l1 << 32), l2 | (l3 << 32)
 
