@@ -261,3 +261,45 @@ def test_demux_tops_reset_by_assignment_stays_empty(payload: bytes) -> None:
     assert len(res.tops) == (1 if payload is _BT else 0)
     res.tops = []  # the refinery drops them this way
     assert res.tops == []
+
+
+def _wrapped(event: bytes, tail: bytes = b"", stream: bytes = b"btcusdt@trade") -> bytes:
+    return b'{"stream":"' + stream + b'","data":' + event + tail + b"}"
+
+
+_EVENT = _TRADE[len(b'{"stream":"btcusdt@trade","data":') : -1]
+_ARRAY = b"[" + _EVENT + b"," + _EVENT + b"]"
+# frames whose event is read to where the wrapper closes (the usual, compact frame) and frames
+# with something after the event: each must give the per-line path's result
+WRAPPERS = [
+    _wrapped(_EVENT),  # the usual frame: taken
+    _wrapped(_ARRAY, stream=b"!trade@arr"),  # an array of events: taken
+    _wrapped(_EVENT, b',"x":1'),  # a key after the event
+    _wrapped(_EVENT, b',"data":' + _EVENT),  # the event key twice
+    _wrapped(_EVENT, b',"x":{"p":"1"}'),  # an object after the event
+    _wrapped(_ARRAY, b',"x":[1]', stream=b"!trade@arr"),  # an array after the array
+    _wrapped(_EVENT, b" "),  # a blank before the wrapper's close
+    b'{"data":' + _EVENT + b',"stream":"btcusdt@trade"}',  # the keys the other way round
+    _wrapped(_EVENT[:-1]),  # the event cut short
+    _wrapped(b"[]", stream=b"!trade@arr"),  # no event
+    b"[" + _EVENT + b"]",  # a bare array
+    b"[" + _EVENT + b"]]",  # a bare array closed twice
+    b"[" + _EVENT + b',"x"]',  # a bare array with a string after the event
+]
+
+
+def test_demux_binance_wrapper_read_to_its_close_equals_per_line_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.unit.demux_compare import assert_same, both_paths
+
+    data = b"".join(_env(1 + i, "binance", p) for i, p in enumerate(WRAPPERS))
+    buf, starts, ends = _lines(data)
+    trades, taken = fast_trades_of("binance", buf, starts, ends, np.ones(len(starts), bool))
+    assert trades is not None
+    # the compact frames, the two the full wrapper read takes (a blank, the other key order)
+    # and the bare array
+    assert np.flatnonzero(taken).tolist() == [0, 1, 6, 7, 10]
+    fast, slow = both_paths(data, monkeypatch)
+    assert_same(fast, slow)
+    assert slow.trades.num_rows >= 4
