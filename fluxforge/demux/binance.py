@@ -70,8 +70,9 @@ from fluxforge.demux.bytescan import (
     next_item,
     next_key,
     opt_spans,
+    plain_scalar_end,
     read_envelopes,
-    read_int,
+    scalar_object_end,
     skip_container,
     spans,
     str_end,
@@ -814,9 +815,7 @@ def fast_tickers_24h(
 # line is taken here only when it is surely valid JSON: an object of scalars (ASCII strings
 # without escapes, integers without fraction or exponent, true/false/null) and objects of
 # scalars, "e" once. Arrays, floats, escapes, deeper nesting... go to the per-line path.
-_CONTROL_WORDS = tuple(
-    np.frombuffer(w, np.uint8).copy() for w in (b"e", b"true", b"false", b"null")
-)
+_CONTROL_WORDS = (np.frombuffer(b"e", np.uint8).copy(),)
 
 
 def _control_events() -> tuple[np.ndarray, ...]:
@@ -825,47 +824,6 @@ def _control_events() -> tuple[np.ndarray, ...]:
 
 
 _CONTROL_EVENTS = _control_events()
-
-
-@njit(cache=True)
-def _scalar(buf, p, end, words):
-    """Position after a string, integer, true, false or null at p, or -1."""
-    if p >= end:
-        return -1
-    c = buf[p]
-    if c == 34:  # "
-        q = str_end(buf, p, end)
-        return -1 if q < 0 else q + 1
-    if c == 45 or 48 <= c <= 57:  # - or digit
-        k = p + 1 if c == 45 else p
-        _v, q = read_int(buf, k, end)
-        if q < 0 or q - k > 18:
-            return -1
-        if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):  # . e E
-            return -1
-        return q
-    for w in (words[1], words[2], words[3]):
-        if p + len(w) <= end and eq(buf, p, p + len(w), w):
-            return p + len(w)
-    return -1
-
-
-@njit(cache=True)
-def _flat_object(buf, p, end, words):
-    """p at '{' of a non-empty object of scalars -> position after its '}', or -1."""
-    p = ws(buf, p + 1, end)
-    while True:
-        _ks, _ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1
-        p = _scalar(buf, p, end, words)
-        if p < 0:
-            return -1
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1
-        if done:
-            return p
 
 
 @njit(cache=True)
@@ -895,9 +853,9 @@ def _control_event(buf, p, end, words, events):
                 return -1
             p = q + 1
         elif p < end and buf[p] == LBRACE:
-            p = _flat_object(buf, p, end, words)
+            p = scalar_object_end(buf, p, end)
         else:
-            p = _scalar(buf, p, end, words)
+            p = plain_scalar_end(buf, p, end)
         if p < 0:
             return -1
         p, done = next_key(buf, p, end)

@@ -1235,6 +1235,51 @@ def scalar_end(buf, p, end):
 
 
 @njit(cache=True)
+def plain_scalar_end(buf, p, end):
+    """Position after a value at p that is surely valid JSON and plain: a string without
+    escapes, an integer of at most 18 digits without fraction or exponent, true, false or
+    null; else -1 (the per-line path judges the rest)."""
+    if p >= end:
+        return -1
+    c = buf[p]
+    if c == QUOTE:
+        q = str_end(buf, p, end)
+        return -1 if q < 0 else q + 1
+    if c == 45 or 48 <= c <= 57:  # - or digit
+        k = p + 1 if c == 45 else p
+        _v, q = read_int(buf, k, end)
+        if q < 0 or q - k > 18:
+            return -1
+        if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):  # . e E
+            return -1
+        return q
+    for w in (_TRUE, _FALSE, _NULL):
+        q = lit(buf, p, end, w)
+        if q >= 0:
+            return q
+    return -1
+
+
+@njit(cache=True)
+def scalar_object_end(buf, p, end):
+    """p at '{' of a non-empty object of plain scalars (``plain_scalar_end``) -> position
+    after its '}', or -1."""
+    p = ws(buf, p + 1, end)
+    while True:
+        _ks, _ke, p = key_at(buf, p, end)
+        if p < 0:
+            return -1
+        p = plain_scalar_end(buf, p, end)
+        if p < 0:
+            return -1
+        p, done = next_key(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            return p
+
+
+@njit(cache=True)
 def flat_object(buf, p, end, shape, out, row, lv, n_lv):
     """The object at p ('{'; '[' for an array shape) by its declaration `shape`
     (``ObjectShape.args``: one packed int64 array): each key at most once, each column from

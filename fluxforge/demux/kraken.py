@@ -53,8 +53,10 @@ from fluxforge.demux.bytescan import (
     lit,
     next_item,
     next_key,
+    plain_scalar_end,
     read_int,
     scalar_end,
+    scalar_object_end,
     str_end,
     ws,
 )
@@ -383,10 +385,46 @@ _V2_ARGS = (
     kraken.V2_TICKER.args_for(ROW_LAYOUT),
 )
 _V2_WORDS = tuple(
-    as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot", b"update", b"event")
+    as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot", b"update", b"event", b"method")
 )
-# a v1 control event object {"event": word}, nothing else (``kraken.CONTROL_EVENTS``)
+# a v1 control event object: "event" once, naming one of ``kraken.CONTROL_EVENTS``, no key the
+# normalizer reads as v2 ("channel", "method"), and every other value surely valid JSON (plain
+# scalars and objects of them: ``_v1_control``); anything else goes to the per-line path
 _V1_CONTROL = pack_words(sorted(kraken.CONTROL_EVENTS))
+
+
+@njit(cache=True)
+def _v1_control(buf, p, end, words, ev_flat, ev_off):
+    """The object at p ('{') when it is a v1 control event object (above): position after
+    it, else -1."""
+    k_channel, k_event, k_method = words[0], words[5], words[6]
+    p = ws(buf, p + 1, end)
+    seen_event = False
+    while True:
+        ks, ke, p = key_at(buf, p, end)
+        if p < 0 or eq(buf, ks, ke, k_channel) or eq(buf, ks, ke, k_method):
+            return -1
+        if eq(buf, ks, ke, k_event):
+            q = str_end(buf, p, end)
+            hit = False
+            for c in range(len(ev_off) - 1):
+                if q >= 0 and eq_word(buf, p + 1, q, ev_flat, ev_off, c):
+                    hit = True
+            if seen_event or not hit:
+                return -1
+            seen_event = True
+            p = q + 1
+        elif p < end and buf[p] == LBRACE:
+            p = scalar_object_end(buf, p, end)
+        else:
+            p = plain_scalar_end(buf, p, end)
+        if p < 0:
+            return -1
+        p, done = next_key(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            return p if seen_event else -1
 
 
 @njit(cache=True)
@@ -530,6 +568,10 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events):
             p, done = next_key(buf, p, end)
             if p < 0 or done:
                 break
+        if p < 0 and (seen & 7) == 0:  # no v2 key read: a v1 control object?
+            n_rows, n_lv = mark_rows, mark_lv
+            p = _v1_control(buf, env[i, _E_POS] - 1, end, words, ev_flat, ev_off)
+            seen = 8 if p >= 0 else 0
         if p >= 0:
             p = ws(buf, p, end)
         good = p >= 0 and p < end and buf[p] == RBRACE and p + 1 == end

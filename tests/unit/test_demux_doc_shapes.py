@@ -153,8 +153,9 @@ def test_bitget_top_n_channel_is_always_a_snapshot_on_both_paths(
 def test_kraken_v1_control_event_is_control_on_both_paths(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A bare v1 control event (``kraken.CONTROL_EVENTS``) is control from the scanner too;
-    anything more in the object, or another word, is left to the per-line path."""
+    """A v1 control event (``kraken.CONTROL_EVENTS``) is control from the scanner too, with
+    plain keys beside it (tests/unit/test_demux_kraken_control.py has more); another word or
+    a repeated key is left to the per-line path."""
     from fluxforge.segments import encode_envelope
 
     payloads = [
@@ -168,5 +169,5 @@ def test_kraken_v1_control_event_is_control_on_both_paths(
     ]
     fast, slow = both_paths(b"".join(lines), monkeypatch, doc_shapes.SEGMENT)
     assert_same(fast, slow)
-    assert fast.per_line == 5  # the first three are taken as control by the scanner
+    assert fast.per_line == 3  # the first four and the seventh: control from the scanner
     assert slow.control == 6 and slow.quarantined == 2  # (a repeated key: the last wins)
