@@ -483,6 +483,8 @@ def _scan_events(fr, buf, todo, shape, id_bits, layout):
     `layout` (n_cols, line, ts, seq, stream start (end next), event time or -1, event kind or
     -1: then the kind k also needs the keys id_bits[k - 1])."""
     n_cols, c_line, c_ts, c_seq, c_stream, c_evt, c_kind = layout
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, shape = borrowed(buf), borrowed(shape)
     no_lv = np.empty((1, 6), np.int64)  # (no level lists in these shapes)
     info = np.empty((1024, n_cols), np.int64)
     n_ok = 0
@@ -869,6 +871,8 @@ def _control_event(buf, p, end, words, events):
 @njit(cache=True)
 def _scan_control(fr, buf, todo, words, events):
     """Lines of control events -> (line index, stream start, stream end) per line taken."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf = borrowed(buf)
     info = np.empty((1024, 3), np.int64)
     n_ok = 0
     for i in range(len(fr)):

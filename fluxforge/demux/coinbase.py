@@ -374,8 +374,10 @@ def _scan_at_rows(buf, ends, todo, env, message, events, items):
     events ``AT_TRADES_EVENT`` / ``AT_TICKER_EVENT``; items ``AT_TRADE`` / ``AT_TICKER``) ->
     one row per trade / ticker item (R_KIND: 0 trades, 1 tickers; a ticker's time is the
     message timestamp). An empty events or items list: the per-line path."""
-    trades_event, ticker_event = events
-    trade, ticker = items
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, message = borrowed(buf), borrowed(message)
+    trades_event, ticker_event = borrowed(events[0]), borrowed(events[1])
+    trade, ticker = borrowed(items[0]), borrowed(items[1])
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)

@@ -137,6 +137,8 @@ def _lines(buf, ends, todo, envelopes, names, name_off, book):
     (packed `names` trade, ticker; `book` the book prefix), read from the line's end with the
     spans of NAME and PAIR and the comma that ends the payload elements (position: the first
     of them); class -1 for any other line (the per-line path)."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf = borrowed(buf)
     n = len(ends)
     env = np.full((n, 9), -1, np.int64)
     for i in range(n):
@@ -431,6 +433,8 @@ def _v1_control(buf, p, end, words, ev_flat, ev_off):
 def _scan_v1_trades(buf, ends, env, shape):
     """v1 trade lines ``[id, [[row], ...], "trade", "PAIR"]``: one row per trade (declaration
     `shape`), the pair's span in R_AUX."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, shape = borrowed(buf), borrowed(shape)
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)
@@ -473,6 +477,8 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events):
     book, trade and ticker items -> one row each (R_KIND: the channel; R_TYPE: 1 snapshot,
     2 update), book levels -> lv; bare heartbeats, and v1 objects that are only a control
     event (``{"event": word}``, packed `events`) -> `control`."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, ch_flat = borrowed(buf), borrowed(ch_flat)
     book, trade, ticker = decl
     k_channel, k_type, k_data, v_snap, v_update = words[0], words[1], words[2], words[3], words[4]
     k_event = words[5]
@@ -659,6 +665,8 @@ def _ticker_payload(buf, p, end, k_flat, k_off, pos_col, out):
 def _scan_v1_tickers(buf, ends, env, k_flat, k_off, pos_col):
     """v1 ticker lines ``[id, {..}, "ticker", "PAIR"]`` -> one quote row each (receive time),
     the pair's span in R_AUX."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, k_flat = borrowed(buf), borrowed(k_flat)
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     for i in range(len(ends)):

@@ -24,6 +24,7 @@ from fluxforge.demux.bytescan import (
     KIND_MSG,
     LBRACE,
     RBRACE,
+    borrowed,
     distinct_spans,
     flat_object,
     grow,
@@ -64,6 +65,8 @@ def payload_rows(buf, ends, todo, env, shape, row_kind):
     one object of the declaration `shape` -> one row each (the layout above, R_KIND =
     `row_kind`; R_EVT -1 when the object has no event time, for the venue's rule); other
     lines: no row."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, shape = borrowed(buf), borrowed(shape)
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)
