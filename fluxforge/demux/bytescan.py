@@ -43,6 +43,7 @@ from fluxforge.wire.decimal import copy_decimal_key, decimal_end, plain_decimal,
 from fluxforge.wire.envelope import SCAN_DATA, SCAN_HEAD, SCAN_MSG, SCAN_REST, SCAN_SRC, scan_ex
 from fluxforge.wire.shape import (
     A_COL,
+    A_FIRST,
     A_FLAGS,
     A_KIND,
     A_KOFF,
@@ -55,6 +56,8 @@ from fluxforge.wire.shape import (
     A_WSIDE,
     F_ARRAY,
     F_OPEN,
+    NO_KEY,
+    SEVERAL_KEYS,
     V_ASKS_OBJ,
     V_BIDS,
     V_BIDS_OBJ,
@@ -1306,18 +1309,31 @@ def flat_object(buf, p, end, shape, out, row, lv, n_lv):
             f = pos
             pos += 1
         else:
-            # each declared key compared in place (``declared_key_at``), from the key after
-            # the last one met: keys sent in their declared order (the usual case) match at
-            # the first compare, and a key of another length fails at its first byte
+            # the key after the last one met compared in place (``declared_key_at``): keys
+            # sent in their declared order (the usual case) match at the first compare; else
+            # the one declared key its first byte can name (``A_FIRST``), each of them when
+            # several start with that byte
             f = -1
-            k = nxt
-            v = -1
-            for _t in range(nf):
-                v = declared_key_at(buf, p, end, shape, shape[ko + k], shape[ko + k + 1])
-                if v >= 0:
-                    f = k
-                    break
-                k = k + 1 if k + 1 < nf else 0
+            v = (
+                declared_key_at(buf, p, end, shape, shape[ko + nxt], shape[ko + nxt + 1])
+                if nf
+                else -1
+            )
+            if v >= 0:
+                f = nxt
+            else:
+                c = buf[p + 1] if p + 1 < end else 0
+                cand = shape[shape[A_FIRST] + c] if c < 128 else NO_KEY
+                if cand >= 0:
+                    v = declared_key_at(buf, p, end, shape, shape[ko + cand], shape[ko + cand + 1])
+                    if v >= 0:
+                        f = cand
+                elif cand == SEVERAL_KEYS:
+                    for k in range(nf):
+                        v = declared_key_at(buf, p, end, shape, shape[ko + k], shape[ko + k + 1])
+                        if v >= 0:
+                            f = k
+                            break
             if f >= 0:
                 p = v
             else:  # no declared key (the same ``key_at`` would have found none of them)

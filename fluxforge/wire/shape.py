@@ -103,9 +103,13 @@ SIDES = ("bid", "ask")  # a side's number in the level rows is its index
 # header of the packed argument (``ObjectShape.args_for``): field count, flags, count of
 # required groups, then where each section starts: key offsets (positions of the key bytes in
 # the array), kinds, columns, first and end word per field, word offsets (positions), required
-# groups, side of each word
+# groups, side of each word, the field a key's first byte names (``KEY_BY_BYTE``)
 A_NF, A_FLAGS, A_NNEED, A_KOFF, A_KIND, A_COL, A_WLO, A_WHI, A_WOFF, A_NEED, A_WSIDE = range(11)
-A_HEADER = 11
+A_FIRST = 11
+A_HEADER = 12
+# per ASCII byte: the one declared key that starts with it (its field), NO_KEY when none does,
+# SEVERAL_KEYS when more than one does (then each is compared)
+NO_KEY, SEVERAL_KEYS = -1, -2
 
 SPAN_KINDS = frozenset({V_INT_SPAN, V_STR, V_DEC, V_POS, V_OPT_DEC, V_ID, V_TEXT, V_NUM, V_NUM_POS})
 F_OPEN = 1  # flag bits of the packed header A_FLAGS
@@ -214,7 +218,11 @@ class ObjectShape:
         flags = (F_OPEN if self.open else 0) | (F_ARRAY if self.array else 0)
         kflat, koff = pack_words(self.names)
         wflat, woff = pack_words(words)
-        sections = [koff, self.kinds, cols, lo, hi, woff, need, sides, kflat, wflat]
+        first = [NO_KEY] * 128
+        for f, name in enumerate(self.names if not self.array else ()):
+            b = name.encode()[0] if name else ord('"')  # ("": the byte after is its close)
+            first[b] = f if first[b] == NO_KEY else SEVERAL_KEYS
+        sections = [koff, self.kinds, cols, lo, hi, woff, need, sides, first, kflat, wflat]
         base = [A_HEADER]
         for sec in sections:
             base.append(base[-1] + len(sec))
@@ -222,8 +230,8 @@ class ObjectShape:
         for at, sec in zip(base[:-1], sections, strict=True):
             out[at : at + len(sec)] = np.asarray(sec, np.int64)
         # key and word offsets as positions of their bytes in `out`
-        out[base[0] : base[1]] += base[8]
-        out[base[5] : base[6]] += base[9]
-        out[:A_HEADER] = (len(self.kinds), flags, len(need), *base[:8])
+        out[base[0] : base[1]] += base[9]
+        out[base[5] : base[6]] += base[10]
+        out[:A_HEADER] = (len(self.kinds), flags, len(need), *base[:9])
         self._args[cache_key] = out
         return out
