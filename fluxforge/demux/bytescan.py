@@ -829,6 +829,7 @@ def level_arenas(buf, lv, order, first, counts, rows, bounds, scale, max_int):
         ar_at[g + 1] = ar_at[g] + n_px + n_sz
     n_lv = lv_at[n_grp]
     arena = np.empty(ar_at[n_grp], np.uint8)
+    into = borrowed(arena)  # (returned at the end: alive for every write through the view)
     offsets = np.empty(2 * n_lv + n_grp, np.int64)
     side = np.empty(n_lv, np.uint8)
     pkey = np.empty(n_lv, np.float64)
@@ -857,11 +858,11 @@ def level_arenas(buf, lv, order, first, counts, rows, bounds, scale, max_int):
             x = lv_at[g] + xl
             side[x] = lv[j, 1]
             a, b = lv[j, 2], lv[j, 3]
-            pkey[x], good, pw, pf = copy_decimal_key(buf, a, b, arena, base + o_px)
+            pkey[x], good, pw, pf = copy_decimal_key(buf, a, b, into, base + o_px)
             o_px += b - a
             offsets[o_at + xl + 1] = o_px
             a, b = lv[j, 4], lv[j, 5]
-            skey[x], good2, sw, sf = copy_decimal_key(buf, a, b, arena, base + o_sz)
+            skey[x], good2, sw, sf = copy_decimal_key(buf, a, b, into, base + o_sz)
             o_sz += b - a
             offsets[o_at + n_g + xl + 1] = o_sz
             slow[x] = not (good and good2)
