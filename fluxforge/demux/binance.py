@@ -58,9 +58,9 @@ from fluxforge.demux.bytescan import (
     RBRACE,
     RBRACKET,
     borrowed,
+    control_object_end,
     declared_keys,
     distinct_spans,
-    eq,
     flat_object,
     grow,
     has_required,
@@ -68,11 +68,8 @@ from fluxforge.demux.bytescan import (
     key_at,
     key_index,
     next_item,
-    next_key,
     opt_spans,
-    plain_scalar_end,
     read_envelopes,
-    scalar_object_end,
     skip_container,
     spans,
     str_end,
@@ -89,6 +86,8 @@ from fluxforge.demux.registry import Scanner, ScanResult, register
 from fluxforge.events import NormalizeError, TopOfBook
 from fluxforge.venues import binance
 from fluxforge.venues.binance import FUTURES, event_time
+from fluxforge.wire.envelope import as_bytes
+from fluxforge.wire.shape import pack_words
 
 # msg columns: line, ts, seq, E ns, first, final, prev, stream s/e, symbol s/e, form (a
 # depthUpdate object, a partial-depth snapshot object {lastUpdateId, bids, asks}, or a REST
@@ -817,59 +816,13 @@ def fast_tickers_24h(
 # line is taken here only when it is surely valid JSON: an object of scalars (ASCII strings
 # without escapes, integers without fraction or exponent, true/false/null) and objects of
 # scalars, "e" once. Arrays, floats, escapes, deeper nesting... go to the per-line path.
-_CONTROL_WORDS = (np.frombuffer(b"e", np.uint8).copy(),)
-
-
-def _control_events() -> tuple[np.ndarray, ...]:
-    names = sorted(binance.CONTROL_EVENTS - binance.HANDLERS.keys())
-    return tuple(np.frombuffer(e.encode(), np.uint8).copy() for e in names)
-
-
-_CONTROL_EVENTS = _control_events()
+_CONTROL_KEY = as_bytes(b"e")
+_CONTROL_EVENTS = pack_words(sorted(binance.CONTROL_EVENTS - binance.HANDLERS.keys()))
+_NO_KEYS = pack_words(())
 
 
 @njit(cache=True)
-def _control_event(buf, p, end, words, events):
-    """The inner event object at p ('{'): position after it when "e" (once) names a control
-    event and every value is a scalar or a flat object, else -1."""
-    k_e = words[0]
-    p = ws(buf, p + 1, end)
-    seen_e = False
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0:
-            return -1
-        if eq(buf, ks, ke, k_e):
-            if seen_e:
-                return -1
-            seen_e = True
-            q = str_end(buf, p, end)
-            if q < 0:
-                return -1
-            known = False
-            for w in events:
-                if eq(buf, p + 1, q, w):
-                    known = True
-                    break
-            if not known:
-                return -1
-            p = q + 1
-        elif p < end and buf[p] == LBRACE:
-            p = scalar_object_end(buf, p, end)
-        else:
-            p = plain_scalar_end(buf, p, end)
-        if p < 0:
-            return -1
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1
-        if done:
-            break
-    return p if seen_e else -1
-
-
-@njit(cache=True)
-def _scan_control(fr, buf, todo, words, events):
+def _scan_control(fr, buf, todo, key, events, refused):
     """Lines of control events -> (line index, stream start, stream end) per line taken."""
     # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
     buf = borrowed(buf)
@@ -881,7 +834,8 @@ def _scan_control(fr, buf, todo, words, events):
         e = fr[i, _F_D1]
         p, is_array = _first_event(buf, fr[i, _F_D0], e)
         while p >= 0:  # every event of the line a control event
-            p, done = _after_event(buf, _control_event(buf, p, e, words, events), e, is_array)
+            q = control_object_end(buf, p, e, key, *events, *refused)
+            p, done = _after_event(buf, q, e, is_array)
             if done:
                 break
         if p < 0:
@@ -909,7 +863,7 @@ def control_lines(
         return taken
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo)
-    info = _scan_control(frames, buf, todo, _CONTROL_WORDS, _CONTROL_EVENTS)
+    info = _scan_control(frames, buf, todo, _CONTROL_KEY, _CONTROL_EVENTS, _NO_KEYS)
     if not len(info):
         return taken
     taken[info[_not_partial_depth(buf, info[:, 1:3]), 0]] = True

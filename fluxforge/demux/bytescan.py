@@ -1286,6 +1286,44 @@ def scalar_object_end(buf, p, end):
 
 
 @njit(cache=True)
+def control_object_end(buf, p, end, key, words, word_off, refused, refused_off):
+    """The object at p ('{') when it is surely valid JSON and a venue's control event: `key`
+    once, its value one of the packed `words`; none of the packed keys `refused`; every other
+    value a plain scalar or an object of them (``plain_scalar_end``, ``scalar_object_end``).
+    Position after it, else -1 (the per-line path judges the rest)."""
+    p = ws(buf, p + 1, end)
+    seen = False
+    while True:
+        ks, ke, p = key_at(buf, p, end)
+        if p < 0:
+            return -1
+        for r in range(len(refused_off) - 1):
+            if eq_word(buf, ks, ke, refused, refused_off, r):
+                return -1
+        if eq(buf, ks, ke, key):
+            q = str_end(buf, p, end)
+            hit = False
+            for c in range(len(word_off) - 1):
+                if q >= 0 and eq_word(buf, p + 1, q, words, word_off, c):
+                    hit = True
+            if seen or not hit:
+                return -1
+            seen = True
+            p = q + 1
+        elif p < end and buf[p] == LBRACE:
+            p = scalar_object_end(buf, p, end)
+        else:
+            p = plain_scalar_end(buf, p, end)
+        if p < 0:
+            return -1
+        p, done = next_key(buf, p, end)
+        if p < 0:
+            return -1
+        if done:
+            return p if seen else -1
+
+
+@njit(cache=True)
 def flat_object(buf, p, end, shape, out, row, lv, n_lv):
     """The object at p ('{'; '[' for an array shape) by its declaration `shape`
     (``ObjectShape.args``: one packed int64 array): each key at most once, each column from

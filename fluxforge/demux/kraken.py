@@ -43,6 +43,7 @@ from fluxforge.demux.bytescan import (
     RBRACE,
     RBRACKET,
     borrowed,
+    control_object_end,
     distinct_spans,
     eq,
     eq_word,
@@ -53,10 +54,8 @@ from fluxforge.demux.bytescan import (
     lit,
     next_item,
     next_key,
-    plain_scalar_end,
     read_int,
     scalar_end,
-    scalar_object_end,
     str_end,
     ws,
 )
@@ -387,46 +386,13 @@ _V2_ARGS = (
     kraken.V2_TICKER.args_for(ROW_LAYOUT),
 )
 _V2_WORDS = tuple(
-    as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot", b"update", b"event", b"method")
+    as_bytes(w) for w in (b"channel", b"type", b"data", b"snapshot", b"update", b"event")
 )
 # a v1 control event object: "event" once, naming one of ``kraken.CONTROL_EVENTS``, no key the
-# normalizer reads as v2 ("channel", "method"), and every other value surely valid JSON (plain
-# scalars and objects of them: ``_v1_control``); anything else goes to the per-line path
+# normalizer reads as v2 (``kraken.V2_KEYS``), every other value surely valid JSON
+# (``bytescan.control_object_end``); anything else goes to the per-line path
 _V1_CONTROL = pack_words(sorted(kraken.CONTROL_EVENTS))
-
-
-@njit(cache=True)
-def _v1_control(buf, p, end, words, ev_flat, ev_off):
-    """The object at p ('{') when it is a v1 control event object (above): position after
-    it, else -1."""
-    k_channel, k_event, k_method = words[0], words[5], words[6]
-    p = ws(buf, p + 1, end)
-    seen_event = False
-    while True:
-        ks, ke, p = key_at(buf, p, end)
-        if p < 0 or eq(buf, ks, ke, k_channel) or eq(buf, ks, ke, k_method):
-            return -1
-        if eq(buf, ks, ke, k_event):
-            q = str_end(buf, p, end)
-            hit = False
-            for c in range(len(ev_off) - 1):
-                if q >= 0 and eq_word(buf, p + 1, q, ev_flat, ev_off, c):
-                    hit = True
-            if seen_event or not hit:
-                return -1
-            seen_event = True
-            p = q + 1
-        elif p < end and buf[p] == LBRACE:
-            p = scalar_object_end(buf, p, end)
-        else:
-            p = plain_scalar_end(buf, p, end)
-        if p < 0:
-            return -1
-        p, done = next_key(buf, p, end)
-        if p < 0:
-            return -1
-        if done:
-            return p if seen_event else -1
+_V2_KEYS = pack_words(kraken.V2_KEYS)
 
 
 @njit(cache=True)
@@ -472,11 +438,11 @@ def _scan_v1_trades(buf, ends, env, shape):
 
 
 @njit(cache=True)
-def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events):
+def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events, v2_keys):
     """Websocket v2 lines ``{"channel", "type", "data": [items]}`` ("channel" before "data"):
     book, trade and ticker items -> one row each (R_KIND: the channel; R_TYPE: 1 snapshot,
-    2 update), book levels -> lv; bare heartbeats, and v1 objects that are only a control
-    event (``{"event": word}``, packed `events`) -> `control`."""
+    2 update), book levels -> lv; bare heartbeats, and v1 control event objects (packed
+    `events`, none of the keys `v2_keys`: ``bytescan.control_object_end``) -> `control`."""
     # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
     buf, ch_flat = borrowed(buf), borrowed(ch_flat)
     book, trade, ticker = decl
@@ -576,7 +542,7 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events):
                 break
         if p < 0 and (seen & 7) == 0:  # no v2 key read: a v1 control object?
             n_rows, n_lv = mark_rows, mark_lv
-            p = _v1_control(buf, env[i, _E_POS] - 1, end, words, ev_flat, ev_off)
+            p = control_object_end(buf, env[i, _E_POS] - 1, end, k_event, ev_flat, ev_off, *v2_keys)
             seen = 8 if p >= 0 else 0
         if p >= 0:
             p = ws(buf, p, end)
@@ -725,7 +691,15 @@ def fast_kraken_rows(
     if not (classes == _V2_LINE).any():
         return out
     rows, lv, control = _scan_v2(
-        buf, ends, env, _V2_WORDS, *_V2_CHANNELS, _V2_ARGS, 4096 + len(buf) // 512, _V1_CONTROL
+        buf,
+        ends,
+        env,
+        _V2_WORDS,
+        *_V2_CHANNELS,
+        _V2_ARGS,
+        4096 + len(buf) // 512,
+        _V1_CONTROL,
+        _V2_KEYS,
     )
     out.control |= control
     if not len(rows):

@@ -79,8 +79,11 @@ from fluxforge.wire.shape import (
 
 EXCHANGES = ("kraken",)
 
-# v1 events that carry no market data (the demux scanner takes a bare {"event": word} too)
+# v1 events that carry no market data (the demux scanner takes such objects too when they are
+# surely valid JSON)
 CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "subscriptionStatus", "pong", "ping"})
+# an object with any of these keys is a websocket v2 message (``_v2``), whatever else it holds
+V2_KEYS = ("channel", "method")
 TRADE_SIDES = {"b": "buy", "s": "sell"}
 BOOK_CHANNEL_PREFIX = "book-"  # book-<depth>: the per-line path and fluxforge.demux.kraken
 
@@ -105,7 +108,7 @@ def normalize(env: Envelope, sink: EventSink) -> str:
     if env.kind == "rest":
         return "control"  # AssetPairs and other metadata
     d = env.data
-    if isinstance(d, dict) and ("channel" in d or "method" in d):
+    if isinstance(d, dict) and any(k in d for k in V2_KEYS):
         return _v2(env, d, sink)
     if isinstance(d, dict):
         event = d.get("event")
