@@ -368,10 +368,10 @@ def fast_binance_depth(
     form = msg[:, _M_FORM]
     is_rest = form == _FORM_REST
     live = np.flatnonzero(~is_rest)  # the websocket rows
-    m = msg[live]
+    live_msg = msg[live]
     # instrument = (venue name, channel): "depth" for diff depth (and REST snapshots), "depthN"
     # for a partial-depth stream's whole-top-N pushes (the venue's rule: PARTIAL_DEPTH_RE)
-    s_codes, streams = distinct_spans(buf, m[:, 7], m[:, 8])
+    s_codes, streams = distinct_spans(buf, live_msg[:, 7], live_msg[:, 8])
     partial = [binance.PARTIAL_DEPTH_RE.fullmatch(x) for x in streams.to_pylist()]
     s_depth = np.array([int(m.group(2)) if m else 0 for m in partial] + [0], np.int64)
     s_name = [m.group(1).upper() if m else "" for m in partial]
@@ -380,10 +380,10 @@ def fast_binance_depth(
     # a snapshot object belongs only to a partial-depth stream (elsewhere the normalizer
     # refuses it); its venue name is the stream's, a depthUpdate's is its "s"
     live_ok = (m_form == _FORM_UPDATE) | (s_depth[s_codes] > 0)
-    live_ok &= (m_form != _FORM_UPDATE) | binance.ids_in_order(m[:, 4], m[:, 5])
+    live_ok &= (m_form != _FORM_UPDATE) | binance.ids_in_order(live_msg[:, 4], live_msg[:, 5])
     # a row's venue name: its "s" for a depthUpdate, its stream's for a snapshot object; the
     # instruments are numbered as the (name, channel) pairs first appear
-    r_codes, r_texts = distinct_spans(buf, m[:, 9], m[:, 10])
+    r_codes, r_texts = distinct_spans(buf, live_msg[:, 9], live_msg[:, 10])
     names: dict[str, int] = {}
     r_name = np.array([names.setdefault(x, len(names)) for x in r_texts.to_pylist()], np.int64)
     s_named = np.array([names.setdefault(x, len(names)) for x in s_name], np.int64)

@@ -493,17 +493,6 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events, v2_keys)
                     p = -1
                     break
                 p = q + 1
-            elif eq(buf, ks, ke, k_event) and seen == 0:
-                seen |= 8
-                q = str_end(buf, p, end)
-                hit = False
-                for c in range(len(ev_off) - 1):
-                    if q >= 0 and eq_word(buf, p + 1, q, ev_flat, ev_off, c):
-                        hit = True
-                if not hit:
-                    p = -1
-                    break
-                p = q + 1
             elif eq(buf, ks, ke, k_data) and not seen & 4 and seen & 1 and ch < _V2_HEARTBEAT:
                 seen |= 4
                 if p >= end or buf[p] != LBRACKET:
@@ -540,8 +529,9 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events, v2_keys)
             p, done = next_key(buf, p, end)
             if p < 0 or done:
                 break
-        if p < 0 and (seen & 7) == 0:  # no v2 key read: a v1 control object?
+        if p < 0 and seen == 0:  # no v2 key read: a v1 control object? (seen 8: it is)
             n_rows, n_lv = mark_rows, mark_lv
+            # (_E_POS is the first key: the object's '{' comes before it)
             p = control_object_end(buf, env[i, _E_POS] - 1, end, k_event, ev_flat, ev_off, *v2_keys)
             seen = 8 if p >= 0 else 0
         if p >= 0:

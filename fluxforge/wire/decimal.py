@@ -163,7 +163,7 @@ def scaled_words(w, n_frac, scale):
     e = scale - n_frac
     if e <= 18 and w <= _FITS_INT64[e]:  # the usual price or size: one int64 product
         return w * _POW10_18[e], np.int64(0)
-    l0, l1, l2, l3 = times_pow10(w & _LIMB, w >> 32, np.int64(0), np.int64(0), scale - n_frac)
+    l0, l1, l2, l3 = times_pow10(w & _LIMB, w >> 32, np.int64(0), np.int64(0), e)
     return l0 | (l1 << 32), l2 | (l3 << 32)
 
 

@@ -103,7 +103,7 @@ SIDES = ("bid", "ask")  # a side's number in the level rows is its index
 # header of the packed argument (``ObjectShape.args_for``): field count, flags, count of
 # required groups, then where each section starts: key offsets (positions of the key bytes in
 # the array), kinds, columns, first and end word per field, word offsets (positions), required
-# groups, side of each word, the field a key's first byte names (``KEY_BY_BYTE``)
+# groups, side of each word, the field a key's first byte names (``A_FIRST``)
 A_NF, A_FLAGS, A_NNEED, A_KOFF, A_KIND, A_COL, A_WLO, A_WHI, A_WOFF, A_NEED, A_WSIDE = range(11)
 A_FIRST = 11
 A_HEADER = 12
