@@ -30,10 +30,14 @@ books5/bbo-tbt/l2-tbt, Bitget books1/5/15, Kraken, Coinbase Exchange and Advance
 ``--shape each`` (or ``each-<venue>``) times every documented frame kind alone (one line per
 kind: a segment of that frame repeated), the per-shape view of the target.
 
-Rates are given twice: wall clock, and CPU time of this process (``time.process_time``), the
-per-core figure that stays meaningful when the machine is shared. Each side's figure is its best
-of --repeat runs, the sides taking turns (FluxForge, envelope loop, DuckDB, FluxForge, ...), so
-a slow phase of a shared machine does not fall on one side only. ``--mem`` instead runs the
+Rates are given twice: wall clock, and CPU time of the process that did the work
+(``time.process_time``), the per-core figure that stays meaningful when the machine is shared.
+Each side's figure is its best of --repeat runs, the sides taking turns (FluxForge, envelope
+loop, DuckDB, FluxForge, ...), so a slow phase of a shared machine does not fall on one side
+only. DuckDB runs in a child process of this run, timed there: at the end of each query it
+trims the C library's heap (``malloc_trim``), which handed the memory the FluxForge side keeps
+between runs back to the kernel, so that side paid a page fault per 4 KiB again (about a fifth
+of its time on 60 MB). A refinery process runs no DuckDB. ``--mem`` instead runs the
 FluxForge side once and prints the process's peak RSS (run it alone for a clean figure).
 
 The process keeps the memory a run frees for the next run's arrays, as a refinery process does
@@ -48,6 +52,9 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -218,16 +225,26 @@ def duckdb_read_json(path: Path) -> tuple[int, str]:
     raise SystemExit(f"duckdb cannot read {path}")
 
 
+def timed(fn: Any, arg: Any) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of this process, result) of ``fn(arg)``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = fn(arg)
+    return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def duckdb_side(pool: ProcessPoolExecutor) -> Any:
+    """``duckdb_read_json`` run and timed in `pool`'s process (see the module doc)."""
+    return lambda path: pool.submit(timed, duckdb_read_json, path).result()
+
+
 def best_of(calls: list[tuple[Any, Any]], repeat: int) -> list[tuple[float, float, Any]]:
-    """(best wall seconds, best CPU seconds, result) of each call ``fn(arg)`` of `calls`, run
-    `repeat` rounds in turn (A B C A B C ...): a slow phase of the machine falls on every
-    side alike instead of on whichever ran during it."""
+    """(best wall seconds, best CPU seconds, result) of each call ``fn(arg)`` of `calls`, each
+    returning ``timed``'s triple, run `repeat` rounds in turn (A B C A B C ...): a slow phase of
+    the machine falls on every side alike instead of on whichever ran during it."""
     best = [(float("inf"), float("inf"), None) for _ in calls]
     for _ in range(repeat):
         for k, (fn, arg) in enumerate(calls):
-            t0, c0 = time.perf_counter(), time.process_time()
-            result = fn(arg)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            wall, cpu, result = fn(arg)
             best[k] = (min(best[k][0], wall), min(best[k][1], cpu), result)
     return best
 
@@ -250,6 +267,12 @@ def main() -> None:
         keep_freed_memory()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        shapes(args, duckdb_side(pool))
+
+
+def shapes(args: argparse.Namespace, db_side: Any) -> None:
+    """Every shape the arguments ask for, DuckDB through `db_side`."""
     if args.shape in EACH:
         venues = doc_shapes.VENUES if args.shape == "each" else (args.shape[len("each-") :],)
         print(f"{'documented frame kind':<46} {'fluxforge':>9} {'duckdb':>8} {'ratio':>6}"
@@ -257,13 +280,14 @@ def main() -> None:
         short = []
         for venue in venues:
             for k, name in enumerate(doc_shapes.shape_names(venue)):
-                if each(args, doc_shapes.segment(args.mb, venue, only=k), name) < TARGET_RATIO:
+                segment = doc_shapes.segment(args.mb, venue, only=k)
+                if each(args, segment, name, db_side) < TARGET_RATIO:
                     short.append(name)
         every = "met" if not short else f"NOT met ({', '.join(short)})"
         print(f"target: every frame kind >= {TARGET_RATIO:.1f}x DuckDB read_json (CPU): {every}")
         return
     for shape in (*SHAPES, *DOC_SHAPES) if args.shape == "all" else (args.shape,):
-        run(args, shape)
+        run(args, shape, db_side)
 
 
 # the parse bar (docs/performance.md): at least DuckDB read_json's speed, CPU time, one core
@@ -274,7 +298,7 @@ def verdict(ratio: float) -> str:
     return "met" if ratio >= TARGET_RATIO else "NOT met"
 
 
-def each(args: argparse.Namespace, data: bytes, name: str) -> float:
+def each(args: argparse.Namespace, data: bytes, name: str, db_side: Any) -> float:
     """One line: a segment of one frame kind, FluxForge against DuckDB (CPU time); the
     ratio."""
     mb = len(data) / 1e6
@@ -283,7 +307,7 @@ def each(args: argparse.Namespace, data: bytes, name: str) -> float:
         path.write_bytes(data)
         fluxforge_columns(data[:20_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
         (_t, c_ff, info), (_t, c_db, _rows) = best_of(
-            [(fluxforge_columns, data), (duckdb_read_json, path)], args.repeat
+            [(partial(timed, fluxforge_columns), data), (db_side, path)], args.repeat
         )
     print(
         f"{name:<46} {mb / c_ff:9.1f} {mb / c_db:8.1f} {c_db / c_ff:6.2f} {verdict(c_db / c_ff):>7}"
@@ -292,7 +316,7 @@ def each(args: argparse.Namespace, data: bytes, name: str) -> float:
     return c_db / c_ff
 
 
-def run(args: argparse.Namespace, shape: str) -> None:
+def run(args: argparse.Namespace, shape: str, db_side: Any) -> None:
     data = build_segment(args.mb, shape)
     mb = len(data) / 1e6
     if args.mem:
@@ -310,10 +334,12 @@ def run(args: argparse.Namespace, shape: str) -> None:
         path = Path(tmp) / SEGMENT
         path.write_bytes(data)
         fluxforge_columns(data[:200_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
-        (t_ff, c_ff, info), (t_env, c_env, _), (t_db, c_db, db_rows) = best_of(
-            [(fluxforge_columns, data), (envelope_only, data), (duckdb_read_json, path)],
-            args.repeat,
-        )
+        calls = [
+            (partial(timed, fluxforge_columns), data),
+            (partial(timed, envelope_only), data),
+            (db_side, path),
+        ]
+        (t_ff, c_ff, info), (t_env, c_env, _), (t_db, c_db, db_rows) = best_of(calls, args.repeat)
 
     print(f"segment: {mb:.1f} MB, {info['lines']:,} lines, shape={shape}  (MB/s wall | CPU)")
     print(
