@@ -50,12 +50,86 @@ _DOT = 46
 def to_decimal(strings: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Wire strings -> the lake's ``DECIMAL``. Arrow's cast takes up to 38 digits; a longer
     string padded with zeros past the scale is cut to the scale first (``to_scale``'s rule,
-    vectorized), so every text ``dec`` accepts casts. Anything else raises ArrowInvalid."""
+    vectorized), so every text ``dec`` accepts casts. Anything else raises ArrowInvalid.
+    An array whose every string is short and plain (``string_words``) is scaled in one numba
+    pass instead: the same value, about a fifth of the cast's time."""
+    if isinstance(strings, pa.ChunkedArray):
+        chunks = [_plain_words(c) for c in strings.chunks]
+        if all(c is not None for c in chunks):
+            return pa.chunked_array(chunks, DECIMAL)
+    else:
+        fast = _plain_words(strings)
+        if fast is not None:
+            return fast
     try:
         return strings.cast(DECIMAL)
     except pa.ArrowInvalid:
         cut = pc.replace_substring_regex(strings, _PADDING, r"\1")
         return cut.cast(DECIMAL)
+
+
+def _plain_words(arr: pa.Array) -> pa.Array | None:
+    """``DECIMAL`` of a string array every valid string of which ``string_words`` takes, else
+    None (Arrow's cast then decides)."""
+    if arr.type == pa.string():
+        width = np.int32
+    elif arr.type == pa.large_string():
+        width = np.int64
+    else:
+        return None
+    n, at = len(arr), arr.offset
+    validity, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, width, n + 1, at * np.dtype(width).itemsize)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    valid = np.ones(n, np.bool_) if arr.null_count == 0 else arr.is_valid().to_numpy(False)
+    words, ok = string_words(offsets, data, valid, MAX_DECIMALS)
+    if not ok:
+        return None
+    if arr.null_count == 0:
+        return pa.Array.from_buffers(DECIMAL, n, [None, pa.py_buffer(words)])
+    # the nulls keep the input's validity bitmap, which starts `at` rows in
+    padded = np.zeros(2 * (at + n), np.int64)
+    padded[2 * at :] = words
+    return pa.Array.from_buffers(DECIMAL, n, [validity, pa.py_buffer(padded)], arr.null_count, at)
+
+
+@njit(cache=True)
+def string_words(offsets, data, valid, scale):
+    """The decimal128 words (low, high per string) at `scale` of the strings
+    ``data[offsets[i]:offsets[i+1]]`` where `valid` (0 elsewhere), and True; or False when one
+    of them is not ``-?[0-9]+(\\.[0-9]+)?`` with at most 18 digits and `scale` decimals (Arrow's
+    cast reads every such string, to the same value)."""
+    n = len(valid)
+    words = np.zeros(2 * n, np.int64)
+    for i in range(n):
+        if not valid[i]:
+            continue
+        s, e = offsets[i], offsets[i + 1]
+        neg = s < e and data[s] == 45  # -
+        if neg:
+            s += 1
+        w = 0
+        dot = -1
+        bad = e <= s
+        for k in range(s, e):  # one pass, no early exit (see fluxforge/demux/bytescan.py)
+            c = data[k]
+            if c == _DOT:
+                bad |= dot >= 0
+                dot = k
+            else:
+                d = np.int64(c) - 48
+                bad |= (d < 0) | (d > 9)
+                w = w * 10 + d
+        n_dig = e - s - (dot >= 0)  # leading zeros too: at most 18 digits cannot overflow w
+        n_frac = e - dot - 1 if dot >= 0 else 0
+        if bad or n_dig > 18 or dot == s or (dot >= 0 and n_frac == 0) or n_frac > scale:
+            return words, False
+        lo, hi = scaled_words(w, n_frac, scale)
+        if neg:  # two's complement of the 128-bit (hi, lo)
+            lo, hi = -lo, ~hi + (lo == 0)
+        words[2 * i], words[2 * i + 1] = lo, hi
+    len(data)  # (data live to the exit: see fluxforge/demux/bytescan.py)
+    return words, True
 
 
 def to_scale(text: str) -> str | None:
