@@ -45,6 +45,7 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    AHEAD_LINES,
     ENV_AT,
     ENV_EX,
     ENV_KIND,
@@ -69,6 +70,7 @@ from fluxforge.demux.bytescan import (
     key_index,
     next_item,
     opt_spans,
+    prefetch_span,
     read_envelopes,
     skip_container,
     spans,
@@ -158,6 +160,10 @@ def _frames(buf, ends, todo, env, wrapper, head, mid):
     out = np.empty(4, np.int64)
     no_lv = np.empty((1, 6), np.int64)  # (no level lists in the wrapper)
     for i in range(n):
+        k = i + AHEAD_LINES
+        if k < n and todo[k]:  # (the frame's head, and its tail: ``_compact_frame``)
+            prefetch_span(buf, env[k, ENV_AT], env[k, ENV_AT] + 64)
+            prefetch_span(buf, ends[k] - 2, ends[k])
         if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]
@@ -489,6 +495,9 @@ def _scan_events(fr, buf, todo, shape, id_bits, layout):
     n_ok = 0
     out = np.zeros(n_cols, np.int64)
     for i in range(len(fr)):
+        k = i + AHEAD_LINES
+        if k < len(fr) and todo[k]:
+            prefetch_span(buf, fr[k, _F_D0], fr[k, _F_D1])
         if not todo[i] or fr[i, _F_D0] < 0:
             continue
         e = fr[i, _F_D1]
@@ -829,6 +838,9 @@ def _scan_control(fr, buf, todo, key, events, refused):
     info = np.empty((1024, 3), np.int64)
     n_ok = 0
     for i in range(len(fr)):
+        k = i + AHEAD_LINES
+        if k < len(fr) and todo[k]:
+            prefetch_span(buf, fr[k, _F_D0], fr[k, _F_D1])
         if not todo[i] or fr[i, _F_D0] < 0:
             continue
         e = fr[i, _F_D1]

@@ -162,6 +162,23 @@ def prefetch(typingctx, arr, idx):
     return types.void(arr, idx), codegen
 
 
+# a scanner asks for the first bytes of the line this many lines ahead (``prefetch_span``)
+AHEAD_LINES = 8
+
+
+@njit(cache=True)
+def prefetch_span(buf, s, e):
+    """Ask for the cache lines of buf[s:e], its first 512 bytes at most. A pass that reads
+    some of the segment's lines jumps from one to the next, which the processor's own
+    prefetcher does not foresee, and a 60 MB segment is far bigger than its caches: a scanner
+    asks for the line ``AHEAD_LINES`` ahead when it will read it. Only the passes that skip
+    lines or read a line's head (the envelopes, Binance's frames and events, the trade and
+    ticker rows): in a pass that reads nearly every byte it cost more than it saved. (60 MB of
+    documented Binance shapes: the demux 345 -> 300-313 ms.)"""
+    for c in range(s, min(e, s + 512), 64):
+        prefetch(buf, c)
+
+
 @njit(cache=True)
 def eq(buf, s, e, word):
     if e - s != len(word):
@@ -385,6 +402,9 @@ def envelopes(buf, starts, ends, todo, head, src, ex_flat, ex_off, msg, rest, da
     n = len(starts)
     env = np.empty((n, 6), np.int64)  # (every row written below: no fill pass first)
     for i in range(n):
+        k = i + AHEAD_LINES
+        if k < n and todo[k]:  # (the envelope only: its line's first bytes)
+            prefetch_span(buf, starts[k], starts[k] + 128)
         end = ends[i]
         p, ts = envelope_source(buf, starts[i], end, head, src) if todo[i] else (-1, 0)
         code = -1

@@ -24,6 +24,7 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    AHEAD_LINES,
     ENV_AT,
     ENV_KIND,
     ENV_SEQ,
@@ -41,6 +42,7 @@ from fluxforge.demux.bytescan import (
     grow,
     key_at,
     next_item,
+    prefetch_span,
     str_end,
     ws,
 )
@@ -384,6 +386,9 @@ def _scan_at_rows(buf, ends, todo, env, message, events, items):
     head = np.empty(5, np.int64)
     ev = np.empty(5, np.int64)
     for i in range(len(ends)):
+        k = i + AHEAD_LINES
+        if k < len(ends) and todo[k]:
+            prefetch_span(buf, env[k, ENV_AT], ends[k])
         if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]

@@ -30,6 +30,7 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    AHEAD_LINES,
     BACKSLASH,
     COMMA,
     ENV_AT,
@@ -54,6 +55,7 @@ from fluxforge.demux.bytescan import (
     lit,
     next_item,
     next_key,
+    prefetch_span,
     read_int,
     scalar_end,
     str_end,
@@ -141,6 +143,9 @@ def _lines(buf, ends, todo, envelopes, names, name_off, book):
     n = len(ends)
     env = np.full((n, 9), -1, np.int64)
     for i in range(n):
+        k = i + AHEAD_LINES
+        if k < n and todo[k]:
+            prefetch_span(buf, envelopes[k, ENV_AT], ends[k])
         if not todo[i] or envelopes[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]

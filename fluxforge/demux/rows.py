@@ -17,6 +17,7 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    AHEAD_LINES,
     ENV_AT,
     ENV_KIND,
     ENV_SEQ,
@@ -29,6 +30,7 @@ from fluxforge.demux.bytescan import (
     flat_object,
     grow,
     opt_spans,
+    prefetch_span,
     spans,
     ws,
 )
@@ -71,6 +73,9 @@ def payload_rows(buf, ends, todo, env, shape, row_kind):
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)
     for i in range(len(ends)):
+        k = i + AHEAD_LINES
+        if k < len(ends) and todo[k]:
+            prefetch_span(buf, env[k, ENV_AT], ends[k])
         if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]
