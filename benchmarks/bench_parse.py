@@ -32,12 +32,16 @@ kind: a segment of that frame repeated), the per-shape view of the target.
 
 Rates are given twice: wall clock, and CPU time of the process that did the work
 (``time.process_time``), the per-core figure that stays meaningful when the machine is shared.
-Each side's figure is its best of --repeat runs, the sides taking turns (FluxForge, envelope
-loop, DuckDB, FluxForge, ...), so a slow phase of a shared machine does not fall on one side
-only. DuckDB runs in a child process of this run, timed there: at the end of each query it
-trims the C library's heap (``malloc_trim``), which handed the memory the FluxForge side keeps
-between runs back to the kernel, so that side paid a page fault per 4 KiB again (about a fifth
-of its time on 60 MB). A refinery process runs no DuckDB. ``--mem`` instead runs the
+Each side first runs once untimed on the whole segment: numba's compilation and the imports,
+DuckDB's JSON reader, and the heap a refinery process keeps from one segment for the next
+(``fluxforge.heap``; a 200 KB warm-up left the first two timed runs 20k-40k page faults above
+the steady state). Each side's figure is then its best of --repeat runs, the sides taking
+turns (FluxForge, envelope loop, DuckDB, FluxForge, ...), so a slow phase of a shared machine
+does not fall on one side only. DuckDB runs in a child process of this run, timed there: at
+the end of each query it trims the C library's heap (``malloc_trim``), which handed the
+memory the FluxForge side keeps between runs back to the kernel, so that side paid a page
+fault per 4 KiB again (about a fifth of its time on 60 MB). A refinery process runs no
+DuckDB. ``--mem`` instead runs the
 FluxForge side once and prints the process's peak RSS (run it alone for a clean figure).
 
 The process keeps the memory a run frees for the next run's arrays, as a refinery process does
@@ -237,6 +241,12 @@ def duckdb_side(pool: ProcessPoolExecutor) -> Any:
     return lambda path: pool.submit(timed, duckdb_read_json, path).result()
 
 
+def warm_up(data: bytes, path: Path, db_side: Any) -> None:
+    """One untimed run of each side on the whole segment (see the module doc)."""
+    fluxforge_columns(data)
+    db_side(path)
+
+
 def best_of(calls: list[tuple[Any, Any]], repeat: int) -> list[tuple[float, float, Any]]:
     """(best wall seconds, best CPU seconds, result) of each call ``fn(arg)`` of `calls`, each
     returning ``timed``'s triple, run `repeat` rounds in turn (A B C A B C ...): a slow phase of
@@ -305,7 +315,7 @@ def each(args: argparse.Namespace, data: bytes, name: str, db_side: Any) -> floa
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / SEGMENT
         path.write_bytes(data)
-        fluxforge_columns(data[:20_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
+        warm_up(data, path, db_side)
         (_t, c_ff, info), (_t, c_db, _rows) = best_of(
             [(partial(timed, fluxforge_columns), data), (db_side, path)], args.repeat
         )
@@ -333,7 +343,7 @@ def run(args: argparse.Namespace, shape: str, db_side: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / SEGMENT
         path.write_bytes(data)
-        fluxforge_columns(data[:200_000].rsplit(b"\n", 1)[0] + b"\n")  # JIT / import warm-up
+        warm_up(data, path, db_side)
         calls = [
             (partial(timed, fluxforge_columns), data),
             (partial(timed, envelope_only), data),
