@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from fluxforge.demux.bytescan import (
+    AHEAD_LINES,
     ENV_AT,
     ENV_EX,
     ENV_KIND,
@@ -17,6 +18,7 @@ from fluxforge.demux.bytescan import (
     KIND_OTHER,
     KIND_REST,
     line_bounds,
+    prefetch_span,
     read_envelopes,
 )
 from fluxforge.segments import encode_ctl, encode_envelope
@@ -52,3 +54,25 @@ def test_envelope_pass_reads_each_line_once() -> None:
     ]  # fmt: skip
     for row in env[3:]:
         assert row.tolist() == [-1] * 6
+
+
+def test_envelope_pass_asking_ahead_changes_nothing() -> None:
+    # the pass asks for the line AHEAD_LINES ahead (prefetch_span): a hint, never a read; a
+    # span before, across or past the buffer is asked for without a fault
+    buf = np.frombuffer(b'{"a":1}\n', np.uint8)
+    for s, e in ((-4096, 4), (-1, 63), (5, 9000), (1 << 40, (1 << 40) + 64), (3, 2)):
+        prefetch_span(buf, s, e)
+    lines = [
+        encode_envelope(TS + k, "s", ("okx", "binance")[k % 2], k, "msg", b'{"k":%d}' % k)
+        for k in range(3 * AHEAD_LINES)
+    ]
+    data = b"".join(lines)
+    buf = np.frombuffer(data, np.uint8)
+    starts, ends = line_bounds(buf)
+    todo = (np.arange(len(starts)) % 3) != 1  # lines skipped between those read
+    env = read_envelopes(buf, starts, ends, todo, ("binance", "okx"))
+    for k, line in enumerate(lines):  # each line read alone gives the same row
+        one = np.frombuffer(line, np.uint8)
+        alone = read_envelopes(one, *line_bounds(one), np.array([True]), ("binance", "okx"))[0]
+        alone[ENV_AT] += starts[k]  # (a position in the segment)
+        assert env[k].tolist() == (alone.tolist() if todo[k] else [-1] * 6), k
