@@ -292,6 +292,9 @@ def _scan(fr, buf, ends, todo, env, shape, snap_shape, capacity):
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
+        k = i + AHEAD_LINES
+        if k < n and todo[k]:
+            prefetch_span(buf, env[k, ENV_AT], ends[k])
         if not todo[i]:
             continue
         mark = n_lv

@@ -210,6 +210,9 @@ def _scan_lines(buf, ends, todo, env, update, snapshot, channel, at, side_of, ca
     row = np.empty(_M_COLS, np.int64)  # an Exchange message, copied to msg when accepted
     row_b = borrowed(row)
     for i in range(n):
+        k = i + AHEAD_LINES
+        if k < n and todo[k]:
+            prefetch_span(buf, env[k, ENV_AT], ends[k])
         if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]

@@ -25,6 +25,7 @@ import pyarrow as pa
 from numba import njit
 
 from fluxforge.demux.bytescan import (
+    AHEAD_LINES,
     ENV_AT,
     ENV_KIND,
     ENV_SEQ,
@@ -42,6 +43,7 @@ from fluxforge.demux.bytescan import (
     key_at,
     next_item,
     next_key,
+    prefetch_span,
     read_int,
     str_end,
     ws,
@@ -167,6 +169,9 @@ def _scan(
     n_rows = 0
     no_lv = np.empty((1, 6), np.int64)  # (no level lists in trade / ticker items)
     for i in range(n):
+        k = i + AHEAD_LINES
+        if k < n and todo[k]:
+            prefetch_span(buf, env[k, ENV_AT], ends[k])
         if not todo[i] or env[i, ENV_KIND] != KIND_MSG:
             continue
         end = ends[i]
