@@ -1258,11 +1258,18 @@ def scalar_end(buf, p, end):
     return r
 
 
+# the longest integer ``plain_scalar_end`` takes: orjson reads a JSON integer past 64 bits
+# as a float, and refuses one of 309 digits or more (infinity)
+JSON_INT_DIGITS = 300
+
+
 @njit(cache=True)
 def plain_scalar_end(buf, p, end):
     """Position after a value at p that is surely valid JSON and plain: a string without
-    escapes, an integer of at most 18 digits without fraction or exponent, true, false or
-    null; else -1 (the per-line path judges the rest)."""
+    escapes, an integer without fraction or exponent that orjson reads (up to
+    ``JSON_INT_DIGITS`` digits: an int, or a float past 64 bits, such as the 20-digit
+    ``connectionID`` of Kraken's system status), true, false or null; else -1 (the per-line
+    path judges the rest)."""
     if p >= end:
         return -1
     c = buf[p]
@@ -1271,8 +1278,10 @@ def plain_scalar_end(buf, p, end):
         return -1 if q < 0 else q + 1
     if c == 45 or 48 <= c <= 57:  # - or digit
         k = p + 1 if c == 45 else p
-        _v, q = read_int(buf, k, end)
-        if q < 0 or q - k > 18:
+        q = k
+        while q < end and 48 <= buf[q] <= 57:
+            q += 1
+        if q == k or q - k > JSON_INT_DIGITS or (buf[k] == 48 and q - k > 1):  # (no "01")
             return -1
         if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):  # . e E
             return -1

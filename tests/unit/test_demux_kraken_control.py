@@ -22,8 +22,18 @@ TAKEN = [
     b'{ "status" : "online", "event" : "systemStatus", "version" : "1.8.3",'
     b' "ok": true, "x": null }',
 ]
+# integers as orjson reads them: an int, a float past 64 bits (Kraken's connectionID)
+TAKEN += [
+    b'{"connectionID":17843232920108168701,"event":"systemStatus","status":"online"}',
+    b'{"connectionID":-9223372036854775809,"event":"systemStatus","status":"online"}',
+    b'{"connectionID":%s,"event":"systemStatus","status":"online"}' % (b"9" * 300),
+    b'{"connectionID":0,"event":"heartbeat"}',
+]
 LEFT = [
-    b'{"connectionID":17843232920108168701,"event":"systemStatus","status":"online"}',  # 20 digits
+    b'{"connectionID":%s,"event":"systemStatus","status":"online"}' % (b"9" * 309),  # infinity
+    b'{"connectionID":01,"event":"systemStatus","status":"online"}',  # not JSON
+    b'{"connectionID":-,"event":"systemStatus","status":"online"}',  # not JSON
+    b'{"connectionID":1e5,"event":"systemStatus","status":"online"}',  # an exponent
     b'{"event":"subscriptionStatus","event":"heartbeat"}',  # "event" twice
     b'{"event":"subscriptionStatus","channel":"book"}',  # a v2 key: the v2 normalizer's
     b'{"event":"pong","method":"ping"}',  # likewise
