@@ -101,6 +101,7 @@ def string_words(offsets, data, valid, scale):
     cast reads every such string, to the same value)."""
     n = len(valid)
     words = np.zeros(2 * n, np.int64)
+    scratch = np.empty(len(data), np.uint8)
     for i in range(n):
         if not valid[i]:
             continue
@@ -108,21 +109,9 @@ def string_words(offsets, data, valid, scale):
         neg = s < e and data[s] == 45  # -
         if neg:
             s += 1
-        w = 0
-        dot = -1
-        bad = e <= s
-        for k in range(s, e):  # one pass, no early exit (see fluxforge/demux/bytescan.py)
-            c = data[k]
-            if c == _DOT:
-                bad |= dot >= 0
-                dot = k
-            else:
-                d = np.int64(c) - 48
-                bad |= (d < 0) | (d > 9)
-                w = w * 10 + d
-        n_dig = e - s - (dot >= 0)  # leading zeros too: at most 18 digits cannot overflow w
-        n_frac = e - dot - 1 if dot >= 0 else 0
-        if bad or n_dig > 18 or dot == s or (dot >= 0 and n_frac == 0) or n_frac > scale:
+        # the level columns' reader (the copy goes to a scratch array, unread)
+        _key, _exact, w, n_frac = copy_decimal_key(data, s, e, scratch, 0)
+        if n_frac < 0 or n_frac > scale or data[s] == _DOT:  # (".5": Arrow's to judge)
             return words, False
         lo, hi = scaled_words(w, n_frac, scale)
         if neg:  # two's complement of the 128-bit (hi, lo)
