@@ -52,7 +52,8 @@ def to_decimal(strings: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArra
     string padded with zeros past the scale is cut to the scale first (``to_scale``'s rule,
     vectorized), so every text ``dec`` accepts casts. Anything else raises ArrowInvalid.
     An array whose every string is short and plain (``string_words``) is scaled in one numba
-    pass instead: the same value, about a fifth of the cast's time."""
+    pass instead, to the same values (the trade and quote columns of 60 MB of documented
+    Binance shapes: 16 -> 2 ms)."""
     if isinstance(strings, pa.ChunkedArray):
         chunks = [_plain_words(c) for c in strings.chunks]
         if all(c is not None for c in chunks):
