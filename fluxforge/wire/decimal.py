@@ -220,7 +220,7 @@ _POW10_18 = np.array([10**k for k in range(19)], dtype=np.int64)
 _FITS_INT64 = np.array([(2**63 - 1) // 10**k for k in range(19)], dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def scaled_words(w, n_frac, scale):
     """The decimal128 words (low, high) of w * 10**-n_frac at `scale` (0 <= w < 2**63,
     n_frac <= scale): the unscaled integer w * 10**(scale - n_frac)."""
@@ -231,7 +231,7 @@ def scaled_words(w, n_frac, scale):
     return l0 | (l1 << 32), l2 | (l3 << 32)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def copy_decimal_key(buf, s, e, out, o):
     """Copy buf[s:e] to out[o:] and give (the float64 nearest to it as a plain decimal, True),
     or (0.0, False) when this fast rule cannot say (not a plain decimal, or more than 2**53
