@@ -8,10 +8,13 @@ again: a page fault and a zeroed page per 4 KiB, which on the virtual machines m
 more than the work that fills them. With the threshold fixed at its ceiling and the heap
 trimmed only past 1 GiB, a freed block serves the next allocation instead
 (docs/performance.md, "Eighth pass": a 50 MB mixed segment, page faults 35.5k -> 26.7k).
+Blocks above that ceiling (a large segment's level rows, a 60 MB segment's copy) would still
+get mappings of their own, new pages at every use: ``malloc`` is told to make no mappings at
+all, so they come from the heap too (docs/performance.md, "Eleventh pass").
 
 The price: a refinery process keeps the heap of its largest segment until it exits (its peak
-memory, which the quality bar already bounds), and blocks below 32 MiB come from the heap, not
-from their own mappings. ``refinery.keep_freed_memory: false`` leaves glibc's defaults.
+memory, which the quality bar already bounds), and every block comes from the heap, not from
+a mapping of its own. ``refinery.keep_freed_memory: false`` leaves glibc's defaults.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ log = logging.getLogger(__name__)
 # glibc's mallopt parameters (malloc.h) and the values set
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 MMAP_THRESHOLD = 32 << 20  # glibc's ceiling (HEAP_MAX_SIZE / 2 on 64-bit): a larger one is refused
 TRIM_THRESHOLD = 1 << 30
+MMAP_MAX = 0  # no block in a mapping of its own, whatever its size
 
 _applied: bool | None = None  # None: not asked yet in this process
 
@@ -48,6 +53,7 @@ def _set() -> bool:
         libc = ctypes.CDLL(None)  # the C library this process already runs on
         ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
         ok = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+        ok = libc.mallopt(M_MMAP_MAX, MMAP_MAX) == 1 and ok
     except (OSError, AttributeError) as exc:
         log.debug("mallopt unavailable: %s", exc)
         return False
