@@ -56,6 +56,7 @@ from fluxforge.demux.bytescan import (
     KIND_REST,
     LBRACE,
     LBRACKET,
+    LV_COLS,
     RBRACE,
     RBRACKET,
     borrowed,
@@ -158,7 +159,7 @@ def _frames(buf, ends, todo, env, wrapper, head, mid):
     n = len(ends)
     fr = np.full((n, 6), -1, np.int64)
     out = np.empty(4, np.int64)
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists in the wrapper)
+    no_lv = np.empty((1, LV_COLS), np.int64)  # (no level lists in the wrapper)
     for i in range(n):
         k = i + AHEAD_LINES
         if k < n and todo[k]:  # (the frame's head, and its tail: ``_compact_frame``)
@@ -288,7 +289,7 @@ def _scan(fr, buf, ends, todo, env, shape, snap_shape, capacity):
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
-    lv = np.empty((capacity, 6), np.int64)
+    lv = np.empty((capacity, LV_COLS), np.int64)
     n_lv = 0
     out = np.zeros(_M_COLS, np.int64)
     for i in range(n):
@@ -493,7 +494,7 @@ def _scan_events(fr, buf, todo, shape, id_bits, layout):
     n_cols, c_line, c_ts, c_seq, c_stream, c_evt, c_kind = layout
     # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
     buf, shape = borrowed(buf), borrowed(shape)
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists in these shapes)
+    no_lv = np.empty((1, LV_COLS), np.int64)  # (no level lists in these shapes)
     info = np.empty((1024, n_cols), np.int64)
     n_ok = 0
     out = np.zeros(n_cols, np.int64)

@@ -32,6 +32,7 @@ from fluxforge.demux.bytescan import (
     KIND_MSG,
     LBRACE,
     LBRACKET,
+    LV_COLS,
     RBRACE,
     RBRACKET,
     add_level,
@@ -111,7 +112,7 @@ def _at_updates(buf, p, end, m, lv, n_lv, level, side_of, out, no_lv):
         p, _seen, _a, _b = flat_object(buf, p, end, level, out, 0, no_lv, 0)
         if p < 0:
             return -1, lv, n_lv, 0
-        lv, n_lv = add_level(lv, n_lv, m, side_of[out[0] - 1], out[2], out[3], out[4], out[5])
+        lv, n_lv = add_level(buf, lv, n_lv, m, side_of[out[0] - 1], out[2], out[3], out[4], out[5])
         if out[1] > ev_ns:
             ev_ns = out[1]
         p, done = next_item(buf, p, end)
@@ -202,11 +203,11 @@ def _scan_lines(buf, ends, todo, env, update, snapshot, channel, at, side_of, ca
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
-    lv = np.empty((capacity, 6), np.int64)
+    lv = np.empty((capacity, LV_COLS), np.int64)
     n_lv = 0
     # scratch rows of an Advanced Trade message: head, event, level
     at_rows = (np.empty(5, np.int64), np.empty(5, np.int64), np.empty(6, np.int64))
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists inside these objects)
+    no_lv = np.empty((1, LV_COLS), np.int64)  # (no level lists inside these objects)
     row = np.empty(_M_COLS, np.int64)  # an Exchange message, copied to msg when accepted
     row_b = borrowed(row)
     for i in range(n):
@@ -385,7 +386,7 @@ def _scan_at_rows(buf, ends, todo, env, message, events, items):
     trade, ticker = borrowed(items[0]), borrowed(items[1])
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
-    no_lv = np.empty((1, 6), np.int64)
+    no_lv = np.empty((1, LV_COLS), np.int64)
     head = np.empty(5, np.int64)
     ev = np.empty(5, np.int64)
     for i in range(len(ends)):

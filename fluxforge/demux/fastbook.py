@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from fluxforge.book.batch import BookBatch, arena_of, arena_slice, level_keys, words_slice
-from fluxforge.demux.bytescan import level_arenas, level_order
+from fluxforge.demux.bytescan import LV_COLS, level_arenas, level_order
 from fluxforge.events import BookMessage
 from fluxforge.storage.paths import sanitize_part
 from fluxforge.wire.decimal import SCALE_LIMITS
@@ -65,10 +65,13 @@ def one_code_per_symbol(
 
 
 class LevelColumns:
-    """The level rows `lv` (message row, side, price start/end, size start/end) of the
-    messages where `msg_ok`, per message: bids then asks, each side in wire order."""
+    """The level rows `lv` (``bytescan.put_level``: message row, side, price start/end, size
+    start/end, the first bytes of each) of the messages where `msg_ok`, per message: bids
+    then asks, each side in wire order."""
 
     def __init__(self, buf: np.ndarray, lv: np.ndarray, msg_ok: np.ndarray, n_msg: int) -> None:
+        if lv.ndim != 2 or lv.shape[1] != LV_COLS:
+            raise ValueError(f"level rows must have {LV_COLS} columns (put_level), not {lv.shape}")
         self.buf = buf
         self.lv = np.ascontiguousarray(lv)
         self.order, self.counts, self.first = level_order(self.lv, msg_ok, n_msg)
@@ -88,9 +91,11 @@ class LevelColumns:
         bounds = np.zeros(len(sels) + 1, np.int64)
         bounds[1:] = np.cumsum([len(s) for s in sels])
         rows = np.concatenate(sels).astype(np.int64, copy=False)
+        lv_bytes = self.lv.reshape(-1).view(np.uint8)
         cols = level_arenas(
-            self.buf, self.lv, self.order, self.first, self.counts, rows, bounds, *SCALE_LIMITS
-        )
+            self.buf, self.lv, lv_bytes, self.order, self.first, self.counts, rows, bounds,
+            *SCALE_LIMITS,
+        )  # fmt: skip
         offsets, side, arena, arena_offsets, pkey, skey, slow, words, exact, lv_at, ar_at = cols
         bnd, lvs, ars = bounds.tolist(), lv_at.tolist(), ar_at.tolist()
         out = []

@@ -40,6 +40,7 @@ from fluxforge.demux.bytescan import (
     KIND_MSG,
     LBRACE,
     LBRACKET,
+    LV_COLS,
     QUOTE,
     RBRACE,
     RBRACKET,
@@ -224,7 +225,7 @@ def _scan(buf, ends, env, book, capacity, payload, rules):
     ok = np.zeros(n, np.bool_)
     msg = np.empty((1024, _MSG_COLS), np.int64)
     n_msg = 0
-    lv = np.empty((capacity, 6), np.int64)
+    lv = np.empty((capacity, LV_COLS), np.int64)
     n_lv = 0
     for i in range(n):
         if env[i, _E_CLASS] != _V1_BOOK:
@@ -408,7 +409,7 @@ def _scan_v1_trades(buf, ends, env, shape):
     buf, shape = borrowed(buf), borrowed(shape)
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
-    no_lv = np.empty((1, 6), np.int64)
+    no_lv = np.empty((1, LV_COLS), np.int64)
     for i in range(len(ends)):
         if env[i, _E_CLASS] != _V1_TRADE:
             continue
@@ -458,7 +459,7 @@ def _scan_v2(buf, ends, env, words, ch_flat, ch_off, decl, cap, events, v2_keys)
     control = np.zeros(n, np.bool_)
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
-    lv = np.empty((cap, 6), np.int64)
+    lv = np.empty((cap, LV_COLS), np.int64)
     n_lv = 0
     for i in range(n):
         if env[i, _E_CLASS] != _V2_LINE:

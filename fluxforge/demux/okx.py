@@ -33,6 +33,7 @@ from fluxforge.demux.bytescan import (
     KIND_MSG,
     LBRACE,
     LBRACKET,
+    LV_COLS,
     borrowed,
     distinct_spans,
     eq,
@@ -163,11 +164,11 @@ def _scan(
     row = np.empty(_M_COLS, np.int64)
     msg = np.empty((1024, _M_COLS), np.int64)
     n_msg = 0
-    lv = np.empty((capacity, 6), np.int64)
+    lv = np.empty((capacity, LV_COLS), np.int64)
     n_lv = 0
     rows = np.empty((1024, R_COLS), np.int64)
     n_rows = 0
-    no_lv = np.empty((1, 6), np.int64)  # (no level lists in trade / ticker items)
+    no_lv = np.empty((1, LV_COLS), np.int64)  # (no level lists in trade / ticker items)
     for i in range(n):
         k = i + AHEAD_LINES
         if k < n and todo[k]:

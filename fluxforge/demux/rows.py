@@ -24,6 +24,7 @@ from fluxforge.demux.bytescan import (
     ENV_TS,
     KIND_MSG,
     LBRACE,
+    LV_COLS,
     RBRACE,
     borrowed,
     distinct_spans,
@@ -71,7 +72,7 @@ def payload_rows(buf, ends, todo, env, shape, row_kind):
     buf, shape = borrowed(buf), borrowed(shape)
     rows = np.empty((256, R_COLS), np.int64)
     n_rows = 0
-    no_lv = np.empty((1, 6), np.int64)
+    no_lv = np.empty((1, LV_COLS), np.int64)
     for i in range(len(ends)):
         k = i + AHEAD_LINES
         if k < len(ends) and todo[k]:

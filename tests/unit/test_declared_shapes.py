@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from fluxforge.demux.bytescan import flat_object
+from fluxforge.demux.bytescan import LV_COLS, flat_object
 from fluxforge.events import NormalizeError
 from fluxforge.segments import encode_envelope
 from fluxforge.venues import binance, bitget, coinbase, okx
@@ -51,7 +51,7 @@ def scan_raw(decl: ObjectShape, raw: bytes) -> dict[str, Any] | None:
     layout = _layout(decl)
     buf = np.frombuffer(raw, np.uint8)
     out = np.full(2 * len(layout) + 2, -1, np.int64)
-    lv = np.empty((64, 6), np.int64)
+    lv = np.empty((64, LV_COLS), np.int64)
     p, seen, lv, n_lv = flat_object(buf, 0, len(buf), decl.args_for(layout), out, 0, lv, 0)
     if p != len(buf):
         return None
@@ -370,7 +370,7 @@ def test_level_scanners_rows_past_the_given_room_all_kept(
         buf = np.frombuffer(raw, np.uint8)
         out = np.full(4, -1, np.int64)
         for room in (1, 64, 4096):
-            lv = np.full((room, 6), -7, np.int64)
+            lv = np.full((room, LV_COLS), -7, np.int64)
             lv[0] = 99  # a row written before: kept
             p, _seen, lv, n_lv = flat_object(buf, 0, len(buf), args, out, 5, lv, 1)
             assert p == len(buf) and n_lv == n + 1, (n, room)

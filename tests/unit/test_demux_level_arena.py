@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from fluxforge.book import BookBatch
+from fluxforge.demux.bytescan import LV_COLS, put_level, text_at
 from fluxforge.demux.fastbook import LevelColumns, by_code
 from fluxforge.tables import DECIMAL
 from fluxforge.wire.decimal import copy_decimal_key
@@ -66,7 +67,9 @@ def test_level_columns_equal_sorted_arrow_levels() -> None:
         pos += len(texts[-1])
     rows.sort(key=lambda r: r[0])  # a scanner appends a message's levels together
     buf = np.frombuffer("".join(texts).encode(), np.uint8)
-    lv = np.array(rows, np.int64)
+    lv = _level_rows(buf, rows)
+    held = [text_at(len(buf), a, b) for r in rows for a, b in ((r[2], r[3]), (r[4], r[5]))]
+    assert any(held) and not all(held)  # strings read from the rows and from the segment
     msg_ok = rng.random(n_msg) < 0.8
     codes = rng.integers(0, 4, n_msg)
     levels = LevelColumns(buf, lv, msg_ok, n_msg)
@@ -109,7 +112,16 @@ def _columns(texts: list[tuple[str, str]], n_msg: int, rng: np.random.Generator)
         pos += len(parts[-1])
     rows.sort(key=lambda r: r[0])
     buf = np.frombuffer("".join(parts).encode(), np.uint8)
-    return LevelColumns(buf, np.array(rows, np.int64), np.ones(n_msg, bool), n_msg)
+    return LevelColumns(buf, _level_rows(buf, rows), np.ones(n_msg, bool), n_msg)
+
+
+def _level_rows(buf: np.ndarray, rows: list[tuple]) -> np.ndarray:
+    """Level rows as a scanner writes them: the spans, and the bytes of the short ones (the
+    last strings of `buf` have fewer than 16 bytes after them: read from `buf`)."""
+    lv = np.zeros((len(rows), LV_COLS), np.int64)
+    for k, r in enumerate(rows):
+        put_level(buf, lv, k, *r)
+    return lv
 
 
 def test_level_words_equal_arrow_decimal_cast() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from fluxforge.demux.bytescan import flat_object
+from fluxforge.demux.bytescan import LV_COLS, flat_object
 from fluxforge.events import NormalizeError
 from fluxforge.venues import kraken
 from fluxforge.venues.common import read_fields
@@ -26,7 +26,7 @@ def scan(obj: Any) -> dict[str, Any] | None:
     per-line path."""
     buf = np.frombuffer(orjson.dumps(obj), np.uint8)
     out = np.zeros(len(LAYOUT), np.int64)
-    lv = np.empty((64, 6), np.int64)
+    lv = np.empty((64, LV_COLS), np.int64)
     args = kraken.BOOK_PAYLOAD.args_for(LAYOUT)
     p, seen, lv, n_lv = flat_object(buf, 0, len(buf), args, out, 0, lv, 0)
     if p != len(buf):
