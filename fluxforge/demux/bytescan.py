@@ -682,6 +682,15 @@ def text_at(n_buf, s, e):
     return e - s <= TEXT_BYTES and s + TEXT_BYTES <= n_buf
 
 
+@njit(cache=True, inline="always")
+def level_string(buf, lv_bytes, at, s, e, out, o):
+    """``copy_decimal_key`` of the span [s, e) of `buf`, read from its level row's bytes
+    (`lv_bytes` from `at`) when the row holds them (``text_at``)."""
+    if text_at(len(buf), s, e):
+        return copy_decimal_key(lv_bytes, at, at + e - s, out, o)
+    return copy_decimal_key(buf, s, e, out, o)
+
+
 @njit(cache=True)
 def add_level(buf, lv, n_lv, row, side, px0, px1, sz0, sz1):
     """Append one level row (``put_level``): (lv, n_lv)."""
@@ -836,7 +845,6 @@ def level_arenas(buf, lv, lv_bytes, order, first, counts, rows, bounds, scale, m
     the level row holds (``text_at``) is read from the row (`lv_bytes`: `lv`'s bytes)."""
     # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
     buf, lv_bytes = borrowed(buf), borrowed(lv_bytes)
-    n_buf = len(buf)
     row_bytes = 8 * lv.shape[1]
     n_grp = len(bounds) - 1
     n_rows = len(rows)
@@ -909,19 +917,13 @@ def level_arenas(buf, lv, lv_bytes, order, first, counts, rows, bounds, scale, m
             x = lv_at[g] + xl
             side[x] = lv[j, 1]
             a, b = lv[j, 2], lv[j, 3]
-            if text_at(n_buf, a, b):
-                c = j * row_bytes + 8 * LV_TEXT
-                pkey[x], good, pw, pf = copy_decimal_key(lv_bytes, c, c + b - a, into, base + o_px)
-            else:
-                pkey[x], good, pw, pf = copy_decimal_key(buf, a, b, into, base + o_px)
+            at = j * row_bytes + 8 * LV_TEXT
+            pkey[x], good, pw, pf = level_string(buf, lv_bytes, at, a, b, into, base + o_px)
             o_px += b - a
             offsets[o_at + xl + 1] = o_px
             a, b = lv[j, 4], lv[j, 5]
-            if text_at(n_buf, a, b):
-                c = j * row_bytes + 8 * (LV_TEXT + 2)
-                skey[x], good2, sw, sf = copy_decimal_key(lv_bytes, c, c + b - a, into, base + o_sz)
-            else:
-                skey[x], good2, sw, sf = copy_decimal_key(buf, a, b, into, base + o_sz)
+            at += TEXT_BYTES  # (the size's bytes follow the price's in the row)
+            skey[x], good2, sw, sf = level_string(buf, lv_bytes, at, a, b, into, base + o_sz)
             o_sz += b - a
             offsets[o_at + n_g + xl + 1] = o_sz
             slow[x] = not (good and good2)
