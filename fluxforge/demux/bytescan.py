@@ -789,16 +789,24 @@ def next_item(buf, p, end):
 
 @njit(cache=True)
 def gather(buf, s, e):
+    """The bytes of the spans s[i]:e[i] of `buf`, one after another, and their offsets. The
+    spans lie a line apart in a segment far bigger than the caches: each span's bytes are
+    asked for `_AHEAD` spans before they are copied (as ``_span_run`` does)."""
+    src = borrowed(buf)
     lens = e - s
     offsets = np.zeros(len(s) + 1, np.int64)
     for i in range(len(s)):
         offsets[i + 1] = offsets[i] + lens[i]
     out = np.empty(offsets[-1], np.uint8)
-    for i in range(len(s)):  # a byte loop: a slice copy per span costs ~10x more in numba
+    n = len(s)
+    for i in range(n):  # a byte loop: a slice copy per span costs ~10x more in numba
+        if i + _AHEAD < n:
+            prefetch(src, s[i + _AHEAD])
         o = offsets[i]
         a = s[i]
         for k in range(lens[i]):
-            out[o + k] = buf[a + k]
+            out[o + k] = src[a + k]
+    len(buf)  # (buf live to the exit: see the module doc)
     return out, offsets
 
 
@@ -806,12 +814,18 @@ def gather(buf, s, e):
 def level_order(lv, msg_ok, n_msg):
     """The level rows `lv` (message row, side 0/1, ...) of the messages where `msg_ok`,
     ordered per message, bids then asks, each side in row order (a stable counting sort on
-    message * 2 + side): (order, levels per message, first position of each message)."""
+    message * 2 + side): (order, levels per message, first position of each message, price
+    bytes and size bytes per message). The byte totals come from the counting pass, which
+    reads the rows anyway, so ``level_arenas`` need not walk every row once more for them."""
     start = np.zeros(2 * n_msg + 1, np.int64)
+    px_bytes = np.zeros(n_msg, np.int64)
+    sz_bytes = np.zeros(n_msg, np.int64)
     for j in range(len(lv)):
         r = lv[j, 0]
         if msg_ok[r]:
             start[2 * r + lv[j, 1] + 1] += 1
+            px_bytes[r] += lv[j, 3] - lv[j, 2]
+            sz_bytes[r] += lv[j, 5] - lv[j, 4]
     for k in range(2 * n_msg):
         start[k + 1] += start[k]
     order = np.empty(start[2 * n_msg], np.int64)
@@ -824,13 +838,16 @@ def level_order(lv, msg_ok, n_msg):
             at[key] += 1
     first = start[0 : 2 * n_msg : 2].copy()
     counts = start[2 : 2 * n_msg + 1 : 2] - first
-    return order, counts, first
+    return order, counts, first, px_bytes, sz_bytes
 
 
 @njit(cache=True)
-def level_arenas(buf, lv, lv_bytes, order, first, counts, rows, bounds, scale, max_int):
+def level_arenas(
+    buf, lv, lv_bytes, order, first, counts, px_bytes, sz_bytes, rows, bounds, scale, max_int
+):
     """The levels of the messages of every group (group g: `rows[bounds[g]:bounds[g+1]]`,
-    ascending; their rows in `order` from `first`, `counts` each), each group laid out as a
+    ascending; their rows in `order` from `first`, `counts` each, `px_bytes` and `sz_bytes`
+    of their strings: ``level_order``), each group laid out as a
     book batch's level columns: level offsets per message, side, one byte arena holding the
     price strings then the size strings (offsets from 0), and the float keys of each price and
     size (``copy_decimal_key``; `slow` marks the levels whose keys it could not give). Also
@@ -854,13 +871,6 @@ def level_arenas(buf, lv, lv_bytes, order, first, counts, rows, bounds, scale, m
         for k in range(bounds[g], bounds[g + 1]):
             k_of[rows[k]] = k
             grp[k] = g
-    px_k = np.zeros(n_rows, np.int64)
-    sz_k = np.zeros(n_rows, np.int64)
-    for j in range(len(lv)):  # level bytes per message, in level order
-        k = k_of[lv[j, 0]]
-        if k >= 0:
-            px_k[k] += lv[j, 3] - lv[j, 2]
-            sz_k[k] += lv[j, 5] - lv[j, 4]
     # per group: first level, first arena byte, first arena offset; per message: its first
     # level, price byte and size byte inside its group
     lv_at = np.zeros(n_grp + 1, np.int64)
@@ -879,8 +889,8 @@ def level_arenas(buf, lv, lv_bytes, order, first, counts, rows, bounds, scale, m
             p_k[k] = n_px
             s_k[k] = n_sz
             x += counts[rows[k]]
-            n_px += px_k[k]
-            n_sz += sz_k[k]
+            n_px += px_bytes[rows[k]]
+            n_sz += sz_bytes[rows[k]]
             level_offsets[k + g + 1] = x
         for k in range(bounds[g], bounds[g + 1]):
             s_k[k] += n_px

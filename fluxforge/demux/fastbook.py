@@ -74,7 +74,9 @@ class LevelColumns:
             raise ValueError(f"level rows must have {LV_COLS} columns (put_level), not {lv.shape}")
         self.buf = buf
         self.lv = np.ascontiguousarray(lv)
-        self.order, self.counts, self.first = level_order(self.lv, msg_ok, n_msg)
+        self.order, self.counts, self.first, self.px_bytes, self.sz_bytes = level_order(
+            self.lv, msg_ok, n_msg
+        )
 
     def of(self, sel: np.ndarray) -> dict[str, Any]:
         """The columns of one group of messages `sel` (``of_groups``)."""
@@ -93,8 +95,8 @@ class LevelColumns:
         rows = np.concatenate(sels).astype(np.int64, copy=False)
         lv_bytes = self.lv.reshape(-1).view(np.uint8)
         cols = level_arenas(
-            self.buf, self.lv, lv_bytes, self.order, self.first, self.counts, rows, bounds,
-            *SCALE_LIMITS,
+            self.buf, self.lv, lv_bytes, self.order, self.first, self.counts, self.px_bytes,
+            self.sz_bytes, rows, bounds, *SCALE_LIMITS,
         )  # fmt: skip
         offsets, side, arena, arena_offsets, pkey, skey, slow, words, exact, lv_at, ar_at = cols
         bnd, lvs, ars = bounds.tolist(), lv_at.tolist(), ar_at.tolist()
