@@ -18,7 +18,7 @@ frame kinds in one segment) its detection gives the payload column JSON's type: 
 parses every payload and keeps it as JSON text, where FluxForge turns it into typed columns
 (levels as decimals, float keys and arenas); the DuckDB line says which it did.
 
-    uv run python benchmarks/bench_parse.py [--mb 60] [--repeat 3] [--shape SHAPE] [--mem]
+    uv run python benchmarks/bench_parse.py [--mb 60] [--repeat 5] [--shape SHAPE] [--mem]
 
 Shapes: ``mix`` all five venues; ``coinbase`` the Coinbase Exchange capture alone; ``advanced``
 the same Coinbase data re-shaped as Advanced Trade frames (the live feed and the synthetic
@@ -35,14 +35,14 @@ Rates are given twice: wall clock, and CPU time of the process that did the work
 Each side first runs once untimed on the whole segment: numba's compilation and the imports,
 DuckDB's JSON reader, and the heap a refinery process keeps from one segment for the next
 (``fluxforge.heap``; a 200 KB warm-up left the first two timed runs 20k-40k page faults above
-the steady state). Each side's figure is then its best of --repeat runs, the sides taking
-turns (FluxForge, envelope loop, DuckDB, FluxForge, ...), so a slow phase of a shared machine
-does not fall on one side only. DuckDB runs in a child process of this run, timed there: at
-the end of each query it trims the C library's heap (``malloc_trim``), which handed the
-memory the FluxForge side keeps between runs back to the kernel, so that side paid a page
-fault per 4 KiB again (about a fifth of its time on 60 MB). A refinery process runs no
-DuckDB. ``--mem`` instead runs the
-FluxForge side once and prints the process's peak RSS (run it alone for a clean figure).
+the steady state). Each side's figure is then its best of --repeat runs, the sides taking turns
+(FluxForge, envelope loop, DuckDB, FluxForge, ...), so a slow phase of a shared machine does
+not fall on one side only (five by default: see bench_process.py). DuckDB runs in a child
+process of this run, timed there: at the end of each query it trims the C library's heap
+(``malloc_trim``), which handed the memory the FluxForge side keeps between runs back to the
+kernel, so that side paid a page fault per 4 KiB again (about a fifth of its time on 60 MB). A
+refinery process runs no DuckDB. ``--mem`` instead runs the FluxForge side once and prints the
+process's peak RSS (run it alone for a clean figure).
 
 The process keeps the memory a run frees for the next run's arrays, as a refinery process does
 (``fluxforge.heap.keep_freed_memory``, config ``refinery.keep_freed_memory``, on by default);
@@ -262,7 +262,7 @@ def best_of(calls: list[tuple[Any, Any]], repeat: int) -> list[tuple[float, floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=60.0)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--shape", choices=(*SHAPES, *DOC_SHAPES, *EACH, "all"), default="mix")
     ap.add_argument("--mem", action="store_true", help="peak RSS of one FluxForge run only")
     ap.add_argument(

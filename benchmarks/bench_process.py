@@ -23,11 +23,14 @@ file skips every inode of its block group deleted in the last minutes, so one ru
 slower (docs/performance.md, "Eighth pass"), a cost of the benchmark, not of the refinery.
 
     uv run python benchmarks/bench_process.py [--mb 20] [--shape mix|binance|...|docs|all]
-        [--fresh-lake] [--rounds 3] [--work-dir DIR]
+        [--fresh-lake] [--rounds 5] [--work-dir DIR]
 
 Each side runs --rounds times, taking turns (FluxForge, DuckDB, FluxForge, ...); the run of
 least CPU is reported for each (the cost of the code itself: a shared machine's slow phases only
 ever add time), with every FluxForge run's CPU seconds beside it, and the highest peak RSS.
+Five rounds by default: on a shared 2-core VM the runs of one invocation, same code, same
+bytes, took 0.69 to 1.05 CPU seconds (50 MB mixed; docs/performance.md, "Twelfth pass"), and
+three rounds often held no run of a quiet phase.
 
 It ends with whether the refinery's quality bars are met: >= 60 MB/s of raw input per core
 (CPU seconds) and, for a segment of 100 MB (``--mb 100``), a peak RSS <= 1 GB.
@@ -164,7 +167,7 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run(
-    shape: str, mb: float, fresh_lake: bool = False, rounds: int = 3, work: Path | None = None
+    shape: str, mb: float, fresh_lake: bool = False, rounds: int = 5, work: Path | None = None
 ) -> None:
     """Time `shape` at `mb` MB; every file of its runs under `work` (a temporary directory of
     its own when None), which the caller deletes after its last run."""
@@ -261,7 +264,7 @@ def main() -> None:
     ap.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="runs of each side, taking turns; the run of least CPU is reported",
     )
     ap.add_argument(
