@@ -58,10 +58,14 @@ def _imported(source: bytes) -> set[str]:
     return names
 
 
+# a module that imports numba (one that only names it, in a docstring, holds no kernel)
+_USES_NUMBA = re.compile(rb"^[ \t]*(?:from|import)[ \t]+numba\b", re.M)
+
+
 def _closure(root: Path) -> dict[Path, bytes]:
     modules = _modules(root)
     sources = {path: path.read_bytes() for path in modules.values()}
-    todo = [path for path, text in sources.items() if b"numba" in text]
+    todo = [path for path, text in sources.items() if _USES_NUMBA.search(text)]
     seen = set(todo)
     while todo:
         for name in _imported(sources[todo.pop()]):

@@ -14,6 +14,18 @@ CODE_MODULE="${DAGSTER_CODE_MODULE:-fluxforge_dagster.definitions}"
 # The repository's workspace.yaml (code location "fluxforge"); the k8s chart uses its own.
 WORKSPACE="${DAGSTER_WORKSPACE:-/app/workspace.yaml}"
 
+# numba's cache starts as the one compiled into the image (infra/Dockerfile, `fluxforge
+# compile`), copied once into $NUMBA_CACHE_DIR (writable: /tmp). Without it a process
+# compiles every kernel at its first segment; a failed copy only costs that, so it is a warning.
+seed="${FLUXFORGE_NUMBA_SEED:-/app/.numba-cache}"
+if [ -n "${NUMBA_CACHE_DIR:-}" ] && [ -d "$seed" ] && [ ! -e "$NUMBA_CACHE_DIR/.seeded" ]; then
+  if mkdir -p "$NUMBA_CACHE_DIR" && cp -R "$seed/." "$NUMBA_CACHE_DIR/"; then
+    touch "$NUMBA_CACHE_DIR/.seeded"
+  else
+    echo "warning: could not copy numba's cache from $seed to $NUMBA_CACHE_DIR" >&2
+  fi
+fi
+
 case "${1:-ingest}" in
   ingest)
     shift || true

@@ -518,6 +518,31 @@ def test_docker_entrypoint_when_parsed_by_sh_is_valid_and_dispatches_every_role(
     assert "exec fluxforge ingest" in text and "dagster-daemon run" in text
 
 
+def test_dockerfile_compiles_the_kernels_into_the_image_before_its_final_stage() -> None:
+    text = (INFRA / "Dockerfile").read_text(encoding="utf-8")
+    build, final = text.split("\nFROM ", 2)[1:]
+    assert re.search(r"^RUN NUMBA_CACHE_DIR=/app/\.numba-cache \S*fluxforge compile$", build, re.M)
+    assert "COPY --from=build --chown=fluxforge:fluxforge /app /app" in final
+    assert re.search(r"NUMBA_CACHE_DIR=/tmp/numba-cache", final)
+
+
+def test_docker_entrypoint_seeds_numba_cache_once_from_the_image(tmp_path: Path) -> None:
+    seed, cache = tmp_path / "seed", tmp_path / "cache"
+    (seed / "0123abcd").mkdir(parents=True)
+    (seed / "0123abcd" / "kernel.nbi").write_bytes(b"index")
+    env = {**os.environ, "FLUXFORGE_NUMBA_SEED": str(seed), "NUMBA_CACHE_DIR": str(cache)}
+
+    def start() -> subprocess.CompletedProcess:
+        script = str(INFRA / "docker-entrypoint.sh")
+        return subprocess.run(["sh", script, "true"], env=env, capture_output=True, check=False)
+
+    assert start().returncode == 0
+    assert (cache / "0123abcd" / "kernel.nbi").read_bytes() == b"index"
+    (cache / "0123abcd" / "kernel.nbi").write_bytes(b"newer")  # what numba wrote since
+    assert start().returncode == 0
+    assert (cache / "0123abcd" / "kernel.nbi").read_bytes() == b"newer"  # seeded once only
+
+
 def test_docker_entrypoint_when_given_a_command_executes_it() -> None:
     proc = subprocess.run(
         ["sh", str(INFRA / "docker-entrypoint.sh"), "echo", "run-worker"],

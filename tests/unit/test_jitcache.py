@@ -26,7 +26,7 @@ def _package(tmp_path: Path) -> Path:
     (root / "deep.py").write_text("D = 1\n")
     (root / "sub" / "helper.py").write_text("def f():\n    import pkgx.late\n")
     (root / "late.py").write_text("")
-    (root / "other.py").write_text("import json\n")
+    (root / "other.py").write_text('"""Not compiled by numba."""\nimport json\n')
     return root
 
 
@@ -40,7 +40,7 @@ def test_compiled_sources_are_the_numba_modules_and_all_they_import(tmp_path: Pa
 def test_digest_changes_with_an_imported_constant_not_with_other_modules(tmp_path: Path) -> None:
     root = _package(tmp_path)
     before = jitcache.source_digest(root)
-    (root / "other.py").write_text("import json\nX = 2\n")
+    (root / "other.py").write_text('"""Not compiled by numba."""\nimport json\nX = 2\n')
     assert jitcache.source_digest(root) == before
     (root / "deep.py").write_text("D = 2\n")  # two imports away from the kernel
     assert jitcache.source_digest(root) != before
