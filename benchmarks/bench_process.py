@@ -88,20 +88,10 @@ def _peak_mb() -> float:
 
 def _refine(root: Path, data: bytes, name: str, source: str = SOURCE) -> dict[str, float]:
     """Process one segment of `source` with the refinery under `root`; (cpu s, wall s)."""
-    import yaml
-
-    from fluxforge.config import load_config
+    from fluxforge.jitwarm import ready_in_local_lake
     from fluxforge.refinery import process_ready
-    from fluxforge.storage import Layout, open_storage
 
-    root.mkdir(parents=True, exist_ok=True)
-    cfg_path = root / "fluxforge.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump({"storage": {"backend": "local", "base_dir": str(root / "data")}})
-    )
-    cfg = load_config(cfg_path, environ={})
-    storage = open_storage(cfg.storage.etl_input)
-    storage.write_bytes(Layout.of(cfg.storage.etl_input).segment("ready", source, name), data)
+    cfg = ready_in_local_lake(root, source, name, data)
     del data
     t0, c0 = time.perf_counter(), time.process_time()
     report = process_ready(cfg)

@@ -24,6 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fluxforge.config import Config, config_from_dict
+from fluxforge.storage import Layout, open_storage
+
 WARMUP = Path(__file__).with_name("jitwarm.ndjson")
 SEGMENT = "segment_20231114T22_00001.ndjson"  # the UTC hour of the bundled lines
 SOURCE = "jitwarm"
@@ -72,22 +75,22 @@ def warm() -> WarmReport:
     return WarmReport(cache_dir, seconds, before, len(cache_files(cache_dir)))
 
 
-def _refine_bundled() -> None:
-    import yaml
+def ready_in_local_lake(root: Path, source: str, name: str, data: bytes) -> Config:
+    """The config of a lake of local files under `root` whose ready segments hold `data` as
+    segment `name` of `source`: what ``process_ready`` then refines (the warm-up here, the
+    refinery benchmark's runs)."""
+    storage = {"backend": "local", "base_dir": str(root / "data")}
+    cfg = config_from_dict({"storage": storage}, origin="<local lake>", environ={})
+    layer = cfg.storage.etl_input
+    open_storage(layer).write_bytes(Layout.of(layer).segment("ready", source, name), data)
+    return cfg
 
-    from fluxforge.config import load_config
+
+def _refine_bundled() -> None:
     from fluxforge.refinery import process_ready
-    from fluxforge.storage import Layout, open_storage
 
     with tempfile.TemporaryDirectory(prefix="fluxforge-jitwarm-") as tmp:
-        root = Path(tmp)
-        cfg_path = root / "fluxforge.yaml"
-        storage_cfg = {"backend": "local", "base_dir": str(root / "data")}
-        cfg_path.write_text(yaml.safe_dump({"storage": storage_cfg}))
-        cfg = load_config(cfg_path, environ={})
-        storage = open_storage(cfg.storage.etl_input)
-        key = Layout.of(cfg.storage.etl_input).segment("ready", SOURCE, SEGMENT)
-        storage.write_bytes(key, WARMUP.read_bytes())
+        cfg = ready_in_local_lake(Path(tmp), SOURCE, SEGMENT, WARMUP.read_bytes())
         report = process_ready(cfg)
         if report.failed or not report.segments:
             raise RuntimeError(f"the warm-up segment did not refine: {report.failed}")

@@ -14,10 +14,8 @@ import pytest
 import yaml
 
 from fluxforge.captures import exchange_from_filename, merge_captures
-from fluxforge.config import load_config
-from fluxforge.jitwarm import SEGMENT, WARMUP, cache_files
+from fluxforge.jitwarm import SEGMENT, WARMUP, cache_files, ready_in_local_lake
 from fluxforge.segments import encode_envelope, frame_payload
-from fluxforge.storage import Layout, open_storage
 from tests.fixtures import doc_shapes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,13 +66,9 @@ def test_compile_leaves_nothing_for_the_refinery_to_compile(tmp_path: Path, capt
     cached = cache_files(tmp_path / "cache")
     assert any(name.endswith(".nbc") for name in cached)
 
-    config = tmp_path / "fluxforge.yaml"
-    storage = {"backend": "local", "base_dir": str(tmp_path / "data")}
-    config.write_text(yaml.safe_dump({"storage": storage}))
-    inp = load_config(config, environ={}).storage.etl_input
-    open_storage(inp).write_bytes(
-        Layout.of(inp).segment("ready", "mixed", SEGMENT), _segment(captures)
-    )
+    cfg = ready_in_local_lake(tmp_path, "mixed", SEGMENT, _segment(captures))
+    config = tmp_path / "fluxforge.yaml"  # the same lake, for `fluxforge process`
+    config.write_text(yaml.safe_dump({"storage": cfg.model_dump(mode="json")["storage"]}))
     report = orjson.loads(_run(env, "process", "--config", str(config), "--json", "--quiet"))
     assert report["segments"] and not report["failed"] and report["trades"] > 0
 
