@@ -175,7 +175,7 @@ class FastBook:
     symbol: str
     venue_symbol: str
     channel: str
-    line: np.ndarray  # int64[n] line numbers (receive order)
+    line: np.ndarray  # int64[n] line numbers (index + 1; receive order)
     ts_event: np.ndarray
     ts_recv: np.ndarray
     seq: np.ndarray

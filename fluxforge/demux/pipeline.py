@@ -272,14 +272,19 @@ def _demux_pass(
         # (scanner, exchange id) by exchange code
         owners = [(scanner, ex) for scanner in scanners() for ex in scanner.exchanges]
         # one envelope pass; then each scanner is called once per exchange of its own that
-        # the segment holds, with the mask of that exchange's lines and every line's envelope
+        # the segment holds, with the rows of that exchange's lines only (fluxforge.demux.registry)
         env = read_envelopes(buf, starts, ends, todo, [ex for _scanner, ex in owners])
-        line_ex = env[:, ENV_EX]
-        present = np.bincount(line_ex + 1, minlength=len(owners) + 1)[1:]
+        # every exchange's lines together (code -1, no envelope: first), each in segment order
+        by_ex = np.argsort(env[:, ENV_EX], kind="stable")
+        at = np.searchsorted(env[by_ex, ENV_EX], np.arange(len(owners) + 1))
+        starts_by, ends_by, env_by = starts[by_ex], ends[by_ex], env[by_ex]
         for code, (scanner, exchange) in enumerate(owners):
-            if not present[code]:
+            a, b = int(at[code]), int(at[code + 1])
+            if a == b:
                 continue
-            got = scanner.scan(exchange, buf, starts, ends, todo & (line_ex == code), env)
+            mine = np.ones(b - a, dtype=bool)
+            got = scanner.scan(exchange, buf, starts_by[a:b], ends_by[a:b], mine, env_by[a:b])
+            got = got.in_segment(by_ex[a:b], len(starts))
             n_taken = int(got.taken.sum())
             n_ctl = 0 if got.control is None else int(got.control.sum())
             todo &= ~got.taken
