@@ -22,7 +22,7 @@ file skips every inode of its block group deleted in the last minutes, so one ru
 (hundreds of parts, logs and checkpoints) made the next run's file creations several times
 slower (docs/performance.md, "Eighth pass"), a cost of the benchmark, not of the refinery.
 
-    uv run python benchmarks/bench_process.py [--mb 20] [--shape mix|binance|...|docs|all]
+    uv run python benchmarks/bench_process.py [--mb 100] [--shape mix|binance|...|docs|all]
         [--fresh-lake] [--rounds 5] [--work-dir DIR]
 
 First an untimed refinery run of the warm-up segment fills numba's on-disk cache if it is cold,
@@ -35,7 +35,11 @@ seconds (50 MB mixed; docs/performance.md, "Twelfth pass"), and three rounds oft
 of a quiet phase.
 
 It ends with whether the refinery's quality bars are met: >= 60 MB/s of raw input per core
-(CPU seconds) and, for a segment of 100 MB (``--mb 100``), a peak RSS <= 1 GB.
+(CPU seconds) and, for a segment of 100 MB, a peak RSS <= 1 GB. The default size is 100 MB, the
+daemon's rotation size: a segment that fills at the bar's rate is sealed by size, at 100 MB.
+A smaller segment (one sealed by age, in a quiet hour) is judged by the same speed bar and
+falls short of it, as a small file does: each of its Parquet parts (7 tables x every
+exchange, symbol and day) has a fixed cost (docs/performance.md, "Figures").
 
 Shapes are those of benchmarks/bench_parse.py (captures replayed, or ``docs``: the shapes
 built from the venues' documentation).
@@ -262,7 +266,7 @@ def main() -> None:
         print(json.dumps(out))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mb", type=float, default=20.0)
+    ap.add_argument("--mb", type=float, default=TARGET_SEGMENT_MB)
     ap.add_argument("--shape", choices=(*SHAPES, "all"), default="mix")
     ap.add_argument(
         "--fresh-lake",

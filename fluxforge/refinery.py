@@ -689,8 +689,8 @@ def _process_segment(
     del data  # peak memory: the raw bytes are not needed past the demux
     checkpoint = find_book_checkpoint(ctx.out, ctx.lout, ref)
     states = read_book_state(ctx.out, checkpoint)
-    book_parts, new_states, book_stats = _run_books(cfg, ref, dem, states)
     max_ts = _max_ts(dem)
+    book_parts, new_states, book_stats = _run_books(cfg, ref, dem, states)
     dem.book_messages, dem.book_lines, dem.fast_books, dem.tops = [], [], {}, []
 
     parts: dict[tuple[str, str, str, str], list[pa.Table]] = defaultdict(list)
@@ -1103,7 +1103,8 @@ def _run_books(
     dict[tuple[str, str], dict[str, int]],
 ]:
     """Feed each (exchange, symbol) its messages in receive order, with the venue's reconnects
-    (ctl connect/disconnect/gap) at their place in the stream."""
+    (ctl connect/disconnect/gap) at their place in the stream. Each instrument's columns leave
+    `dem.fast_books` once fed: the next instrument's run does not hold them (peak memory)."""
     from fluxforge.book import BookEngine
 
     by_inst = dem.books_by_instrument()
@@ -1126,19 +1127,22 @@ def _run_books(
             presync_buffer=cfg.refinery.presync_buffer,
             presync_window_ns=int(cfg.refinery.presync_window_s * 1_000_000_000),
         )
+        fast = dem.fast_books.pop((ex, sym), None)
+        fed = (ex, sym) in by_inst or fast is not None or (ex, sym) in states
         alive, stats = _feed(
             engine,
             (ex, sym),
             ref.name,
-            by_inst.get((ex, sym), []),
-            dem.fast_books.get((ex, sym)),
+            by_inst.pop((ex, sym), []),
+            fast,
             ctl.get(ex, []),
             (ex, sym) in states,
             out,
         )
+        del fast
         if alive:
             new_states[(ex, sym)] = engine.state()
-        if (ex, sym) in by_inst or (ex, sym) in dem.fast_books or (ex, sym) in states:
+        if fed:
             stats_out[(ex, sym)] = stats
     return out, new_states, stats_out
 

@@ -69,6 +69,7 @@ from fluxforge.demux.bytescan import (
     int_codes,
     key_at,
     key_index,
+    level_capacity,
     next_item,
     opt_spans,
     prefetch_span,
@@ -367,7 +368,7 @@ def fast_binance_depth(
     none = np.zeros(n, dtype=bool)
     if n == 0 or not todo.any():
         return ScanResult(none)
-    capacity = 4096 + len(buf) // 256
+    capacity = level_capacity(starts, ends)
     env, todo = envelopes_of(exchange, buf, starts, ends, todo, env)
     if frames is None:
         frames = frames_of(exchange, buf, starts, ends, todo, env)

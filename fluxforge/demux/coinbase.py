@@ -42,6 +42,7 @@ from fluxforge.demux.bytescan import (
     flat_object,
     grow,
     key_at,
+    level_capacity,
     next_item,
     prefetch_span,
     str_end,
@@ -283,7 +284,7 @@ def fast_coinbase_books(
         return ScanResult(none)
     ok, msg, lv = _scan_lines(
         buf, ends, todo, env, _L2UPDATE, _SNAPSHOT, _BOOK_CHANNEL_KEY, _AT_BOOK,
-        _AT_SIDE, 4096 + len(buf) // 256,
+        _AT_SIDE, level_capacity(starts, ends),
     )  # fmt: skip
     if not ok.any():
         return ScanResult(none)

@@ -42,6 +42,7 @@ from fluxforge.demux.bytescan import (
     grow,
     int_codes,
     key_at,
+    level_capacity,
     next_item,
     next_key,
     prefetch_span,
@@ -341,7 +342,7 @@ def fast_okx_bitget_books(
         buf, ends, todo, env, _WORDS,
         (okx.ARG if is_okx else bitget.ARG).args_for(_ARG_LAYOUT), _ARG_NEED,
         (OKX_ITEM if is_okx else BITGET_ITEM).args_for(_BOOK_LAYOUT), is_okx,
-        4096 + len(buf) // 256, *_DECLARED[exchange],
+        level_capacity(starts, ends), *_DECLARED[exchange],
     )  # fmt: skip
     if not ok.any():
         return ScanResult(none)
