@@ -6,7 +6,7 @@ bounds and envelope rows, in segment order): a scanner reads payloads from the g
 never the envelope. ``ScanResult.in_segment`` then turns its row numbers into the segment's
 line indices. A scan that skipped the other exchanges' lines row by row, behind a mask, was
 slower by a tenth when the venues' lines alternate (60 MB of documented shapes mixed: the scans
-232-255 -> 207-218 ms): the rows it read and wrote were spread over the whole segment.
+232-298 -> 207-237 ms): the rows it read and wrote were spread over the whole segment.
 
 Scanners read disjoint sets of lines (one exchange's each call), so their order does not
 change the result; a line a scanner does not take stays for the per-line path.
@@ -60,9 +60,10 @@ class ScanResult:
         )
 
 
-# (exchange, buf, starts, ends, todo, env) -> ScanResult; `todo` marks the lines of `exchange`
-# (one of the scanner's) that no one has taken yet, `env` is every line's envelope row
-# (``bytescan.envelopes``)
+# (exchange, buf, starts, ends, todo, env) -> ScanResult; `starts`, `ends`, `todo` and `env`
+# (``bytescan.envelopes`` rows) are the rows of lines of `exchange` (one of the scanner's), in
+# segment order, `todo` marking those no one has taken yet; the result's line indices are row
+# numbers of these (``ScanResult.in_segment``)
 ScanFn = Callable[[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ScanResult]
 
 
