@@ -53,6 +53,7 @@ from fluxforge.demux.bytescan import (
     grow,
     int_codes,
     key_at,
+    level_capacity,
     lit,
     next_item,
     next_key,
@@ -303,14 +304,17 @@ def _scan(buf, ends, env, book, capacity, payload, rules):
     return ok, msg[:n_msg], lv[:n_lv]
 
 
-def fast_kraken_books(buf: np.ndarray, ends: np.ndarray, env: np.ndarray) -> ScanResult:
+def fast_kraken_books(
+    buf: np.ndarray, ends: np.ndarray, env: np.ndarray, capacity: int
+) -> ScanResult:
     """Kraken v1 book lines (``_lines`` class _V1_BOOK) -> FastBooks per instrument and the
-    mask of the lines taken; every other line is left to the per-line path."""
+    mask of the lines taken; every other line is left to the per-line path. `capacity`: level
+    rows (``bytescan.level_capacity``)."""
     n = len(ends)
     none = np.zeros(n, dtype=bool)
     if n == 0 or not (env[:, _E_CLASS] == _V1_BOOK).any():
         return ScanResult(none)
-    ok, msg, lv = _scan(buf, ends, env, _BOOK, 4096 + len(buf) // 512, _BOOK_PAYLOAD, _BOOK_RULES)
+    ok, msg, lv = _scan(buf, ends, env, _BOOK, capacity, _BOOK_PAYLOAD, _BOOK_RULES)
     if not ok.any():
         return ScanResult(none)
     msg_line = msg[:, 0]
@@ -652,11 +656,16 @@ def _scan_v1_tickers(buf, ends, env, k_flat, k_off, pos_col):
 
 
 def fast_kraken_rows(
-    buf: np.ndarray, ends: np.ndarray, env: np.ndarray, v1_books: dict[tuple[str, str], FastBook]
+    buf: np.ndarray,
+    ends: np.ndarray,
+    env: np.ndarray,
+    v1_books: dict[tuple[str, str], FastBook],
+    capacity: int,
 ) -> ScanResult:
     """v1 trade and ticker lines and websocket v2 lines (``_lines`` classes) -> trade and
     quote rows, v2 books as FastBooks (symbols without a v1 book in `v1_books`), heartbeats
-    as control; every other line is left to the per-line path."""
+    as control; every other line is left to the per-line path. `capacity`: level rows
+    (``bytescan.level_capacity``)."""
     n = len(ends)
     out = ScanResult(np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
     classes = env[:, _E_CLASS]
@@ -693,7 +702,7 @@ def fast_kraken_rows(
         _V2_WORDS,
         *_V2_CHANNELS,
         _V2_ARGS,
-        4096 + len(buf) // 512,
+        capacity,
         _V1_CONTROL,
         _V2_KEYS,
     )
@@ -760,8 +769,9 @@ def scan_kraken(
     payloads (``_lines``), then v1 book lines (``fast_kraken_books``), v1 trades and tickers
     and the websocket v2 lines."""
     env = _lines(buf, ends, todo, envelopes, *_V1_NAMES, _BOOK)
-    out = fast_kraken_books(buf, ends, env)
-    rows = fast_kraken_rows(buf, ends, env, out.books)
+    capacity = level_capacity(starts, ends)
+    out = fast_kraken_books(buf, ends, env, capacity)
+    rows = fast_kraken_rows(buf, ends, env, out.books, capacity)
     out.taken |= rows.taken
     out.control = rows.control
     out.books.update(rows.books)
