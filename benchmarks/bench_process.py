@@ -90,13 +90,17 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def _refine(root: Path, data: bytes, name: str, source: str = SOURCE) -> dict[str, float]:
-    """Process one segment of `source` with the refinery under `root`; (cpu s, wall s)."""
+def _refine(root: Path, seg: Path | bytes, name: str, source: str = SOURCE) -> dict[str, float]:
+    """Process one segment of `source` (its bytes, or its file) with the refinery under
+    `root`; (cpu s, wall s). A file is read here and its bytes dropped once they are in the
+    lake's ready/ folder: the timed run's peak RSS holds no copy of the harness's."""
     from fluxforge.jitwarm import ready_in_local_lake
     from fluxforge.refinery import process_ready
 
-    cfg = ready_in_local_lake(root, source, name, data)
-    del data
+    cfg = ready_in_local_lake(
+        root, source, name, seg.read_bytes() if isinstance(seg, Path) else seg
+    )
+    del seg
     t0, c0 = time.perf_counter(), time.process_time()
     report = process_ready(cfg)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
@@ -117,7 +121,7 @@ def child_fluxforge(seg: Path, warm: Path, fresh_lake: bool, work: Path) -> dict
     warm_data = warm.read_bytes().replace(envelope_src, f'"src":"{WARM_SOURCE}"'.encode())
     _refine(work / "lake", warm_data, warm.name, WARM_SOURCE)
     root = work / ("run" if fresh_lake else "lake")
-    out = _refine(root, seg.read_bytes(), seg.name)
+    out = _refine(root, seg, seg.name)
     return {**out, "peak_mb": _peak_mb()}
 
 

@@ -15,13 +15,21 @@ all, so they come from the heap too (docs/performance.md, "Eleventh pass").
 The price: a refinery process keeps the heap of its largest segment until it exits (its peak
 memory, which the quality bar already bounds), and every block comes from the heap, not from
 a mapping of its own. ``refinery.keep_freed_memory: false`` leaves glibc's defaults.
+
+Kept memory has one cost at the peak: an array read once, front to back, while its successor
+is written (a scanner's level rows while their columns are laid out, a book's columns while
+the engine applies them) holds all its pages until it is freed. ``release`` hands the pages
+already read back to the kernel as the reader goes (docs/performance.md, "Fourteenth pass").
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import platform
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +41,10 @@ MMAP_THRESHOLD = 32 << 20  # glibc's ceiling (HEAP_MAX_SIZE / 2 on 64-bit): a la
 TRIM_THRESHOLD = 1 << 30
 MMAP_MAX = 0  # no block in a mapping of its own, whatever its size
 
+MADV_DONTNEED = 4  # (Linux) the pages read as zeros afterwards, and hold no memory until then
+
 _applied: bool | None = None  # None: not asked yet in this process
+_madvise: ctypes._CFuncPtr | bool | None = None  # None: not looked up yet; False: none here
 
 
 def keep_freed_memory() -> bool:
@@ -60,3 +71,38 @@ def _set() -> bool:
     if not ok:
         log.debug("glibc refused a mallopt value: its defaults stay")
     return ok
+
+
+def release(a: np.ndarray, start: int, stop: int) -> int:
+    """Hand the whole pages inside bytes [start, stop) of the contiguous array `a` back to
+    the kernel: they stop counting in the process's memory, and read as zeros afterwards.
+    Only for an array this process allocated (not a file's map) whose bytes there are never
+    read again. Returns the bytes handed back (0 where the system has no ``madvise``)."""
+    if not (a.flags.c_contiguous and a.flags.writeable):
+        raise ValueError("release: the array must be contiguous and this process's own")
+    start, stop = max(start, 0), min(stop, a.nbytes)
+    page = mmap.PAGESIZE
+    base = a.ctypes.data
+    lo = -(-(base + start) // page) * page  # first whole page inside the range
+    hi = (base + stop) // page * page
+    fn = _madvise_fn()
+    if hi <= lo or not fn:
+        return 0
+    if fn(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), MADV_DONTNEED) != 0:
+        return 0  # (an advice refused changes nothing: the pages stay, as they were)
+    return hi - lo
+
+
+def _madvise_fn() -> ctypes._CFuncPtr | None:
+    global _madvise
+    if _madvise is None:
+        _madvise = False
+        if platform.system() == "Linux":
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).madvise
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+                _madvise = fn
+            except (OSError, AttributeError) as exc:
+                log.debug("madvise unavailable: %s", exc)
+    return _madvise or None

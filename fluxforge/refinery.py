@@ -1126,6 +1126,7 @@ def _run_books(
             state=states.get((ex, sym)),
             presync_buffer=cfg.refinery.presync_buffer,
             presync_window_ns=int(cfg.refinery.presync_window_s * 1_000_000_000),
+            record_tops=False,  # (never read here; and the columns are spent as applied)
         )
         fast = dem.fast_books.pop((ex, sym), None)
         fed = (ex, sym) in by_inst or fast is not None or (ex, sym) in states
@@ -1179,7 +1180,14 @@ def _feed(
 
     def run(lo: int, hi: int) -> None:
         if columns is not None and hi > lo:
-            result = engine.apply_batch(columns.batch(lo, hi), segment)
+            # the columns are this run's own (popped from the demux result, or merged): the
+            # levels the engine has applied are handed back as it goes (peak memory)
+            base = int(columns.level_offsets[lo])
+            result = engine.apply_batch(
+                columns.batch(lo, hi),
+                segment,
+                spent=lambda a, b: columns.release(base + a, base + b),
+            )
         else:
             result = engine.apply([m for _, m in msgs[lo:hi]], segment)
         # every counter the engine reports (contract fields + extras such as crossed)

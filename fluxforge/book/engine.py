@@ -519,11 +519,24 @@ class BookEngine:
         return self.apply_batch(BookBatch.from_messages(messages), segment)
 
     def apply_batch(
-        self, batch: BookBatch, segment: str = "", *, tables: bool = True
+        self,
+        batch: BookBatch,
+        segment: str = "",
+        *,
+        tables: bool = True,
+        spent: Callable[[int, int], None] | None = None,
     ) -> BookOutput:
         """Apply a columnar batch. ``tables=False`` skips building the deltas/snapshots tables
-        and tops (the benchmark's hot path); gaps, stats and state are the same either way."""
+        and tops (the benchmark's hot path); gaps, stats and state are the same either way.
+
+        A batch of more than ``BATCH_LEVELS`` levels is applied in slices, each a copy of its
+        levels' strings and decimals; ``spent(l0, l1)`` is then called once each slice's
+        levels [l0, l1) are applied: nothing the engine keeps or returns reads them again, so
+        the caller may hand the batch's columns there back (``FastBook.release``). Not with
+        ``record_tops`` (an output's tops read its slice when asked)."""
         segment = segment or self.segment
+        if spent is not None and self.record_tops:
+            raise ValueError("apply_batch: spent levels with record_tops (tops read them later)")
         self._learn_integrity(batch)
         if batch.n_levels <= BATCH_LEVELS:
             return self._apply(batch, segment, tables)
@@ -533,12 +546,12 @@ class BookEngine:
             lo = cuts[-1]
             hi = int(np.searchsorted(offsets, offsets[lo] + BATCH_LEVELS, side="right")) - 1
             cuts.append(min(max(hi, lo + 1), len(batch)))
-        return _concat_outputs(
-            [
-                self._apply(batch.slice(lo, hi), segment, tables)
-                for lo, hi in itertools.pairwise(cuts)
-            ]
-        )
+        outs = []
+        for lo, hi in itertools.pairwise(cuts):
+            outs.append(self._apply(batch.slice(lo, hi), segment, tables))
+            if spent is not None:
+                spent(int(offsets[lo]), int(offsets[hi]))
+        return _concat_outputs(outs)
 
     def _learn_integrity(self, batch: BookBatch) -> None:
         """How the venue verifies this book, from its messages (a Kraken snapshot carries no

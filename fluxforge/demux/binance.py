@@ -441,7 +441,9 @@ def fast_binance_depth(
     if not ok.any():
         return ScanResult(none)
     groups = by_code(codes, msg_ok)
-    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups([sel for _c, sel in groups])
+    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups(
+        [sel for _c, sel in groups], spend=True
+    )
     out: dict[tuple[str, str], FastBook] = {}
     for (c, sel), level_cols in zip(groups, levels, strict=True):
         sym = symbols[c]

@@ -824,17 +824,23 @@ def level_order(lv, msg_ok, n_msg):
     """The level rows `lv` (message row, side 0/1, ...) of the messages where `msg_ok`,
     ordered per message, bids then asks, each side in row order (a stable counting sort on
     message * 2 + side): (order, levels per message, first position of each message, price
-    bytes and size bytes per message). The byte totals come from the counting pass, which
-    reads the rows anyway, so ``level_arenas`` need not walk every row once more for them."""
+    bytes and size bytes per message, and `low`: the lowest row of messages m and after, so
+    that the rows below ``low[m]`` are spent once messages before m are laid out). The byte
+    totals come from the counting pass, which reads the rows anyway, so ``level_arenas``
+    need not walk every row once more for them."""
     start = np.zeros(2 * n_msg + 1, np.int64)
     px_bytes = np.zeros(n_msg, np.int64)
     sz_bytes = np.zeros(n_msg, np.int64)
+    low = np.full(n_msg + 1, len(lv), np.int64)
     for j in range(len(lv)):
         r = lv[j, 0]
         if msg_ok[r]:
             start[2 * r + lv[j, 1] + 1] += 1
             px_bytes[r] += lv[j, 3] - lv[j, 2]
             sz_bytes[r] += lv[j, 5] - lv[j, 4]
+            low[r] = min(low[r], j)
+    for m in range(n_msg - 1, -1, -1):
+        low[m] = min(low[m], low[m + 1])
     for k in range(2 * n_msg):
         start[k + 1] += start[k]
     order = np.empty(start[2 * n_msg], np.int64)
@@ -847,41 +853,25 @@ def level_order(lv, msg_ok, n_msg):
             at[key] += 1
     first = start[0 : 2 * n_msg : 2].copy()
     counts = start[2 : 2 * n_msg + 1 : 2] - first
-    return order, counts, first, px_bytes, sz_bytes
+    return order, counts, first, px_bytes, sz_bytes, low
 
 
 @njit(cache=True)
-def level_arenas(
-    buf, lv, lv_bytes, order, first, counts, px_bytes, sz_bytes, rows, bounds, scale, max_int
-):
-    """The levels of the messages of every group (group g: `rows[bounds[g]:bounds[g+1]]`,
-    ascending; their rows in `order` from `first`, `counts` each, `px_bytes` and `sz_bytes`
-    of their strings: ``level_order``), each group laid out as a
-    book batch's level columns: level offsets per message, side, one byte arena holding the
-    price strings then the size strings (offsets from 0), and the float keys of each price and
-    size (``copy_decimal_key``; `slow` marks the levels whose keys it could not give). Also
-    the lake decimal of each price then each size (decimal128 words at `scale`, at most
-    `max_int` integer digits: ``scaled_words``, from the digits the key was read from, up to
-    18 of them), and
-    per group whether every one of its levels has them (`exact`; else the book engine parses
-    that group's strings). Every
-    group's columns are a slice of one array each (cut by ``fastbook.LevelColumns``); the levels are
-    copied in one pass over the messages in row order, not group by group: the segment bytes
-    are then read in order (Coinbase levels 7.0 vs 9.4 ms on a 30 MB mixed segment). A string
-    the level row holds (``text_at``) is read from the row (`lv_bytes`: `lv`'s bytes)."""
-    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
-    buf, lv_bytes = borrowed(buf), borrowed(lv_bytes)
-    row_bytes = 8 * lv.shape[1]
+def arena_layout(counts, px_bytes, sz_bytes, rows, bounds, n_msg):
+    """Where ``level_arenas`` puts the levels of the messages of every group (group g:
+    `rows[bounds[g]:bounds[g+1]]`, ascending; `counts`, `px_bytes`, `sz_bytes` per message:
+    ``level_order``): per message its group (`k_of`: its position in `rows`, -1 if in none;
+    `grp`: the group of each position), per group its first level and arena byte (`lv_at`,
+    `ar_at`), per position its first level, price byte and size byte inside its group (`x_k`,
+    `p_k`, `s_k`), and the level offsets of every group's messages."""
     n_grp = len(bounds) - 1
     n_rows = len(rows)
-    k_of = np.full(len(first), -1, np.int64)
+    k_of = np.full(n_msg, -1, np.int64)
     grp = np.empty(n_rows, np.int64)
     for g in range(n_grp):
         for k in range(bounds[g], bounds[g + 1]):
             k_of[rows[k]] = k
             grp[k] = g
-    # per group: first level, first arena byte, first arena offset; per message: its first
-    # level, price byte and size byte inside its group
     lv_at = np.zeros(n_grp + 1, np.int64)
     ar_at = np.zeros(n_grp + 1, np.int64)
     level_offsets = np.empty(n_rows + n_grp, np.int64)
@@ -905,20 +895,29 @@ def level_arenas(
             s_k[k] += n_px
         lv_at[g + 1] = lv_at[g] + x
         ar_at[g + 1] = ar_at[g] + n_px + n_sz
-    n_lv = lv_at[n_grp]
-    arena = np.empty(ar_at[n_grp], np.uint8)
-    into = borrowed(arena)  # (returned at the end: alive for every write through the view)
-    offsets = np.empty(2 * n_lv + n_grp, np.int64)
-    side = np.empty(n_lv, np.uint8)
-    pkey = np.empty(n_lv, np.float64)
-    skey = np.empty(n_lv, np.float64)
-    slow = np.zeros(n_lv, np.bool_)
-    words = np.empty(4 * n_lv, np.int64)
-    exact = np.ones(n_grp, np.bool_)
+    return k_of, grp, lv_at, ar_at, x_k, p_k, s_k, level_offsets
+
+
+@njit(cache=True)
+def level_arenas(buf, lv, lv_bytes, order, first, counts, layout, m0, m1, cols, scale, max_int):
+    """The levels of messages [m0, m1) (in row order: the segment bytes are read in order,
+    Coinbase levels 7.0 vs 9.4 ms on a 30 MB mixed segment, not group by group), each laid
+    out where ``arena_layout`` puts it (`layout`) in the columns `cols`: side, one byte arena
+    per group holding its price strings then its size strings, their offsets (from 0 in each
+    group), the float keys of each price and size (``copy_decimal_key``; `slow` marks the
+    levels whose keys it could not give), and the lake decimal of each price then each size
+    (decimal128 words at `scale`, at most `max_int` integer digits: ``scaled_words``, from the
+    digits the key was read from, up to 18 of them); `exact[g]` is cleared for a group with a
+    level without them (the book engine then parses that group's strings). A string the
+    level row holds (``text_at``) is read from the row (`lv_bytes`: `lv`'s bytes)."""
+    # read-only arguments as borrowed views (bytescan.borrowed: no atomic counts per call)
+    buf, lv_bytes = borrowed(buf), borrowed(lv_bytes)
+    k_of, grp, lv_at, ar_at, x_k, p_k, s_k = layout[:7]
+    side, arena, offsets, pkey, skey, slow, words, exact = cols
+    into = borrowed(arena)  # (the caller's: alive for every write through the view)
+    row_bytes = 8 * lv.shape[1]
     short = max_int >= 18  # every fast key's integer part fits (it has at most 18 digits)
-    for g in range(n_grp):
-        offsets[2 * lv_at[g] + g] = 0
-    for m in range(len(first)):  # row order: the segment bytes in order
+    for m in range(m0, m1):  # row order: the segment bytes in order
         k = k_of[m]
         if k < 0:
             continue
@@ -952,8 +951,7 @@ def level_arenas(
                 words[w_px + 2 * xl], words[w_px + 2 * xl + 1] = scaled_words(pw, pf, scale)
                 words[w_sz + 2 * xl], words[w_sz + 2 * xl + 1] = scaled_words(sw, sf, scale)
             xl += 1
-    len(buf)  # (buf live to the exit: see the module doc)
-    return level_offsets, side, arena, offsets, pkey, skey, slow, words, exact, lv_at, ar_at
+    len(buf), len(arena)  # (buf and arena live to the exit: see the module doc)
 
 
 def spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, large: bool = False) -> pa.Array:

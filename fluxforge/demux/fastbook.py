@@ -18,12 +18,28 @@ import numpy as np
 import pyarrow as pa
 
 from fluxforge.book.batch import BookBatch, arena_of, arena_slice, level_keys, words_slice
-from fluxforge.demux.bytescan import LV_COLS, level_arenas, level_order
+from fluxforge.demux.bytescan import LV_COLS, arena_layout, level_arenas, level_order
 from fluxforge.events import BookMessage
+from fluxforge.heap import release
 from fluxforge.storage.paths import sanitize_part
 from fluxforge.wire.decimal import SCALE_LIMITS
 
 _SAFE_CACHE: dict[str, bool] = {}
+# levels laid out between two hand-backs of spent level rows (``LevelColumns.of_groups``):
+# 80 MB of rows, a few calls on a 100 MB segment
+SPEND_LEVELS = 1 << 18
+
+
+def _message_spans(counts: np.ndarray, levels: int | None) -> list[tuple[int, int]]:
+    """Consecutive message ranges covering `counts` (levels per message), each of about
+    `levels` levels (whole messages; one range when None)."""
+    n = len(counts)
+    if levels is None or n == 0:
+        return [(0, n)]
+    ends = np.cumsum(counts)
+    cuts = np.searchsorted(ends, np.arange(levels, int(ends[-1]), levels), side="left") + 1
+    bounds = [0, *sorted(set(np.minimum(cuts, n).tolist()) - {0, n}), n]
+    return list(itertools.pairwise(bounds))
 
 
 def safe_symbol(sym: str) -> bool:
@@ -74,7 +90,8 @@ class LevelColumns:
             raise ValueError(f"level rows must have {LV_COLS} columns (put_level), not {lv.shape}")
         self.buf = buf
         self.lv = np.ascontiguousarray(lv)
-        self.order, self.counts, self.first, self.px_bytes, self.sz_bytes = level_order(
+        self.n_msg = n_msg
+        self.order, self.counts, self.first, self.px_bytes, self.sz_bytes, self.low = level_order(
             self.lv, msg_ok, n_msg
         )
 
@@ -82,23 +99,44 @@ class LevelColumns:
         """The columns of one group of messages `sel` (``of_groups``)."""
         return self.of_groups([sel])[0]
 
-    def of_groups(self, sels: list[np.ndarray]) -> list[dict[str, Any]]:
+    def of_groups(self, sels: list[np.ndarray], spend: bool = False) -> list[dict[str, Any]]:
         """level_offsets, side, arena, arena_offsets, price_key, size_key and words (each
         level's lake decimal, prices then sizes; None for a group holding a value outside the
         plain form) of the messages of each group (ascending rows, no row in two groups): one
         gather of every group at once, in segment order, straight into each batch's arena
-        layout."""
+        layout. With `spend`, the level rows are handed back to the kernel as they are read
+        (``heap.release``: the rows and the columns are not both whole at the peak), and read
+        as zeros afterwards: for the last call on these rows."""
         if not sels:
             return []
         bounds = np.zeros(len(sels) + 1, np.int64)
         bounds[1:] = np.cumsum([len(s) for s in sels])
         rows = np.concatenate(sels).astype(np.int64, copy=False)
+        layout = arena_layout(self.counts, self.px_bytes, self.sz_bytes, rows, bounds, self.n_msg)
+        lv_at, ar_at = layout[2], layout[3]
+        n_grp, n_lv = len(sels), int(lv_at[-1])
+        offsets, arena_offsets = layout[7], np.empty(2 * n_lv + n_grp, np.int64)
+        arena_offsets[2 * lv_at[:-1] + np.arange(n_grp)] = 0
+        cols = (
+            np.empty(n_lv, np.uint8),  # side
+            np.empty(int(ar_at[-1]), np.uint8),  # arena
+            arena_offsets,
+            np.empty(n_lv, np.float64),  # price keys
+            np.empty(n_lv, np.float64),  # size keys
+            np.zeros(n_lv, np.bool_),  # slow
+            np.empty(4 * n_lv, np.int64),  # words
+            np.ones(n_grp, np.bool_),  # exact
+        )
         lv_bytes = self.lv.reshape(-1).view(np.uint8)
-        cols = level_arenas(
-            self.buf, self.lv, lv_bytes, self.order, self.first, self.counts, self.px_bytes,
-            self.sz_bytes, rows, bounds, *SCALE_LIMITS,
-        )  # fmt: skip
-        offsets, side, arena, arena_offsets, pkey, skey, slow, words, exact, lv_at, ar_at = cols
+        row_bytes = self.lv.strides[0]
+        for m0, m1 in _message_spans(self.counts, SPEND_LEVELS if spend else None):
+            level_arenas(
+                self.buf, self.lv, lv_bytes, self.order, self.first, self.counts, layout,
+                m0, m1, cols, *SCALE_LIMITS,
+            )  # fmt: skip
+            if spend:
+                release(self.lv, 0, int(self.low[m1]) * row_bytes)
+        side, arena, arena_offsets, pkey, skey, slow, words, exact = cols
         bnd, lvs, ars = bounds.tolist(), lv_at.tolist(), ar_at.tolist()
         out = []
         for g in range(len(sels)):
@@ -247,6 +285,27 @@ class FastBook:
         if has_ck is not None and not has_ck.all():
             batch.checksum_kind[~has_ck] = 0  # as from_messages: no checksum, no kind
         return batch
+
+    def release(self, l0: int, l1: int) -> None:
+        """Hand the level columns of levels [l0, l1) back to the kernel (``heap.release``):
+        for an owner that has applied them and reads them never again (they read as zeros
+        afterwards). Columns this book does not own outright (read-only) are left whole."""
+        n = len(self.side)
+        ao = self.arena_offsets
+        spans = [
+            (self.side, l0, l1),
+            (self.price_key, 8 * l0, 8 * l1),
+            (self.size_key, 8 * l0, 8 * l1),
+            (self.arena, int(ao[l0]), int(ao[l1])),  # prices, then sizes
+            (self.arena, int(ao[n + l0]), int(ao[n + l1])),
+            (ao, 8 * l0, 8 * l1),
+            (ao, 8 * (n + l0), 8 * (n + l1)),
+        ]
+        if self.words is not None:  # two words per price, then two per size
+            spans += [(self.words, 16 * l0, 16 * l1), (self.words, 16 * (n + l0), 16 * (n + l1))]
+        for a, start, stop in spans:
+            if a.flags.c_contiguous and a.flags.writeable:
+                release(a, start, stop)
 
     def to_messages(self) -> list[tuple[int, BookMessage]]:
         """The same messages as objects (for mixing with per-line messages of other shapes)."""

@@ -335,7 +335,9 @@ def fast_kraken_books(
     if not ok.any():
         return ScanResult(none)
     groups = by_code(codes, msg_ok)
-    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups([sel for _c, sel in groups])
+    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups(
+        [sel for _c, sel in groups], spend=True
+    )
     out: dict[tuple[str, str], FastBook] = {}
     for (c, sel), level_cols in zip(groups, levels, strict=True):
         (raw, channel), sym = labels[c], symbols[c]
@@ -738,7 +740,9 @@ def fast_kraken_rows(
     book_rows = keep & is_book
     if book_rows.any():
         groups = by_code(codes, book_rows)
-        levels = LevelColumns(buf, lv, book_rows, len(rows)).of_groups([s for _c, s in groups])
+        levels = LevelColumns(buf, lv, book_rows, len(rows)).of_groups(
+            [s for _c, s in groups], spend=True
+        )
         raw_list = raws.to_pylist()
         for (c, sel), level_cols in zip(groups, levels, strict=True):
             out.books[("kraken", sym_list[c])] = _fast_book(

@@ -467,7 +467,9 @@ def _books(
     if not msg_ok.any():
         return ScanResult(none)
     groups = by_code(msg_code, msg_ok)
-    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups([sel for _c, sel in groups])
+    levels = LevelColumns(buf, lv, msg_ok, len(msg)).of_groups(
+        [sel for _c, sel in groups], spend=True
+    )
     action = info[msg_line, 6]
     out: dict[tuple[str, str], FastBook] = {}
     for (c, sel), level_cols in zip(groups, levels, strict=True):

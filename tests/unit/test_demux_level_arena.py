@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from fluxforge.book import BookBatch
+from fluxforge.demux import fastbook
 from fluxforge.demux.bytescan import LV_COLS, put_level, text_at
 from fluxforge.demux.fastbook import LevelColumns, by_code
 from fluxforge.tables import DECIMAL
@@ -157,3 +158,23 @@ def test_level_words_equal_arrow_decimal_cast() -> None:
         texts = [(fast(), fast()) for _ in range(50)] + [("1.5", odd)]
         (cols,) = _columns(texts, 5, rng).of_groups([np.arange(5)])
         assert cols["words"] is None, odd
+
+
+def test_spent_level_rows_give_the_same_columns_and_are_handed_back(monkeypatch) -> None:
+    """`spend`: the levels are laid out in spans of messages, the rows read so far handed back
+    after each; the columns are those of one pass, and the spent rows read as zeros."""
+    rng = np.random.default_rng(23)
+    texts = [(f"{rng.integers(1, 99999)}.{rng.integers(0, 99)}", "1.5") for _ in range(20_000)]
+    n_msg = 400
+    whole = _columns(texts, n_msg, np.random.default_rng(1))
+    spent = _columns(texts, n_msg, np.random.default_rng(1))
+    codes = np.arange(n_msg) % 3
+    groups = [s for _c, s in by_code(codes, np.ones(n_msg, bool))]
+    want = whole.of_groups(groups)
+    monkeypatch.setattr(fastbook, "SPEND_LEVELS", 1000)  # about twenty spans
+    got = spent.of_groups(groups, spend=True)
+    for w, g in zip(want, got, strict=True):
+        for name, col in w.items():
+            assert np.array_equal(col, g[name]), name
+    assert not (whole.lv == 0).all(axis=1).any()
+    assert (spent.lv == 0).all(axis=1).mean() > 0.95  # all but the pages at the edges

@@ -7,6 +7,7 @@ else it hands back (None). Checked on hand-made tricky rows and, end to end thro
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from fluxforge.captures import exchange_from_filename, merge_captures
 from fluxforge.demux import demux_segment
+from fluxforge.demux.fastbook import FastBook
 from fluxforge.events import NormalizeError
 from fluxforge.segments import encode_envelope, frame_payload
 from fluxforge.venues import common
@@ -304,6 +306,44 @@ def test_fastbook_batch_equals_batch_of_its_messages(captures: Path) -> None:
                 assert np.array_equal(value, other), name
             else:
                 assert value == other, name
+
+
+def test_spent_columns_give_the_rows_of_kept_ones(
+    captures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch applied in slices, each slice's levels handed back once applied (the
+    refinery's way: ``FastBook.release``), gives the rows of the same batch kept whole, and
+    the spent columns are no longer held (they read as zeros)."""
+    from fluxforge.book import BookEngine
+    from fluxforge.book import engine as book_engine
+
+    monkeypatch.setattr(book_engine, "BATCH_LEVELS", 2000)  # several slices per book
+    files = [p for p in sorted(captures.glob("BITGET/*")) if ".ws." in p.name]
+    res = demux_segment(_segment(files), SEG, fast=True)
+    assert res.fast_books
+    for (ex, sym), fast in res.fast_books.items():
+        own = FastBook(
+            **{k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in vars(fast).items()}
+        )
+        kept = BookEngine(ex, sym, record_tops=False).apply_batch(fast.batch(0, len(fast)))
+        spans: list[tuple[int, int]] = []
+
+        def spent(l0: int, l1: int, book: FastBook = own, spans: list = spans) -> None:
+            spans.append((l0, l1))
+            book.release(l0, l1)
+
+        engine = BookEngine(ex, sym, record_tops=False)
+        got = engine.apply_batch(own.batch(0, len(own)), spent=spent)
+        n = len(own.side)
+        assert len(spans) > 2 and spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # in order, no gap
+        for name in ("deltas", "snapshots", "gaps", "drift"):
+            assert getattr(got, name).equals(getattr(kept, name)), name
+        assert got.stats == kept.stats
+        assert (fast.price_key > 0).all()
+        assert (own.price_key == 0).mean() > 0.5  # handed back (not the pages at the edges)
+        with pytest.raises(ValueError, match="record_tops"):
+            BookEngine(ex, sym).apply_batch(fast.batch(0, len(fast)), spent=spent)
 
 
 _OKX_ARG = b'"arg":{"channel":"books","instId":"BTC-USDT"}'
