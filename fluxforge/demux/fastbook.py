@@ -26,8 +26,12 @@ from fluxforge.wire.decimal import SCALE_LIMITS
 
 _SAFE_CACHE: dict[str, bool] = {}
 # levels laid out between two hand-backs of spent level rows (``LevelColumns.of_groups``):
-# 80 MB of rows, a few calls on a 100 MB segment
+# 20 MB of rows, the most held twice at any time
 SPEND_LEVELS = 1 << 18
+# level rows smaller than this are not spent: at the peak they weigh little, and pages
+# handed back are faulted in again by the next arrays (the documented shapes mixed, 100 MB,
+# rows of 20-60 MB per venue: about 0.1 s more CPU when spent; docs/performance.md)
+SPEND_MIN_BYTES = 96 << 20
 
 
 def _message_spans(counts: np.ndarray, levels: int | None) -> list[tuple[int, int]]:
@@ -104,9 +108,9 @@ class LevelColumns:
         level's lake decimal, prices then sizes; None for a group holding a value outside the
         plain form) of the messages of each group (ascending rows, no row in two groups): one
         gather of every group at once, in segment order, straight into each batch's arena
-        layout. With `spend`, the level rows are handed back to the kernel as they are read
-        (``heap.release``: the rows and the columns are not both whole at the peak), and read
-        as zeros afterwards: for the last call on these rows."""
+        layout. With `spend`, rows of ``SPEND_MIN_BYTES`` or more are handed back to the
+        kernel as they are read (``heap.release``: the rows and the columns are not both whole
+        at the peak), and read as zeros afterwards: for the last call on these rows."""
         if not sels:
             return []
         bounds = np.zeros(len(sels) + 1, np.int64)
@@ -129,6 +133,7 @@ class LevelColumns:
         )
         lv_bytes = self.lv.reshape(-1).view(np.uint8)
         row_bytes = self.lv.strides[0]
+        spend = spend and self.lv.nbytes >= SPEND_MIN_BYTES
         for m0, m1 in _message_spans(self.counts, SPEND_LEVELS if spend else None):
             level_arenas(
                 self.buf, self.lv, lv_bytes, self.order, self.first, self.counts, layout,

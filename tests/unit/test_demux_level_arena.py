@@ -170,11 +170,12 @@ def test_spent_level_rows_give_the_same_columns_and_are_handed_back(monkeypatch)
     spent = _columns(texts, n_msg, np.random.default_rng(1))
     codes = np.arange(n_msg) % 3
     groups = [s for _c, s in by_code(codes, np.ones(n_msg, bool))]
-    want = whole.of_groups(groups)
+    want = whole.of_groups(groups, spend=True)  # rows this small are kept (SPEND_MIN_BYTES)
+    assert not (whole.lv == 0).all(axis=1).any()
     monkeypatch.setattr(fastbook, "SPEND_LEVELS", 1000)  # about twenty spans
+    monkeypatch.setattr(fastbook, "SPEND_MIN_BYTES", 0)
     got = spent.of_groups(groups, spend=True)
     for w, g in zip(want, got, strict=True):
         for name, col in w.items():
             assert np.array_equal(col, g[name]), name
-    assert not (whole.lv == 0).all(axis=1).any()
     assert (spent.lv == 0).all(axis=1).mean() > 0.95  # all but the pages at the edges
