@@ -224,7 +224,8 @@ class RefineryConfig(_Model):
     # receive-time window they may span (0: no age limit)
     presync_buffer: int = Field(default=5000, ge=0)
     presync_window_s: float = Field(default=60.0, ge=0)
-    # keep the memory a segment frees for the next arrays (glibc only: fluxforge.heap says why)
+    # keep the memory a segment frees for the next arrays, no transparent huge pages (glibc
+    # only: fluxforge.heap says why)
     keep_freed_memory: bool = True
 
 

@@ -15,17 +15,19 @@ import pytest
 
 # a fresh interpreter: allocate and touch a block, free it, do it again; page faults of each
 _PROBE = """
-import json, resource, sys
+import ctypes, json, resource, sys
 import numpy as np
 from fluxforge.heap import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+no_thp = ctypes.CDLL(None).prctl(42, 0, 0, 0, 0)  # PR_GET_THP_DISABLE
 mib = int(sys.argv[2])
 def faults_of_block():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     block = np.ones(mib << 17, np.int64)  # every page written
     del block
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"applied": applied, "first": faults_of_block(), "again": faults_of_block()}))
+print(json.dumps({"applied": applied, "no_thp": no_thp, "first": faults_of_block(),
+                  "again": faults_of_block()}))
 """
 
 
@@ -42,6 +44,7 @@ def test_freed_block_is_reused_only_when_kept(mib: int) -> None:
     kept = _probe("keep", mib)
     default = _probe("default", mib)
     assert kept["applied"] is True
+    assert (kept["no_thp"], default["no_thp"]) == (1, 0)  # huge pages: none once kept
     assert kept["first"] > 100, kept  # the first block is new memory either way
     assert kept["again"] < kept["first"] / 10, kept
     # glibc's defaults hand the block back and map it anew: the probe can tell the difference
