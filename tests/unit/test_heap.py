@@ -18,6 +18,7 @@ _PROBE = """
 import ctypes, json, resource, sys
 import numpy as np
 from fluxforge.heap import keep_freed_memory
+ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)  # huge pages allowed (a child inherits the choice)
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 no_thp = ctypes.CDLL(None).prctl(42, 0, 0, 0, 0)  # PR_GET_THP_DISABLE
 mib = int(sys.argv[2])
