@@ -81,12 +81,18 @@ def _set() -> bool:
     return ok
 
 
+def releasable(a: np.ndarray) -> bool:
+    """Whether ``release`` takes pages of `a`: contiguous and writable (a bytes object's
+    memory or a read-only map is not this process's to hand back)."""
+    return bool(a.flags.c_contiguous and a.flags.writeable)
+
+
 def release(a: np.ndarray, start: int, stop: int) -> int:
     """Hand the whole pages inside bytes [start, stop) of the contiguous array `a` back to
     the kernel: they stop counting in the process's memory, and read as zeros afterwards.
     Only for an array this process allocated (not a file's map) whose bytes there are never
     read again. Returns the bytes handed back (0 where the system has no ``madvise``)."""
-    if not (a.flags.c_contiguous and a.flags.writeable):
+    if not releasable(a):
         raise ValueError("release: the array must be contiguous and this process's own")
     start, stop = max(start, 0), min(stop, a.nbytes)
     page = mmap.PAGESIZE

@@ -20,7 +20,7 @@ import pyarrow as pa
 from fluxforge.book.batch import BookBatch, arena_of, arena_slice, level_keys, words_slice
 from fluxforge.demux.bytescan import LV_COLS, arena_layout, level_arenas, level_order
 from fluxforge.events import BookMessage
-from fluxforge.heap import release
+from fluxforge.heap import releasable, release
 from fluxforge.storage.paths import sanitize_part
 from fluxforge.wire.decimal import SCALE_LIMITS
 
@@ -309,7 +309,7 @@ class FastBook:
         if self.words is not None:  # two words per price, then two per size
             spans += [(self.words, 16 * l0, 16 * l1), (self.words, 16 * (n + l0), 16 * (n + l1))]
         for a, start, stop in spans:
-            if a.flags.c_contiguous and a.flags.writeable:
+            if releasable(a):
                 release(a, start, stop)
 
     def to_messages(self) -> list[tuple[int, BookMessage]]:
